@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - install into .venv (first time) and run `edgeproof demo`
+#   make test   - install into .venv (first time) and run lint, types and the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest bench install clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	# torchattacks (reference for PGD tests) declares torchvision, which edgeproof never uses
+	$(BIN)/python -m pip install --quiet --no-deps torchattacks==3.5.1
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgeproof demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do OMP_NUM_THREADS=2 $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/assemble.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,94 @@
+"""edgeproof: prepare trained PyTorch models for deployment where failure is expensive.
+
+Public API::
+
+    model = edgeproof.load_model("model.safetensors", arch="zoo:resnet20")
+    data = edgeproof.load_data("val.npz")
+    report = edgeproof.audit(model, data, checks=["performance", "calibration"])
+
+Heavy modules (torch, onnxruntime) are imported on first use of the names that need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from edgeproof._version import __version__
+
+if TYPE_CHECKING:
+    from edgeproof.checks import available_checks, get_check, register_check
+    from edgeproof.checks.base import AuditContext, Check, FunctionCheck
+    from edgeproof.data.dataset import Dataset
+    from edgeproof.data.loading import load_data
+    from edgeproof.models.loaded import LoadedModel
+    from edgeproof.models.loading import load_model
+    from edgeproof.policy import Policy, load_policy
+    from edgeproof.report.report import Report
+    from edgeproof.results import CheckResult, Figure, Finding, Interval, Metric, Table
+    from edgeproof.runner import audit
+    from edgeproof.spec import InputSpec, ThreatModel
+
+__all__ = [
+    "AuditContext",
+    "Check",
+    "CheckResult",
+    "Dataset",
+    "Figure",
+    "Finding",
+    "FunctionCheck",
+    "InputSpec",
+    "Interval",
+    "LoadedModel",
+    "Metric",
+    "Policy",
+    "Report",
+    "Table",
+    "ThreatModel",
+    "__version__",
+    "audit",
+    "available_checks",
+    "get_check",
+    "load_data",
+    "load_model",
+    "load_policy",
+    "register_check",
+]
+
+_WHERE: dict[str, str] = {
+    "AuditContext": "edgeproof.checks.base",
+    "Check": "edgeproof.checks.base",
+    "FunctionCheck": "edgeproof.checks.base",
+    "available_checks": "edgeproof.checks",
+    "get_check": "edgeproof.checks",
+    "register_check": "edgeproof.checks",
+    "Dataset": "edgeproof.data.dataset",
+    "load_data": "edgeproof.data.loading",
+    "LoadedModel": "edgeproof.models.loaded",
+    "load_model": "edgeproof.models.loading",
+    "Policy": "edgeproof.policy",
+    "load_policy": "edgeproof.policy",
+    "Report": "edgeproof.report.report",
+    "CheckResult": "edgeproof.results",
+    "Figure": "edgeproof.results",
+    "Finding": "edgeproof.results",
+    "Interval": "edgeproof.results",
+    "Metric": "edgeproof.results",
+    "Table": "edgeproof.results",
+    "audit": "edgeproof.runner",
+    "InputSpec": "edgeproof.spec",
+    "ThreatModel": "edgeproof.spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeproof' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

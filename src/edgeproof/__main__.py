@@ -1,0 +1,5 @@
+import sys
+
+from edgeproof.cli import main
+
+sys.exit(main())

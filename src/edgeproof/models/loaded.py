@@ -1,0 +1,104 @@
+"""LoadedModel: one wrapper over every model format edgeproof reads.
+
+A loaded model is one of three things:
+
+* a PyTorch module (safetensors + architecture, TorchScript, ``torch.export`` program, trusted
+  pickle) — forward and gradients are available;
+* an ONNX Runtime session — forward only; checks needing gradients are skipped with a reason;
+* weights only (safetensors without an architecture, or any file loaded for data-free checks) —
+  no forward at all, only the named tensors.
+
+Every form exposes its named weight tensors (``weights``), so data-free checks work on all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from edgeproof.spec import InputSpec
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = ["LoadedModel", "ModelFormat"]
+
+ModelFormat = Literal[
+    "safetensors", "weights-only", "torchscript", "torch-export", "onnx", "pickle", "module"
+]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for checks, whatever file it came from.
+
+    Attributes:
+        path: the file it was loaded from (``None`` for an in-memory module).
+        format: which loader produced it.
+        module: a ``torch.nn.Module`` in eval mode, if the model can run in PyTorch.
+        session: an ONNX Runtime inference session, for ``.onnx`` models.
+        weights: named weight tensors (float or int), always present.
+        spec: the input specification, if known (from metadata, or set later).
+        arch: the architecture name (``zoo:resnet20`` or ``pkg.mod:fn``), if known.
+        metadata: anything else the sidecar metadata said (training settings, etc.).
+        warnings: things the loader noticed and fixed (e.g. "model was in train mode").
+    """
+
+    path: Path | None
+    format: ModelFormat
+    module: torch.nn.Module | None = None
+    session: onnxruntime.InferenceSession | None = None
+    weights: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    spec: InputSpec | None = None
+    arch: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path is not None else (self.arch or "in-memory model")
+
+    @property
+    def can_forward(self) -> bool:
+        """True if inputs can be run through the model (PyTorch or ONNX Runtime)."""
+        return self.module is not None or self.session is not None
+
+    @property
+    def has_gradients(self) -> bool:
+        """True if input/parameter gradients are available (a PyTorch module)."""
+        return self.module is not None
+
+    @property
+    def has_architecture(self) -> bool:
+        """True if the model's layer structure is available as a PyTorch module."""
+        return self.module is not None
+
+    @property
+    def num_parameters(self) -> int:
+        return int(sum(t.numel() for t in self.weights.values()))
+
+    def predict_logits(self, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Run inputs through the model in batches; returns float32 logits ``(N, K)``."""
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x
+        outs: list[np.ndarray] = []
+        if self.module is not None:
+            with torch.inference_mode():
+                for i in range(0, xt.shape[0], batch_size):
+                    out = self.module(xt[i : i + batch_size].float())
+                    outs.append(out.detach().float().cpu().numpy())
+        elif self.session is not None:
+            inp = self.session.get_inputs()[0].name
+            xn = xt.detach().cpu().numpy().astype(np.float32)
+            for i in range(0, xn.shape[0], batch_size):
+                res = self.session.run(None, {inp: xn[i : i + batch_size]})
+                outs.append(np.asarray(res[0], dtype=np.float32))
+        else:
+            raise RuntimeError(f"{self.name}: weights-only model has no forward pass")
+        if not outs:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(outs, axis=0)

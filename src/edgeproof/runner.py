@@ -1,0 +1,306 @@
+"""The audit runner: resolve the input spec, plan checks, run them in isolation, build the report.
+
+Planning asks every check whether it can run on this model and data (:meth:`Check.skip_reason`);
+a check that cannot is recorded as ``skipped`` with the reason. A check that raises is recorded as
+``error`` with its message and traceback, and the others still run. Every result carries its
+duration; the report carries the seed, the versions and the thread count.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeproof.checks import available_checks, get_check
+from edgeproof.checks.base import AuditContext, Check, seed_everything
+from edgeproof.data.dataset import Dataset
+from edgeproof.errors import SpecError, UserError
+from edgeproof.models.loaded import LoadedModel
+from edgeproof.report.report import Report
+from edgeproof.results import CheckResult
+from edgeproof.spec import InputKind, InputSpec, Norm, ThreatModel
+
+__all__ = ["PlannedCheck", "audit", "plan_checks", "resolve_threat"]
+
+
+@dataclass(frozen=True)
+class PlannedCheck:
+    """A check and, if it cannot run, why."""
+
+    check: Check
+    skip_reason: str | None
+
+
+def _kind_of(shape: tuple[int, ...]) -> InputKind:
+    if len(shape) == 3:
+        return "image"
+    if len(shape) == 2:
+        return "timeseries"
+    return "tabular"
+
+
+def resolve_threat(
+    model: LoadedModel,
+    data: Dataset | None,
+    *,
+    shape: tuple[int, ...] | None = None,
+    domain: tuple[float, float] | None = None,
+    kind: InputKind | None = None,
+    norm: Norm = "linf",
+    eps: Sequence[float] | None = None,
+) -> ThreatModel:
+    """Build the one ThreatModel every check shares.
+
+    Precedence for each field: explicit argument (a CLI flag) > model metadata > data.
+    The data must fit the spec: a shape or class-count disagreement is a :class:`SpecError`.
+    """
+    base = model.spec
+    if shape is None:
+        shape = base.shape if base is not None else (data.sample_shape if data is not None else None)
+    if shape is None:
+        raise SpecError(
+            f"{model.name}: the input shape is unknown (no metadata and no data); "
+            "pass --shape, e.g. --shape 3,32,32"
+        )
+    if domain is None:
+        if base is not None:
+            domain = base.domain
+        elif data is not None and data.domain is not None:
+            domain = data.domain
+        elif data is not None:
+            lo, hi = float(data.x.min()), float(data.x.max())
+            domain = (lo, hi if hi > lo else lo + 1.0)
+        else:
+            domain = (0.0, 1.0)
+    if kind is None:
+        if base is not None:
+            kind = base.kind
+        elif data is not None and data.kind in ("image", "timeseries", "tabular"):
+            kind = data.kind  # type: ignore[assignment]
+        else:
+            kind = _kind_of(tuple(shape))
+    num_classes = base.num_classes if base is not None else None
+    class_names = base.class_names if base is not None else None
+    if data is not None:
+        if data.sample_shape != tuple(shape):
+            raise SpecError(
+                f"{data.name}: samples have shape {list(data.sample_shape)} but the model expects "
+                f"{list(shape)}; reshape the data or pass --shape"
+            )
+        if num_classes is not None and data.num_classes > num_classes:
+            raise SpecError(
+                f"{data.name}: the data has {data.num_classes} classes but the model has "
+                f"{num_classes} outputs; use data labelled for this model"
+            )
+        if num_classes is None:
+            num_classes = data.num_classes
+            class_names = tuple(data.classes)
+    spec = InputSpec(
+        shape=tuple(int(s) for s in shape),
+        domain=(float(domain[0]), float(domain[1])),
+        kind=kind,
+        normalization=base.normalization if base is not None else None,
+        num_classes=num_classes,
+        class_names=class_names,
+    )
+    if eps is None:
+        eps = tuple(round(f * spec.range, 6) for f in (0.01, 0.03, 0.1))
+        if norm == "l2":
+            eps = tuple(round(e * spec.numel**0.5 / 4, 6) for e in eps)
+    return ThreatModel(input=spec, norm=norm, eps=tuple(eps))
+
+
+def _probe(model: LoadedModel, threat: ThreatModel, data: Dataset | None) -> None:
+    """Run one sample through the model: the shape must fit and the output must be (1, K) logits."""
+    if not model.can_forward:
+        return
+    spec = threat.input
+    if data is not None:
+        x = data.x[:1]
+    else:
+        x = np.full((1, *spec.shape), (spec.domain[0] + spec.domain[1]) / 2, dtype=np.float32)
+    try:
+        out = model.predict_logits(x, batch_size=1)
+    except Exception as exc:  # any framework error here means the input does not fit
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(
+            f"{model.name}: an input of shape {list(spec.shape)} does not fit the model "
+            f"({first[:200]}); pass --shape or data of the right shape"
+        ) from None
+    if out.ndim != 2 or out.shape[0] != 1:
+        raise SpecError(
+            f"{model.name}: the model returns shape {list(out.shape)} for one sample; "
+            "edgeproof expects logits of shape (batch, classes)"
+        )
+    if spec.num_classes is not None and out.shape[1] != spec.num_classes:
+        if data is not None and out.shape[1] < data.num_classes:
+            raise SpecError(
+                f"{model.name}: the model outputs {out.shape[1]} logits but the data "
+                f"{data.name} has {data.num_classes} classes; use matching data or model"
+            )
+
+
+def plan_checks(checks: Sequence[Check], ctx: AuditContext) -> list[PlannedCheck]:
+    """Ask each check whether it can run on ``ctx``."""
+    return [PlannedCheck(c, c.skip_reason(ctx)) for c in checks]
+
+
+class _RichProgress:
+    """Adapter from the check Progress protocol to one rich task."""
+
+    def __init__(self, progress: Any, task: Any) -> None:
+        self._p = progress
+        self._task = task
+
+    def start(self, total: int, description: str = "") -> None:
+        kwargs: dict[str, Any] = {"total": total, "completed": 0}
+        if description:
+            kwargs["description"] = description
+        self._p.update(self._task, **kwargs)
+
+    def advance(self, n: int = 1) -> None:
+        self._p.advance(self._task, n)
+
+
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+        yield bar
+
+
+def _run_one(check: Check, ctx: AuditContext) -> CheckResult:
+    t0 = time.perf_counter()
+    seed_everything(ctx.seed)
+    try:
+        result = check.run(ctx)
+    except UserError as exc:
+        result = check.new_result(status="error", error=str(exc))
+    except Exception as exc:  # a crashing check is recorded; the others still run
+        result = check.new_result(
+            status="error",
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
+    result.duration_s = time.perf_counter() - t0
+    return result
+
+
+def audit(
+    model: LoadedModel,
+    data: Dataset | None = None,
+    checks: Sequence[str | Check] | None = None,
+    *,
+    threat: ThreatModel | None = None,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+    baseline: Report | None = None,
+) -> Report:
+    """Audit ``model`` on ``data`` with ``checks`` (names or Check objects; default: all).
+
+    ``baseline``: the report of an earlier (sealed, known-good) audit of the same model family;
+    per-class accuracy shifts beyond their confidence intervals while overall accuracy holds are
+    flagged in a ``baseline`` result (the poisoning symptom).
+
+    Returns the :class:`Report`; nothing is written (see :func:`edgeproof.report.files.write_report`).
+    """
+    t_start = time.perf_counter()
+    if data is not None:
+        data.validate()
+    if threat is None:
+        threat = resolve_threat(model, data)
+    _probe(model, threat, data)
+    if checks is None:
+        checks = available_checks()
+    instances = [get_check(c) if isinstance(c, str) else c for c in checks]
+    ctx = AuditContext(
+        model=model,
+        data=data,
+        threat=threat,
+        seed=seed,
+        out_dir=None if out_dir is None else Path(out_dir),
+        batch_size=batch_size,
+    )
+    planned = plan_checks(instances, ctx)
+    results: list[CheckResult] = []
+    with _progress_bar(progress) as bar:
+        for p in planned:
+            if p.skip_reason is not None:
+                results.append(p.check.new_result(status="skipped", skip_reason=p.skip_reason))
+                continue
+            if bar is not None:
+                task = bar.add_task(p.check.name, total=None)
+                ctx.progress = _RichProgress(bar, task)
+            res = _run_one(p.check, ctx)
+            if bar is not None:
+                status = {"ok": "[green]ok", "error": "[red]error"}.get(res.status, res.status)
+                bar.update(task, description=f"{p.check.name} {status}", total=1, completed=1)
+            results.append(res)
+    if baseline is not None:
+        results.append(_baseline_result(baseline, results))
+    model_info: dict[str, Any] = {
+        "name": model.name,
+        "path": None if model.path is None else str(model.path),
+        "format": model.format,
+        "arch": model.arch,
+        "parameters": model.num_parameters,
+        "can_forward": model.can_forward,
+        "has_gradients": model.has_gradients,
+    }
+    return Report(
+        model=model_info,
+        data=None if data is None else data.to_json(),
+        threat=threat.to_json(),
+        checks=results,
+        seed=seed,
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        duration_s=time.perf_counter() - t_start,
+        warnings=list(model.warnings),
+    )
+
+
+
+def _baseline_result(baseline: Report, results: list[CheckResult]) -> CheckResult:
+    """Compare per-class accuracy against a baseline report (integrity: poisoning symptom)."""
+    from edgeproof.integrity.baseline import compare_per_class
+
+    t0 = time.perf_counter()
+    current = Report(model={}, data=None, threat={}, checks=results, seed=0, created="")
+    res = CheckResult(check="baseline", title="Baseline comparison (poisoning symptom)")
+    try:
+        res.findings = list(compare_per_class(baseline, current))
+        res.summary = (
+            f"{len(res.findings)} finding(s) against the baseline of {baseline.created}"
+        )
+    except Exception as exc:  # recorded like any failing check
+        res.status = "error"
+        res.error = f"{type(exc).__name__}: {exc}"
+        res.traceback = traceback.format_exc()
+    res.duration_s = time.perf_counter() - t0
+    return res

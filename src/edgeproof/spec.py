@@ -1,0 +1,177 @@
+"""InputSpec and ThreatModel: the one description of the input every check shares.
+
+No check guesses the input range: the value domain (``[lo, hi]`` that valid inputs live in), the
+input shape (without batch), the kind of signal (image / time series / tabular), and whether a
+normalisation is applied *inside* the model are fixed here once — inferred from model metadata and
+data where possible, overridable by CLI flags — and handed to every check through the
+:class:`ThreatModel`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from edgeproof.errors import OptionError, SpecError
+
+__all__ = ["InputKind", "InputSpec", "Norm", "ThreatModel", "parse_eps_list"]
+
+InputKind = Literal["image", "timeseries", "tabular"]
+Norm = Literal["linf", "l2"]
+
+_KINDS: tuple[str, ...] = ("image", "timeseries", "tabular")
+_NORMS: tuple[str, ...] = ("linf", "l2")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Shape, value domain, kind and (model-internal) normalisation of one input sample.
+
+    Attributes:
+        shape: sample shape without the batch dimension, e.g. ``(1, 8, 8)`` or ``(1, 256)``.
+        domain: ``(lo, hi)`` — the closed range every input value lives in. Attacks and
+            corruptions clip to it; ε is measured in its units.
+        kind: ``image`` (C,H,W), ``timeseries`` (C,T) or ``tabular`` (F,).
+        normalization: ``(mean, std)`` per channel if the model normalises its input
+            internally (edgeproof's zoo models do), else ``None``. Informational: inputs are
+            always given to the model in the raw domain.
+        num_classes: number of output classes, if known.
+        class_names: optional class labels (length ``num_classes``).
+    """
+
+    shape: tuple[int, ...]
+    domain: tuple[float, float] = (0.0, 1.0)
+    kind: InputKind = "image"
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.shape or any(int(s) <= 0 for s in self.shape):
+            raise SpecError(f"input shape {self.shape!r} is invalid: every dimension must be >= 1")
+        lo, hi = self.domain
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+            raise SpecError(
+                f"input domain {self.domain!r} is invalid: need finite lo < hi (e.g. --domain 0,1)"
+            )
+        if self.kind not in _KINDS:
+            raise SpecError(f"input kind {self.kind!r} is unknown: use one of {', '.join(_KINDS)}")
+        if self.class_names is not None and self.num_classes is not None:
+            if len(self.class_names) != self.num_classes:
+                raise SpecError(
+                    f"{len(self.class_names)} class names given for {self.num_classes} classes"
+                )
+
+    @property
+    def range(self) -> float:
+        """Width of the value domain, ``hi - lo``."""
+        return self.domain[1] - self.domain[0]
+
+    @property
+    def numel(self) -> int:
+        """Number of values in one sample."""
+        return math.prod(self.shape)
+
+    def with_(self, **changes: Any) -> InputSpec:
+        """A copy with some fields replaced (validated again)."""
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shape": list(self.shape),
+            "domain": list(self.domain),
+            "kind": self.kind,
+            "normalization": (
+                None
+                if self.normalization is None
+                else {"mean": list(self.normalization[0]), "std": list(self.normalization[1])}
+            ),
+            "num_classes": self.num_classes,
+            "class_names": None if self.class_names is None else list(self.class_names),
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> InputSpec:
+        norm = obj.get("normalization")
+        names = obj.get("class_names")
+        return cls(
+            shape=tuple(int(s) for s in obj["shape"]),
+            domain=(float(obj["domain"][0]), float(obj["domain"][1])),
+            kind=obj.get("kind", "image"),
+            normalization=(
+                None
+                if norm is None
+                else (tuple(float(v) for v in norm["mean"]), tuple(float(v) for v in norm["std"]))
+            ),
+            num_classes=obj.get("num_classes"),
+            class_names=None if names is None else tuple(str(n) for n in names),
+        )
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """The attacker's budget on top of an :class:`InputSpec`.
+
+    Attributes:
+        input: the input specification (shape, domain, kind).
+        norm: ``linf`` or ``l2``; ε is in the domain's units.
+        eps: the perturbation budgets to evaluate, ascending.
+    """
+
+    input: InputSpec
+    norm: Norm = "linf"
+    eps: tuple[float, ...] = field(default=(0.01, 0.03, 0.1))
+
+    def __post_init__(self) -> None:
+        if self.norm not in _NORMS:
+            raise OptionError(
+                "--norm", f"unknown norm {self.norm!r}", f"use one of {', '.join(_NORMS)}"
+            )
+        if not self.eps:
+            raise OptionError("--eps", "no budget given", "pass e.g. --eps 0.01,0.03")
+        for e in self.eps:
+            if not math.isfinite(e) or e <= 0:
+                raise OptionError("--eps", f"ε={e} must be a positive finite number")
+        # The largest perturbation that can change anything inside the box [lo, hi]^d.
+        limit = self.input.range
+        if self.norm == "l2":
+            limit *= math.sqrt(self.input.numel)
+        for e in self.eps:
+            if e > limit:
+                raise OptionError(
+                    "--eps",
+                    f"ε={e} exceeds the {self.norm} diameter {limit:g} of the input domain "
+                    f"{list(self.input.domain)}",
+                    "give ε in the units of the domain (e.g. 8/255 for images in [0,1])",
+                )
+        if list(self.eps) != sorted(self.eps):
+            object.__setattr__(self, "eps", tuple(sorted(self.eps)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"input": self.input.to_json(), "norm": self.norm, "eps": list(self.eps)}
+
+
+def parse_eps_list(text: str | Sequence[float], option: str = "--eps") -> tuple[float, ...]:
+    """Parse ``"0.01,2/255,0.1"`` into floats; fractions like ``2/255`` are allowed."""
+    if not isinstance(text, str):
+        return tuple(float(v) for v in text)
+    out: list[float] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "/" in part:
+                num, den = part.split("/", 1)
+                out.append(float(num) / float(den))
+            else:
+                out.append(float(part))
+        except (ValueError, ZeroDivisionError):
+            raise OptionError(
+                option, f"{part!r} is not a number", "use e.g. 0.03 or 8/255, comma-separated"
+            ) from None
+    if not out:
+        raise OptionError(option, "no value given", "use e.g. 0.03 or 8/255, comma-separated")
+    return tuple(out)
