@@ -63,6 +63,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--x-key", default="x", help="array name of inputs in .npz (default x)")
     g.add_argument("--y-key", default="y", help="array name of labels in .npz (default y)")
     g.add_argument("--label-column", default="label", help="label column in .csv (default label)")
+    g.add_argument("--classes", help="comma-separated class names, in label order")
 
 
 def _load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -75,8 +76,9 @@ def _load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     model = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
     data = None
     if args.data:
+        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
         data = load_data(args.data, x_key=args.x_key, y_key=args.y_key,
-                         label_column=args.label_column)
+                         label_column=args.label_column, classes=classes, kind=args.kind)
         data.validate()
     if args.norm not in ("linf", "l2"):
         raise OptionError("--norm", f"unknown norm {args.norm!r}", "use linf or l2")

@@ -1,0 +1,153 @@
+"""Image folders: one sub-folder per class, images inside (the torchvision ``ImageFolder`` layout).
+
+``root/<class>/**/<image>`` with PNG, JPEG, BMP or PGM/PPM images, read with Pillow. Classes
+are the sub-folder names in sorted order (or the ``classes`` given, which then must all exist as
+folders); hidden files and folders are skipped, as are files with other extensions. All
+images must share one size. Grayscale images give 1 channel and colour images 3; if the folder
+mixes them, grayscale images are repeated to 3 channels. 8-bit values are scaled by 1/255 and
+16-bit values by 1/65535 into ``[0, 1]``. Ids are the paths relative to ``root`` in POSIX form,
+e.g. ``"cat/img3.png"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeproof.data.dataset import Dataset
+from edgeproof.errors import DataFileError
+
+__all__ = ["IMAGE_SUFFIXES", "load_image_folder"]
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm")
+_GRAY_8 = frozenset({"1", "L", "LA", "La"})
+_GRAY_16 = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+_LAYOUT = "Put images in one folder per class, e.g. root/cat/1.png and root/dog/2.png"
+
+
+def load_image_folder(root: Path, *, classes: Sequence[str] | None = None) -> Dataset:
+    """Read a class-per-folder image tree into a :class:`Dataset` (not yet validated)."""
+    try:
+        from PIL import Image
+    except ImportError as exc:  # Pillow ships with matplotlib, so this is rare
+        raise DataFileError(
+            root, "reading image folders needs Pillow, which is not installed", "pip install pillow"
+        ) from exc
+
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes is not None:
+        names = [str(c) for c in classes]
+        missing = [name for name in names if name not in folders]
+        if missing:
+            raise DataFileError(
+                root,
+                f"has no folder for class(es) {', '.join(missing)} "
+                f"(folders present: {', '.join(folders) or 'none'})",
+                "Name one existing sub-folder per class, in label order",
+            )
+    else:
+        names = folders
+    if not names:
+        raise DataFileError(root, "has no class sub-folders", _LAYOUT)
+
+    files: list[tuple[Path, int]] = []
+    for label, name in enumerate(names):
+        found = _images_in(root / name)
+        if not found:
+            raise DataFileError(
+                root / name,
+                f"holds no images ({', '.join(IMAGE_SUFFIXES)})",
+                "Add images to the class folder or remove it",
+            )
+        files.extend((path, label) for path in found)
+
+    # Pass 1: headers only (no decoding) — size and channel count for the whole folder.
+    first: tuple[str, tuple[int, int]] | None = None
+    colour = False
+    for path, _ in files:
+        with _open(Image, path) as image:
+            size = image.size
+            mode = image.mode
+        if mode == "F":
+            raise DataFileError(
+                path, "has floating-point pixels (mode F)", "Save 8-bit or 16-bit images"
+            )
+        colour = colour or (mode not in _GRAY_8 and mode not in _GRAY_16)
+        if first is None:
+            first = (_relative(path, root), size)
+        elif size != first[1]:
+            raise DataFileError(
+                path,
+                f"is {size[0]}x{size[1]} pixels but {first[0]} is {first[1][0]}x{first[1][1]}; "
+                "all images must share one size",
+                "Resize the images to one size first",
+            )
+    assert first is not None  # files is non-empty here
+    width, height = first[1]
+    channels = 3 if colour else 1
+
+    # Pass 2: decode straight into the output array.
+    x = np.empty((len(files), channels, height, width), dtype=np.float32)
+    for i, (path, _) in enumerate(files):
+        with _open(Image, path) as image:
+            try:
+                x[i] = _pixels(image, channels)
+            except OSError as exc:
+                raise DataFileError(
+                    path, "is not a readable image (truncated or corrupt)", "Replace or remove it"
+                ) from exc
+    return Dataset(
+        x=x,
+        y=np.array([label for _, label in files], dtype=np.int64),
+        classes=names,
+        name=str(root),
+        format="imagefolder",
+        ids=[_relative(path, root) for path, _ in files],
+        kind="image",
+        domain=(0.0, 1.0),
+        metadata={"channels": channels, "size": f"{width}x{height}"},
+    )
+
+
+def _images_in(folder: Path) -> list[Path]:
+    found = [
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _open(image_module: Any, path: Path) -> Any:
+    try:
+        return image_module.open(path)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataFileError(
+            path,
+            "is not a readable image (corrupt, or not PNG/JPEG/BMP/PGM)",
+            "Replace or remove it",
+        ) from exc
+
+
+def _pixels(image: Any, channels: int) -> np.ndarray:
+    """``(C, H, W)`` float32 in ``[0, 1]`` from a Pillow image."""
+    if image.mode in _GRAY_16:
+        plane = np.asarray(image, dtype=np.float32) / np.float32(65535)
+        values = plane[None]
+    elif image.mode in _GRAY_8:
+        values = (np.asarray(image.convert("L"), dtype=np.float32) / np.float32(255))[None]
+    else:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255)
+        values = rgb.transpose(2, 0, 1)
+    if values.shape[0] != channels:
+        values = np.repeat(values, channels, axis=0)
+    return values
