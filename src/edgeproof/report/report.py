@@ -239,7 +239,9 @@ class Report:
         try:
             jsonschema.validate(obj, load_schema())
         except jsonschema.ValidationError as exc:
-            raise InputFileError(p, f"does not match the report schema: {exc.message}") from None
+            raise InputFileError(
+                p, f"does not match the report schema at {exc.json_path}: {exc.message}"
+            ) from None
         return cls.from_json(obj)
 
 
