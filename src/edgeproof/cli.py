@@ -229,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _area_commands() -> list[Any]:
     """Subcommands contributed by the library's areas (train, seal, compress, ...)."""
+    from edgeproof.integrity.commands import add_commands as integrity_commands
     from edgeproof.models.commands import add_commands as models_commands
 
-    return [models_commands]
+    return [models_commands, integrity_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

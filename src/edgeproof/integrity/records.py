@@ -1,0 +1,101 @@
+"""Canonical leaf encodings: the exact bytes each Merkle leaf commits to.
+
+Every leaf is a tag naming what it is, then its fields, each as a 4-byte big-endian length and the
+field's bytes (strings UTF-8, integers in decimal ASCII, shapes as comma-joined decimals, digests
+raw). Length prefixes make the encoding injective: no two different field lists give the same bytes,
+so no record can be passed off as a tensor chunk or an id as part of a label.
+
+Leaves:
+
+* dataset header — format, how record content is read, sample shape, class names;
+* dataset record — record id, SHA-256 of the record's content, label (the class *name*, so a
+  relabel and a permuted class list both change the leaf);
+* tensor chunk — tensor name, dtype (safetensors names: ``F32``, ``BF16``, ``I8`` …), shape,
+  chunk index, SHA-256 of the chunk's raw little-endian bytes;
+* metadata — a key and a value (safetensors ``__metadata__``, the ONNX graph without weights);
+* file chunk — chunk index and SHA-256 of a raw file's bytes;
+* item — one sealed path: kind, path, format, its root and leaf count (the seal's top tree).
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from collections.abc import Sequence
+
+__all__ = [
+    "Field",
+    "dataset_header_leaf",
+    "encode_leaf",
+    "file_chunk_leaf",
+    "item_leaf",
+    "metadata_leaf",
+    "record_leaf",
+    "tensor_chunk_leaf",
+]
+
+Field = bytes | str | int | Sequence[int]
+
+
+def _field_bytes(value: Field) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bool):
+        raise TypeError("booleans are not a leaf field type; use an int")
+    if isinstance(value, int):
+        return str(value).encode("ascii")
+    return ",".join(str(int(v)) for v in value).encode("ascii")
+
+
+@functools.lru_cache(maxsize=64)
+def _tag(tag: str) -> bytes:
+    raw = tag.encode("ascii")
+    return struct.pack(">I", len(raw)) + raw
+
+
+def encode_leaf(tag: str, *fields: Field) -> bytes:
+    """``len(tag) ‖ tag ‖ len(f1) ‖ f1 ‖ …`` with 4-byte big-endian lengths."""
+    out = [_tag(tag)]
+    for f in fields:
+        raw = _field_bytes(f)
+        out.append(len(raw).to_bytes(4, "big"))
+        out.append(raw)
+    return b"".join(out)
+
+
+def dataset_header_leaf(
+    fmt: str, content: str, sample_shape: Sequence[int], classes: Sequence[str]
+) -> bytes:
+    """The first leaf of a dataset: what a record is and what its labels mean."""
+    return encode_leaf(
+        "edgeproof/dataset/1", fmt, content, sample_shape, "\x1f".join(classes)
+    )
+
+
+def record_leaf(record_id: str, content_sha256: bytes, label: str) -> bytes:
+    """One dataset record: id, SHA-256 of its content, label (class name)."""
+    return encode_leaf("edgeproof/record/1", record_id, content_sha256, label)
+
+
+def tensor_chunk_leaf(
+    name: str, dtype: str, shape: Sequence[int], chunk: int, chunk_sha256: bytes
+) -> bytes:
+    """One fixed-size chunk of a tensor's raw bytes."""
+    return encode_leaf("edgeproof/tensor/1", name, dtype, shape, chunk, chunk_sha256)
+
+
+def metadata_leaf(key: str, value_sha256: bytes) -> bytes:
+    """A named piece of a model file that is not a tensor (hash of its canonical bytes)."""
+    return encode_leaf("edgeproof/metadata/1", key, value_sha256)
+
+
+def file_chunk_leaf(chunk: int, chunk_sha256: bytes) -> bytes:
+    """One fixed-size chunk of a raw file."""
+    return encode_leaf("edgeproof/file/1", chunk, chunk_sha256)
+
+
+def item_leaf(kind: str, path: str, fmt: str, root: bytes, leaves: int) -> bytes:
+    """One sealed path in the seal's top-level tree."""
+    return encode_leaf("edgeproof/item/1", kind, path, fmt, root, leaves)

@@ -1,0 +1,1029 @@
+"""Seals: RFC 6962 Merkle commitments to model tensors, dataset records and raw files.
+
+A seal (``*.seal.json``, schema ``seal.schema.json`` in this package) holds one *item* per sealed
+path and a top-level root over the items. Each item keeps its own root *and* the per-leaf digests
+that produced it, because a seal that stored only a root could say *that* something changed but
+not *what*:
+
+* **model** (``.safetensors``, ``.onnx``): per tensor — name, dtype, shape — the SHA-256 and the
+  word-sum syndrome of each fixed-size chunk (default 64 KiB): about 50 bytes of JSON per 64 KiB,
+  i.e. ~80 KB for a 100 MB model. Verify names the tensor and element range of every changed chunk,
+  and for a chunk where one 32-bit word changed, the element, the bit (31 = sign for float32) and
+  the value before and after (:mod:`edgeproof.integrity.chunks`).
+* **dataset** (every format :func:`edgeproof.data.loading.load_data` reads): per record — id,
+  SHA-256 of its content, label — ~110 bytes of JSON per record, ~5.5 MB for 50k records. Content
+  is the record's raw file bytes for image folders (any byte of the file counts, decoding cannot
+  hide a change) and the record's float32 array bytes as loaded (C order, little-endian) for the
+  array formats, whose files pack many records together. Verify says, per record id, whether the
+  content, the label, or both changed, and which records were added or removed.
+* **file** (anything else, or ``raw=True``): chunk digests of the file's bytes; verify names the
+  byte range (and the bit, for a single-word change).
+
+Leaf encodings are in :mod:`edgeproof.integrity.records`. The top root is the MTH of one leaf per
+item; an optional Ed25519 signature covers :meth:`Seal.message` (top root and every item's root).
+Reading a seal checks it against the schema and that every stored digest list reproduces its item
+root, so a hand-edited seal is rejected before any comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from edgeproof._version import __version__
+from edgeproof.atomic import atomic_write_text
+from edgeproof.errors import DataFileError, InputFileError, ModelFileError, UserError
+from edgeproof.integrity.chunks import (
+    DEFAULT_CHUNK_SIZE,
+    ChunkDigest,
+    digest_blob,
+    hashing_pool,
+    locate_single_word_change,
+)
+from edgeproof.integrity.merkle import leaf_hash, merkle_root
+from edgeproof.integrity.records import (
+    dataset_header_leaf,
+    file_chunk_leaf,
+    item_leaf,
+    metadata_leaf,
+    record_leaf,
+    tensor_chunk_leaf,
+)
+from edgeproof.integrity.signing import Signature, sign, signature_valid
+from edgeproof.integrity.sources import (
+    DTYPE_ITEMSIZE,
+    NUMPY_DTYPES,
+    TensorSet,
+    read_file,
+    read_onnx,
+    read_safetensors,
+    tensors_of_weights,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BitFlip",
+    "DatasetItem",
+    "FileItem",
+    "ItemHeader",
+    "ItemVerification",
+    "ModelItem",
+    "RecordChange",
+    "RegionChange",
+    "Seal",
+    "SealFileError",
+    "SealItem",
+    "SealedPathError",
+    "SignatureCheck",
+    "SignatureKeyError",
+    "TensorChange",
+    "TensorEntry",
+    "VerifyResult",
+    "bit_role",
+    "compare_tensors",
+    "model_item_from_weights",
+    "seal_message",
+    "seal_paths",
+    "verify_seal",
+]
+
+SCHEMA_VERSION = "1.0"
+MODEL_FORMATS = {".safetensors": "safetensors", ".onnx": "onnx"}
+DATA_SUFFIXES = {".npz", ".csv", ".tsv", ".idx"}
+
+
+class SealFileError(InputFileError):
+    """The seal file is missing, not JSON, of unknown schema version, or inconsistent."""
+
+
+class SealedPathError(InputFileError):
+    """A sealed path vanished or its format changed since sealing."""
+
+
+class SignatureKeyError(UserError):
+    """The seal is unsigned or signed by another key than the one given."""
+
+
+# ---------------------------------------------------------------------------------------- items
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One sealed tensor: name, dtype, shape, byte size and chunk digests."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    chunks: tuple[ChunkDigest, ...]
+
+    def leaves(self) -> list[bytes]:
+        return [
+            tensor_chunk_leaf(self.name, self.dtype, self.shape, i, c.sha256)
+            for i, c in enumerate(self.chunks)
+        ]
+
+
+@dataclass(frozen=True)
+class ModelItem:
+    """A sealed model: metadata digests, then tensors sorted by name."""
+
+    path: str
+    format: str
+    tensors: tuple[TensorEntry, ...]
+    metadata: tuple[tuple[str, bytes], ...] = ()
+    kind: Literal["model"] = "model"
+
+    def leaves(self) -> list[bytes]:
+        out = [metadata_leaf(k, h) for k, h in self.metadata]
+        for t in self.tensors:
+            out.extend(t.leaves())
+        return out
+
+    def tensor(self, name: str) -> TensorEntry | None:
+        return next((t for t in self.tensors if t.name == name), None)
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    """A sealed dataset: a header leaf, then one leaf per record in dataset order."""
+
+    path: str
+    format: str
+    content: Literal["array-float32", "file-bytes"]
+    sample_shape: tuple[int, ...]
+    classes: tuple[str, ...]
+    ids: tuple[str, ...]
+    content_sha256: tuple[bytes, ...]
+    labels: tuple[int, ...]
+    loader: Mapping[str, str] = field(default_factory=dict)
+    kind: Literal["dataset"] = "dataset"
+
+    def header_leaf(self) -> bytes:
+        return dataset_header_leaf(self.format, self.content, self.sample_shape, self.classes)
+
+    def record_leaf(self, i: int) -> bytes:
+        return record_leaf(self.ids[i], self.content_sha256[i], self.classes[self.labels[i]])
+
+    def leaves(self) -> list[bytes]:
+        return [self.header_leaf(), *(self.record_leaf(i) for i in range(len(self.ids)))]
+
+
+@dataclass(frozen=True)
+class FileItem:
+    """A sealed raw file: chunk digests of its bytes."""
+
+    path: str
+    nbytes: int
+    chunks: tuple[ChunkDigest, ...]
+    format: str = "raw"
+    kind: Literal["file"] = "file"
+
+    def leaves(self) -> list[bytes]:
+        return [file_chunk_leaf(i, c.sha256) for i, c in enumerate(self.chunks)]
+
+
+SealItem = ModelItem | DatasetItem | FileItem
+
+
+def _root(item: SealItem) -> bytes:
+    return merkle_root([leaf_hash(x) for x in item.leaves()])
+
+
+@dataclass(frozen=True)
+class ItemHeader:
+    """What the top-level tree and the signature commit to for one item."""
+
+    kind: str
+    path: str
+    format: str
+    root: bytes
+    leaves: int
+
+    def leaf(self) -> bytes:
+        return item_leaf(self.kind, self.path, self.format, self.root, self.leaves)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path, "format": self.format,
+                "root": self.root.hex(), "leaves": self.leaves}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ItemHeader:
+        return cls(obj["kind"], obj["path"], obj["format"], bytes.fromhex(obj["root"]),
+                   int(obj["leaves"]))
+
+
+def seal_message(root: bytes, headers: Sequence[ItemHeader]) -> bytes:
+    """The canonical bytes a seal signature covers: the top root and every item root (hex)."""
+    lines = ["edgeproof-seal/1", f"root {root.hex()}"]
+    lines += [
+        f"item {h.kind} {h.format} {h.root.hex()} {h.leaves} {json.dumps(h.path)}" for h in headers
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+# ----------------------------------------------------------------------------------------- seal
+
+
+def _digests_json(chunks: Sequence[ChunkDigest]) -> list[list[Any]]:
+    return [[c.sha256.hex(), c.s1, c.s2] for c in chunks]
+
+
+def _digests_from(rows: Sequence[Sequence[Any]]) -> tuple[ChunkDigest, ...]:
+    return tuple(ChunkDigest(bytes.fromhex(r[0]), int(r[1]), int(r[2])) for r in rows)
+
+
+def _item_to_json(item: SealItem, root: bytes) -> dict[str, Any]:
+    head = {"kind": item.kind, "path": item.path, "format": item.format, "root": root.hex(),
+            "leaves": len(item.leaves())}
+    if isinstance(item, ModelItem):
+        head["metadata"] = [{"key": k, "sha256": h.hex()} for k, h in item.metadata]
+        head["tensors"] = [
+            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "bytes": t.nbytes,
+             "chunks": _digests_json(t.chunks)}
+            for t in item.tensors
+        ]
+    elif isinstance(item, DatasetItem):
+        head.update(
+            content=item.content, sample_shape=list(item.sample_shape),
+            classes=list(item.classes), loader=dict(item.loader),
+            records={"ids": list(item.ids),
+                     "content_sha256": [h.hex() for h in item.content_sha256],
+                     "labels": list(item.labels)},
+        )
+    else:
+        head.update(bytes=item.nbytes, chunks=_digests_json(item.chunks))
+    return head
+
+
+def _item_from_json(obj: Mapping[str, Any]) -> SealItem:
+    kind = obj["kind"]
+    if kind == "model":
+        return ModelItem(
+            obj["path"], obj["format"],
+            tuple(TensorEntry(t["name"], t["dtype"], tuple(t["shape"]), int(t["bytes"]),
+                              _digests_from(t["chunks"])) for t in obj["tensors"]),
+            tuple((m["key"], bytes.fromhex(m["sha256"])) for m in obj.get("metadata", [])),
+        )
+    if kind == "dataset":
+        rec = obj["records"]
+        return DatasetItem(
+            obj["path"], obj["format"], obj["content"], tuple(obj["sample_shape"]),
+            tuple(obj["classes"]), tuple(rec["ids"]),
+            tuple(bytes.fromhex(h) for h in rec["content_sha256"]),
+            tuple(int(v) for v in rec["labels"]), dict(obj.get("loader", {})),
+        )
+    return FileItem(obj["path"], int(obj["bytes"]), _digests_from(obj["chunks"]))
+
+
+@dataclass(frozen=True)
+class Seal:
+    """A set of sealed items, their top root and an optional signature."""
+
+    items: tuple[SealItem, ...]
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    created: str = ""
+    tool_version: str = __version__
+    signature: Signature | None = None
+    schema_version: str = SCHEMA_VERSION
+
+    @cached_property
+    def item_roots(self) -> tuple[bytes, ...]:
+        return tuple(_root(it) for it in self.items)
+
+    @property
+    def headers(self) -> tuple[ItemHeader, ...]:
+        return tuple(
+            ItemHeader(it.kind, it.path, it.format, r, len(it.leaves()))
+            for it, r in zip(self.items, self.item_roots)
+        )
+
+    @cached_property
+    def root(self) -> bytes:
+        """MTH over one leaf per item."""
+        return merkle_root([leaf_hash(h.leaf()) for h in self.headers])
+
+    def message(self) -> bytes:
+        """What the signature covers (:func:`seal_message`)."""
+        return seal_message(self.root, self.headers)
+
+    def signed(self, key: Any) -> Seal:
+        """This seal with an Ed25519 signature by ``key`` (an ``Ed25519PrivateKey``)."""
+        return dataclasses.replace(self, signature=sign(key, self.message()))
+
+    def item(self, path: str) -> SealItem:
+        for it in self.items:
+            if it.path == path:
+                return it
+        raise KeyError(path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "tool": "edgeproof",
+            "tool_version": self.tool_version,
+            "created": self.created,
+            "hash": "sha256",
+            "tree": "rfc6962",
+            "chunk_size": self.chunk_size,
+            "root": self.root.hex(),
+            "items": [_item_to_json(it, r) for it, r in zip(self.items, self.item_roots)],
+            "signature": None if self.signature is None else self.signature.to_json(),
+        }
+
+    def write(self, path: str | Path) -> Path:
+        """Write the seal atomically (validated against the schema first)."""
+        import jsonschema
+
+        obj = self.to_json()
+        jsonschema.validate(obj, load_schema())
+        return atomic_write_text(path, json.dumps(obj, separators=(",", ":")) + "\n")
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any], source: str | Path = "<seal>") -> Seal:
+        """Parse, schema-check and self-check a seal object."""
+        import jsonschema
+
+        version = obj.get("schema_version") if isinstance(obj, Mapping) else None
+        if version != SCHEMA_VERSION:
+            raise SealFileError(
+                source,
+                f"seal schema version {version!r} is not supported (this edgeproof "
+                f"{__version__} reads {SCHEMA_VERSION})",
+                "re-seal with this version, or verify with the edgeproof that wrote it",
+            )
+        try:
+            jsonschema.validate(_skeleton(obj), load_schema())
+        except jsonschema.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "top level"
+            raise SealFileError(
+                source, f"does not match the seal schema at {where}: {exc.message}",
+                "regenerate it with `edgeproof seal`",
+            ) from None
+        sig = obj.get("signature")
+        try:
+            seal = cls(
+                items=tuple(_item_from_json(it) for it in obj["items"]),
+                chunk_size=int(obj["chunk_size"]),
+                created=obj["created"],
+                tool_version=obj["tool_version"],
+                signature=None if sig is None else Signature.from_json(sig),
+            )
+            for it in seal.items:
+                _check_lengths(it)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise SealFileError(
+                source, f"has a malformed digest list ({type(exc).__name__}: {exc})",
+                "regenerate it with `edgeproof seal`",
+            ) from None
+        for it, r, stored in zip(seal.items, seal.item_roots, obj["items"]):
+            if r.hex() != stored["root"]:
+                raise SealFileError(
+                    source,
+                    f"item {it.path!r}: its stored digests give root {r.hex()[:16]}… but the "
+                    f"seal records {stored['root'][:16]}…; the seal was edited after sealing",
+                    "do not trust it; re-seal from a known-good copy",
+                )
+        if seal.root.hex() != obj["root"]:
+            raise SealFileError(
+                source, "the top-level root does not match its items; the seal was edited",
+                "do not trust it; re-seal from a known-good copy",
+            )
+        return seal
+
+    @classmethod
+    def read(cls, path: str | Path) -> Seal:
+        """Load a seal file (see :meth:`from_json`)."""
+        p = Path(path)
+        try:
+            obj = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SealFileError(p, "no such seal file", "check the path") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SealFileError(
+                p, f"is not a readable JSON seal ({exc})", "give the file `edgeproof seal` wrote"
+            ) from None
+        return cls.from_json(obj, p)
+
+
+_BIG_LISTS = ("chunks", "ids", "content_sha256", "labels")
+
+
+def _skeleton(obj: Any) -> Any:
+    """``obj`` with long digest lists cut to 2 entries: the schema checks their shape quickly;
+    :func:`_check_lengths` and parsing check every entry."""
+    if isinstance(obj, Mapping):
+        return {k: (v[:2] if k in _BIG_LISTS and isinstance(v, list) else _skeleton(v))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_skeleton(v) for v in obj]
+    return obj
+
+
+def _check_lengths(item: SealItem) -> None:
+    digests = (
+        [c.sha256 for t in item.tensors for c in t.chunks] if isinstance(item, ModelItem)
+        else list(item.content_sha256) if isinstance(item, DatasetItem)
+        else [c.sha256 for c in item.chunks]
+    )
+    if any(len(h) != 32 for h in digests):
+        raise ValueError(f"item {item.path!r} holds a digest that is not 32 bytes")
+    if isinstance(item, DatasetItem):
+        if not len(item.ids) == len(item.content_sha256) == len(item.labels):
+            raise ValueError(f"item {item.path!r}: ids, content_sha256 and labels differ in "
+                             "length")
+        if item.labels and max(item.labels) >= len(item.classes):
+            raise ValueError(f"item {item.path!r}: a label exceeds the class list")
+
+
+def load_schema() -> dict[str, Any]:
+    """The seal JSON Schema shipped in the package."""
+    text = resources.files("edgeproof.integrity").joinpath("seal.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+# ------------------------------------------------------------------------------------- building
+
+
+def _tensor_entries(ts: TensorSet, chunk_size: int, pool: Any) -> tuple[TensorEntry, ...]:
+    return tuple(
+        TensorEntry(b.name, b.dtype, b.shape, len(b.data),
+                    tuple(digest_blob(b.data, chunk_size, pool)))
+        for b in ts.tensors
+    )
+
+
+def _model_item(path: str, ts: TensorSet, chunk_size: int, pool: Any) -> ModelItem:
+    meta = tuple((k, hashlib.sha256(v).digest()) for k, v in sorted(ts.metadata.items()))
+    return ModelItem(path, ts.format, _tensor_entries(ts, chunk_size, pool), meta)
+
+
+def model_item_from_weights(
+    weights: Mapping[str, torch.Tensor], *, path: str = "<in-memory>",
+    chunk_size: int = DEFAULT_CHUNK_SIZE, threads: int | None = None,
+) -> ModelItem:
+    """Seal in-memory weights (``LoadedModel.weights`` or a ``state_dict``) as a model item."""
+    with hashing_pool(threads) as pool:
+        return _model_item(path, tensors_of_weights(weights), chunk_size, pool)
+
+
+@contextmanager
+def _open_model(path: Path, fmt: str) -> Iterator[TensorSet]:
+    if fmt == "safetensors":
+        with read_safetensors(path) as ts:
+            yield ts
+    else:
+        yield read_onnx(path)
+
+
+def _record_hashes(ds: Any, root: Path | None) -> tuple[str, list[bytes]]:
+    sha = hashlib.sha256
+    if root is not None and ds.format == "imagefolder" and all(
+        (root / rid).is_file() for rid in ds.ids
+    ):
+        return "file-bytes", [sha((root / rid).read_bytes()).digest() for rid in ds.ids]
+    x = np.ascontiguousarray(ds.x, dtype="<f4")
+    n = len(ds.ids)
+    flat = x.reshape(-1).view(np.uint8).data.cast("B")
+    step = flat.nbytes // n if n else 0
+    return "array-float32", [sha(flat[i * step : (i + 1) * step]).digest() for i in range(n)]
+
+
+def _load_dataset(source: str, loader: Mapping[str, str]) -> Any:
+    from edgeproof.data.loading import load_data
+
+    return load_data(source, **loader)
+
+
+def _dataset_item(
+    rel: str, source: str, loader: Mapping[str, str], ds: Any = None
+) -> DatasetItem:
+    if ds is None:
+        ds = _load_dataset(source, loader)
+    root = None if source.startswith("builtin:") else Path(source)
+    content, hashes = _record_hashes(ds, root)
+    return DatasetItem(
+        rel, ds.format, content,  # type: ignore[arg-type]
+        tuple(int(s) for s in ds.sample_shape), tuple(str(c) for c in ds.classes),
+        tuple(ds.ids), tuple(hashes), tuple(int(v) for v in ds.y), dict(loader),
+    )
+
+
+def _file_item(rel: str, path: Path, chunk_size: int, pool: Any) -> FileItem:
+    with read_file(path) as mv:
+        return FileItem(rel, len(mv), tuple(digest_blob(mv, chunk_size, pool)))
+
+
+def _classify(path: Path, raw: bool) -> str:
+    if raw:
+        return "file"
+    if path.suffix.lower() in MODEL_FORMATS:
+        return "model"
+    if path.is_dir() or path.suffix.lower() in DATA_SUFFIXES or "ubyte" in path.name:
+        return "dataset"
+    return "file"
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+
+def seal_paths(
+    paths: Sequence[str | Path], *, base_dir: str | Path = ".",
+    chunk_size: int = DEFAULT_CHUNK_SIZE, raw: bool = False,
+    loader: Mapping[str, str] | None = None, threads: int | None = None, key: Any = None,
+) -> Seal:
+    """Seal model files, datasets and raw files.
+
+    Args:
+        paths: files or folders; ``builtin:<name>`` datasets too. ``.safetensors``/``.onnx`` are
+            sealed as models, folders and ``.npz``/``.csv``/IDX files as datasets, anything else
+            as raw files. A folder with ``raw=True`` seals every file under it as a raw file.
+        base_dir: paths are stored relative to this folder (the seal file's folder), so the seal
+            and the artefacts can move together.
+        chunk_size: bytes per tensor/file chunk (multiple of 4, 4–256 KiB).
+        raw: seal everything as raw file bytes, no format parsing.
+        loader: ``load_data`` keyword options for datasets (``x_key``, ``y_key``, ``label_column``).
+        threads: hashing threads (default: CPU count, at most 8).
+        key: an ``Ed25519PrivateKey`` to sign the seal with.
+    """
+    base = Path(base_dir)
+    items: list[SealItem] = []
+    opts = dict(loader or {})
+    with hashing_pool(threads) as pool:
+        for given in paths:
+            text = str(given)
+            if text.startswith("builtin:"):
+                items.append(_dataset_item(text, text, opts))
+                continue
+            p = Path(text)
+            if not p.exists():
+                raise SealedPathError(p, "does not exist", "check the path")
+            kind = _classify(p, raw)
+            if kind == "file" and p.is_dir():
+                for f in sorted(q for q in p.rglob("*") if q.is_file()):
+                    items.append(_file_item(_rel(f, base), f, chunk_size, pool))
+            elif kind == "file":
+                items.append(_file_item(_rel(p, base), p, chunk_size, pool))
+            elif kind == "model":
+                with _open_model(p, MODEL_FORMATS[p.suffix.lower()]) as ts:
+                    items.append(_model_item(_rel(p, base), ts, chunk_size, pool))
+            else:
+                items.append(_dataset_item(_rel(p, base), str(p), opts))
+    if not items:
+        raise SealedPathError(str(paths), "nothing to seal", "give at least one file or folder")
+    seal = Seal(tuple(items), chunk_size, datetime.now(UTC).isoformat(timespec="seconds"))
+    return seal.signed(key) if key is not None else seal
+
+
+# ------------------------------------------------------------------------------------ verifying
+
+
+_FLOAT_LAYOUT = {"F32": (31, 23), "F64": (63, 52), "F16": (15, 10), "BF16": (15, 7)}
+
+
+def bit_role(dtype: str, bit: int) -> str:
+    """``sign``, ``exponent`` or ``mantissa`` for float dtypes (``""`` otherwise)."""
+    if dtype not in _FLOAT_LAYOUT:
+        return ""
+    sign_bit, mant = _FLOAT_LAYOUT[dtype]
+    return "sign" if bit == sign_bit else "exponent" if bit >= mant else "mantissa"
+
+
+def _decode(dtype: str, raw: bytes) -> float | int | None:
+    if dtype == "BF16":
+        return float(np.frombuffer(b"\x00\x00" + raw, dtype="<f4")[0])
+    np_dtype = NUMPY_DTYPES.get(dtype)
+    if np_dtype is None:
+        return None
+    v = np.frombuffer(raw, dtype=np_dtype)[0]
+    return float(v) if v.dtype.kind == "f" else int(v)
+
+
+@dataclass(frozen=True)
+class BitFlip:
+    """One changed bit: element index (``None`` in raw files), bit within the element (LSB 0)."""
+
+    byte: int
+    element: int | None
+    bit: int
+    role: str = ""
+    old_value: float | int | None = None
+    new_value: float | int | None = None
+
+
+@dataclass(frozen=True)
+class RegionChange:
+    """A changed chunk of a tensor or raw file, localised as far as the seal allows."""
+
+    path: str
+    tensor: str | None
+    dtype: str | None
+    shape: tuple[int, ...] | None
+    chunk: int
+    byte_start: int
+    byte_stop: int
+    flips: tuple[BitFlip, ...] = ()
+
+    @property
+    def element_range(self) -> tuple[int, int] | None:
+        if self.dtype is None:
+            return None
+        size = DTYPE_ITEMSIZE[self.dtype]
+        return self.byte_start // size, -(-self.byte_stop // size)
+
+    def message(self) -> str:
+        where = f"tensor {self.tensor!r} " if self.tensor is not None else ""
+        if self.flips:
+            parts = []
+            for f in self.flips:
+                if f.element is None:
+                    parts.append(f"byte {f.byte} bit {f.bit} flipped")
+                    continue
+                idx = list(np.unravel_index(f.element, self.shape)) if self.shape else []
+                role = f" ({f.role})" if f.role else ""
+                value = (f": {f.old_value!r} → {f.new_value!r}"
+                         if f.old_value is not None else "")
+                parts.append(f"element {f.element} {[int(i) for i in idx]} bit {f.bit}{role} "
+                             f"flipped{value}")
+            return f"{self.path}: {where}" + "; ".join(parts)
+        rng = self.element_range
+        span = (f"elements {rng[0]}–{rng[1] - 1}" if rng is not None
+                else f"bytes {self.byte_start}–{self.byte_stop - 1}")
+        return f"{self.path}: {where}{span} changed (chunk {self.chunk}, several words differ)"
+
+
+@dataclass(frozen=True)
+class TensorChange:
+    """A tensor that vanished, appeared, or changed dtype/shape; or changed model metadata."""
+
+    path: str
+    tensor: str
+    change: Literal["missing", "added", "dtype", "shape", "metadata"]
+    detail: str
+
+    def message(self) -> str:
+        return f"{self.path}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class RecordChange:
+    """A dataset record whose content or label changed, or that was added or removed."""
+
+    path: str
+    record_id: str
+    change: Literal["content", "label", "content+label", "missing", "added"]
+    old_label: str | None = None
+    new_label: str | None = None
+    same_as: str | None = None
+
+    def message(self) -> str:
+        head = f"{self.path}: record {self.record_id!r}"
+        if self.change == "label":
+            return (f"{head} label changed {self.old_label!r} → {self.new_label!r} "
+                    "(content unchanged)")
+        if self.change == "content":
+            tail = f" (now identical to sealed record {self.same_as!r})" if self.same_as else ""
+            return f"{head} content changed (label {self.old_label!r} unchanged){tail}"
+        if self.change == "content+label":
+            tail = f" (now identical to sealed record {self.same_as!r})" if self.same_as else ""
+            return (f"{head} content and label changed "
+                    f"({self.old_label!r} → {self.new_label!r}){tail}")
+        if self.change == "missing":
+            return f"{head} is missing (it was sealed with label {self.old_label!r})"
+        return f"{head} was added (label {self.new_label!r}); it is not in the seal"
+
+
+@dataclass(frozen=True)
+class ItemVerification:
+    """The outcome for one sealed item."""
+
+    path: str
+    kind: str
+    format: str
+    expected_root: bytes
+    actual_root: bytes
+    regions: tuple[RegionChange, ...] = ()
+    tensors: tuple[TensorChange, ...] = ()
+    records: tuple[RecordChange, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.expected_root == self.actual_root
+
+    def messages(self) -> list[str]:
+        out = [c.message() for c in self.tensors]
+        out += [c.message() for c in self.regions]
+        out += [c.message() for c in self.records]
+        out += [f"{self.path}: {n}" for n in self.notes]
+        if not self.ok and not out:
+            out.append(f"{self.path}: root differs from the seal")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "kind": self.kind, "format": self.format, "ok": self.ok,
+            "expected_root": self.expected_root.hex(), "actual_root": self.actual_root.hex(),
+            "changes": self.messages(),
+            "records": [dataclasses.asdict(r) for r in self.records],
+            "regions": [{**dataclasses.asdict(r), "element_range": r.element_range}
+                        for r in self.regions],
+            "tensors": [dataclasses.asdict(t) for t in self.tensors],
+        }
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """Whether the seal is signed, and whether the signature holds (and by whose key)."""
+
+    status: Literal["unsigned", "valid", "invalid"]
+    fingerprint: str | None = None
+    pinned: bool = False
+
+    def message(self) -> str:
+        if self.status == "unsigned":
+            return "seal is not signed"
+        who = "the expected key" if self.pinned else "the key embedded in the seal (not pinned)"
+        if self.status == "valid":
+            return f"signature valid, by {who} {self.fingerprint}"
+        return f"signature INVALID for key {self.fingerprint}: the seal was altered after signing"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Everything verify found: per item, and for the signature."""
+
+    seal: str
+    root: bytes
+    items: tuple[ItemVerification, ...]
+    signature: SignatureCheck
+
+    @property
+    def ok(self) -> bool:
+        return self.signature.status != "invalid" and all(i.ok for i in self.items)
+
+    def messages(self) -> list[str]:
+        out = [] if self.signature.status != "invalid" else [self.signature.message()]
+        for it in self.items:
+            out.extend(it.messages())
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seal": self.seal, "ok": self.ok, "root": self.root.hex(),
+            "signature": dataclasses.asdict(self.signature),
+            "items": [i.to_json() for i in self.items],
+        }
+
+
+def _flips(
+    changes: Sequence[Any], dtype: str | None, blob: memoryview, start: int
+) -> tuple[BitFlip, ...]:
+    if dtype is None:
+        return tuple(BitFlip(c.byte, None, c.bit) for c in changes)
+    size = DTYPE_ITEMSIZE[dtype]
+    by_element: dict[int, list[Any]] = {}
+    for c in changes:
+        by_element.setdefault(c.byte // size, []).append(c)
+    out = []
+    for element, cs in sorted(by_element.items()):
+        new_raw = bytes(blob[element * size : (element + 1) * size])
+        old = bytearray(new_raw)
+        for c in cs:
+            old[c.byte - element * size] ^= 1 << c.bit
+        old_v, new_v = _decode(dtype, bytes(old)), _decode(dtype, new_raw)
+        for c in cs:
+            bit = (c.byte - element * size) * 8 + c.bit
+            out.append(BitFlip(c.byte, element, bit, bit_role(dtype, bit), old_v, new_v))
+    return tuple(out)
+
+
+def _diff_chunks(
+    path: str, tensor: str | None, dtype: str | None, shape: tuple[int, ...] | None,
+    sealed: Sequence[ChunkDigest], current: Sequence[ChunkDigest], blob: memoryview,
+    chunk_size: int,
+) -> list[RegionChange]:
+    out = []
+    for i, (a, b) in enumerate(zip(sealed, current)):
+        if a.sha256 == b.sha256:
+            continue
+        start, stop = i * chunk_size, min(len(blob), (i + 1) * chunk_size)
+        located = locate_single_word_change(blob[start:stop], a, start)
+        flips = _flips(located, dtype, blob, start) if located else ()
+        out.append(RegionChange(path, tensor, dtype, shape, i, start, stop, flips))
+    return out
+
+
+def compare_tensors(
+    path: str, sealed: ModelItem, current: ModelItem, blobs: Mapping[str, memoryview],
+    chunk_size: int,
+) -> tuple[list[RegionChange], list[TensorChange]]:
+    """Localise the differences between a sealed and a current model item."""
+    regions: list[RegionChange] = []
+    tchanges: list[TensorChange] = []
+    old_meta, new_meta = dict(sealed.metadata), dict(current.metadata)
+    for k in sorted(set(old_meta) | set(new_meta)):
+        if old_meta.get(k) != new_meta.get(k):
+            tchanges.append(TensorChange(path, k, "metadata", f"model metadata {k!r} changed"))
+    old = {t.name: t for t in sealed.tensors}
+    new = {t.name: t for t in current.tensors}
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if b is None:
+            tchanges.append(TensorChange(path, name, "missing", f"tensor {name!r} is missing"))
+        elif a is None:
+            tchanges.append(TensorChange(
+                path, name, "added", f"tensor {name!r} was added; it is not in the seal"))
+        elif a.dtype != b.dtype:
+            tchanges.append(TensorChange(
+                path, name, "dtype", f"tensor {name!r} dtype changed {a.dtype} → {b.dtype}"))
+        elif a.shape != b.shape:
+            tchanges.append(TensorChange(
+                path, name, "shape",
+                f"tensor {name!r} shape changed {list(a.shape)} → {list(b.shape)}"))
+        elif a.chunks != b.chunks:
+            regions += _diff_chunks(path, name, a.dtype, a.shape, a.chunks, b.chunks,
+                                    blobs[name], chunk_size)
+    return regions, tchanges
+
+
+def _resolve(item: SealItem, base: Path) -> Path:
+    p = base / item.path
+    if not p.exists():
+        raise SealedPathError(
+            p, f"was sealed as a {item.kind} ({item.format}) but no longer exists",
+            "restore it, or re-seal without it",
+        )
+    return p
+
+
+def _verify_model(
+    item: ModelItem, root: bytes, base: Path, chunk_size: int, pool: Any
+) -> ItemVerification:
+    if item.format not in ("safetensors", "onnx"):
+        raise SealedPathError(
+            item.path, f"was sealed from an in-memory model ({item.format}), not a file",
+            "check it with edgeproof.integrity.WeightGuard instead",
+        )
+    p = _resolve(item, base)
+    try:
+        with _open_model(p, item.format) as ts:
+            current = _model_item(item.path, ts, chunk_size, pool)
+            blobs = {b.name: b.data for b in ts.tensors}
+            regions, tchanges = compare_tensors(item.path, item, current, blobs, chunk_size)
+    except ModelFileError as exc:
+        raise SealedPathError(
+            p, f"was sealed as a {item.format} model but can no longer be read as one "
+            f"({exc.problem})", "restore the sealed file, or re-seal it",
+        ) from None
+    return ItemVerification(item.path, item.kind, item.format, root, _root(current),
+                            tuple(regions), tuple(tchanges))
+
+
+def _verify_file(
+    item: FileItem, root: bytes, base: Path, chunk_size: int, pool: Any
+) -> ItemVerification:
+    p = _resolve(item, base)
+    if not p.is_file():
+        raise SealedPathError(p, "was sealed as a file but is now a folder", "restore the file")
+    notes: list[str] = []
+    with read_file(p) as mv:
+        current = FileItem(item.path, len(mv), tuple(digest_blob(mv, chunk_size, pool)))
+        regions = _diff_chunks(item.path, None, None, None, item.chunks, current.chunks, mv,
+                               chunk_size)
+    if current.nbytes != item.nbytes:
+        notes.append(f"size changed {item.nbytes} → {current.nbytes} bytes")
+    return ItemVerification(item.path, item.kind, item.format, root, _root(current),
+                            tuple(regions), (), (), tuple(notes))
+
+
+def _verify_dataset(item: DatasetItem, root: bytes, base: Path) -> ItemVerification:
+    builtin = item.path.startswith("builtin:")
+    source = item.path if builtin else str(_resolve(item, base))
+    try:
+        ds = _load_dataset(source, item.loader)
+    except DataFileError as exc:
+        raise SealedPathError(
+            source, f"was sealed as a {item.format} dataset but can no longer be read "
+            f"({exc})", "restore the sealed data, or re-seal it",
+        ) from None
+    if ds.format != item.format:
+        raise SealedPathError(
+            source, f"was sealed as a {item.format} dataset but now reads as {ds.format}",
+            "restore the sealed data, or re-seal it",
+        )
+    current = _dataset_item(item.path, source, item.loader, ds)
+    notes: list[str] = []
+    if current.classes != item.classes:
+        notes.append(f"class list changed {list(item.classes)} → {list(current.classes)}")
+    if current.sample_shape != item.sample_shape:
+        notes.append(f"sample shape changed {list(item.sample_shape)} → "
+                     f"{list(current.sample_shape)}")
+    if current.content != item.content:
+        notes.append(f"record content is now read as {current.content}, sealed as {item.content}")
+    records = _diff_records(item, current)
+    old_pos = {rid: i for i, rid in enumerate(item.ids)}
+    common = [rid for rid in current.ids if rid in old_pos]
+    if any(old_pos[a] > old_pos[b] for a, b in itertools.pairwise(common)):
+        notes.append("records are in a different order than when sealed")
+    return ItemVerification(item.path, item.kind, item.format, root, _root(current),
+                            (), (), tuple(records), tuple(notes))
+
+
+def _diff_records(old: DatasetItem, new: DatasetItem) -> list[RecordChange]:
+    out: list[RecordChange] = []
+    new_at = {rid: i for i, rid in enumerate(new.ids)}
+    old_ids = set(old.ids)
+    sealed_by_value = {
+        (old.content_sha256[i], old.classes[old.labels[i]]): rid for i, rid in enumerate(old.ids)
+    }
+    for i, rid in enumerate(old.ids):
+        old_label = old.classes[old.labels[i]]
+        j = new_at.get(rid)
+        if j is None:
+            out.append(RecordChange(old.path, rid, "missing", old_label))
+            continue
+        new_label = new.classes[new.labels[j]]
+        content_changed = new.content_sha256[j] != old.content_sha256[i]
+        label_changed = new_label != old_label
+        if not (content_changed or label_changed):
+            continue
+        same = sealed_by_value.get((new.content_sha256[j], new_label))
+        change: Literal["content", "label", "content+label"] = (
+            "content+label" if content_changed and label_changed
+            else "content" if content_changed else "label"
+        )
+        out.append(RecordChange(old.path, rid, change, old_label, new_label,
+                                same if content_changed and same != rid else None))
+    for j, rid in enumerate(new.ids):
+        if rid not in old_ids:
+            out.append(RecordChange(old.path, rid, "added", None, new.classes[new.labels[j]]))
+    return out
+
+
+def check_signature(seal: Seal, public_key: bytes | None) -> SignatureCheck:
+    """Check the seal's signature, pinned to ``public_key`` if given.
+
+    Raises:
+        SignatureKeyError: ``public_key`` was given but the seal is unsigned or signed by
+            another key.
+    """
+    from edgeproof.integrity.signing import fingerprint
+
+    sig = seal.signature
+    if sig is None:
+        if public_key is not None:
+            raise SignatureKeyError(
+                f"the seal is not signed, but --pub {fingerprint(public_key)} was given; "
+                "re-seal with --key, or verify without --pub"
+            )
+        return SignatureCheck("unsigned")
+    if public_key is not None and sig.public_key != public_key:
+        raise SignatureKeyError(
+            f"the seal is signed by another key ({sig.fingerprint}), not by the --pub key "
+            f"({fingerprint(public_key)}); get the seal from its publisher or the right public key"
+        )
+    ok = signature_valid(sig, seal.message())
+    return SignatureCheck("valid" if ok else "invalid", sig.fingerprint, public_key is not None)
+
+
+def verify_seal(
+    seal: Seal, *, base_dir: str | Path = ".", public_key: bytes | None = None,
+    threads: int | None = None, source: str = "<seal>",
+) -> VerifyResult:
+    """Recompute every item of ``seal`` from disk and localise every difference.
+
+    Reads only; never writes. Paths resolve against ``base_dir`` (the seal file's folder).
+
+    Raises:
+        SealedPathError: a sealed path vanished or changed format (bad input, exit code 2).
+        SignatureKeyError: ``public_key`` given and the seal is unsigned or signed by another key.
+    """
+    sig = check_signature(seal, public_key)
+    base = Path(base_dir)
+    results: list[ItemVerification] = []
+    with hashing_pool(threads) as pool:
+        for item, root in zip(seal.items, seal.item_roots):
+            if isinstance(item, ModelItem):
+                results.append(_verify_model(item, root, base, seal.chunk_size, pool))
+            elif isinstance(item, FileItem):
+                results.append(_verify_file(item, root, base, seal.chunk_size, pool))
+            else:
+                results.append(_verify_dataset(item, root, base))
+    return VerifyResult(source, seal.root, tuple(results), sig)

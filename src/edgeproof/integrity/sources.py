@@ -1,0 +1,202 @@
+"""Reading what gets sealed: tensors of model files and in-memory models, raw file bytes.
+
+No pickle is ever loaded. Safetensors files are opened with ``safetensors.safe_open`` (which
+validates the header) and their tensor bytes are then read straight from a memory map at the
+offsets the header gives (the safetensors format: 8-byte little-endian header length, JSON header
+with ``dtype``, ``shape``, ``data_offsets``), so every dtype — BF16 and FP8 included — is sealed as
+its stored little-endian bytes without conversion. ONNX initializers are read with
+``onnx.numpy_helper``; the rest of the ONNX graph (nodes, attributes, metadata) is committed as one
+metadata value so a rewired graph is caught too. In-memory weights (``LoadedModel.weights``,
+``state_dict()``) map to the same dtype names and bytes, so a module can be checked against the
+seal of the file it was loaded from.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import struct
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeproof.errors import ModelFileError
+
+__all__ = [
+    "DTYPE_ITEMSIZE",
+    "NUMPY_DTYPES",
+    "TensorBlob",
+    "TensorSet",
+    "read_onnx",
+    "read_safetensors",
+    "tensors_of_weights",
+    "torch_dtype_name",
+]
+
+DTYPE_ITEMSIZE: dict[str, int] = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+}  # fmt: skip
+"""Bytes per element for the safetensors dtype names used in seals."""
+
+NUMPY_DTYPES: dict[str, str] = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+    "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
+}  # fmt: skip
+"""numpy dtypes for decoding element values (BF16/FP8 are decoded separately or not at all)."""
+
+_TORCH_NAMES: dict[torch.dtype, str] = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+    torch.uint8: "U8", torch.bool: "BOOL",
+}  # fmt: skip
+for _name, _sfname in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2")):
+    if hasattr(torch, _name):
+        _TORCH_NAMES[getattr(torch, _name)] = _sfname
+
+_NUMPY_NAMES: dict[str, str] = {np.dtype(v).str: k for k, v in NUMPY_DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TensorBlob:
+    """One tensor as sealed: name, safetensors dtype name, shape and raw little-endian bytes."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    data: memoryview
+
+
+@dataclass(frozen=True)
+class TensorSet:
+    """The tensors of a model (sorted by name) and its non-tensor parts (``key → bytes``)."""
+
+    format: str
+    tensors: tuple[TensorBlob, ...]
+    metadata: Mapping[str, bytes]
+
+
+def torch_dtype_name(dtype: torch.dtype) -> str:
+    """The safetensors name of a torch dtype (``torch.float32`` → ``F32``)."""
+    try:
+        return _TORCH_NAMES[dtype]
+    except KeyError:
+        raise ModelFileError(
+            "<in-memory model>", f"tensors of dtype {dtype} cannot be sealed",
+            "convert them to a standard float or integer dtype",
+        ) from None
+
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    flat = t.detach().to("cpu").contiguous().reshape(-1)
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    arr = flat.view(torch.uint8).numpy() if flat.numel() else np.zeros(0, np.uint8)
+    return arr.data.cast("B")
+
+
+def tensors_of_weights(weights: Mapping[str, torch.Tensor], fmt: str = "weights") -> TensorSet:
+    """The tensor set of in-memory weights (``LoadedModel.weights`` or a ``state_dict``)."""
+    blobs = tuple(
+        TensorBlob(name, torch_dtype_name(t.dtype), tuple(int(s) for s in t.shape),
+                   _tensor_bytes(t))
+        for name, t in sorted(weights.items())
+    )
+    return TensorSet(fmt, blobs, {})
+
+
+@contextmanager
+def _mapped(path: Path) -> Iterator[memoryview]:
+    with path.open("rb") as fh:
+        size = path.stat().st_size
+        if size == 0:
+            yield memoryview(b"")
+            return
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        mv = memoryview(mm)
+        try:
+            yield mv
+        finally:
+            mv.release()
+            mm.close()
+
+
+@contextmanager
+def read_safetensors(path: str | Path) -> Iterator[TensorSet]:
+    """The tensors of a ``.safetensors`` file, as views into a read-only memory map.
+
+    Raises:
+        ModelFileError: the file is not a valid safetensors file.
+    """
+    from safetensors import safe_open
+
+    p = Path(path)
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            keys = set(fh.keys())
+    except Exception as exc:  # safetensors raises its own error types and OSError
+        raise ModelFileError(
+            p, f"is not a readable safetensors file ({exc})",
+            "re-export the model with safetensors.torch.save_file",
+        ) from None
+    with _mapped(p) as mv:
+        (hlen,) = struct.unpack("<Q", mv[:8])
+        header = json.loads(bytes(mv[8 : 8 + hlen]))
+        base = 8 + hlen
+        meta = header.pop("__metadata__", None)
+        blobs = []
+        for name in sorted(keys):
+            h = header[name]
+            a, b = h["data_offsets"]
+            blobs.append(
+                TensorBlob(name, str(h["dtype"]), tuple(int(s) for s in h["shape"]),
+                           mv[base + a : base + b])
+            )
+        metadata = {} if meta is None else {
+            "__metadata__": json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+        }
+        try:
+            yield TensorSet("safetensors", tuple(blobs), metadata)
+        finally:
+            for blob in blobs:
+                blob.data.release()
+
+
+def read_onnx(path: str | Path) -> TensorSet:
+    """The initializers of an ONNX model plus its graph without weights (key ``onnx-graph``)."""
+    import onnx
+    from onnx import numpy_helper
+
+    p = Path(path)
+    try:
+        model = onnx.load(str(p))
+    except Exception as exc:  # protobuf DecodeError, OSError, ValidationError
+        raise ModelFileError(
+            p, f"is not a readable ONNX model ({exc})", "re-export it with torch.onnx.export"
+        ) from None
+    blobs = []
+    for init in model.graph.initializer:
+        arr = np.ascontiguousarray(numpy_helper.to_array(init))
+        le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        name = _NUMPY_NAMES.get(le.dtype.str)
+        if name is None:
+            raise ModelFileError(
+                p, f"initializer {init.name!r} has dtype {arr.dtype}, which cannot be sealed",
+                "seal the file as raw bytes with --raw",
+            )
+        data = le.reshape(-1).view(np.uint8).data.cast("B")
+        blobs.append(TensorBlob(init.name, name, tuple(int(s) for s in arr.shape), data))
+    del model.graph.initializer[:]
+    graph = model.SerializeToString(deterministic=True)
+    return TensorSet("onnx", tuple(sorted(blobs, key=lambda b: b.name)), {"onnx-graph": graph})
+
+
+@contextmanager
+def read_file(path: str | Path) -> Iterator[memoryview]:
+    """A file's bytes as a read-only memory map."""
+    with _mapped(Path(path)) as mv:
+        yield mv
