@@ -14,8 +14,10 @@ ORDER = ["demo", "spectral", "attacks", "compress", "seal"]
 
 def main() -> None:
     sections = ROOT / "docs" / "benchmarks"
-    files = sorted(sections.glob("*.md"), key=lambda p: (ORDER.index(p.stem)
-                                                         if p.stem in ORDER else 99, p.stem))
+    files = sorted(
+        sections.glob("*.md"),
+        key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 99, p.stem),
+    )
     parts = [
         "# Benchmarks\n",
         "Written by the scripts in `benchmarks/` (`make bench`); each section comes from one run "

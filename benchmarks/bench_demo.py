@@ -57,9 +57,20 @@ def main() -> None:
         cli: list[float] = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "edgeproof.cli", "demo", "--quiet",
-                            "--out", str(Path(tmp) / "cli")], check=True, env=env,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "edgeproof.cli",
+                    "demo",
+                    "--quiet",
+                    "--out",
+                    str(Path(tmp) / "cli"),
+                ],
+                check=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
             cli.append(time.perf_counter() - t0)
 
     med = statistics.median

@@ -41,9 +41,20 @@ def test_audit_writes_report_and_exits_zero(
     digits_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    code, stdout, _ = _run(["audit", str(digits_model_path), "--data", "builtin:digits",
-                            "--checks", "performance,calibration", "--out", str(out),
-                            "--quiet"], capsys)
+    code, stdout, _ = _run(
+        [
+            "audit",
+            str(digits_model_path),
+            "--data",
+            "builtin:digits",
+            "--checks",
+            "performance,calibration",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert [c["check"] for c in report["checks"]] == ["performance", "calibration"]
@@ -56,11 +67,25 @@ def test_policy_failure_exits_one_and_names_the_rule(
     digits_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     policy = tmp_path / "policy.toml"
-    policy.write_text('[thresholds]\n"performance.accuracy" = ">= 0.999"\n'
-                      '"calibration.ece" = "<= 1.0"\n')
-    code, _, err = _run(["audit", str(digits_model_path), "--data", "builtin:digits",
-                         "--checks", "performance,calibration", "--out", str(tmp_path / "o"),
-                         "--policy", str(policy), "--quiet"], capsys)
+    policy.write_text(
+        '[thresholds]\n"performance.accuracy" = ">= 0.999"\n"calibration.ece" = "<= 1.0"\n'
+    )
+    code, _, err = _run(
+        [
+            "audit",
+            str(digits_model_path),
+            "--data",
+            "builtin:digits",
+            "--checks",
+            "performance,calibration",
+            "--out",
+            str(tmp_path / "o"),
+            "--policy",
+            str(policy),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 1
     assert "policy failed: performance.accuracy = " in err and ">= 0.999: FAILED" in err
     saved = json.loads((tmp_path / "o" / "report.json").read_text())
@@ -73,9 +98,22 @@ def test_policy_pass_exits_zero(
 ) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text('[thresholds]\n"performance.accuracy" = ">= 0.5"\n')
-    code, _, _ = _run(["audit", str(digits_model_path), "--data", "builtin:digits",
-                       "--checks", "performance", "--out", str(tmp_path / "o"),
-                       "--policy", str(policy), "--quiet"], capsys)
+    code, _, _ = _run(
+        [
+            "audit",
+            str(digits_model_path),
+            "--data",
+            "builtin:digits",
+            "--checks",
+            "performance",
+            "--out",
+            str(tmp_path / "o"),
+            "--policy",
+            str(policy),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0
 
 
@@ -111,14 +149,18 @@ def test_corrupt_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_arch_that_does_not_match_the_weights_names_tensors(
     digits_model_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = _run(["audit", str(digits_model_path), "--arch", "zoo:resnet8",
-                         "--data", "builtin:digits"], capsys)
+    code, _, err = _run(
+        ["audit", str(digits_model_path), "--arch", "zoo:resnet8", "--data", "builtin:digits"],
+        capsys,
+    )
     _assert_one_line_error(code, err, str(digits_model_path))
     assert "weight" in err  # names the offending tensors
 
 
 def test_truncated_npz(
-    digits_model_path: Path, digits_test: Dataset, tmp_path: Path,
+    digits_model_path: Path,
+    digits_test: Dataset,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     good = _npz(tmp_path / "good.npz", digits_test)
@@ -129,7 +171,9 @@ def test_truncated_npz(
 
 
 def test_labels_out_of_range(
-    digits_model_path: Path, digits_test: Dataset, tmp_path: Path,
+    digits_model_path: Path,
+    digits_test: Dataset,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     y = digits_test.y.copy()
@@ -140,7 +184,9 @@ def test_labels_out_of_range(
 
 
 def test_nan_in_data(
-    digits_model_path: Path, digits_test: Dataset, tmp_path: Path,
+    digits_model_path: Path,
+    digits_test: Dataset,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     x = digits_test.x.copy()
@@ -151,7 +197,9 @@ def test_nan_in_data(
 
 
 def test_input_shape_that_does_not_fit_the_model(
-    digits_model_path: Path, digits_test: Dataset, tmp_path: Path,
+    digits_model_path: Path,
+    digits_test: Dataset,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     f = _npz(tmp_path / "shape.npz", digits_test, x=digits_test.x.reshape(len(digits_test), 64))
@@ -160,7 +208,9 @@ def test_input_shape_that_does_not_fit_the_model(
 
 
 def test_empty_dataset(
-    digits_model_path: Path, digits_test: Dataset, tmp_path: Path,
+    digits_model_path: Path,
+    digits_test: Dataset,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     f = _npz(tmp_path / "empty.npz", digits_test, x=digits_test.x[:0], y=digits_test.y[:0])
@@ -179,11 +229,25 @@ def test_empty_dataset(
     ],
 )
 def test_bad_options_name_the_option(
-    digits_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    argv: list[str], needle: str,
+    digits_model_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    needle: str,
 ) -> None:
-    code, _, err = _run(["audit", str(digits_model_path), "--data", "builtin:digits",
-                         "--out", str(tmp_path / "o"), "--quiet", *argv], capsys)
+    code, _, err = _run(
+        [
+            "audit",
+            str(digits_model_path),
+            "--data",
+            "builtin:digits",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            *argv,
+        ],
+        capsys,
+    )
     _assert_one_line_error(code, err, needle)
 
 
@@ -207,7 +271,9 @@ def test_every_command_help_has_an_example(
 def test_errors_from_a_real_process_have_no_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "edgeproof", "audit", str(tmp_path / "missing.onnx")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -217,7 +283,9 @@ def test_errors_from_a_real_process_have_no_traceback(tmp_path: Path) -> None:
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "edgeproof", "--debug", "audit", str(tmp_path / "missing.onnx")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr

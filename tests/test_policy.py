@@ -44,7 +44,9 @@ def test_percent_thresholds_are_fractions(tmp_path: Path) -> None:
 
 
 def test_confidence_bound_option_judges_the_pessimistic_side(tmp_path: Path) -> None:
-    text = '[thresholds]\n"performance.accuracy" = ">= 0.92"\n[options]\nuse_confidence_bound = true\n'
+    text = (
+        '[thresholds]\n"performance.accuracy" = ">= 0.92"\n[options]\nuse_confidence_bound = true\n'
+    )
     pol = load_policy(_write(tmp_path, text))
     # point value 0.95 passes, but the lower bound 0.90 does not
     assert not pol.apply(_report(0.95)).passed
@@ -79,5 +81,5 @@ def test_bad_policy_files_are_rejected_with_the_reason(
 
 
 def test_missing_policy_file_names_the_option(tmp_path: Path) -> None:
-    with pytest.raises(PolicyFileError, match="no such policy file. check the --policy path"):
+    with pytest.raises(PolicyFileError, match=r"no such policy file\. check the --policy path"):
         load_policy(tmp_path / "nope.toml")

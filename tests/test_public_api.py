@@ -27,7 +27,7 @@ def test_readme_python_example_runs(digits_model_path: Path) -> None:
     assert blocks, "the README has a Python example"
     code = blocks[0].replace('"model.safetensors"', repr(str(digits_model_path)))
     namespace: dict[str, object] = {}
-    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102
+    exec(compile(code, str(README), "exec"), namespace)
     report = namespace["report"]
     assert isinstance(report, edgeproof.Report)
     acc = report.metric_value("performance.accuracy")

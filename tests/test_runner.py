@@ -18,15 +18,22 @@ from edgeproof.runner import audit, resolve_threat
 def _model(in_features: int = 4, classes: int = 3) -> LoadedModel:
     torch.manual_seed(0)
     module = nn.Sequential(nn.Flatten(), nn.Linear(in_features, classes)).eval()
-    return LoadedModel(path=None, format="safetensors", module=module,
-                       weights=dict(module.state_dict()))
+    return LoadedModel(
+        path=None, format="safetensors", module=module, weights=dict(module.state_dict())
+    )
 
 
 def _data(n: int = 30, features: int = 4, classes: int = 3) -> Dataset:
     rng = np.random.default_rng(0)
-    return Dataset(x=rng.random((n, features)), y=np.arange(n) % classes,
-                   classes=[f"c{i}" for i in range(classes)], name="mem", format="npz",
-                   kind="tabular", domain=(0.0, 1.0))
+    return Dataset(
+        x=rng.random((n, features)),
+        y=np.arange(n) % classes,
+        classes=[f"c{i}" for i in range(classes)],
+        name="mem",
+        format="npz",
+        kind="tabular",
+        domain=(0.0, 1.0),
+    )
 
 
 def _ok(ctx: AuditContext) -> CheckResult:
@@ -53,8 +60,12 @@ def test_a_crashing_check_is_recorded_and_the_others_still_run() -> None:
 
 
 def test_checks_that_need_data_are_skipped_without_it_with_the_reason() -> None:
-    report = audit(_model(), None, [FunctionCheck("ok", _ok, needs_data=True)],
-                   threat=resolve_threat(_model(), None, shape=(4,)))
+    report = audit(
+        _model(),
+        None,
+        [FunctionCheck("ok", _ok, needs_data=True)],
+        threat=resolve_threat(_model(), None, shape=(4,)),
+    )
     assert report.checks[0].status == "skipped"
     assert report.checks[0].skip_reason == "needs labelled data (pass --data)"
 
@@ -63,8 +74,9 @@ def test_weights_only_model_skips_forward_checks() -> None:
     m = _model()
     weights_only = LoadedModel(path=None, format="weights-only", weights=m.weights)
     check = FunctionCheck("fwd", _ok, needs_data=False, needs_forward=True)
-    report = audit(weights_only, None, [check], threat=resolve_threat(weights_only, None,
-                                                                        shape=(4,)))
+    report = audit(
+        weights_only, None, [check], threat=resolve_threat(weights_only, None, shape=(4,))
+    )
     assert "only weights were given" in (report.checks[0].skip_reason or "")
 
 
@@ -73,8 +85,9 @@ def test_onnx_like_model_skips_gradient_checks_naming_the_format() -> None:
     fake_onnx = LoadedModel(path=None, format="onnx", weights=m.weights)
     fake_onnx.session = object()  # type: ignore[assignment]  # can_forward, no gradients
     check = FunctionCheck("grad", _ok, needs_gradients=True, needs_forward=False)
-    ctx = AuditContext(model=fake_onnx, data=None,
-                       threat=resolve_threat(fake_onnx, None, shape=(4,)))
+    ctx = AuditContext(
+        model=fake_onnx, data=None, threat=resolve_threat(fake_onnx, None, shape=(4,))
+    )
     assert check.skip_reason(ctx) == "needs gradients, which a onnx model does not provide"
 
 
@@ -91,8 +104,15 @@ def test_spec_is_inferred_from_data_and_flags_take_precedence() -> None:
 
 def test_data_whose_shape_does_not_fit_the_model_is_a_spec_error() -> None:
     with pytest.raises(SpecError, match=r"samples have shape \[5\] but the model expects \[4\]"):
-        resolve_threat(LoadedModel(path=None, format="safetensors", module=_model().module,
-                                   spec=resolve_threat(_model(), _data()).input), _data(features=5))
+        resolve_threat(
+            LoadedModel(
+                path=None,
+                format="safetensors",
+                module=_model().module,
+                spec=resolve_threat(_model(), _data()).input,
+            ),
+            _data(features=5),
+        )
 
 
 def test_probe_rejects_an_input_shape_the_model_cannot_take() -> None:

@@ -22,7 +22,7 @@ __all__ = ["build_parser", "main"]
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors and exit code 2."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -34,8 +34,9 @@ def _csv_ints(option: str, text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise OptionError(option, f"{text!r} is not a comma-separated list of integers",
-                          "use e.g. 3,32,32") from None
+        raise OptionError(
+            option, f"{text!r} is not a comma-separated list of integers", "use e.g. 3,32,32"
+        ) from None
 
 
 def _csv_floats(option: str, text: str, n: int) -> tuple[float, ...]:
@@ -52,10 +53,15 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("input specification (inferred from metadata and data when omitted)")
     g.add_argument("--shape", help="sample shape without batch, e.g. 1,8,8")
     g.add_argument("--domain", help="value domain lo,hi of valid inputs, e.g. 0,1")
-    g.add_argument("--kind", choices=["image", "timeseries", "tabular"], help="kind of input signal")
+    g.add_argument(
+        "--kind", choices=["image", "timeseries", "tabular"], help="kind of input signal"
+    )
     g.add_argument("--norm", default="linf", help="threat-model norm: linf or l2 (default linf)")
-    g.add_argument("--eps", help="perturbation budgets, comma-separated, e.g. 0.01,2/255 "
-                   "(default: 1%%, 3%%, 10%% of the domain width)")
+    g.add_argument(
+        "--eps",
+        help="perturbation budgets, comma-separated, e.g. 0.01,2/255 "
+        "(default: 1%%, 3%%, 10%% of the domain width)",
+    )
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -77,8 +83,14 @@ def _load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     data = None
     if args.data:
         classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-        data = load_data(args.data, x_key=args.x_key, y_key=args.y_key,
-                         label_column=args.label_column, classes=classes, kind=args.kind)
+        data = load_data(
+            args.data,
+            x_key=args.x_key,
+            y_key=args.y_key,
+            label_column=args.label_column,
+            classes=classes,
+            kind=args.kind,
+        )
         data.validate()
     if args.norm not in ("linf", "l2"):
         raise OptionError("--norm", f"unknown norm {args.norm!r}", "use linf or l2")
@@ -111,8 +123,17 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         baseline = Report.read_json(args.baseline)
     checks = [c.strip() for c in args.checks.split(",") if c.strip()] if args.checks else None
     model, data, threat = _load_inputs(args)
-    report = audit(model, data, checks, threat=threat, seed=args.seed, out_dir=args.out,
-                   batch_size=args.batch_size, progress=not args.quiet, baseline=baseline)
+    report = audit(
+        model,
+        data,
+        checks,
+        threat=threat,
+        seed=args.seed,
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        baseline=baseline,
+    )
     if policy is not None:
         report.policy = policy.apply(report)
     files = write_report(report, args.out)
@@ -144,8 +165,15 @@ def _cmd_checks(args: argparse.Namespace) -> int:
 
     for name in available_checks():
         c = get_check(name)
-        needs = [n for n, flag in (("data", c.needs_data), ("gradients", c.needs_gradients),
-                                   ("architecture", c.needs_architecture)) if flag]
+        needs = [
+            n
+            for n, flag in (
+                ("data", c.needs_data),
+                ("gradients", c.needs_gradients),
+                ("architecture", c.needs_architecture),
+            )
+            if flag
+        ]
         print(f"{name:14s} {c.title}  (needs: {', '.join(needs) or 'weights only'})")
     return 0
 
@@ -170,16 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     a = sub.add_parser(
-        "audit", help="audit a model (and data) with every applicable check",
+        "audit",
+        help="audit a model (and data) with every applicable check",
         formatter_class=_formatter,
         description="Load MODEL, plan the checks its format and the data allow, run them, "
-                    "and write report.json + report.html to --out.",
+        "and write report.json + report.html to --out.",
         epilog=textwrap.dedent("""\
             examples:
               edgeproof audit model.safetensors --arch zoo:resnet20 --data val.npz --out runs/a
               edgeproof audit model.pt2 --data builtin:digits --checks performance,calibration
-              edgeproof audit model.onnx --data val.npz --policy policy.toml   # CI gate: exit 1 on failure
-              edgeproof audit weights.safetensors                             # data-free checks only
+              edgeproof audit model.onnx --data val.npz --policy policy.toml  # CI gate
+              edgeproof audit weights.safetensors              # data-free checks only
 
             policy.toml:
               [thresholds]
@@ -188,16 +217,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("model", help="model file: .safetensors, .pt2, TorchScript .pt, .onnx, .pt/.pth")
     a.add_argument("--arch", help="architecture for weights: zoo:NAME or package.module:callable")
-    a.add_argument("--data", help="validation data: .npz, .csv, image folder, IDX, CIFAR-10 "
-                   "binary, or builtin:digits / builtin:breast-cancer")
-    a.add_argument("--checks", help="comma-separated check names (default: all applicable; "
-                   "see `edgeproof checks`)")
+    a.add_argument(
+        "--data",
+        help="validation data: .npz, .csv, image folder, IDX, CIFAR-10 "
+        "binary, or builtin:digits / builtin:breast-cancer",
+    )
+    a.add_argument(
+        "--checks",
+        help="comma-separated check names (default: all applicable; see `edgeproof checks`)",
+    )
     a.add_argument("--out", default="runs/audit", help="output folder (default runs/audit)")
     a.add_argument("--policy", help="TOML file of metric thresholds; exit 1 if any fails")
-    a.add_argument("--baseline", help="report.json of a sealed baseline audit: flag per-class "
-                   "accuracy shifts (poisoning symptom)")
-    a.add_argument("--trust-pickle", action="store_true",
-                   help="allow unpickling .pt/.pth files (executes code from the file!)")
+    a.add_argument(
+        "--baseline",
+        help="report.json of a sealed baseline audit: flag per-class "
+        "accuracy shifts (poisoning symptom)",
+    )
+    a.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow unpickling .pt/.pth files (executes code from the file!)",
+    )
     a.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     a.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     a.add_argument("--quiet", action="store_true", help="no progress bars or summary")
@@ -206,11 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(handler=_cmd_audit)
 
     d = sub.add_parser(
-        "demo", help="train (or reuse) a zoo CNN on built-in digits and audit it",
+        "demo",
+        help="train (or reuse) a zoo CNN on built-in digits and audit it",
         formatter_class=_formatter,
         description="The main job on the built-in model and data: trains a LeNet-5 on "
-                    "builtin:digits/train (cached after the first run), audits it on the test "
-                    "split with every applicable check, and writes the report.",
+        "builtin:digits/train (cached after the first run), audits it on the test "
+        "split with every applicable check, and writes the report.",
         epilog="example:\n  edgeproof demo --out runs/demo",
     )
     d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -218,8 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     d.set_defaults(handler=_cmd_demo)
 
-    c = sub.add_parser("checks", help="list the available checks and what they need",
-                       epilog="example:\n  edgeproof checks", formatter_class=_formatter)
+    c = sub.add_parser(
+        "checks",
+        help="list the available checks and what they need",
+        epilog="example:\n  edgeproof checks",
+        formatter_class=_formatter,
+    )
     c.set_defaults(handler=_cmd_checks)
 
     for add in _area_commands():
@@ -229,10 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _area_commands() -> list[Any]:
     """Subcommands contributed by the library's areas (train, seal, compress, ...)."""
+    from edgeproof.diagnostics.commands import add_commands as diagnostics_commands
     from edgeproof.integrity.commands import add_commands as integrity_commands
     from edgeproof.models.commands import add_commands as models_commands
 
-    return [models_commands, integrity_commands]
+    return [models_commands, diagnostics_commands, integrity_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,11 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an internal failure: one line, traceback with --debug
         if debug:
             raise
-        print(f"edgeproof: internal error: {type(exc).__name__}: {exc} "
-              "(rerun with --debug for the traceback and report it)", file=sys.stderr)
+        print(
+            f"edgeproof: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with --debug for the traceback and report it)",
+            file=sys.stderr,
+        )
         return 3
 
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

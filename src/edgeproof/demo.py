@@ -16,16 +16,23 @@ from edgeproof._version import __version__
 from edgeproof.data.loading import load_data
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import load_model
-from edgeproof.models.train import save_model, train_model
+from edgeproof.models.train import (
+    TrainingSettings,
+    accuracy,
+    save_model,
+    spec_from_data,
+    train_model,
+)
 from edgeproof.report.files import ReportFiles, write_report
 from edgeproof.report.report import Report
-from edgeproof.runner import audit, resolve_threat
+from edgeproof.runner import audit
 
 __all__ = ["DEMO_ARCH", "DemoResult", "demo_model", "run_demo"]
 
 DEMO_ARCH = "zoo:lenet5"
 DEMO_EPOCHS = 30
 DEMO_SEED = 0
+DEMO_LR = 3e-3
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ def cache_dir() -> Path:
 
 
 def demo_model(cache: Path | None = None) -> tuple[LoadedModel, bool, float]:
-    """The demo model: loaded from the cache or trained (then cached). Returns (model, cached, s)."""
+    """The demo model, from the cache or trained (then cached): ``(model, cached, seconds)``."""
     folder = cache or cache_dir()
     name = f"demo-{__version__}-{DEMO_ARCH.split(':')[-1]}-e{DEMO_EPOCHS}-s{DEMO_SEED}"
     path = folder / f"{name}.safetensors"
@@ -60,11 +67,22 @@ def demo_model(cache: Path | None = None) -> tuple[LoadedModel, bool, float]:
             path.unlink(missing_ok=True)
     t0 = time.perf_counter()
     train = load_data("builtin:digits/train")
-    module = train_model(DEMO_ARCH, train, epochs=DEMO_EPOCHS, seed=DEMO_SEED)
-    spec = resolve_threat(
-        LoadedModel(path=None, format="safetensors", module=module), train
-    ).input
-    save_model(module, path, arch=DEMO_ARCH, spec=spec, metadata={"dataset": "builtin:digits/train"})
+    module = train_model(DEMO_ARCH, train, epochs=DEMO_EPOCHS, seed=DEMO_SEED, lr=DEMO_LR)
+    settings = TrainingSettings(
+        epochs=DEMO_EPOCHS,
+        seed=DEMO_SEED,
+        lr=DEMO_LR,
+        batch_size=64,
+        train_accuracy=accuracy(module, train),
+        dataset=train.name,
+    )
+    save_model(
+        module,
+        path,
+        arch=DEMO_ARCH,
+        spec=spec_from_data(train),
+        metadata={"training": settings.to_json()},
+    )
     seconds = time.perf_counter() - t0
     return load_model(path), False, seconds
 

@@ -13,7 +13,8 @@ Format (``policy.toml``)::
     use_confidence_bound = false
 
 A rule whose metric is absent (the check was skipped or failed) fails, saying so: a gate must not
-pass because a check did not run. ``edgeproof audit --policy policy.toml`` exits 1 when any rule fails.
+pass because a check did not run. ``edgeproof audit --policy policy.toml`` exits 1 when any rule
+fails.
 """
 
 from __future__ import annotations
@@ -61,17 +62,31 @@ class PolicyRule:
             except KeyError:
                 why = f"the {check_name} check did not run"
             return PolicyRuleResult(
-                self.metric, self.op, self.threshold, None, False,
+                self.metric,
+                self.op,
+                self.threshold,
+                None,
+                False,
                 f"{self.metric} is not available ({why})",
             )
         value = m.value
         if use_bound and m.ci is not None:
             # judge by the pessimistic side of the interval
-            value = m.ci.low if self.op in (">=", ">") else m.ci.high if self.op in ("<=", "<") else value
+            value = (
+                m.ci.low
+                if self.op in (">=", ">")
+                else m.ci.high
+                if self.op in ("<=", "<")
+                else value
+            )
         ok = _OPS[self.op](value, self.threshold)
         verdict = "ok" if ok else "FAILED"
         return PolicyRuleResult(
-            self.metric, self.op, self.threshold, value, ok,
+            self.metric,
+            self.op,
+            self.threshold,
+            value,
+            ok,
             f"{self.metric} = {value:.6g} {self.op} {self.threshold:g}: {verdict}",
         )
 
@@ -113,18 +128,22 @@ def load_policy(path: str | Path) -> Policy:
     for metric, text in table.items():
         if not _METRIC.match(metric):
             raise PolicyFileError(
-                p, f"rule key {metric!r} is not '<check>.<metric>'",
+                p,
+                f"rule key {metric!r} is not '<check>.<metric>'",
                 'write e.g. "performance.accuracy"',
             )
         match = _RULE.match(str(text)) if isinstance(text, str) else None
         if match is None:
             raise PolicyFileError(
-                p, f"rule {metric} = {text!r} is not '<op> <number>'",
+                p,
+                f"rule {metric} = {text!r} is not '<op> <number>'",
                 'write e.g. ">= 0.95" with op one of >=, >, <=, <, ==',
             )
         op, num, pct = match.groups()
         value = float(num) / (100.0 if pct else 1.0)
         rules.append(PolicyRule(metric, op, value))
     options = raw.get("options", {})
-    use_bound = bool(options.get("use_confidence_bound", False)) if isinstance(options, dict) else False
+    use_bound = (
+        bool(options.get("use_confidence_bound", False)) if isinstance(options, dict) else False
+    )
     return Policy(source=str(p), rules=tuple(rules), use_confidence_bound=use_bound)

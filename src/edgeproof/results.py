@@ -1,9 +1,9 @@
 """Typed results: what every check returns and what a report is made of.
 
-A :class:`Metric` has a name, a value, a unit, a confidence interval where it is an estimate, and the
-settings that produced it. A :class:`Finding` has a severity, a message a person can act on, and the
-evidence. Tables and figures carry the details. All of them serialise to JSON that validates against
-``report/report.schema.json``.
+A :class:`Metric` has a name, a value, a unit, a confidence interval where it is an estimate,
+and the settings that produced it. A :class:`Finding` has a severity, a message a person can act
+on, and the evidence. Tables and figures carry the details. All of them serialise to JSON that
+validates against ``report/report.schema.json``.
 """
 
 from __future__ import annotations

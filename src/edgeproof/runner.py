@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -64,7 +64,9 @@ def resolve_threat(
     """
     base = model.spec
     if shape is None:
-        shape = base.shape if base is not None else (data.sample_shape if data is not None else None)
+        shape = (
+            base.shape if base is not None else (data.sample_shape if data is not None else None)
+        )
     if shape is None:
         raise SpecError(
             f"{model.name}: the input shape is unknown (no metadata and no data); "
@@ -84,9 +86,10 @@ def resolve_threat(
         if base is not None:
             kind = base.kind
         elif data is not None and data.kind in ("image", "timeseries", "tabular"):
-            kind = data.kind  # type: ignore[assignment]
+            kind = cast(InputKind, data.kind)
         else:
             kind = _kind_of(tuple(shape))
+    resolved_kind: InputKind = kind
     num_classes = base.num_classes if base is not None else None
     class_names = base.class_names if base is not None else None
     if data is not None:
@@ -106,7 +109,7 @@ def resolve_threat(
     spec = InputSpec(
         shape=tuple(int(s) for s in shape),
         domain=(float(domain[0]), float(domain[1])),
-        kind=kind,
+        kind=resolved_kind,
         normalization=base.normalization if base is not None else None,
         num_classes=num_classes,
         class_names=class_names,
@@ -140,12 +143,16 @@ def _probe(model: LoadedModel, threat: ThreatModel, data: Dataset | None) -> Non
             f"{model.name}: the model returns shape {list(out.shape)} for one sample; "
             "edgeproof expects logits of shape (batch, classes)"
         )
-    if spec.num_classes is not None and out.shape[1] != spec.num_classes:
-        if data is not None and out.shape[1] < data.num_classes:
-            raise SpecError(
-                f"{model.name}: the model outputs {out.shape[1]} logits but the data "
-                f"{data.name} has {data.num_classes} classes; use matching data or model"
-            )
+    if data is not None and out.shape[1] < data.num_classes:
+        raise SpecError(
+            f"{model.name}: the model outputs {out.shape[1]} logits but the data "
+            f"{data.name} has {data.num_classes} classes; use matching data or model"
+        )
+    if model.spec is not None and model.spec.num_classes not in (None, out.shape[1]):
+        raise SpecError(
+            f"{model.name}: the metadata declares {model.spec.num_classes} classes but the "
+            f"model outputs {out.shape[1]} logits; fix the sidecar metadata"
+        )
 
 
 def plan_checks(checks: Sequence[Check], ctx: AuditContext) -> list[PlannedCheck]:
@@ -228,7 +235,8 @@ def audit(
     per-class accuracy shifts beyond their confidence intervals while overall accuracy holds are
     flagged in a ``baseline`` result (the poisoning symptom).
 
-    Returns the :class:`Report`; nothing is written (see :func:`edgeproof.report.files.write_report`).
+    Returns the :class:`Report`; nothing is written
+    (see :func:`edgeproof.report.files.write_report`).
     """
     t_start = time.perf_counter()
     if data is not None:
@@ -285,7 +293,6 @@ def audit(
     )
 
 
-
 def _baseline_result(baseline: Report, results: list[CheckResult]) -> CheckResult:
     """Compare per-class accuracy against a baseline report (integrity: poisoning symptom)."""
     from edgeproof.integrity.baseline import compare_per_class
@@ -295,9 +302,7 @@ def _baseline_result(baseline: Report, results: list[CheckResult]) -> CheckResul
     res = CheckResult(check="baseline", title="Baseline comparison (poisoning symptom)")
     try:
         res.findings = list(compare_per_class(baseline, current))
-        res.summary = (
-            f"{len(res.findings)} finding(s) against the baseline of {baseline.created}"
-        )
+        res.summary = f"{len(res.findings)} finding(s) against the baseline of {baseline.created}"
     except Exception as exc:  # recorded like any failing check
         res.status = "error"
         res.error = f"{type(exc).__name__}: {exc}"

@@ -58,11 +58,9 @@ class InputSpec:
             )
         if self.kind not in _KINDS:
             raise SpecError(f"input kind {self.kind!r} is unknown: use one of {', '.join(_KINDS)}")
-        if self.class_names is not None and self.num_classes is not None:
-            if len(self.class_names) != self.num_classes:
-                raise SpecError(
-                    f"{len(self.class_names)} class names given for {self.num_classes} classes"
-                )
+        names, k = self.class_names, self.num_classes
+        if names is not None and k is not None and len(names) != k:
+            raise SpecError(f"{len(names)} class names given for {k} classes")
 
     @property
     def range(self) -> float:

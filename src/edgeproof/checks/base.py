@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -120,13 +120,15 @@ class Check(ABC):
     ``__init__`` with explicit keyword arguments and call ``super().__init__(**settings)``).
     """
 
-    name: ClassVar[str]
-    title: ClassVar[str]
-    description: ClassVar[str] = ""
-    needs_data: ClassVar[bool] = False
-    needs_forward: ClassVar[bool] = True
-    needs_gradients: ClassVar[bool] = False
-    needs_architecture: ClassVar[bool] = False
+    # Identity and needs: set as class attributes by subclasses (instances may override them,
+    # as FunctionCheck does).
+    name: str
+    title: str
+    description: str = ""
+    needs_data: bool = False
+    needs_forward: bool = True
+    needs_gradients: bool = False
+    needs_architecture: bool = False
 
     def __init__(self, **settings: Any) -> None:
         self.settings: dict[str, Any] = dict(settings)
@@ -153,7 +155,9 @@ class Check(ABC):
 
     def new_result(self, **kwargs: Any) -> CheckResult:
         """An empty result for this check, with its settings recorded."""
-        return CheckResult(check=self.name, title=self.title, settings=dict(self.settings), **kwargs)
+        return CheckResult(
+            check=self.name, title=self.title, settings=dict(self.settings), **kwargs
+        )
 
 
 class FunctionCheck(Check):
@@ -176,27 +180,12 @@ class FunctionCheck(Check):
     ) -> None:
         super().__init__(**settings)
         self._fn = fn
-        self._name = name
-        self._title = title or name
-        self._needs = {
-            "needs_data": needs_data,
-            "needs_forward": needs_forward,
-            "needs_gradients": needs_gradients,
-            "needs_architecture": needs_architecture,
-        }
-
-    def skip_reason(self, ctx: AuditContext) -> str | None:
-        for flag, value in self._needs.items():
-            setattr(self, flag, value)
-        return super().skip_reason(ctx)
-
-    @property  # type: ignore[override]
-    def name(self) -> str:  # noqa: D401
-        return self._name
-
-    @property  # type: ignore[override]
-    def title(self) -> str:
-        return self._title
+        self.name = name
+        self.title = title or name
+        self.needs_data = needs_data
+        self.needs_forward = needs_forward
+        self.needs_gradients = needs_gradients
+        self.needs_architecture = needs_architecture
 
     def run(self, ctx: AuditContext) -> CheckResult:
         return self._fn(ctx)
@@ -212,4 +201,3 @@ def torch_threads(n: int | None) -> Iterator[int]:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(old)
-

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from edgeproof.checks import register_check
+from edgeproof.checks.adversarial import AdversarialCheck
+from edgeproof.checks.bitflip import BitflipCheck
 from edgeproof.checks.calibration import CalibrationCheck
+from edgeproof.checks.corruption import CorruptionCheck
+from edgeproof.checks.fisher import FisherCheck
 from edgeproof.checks.footprint import FootprintCheck
 from edgeproof.checks.performance import PerformanceCheck
+from edgeproof.checks.spectral import SpectralCheck
 
-for _cls in (PerformanceCheck, CalibrationCheck, FootprintCheck):
+for _cls in (PerformanceCheck, CalibrationCheck, FootprintCheck, SpectralCheck, BitflipCheck,
+             AdversarialCheck, CorruptionCheck, FisherCheck):
     register_check(_cls.name, _cls)

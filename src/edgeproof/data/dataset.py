@@ -113,6 +113,8 @@ class Dataset:
             "classes": list(self.classes),
             "kind": self.kind,
             "domain": None if self.domain is None else list(self.domain),
-            "metadata": {k: (v if isinstance(v, (str, int, float, bool)) else str(v))
-                         for k, v in self.metadata.items()},
+            "metadata": {
+                k: (v if isinstance(v, (str, int, float, bool)) else str(v))
+                for k, v in self.metadata.items()
+            },
         }

@@ -1,6 +1,6 @@
 """Model loading, the zoo of reference architectures, and the trainer."""
 
 from edgeproof.models.loaded import LoadedModel, ModelFormat
-from edgeproof.models.loading import load_model
+from edgeproof.models.loading import from_module, load_model
 
-__all__ = ["LoadedModel", "ModelFormat", "load_model"]
+__all__ = ["LoadedModel", "ModelFormat", "from_module", "load_model"]

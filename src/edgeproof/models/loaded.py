@@ -84,7 +84,11 @@ class LoadedModel:
 
     def predict_logits(self, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """Run inputs through the model in batches; returns float32 logits ``(N, K)``."""
-        xt = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x
+        xt = (
+            torch.as_tensor(np.asarray(x, dtype=np.float32))
+            if not isinstance(x, torch.Tensor)
+            else x
+        )
         outs: list[np.ndarray] = []
         if self.module is not None:
             with torch.inference_mode():

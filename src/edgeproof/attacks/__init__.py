@@ -1,0 +1,68 @@
+"""Adversarial attacks on the shared ThreatModel: FGSM, PGD, APGD-CE; robust-accuracy curves and
+minimal ε by bisection.
+
+Attacks are registered by name (``fgsm``, ``pgd``, ``apgd``); third-party attacks register with
+:func:`register_attack` and can then be named in the ``adversarial`` check's ``attacks`` setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from edgeproof.attacks.apgd import APGD
+from edgeproof.attacks.base import (
+    Attack,
+    AttackResult,
+    Budget,
+    check_domain,
+    check_logits,
+    frozen_copy,
+)
+from edgeproof.attacks.curve import RobustnessCurve, robustness_curve
+from edgeproof.attacks.fgsm import FGSM
+from edgeproof.attacks.minimal_eps import MinimalEps, minimal_eps
+from edgeproof.attacks.pgd import PGD
+from edgeproof.errors import OptionError
+
+__all__ = [
+    "APGD",
+    "FGSM",
+    "PGD",
+    "Attack",
+    "AttackResult",
+    "Budget",
+    "MinimalEps",
+    "RobustnessCurve",
+    "attack_names",
+    "check_domain",
+    "check_logits",
+    "frozen_copy",
+    "get_attack",
+    "minimal_eps",
+    "register_attack",
+    "robustness_curve",
+]
+
+_ATTACKS: dict[str, Callable[..., Attack]] = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD}
+
+
+def register_attack(name: str, factory: Callable[..., Attack]) -> None:
+    """Register an attack class (or factory) under ``name``; a later registration replaces it."""
+    _ATTACKS[name] = factory
+
+
+def attack_names() -> list[str]:
+    """Names of the registered attacks."""
+    return list(_ATTACKS)
+
+
+def get_attack(name: str, **settings: Any) -> Attack:
+    """Build the registered attack ``name`` with ``settings``."""
+    try:
+        factory = _ATTACKS[name]
+    except KeyError:
+        raise OptionError(
+            "attacks", f"unknown attack {name!r}", f"choose from {', '.join(_ATTACKS)}"
+        ) from None
+    return factory(**settings)

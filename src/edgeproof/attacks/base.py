@@ -1,0 +1,213 @@
+"""What every attack shares: the perturbation budget, the result type, and the model under attack.
+
+An attack is a small object whose constructor stores its algorithm settings (steps, restarts, …)
+and whose :meth:`Attack.perturb` does the work on one batch, within a :class:`Budget` (norm, ε,
+input domain). ε may differ per sample (a 1-D tensor), which is what the minimal-ε bisection
+needs.
+
+Conventions (the same as torchattacks 3.5.1 and AutoAttack): the model is in eval mode, inputs are
+in the raw value domain (normalisation lives inside the model), adversarial inputs are projected
+onto the ε-ball around the clean input and then clipped to the domain ``[lo, hi]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeproof.errors import OptionError, SpecError
+from edgeproof.spec import Norm, ThreatModel
+
+__all__ = [
+    "Attack",
+    "AttackResult",
+    "Budget",
+    "check_domain",
+    "check_logits",
+    "frozen_copy",
+    "misclassified",
+]
+
+_NORMS = ("linf", "l2")
+
+
+def diameter(norm: str, domain: tuple[float, float], numel: int) -> float:
+    """The largest perturbation that can change anything inside the box ``[lo, hi]^d``."""
+    width = domain[1] - domain[0]
+    return width * math.sqrt(numel) if norm == "l2" else width
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The attacker's budget for one attack call.
+
+    Attributes:
+        norm: ``linf`` or ``l2``.
+        eps: one ε for every sample (a float) or one per sample (a 1-D tensor), in the units of
+            the domain.
+        domain: ``(lo, hi)``; adversarial inputs are clipped to it.
+    """
+
+    norm: Norm
+    eps: float | torch.Tensor
+    domain: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.norm not in _NORMS:
+            raise OptionError(
+                "--norm", f"unknown norm {self.norm!r}", f"use one of {', '.join(_NORMS)}"
+            )
+        lo, hi = self.domain
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+            raise SpecError(
+                f"input domain {self.domain!r} is invalid: need finite lo < hi (e.g. --domain 0,1)"
+            )
+        values = (
+            self.eps.detach().double().reshape(-1)
+            if isinstance(self.eps, torch.Tensor)
+            else torch.tensor([float(self.eps)], dtype=torch.float64)
+        )
+        if values.numel() == 0 or not bool(torch.isfinite(values).all()) or bool(
+            (values <= 0).any()
+        ):
+            raise OptionError("--eps", f"ε={self.eps} must be positive finite number(s)")
+
+    @classmethod
+    def from_threat(cls, threat: ThreatModel, eps: float | torch.Tensor) -> Budget:
+        """The budget for one ε of ``threat`` (its norm and domain)."""
+        return cls(norm=threat.norm, eps=eps, domain=threat.input.domain)
+
+    def eps_per_sample(self, n: int) -> torch.Tensor:
+        """ε as a float64 tensor of shape ``(n,)``."""
+        if isinstance(self.eps, torch.Tensor):
+            e = self.eps.detach().to(torch.float64).reshape(-1)
+            if e.numel() == 1:
+                return e.expand(n).clone()
+            if e.numel() != n:
+                raise ValueError(f"Budget has {e.numel()} per-sample ε values for {n} samples")
+            return e.clone()
+        return torch.full((n,), float(self.eps), dtype=torch.float64)
+
+    def check_within_diameter(self, numel: int) -> None:
+        """Raise :class:`OptionError` if any ε exceeds the domain's diameter in this norm."""
+        limit = diameter(self.norm, self.domain, numel)
+        top = float(self.eps.max()) if isinstance(self.eps, torch.Tensor) else float(self.eps)
+        if top > limit * (1 + 1e-9):
+            raise OptionError(
+                "--eps",
+                f"ε={top:g} exceeds the {self.norm} diameter {limit:g} of the input domain "
+                f"{list(self.domain)}",
+                "give ε in the units of the domain (e.g. 8/255 for images in [0,1])",
+            )
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """Adversarial inputs for one batch and whether each fooled the model.
+
+    Attributes:
+        x_adv: adversarial inputs, same shape as the clean batch, inside the budget.
+        success: ``(N,)`` bool — the model's top-1 prediction on ``x_adv`` differs from the label.
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+
+
+class Attack(ABC):
+    """Base class of the attacks: settings in the constructor, work in :meth:`perturb`."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        budget: Budget,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> AttackResult:
+        """Attack one batch ``x`` (raw domain) with labels ``y`` within ``budget``."""
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``module`` whose parameters do not require gradients.
+
+    Attacks differentiate with respect to the input only; freezing the parameters keeps autograd
+    from recording (and computing) weight gradients. The caller's module is left untouched. Where
+    the module cannot be deep-copied (some compiled forms), it is used as is in eval mode and the
+    attacks still take gradients with respect to the input only.
+    """
+    try:
+        frozen = copy.deepcopy(module)
+    except Exception:  # fall back to the original; gradients are still wrt the input only
+        return module.eval()
+    frozen.eval()
+    frozen.requires_grad_(False)
+    return frozen
+
+
+def misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` bool: the top-1 prediction of ``model`` on ``x`` is not ``y``."""
+    with torch.no_grad():
+        out: torch.Tensor = model(x).argmax(dim=1) != y
+    return out
+
+
+def check_logits(logits: np.ndarray | torch.Tensor, num_classes: int, model_name: str) -> None:
+    """Raise :class:`SpecError` unless ``logits`` has shape ``(batch, num_classes)``."""
+    shape = tuple(int(s) for s in logits.shape)
+    if len(shape) != 2 or shape[1] != num_classes:
+        raise SpecError(
+            f"{model_name}: the model returns outputs of shape {list(shape)}, but logits of the "
+            f"{num_classes} declared classes must have shape [batch, {num_classes}]; give a model "
+            "whose last layer outputs one logit per class, or data labelled for this model"
+        )
+
+
+def check_domain(x: np.ndarray, domain: tuple[float, float], data_name: str) -> None:
+    """Raise :class:`SpecError` if the clean inputs leave the declared input domain.
+
+    Attacks and corruptions clip to the domain, so a clean input outside it would be changed by
+    the clipping alone, and ε would be measured in the wrong units.
+    """
+    if x.size == 0:
+        return
+    lo, hi = float(np.min(x)), float(np.max(x))
+    tol = 1e-6 * max(1.0, domain[1] - domain[0])
+    if lo < domain[0] - tol or hi > domain[1] + tol:
+        raise SpecError(
+            f"{data_name}: inputs span [{lo:g}, {hi:g}] but the declared input domain is "
+            f"[{domain[0]:g}, {domain[1]:g}]; attacks clip to the domain, so pass the data's "
+            f"range with --domain {lo:g},{hi:g} (or rescale the data into the domain)"
+        )
+
+
+def per_sample_view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` values reshaped to ``(N, 1, 1, …)`` to broadcast over ``like``, in its dtype."""
+    return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+def loss_gradient(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at ``x`` and the gradient of the summed cross-entropy with respect to ``x`` only.
+
+    The sum (not the mean) makes each sample's gradient independent of the batch size; its sign
+    and direction are those of the mean torchattacks differentiates.
+    """
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xg)
+        loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xg)
+    return logits.detach(), grad

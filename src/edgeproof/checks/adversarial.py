@@ -1,0 +1,366 @@
+"""Adversarial robustness: robust accuracy vs ε, per-sample worst case, gradient-masking sanity.
+
+For every ε of the threat model, FGSM, PGD and APGD-CE (:mod:`edgeproof.attacks`) each attack every
+correctly classified sample; a sample is robust at ε when no attack fooled it (the per-sample worst
+case). Robust accuracies carry Wilson intervals. The minimal ε per sample is bisected with PGD.
+
+Sanity checks against gradient masking (Athalye et al. 2018; Carlini et al. 2019, "On evaluating
+adversarial robustness", §5), each a warning when it fails:
+
+1. robust accuracy must not increase with ε (evidence also counts the samples robust at a larger ε
+   but fooled at a smaller one);
+2. PGD must not be weaker than FGSM (its robust accuracy may not exceed FGSM's; the samples FGSM
+   fools and PGD does not are counted);
+3. at ε = the diameter of the input domain (the attacker may reach any input), accuracy must reach
+   chance: the Wilson lower bound of the robust accuracy must not exceed 1/K.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.ticker import FuncFormatter, NullFormatter
+from torch import nn
+
+from edgeproof.attacks import APGD, FGSM, PGD, Attack, MinimalEps, get_attack, minimal_eps
+from edgeproof.attacks.base import check_domain, check_logits, diameter, frozen_copy
+from edgeproof.attacks.curve import RobustnessCurve, robustness_curve
+from edgeproof.checks.base import AuditContext, Check
+from edgeproof.errors import OptionError, SpecError
+from edgeproof.report.plots import new_figure, svg_of
+from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
+from edgeproof.spec import Norm
+from edgeproof.stats import bootstrap_interval, wilson_interval
+
+__all__ = ["AdversarialCheck", "AttackData", "attack_data", "shared_minimal_eps"]
+
+
+@dataclass(frozen=True)
+class AttackData:
+    """The model and samples a gradient check works on.
+
+    Attributes:
+        model: eval-mode copy of the model with frozen parameters.
+        x: inputs ``(N, *shape)`` (float32), a seeded subset when the data is larger than
+            ``max_samples``.
+        y: labels ``(N,)``.
+        index: positions of the samples in the dataset.
+        num_classes: K, the number of logits the model returns.
+        norm: threat norm.
+        domain: input domain.
+        diameter: the largest useful ε in this norm.
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    index: np.ndarray
+    num_classes: int
+    norm: Norm
+    domain: tuple[float, float]
+    diameter: float
+
+
+def attack_data(ctx: AuditContext, max_samples: int | None) -> AttackData:
+    """Validate model, data and threat for a gradient check and pick the samples.
+
+    Raises :class:`SpecError` when the data leave the declared domain or the model's output is
+    not ``(batch, K)`` logits of the declared classes.
+    """
+    data = ctx.require_data()
+    module = ctx.model.module
+    if module is None:  # the runner skips gradient checks for such models
+        raise SpecError(f"{ctx.model.name}: gradient attacks need a PyTorch model")
+    spec = ctx.threat.input
+    k = spec.num_classes if spec.num_classes is not None else data.num_classes
+    check_logits(ctx.clean_logits(), k, ctx.model.name)
+    if data.num_classes > k:
+        raise SpecError(
+            f"{data.name}: the data has {data.num_classes} classes but the model outputs {k} "
+            "logits; use data labelled for this model"
+        )
+    check_domain(data.x, spec.domain, data.name)
+    n = len(data)
+    if max_samples is not None and max_samples < 1:
+        raise OptionError("max_samples", f"{max_samples} is too few", "use >= 1 or None for all")
+    if max_samples is not None and n > max_samples:
+        rng = np.random.default_rng(ctx.seed)
+        index = np.sort(rng.choice(n, size=max_samples, replace=False))
+    else:
+        index = np.arange(n)
+    return AttackData(
+        model=frozen_copy(module),
+        x=torch.from_numpy(np.ascontiguousarray(data.x[index])),
+        y=torch.from_numpy(np.ascontiguousarray(data.y[index])),
+        index=index,
+        num_classes=int(k),
+        norm=ctx.threat.norm,
+        domain=spec.domain,
+        diameter=diameter(ctx.threat.norm, spec.domain, spec.numel),
+    )
+
+
+def shared_minimal_eps(
+    ctx: AuditContext,
+    ad: AttackData,
+    *,
+    pgd: PGD,
+    iterations: int,
+    upper: float | None,
+    batch_size: int,
+) -> MinimalEps:
+    """Minimal PGD ε per sample, computed once per audit for the same settings (``ctx.cache``).
+
+    ``upper`` defaults to the domain's diameter for L∞ and to ``min(diameter, 10·max ε)`` for
+    L2 (whose diameter grows with √d and would waste the bisection's resolution).
+    """
+    if upper is None:
+        upper = ad.diameter if ad.norm == "linf" else min(ad.diameter, 10 * max(ctx.threat.eps))
+    samples = hashlib.sha256(ad.index.astype(np.int64).tobytes()).hexdigest()[:16]
+    key = f"minimal_eps:{pgd!r}:{iterations}:{upper!r}:{ad.norm}:{ad.domain}:{samples}:{ctx.seed}"
+    if key not in ctx.cache:
+        ctx.cache[key] = minimal_eps(
+            ad.model, ad.x, ad.y, norm=ad.norm, domain=ad.domain, attack=pgd, upper=upper,
+            iterations=iterations, seed=ctx.seed, batch_size=batch_size,
+        )
+    out: MinimalEps = ctx.cache[key]
+    return out
+
+
+def _g(v: float) -> str:
+    return f"{v:.4g}"
+
+
+class AdversarialCheck(Check):
+    """FGSM / PGD / APGD-CE robust accuracy vs ε with gradient-masking sanity findings.
+
+    Settings:
+        attacks: attack names (default ``("fgsm", "pgd", "apgd")``).
+        pgd_steps, pgd_restarts, pgd_random_start: PGD settings (default 10 steps, 1 restart,
+            random start on; step 2.5ε/steps).
+        apgd_steps, apgd_restarts: APGD-CE settings (default 10 steps, 1 restart).
+        bisection_steps: rounds of the minimal-ε bisection (default 8; 0 turns it off).
+        max_samples: attack at most this many samples, a seeded subset (default 1000).
+        level: confidence level (default 0.95).
+    """
+
+    name = "adversarial"
+    title = "Adversarial robustness"
+    description = "FGSM, PGD and APGD-CE robust accuracy vs ε with gradient-masking checks."
+    needs_data = True
+    needs_gradients = True
+
+    def __init__(
+        self,
+        *,
+        attacks: Sequence[str] = ("fgsm", "pgd", "apgd"),
+        pgd_steps: int = 10,
+        pgd_restarts: int = 1,
+        pgd_random_start: bool = True,
+        apgd_steps: int = 10,
+        apgd_restarts: int = 1,
+        bisection_steps: int = 8,
+        max_samples: int | None = 1000,
+        level: float = 0.95,
+    ) -> None:
+        super().__init__(
+            attacks=list(attacks), pgd_steps=pgd_steps, pgd_restarts=pgd_restarts,
+            pgd_random_start=pgd_random_start, apgd_steps=apgd_steps,
+            apgd_restarts=apgd_restarts, bisection_steps=bisection_steps,
+            max_samples=max_samples, level=level,
+        )
+        if not attacks:
+            raise OptionError("attacks", "no attack named", "use e.g. fgsm,pgd,apgd")
+        self.pgd = PGD(steps=pgd_steps, restarts=pgd_restarts, random_start=pgd_random_start)
+        built: list[Attack] = []
+        for name in attacks:
+            if name == "pgd":
+                built.append(self.pgd)
+            elif name == "apgd":
+                built.append(APGD(steps=apgd_steps, restarts=apgd_restarts))
+            elif name == "fgsm":
+                built.append(FGSM())
+            else:
+                built.append(get_attack(name))
+        self.attacks = built
+        if bisection_steps < 0:
+            raise OptionError("bisection_steps", f"{bisection_steps} is negative", "use >= 0")
+        self.bisection_steps = int(bisection_steps)
+        self.max_samples = max_samples
+        self.level = float(level)
+
+    def run(self, ctx: AuditContext) -> CheckResult:
+        ad = attack_data(ctx, self.max_samples)
+        eps = tuple(ctx.threat.eps)
+        sweep = eps + ((ad.diameter,) if ad.diameter > eps[-1] * (1 + 1e-9) else ())
+        curve = robustness_curve(
+            ad.model, ad.x, ad.y, norm=ad.norm, eps=sweep, domain=ad.domain,
+            attacks=self.attacks, seed=ctx.seed, batch_size=ctx.batch_size,
+        )
+        res = self.new_result()
+        res.settings.update(norm=ad.norm, eps=list(eps), sanity_eps=ad.diameter,
+                            samples=int(ad.x.shape[0]), attack_objects=[repr(a) for a in
+                                                                        self.attacks])
+        n = curve.n
+        clean = int(curve.clean_correct.sum())
+        res.metrics.append(Metric(
+            "clean_accuracy", clean / n, unit="fraction", ci=wilson_interval(clean, n, self.level),
+            description="accuracy on the attacked samples before any attack",
+            higher_is_better=True, settings={"samples": n},
+        ))
+        robust_acc = curve.robust_accuracy()
+        for e_i, e in enumerate(eps):
+            res.metrics.append(Metric(
+                f"robust_accuracy@{e:g}", float(robust_acc[e_i]), unit="fraction",
+                ci=curve.interval(e_i, self.level),
+                description=f"{ad.norm} ε={e:g}: correct and not fooled by any of "
+                f"{', '.join(curve.attacks)} (per-sample worst case)",
+                higher_is_better=True, settings={"norm": ad.norm, "eps": e},
+            ))
+        last = len(eps) - 1
+        res.metrics.append(Metric(
+            "robust_accuracy", float(robust_acc[last]), unit="fraction",
+            ci=curve.interval(last, self.level),
+            description=f"robust accuracy at the largest ε of the threat model ({eps[-1]:g})",
+            higher_is_better=True, settings={"norm": ad.norm, "eps": eps[-1]},
+        ))
+        res.tables.append(self._table(curve))
+        res.findings.extend(self._sanity(curve, ad, sweep))
+        mins: MinimalEps | None = None
+        if self.bisection_steps > 0 and clean > 0:
+            mins = shared_minimal_eps(ctx, ad, pgd=self.pgd, iterations=self.bisection_steps,
+                                      upper=None, batch_size=ctx.batch_size)
+            vals = mins.values[mins.clean_correct]
+            ci = bootstrap_interval(
+                lambda idx: np.median(vals[idx], axis=1), vals.size, level=self.level,
+                seed=ctx.seed, resamples=500,
+            )
+            res.metrics.append(Metric(
+                "median_minimal_eps", mins.median(), unit=f"{ad.norm} ε", ci=ci,
+                description="median over correctly classified samples of the smallest ε at which "
+                f"PGD succeeded (bisection, resolution {mins.resolution:.3g}; "
+                f"{int(mins.censored.sum())} sample(s) not fooled up to {mins.upper:g})",
+                higher_is_better=True,
+                settings={"bisection_steps": self.bisection_steps, "upper": mins.upper},
+            ))
+        res.figures.append(self._figure(curve, ad, mins))
+        worst = float(robust_acc[last])
+        res.summary = (
+            f"{ad.norm} ε={eps[-1]:g}: robust accuracy {worst:.1%} "
+            f"(clean {clean / n:.1%}, {n} samples, worst case over {', '.join(curve.attacks)})"
+        )
+        return res
+
+    def _table(self, curve: RobustnessCurve) -> Table:
+        cols = ["eps", *[f"{a} robust acc" for a in curve.attacks],
+                "worst-case robust acc", "ci low", "ci high", "n"]
+        rows: list[list[Any]] = []
+        for e_i, e in enumerate(curve.eps):
+            iv = curve.interval(e_i, self.level)
+            rows.append([
+                float(e),
+                *[round(float(curve.robust_accuracy(a)[e_i]), 6) for a in curve.attacks],
+                round(float(curve.robust_accuracy()[e_i]), 6), round(iv.low, 6),
+                round(iv.high, 6), curve.n,
+            ])
+        return Table("robust_accuracy", "Robust accuracy vs ε", cols, rows,
+                     description="the last row is the sanity ε (the domain's diameter)")
+
+    def _sanity(
+        self, curve: RobustnessCurve, ad: AttackData, sweep: tuple[float, ...]
+    ) -> list[Finding]:
+        out: list[Finding] = []
+        counts = curve.robust_count()
+        robust = curve.robust
+        rises = [(sweep[i], sweep[i + 1], int(counts[i]), int(counts[i + 1]))
+                 for i in range(len(sweep) - 1) if counts[i + 1] > counts[i]]
+        flips = [int((robust[i + 1] & ~robust[i]).sum()) for i in range(len(sweep) - 1)]
+        if rises:
+            a, b, ca, cb = rises[0]
+            out.append(Finding(
+                "warning",
+                f"robust accuracy increases with ε ({ca}/{curve.n} robust at ε={_g(a)}, {cb} at "
+                f"ε={_g(b)}): the attacks are not converging, which is a sign of gradient "
+                "masking; raise pgd_steps/pgd_restarts before trusting these numbers",
+                {"increases": rises, "samples_robust_only_at_larger_eps": flips},
+            ))
+        if "fgsm" in curve.attacks and "pgd" in curve.attacks:
+            f_acc = curve.robust_accuracy("fgsm")
+            p_acc = curve.robust_accuracy("pgd")
+            only_fgsm = curve.only_fooled_by("fgsm", "pgd")
+            weaker = [i for i in range(len(sweep)) if p_acc[i] > f_acc[i]]
+            evidence = {"eps": list(sweep), "fgsm_robust_accuracy": f_acc.tolist(),
+                        "pgd_robust_accuracy": p_acc.tolist(),
+                        "fooled_by_fgsm_not_pgd": only_fgsm.tolist()}
+            if weaker:
+                i = weaker[0]
+                out.append(Finding(
+                    "warning",
+                    f"PGD is weaker than FGSM at ε={_g(sweep[i])} (robust accuracy "
+                    f"{p_acc[i]:.1%} vs {f_acc[i]:.1%}; {int(only_fgsm[i])} samples fooled by FGSM "
+                    "but not PGD): a one-step attack beating an iterative one indicates gradient "
+                    "masking or a too-small PGD step",
+                    evidence,
+                ))
+            elif only_fgsm.sum() > 0:
+                out.append(Finding(
+                    "info",
+                    f"PGD is at least as strong as FGSM at every ε, but {int(only_fgsm.sum())} "
+                    "(sample, ε) pairs were fooled by FGSM only; they count in the worst case",
+                    evidence,
+                ))
+        if sweep[-1] == ad.diameter:
+            k_big = int(counts[-1])
+            iv = wilson_interval(k_big, curve.n, self.level)
+            chance = 1.0 / ad.num_classes
+            if iv.low > chance:
+                out.append(Finding(
+                    "warning",
+                    f"at ε={_g(ad.diameter)} (any input in the domain is reachable) robust "
+                    f"accuracy is still {k_big / curve.n:.1%} (CI low {iv.low:.1%}) > chance 1/K = "
+                    f"{chance:.1%}: the attacks cannot find adversarial inputs the threat model "
+                    "allows, a sign of gradient masking or of a model that ignores its input",
+                    {"eps": ad.diameter, "robust": k_big, "n": curve.n, "chance": chance},
+                ))
+        if not any(f.severity == "warning" for f in out):
+            out.append(Finding(
+                "info",
+                "no sign of gradient masking: robust accuracy falls with ε, PGD is at least as "
+                "strong as FGSM, and accuracy reaches chance at the domain's diameter",
+                {"eps": list(sweep), "robust_count": counts.tolist()},
+            ))
+        return out
+
+    def _figure(self, curve: RobustnessCurve, ad: AttackData, mins: MinimalEps | None) -> Figure:
+        fig, ax = new_figure(5.5, 3.4)
+        eps = np.asarray(curve.eps)
+        for a in curve.attacks:
+            ax.plot(eps, curve.robust_accuracy(a), marker=".", lw=1, label=a)
+        acc = curve.robust_accuracy()
+        ivs = [curve.interval(i, self.level) for i in range(len(eps))]
+        ax.plot(eps, acc, color="black", marker="o", lw=2, label="worst case")
+        ax.fill_between(eps, [iv.low for iv in ivs], [iv.high for iv in ivs], color="black",
+                        alpha=0.15, label=f"{round(self.level * 100)}% Wilson CI")
+        ax.axhline(1.0 / ad.num_classes, color="grey", ls=":", lw=1, label="chance")
+        if mins is not None:
+            v = np.sort(mins.values[mins.clean_correct])
+            if v.size:
+                frac = (v.size - np.arange(1, v.size + 1)) / curve.n
+                ax.step(v, frac, where="post", color="tab:purple", lw=0.8, ls="--",
+                        label="PGD minimal-ε survival")
+        ax.set_xscale("log")
+        # plain tick labels: the default log labels go through mathtext, which costs seconds
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"ε ({ad.norm})")
+        ax.set_ylabel("robust accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7, frameon=False)
+        return Figure("robust_accuracy", "Robust accuracy vs ε", svg_of(fig),
+                      description="per attack and per-sample worst case; the last point is the "
+                      "domain's diameter (sanity check: should reach chance)")

@@ -1,0 +1,327 @@
+"""The ``bitflip`` check: how few weight sign flips break the model (DNL / 1P-DNL), and protection.
+
+Method and sources in :mod:`edgeproof.diagnostics.dnl`. With data the damage is the accuracy
+reduction ``AR(k) = (acc_clean − acc_k) / acc_clean`` in % (the paper's relative definition);
+without data it is the top-1 change rate (%) on seeded random inputs drawn uniformly from the
+input specification's domain, with the mean KL divergence alongside. Every flip is applied to a
+copy of the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeproof.checks.base import AuditContext, Check
+from edgeproof.diagnostics.dnl import (
+    CandidateSet,
+    apply_flips,
+    ar_curve,
+    candidate_set,
+    kl_and_flip_rate,
+    protect_set,
+    random_flips,
+    select_flips,
+    validate_budget,
+)
+from edgeproof.errors import OptionError
+from edgeproof.report.plots import new_figure, svg_of
+from edgeproof.results import CheckResult, Figure, Finding, Interval, JSONScalar, Metric, Table
+
+__all__ = ["DEFAULT_BUDGETS", "BitflipCheck"]
+
+DEFAULT_BUDGETS: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)
+
+
+def _forward(module: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, x.shape[0], batch):
+            outs.append(module(x[i : i + batch]).float())
+    return torch.cat(outs)
+
+
+class BitflipCheck(Check):
+    """DNL and 1P-DNL sign-flip attacks vs random flips, per-layer fragility, protect sets."""
+
+    name = "bitflip"
+    title = "Sign-bit flip fragility (Deep Neural Lesion)"
+    description = (
+        "Data-free sign-flip attack on the largest/most sensitive weights (Galil et al. 2025, "
+        "DNL and 1P-DNL) against random flips, and the effect of protecting top-scored bits."
+    )
+    needs_gradients = True
+
+    def __init__(
+        self,
+        num_layers: int = 10,
+        max_k: int = 10,
+        random_seeds: int = 5,
+        budgets: Sequence[float] = DEFAULT_BUDGETS,
+        eval_samples: int = 1000,
+        noise_samples: int = 256,
+        protect_out: str | Path | None = None,
+        protect_budget: float = 1e-4,
+    ) -> None:
+        for b in budgets:
+            validate_budget(b, "--budgets")
+        validate_budget(protect_budget)
+        if max_k < 1:
+            raise OptionError("--max-k", f"{max_k} flips", "use 1 or more")
+        if num_layers < 1:
+            raise OptionError("--num-layers", f"{num_layers} layers", "use 1 or more")
+        super().__init__(
+            num_layers=num_layers,
+            max_k=max_k,
+            random_seeds=random_seeds,
+            budgets=list(budgets),
+            eval_samples=eval_samples,
+            noise_samples=noise_samples,
+            protect_out=None if protect_out is None else str(protect_out),
+            protect_budget=protect_budget,
+        )
+        self.num_layers = num_layers
+        self.max_k = max_k
+        self.random_seeds = random_seeds
+        self.budgets = tuple(budgets)
+        self.eval_samples = eval_samples
+        self.noise_samples = noise_samples
+        self.protect_out = protect_out
+        self.protect_budget = protect_budget
+
+    # ------------------------------------------------------------------ damage measure
+    def _damage(
+        self, ctx: AuditContext, module: nn.Module
+    ) -> tuple[Callable[[nn.Module], float], str, dict[str, Any]]:
+        """``damage(model) → %`` and its description."""
+        spec = ctx.model.spec or ctx.threat.input
+        if ctx.data is not None:
+            n = min(self.eval_samples, len(ctx.data))
+            x = torch.as_tensor(ctx.data.x[:n])
+            y = torch.as_tensor(ctx.data.y[:n])
+            clean_acc = float((_forward(module, x, ctx.batch_size).argmax(1) == y).float().mean())
+
+            def damage(m: nn.Module) -> float:
+                out = _forward(m, x, ctx.batch_size)
+                ok = torch.isfinite(out).all(1) & (out.argmax(1) == y)
+                acc = float(ok.float().mean())
+                return 100.0 * (clean_acc - acc) / clean_acc if clean_acc > 0 else 0.0
+
+            info = {
+                "measure": "accuracy reduction AR(k) = (acc_clean − acc_k)/acc_clean",
+                "samples": n,
+                "clean_accuracy": clean_acc,
+            }
+            return damage, "AR", info
+        g = ctx.generator(salt=0xB17)
+        lo, hi = spec.domain
+        x = lo + (hi - lo) * torch.rand((self.noise_samples, *spec.shape), generator=g)
+        clean = _forward(module, x, ctx.batch_size)
+
+        def disruption(m: nn.Module) -> float:
+            rate, _ = kl_and_flip_rate(clean, _forward(m, x, ctx.batch_size))
+            return 100.0 * rate
+
+        info = {
+            "measure": "top-1 change rate on uniform random inputs in the domain",
+            "samples": self.noise_samples,
+            "domain": list(spec.domain),
+        }
+        self._kl_inputs = (x, clean)
+        return disruption, "top-1 change", info
+
+    def run(self, ctx: AuditContext) -> CheckResult:
+        module = ctx.model.module
+        assert module is not None  # needs_gradients guarantees a module
+        module = module.eval()
+        spec = ctx.model.spec or ctx.threat.input
+        res = self.new_result()
+        damage, label, info = self._damage(ctx, module)
+        res.settings.update(info)
+        ks = list(range(1, self.max_k + 1))
+        c_dnl = candidate_set(module, kind="dnl", num_layers=self.num_layers)
+        c_1p = candidate_set(
+            module,
+            kind="1p-dnl",
+            num_layers=self.num_layers,
+            input_shape=spec.shape,
+            normalization=spec.normalization,
+            seed=ctx.seed,
+        )
+        res.settings["candidate_tensors"] = c_dnl.order
+        res.settings["candidates"] = c_dnl.num_candidates
+        curves: dict[str, list[float]] = {}
+        curves["DNL"] = ar_curve(module, select_flips(c_dnl, self.max_k), damage, ks)
+        curves["1P-DNL"] = ar_curve(module, select_flips(c_1p, self.max_k), damage, ks)
+        rand = np.array(
+            [
+                ar_curve(module, random_flips(c_dnl, self.max_k, ctx.seed * 7919 + s), damage, ks)
+                for s in range(self.random_seeds)
+            ]
+        )
+        curves["random (mean)"] = rand.mean(0).tolist()
+        rand_sd = rand.std(0, ddof=1) if self.random_seeds > 1 else np.zeros(len(ks))
+
+        unit = "%"
+        for key, tag in (("DNL", "dnl"), ("1P-DNL", "onep_dnl")):
+            for k in (1, self.max_k):
+                res.metrics.append(
+                    Metric(
+                        f"{tag}_{'ar' if label == 'AR' else 'disruption'}_{k}",
+                        curves[key][k - 1],
+                        unit,
+                        description=f"{label} after the top-{k} {key} sign flips",
+                        higher_is_better=False,
+                        settings={"k": k, "score": key},
+                    )
+                )
+        lo_ci = float(rand.mean(0)[-1] - rand_sd[-1])
+        hi_ci = float(rand.mean(0)[-1] + rand_sd[-1])
+        res.metrics.append(
+            Metric(
+                f"random_{'ar' if label == 'AR' else 'disruption'}_{self.max_k}",
+                float(rand.mean(0)[-1]),
+                unit,
+                ci=Interval(
+                    lo_ci, hi_ci, level=0.68, method=f"mean ± 1 sd over {self.random_seeds} seeds"
+                ),
+                description=f"{label} after {self.max_k} random sign flips (baseline)",
+            )
+        )
+        if label != "AR":
+            x, clean = self._kl_inputs
+            work_flips = select_flips(c_1p, self.max_k)
+            _, kl = kl_and_flip_rate(
+                clean, _forward(apply_flips(module, work_flips), x, ctx.batch_size)
+            )
+            res.metrics.append(
+                Metric(
+                    f"onep_dnl_kl_{self.max_k}",
+                    kl,
+                    "nats",
+                    description="mean KL(p_clean ‖ p_flipped) after 1P-DNL flips",
+                )
+            )
+
+        res.tables.append(
+            Table(
+                "curve",
+                f"{label} (%) after k sign flips",
+                ["k", "DNL", "1P-DNL", "random mean", "random sd"],
+                [
+                    [
+                        k,
+                        round(curves["DNL"][i], 3),
+                        round(curves["1P-DNL"][i], 3),
+                        round(curves["random (mean)"][i], 3),
+                        round(float(rand_sd[i]), 3),
+                    ]
+                    for i, k in enumerate(ks)
+                ],
+            )
+        )
+        res.tables.append(self._per_layer(module, c_dnl, c_1p, damage, label))
+        res.tables.append(self._protection(module, c_1p, damage, label, ks, res))
+        res.figures.append(_curve_figure(ks, curves, rand_sd, label))
+        worst = curves["1P-DNL"][-1]
+        if worst >= 50:
+            res.findings.append(
+                Finding(
+                    "critical" if curves["1P-DNL"][0] >= 50 else "warning",
+                    f"{self.max_k} sign flips in the first {len(c_dnl.order)} weight layers cause "
+                    f"{worst:.1f}% {label} (random flips: {curves['random (mean)'][-1]:.1f}%); "
+                    "protect the top-scored sign bits (protection table; `edgeproof protect`)",
+                    {"k": self.max_k, "onep_dnl": worst},
+                )
+            )
+        res.summary = (
+            f"{label}({self.max_k}): DNL {curves['DNL'][-1]:.1f}%, 1P-DNL {worst:.1f}%, "
+            f"random {curves['random (mean)'][-1]:.1f}%"
+        )
+        if self.protect_out is not None:
+            ps = protect_set(c_1p, self.protect_budget)
+            path = ps.save(self.protect_out)
+            res.settings["protect_file"] = str(path)
+        return res
+
+    def _per_layer(
+        self,
+        module: nn.Module,
+        c_dnl: CandidateSet,
+        c_1p: CandidateSet,
+        damage: Callable[[nn.Module], float],
+        label: str,
+    ) -> Table:
+        rows: list[list[JSONScalar]] = []
+        for name in c_dnl.order:
+            d = ar_curve(module, select_flips(c_dnl, self.max_k, only=name), damage, [self.max_k])[
+                0
+            ]
+            p = ar_curve(module, select_flips(c_1p, self.max_k, only=name), damage, [self.max_k])[0]
+            rows.append([name, int(c_dnl.scores[name].numel()), round(d, 3), round(p, 3)])
+        return Table(
+            "per_layer",
+            f"Per-layer fragility: {label} (%) of top-{self.max_k} flips restricted to one layer",
+            ["tensor", "parameters", "DNL", "1P-DNL"],
+            rows,
+        )
+
+    def _protection(
+        self,
+        module: nn.Module,
+        c_1p: CandidateSet,
+        damage: Callable[[nn.Module], float],
+        label: str,
+        ks: list[int],
+        res: CheckResult,
+    ) -> Table:
+        rows: list[list[JSONScalar]] = []
+        tag = "ar" if label == "AR" else "disruption"
+        for b in self.budgets:
+            ps = protect_set(c_1p, b)
+            curve = ar_curve(
+                module, select_flips(c_1p, self.max_k, protected=ps.by_tensor()), damage, ks
+            )
+            rows.append([f"{100 * b:g}%", len(ps.bits), *[round(v, 3) for v in curve]])
+            res.metrics.append(
+                Metric(
+                    f"protected_{tag}_{self.max_k}_budget_{b:g}",
+                    curve[-1],
+                    "%",
+                    description=f"1P-DNL {label}({self.max_k}) when the top {100 * b:g}% "
+                    "of parameters' sign bits are protected",
+                    settings={"budget": b},
+                )
+            )
+        return Table(
+            "protection",
+            f"1P-DNL {label} (%) with protected sign bits",
+            ["budget", "protected bits", *[f"k={k}" for k in ks]],
+            rows,
+            "protected bits: top 1P-DNL scores, ⌈budget × all parameters⌉; the attacker skips them",
+        )
+
+
+def _curve_figure(
+    ks: list[int], curves: dict[str, list[float]], sd: np.ndarray, label: str
+) -> Figure:
+    fig, ax = new_figure(5.0, 3.0)
+    for key, style in (("DNL", "o-"), ("1P-DNL", "s-"), ("random (mean)", "^--")):
+        ax.plot(ks, curves[key], style, label=key, ms=3)
+    r = np.array(curves["random (mean)"])
+    ax.fill_between(ks, r - sd, r + sd, color="grey", alpha=0.2)
+    ax.set_xlabel("number of sign flips k")
+    ax.set_ylabel(f"{label} (%)")
+    ax.set_ylim(bottom=min(0.0, float(np.nanmin(r - sd))) if len(r) else 0.0)
+    ax.legend(fontsize=7)
+    return Figure(
+        "curve",
+        f"{label} vs number of sign flips",
+        svg_of(fig),
+        "DNL / 1P-DNL targeted flips vs random flips (band: ±1 sd over seeds)",
+    )

@@ -1,0 +1,491 @@
+"""Calibration: does the model's confidence match how often it is right?
+
+Measures (all on the top-label confidence ``conf = max_k softmax(z)_k`` unless stated):
+
+* **ECE** — expected calibration error, Naeini et al. 2015 / Guo et al. 2017 ("On Calibration of
+  Modern Neural Networks", eq. 3): ``Σ_b (n_b/N)·|acc_b − conf_b|`` over ``M = 15`` equal-width
+  bins. Bin semantics (stated because libraries differ): the edges are
+  ``numpy.linspace(0, 1, M + 1)``; bins are right-closed, bin ``b`` holds ``edges[b] < conf <=
+  edges[b+1]``; a confidence exactly on an edge goes to the lower bin; confidence 0 goes to the
+  first bin and 1.0 to the last.
+* **Adaptive ECE** — the same sum over ``M`` equal-mass bins (Nguyen & O'Connor 2015; "AdaECE" in
+  Mukhoti et al. 2020): records sorted by confidence (stable sort) and split into ``M`` groups of
+  sizes differing by at most one (``numpy.array_split``).
+* **MCE** — maximum calibration error, ``max_b |acc_b − conf_b|`` over non-empty equal-width bins.
+* **NLL** — mean negative log-likelihood of the true class, in nats.
+* **Brier** — multi-class Brier score ``(1/N) Σ_i Σ_k (p_ik − [y_i = k])²`` (Brier 1950; sum over
+  classes, range [0, 2]).
+* **Temperature scaling** (Guo et al. 2017, §4.2): one scalar ``T > 0``, ``p = softmax(z / T)``,
+  fitted by minimising NLL over ``log T`` with SciPy's bounded Brent method on
+  ``[log 0.05, log 20]``. ``T > 1`` means the model was over-confident. ECE and NLL *after* scaling
+  are cross-fitted (each half of a seeded split is scored with the T fitted on the other half) so
+  they are not flattered by fitting and scoring on the same records; the reported ``temperature``
+  itself is fitted on all records (the value to deploy).
+
+ECE, NLL and Brier carry percentile-bootstrap intervals (seeded from the audit seed, 200 resamples
+by default). A fit that returns its input (T = 1 on a miscalibrated model) would be a bug (cf.
+netcal issue #48); the tests check that over- and under-confident logits move T the right way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+
+from edgeproof.checks.base import AuditContext, Check
+from edgeproof.errors import CheckFailed, OptionError
+from edgeproof.report.plots import new_figure, svg_of
+from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
+from edgeproof.stats import bootstrap_interval
+
+__all__ = [
+    "BinStats",
+    "CalibrationCheck",
+    "adaptive_ece",
+    "bin_stats",
+    "brier_score",
+    "equal_width_bin",
+    "expected_calibration_error",
+    "fit_temperature",
+    "negative_log_likelihood",
+]
+
+T_BOUNDS = (0.05, 20.0)
+
+
+def equal_width_bin(confidence: np.ndarray, n_bins: int = 15) -> np.ndarray:
+    """Bin index of each confidence: right-closed equal-width bins ``(edges[b], edges[b+1]]``.
+
+    ``edges = numpy.linspace(0, 1, n_bins + 1)``; 0 goes to bin 0, 1.0 to bin ``n_bins − 1``.
+    """
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.searchsorted(edges, np.asarray(confidence, dtype=np.float64), side="left") - 1
+    return np.clip(idx, 0, n_bins - 1)
+
+
+@dataclass(frozen=True)
+class BinStats:
+    """Per-bin counts, accuracy and mean confidence (NaN for empty bins)."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    count: np.ndarray
+    accuracy: np.ndarray
+    confidence: np.ndarray
+
+    @property
+    def gap(self) -> np.ndarray:
+        return np.abs(self.accuracy - self.confidence)
+
+
+def bin_stats(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> BinStats:
+    """Equal-width reliability statistics (bin semantics of :func:`equal_width_bin`)."""
+    b = equal_width_bin(confidence, n_bins)
+    count = np.bincount(b, minlength=n_bins)
+    s_conf = np.bincount(b, weights=confidence, minlength=n_bins)
+    s_corr = np.bincount(b, weights=correct.astype(np.float64), minlength=n_bins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        acc = np.where(count > 0, s_corr / count, np.nan)
+        conf = np.where(count > 0, s_conf / count, np.nan)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return BinStats(edges[:-1], edges[1:], count, acc, conf)
+
+
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
+) -> float:
+    """Equal-width ECE, ``Σ_b |Σ_{i∈b} (correct_i − conf_i)| / N`` (= Σ (n_b/N)|acc_b − conf_b|)."""
+    b = equal_width_bin(confidence, n_bins)
+    diff = np.bincount(b, weights=correct.astype(np.float64) - confidence, minlength=n_bins)
+    return float(np.abs(diff).sum() / confidence.shape[0])
+
+
+def _ece_resampled(
+    bins: np.ndarray, residual: np.ndarray, idx: np.ndarray, n_bins: int
+) -> np.ndarray:
+    """ECE of each bootstrap resample (rows of ``idx``), vectorised with one bincount."""
+    r, n = idx.shape
+    flat = (bins[idx] + n_bins * np.arange(r)[:, None]).ravel()
+    sums = np.bincount(flat, weights=residual[idx].ravel(), minlength=r * n_bins)
+    out: np.ndarray = np.abs(sums.reshape(r, n_bins)).sum(axis=1) / n
+    return out
+
+
+def adaptive_ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    """Equal-mass ECE: stable sort by confidence, ``numpy.array_split`` into ``n_bins`` groups."""
+    order = np.argsort(confidence, kind="stable")
+    resid = (correct.astype(np.float64) - confidence)[order]
+    total = sum(abs(float(g.sum())) for g in np.array_split(resid, n_bins) if g.size)
+    return total / confidence.shape[0]
+
+
+def negative_log_likelihood(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean ``−log softmax(z / T)_y`` in nats."""
+    lp = log_softmax(logits.astype(np.float64) / temperature, axis=1)
+    return float(-lp[np.arange(y.shape[0]), y].mean())
+
+
+def brier_score(probs: np.ndarray, y: np.ndarray) -> float:
+    """Multi-class Brier score, ``mean_i Σ_k (p_ik − onehot_ik)²``."""
+    return float(_brier_per_record(probs, y).mean())
+
+
+def _brier_per_record(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    p_true = probs[np.arange(y.shape[0]), y]
+    out: np.ndarray = (probs**2).sum(axis=1) - 2.0 * p_true + 1.0
+    return out
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Temperature ``T`` minimising the NLL of ``softmax(z / T)`` (bounded Brent over ``log T``)."""
+    z = logits.astype(np.float64)
+    rows = np.arange(y.shape[0])
+
+    def nll(log_t: float) -> float:
+        lp = log_softmax(z / np.exp(log_t), axis=1)
+        return float(-lp[rows, y].mean())
+
+    lo, hi = np.log(T_BOUNDS[0]), np.log(T_BOUNDS[1])
+    res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(res.x))
+
+
+class CalibrationCheck(Check):
+    """ECE (stated bins), adaptive ECE, MCE, NLL, Brier, reliability diagram, temperature scaling.
+
+    Settings:
+        n_bins: number of bins for ECE, adaptive ECE and MCE (default 15).
+        resamples: bootstrap resamples for the intervals (default 200).
+        level: confidence level of the intervals (default 0.95).
+        ece_warn: ECE above which a warning is raised (default 0.05).
+    """
+
+    name = "calibration"
+    title = "Calibration"
+    description = "Whether predicted confidence matches accuracy; temperature scaling."
+    needs_data = True
+
+    def __init__(
+        self,
+        *,
+        n_bins: int = 15,
+        resamples: int = 200,
+        level: float = 0.95,
+        ece_warn: float = 0.05,
+    ) -> None:
+        if int(n_bins) < 1:
+            raise OptionError("calibration.n_bins", f"{n_bins} bins", "use at least 1, e.g. 15")
+        super().__init__(n_bins=n_bins, resamples=resamples, level=level, ece_warn=ece_warn)
+        self.n_bins = int(n_bins)
+        self.resamples = int(resamples)
+        self.level = float(level)
+        self.ece_warn = float(ece_warn)
+
+    def run(self, ctx: AuditContext) -> CheckResult:
+        data = ctx.require_data()
+        logits = ctx.clean_logits().astype(np.float64)
+        y = data.y
+        n = int(y.shape[0])
+        bad = int((~np.isfinite(logits).all(axis=1)).sum())
+        if bad:
+            raise CheckFailed(
+                f"{bad} of {n} records give NaN or Inf logits, so no probability is defined; "
+                "the model's output is broken (check its weights and input domain)"
+            )
+        if logits.shape[1] <= int(y.max()):
+            raise OptionError(
+                "--data",
+                f"labels go up to {int(y.max())} but the model has {logits.shape[1]} outputs",
+                "use data whose labels match the model's classes",
+            )
+        m = self.n_bins
+        logp = log_softmax(logits, axis=1)
+        probs = np.exp(logp)
+        pred = probs.argmax(axis=1)
+        conf = probs[np.arange(n), pred]
+        correct = (pred == y).astype(np.float64)
+        nll_i = -logp[np.arange(n), y]
+        brier_i = _brier_per_record(probs, y)
+        bins = equal_width_bin(conf, m)
+        resid = correct - conf
+
+        ece = expected_calibration_error(conf, correct, m)
+        stats = bin_stats(conf, correct, m)
+        mce = float(np.nanmax(stats.gap))
+        aece = adaptive_ece(conf, correct, m)
+        boot = {
+            "resamples": self.resamples,
+            "seed": ctx.seed,
+            "level": self.level,
+        }
+        seed = ctx.seed * 7919 + 17
+        ece_ci = bootstrap_interval(
+            lambda idx: _ece_resampled(bins, resid, idx, m),
+            n,
+            resamples=self.resamples,
+            level=self.level,
+            seed=seed,
+        )
+        nll_ci = bootstrap_interval(
+            lambda idx: nll_i[idx].mean(axis=1),
+            n,
+            resamples=self.resamples,
+            level=self.level,
+            seed=seed,
+        )
+        brier_ci = bootstrap_interval(
+            lambda idx: brier_i[idx].mean(axis=1),
+            n,
+            resamples=self.resamples,
+            level=self.level,
+            seed=seed,
+        )
+
+        temperature = fit_temperature(logits, y)
+        ece_ts, nll_ts, fold_t = self._cross_fitted(logits, y, ctx.seed)
+
+        bin_desc = (
+            f"{m} equal-width bins, right-closed (lo, hi], edges numpy.linspace(0, 1, {m + 1}); "
+            "confidence 0 in the first bin, 1.0 in the last"
+        )
+        mean_conf = float(conf.mean())
+        acc = float(correct.mean())
+        res = self.new_result()
+        res.metrics += [
+            Metric(
+                "ece",
+                ece,
+                unit="fraction",
+                ci=ece_ci,
+                description=f"expected calibration error of the top-label confidence; {bin_desc}; "
+                "percentile bootstrap interval (binned ECE is biased upwards in small samples, "
+                "so a near-calibrated model's interval can sit above its point value)",
+                higher_is_better=False,
+                settings={"n_bins": m, "binning": "equal-width, right-closed", **boot},
+            ),
+            Metric(
+                "adaptive_ece",
+                aece,
+                unit="fraction",
+                description=f"ECE over {m} equal-mass bins (records sorted by confidence, "
+                "split into groups differing in size by at most one)",
+                higher_is_better=False,
+                settings={"n_bins": m, "binning": "equal-mass"},
+            ),
+            Metric(
+                "mce",
+                mce,
+                unit="fraction",
+                description=f"largest |accuracy − confidence| over non-empty bins; {bin_desc}",
+                higher_is_better=False,
+                settings={"n_bins": m},
+            ),
+            Metric(
+                "nll",
+                float(nll_i.mean()),
+                unit="nats",
+                ci=nll_ci,
+                description="mean negative log-likelihood of the true class",
+                higher_is_better=False,
+                settings=boot,
+            ),
+            Metric(
+                "brier",
+                float(brier_i.mean()),
+                unit="",
+                ci=brier_ci,
+                description="multi-class Brier score: mean over records of the sum over classes "
+                "of (p − one-hot)², range [0, 2]",
+                higher_is_better=False,
+                settings=boot,
+            ),
+            Metric(
+                "mean_confidence_gap",
+                mean_conf - acc,
+                unit="fraction",
+                description="mean top-label confidence minus accuracy (> 0: over-confident)",
+                higher_is_better=None,
+            ),
+            Metric(
+                "temperature",
+                temperature,
+                unit="",
+                description="temperature T minimising NLL of softmax(z/T) on all records "
+                "(T > 1: the model is over-confident)",
+                higher_is_better=None,
+                settings={"bounds": list(T_BOUNDS), "optimiser": "scipy bounded Brent on log T"},
+            ),
+            Metric(
+                "ece_after_temperature",
+                ece_ts,
+                unit="fraction",
+                description=f"ECE after temperature scaling, 2-fold cross-fitted; {bin_desc}",
+                higher_is_better=False,
+                settings={"folds": 2, "fold_temperatures": fold_t, "seed": ctx.seed},
+            ),
+            Metric(
+                "nll_after_temperature",
+                nll_ts,
+                unit="nats",
+                description="NLL after temperature scaling, 2-fold cross-fitted",
+                higher_is_better=False,
+                settings={"folds": 2, "fold_temperatures": fold_t, "seed": ctx.seed},
+            ),
+        ]
+        res.tables.append(
+            Table(
+                "reliability",
+                "Reliability bins",
+                ["bin low", "bin high", "records", "accuracy", "mean confidence", "gap"],
+                [
+                    [
+                        round(float(stats.lower[b]), 6),
+                        round(float(stats.upper[b]), 6),
+                        int(stats.count[b]),
+                        None if stats.count[b] == 0 else float(stats.accuracy[b]),
+                        None if stats.count[b] == 0 else float(stats.confidence[b]),
+                        None if stats.count[b] == 0 else float(stats.gap[b]),
+                    ]
+                    for b in range(m)
+                ],
+                description=bin_desc,
+            )
+        )
+        res.figures.append(self._diagram(stats, ece))
+        res.findings += self._findings(ece, ece_ci.low, mean_conf, acc, temperature, ece_ts, n)
+        res.summary = (
+            f"ECE {ece:.3f} [{ece_ci.low:.3f}, {ece_ci.high:.3f}], NLL {nll_i.mean():.3f}; "
+            f"temperature {temperature:.2f} brings ECE to {ece_ts:.3f} (cross-fitted)"
+        )
+        return res
+
+    def _cross_fitted(
+        self, logits: np.ndarray, y: np.ndarray, seed: int
+    ) -> tuple[float, float, list[float]]:
+        """ECE and NLL after temperature scaling, each half scored with the other half's T."""
+        n = y.shape[0]
+        if n < 4:
+            t = fit_temperature(logits, y)
+            probs = np.exp(log_softmax(logits / t, axis=1))
+            conf = probs.max(axis=1)
+            ok = (probs.argmax(axis=1) == y).astype(np.float64)
+            return (
+                expected_calibration_error(conf, ok, self.n_bins),
+                negative_log_likelihood(logits, y, t),
+                [t],
+            )
+        perm = np.random.default_rng(seed * 7919 + 29).permutation(n)
+        folds = [perm[: n // 2], perm[n // 2 :]]
+        temps: list[float] = []
+        conf = np.empty(n)
+        ok = np.empty(n)
+        nll = np.empty(n)
+        for i, score_idx in enumerate(folds):
+            fit_idx = folds[1 - i]
+            t = fit_temperature(logits[fit_idx], y[fit_idx])
+            temps.append(t)
+            lp = log_softmax(logits[score_idx] / t, axis=1)
+            conf[score_idx] = np.exp(lp.max(axis=1))
+            ok[score_idx] = lp.argmax(axis=1) == y[score_idx]
+            nll[score_idx] = -lp[np.arange(score_idx.size), y[score_idx]]
+        return expected_calibration_error(conf, ok, self.n_bins), float(nll.mean()), temps
+
+    def _findings(
+        self,
+        ece: float,
+        ece_low: float,
+        mean_conf: float,
+        acc: float,
+        temperature: float,
+        ece_ts: float,
+        n: int,
+    ) -> list[Finding]:
+        out: list[Finding] = []
+        direction = "over" if mean_conf > acc else "under"
+        evidence = {
+            "ece": ece,
+            "mean_confidence": mean_conf,
+            "accuracy": acc,
+            "temperature": temperature,
+            "ece_after_temperature": ece_ts,
+        }
+        if ece_low > self.ece_warn:
+            out.append(
+                Finding(
+                    "warning",
+                    f"the model is {direction}-confident: mean confidence {mean_conf:.1%} vs "
+                    f"accuracy {acc:.1%}, ECE {ece:.3f} (interval above {self.ece_warn}). "
+                    f"Divide the logits by the fitted temperature T = {temperature:.2f} before "
+                    f"softmax (cross-fitted ECE then {ece_ts:.3f}), or recalibrate on held-out "
+                    "data",
+                    evidence,
+                )
+            )
+        elif ece > self.ece_warn:
+            out.append(
+                Finding(
+                    "info",
+                    f"ECE {ece:.3f} is above {self.ece_warn} but its interval reaches "
+                    f"{ece_low:.3f}: with {n} records the miscalibration is not established; "
+                    "use more data to decide",
+                    evidence,
+                )
+            )
+        lo, hi = T_BOUNDS
+        if temperature <= lo * 1.001 or temperature >= hi * 0.999:
+            out.append(
+                Finding(
+                    "warning",
+                    f"the fitted temperature {temperature:.3g} sits at the search bound "
+                    f"[{lo}, {hi}]: the logits are degenerate (e.g. near-constant or extremely "
+                    "large); check the model's output layer",
+                    evidence,
+                )
+            )
+        return out
+
+    def _diagram(self, stats: BinStats, ece: float) -> Figure:
+        fig, ax = new_figure(4.6, 4.6)
+        ax.remove()
+        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+        width = stats.upper - stats.lower
+        has = stats.count > 0
+        top.bar(
+            stats.lower[has],
+            stats.accuracy[has],
+            width=width[has],
+            align="edge",
+            color="#4C72B0",
+            edgecolor="white",
+            label="accuracy",
+        )
+        top.bar(
+            stats.lower[has],
+            (stats.confidence - stats.accuracy)[has],
+            bottom=stats.accuracy[has],
+            width=width[has],
+            align="edge",
+            color="#DD8452",
+            alpha=0.45,
+            edgecolor="white",
+            label="gap to confidence",
+        )
+        top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+        top.set_ylim(0, 1)
+        top.set_ylabel("accuracy in bin")
+        top.legend(loc="upper left", frameon=False)
+        top.set_title(f"ECE {ece:.3f}")
+        bottom.bar(stats.lower, stats.count, width=width, align="edge", color="#55A868")
+        bottom.set_xlim(0, 1)
+        bottom.set_xlabel("top-label confidence")
+        bottom.set_ylabel("records")
+        return Figure(
+            "reliability_diagram",
+            "Reliability diagram",
+            svg_of(fig),
+            description="per-bin accuracy against confidence (diagonal = perfectly calibrated), "
+            "and the number of records per bin (same bins)",
+        )

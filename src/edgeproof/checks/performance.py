@@ -1,0 +1,318 @@
+"""Performance: accuracy, per-class recall and precision, confusion matrix, macro-F1.
+
+Every proportion carries a Wilson score interval (:func:`edgeproof.stats.wilson_interval`).
+Per-class numbers matter: a poisoned or neglected minority class hides inside overall accuracy, so
+a class whose recall is clearly below the rest (its Wilson upper bound below the lower bound of
+overall accuracy) is raised as a warning that names the class.
+
+Definitions follow scikit-learn (``confusion_matrix``, ``precision_recall_fscore_support``,
+``f1_score(average="macro")``, ``balanced_accuracy_score``):
+
+* recall of class c = TP_c / support_c (its accuracy on the records labelled c);
+* precision of class c = TP_c / (records predicted c), 0 when nothing is predicted c;
+* F1 = 2PR/(P+R), 0 when P + R = 0; macro-F1 averages F1 over the classes that occur in the
+  labels or the predictions (scikit-learn's default label set);
+* balanced accuracy averages recall over the classes present in the labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeproof.checks.base import AuditContext, Check
+from edgeproof.errors import CheckFailed
+from edgeproof.report.plots import new_figure, svg_of
+from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
+from edgeproof.stats import wilson_bounds, wilson_interval
+
+__all__ = ["ClassScores", "PerformanceCheck", "class_scores", "confusion_matrix"]
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``C[i, j]`` = number of records with label ``i`` predicted as ``j`` (int64, K×K)."""
+    k = int(num_classes)
+    flat = np.asarray(y_true, dtype=np.int64) * k + np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(flat, minlength=k * k).reshape(k, k)
+
+
+class ClassScores:
+    """Per-class counts and scores derived from a confusion matrix (arrays of length K)."""
+
+    def __init__(self, cm: np.ndarray, level: float = 0.95) -> None:
+        self.cm = cm
+        self.tp = np.diag(cm).astype(np.int64)
+        self.support = cm.sum(axis=1).astype(np.int64)
+        self.predicted = cm.sum(axis=0).astype(np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.recall = np.where(self.support > 0, self.tp / np.maximum(self.support, 1), np.nan)
+            self.precision = np.where(
+                self.predicted > 0, self.tp / np.maximum(self.predicted, 1), 0.0
+            )
+            p = self.precision
+            r = np.nan_to_num(self.recall, nan=0.0)
+            self.f1 = np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1.0), 0.0)
+        self.recall_low, self.recall_high = wilson_bounds(self.tp, self.support, level)
+        self.precision_low, self.precision_high = wilson_bounds(self.tp, self.predicted, level)
+
+    @property
+    def present(self) -> np.ndarray:
+        """Classes occurring in the labels."""
+        return self.support > 0
+
+    @property
+    def macro_f1(self) -> float:
+        used = (self.support > 0) | (self.predicted > 0)
+        return float(self.f1[used].mean()) if used.any() else float("nan")
+
+    @property
+    def balanced_accuracy(self) -> float:
+        return float(np.nanmean(self.recall)) if self.present.any() else float("nan")
+
+
+def class_scores(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, level: float = 0.95
+) -> ClassScores:
+    """Per-class scores of predictions ``y_pred`` against labels ``y_true``."""
+    return ClassScores(confusion_matrix(y_true, y_pred, num_classes), level)
+
+
+def _fmt(v: float) -> float | None:
+    return None if not np.isfinite(v) else round(float(v), 6)
+
+
+class PerformanceCheck(Check):
+    """Accuracy with Wilson intervals, per-class recall/precision, confusion matrix, macro-F1.
+
+    Settings:
+        level: confidence level of every interval (default 0.95).
+        min_support: classes with fewer labelled records get an "intervals are wide" note
+            (default 20).
+    """
+
+    name = "performance"
+    title = "Performance"
+    description = (
+        "Accuracy, per-class recall and precision with Wilson intervals, confusion matrix."
+    )
+    needs_data = True
+
+    def __init__(self, *, level: float = 0.95, min_support: int = 20) -> None:
+        super().__init__(level=level, min_support=min_support)
+        self.level = float(level)
+        self.min_support = int(min_support)
+
+    def run(self, ctx: AuditContext) -> CheckResult:
+        data = ctx.require_data()
+        logits = ctx.clean_logits()
+        y = data.y
+        n = int(y.shape[0])
+        bad = int((~np.isfinite(logits).all(axis=1)).sum())
+        if bad:
+            raise CheckFailed(
+                f"{bad} of {n} records give NaN or Inf logits, so their prediction is undefined; "
+                "the model's output is broken (check its weights and input domain)"
+            )
+        k = max(int(logits.shape[1]), data.num_classes, int(y.max()) + 1 if n else 0)
+        names = list(data.classes) + [str(i) for i in range(len(data.classes), k)]
+        pred = logits.argmax(axis=1)
+        sc = class_scores(y, pred, k, self.level)
+        correct = int(sc.tp.sum())
+        acc = correct / n
+        acc_ci = wilson_interval(correct, n, self.level)
+        pct = f"{round(self.level * 100)}%"
+        res = self.new_result()
+
+        res.metrics.append(
+            Metric(
+                "accuracy",
+                acc,
+                unit="fraction",
+                ci=acc_ci,
+                description=f"top-1 accuracy on {n} records; {pct} Wilson score interval",
+                higher_is_better=True,
+                settings={"records": n, "level": self.level},
+            )
+        )
+        res.metrics.append(
+            Metric(
+                "macro_f1",
+                sc.macro_f1,
+                unit="fraction",
+                description="unweighted mean of per-class F1 over classes present in labels or "
+                "predictions (scikit-learn f1_score average='macro')",
+                higher_is_better=True,
+            )
+        )
+        res.metrics.append(
+            Metric(
+                "balanced_accuracy",
+                sc.balanced_accuracy,
+                unit="fraction",
+                description="mean per-class recall over classes present in the labels",
+                higher_is_better=True,
+            )
+        )
+        present = np.flatnonzero(sc.present)
+        worst = int(present[np.argmin(sc.recall[present])])
+        res.metrics.append(
+            Metric(
+                "min_class_recall",
+                float(sc.recall[worst]),
+                unit="fraction",
+                ci=wilson_interval(int(sc.tp[worst]), int(sc.support[worst]), self.level),
+                description=f"lowest per-class recall (class {names[worst]!r}, "
+                f"{sc.support[worst]} records); {pct} Wilson interval",
+                higher_is_better=True,
+                settings={"class": names[worst], "support": int(sc.support[worst])},
+            )
+        )
+
+        res.tables.append(self._class_table(sc, names, pct))
+        res.tables.append(
+            Table(
+                "confusion_matrix",
+                "Confusion matrix",
+                ["true \\ predicted", *names],
+                [[names[i], *(int(v) for v in sc.cm[i])] for i in range(k)],
+                description="rows: true class; columns: predicted class; cells: record counts",
+            )
+        )
+        res.figures.append(self._heatmap(sc.cm, names))
+        res.findings.extend(self._findings(sc, names, acc, acc_ci.low, acc_ci.high, pct))
+
+        res.summary = (
+            f"accuracy {acc:.1%} [{acc_ci.low:.1%}, {acc_ci.high:.1%}] on {n} records; "
+            f"macro-F1 {sc.macro_f1:.3f}; lowest recall {sc.recall[worst]:.1%} "
+            f"(class {names[worst]})"
+        )
+        return res
+
+    def _class_table(self, sc: ClassScores, names: list[str], pct: str) -> Table:
+        rows = [
+            [
+                names[c],
+                int(sc.support[c]),
+                _fmt(sc.recall[c]),
+                _fmt(sc.recall_low[c]) if sc.support[c] else None,
+                _fmt(sc.recall_high[c]) if sc.support[c] else None,
+                _fmt(sc.precision[c]) if sc.predicted[c] else None,
+                _fmt(sc.precision_low[c]) if sc.predicted[c] else None,
+                _fmt(sc.precision_high[c]) if sc.predicted[c] else None,
+                _fmt(sc.f1[c]),
+            ]
+            for c in range(len(names))
+        ]
+        return Table(
+            "per_class",
+            "Per-class recall and precision",
+            [
+                "class",
+                "support",
+                "recall",
+                "recall low",
+                "recall high",
+                "precision",
+                "precision low",
+                "precision high",
+                "F1",
+            ],
+            rows,
+            description=f"recall = accuracy on the records of that class; {pct} Wilson score "
+            "intervals; precision is empty when the class is never predicted",
+        )
+
+    def _findings(
+        self,
+        sc: ClassScores,
+        names: list[str],
+        acc: float,
+        acc_low: float,
+        acc_high: float,
+        pct: str,
+    ) -> list[Finding]:
+        out: list[Finding] = []
+        lagging = np.flatnonzero(sc.present & (sc.recall_high < acc_low))
+        for c in lagging[np.argsort(sc.recall[lagging])]:
+            out.append(
+                Finding(
+                    "warning",
+                    f"class {names[c]!r} is recognised far less often than the others: recall "
+                    f"{sc.recall[c]:.1%} [{sc.recall_low[c]:.1%}, {sc.recall_high[c]:.1%}] vs "
+                    f"overall accuracy {acc:.1%} [{acc_low:.1%}, {acc_high:.1%}] ({pct} Wilson). "
+                    "Inspect its training labels and data (a mislabelled or poisoned minority "
+                    "class hides in overall accuracy), or collect more examples of it",
+                    {
+                        "class": names[c],
+                        "support": int(sc.support[c]),
+                        "recall": float(sc.recall[c]),
+                        "recall_ci": [float(sc.recall_low[c]), float(sc.recall_high[c])],
+                        "accuracy_ci": [acc_low, acc_high],
+                        "most_confused_with": names[int(_most_confused(sc.cm, int(c)))],
+                    },
+                )
+            )
+        small = np.flatnonzero(sc.present & (sc.support < self.min_support))
+        if small.size:
+            listed = ", ".join(f"{names[c]} (n={sc.support[c]})" for c in small[:10])
+            more = f" and {small.size - 10} more" if small.size > 10 else ""
+            out.append(
+                Finding(
+                    "info",
+                    f"{small.size} class(es) have fewer than {self.min_support} labelled records: "
+                    f"{listed}{more}. Their per-class intervals are wide (e.g. 10/10 correct "
+                    f"still only bounds recall above {wilson_interval(10, 10, self.level).low:.0%}"
+                    "); add records of these classes for a firmer per-class verdict",
+                    {"classes": {names[c]: int(sc.support[c]) for c in small}},
+                )
+            )
+        absent = np.flatnonzero(~sc.present)
+        if absent.size:
+            listed = ", ".join(names[c] for c in absent[:10])
+            out.append(
+                Finding(
+                    "info",
+                    f"{absent.size} class(es) have no labelled records, so their recall is "
+                    f"unknown: {listed}. Use data that covers every class the model outputs",
+                    {"classes": [names[c] for c in absent]},
+                )
+            )
+        return out
+
+    def _heatmap(self, cm: np.ndarray, names: list[str]) -> Figure:
+        k = cm.shape[0]
+        size = min(7.0, 2.5 + 0.35 * k)
+        fig, ax = new_figure(size + 0.8, size)
+        rows = cm.sum(axis=1, keepdims=True)
+        frac = cm / np.maximum(rows, 1)
+        im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+        fig.colorbar(im, ax=ax, label="fraction of true class")
+        if k <= 20:
+            ticks = np.arange(k)
+            ax.set_xticks(ticks, names, rotation=90 if k > 6 else 0)
+            ax.set_yticks(ticks, names)
+            for i in range(k):
+                for j in range(k):
+                    if cm[i, j]:
+                        ax.text(
+                            j,
+                            i,
+                            str(int(cm[i, j])),
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if frac[i, j] > 0.5 else "black",
+                        )
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        return Figure(
+            "confusion_matrix",
+            "Confusion matrix",
+            svg_of(fig),
+            description="row-normalised (colour = fraction of the true class); numbers are counts",
+        )
+
+
+def _most_confused(cm: np.ndarray, c: int) -> int:
+    row = cm[c].copy()
+    row[c] = -1
+    return int(np.argmax(row))

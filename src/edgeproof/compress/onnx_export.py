@@ -1,0 +1,479 @@
+"""ONNX export and QDQ graph building (written with the ``onnx.helper`` API, our own scales).
+
+Export: ``torch.onnx.export(dynamo=False, opset_version=17)`` with a dynamic batch axis, after
+BatchNorm is folded into the preceding convolution (``torch.fx`` ``fuse``), so each PyTorch
+Conv/Linear becomes exactly one ONNX ``Conv``/``Gemm``/``MatMul``.
+
+Quantization placement (the same rule is applied to the PyTorch simulation in
+:mod:`edgeproof.compress.quantize`, so the two can be compared):
+
+* *quantizable ops*: ``Conv``, ``Gemm`` and ``MatMul`` whose weight is a constant initializer;
+* *activation points*: the activation input of every quantizable op, and its output — or, when
+  the op's only consumer is a ``Relu``, the ``Relu``'s output. Each tensor is quantized once
+  (``QuantizeLinear`` → ``DequantizeLinear``, uint8, asymmetric, per tensor);
+* weights: int8 symmetric per output channel (``DequantizeLinear`` with ``axis``); biases of
+  ``Conv``/``Gemm`` as int32 with ``scale = s_x · s_w[c]``, zero point 0;
+* weight-only modes (int8 per channel, int4 with group scales via opset-21 blocked
+  ``DequantizeLinear``) also cover ``LSTM`` ``W``/``R`` weights; activations stay float.
+
+ONNX Runtime fuses ``DQ → Conv → Q`` into ``QLinearConv`` (and ``MatMul``/``Gemm`` likewise) when
+it loads the graph; :func:`float_nodes` lists the nodes the *optimised* graph still runs in float.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeproof.compress.weights import as_matrix, quantize_groups, quantize_per_channel
+from edgeproof.errors import InternalError
+
+__all__ = [
+    "INT4_ONNX_OPSET",
+    "INT8_ONNX_OPSET",
+    "FloatNode",
+    "QuantOp",
+    "activation_points",
+    "build_qdq_model",
+    "export_onnx",
+    "float_nodes",
+    "make_session",
+    "quantizable_ops",
+    "run_session",
+    "with_outputs",
+]
+
+INT8_ONNX_OPSET = 17
+INT4_ONNX_OPSET = 21
+_QUANT_OP_TYPES = ("Conv", "Gemm", "MatMul")
+
+
+def export_onnx(
+    module: torch.nn.Module, input_shape: Sequence[int], *, opset: int = 17
+) -> onnx.ModelProto:
+    """Export ``module`` (eval mode) to an fp32 ONNX model with input ``input`` and output
+    ``logits`` (dynamic batch); Identity-of-initializer nodes are replaced by initializers."""
+    module = module.eval()
+    buf = io.BytesIO()
+    dummy = torch.zeros(1, *input_shape)
+    with torch.no_grad(), warnings.catch_warnings():
+        # nn.LSTM's input-size check warns while tracing; the check is static for a fixed shape.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            module,
+            (dummy,),
+            buf,  # type: ignore[arg-type]
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    model = onnx.load_from_string(buf.getvalue())
+    _inline_identity_initializers(model)
+    return model
+
+
+def _inline_identity_initializers(model: onnx.ModelProto) -> None:
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    keep = []
+    for node in g.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            t = onnx.TensorProto()
+            t.CopyFrom(inits[node.input[0]])
+            t.name = node.output[0]
+            g.initializer.append(t)
+            inits[t.name] = t
+        else:
+            keep.append(node)
+    del g.node[:]
+    g.node.extend(keep)
+
+
+@dataclass(frozen=True)
+class QuantOp:
+    """One quantizable node: its activation input, constant weight and (optional) bias."""
+
+    node: str
+    op_type: str
+    activation: str
+    weight: str
+    bias: str | None
+    out_axis: int
+    output: str
+
+
+def quantizable_ops(model: onnx.ModelProto) -> list[QuantOp]:
+    """Conv/Gemm/MatMul nodes with an initializer weight, in graph order."""
+    inits = {i.name: i for i in model.graph.initializer}
+    ops: list[QuantOp] = []
+    for node in model.graph.node:
+        if node.op_type not in _QUANT_OP_TYPES or len(node.input) < 2:
+            continue
+        w = node.input[1]
+        if w not in inits or node.input[0] in inits:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv":
+            out_axis = 0
+        elif node.op_type == "Gemm":
+            if attrs.get("transA", 0):
+                continue
+            out_axis = 0 if attrs.get("transB", 0) else 1
+        else:
+            if len(inits[w].dims) != 2:
+                continue
+            out_axis = 1
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] in inits else None
+        ops.append(
+            QuantOp(node.name, node.op_type, node.input[0], w, bias, out_axis, node.output[0])
+        )
+    return ops
+
+
+def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def activation_points(model: onnx.ModelProto, ops: Sequence[QuantOp]) -> list[str]:
+    """Tensors to quantize: each op's activation input and its (Relu-extended) output."""
+    cons = _consumers(model)
+    graph_outputs = {o.name for o in model.graph.output}
+    points: list[str] = []
+    for op in ops:
+        out = op.output
+        users = cons.get(out, [])
+        if len(users) == 1 and users[0].op_type == "Relu" and out not in graph_outputs:
+            out = users[0].output[0]
+        for t in (op.activation, out):
+            if t not in points:
+                points.append(t)
+    return points
+
+
+def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs the intermediate tensors ``names`` (calibration)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    existing = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in existing:
+            m.graph.output.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
+    return m
+
+
+def make_session(
+    model: onnx.ModelProto | bytes,
+    *,
+    threads: int = 1,
+    optimized_path: str | None = None,
+    disable_optimizations: bool = False,
+) -> object:
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads (inter-op 1)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if disable_optimizations:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if optimized_path is not None:
+        so.optimized_model_filepath = optimized_path
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    try:
+        return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise InternalError(f"ONNX Runtime could not load the exported graph: {exc}") from exc
+
+
+def run_session(session: object, x: np.ndarray, batch_size: int = 256) -> list[np.ndarray]:
+    """Run all outputs of ``session`` over ``x`` in batches, concatenated along axis 0."""
+    inp = session.get_inputs()[0].name  # type: ignore[attr-defined]
+    parts: list[list[np.ndarray]] = []
+    for i in range(0, x.shape[0], batch_size):
+        feed = {inp: np.ascontiguousarray(x[i : i + batch_size], np.float32)}
+        res = session.run(None, feed)  # type: ignore[attr-defined]
+        if not parts:
+            parts = [[] for _ in res]
+        for j, r in enumerate(res):
+            parts[j].append(np.asarray(r))
+    return [np.concatenate(p, axis=0) for p in parts]
+
+
+def _init(name: str, arr: np.ndarray, dtype: int | None = None) -> onnx.TensorProto:
+    """An initializer; ``dtype=INT4`` packs two values per byte (onnx ``make_tensor``)."""
+    if dtype == TensorProto.INT4:
+        return helper.make_tensor(name, dtype, list(arr.shape), arr.flatten().tolist())
+    # np.ascontiguousarray would turn a 0-d scalar into shape (1,): keep scalars scalar.
+    return numpy_helper.from_array(np.array(arr, copy=True, order="C"), name)
+
+
+def build_qdq_model(
+    model: onnx.ModelProto,
+    *,
+    activation_ranges: Mapping[str, tuple[float, float]] | None,
+    weight_bits: Mapping[str, int],
+    group_size: int | None = None,
+    extra_weights: Mapping[str, int] | None = None,
+) -> onnx.ModelProto:
+    """The QDQ graph of ``model``.
+
+    Args:
+        activation_ranges: tensor name → ``(lo, hi)`` for every activation point (static int8);
+            ``None`` for weight-only quantization.
+        weight_bits: quantizable node name → bits (8 or 4); nodes not listed stay float.
+        group_size: None for per-channel scales, else group (block) size along the reduction axis
+            (requires opset 21; used for 4-bit weights).
+        extra_weights: other initializers to quantize weight-only (e.g. LSTM ``W``/``R``) →
+            bits; their output-channel axis is 1 (ONNX LSTM ``(dirs, 4H, in)``).
+    """
+    from edgeproof.compress.calibrate import activation_qparams
+
+    needs21 = group_size is not None or any(
+        b == 4 for b in [*weight_bits.values(), *(extra_weights or {}).values()]
+    )
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    if needs21 and _opset(m) < INT4_ONNX_OPSET:
+        from onnx import version_converter
+
+        m = version_converter.convert_version(m, INT4_ONNX_OPSET)
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    ops = {op.node: op for op in quantizable_ops(m)}
+    new_nodes: list[onnx.NodeProto] = []
+    act_scale: dict[str, float] = {}
+
+    # Activations: rename the producer's output, insert Q -> DQ producing the original name.
+    if activation_ranges is not None:
+        producers = {o: n for n in g.node for o in n.output}
+        graph_inputs = {i.name for i in g.input}
+        cons = _consumers(m)
+        for t, (lo, hi) in activation_ranges.items():
+            scale, zp = activation_qparams(lo, hi)
+            act_scale[t] = scale
+            s_name, z_name = f"{t}__act_scale", f"{t}__act_zp"
+            g.initializer.append(_init(s_name, np.array(scale, np.float32)))
+            g.initializer.append(_init(z_name, np.array(zp, np.uint8)))
+            if t in producers:
+                src = f"{t}__f32"
+                prod = producers[t]
+                for k, o in enumerate(prod.output):
+                    if o == t:
+                        prod.output[k] = src
+                new_nodes.append(
+                    helper.make_node(
+                        "QuantizeLinear", [src, s_name, z_name], [f"{t}__q"], name=f"{t}__Q"
+                    )
+                )
+                new_nodes.append(
+                    helper.make_node(
+                        "DequantizeLinear", [f"{t}__q", s_name, z_name], [t], name=f"{t}__DQ"
+                    )
+                )
+            elif t in graph_inputs:
+                dq = f"{t}__dq"
+                for node in cons.get(t, []):
+                    for k, i in enumerate(node.input):
+                        if i == t:
+                            node.input[k] = dq
+                new_nodes.append(
+                    helper.make_node(
+                        "QuantizeLinear", [t, s_name, z_name], [f"{t}__q"], name=f"{t}__Q"
+                    )
+                )
+                new_nodes.append(
+                    helper.make_node(
+                        "DequantizeLinear", [f"{t}__q", s_name, z_name], [dq], name=f"{t}__DQ"
+                    )
+                )
+            else:
+                raise InternalError(f"activation point {t!r} is neither produced nor a graph input")
+
+    def quantize_weight(name: str, out_axis: int, bits: int) -> np.ndarray | None:
+        """Replace initializer ``name`` by integers + DQ producing ``name``; returns scales."""
+        w = numpy_helper.to_array(inits[name]).astype(np.float32)
+        _remove_init(g, name)
+        if group_size is None:
+            q, s = quantize_per_channel(w, out_axis, bits)
+            dtype = TensorProto.INT8 if bits == 8 else TensorProto.INT4
+            g.initializer.append(_init(f"{name}__q", q.astype(np.int8), dtype))
+            g.initializer.append(_init(f"{name}__scale", s))
+            g.initializer.append(_init(f"{name}__zp", np.zeros(s.shape, np.int8), dtype))
+            new_nodes.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{name}__q", f"{name}__scale", f"{name}__zp"],
+                    [name],
+                    name=f"{name}__DQ",
+                    axis=out_axis,
+                )
+            )
+            return s
+        mat = as_matrix(w, out_axis)
+        q, s = quantize_groups(mat, group_size, bits)
+        dtype = TensorProto.INT8 if bits == 8 else TensorProto.INT4
+        g.initializer.append(_init(f"{name}__q", q.astype(np.int8), dtype))
+        g.initializer.append(_init(f"{name}__scale", s))
+        g.initializer.append(_init(f"{name}__zp", np.zeros(s.shape, np.int8), dtype))
+        deq = f"{name}__mat"
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}__q", f"{name}__scale", f"{name}__zp"],
+                [deq],
+                name=f"{name}__DQ",
+                axis=1,
+                block_size=group_size,
+            )
+        )
+        if out_axis == 0 or all(d == 1 for d in w.shape[:out_axis]):
+            g.initializer.append(_init(f"{name}__shape", np.array(w.shape, np.int64)))
+            new_nodes.append(
+                helper.make_node(
+                    "Reshape", [deq, f"{name}__shape"], [name], name=f"{name}__Reshape"
+                )
+            )
+        elif w.ndim == 2:
+            new_nodes.append(
+                helper.make_node("Transpose", [deq], [name], name=f"{name}__T", perm=[1, 0])
+            )
+        else:
+            raise InternalError(f"cannot group-quantize {name} with shape {w.shape}")
+        return None
+
+    for node_name, bits in weight_bits.items():
+        op = ops[node_name]
+        s_w = quantize_weight(op.weight, op.out_axis, bits)
+        if op.bias is not None and activation_ranges is not None and s_w is not None:
+            s_x = act_scale.get(op.activation)
+            if s_x is not None:
+                b = numpy_helper.to_array(inits[op.bias]).astype(np.float32)
+                bs = (np.float32(s_x) * s_w).astype(np.float32)
+                qb = np.round(b / bs).astype(np.int32)
+                _remove_init(g, op.bias)
+                g.initializer.append(_init(f"{op.bias}__q", qb))
+                g.initializer.append(_init(f"{op.bias}__scale", bs))
+                g.initializer.append(_init(f"{op.bias}__zp", np.zeros_like(qb)))
+                new_nodes.append(
+                    helper.make_node(
+                        "DequantizeLinear",
+                        [f"{op.bias}__q", f"{op.bias}__scale", f"{op.bias}__zp"],
+                        [op.bias],
+                        name=f"{op.bias}__DQ",
+                        axis=0,
+                    )
+                )
+    for name, bits in (extra_weights or {}).items():
+        quantize_weight(name, 1, bits)
+
+    nodes = list(g.node) + new_nodes
+    del g.node[:]
+    g.node.extend(_toposort(nodes, {i.name for i in g.initializer} | {i.name for i in g.input}))
+    if needs21:
+        m.ir_version = max(m.ir_version, 10)
+    return m
+
+
+def _opset(m: onnx.ModelProto) -> int:
+    return max((i.version for i in m.opset_import if i.domain in ("", "ai.onnx")), default=0)
+
+
+def _remove_init(g: onnx.GraphProto, name: str) -> None:
+    for i, t in enumerate(g.initializer):
+        if t.name == name:
+            del g.initializer[i]
+            return
+
+
+def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    have = set(available) | {""}
+    pending = list(nodes)
+    out: list[onnx.NodeProto] = []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in have for i in n.input):
+                out.append(n)
+                have.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            missing = sorted({i for n in rest for i in n.input if i not in have})[:5]
+            raise InternalError(f"QDQ graph has unresolved inputs {missing}")
+        pending = rest
+    return out
+
+
+@dataclass(frozen=True)
+class FloatNode:
+    """A node ONNX Runtime still executes in float after its QDQ fusions."""
+
+    name: str
+    op_type: str
+
+
+_INT_OPS = {
+    "QLinearConv",
+    "QLinearMatMul",
+    "QGemm",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearAdd",
+    "QLinearAveragePool",
+    "QLinearGlobalAveragePool",
+    "QLinearMul",
+    "QLinearConcat",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeLinear",
+    "ConvInteger",
+    "MatMulInteger",
+    "QLinearLeakyRelu",
+    "QLinearSigmoid",
+    "QLinearSoftmax",
+    "MatMulNBits",
+}
+_SHAPE_OPS = {
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Identity",
+    "Slice",
+    "Cast",
+}
+
+
+def float_nodes(model: onnx.ModelProto, path: str) -> list[FloatNode]:
+    """Compute nodes of ``model`` that ONNX Runtime runs in float after optimisation.
+
+    The session writes its optimised graph to ``path`` (basic + extended fusions, CPU EP);
+    layout/shape-only ops (Reshape, Transpose, Gather, …) are not counted.
+    """
+    make_session(model, optimized_path=path)
+    opt = onnx.load(path)
+    out = []
+    for node in opt.graph.node:
+        if node.op_type in _INT_OPS or node.op_type in _SHAPE_OPS:
+            continue
+        out.append(FloatNode(node.name, node.op_type))
+    return out

@@ -1,0 +1,367 @@
+"""The compression search: build candidates under a time budget, measure each, select one.
+
+Candidates are tried cheapest-first (int8 with each calibration method, weight-only int8/int4,
+unstructured / 2:4 / elimination–compensation pruning followed by int8, structured channel removal,
+Marchenko–Pastur low-rank, then their int8 versions). The search stops *starting* new candidates
+once ``time_budget_s`` has elapsed; what was built is kept (the baseline is always measured).
+
+Trust re-audit: for each candidate, the registered checks named in :data:`TRUST_CHECKS` that exist
+(``edgeproof.checks.available_checks()``) are run on an ``AuditContext`` built with
+``edgeproof.models.loading.from_module(candidate_module, spec)``; missing checks are skipped with
+a note in the ledger. Quantized candidates are audited through their PyTorch fake-quant simulation
+(gradients through rounding are zero, so gradient attacks on them are noted as possibly masked).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeproof.compress.ledger import (
+    Candidate,
+    Ledger,
+    measure_latency,
+    measure_peak_rss_mb,
+    per_class_accuracy,
+)
+from edgeproof.compress.lowrank import factorize_lowrank
+from edgeproof.compress.onnx_export import export_onnx, make_session, run_session
+from edgeproof.compress.prune import prune_n_m, prune_unstructured, remove_channels
+from edgeproof.compress.quantize import QuantConfig, fold_batchnorm, quantize
+from edgeproof.data.dataset import Dataset
+from edgeproof.errors import OptionError
+from edgeproof.results import Metric
+from edgeproof.spec import InputSpec, ThreatModel
+from edgeproof.stats import wilson_interval
+
+__all__ = ["TRUST_CHECKS", "Budget", "Built", "CandidateRecipe", "default_recipes", "search"]
+
+TRUST_CHECKS: tuple[str, ...] = ("calibration", "adversarial", "bitflip", "certify")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The user's budget: accuracy drop (absolute, fraction), size (bytes), search time (s)."""
+
+    max_drop: float | None = None
+    max_size: int | None = None
+    time_budget_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_drop is not None and not 0.0 <= self.max_drop <= 1.0:
+            raise OptionError("--max-drop", f"{self.max_drop} is not in [0, 1]", "use e.g. 1%")
+        if self.max_size is not None and self.max_size <= 0:
+            raise OptionError(
+                "--max-size", f"{self.max_size} bytes is not positive", "use e.g. 200KB"
+            )
+        if not self.time_budget_s > 0:
+            raise OptionError(
+                "--time-budget", f"{self.time_budget_s} s is not positive", "use e.g. 120"
+            )
+
+
+@dataclass
+class Built:
+    """A built candidate before measurement: the torch module and its ONNX graph."""
+
+    module: nn.Module
+    onnx_bytes: bytes
+    settings: dict[str, object] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    parity: object | None = None
+    float_nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CandidateRecipe:
+    """A named way to build a candidate from the baseline module."""
+
+    name: str
+    technique: str
+    build: Callable[[nn.Module, InputSpec, np.ndarray, np.ndarray], Built]
+
+
+def _quant(cfg: QuantConfig) -> Callable[[nn.Module, InputSpec, np.ndarray, np.ndarray], Built]:
+    def build(m: nn.Module, spec: InputSpec, xc: np.ndarray, xe: np.ndarray) -> Built:
+        q = quantize(m, spec.shape, xc, cfg, x_eval=xe)
+        notes = [f"left in float: {u.name} ({u.kind}): {u.reason}" for u in q.unquantized]
+        return Built(
+            q.sim,
+            q.onnx_bytes(),
+            {"scheme": cfg.scheme, "calibration": cfg.calibration, "group_size": cfg.group_size},
+            notes,
+            q.parity,
+            tuple(f"{f.op_type}:{f.name}" for f in q.float_nodes),
+        )
+
+    return build
+
+
+def _then_int8(
+    prep: Callable[[nn.Module, np.ndarray], tuple[nn.Module, dict[str, object], list[str]]],
+    quantized: bool,
+) -> Callable[[nn.Module, InputSpec, np.ndarray, np.ndarray], Built]:
+    def build(m: nn.Module, spec: InputSpec, xc: np.ndarray, xe: np.ndarray) -> Built:
+        pm, settings, notes = prep(m, xc)
+        if quantized:
+            b = _quant(QuantConfig("int8", "percentile"))(pm, spec, xc, xe)
+            b.settings.update(settings)
+            b.notes[:0] = notes
+            return b
+        onnx_model = export_onnx(fold_batchnorm(pm), spec.shape)
+        return Built(pm, onnx_model.SerializeToString(), settings, notes)
+
+    return build
+
+
+def _prep_unstructured(
+    ratio: float, method: str
+) -> Callable[..., tuple[nn.Module, dict[str, object], list[str]]]:
+    def prep(m: nn.Module, xc: np.ndarray) -> tuple[nn.Module, dict[str, object], list[str]]:
+        from edgeproof.compress.prune import recalibrate_batchnorm, sparsity
+
+        p = recalibrate_batchnorm(prune_unstructured(m, ratio, method=method, x_calib=xc), xc)
+        return (
+            p,
+            {"sparsity": round(sparsity(p), 4), "prune": method},
+            ["dense ONNX storage: zeros are not smaller on disk"],
+        )
+
+    return prep
+
+
+def _prep_nm(m: nn.Module, xc: np.ndarray) -> tuple[nn.Module, dict[str, object], list[str]]:
+    from edgeproof.compress.prune import recalibrate_batchnorm
+
+    return (
+        recalibrate_batchnorm(prune_n_m(m, 2, 4), xc),
+        {"pattern": "2:4"},
+        ["dense ONNX storage: 2:4 zeros need a sparse kernel to be faster"],
+    )
+
+
+def _prep_channels(ratio: float) -> Callable[..., tuple[nn.Module, dict[str, object], list[str]]]:
+    def prep(m: nn.Module, xc: np.ndarray) -> tuple[nn.Module, dict[str, object], list[str]]:
+        gm, done = remove_channels(m, ratio, xc)
+        if not done:
+            raise OptionError("--channel-ratio", "no layer pair can lose channels in this model")
+        return (
+            gm,
+            {"channel_ratio": ratio, "shrunk": [f"{d.producer}->{d.consumer}" for d in done]},
+            [],
+        )
+
+    return prep
+
+
+def _prep_lowrank(m: nn.Module, xc: np.ndarray) -> tuple[nn.Module, dict[str, object], list[str]]:
+    gm, rep = factorize_lowrank(m)
+    factored = [f"{r.name}:{r.rank_kept}/{r.full_rank}" for r in rep if r.factored]
+    if not factored:
+        raise OptionError("lowrank", "no layer has a Marchenko-Pastur rank that saves parameters")
+    return gm, {"factored": factored}, []
+
+
+def default_recipes() -> list[CandidateRecipe]:
+    """The search order, cheapest first."""
+    r = [
+        CandidateRecipe(f"int8-{c}", "ptq-int8", _quant(QuantConfig("int8", c)))
+        for c in ("percentile", "minmax", "mse", "entropy")
+    ]
+    r += [
+        CandidateRecipe("w8", "weight-only-int8", _quant(QuantConfig("w8"))),
+        CandidateRecipe("w4g32", "weight-only-int4", _quant(QuantConfig("w4", group_size=32))),
+        CandidateRecipe(
+            "prune50+int8",
+            "magnitude-pruning+int8",
+            _then_int8(_prep_unstructured(0.5, "magnitude"), True),
+        ),
+        CandidateRecipe(
+            "ec50+int8",
+            "elimination-compensation+int8",
+            _then_int8(_prep_unstructured(0.5, "ec"), True),
+        ),
+        CandidateRecipe("2:4+int8", "n:m-pruning+int8", _then_int8(_prep_nm, True)),
+        CandidateRecipe("channels25", "channel-removal", _then_int8(_prep_channels(0.25), False)),
+        CandidateRecipe(
+            "channels25+int8", "channel-removal+int8", _then_int8(_prep_channels(0.25), True)
+        ),
+        CandidateRecipe(
+            "channels50+int8", "channel-removal+int8", _then_int8(_prep_channels(0.5), True)
+        ),
+        CandidateRecipe("lowrank-mp", "mp-lowrank", _then_int8(_prep_lowrank, False)),
+        CandidateRecipe("lowrank-mp+int8", "mp-lowrank+int8", _then_int8(_prep_lowrank, True)),
+    ]
+    return r
+
+
+def _trust(
+    module: nn.Module, spec: InputSpec, data: Dataset, seed: int, checks: tuple[str, ...]
+) -> tuple[list[Metric], list[str]]:
+    from edgeproof.checks import available_checks, get_check
+    from edgeproof.checks.base import AuditContext
+
+    notes: list[str] = []
+    metrics: list[Metric] = []
+    registered = set(available_checks())
+    missing = [c for c in checks if c not in registered]
+    if missing:
+        notes.append(f"not re-audited (check not registered): {', '.join(missing)}")
+    try:
+        from edgeproof.models.loading import from_module
+    except ImportError:
+        return metrics, [*notes, "no re-audit: edgeproof.models.loading.from_module missing"]
+    loaded = from_module(module, spec)
+    threat = ThreatModel(spec)
+    for name in checks:
+        if name not in registered:
+            continue
+        ctx = AuditContext(model=loaded, data=data, threat=threat, seed=seed)
+        check = get_check(name)
+        reason = check.skip_reason(ctx)
+        if reason:
+            notes.append(f"{name} skipped: {reason}")
+            continue
+        try:
+            res = check.run(ctx)
+        except Exception as exc:  # a failing check is recorded, the others still run
+            notes.append(f"{name} failed: {type(exc).__name__}: {exc}")
+            continue
+        for m in res.metrics:
+            metrics.append(
+                Metric(
+                    f"{name}.{m.name}",
+                    m.value,
+                    m.unit,
+                    m.ci,
+                    m.description,
+                    m.higher_is_better,
+                    m.settings,
+                )
+            )
+    return metrics, notes
+
+
+def measure(
+    name: str,
+    technique: str,
+    built: Built,
+    spec: InputSpec,
+    data: Dataset,
+    baseline_pc: tuple[float, ...] | None,
+    *,
+    threads: int,
+    checks: tuple[str, ...],
+    seed: int,
+    build_s: float = 0.0,
+    audit_records: int = 200,
+) -> Candidate:
+    """Measure one built candidate on ``data`` (its ONNX graph in ONNX Runtime)."""
+    sess = make_session(built.onnx_bytes, threads=threads)
+    logits = run_session(sess, data.x)[0]
+    pred = logits.argmax(1)
+    k = data.num_classes
+    correct = int((pred == data.y).sum())
+    pc = per_class_accuracy(pred, data.y, k)
+    drift = tuple(a - b for a, b in zip(pc, baseline_pc)) if baseline_pc else tuple(0.0 for _ in pc)
+    p50, p95 = measure_latency(built.onnx_bytes, data.x[0], threads=threads)
+    rss = measure_peak_rss_mb(built.onnx_bytes, data.x, threads=threads)
+    audit = data.subset(np.arange(min(audit_records, len(data))))
+    trust, tnotes = _trust(built.module, spec, audit, seed, checks) if checks else ([], [])
+    notes = list(built.notes) + tnotes
+    if technique.startswith(("ptq-int8", "mixed")) or technique.endswith("+int8"):
+        notes.append("trust metrics measured on the PyTorch fake-quant simulation")
+    from edgeproof.compress.quantize import Parity
+
+    parity = built.parity if isinstance(built.parity, Parity) else None
+    return Candidate(
+        name=name,
+        technique=technique,
+        settings=dict(built.settings),
+        accuracy=correct / max(len(data), 1),
+        accuracy_ci=wilson_interval(correct, len(data)),
+        per_class_accuracy=pc,
+        per_class_drift=drift,
+        size_bytes=len(built.onnx_bytes),
+        latency_p50_ms=p50,
+        latency_p95_ms=p95,
+        threads=threads,
+        peak_rss_mb=rss,
+        trust=tuple(trust),
+        parity=parity,
+        float_nodes=built.float_nodes,
+        notes=tuple(notes),
+        build_s=build_s,
+    )
+
+
+def search(
+    module: nn.Module,
+    spec: InputSpec,
+    calib: Dataset,
+    evaluation: Dataset,
+    budget: Budget,
+    *,
+    recipes: list[CandidateRecipe] | None = None,
+    threads: int = 1,
+    checks: tuple[str, ...] = TRUST_CHECKS,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> Ledger:
+    """Build and measure candidates within ``budget.time_budget_s``; returns the ledger."""
+    t0 = time.perf_counter()
+    module = module.eval()
+    xc = calib.x
+    base_onnx = export_onnx(fold_batchnorm(module), spec.shape).SerializeToString()
+    base_built = Built(module, base_onnx, {"precision": "fp32"})
+    baseline = measure(
+        "fp32",
+        "baseline",
+        base_built,
+        spec,
+        evaluation,
+        None,
+        threads=threads,
+        checks=checks,
+        seed=seed,
+    )
+    ledger = Ledger(baseline)
+    ledger.artefacts["fp32"] = base_built
+    xe = evaluation.x[:256]
+    for recipe in recipes if recipes is not None else default_recipes():
+        elapsed = time.perf_counter() - t0
+        if elapsed > budget.time_budget_s:
+            ledger.skipped.append(f"{recipe.name}: time budget of {budget.time_budget_s:g} s spent")
+            continue
+        tb = time.perf_counter()
+        try:
+            with torch.no_grad():
+                built = recipe.build(module, spec, xc, xe)
+        except OptionError as exc:
+            ledger.skipped.append(f"{recipe.name}: {exc}")
+            continue
+        cand = measure(
+            recipe.name,
+            recipe.technique,
+            built,
+            spec,
+            evaluation,
+            baseline.per_class_accuracy,
+            threads=threads,
+            checks=checks,
+            seed=seed,
+            build_s=time.perf_counter() - tb,
+        )
+        ledger.candidates.append(cand)
+        ledger.artefacts[cand.name] = built
+        if log is not None:
+            log(
+                f"{cand.name}: accuracy {cand.accuracy:.4f}, {cand.size_bytes} B, "
+                f"p50 {cand.latency_p50_ms:.3f} ms"
+            )
+    return ledger

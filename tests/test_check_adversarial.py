@@ -1,0 +1,160 @@
+"""The adversarial check: curve, metrics, gradient-masking findings, bad input, ONNX skip."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from edgeproof.attacks.curve import RobustnessCurve
+from edgeproof.checks import get_check
+from edgeproof.checks.adversarial import AdversarialCheck, AttackData
+from edgeproof.checks.base import AuditContext
+from edgeproof.data.dataset import Dataset
+from edgeproof.errors import SpecError
+from edgeproof.models.loaded import LoadedModel
+from edgeproof.models.loading import from_module
+from edgeproof.runner import audit
+from edgeproof.spec import InputSpec, ThreatModel
+
+
+def _ctx(model: LoadedModel, data: Dataset, eps: tuple[float, ...] = (0.03, 0.1)) -> AuditContext:
+    assert model.spec is not None
+    return AuditContext(model=model, data=data, threat=ThreatModel(model.spec, "linf", eps))
+
+
+def onnx_linear_model(spec: InputSpec, k: int) -> LoadedModel:
+    """A Flatten → MatMul ONNX model (forward only) built directly with onnx.helper."""
+    d = spec.numel
+    w = np.random.default_rng(0).normal(size=(d, k)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"], axis=1),
+         helper.make_node("MatMul", ["f", "W"], ["logits"])],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *spec.shape])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])],
+        initializer=[numpy_helper.from_array(w, "W")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return LoadedModel(path=None, format="onnx", session=sess, spec=spec)
+
+
+def test_adversarial_check_on_digits_reports_a_falling_curve_and_no_masking(
+    digits_model: LoadedModel, digits_test: Dataset
+) -> None:
+    res = AdversarialCheck().run(_ctx(digits_model, digits_test, (0.01, 0.03, 0.1)))
+    robust = [res.metric(f"robust_accuracy@{e:g}") for e in (0.01, 0.03, 0.1)]
+    clean = res.metric("clean_accuracy").value
+    values = [m.value for m in robust]
+    assert clean >= values[0] >= values[1] >= values[2]
+    for m in robust:
+        assert m.ci is not None and m.ci.low <= m.value <= m.ci.high and m.ci.method == "wilson"
+    assert res.metric("robust_accuracy").value == values[-1]
+    table = res.tables[0]
+    assert table.rows[-1][0] == 1.0  # the sanity ε: the domain's diameter
+    assert table.rows[-1][table.columns.index("worst-case robust acc")] <= 0.1
+    assert all(f.severity == "info" for f in res.findings)
+    assert "no sign of gradient masking" in res.findings[-1].message
+    mins = res.metric("median_minimal_eps")
+    assert 0 < mins.value < 1 and mins.ci is not None
+    assert res.figures[0].svg.startswith("<svg")
+
+
+class _Saturated(nn.Module):
+    """Logits × 1e4: the softmax is exactly one-hot in float32, so input gradients vanish."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.inner(x) * 1e4
+        return out
+
+
+def test_gradient_masking_model_gets_the_chance_level_warning(
+    digits_model: LoadedModel, digits_test: Dataset
+) -> None:
+    assert digits_model.module is not None and digits_model.spec is not None
+    masked = from_module(_Saturated(copy.deepcopy(digits_model.module)), digits_model.spec)
+    check = AdversarialCheck(attacks=("fgsm", "pgd"), pgd_random_start=False, bisection_steps=0,
+                             max_samples=120)
+    res = check.run(_ctx(masked, digits_test))
+    warnings = [f for f in res.findings if f.severity == "warning"]
+    assert len(warnings) == 1
+    assert "any input in the domain is reachable" in warnings[0].message
+    assert "gradient masking" in warnings[0].message
+
+
+def _attack_data(k: int) -> AttackData:
+    return AttackData(model=nn.Identity(), x=torch.zeros(1), y=torch.zeros(1), index=np.arange(1),
+                      num_classes=k, norm="linf", domain=(0.0, 1.0), diameter=1.0)
+
+
+def test_sanity_findings_flag_rising_accuracy_and_pgd_weaker_than_fgsm() -> None:
+    n = 100
+    clean = np.ones(n, dtype=bool)
+    fooled = np.zeros((2, 3, n), dtype=bool)  # attacks (fgsm, pgd) × ε (0.1, 0.2, 1.0)
+    fooled[0, 0, :40] = True  # FGSM fools 40 at ε=0.1 ...
+    fooled[1, 0, :10] = True  # ... PGD only 10: PGD weaker than FGSM
+    fooled[0, 1, :20] = True  # at ε=0.2 both fool only 20: robust accuracy rises 0.6 → 0.8
+    fooled[1, 1, :20] = True
+    fooled[:, 2, :] = True
+    curve = RobustnessCurve("linf", (0.1, 0.2, 1.0), ("fgsm", "pgd"), clean, fooled)
+    findings = AdversarialCheck()._sanity(curve, _attack_data(10), (0.1, 0.2, 1.0))
+    messages = [f.message for f in findings if f.severity == "warning"]
+    assert len(messages) == 2
+    assert messages[0].startswith("robust accuracy increases with ε (60/100 robust at ε=0.1, 80")
+    assert messages[1].startswith("PGD is weaker than FGSM at ε=0.1")
+    assert "30 samples fooled by FGSM but not PGD" in messages[1]
+
+
+def test_adversarial_check_rejects_data_outside_the_declared_domain(
+    digits_model: LoadedModel, digits_test: Dataset
+) -> None:
+    wide = copy.copy(digits_test)
+    wide.x = digits_test.x * 2.0
+    with pytest.raises(SpecError, match=r"inputs span \[0, 2\] but the declared input domain is "
+                                        r"\[0, 1\].*--domain 0,2"):
+        AdversarialCheck().run(_ctx(digits_model, wide))
+
+
+def test_adversarial_check_rejects_a_model_whose_output_is_not_logits_of_the_classes(
+    digits_model: LoadedModel, digits_test: Dataset
+) -> None:
+    assert digits_model.spec is not None
+    torch.manual_seed(0)
+    five = from_module(nn.Sequential(nn.Flatten(), nn.Linear(64, 5)).eval(), digits_model.spec)
+    with pytest.raises(SpecError, match=r"outputs of shape \[360, 5\], but logits of the 10 "
+                                        r"declared classes must have shape \[batch, 10\]"):
+        AdversarialCheck().run(_ctx(five, digits_test))
+
+
+def test_onnx_model_skips_gradient_checks_with_the_reason_and_still_runs_corruption(
+    digits_model: LoadedModel, digits_test: Dataset
+) -> None:
+    assert digits_model.spec is not None
+    model = onnx_linear_model(digits_model.spec, 10)
+    report = audit(model, digits_test, ["adversarial", "fisher", "corruption"],
+                   threat=ThreatModel(digits_model.spec, "linf", (0.03,)))
+    by_name = {r.check: r for r in report.checks}
+    for name in ("adversarial", "fisher"):
+        assert by_name[name].status == "skipped"
+        assert by_name[name].skip_reason == "needs gradients, which a onnx model does not provide"
+    assert by_name["corruption"].status == "ok"
+    assert by_name["corruption"].tables[0].rows
+
+
+def test_adversarial_check_is_registered_with_its_settings() -> None:
+    check = get_check("adversarial", pgd_steps=3, attacks=["pgd"])
+    assert isinstance(check, AdversarialCheck)
+    assert check.settings["pgd_steps"] == 3 and check.needs_gradients and check.needs_data

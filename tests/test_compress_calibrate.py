@@ -1,0 +1,85 @@
+"""Activation range estimators and weight quantizers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto
+from onnxruntime.quantization.quant_utils import compute_scale_zp
+
+from edgeproof.compress.calibrate import RangeObserver, activation_qparams, estimate_range
+from edgeproof.compress.weights import fake_quantize_weight, quantize_groups, quantize_per_channel
+from edgeproof.errors import OptionError
+
+
+@pytest.fixture
+def heavy_tailed() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    v = np.abs(rng.standard_normal(50_000)).astype(np.float32)
+    v[:5] = 40.0  # a few outliers far outside the bulk
+    return v
+
+
+def test_minmax_returns_the_observed_extremes_including_zero(heavy_tailed: np.ndarray) -> None:
+    obs = RangeObserver("minmax")
+    obs.observe(heavy_tailed[:100])
+    obs.observe(heavy_tailed[100:])
+    r = obs.range()
+    assert (r.lo, r.hi) == (0.0, pytest.approx(40.0))
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_clipping_methods_ignore_rare_outliers(heavy_tailed: np.ndarray, method: str) -> None:
+    lo, hi = estimate_range(heavy_tailed, method)
+    assert lo == 0.0
+    assert 2.0 < hi < 20.0  # clipped well below the outliers, above the bulk's median
+
+
+def test_mse_threshold_clips_a_laplace_tail_and_lowers_the_error() -> None:
+    v = np.abs(np.random.default_rng(2).laplace(size=50_000)).astype(np.float32)
+
+    def err(lo: float, hi: float) -> float:
+        s, z = activation_qparams(lo, hi)
+        q = np.clip(np.round(v / s) + z, 0, 255)
+        return float(np.mean(((q - z) * s - v) ** 2))
+
+    mse_range = estimate_range(v, "mse")
+    assert mse_range[1] < float(v.max())
+    assert err(*mse_range) < err(*estimate_range(v, "minmax"))
+
+
+def test_activation_qparams_match_onnxruntime_uint8_formula() -> None:
+    for lo, hi in [(-1.3, 2.7), (0.0, 5.0), (-3.0, -1.0), (0.5, 0.9)]:
+        ours = activation_qparams(lo, hi)
+        zp, scale = compute_scale_zp(
+            np.array(min(lo, 0.0), np.float32),
+            np.array(max(hi, 0.0), np.float32),
+            np.array(0, np.uint8),
+            np.array(255, np.uint8),
+        )
+        assert ours[1] == int(zp)
+        assert ours[0] == pytest.approx(float(scale), rel=1e-6)
+    assert TensorProto.UINT8  # the dtype the QDQ graph uses for activations
+
+
+def test_unknown_calibration_method_names_the_option() -> None:
+    with pytest.raises(OptionError, match="--calibration: unknown method 'kl'"):
+        RangeObserver("kl")
+
+
+def test_per_channel_int8_error_is_at_most_half_a_step() -> None:
+    w = np.random.default_rng(1).standard_normal((8, 3, 5)).astype(np.float32)
+    q, s = quantize_per_channel(w, 0, 8)
+    assert q.min() >= -127 and q.max() <= 127
+    assert np.all(np.abs(q * s[:, None, None] - w) <= s[:, None, None] / 2 + 1e-7)
+    assert np.allclose(np.abs(q).reshape(8, -1).max(1), 127)
+
+
+def test_int4_group_scales_cover_each_group_separately() -> None:
+    m = np.ones((2, 70), np.float32)
+    m[:, 32:] = 100.0  # the second and third (short) groups are large
+    q, s = quantize_groups(m, 32, 4)
+    assert s.shape == (2, 3)
+    assert np.allclose(q[:, :32], 7)  # the small first group keeps full resolution
+    deq = fake_quantize_weight(m, 0, 4, group_size=32)
+    assert np.allclose(deq, m)
