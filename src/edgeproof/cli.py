@@ -151,7 +151,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from edgeproof.demo import run_demo
     from edgeproof.report.terminal import print_summary
 
-    result = run_demo(args.out, progress=not args.quiet, seed=args.seed)
+    result = run_demo(args.out, progress=not args.quiet, seed=args.seed, threads=args.threads)
     if not args.quiet:
         print_summary(result.report)
     how = "cached" if result.cached else f"trained in {result.train_seconds:.1f} s"
