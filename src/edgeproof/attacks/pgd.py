@@ -1,9 +1,13 @@
 """PGD: projected gradient descent on the cross-entropy (Madry et al. 2018, arXiv 1706.06083).
 
-Each step follows torchattacks 3.5.1 (``PGD`` for L∞, ``PGDL2`` for L2) operation for operation,
-so with ``random_start=False`` the adversarial examples are the same to float rounding:
+Each step follows torchattacks 3.5.1 (``PGD`` for L∞, ``PGDL2`` for L2), so with
+``random_start=False`` the adversarial examples are the same to float rounding (≤ 1e-7 on digits):
 
-* L∞: ``x ← x + α·sign(g)``; ``δ = clamp(x − x₀, −ε, ε)``; ``x ← clamp(x₀ + δ, lo, hi)``.
+* L∞: ``x ← x + α·sign(g)``; then projection onto the ε-ball and clipping to the domain, which
+  torchattacks writes ``clamp(x₀ + clamp(x − x₀, −ε, ε), lo, hi)`` and we compute as one clamp
+  to the precomputed bounds ``[max(x₀ − ε, lo), min(x₀ + ε, hi)]`` (the same set and order, three
+  elementwise passes per step instead of six; only the rounding of the ``x₀ + δ`` round trip
+  differs).
 * L2: ``x ← x + α·g/(‖g‖₂ + 1e-10)``; ``δ = (x − x₀)·min(1, ε/‖x − x₀‖₂)``;
   ``x ← clamp(x₀ + δ, lo, hi)``.
 * Random start: L∞ uniform in ``[−ε, ε]^d``; L2 a Gaussian direction scaled to radius ``r·ε``,
