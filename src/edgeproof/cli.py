@@ -274,11 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _area_commands() -> list[Any]:
     """Subcommands contributed by the library's areas (train, seal, compress, ...)."""
+    from edgeproof.compress.commands import add_commands as compress_commands
     from edgeproof.diagnostics.commands import add_commands as diagnostics_commands
     from edgeproof.integrity.commands import add_commands as integrity_commands
     from edgeproof.models.commands import add_commands as models_commands
 
-    return [models_commands, diagnostics_commands, integrity_commands]
+    return [models_commands, compress_commands, diagnostics_commands, integrity_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

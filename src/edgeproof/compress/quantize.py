@@ -430,7 +430,7 @@ def _regroup_sim(
                 continue
             w = _weight(mod).detach().numpy()
             _weight(mod).copy_(
-                torch.from_numpy(fake_quantize_weight(w, 0, bits, config.group_size))
+                torch.from_numpy(fake_quantize_weight(w, 0, layer_bits, config.group_size))
             )
     return gm
 
