@@ -169,6 +169,7 @@ def _cmd_checks(args: argparse.Namespace) -> int:
             n
             for n, flag in (
                 ("data", c.needs_data),
+                ("forward", c.needs_forward),
                 ("gradients", c.needs_gradients),
                 ("architecture", c.needs_architecture),
             )
