@@ -8,6 +8,13 @@
 
 from edgeproof.compress.calibrate import CALIBRATION_METHODS, RangeObserver
 from edgeproof.compress.commands import CompressionResult, add_commands, compress, write_artefacts
+from edgeproof.compress.earlyexit import (
+    EarlyExitConfig,
+    ExitRule,
+    attach_exits,
+    build_early_exit,
+    calibrate_thresholds,
+)
 from edgeproof.compress.ledger import Candidate, Ledger, Selection
 from edgeproof.compress.lowrank import factorize_lowrank
 from edgeproof.compress.prune import (
@@ -24,6 +31,8 @@ __all__ = [
     "Budget",
     "Candidate",
     "CompressionResult",
+    "EarlyExitConfig",
+    "ExitRule",
     "Ledger",
     "Parity",
     "QuantConfig",
@@ -31,6 +40,9 @@ __all__ = [
     "RangeObserver",
     "Selection",
     "add_commands",
+    "attach_exits",
+    "build_early_exit",
+    "calibrate_thresholds",
     "compress",
     "default_recipes",
     "factorize_lowrank",

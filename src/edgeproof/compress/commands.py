@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from edgeproof.atomic import atomic_write_bytes, atomic_write_text
+from edgeproof.compress.earlyexit import EarlyExitConfig
 from edgeproof.compress.ledger import Ledger, Selection, summary_metrics
 from edgeproof.compress.search import TRUST_CHECKS, Budget, CandidateRecipe, search
 from edgeproof.data.dataset import Dataset
@@ -117,11 +118,13 @@ def compress(
     seed: int = 0,
     recipes: list[CandidateRecipe] | None = None,
     log: Callable[[str], None] | None = None,
+    early_exit: EarlyExitConfig | None = None,
 ) -> CompressionResult:
     """Search, measure and select: the library form of ``edgeproof compress``.
 
     Without ``evaluation`` the first ``min(calib_size, N/2)`` records of ``data`` calibrate and
-    the rest evaluate (so calibration and evaluation never share a record).
+    the rest evaluate (so calibration and evaluation never share a record). ``early_exit`` adds
+    an early-exit candidate (heads fitted and thresholds calibrated on the calibration part).
     """
     budget = budget or Budget()
     if tuple(data.sample_shape) != tuple(spec.shape):
@@ -144,6 +147,7 @@ def compress(
         seed=seed,
         recipes=recipes,
         log=log,
+        early_exit=early_exit,
     )
     sel = ledger.select(budget.max_drop, budget.max_size)
     built = ledger.artefacts[sel.chosen.name]
@@ -282,6 +286,9 @@ def _handler(args: argparse.Namespace) -> int:
         threads=args.threads,
         seed=args.seed,
         log=print,
+        early_exit=EarlyExitConfig(criterion=args.exit_criterion.replace("-", "_"))
+        if args.early_exit
+        else None,
     )
     write_artefacts(
         result,
@@ -306,7 +313,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog="example: edgeproof compress model.safetensors --arch zoo:cnn-lstm "
         "--data builtin:synth-ecg/train --eval builtin:synth-ecg --max-drop 1% "
-        "--max-size 200KB --time-budget 120 --out runs/c",
+        "--max-size 200KB --time-budget 120 --early-exit --out runs/c",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help="model file (.safetensors with sidecar, .pt2, TorchScript)")
@@ -322,5 +329,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=float, default=120.0, help="search time in seconds")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for latency")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--early-exit",
+        action="store_true",
+        help="also try exit heads at intermediate blocks (zoo backbones), thresholds to --max-drop",
+    )
+    p.add_argument(
+        "--exit-criterion",
+        choices=("max-softmax", "entropy"),
+        default="max-softmax",
+        help="early-exit rule: max-softmax >= tau, or entropy <= T (default max-softmax)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(handler=_handler)

@@ -4,30 +4,117 @@ Every candidate is measured on its **exported ONNX graph in ONNX Runtime** (the 
 ships): top-1 accuracy with a 95 % Wilson interval, per-class accuracy drift vs the baseline, size
 of the serialised graph, p50/p95 latency at batch 1 (threads stated), and the peak resident memory
 of a fresh process running the graph (:func:`measure_peak_rss_mb`). Trust metrics come from the
-registered checks re-run on the candidate's PyTorch module (see :mod:`edgeproof.compress.search`).
+registered checks re-run on the candidate's PyTorch module by :func:`reaudit`, with the small
+settings of :data:`REAUDIT_SETTINGS` so a search over a dozen candidates stays fast; the headline
+trust columns of the ledger table are :data:`TRUST_COLUMNS` (ECE, robust accuracy at the threat
+model's ε, DNL bit-flip AR(10), verified accuracy when a ``certify`` check is registered).
+
+Quantized candidates are audited through their PyTorch fake-quant simulation. Rounding has zero
+gradient, so gradient attacks on it would be masked (robust accuracy = clean accuracy, a false
+result). :func:`straight_through` wraps every activation fake-quantizer in the *clipped
+straight-through estimator* (Bengio et al. 2013, arXiv 1308.3432; Hubara et al. 2016): the
+forward value is the fake-quantized one bit for bit, the gradient is the identity inside the
+quantizer's representable range and zero outside it. The attack is therefore a white-box attack
+on the quantized model itself, not a transfer from the fp32 model.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from edgeproof.compress.onnx_export import make_session
-from edgeproof.compress.quantize import Parity
+from edgeproof.compress.quantize import ActFakeQuant, Parity
+from edgeproof.data.dataset import Dataset
 from edgeproof.results import Figure, Interval, Metric, Table
+from edgeproof.spec import InputSpec, ThreatModel
 
 __all__ = [
+    "REAUDIT_SETTINGS",
+    "TRUST_COLUMNS",
     "Candidate",
     "Ledger",
     "Selection",
+    "StraightThrough",
+    "TrustColumn",
     "measure_latency",
     "measure_peak_rss_mb",
     "per_class_accuracy",
+    "reaudit",
+    "straight_through",
 ]
+
+
+@dataclass(frozen=True)
+class TrustColumn:
+    """One headline trust column of the ledger table.
+
+    Attributes:
+        column: the column name in :meth:`Ledger.table`.
+        metric: the ``<check>.<metric>`` name in :attr:`Candidate.trust`.
+        description: what the number is and how it was measured (goes in the table description).
+    """
+
+    column: str
+    metric: str
+    description: str
+
+
+TRUST_COLUMNS: tuple[TrustColumn, ...] = (
+    TrustColumn(
+        "ece",
+        "calibration.ece",
+        "ece: expected calibration error, 15 equal-width bins (calibration check); lower is better",
+    ),
+    TrustColumn(
+        "robust_acc",
+        "adversarial.robust_accuracy",
+        "robust_acc: accuracy under the worst of FGSM and PGD-10 at the threat model's largest ε "
+        "(adversarial check, up to 100 seeded records); quantized candidates are attacked "
+        "white-box through their fake-quant simulation with a clipped straight-through "
+        "estimator for the activation rounding (no transfer from fp32)",
+    ),
+    TrustColumn(
+        "dnl_ar10_pct",
+        "bitflip.dnl_ar_10",
+        "dnl_ar10_pct: accuracy reduction AR(10) = (acc_clean - acc_10)/acc_clean in % after the "
+        "10 DNL sign flips (w -> -w) of the largest weights in the first 10 layers (bitflip "
+        "check, up to 200 records); on quantized candidates the flipped weights are the "
+        "dequantized grid values; higher is more fragile",
+    ),
+    TrustColumn(
+        "verified_acc",
+        "certify.verified_accuracy",
+        "verified_acc: certified accuracy at the threat model's ε (certify check)",
+    ),
+)
+
+REAUDIT_SETTINGS: dict[str, dict[str, Any]] = {
+    "calibration": {"n_bins": 15, "resamples": 100},
+    "adversarial": {
+        "attacks": ("fgsm", "pgd"),
+        "pgd_steps": 10,
+        "pgd_restarts": 1,
+        "bisection_steps": 0,
+        "max_samples": 100,
+    },
+    "bitflip": {
+        "num_layers": 10,
+        "max_k": 10,
+        "random_seeds": 2,
+        "budgets": (),
+        "eval_samples": 200,
+    },
+}
+"""Small settings per check for re-auditing every candidate (checks not named: defaults)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +138,8 @@ class Candidate:
     float_nodes: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     build_s: float = 0.0
+    expected_macs: float | None = None
+    """Expected MACs per sample (early-exit candidates; ``None`` when not measured)."""
 
     @property
     def max_class_drop(self) -> float:
@@ -87,6 +176,7 @@ class Candidate:
             "float_nodes": list(self.float_nodes),
             "notes": list(self.notes),
             "build_s": self.build_s,
+            "expected_macs": self.expected_macs,
         }
 
 
@@ -170,7 +260,8 @@ class Ledger:
         )
 
     def table(self) -> Table:
-        trust_names = sorted({m.name for c in self.rows for m in c.trust})
+        present = {m.name for c in self.rows for m in c.trust}
+        trust_cols = [t for t in TRUST_COLUMNS if t.metric in present]
         cols = [
             "candidate",
             "technique",
@@ -184,7 +275,8 @@ class Ledger:
             "threads",
             "peak_rss_mb",
             "parity_top1",
-            *trust_names,
+            "expected_macs",
+            *[t.column for t in trust_cols],
             "notes",
         ]
         rows = []
@@ -203,7 +295,8 @@ class Ledger:
                     c.threads,
                     None if c.peak_rss_mb is None else round(c.peak_rss_mb, 2),
                     None if c.parity is None else c.parity.top1_agreement,
-                    *[c.trust_value(n) for n in trust_names],
+                    None if c.expected_macs is None else round(c.expected_macs),
+                    *[_rounded(c.trust_value(t.metric)) for t in trust_cols],
                     "; ".join(c.notes),
                 ]
             )
@@ -212,7 +305,14 @@ class Ledger:
             "Compression ledger",
             cols,
             rows,
-            "Measured on the exported ONNX graph in ONNX Runtime (CPU, batch 1 latency).",
+            " ".join(
+                [
+                    "Accuracy, size, latency and memory measured on the exported ONNX graph in "
+                    "ONNX Runtime (CPU, batch-1 latency); trust columns re-audited on the "
+                    "candidate's PyTorch module (every trust metric is in compress.json).",
+                    *[t.description + "." for t in trust_cols],
+                ]
+            ),
         )
 
     def pareto_figure(self) -> Figure:
@@ -362,3 +462,117 @@ def summary_metrics(sel: Selection, base: Candidate) -> list[Metric]:
         ),
         Metric("budget_met", float(sel.met_budget), "", None, "1 if the budget was met", True),
     ]
+
+
+def _rounded(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
+class StraightThrough(nn.Module):
+    """A fake-quantizer with the clipped straight-through estimator as its gradient.
+
+    Forward: exactly ``fq(x)``. Backward: ``∂y/∂x = 1`` where ``x`` lies inside the quantizer's
+    representable range ``[(0 - zp)·s, (255 - zp)·s]``, ``0`` outside (Bengio et al. 2013).
+    """
+
+    def __init__(self, fq: ActFakeQuant) -> None:
+        super().__init__()
+        self.fq = fq
+        self.lo = (0 - fq.zero_point) * fq.scale
+        self.hi = (255 - fq.zero_point) * fq.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fq(x)
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return y
+        inside = ((x >= self.lo) & (x <= self.hi)).to(x.dtype)
+        return y.detach() + (x - x.detach()) * inside
+
+
+def straight_through(module: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of ``module`` whose calibrated activation fake-quantizers are wrapped in
+    :class:`StraightThrough`; returns ``(copy, number wrapped)`` (the module itself if none)."""
+    names = [
+        n for n, m in module.named_modules() if isinstance(m, ActFakeQuant) and m.observer is None
+    ]
+    if not names:
+        return module, 0
+    out = copy.deepcopy(module)
+    for name in names:
+        parent_name, _, attr = name.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        fq = getattr(parent, attr)
+        setattr(parent, attr, StraightThrough(fq))
+    return out, len(names)
+
+
+def reaudit(
+    module: nn.Module,
+    spec: InputSpec,
+    data: Dataset,
+    *,
+    checks: tuple[str, ...],
+    seed: int = 0,
+    threat: ThreatModel | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[list[Metric], list[str]]:
+    """Re-run the registered ``checks`` on one candidate; returns its metrics and notes.
+
+    Each check is built with ``get_check(name, **settings[name])`` (default
+    :data:`REAUDIT_SETTINGS`) and run on one shared :class:`AuditContext` over
+    ``from_module(straight_through(module), spec)``; the threat model is reduced to its largest
+    ε (the spec's budget) so the attack runs once per candidate. Metrics are renamed
+    ``<check>.<metric>``. A check that is not registered, skips, or fails is recorded as a note
+    and the others still run.
+    """
+    from edgeproof.checks import available_checks, get_check
+    from edgeproof.checks.base import AuditContext
+    from edgeproof.models.loading import from_module
+
+    conf = REAUDIT_SETTINGS if settings is None else settings
+    notes: list[str] = []
+    metrics: list[Metric] = []
+    registered = set(available_checks())
+    missing = [c for c in checks if c not in registered]
+    if missing:
+        notes.append(f"not re-audited (check not registered): {', '.join(missing)}")
+    todo = [c for c in checks if c in registered]
+    if not todo:
+        return metrics, notes
+    audited, wrapped = straight_through(module)
+    if wrapped:
+        notes.append(
+            f"trust re-audit: {wrapped} activation fake-quantizers use a clipped "
+            "straight-through estimator for gradients (forward unchanged)"
+        )
+    base = threat if threat is not None else ThreatModel(spec)
+    ctx = AuditContext(
+        model=from_module(audited, spec),
+        data=data,
+        threat=ThreatModel(base.input, base.norm, (base.eps[-1],)),
+        seed=seed,
+    )
+    for name in todo:
+        try:
+            check = get_check(name, **dict(conf.get(name, {})))
+            reason = check.skip_reason(ctx)
+            if reason:
+                notes.append(f"{name} skipped: {reason}")
+                continue
+            res = check.run(ctx)
+        except Exception as exc:  # a failing check is recorded, the others still run
+            notes.append(f"{name} failed: {type(exc).__name__}: {exc}")
+            continue
+        for m in res.metrics:
+            metrics.append(
+                Metric(
+                    f"{name}.{m.name}",
+                    m.value,
+                    m.unit,
+                    m.ci,
+                    m.description,
+                    m.higher_is_better,
+                    m.settings,
+                )
+            )
+    return metrics, notes

@@ -8,15 +8,17 @@ once ``time_budget_s`` has elapsed; what was built is kept (the baseline is alwa
 Trust re-audit: for each candidate, the registered checks named in :data:`TRUST_CHECKS` that exist
 (``edgeproof.checks.available_checks()``) are run on an ``AuditContext`` built with
 ``edgeproof.models.loading.from_module(candidate_module, spec)``; missing checks are skipped with
-a note in the ledger. Quantized candidates are audited through their PyTorch fake-quant simulation
-(gradients through rounding are zero, so gradient attacks on them are noted as possibly masked).
+a note in the ledger. Quantized candidates are audited through their PyTorch fake-quant simulation,
+with a clipped straight-through estimator for the activation rounding so gradient attacks are not
+masked (:func:`edgeproof.compress.ledger.reaudit`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,8 +38,11 @@ from edgeproof.compress.quantize import QuantConfig, fold_batchnorm, quantize
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError
 from edgeproof.results import Metric
-from edgeproof.spec import InputSpec, ThreatModel
+from edgeproof.spec import InputSpec
 from edgeproof.stats import wilson_interval
+
+if TYPE_CHECKING:
+    from edgeproof.compress.earlyexit import EarlyExitConfig
 
 __all__ = ["TRUST_CHECKS", "Budget", "Built", "CandidateRecipe", "default_recipes", "search"]
 
@@ -95,6 +100,28 @@ def _quant(cfg: QuantConfig) -> Callable[[nn.Module, InputSpec, np.ndarray, np.n
             q.onnx_bytes(),
             {"scheme": cfg.scheme, "calibration": cfg.calibration, "group_size": cfg.group_size},
             notes,
+            q.parity,
+            tuple(f"{f.op_type}:{f.name}" for f in q.float_nodes),
+        )
+
+    return build
+
+
+def _mixed(
+    size_fraction: float | None, max_drop: float | None
+) -> Callable[[nn.Module, InputSpec, np.ndarray, np.ndarray], Built]:
+    """SigmaQuant-style 4/8-bit plan (:mod:`edgeproof.compress.mixed`), executed as a QDQ graph."""
+
+    def build(m: nn.Module, spec: InputSpec, xc: np.ndarray, xe: np.ndarray) -> Built:
+        from edgeproof.compress.mixed import allocate_between
+
+        a = allocate_between(m, spec.shape, xc, size_fraction=size_fraction, max_drop=max_drop)
+        q = a.quantized
+        return Built(
+            q.sim,
+            q.onnx_bytes(),
+            a.settings(),
+            [a.message],
             q.parity,
             tuple(f"{f.op_type}:{f.name}" for f in q.float_nodes),
         )
@@ -176,6 +203,8 @@ def default_recipes() -> list[CandidateRecipe]:
     r += [
         CandidateRecipe("w8", "weight-only-int8", _quant(QuantConfig("w8"))),
         CandidateRecipe("w4g32", "weight-only-int4", _quant(QuantConfig("w4", group_size=32))),
+        CandidateRecipe("mixed-s50", "mixed-precision", _mixed(0.5, None)),
+        CandidateRecipe("mixed-d1", "mixed-precision", _mixed(None, 0.01)),
         CandidateRecipe(
             "prune50+int8",
             "magnitude-pruning+int8",
@@ -203,48 +232,11 @@ def default_recipes() -> list[CandidateRecipe]:
 def _trust(
     module: nn.Module, spec: InputSpec, data: Dataset, seed: int, checks: tuple[str, ...]
 ) -> tuple[list[Metric], list[str]]:
-    from edgeproof.checks import available_checks, get_check
-    from edgeproof.checks.base import AuditContext
+    """Re-audit one candidate: :func:`edgeproof.compress.ledger.reaudit` with its small settings
+    (straight-through estimator for the fake-quant rounding, threat reduced to its largest ε)."""
+    from edgeproof.compress.ledger import reaudit
 
-    notes: list[str] = []
-    metrics: list[Metric] = []
-    registered = set(available_checks())
-    missing = [c for c in checks if c not in registered]
-    if missing:
-        notes.append(f"not re-audited (check not registered): {', '.join(missing)}")
-    try:
-        from edgeproof.models.loading import from_module
-    except ImportError:
-        return metrics, [*notes, "no re-audit: edgeproof.models.loading.from_module missing"]
-    loaded = from_module(module, spec)
-    threat = ThreatModel(spec)
-    for name in checks:
-        if name not in registered:
-            continue
-        ctx = AuditContext(model=loaded, data=data, threat=threat, seed=seed)
-        check = get_check(name)
-        reason = check.skip_reason(ctx)
-        if reason:
-            notes.append(f"{name} skipped: {reason}")
-            continue
-        try:
-            res = check.run(ctx)
-        except Exception as exc:  # a failing check is recorded, the others still run
-            notes.append(f"{name} failed: {type(exc).__name__}: {exc}")
-            continue
-        for m in res.metrics:
-            metrics.append(
-                Metric(
-                    f"{name}.{m.name}",
-                    m.value,
-                    m.unit,
-                    m.ci,
-                    m.description,
-                    m.higher_is_better,
-                    m.settings,
-                )
-            )
-    return metrics, notes
+    return reaudit(module, spec, data, checks=checks, seed=seed)
 
 
 def measure(
@@ -312,8 +304,13 @@ def search(
     checks: tuple[str, ...] = TRUST_CHECKS,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    early_exit: EarlyExitConfig | None = None,
 ) -> Ledger:
-    """Build and measure candidates within ``budget.time_budget_s``; returns the ledger."""
+    """Build and measure candidates within ``budget.time_budget_s``; returns the ledger.
+
+    With ``early_exit`` an early-exit cascade of the baseline (:mod:`edgeproof.compress.earlyexit`)
+    is built first and added as candidate ``early-exit-<criterion>``.
+    """
     t0 = time.perf_counter()
     module = module.eval()
     xc = calib.x
@@ -332,6 +329,32 @@ def search(
     )
     ledger = Ledger(baseline)
     ledger.artefacts["fp32"] = base_built
+    if early_exit is not None:
+        from edgeproof.compress.earlyexit import early_exit_candidate
+
+        tb = time.perf_counter()
+        try:
+            ee, ee_built = early_exit_candidate(
+                module,
+                spec,
+                calib,
+                evaluation,
+                max_drop=budget.max_drop if budget.max_drop is not None else 0.01,
+                baseline_per_class=baseline.per_class_accuracy,
+                config=early_exit,
+                threads=threads,
+                seed=seed,
+            )
+            ee = replace(ee, build_s=time.perf_counter() - tb)
+            ledger.candidates.append(ee)
+            ledger.artefacts[ee.name] = ee_built
+            if log is not None:
+                log(
+                    f"{ee.name}: accuracy {ee.accuracy:.4f}, expected MACs "
+                    f"{ee.expected_macs:.0f}, p50 {ee.latency_p50_ms:.3f} ms"
+                )
+        except OptionError as exc:
+            ledger.skipped.append(f"early-exit: {exc}")
     xe = evaluation.x[:256]
     for recipe in recipes if recipes is not None else default_recipes():
         elapsed = time.perf_counter() - t0
