@@ -17,6 +17,7 @@ from edgeproof.compress.earlyexit import (
 )
 from edgeproof.compress.ledger import Candidate, Ledger, Selection
 from edgeproof.compress.lowrank import factorize_lowrank
+from edgeproof.compress.mixed import Allocation, SensitivityReport, allocate, layer_sensitivity
 from edgeproof.compress.prune import (
     prune_n_m,
     prune_unstructured,
@@ -28,6 +29,7 @@ from edgeproof.compress.search import Budget, default_recipes, search
 
 __all__ = [
     "CALIBRATION_METHODS",
+    "Allocation",
     "Budget",
     "Candidate",
     "CompressionResult",
@@ -39,13 +41,16 @@ __all__ = [
     "QuantizedModel",
     "RangeObserver",
     "Selection",
+    "SensitivityReport",
     "add_commands",
+    "allocate",
     "attach_exits",
     "build_early_exit",
     "calibrate_thresholds",
     "compress",
     "default_recipes",
     "factorize_lowrank",
+    "layer_sensitivity",
     "prune_n_m",
     "prune_unstructured",
     "quantize",
