@@ -129,3 +129,20 @@ def test_protect_command_writes_json_and_rejects_bad_budget(
     bad = parser.parse_args(["protect", str(digits_model_path), "--budget", "2", "--out", str(out)])
     with pytest.raises(OptionError, match=r"--budget: budget '2' is outside \(0, 1\]"):
         bad.handler(bad)
+
+
+def test_flips_reach_parameters_stored_as_non_contiguous_views() -> None:
+    from torch import nn
+
+    from edgeproof.diagnostics.dnl import SignFlip, apply_flips
+
+    lin = nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        base = torch.arange(1.0, 7.0).reshape(3, 2)
+        lin.weight = nn.Parameter(base.t())  # shape (2, 3), a transposed view
+    assert not lin.weight.is_contiguous()
+    flipped = apply_flips(lin, [SignFlip("weight", 4, 1.0)])  # row 1, column 1
+    expected = lin.weight.detach().clone()
+    expected[1, 1] *= -1
+    assert torch.equal(flipped.weight.detach(), expected)
+    assert torch.equal(lin.weight.detach(), base.t())  # the original is untouched

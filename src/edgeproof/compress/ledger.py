@@ -87,8 +87,8 @@ TRUST_COLUMNS: tuple[TrustColumn, ...] = (
         "bitflip.dnl_ar_10",
         "dnl_ar10_pct: accuracy reduction AR(10) = (acc_clean - acc_10)/acc_clean in % after the "
         "10 DNL sign flips (w -> -w) of the largest weights in the first 10 layers (bitflip "
-        "check, up to 200 records); on quantized candidates the flipped weights are the "
-        "dequantized grid values; higher is more fragile",
+        "check, up to 200 records), on the weights the exported graph holds (BatchNorm folded; "
+        "dequantized grid values for quantized candidates); higher is more fragile",
     ),
     TrustColumn(
         "verified_acc",
@@ -506,6 +506,22 @@ def straight_through(module: nn.Module) -> tuple[nn.Module, int]:
     return out, len(names)
 
 
+def _as_exported(module: nn.Module) -> tuple[nn.Module, bool]:
+    """``module`` with BatchNorm folded into the preceding Conv/Linear as in the exported graph
+    (``fold_batchnorm``; function-preserving), so weight-level checks such as DNL see the
+    deployed weights for every candidate alike; ``(module, False)`` if it has no BatchNorm or
+    cannot be traced."""
+    from edgeproof.compress.quantize import fold_batchnorm
+    from edgeproof.errors import SpecError
+
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        return module, False
+    try:
+        return fold_batchnorm(module), True
+    except SpecError:
+        return module, False
+
+
 def reaudit(
     module: nn.Module,
     spec: InputSpec,
@@ -520,7 +536,8 @@ def reaudit(
 
     Each check is built with ``get_check(name, **settings[name])`` (default
     :data:`REAUDIT_SETTINGS`) and run on one shared :class:`AuditContext` over
-    ``from_module(straight_through(module), spec)``; the threat model is reduced to its largest
+    ``from_module(straight_through(fold_batchnorm(module)), spec)`` (BatchNorm folded as in the
+    exported graph, only when the module has BatchNorm); the threat model is reduced to its largest
     ε (the spec's budget) so the attack runs once per candidate. Metrics are renamed
     ``<check>.<metric>``. A check that is not registered, skips, or fails is recorded as a note
     and the others still run.
@@ -539,7 +556,10 @@ def reaudit(
     todo = [c for c in checks if c in registered]
     if not todo:
         return metrics, notes
-    audited, wrapped = straight_through(module)
+    audited, folded = _as_exported(module)
+    if folded:
+        notes.append("trust re-audit on the BatchNorm-folded module (the weights the ONNX holds)")
+    audited, wrapped = straight_through(audited)
     if wrapped:
         notes.append(
             f"trust re-audit: {wrapped} activation fake-quantizers use a clipped "

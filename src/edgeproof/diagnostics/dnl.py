@@ -218,18 +218,21 @@ def random_flips(cands: CandidateSet, k: int, seed: int) -> list[SignFlip]:
 def apply_flips(module: nn.Module, flips: Sequence[SignFlip]) -> nn.Module:
     """A deep copy of ``module`` with the sign of each flipped parameter negated."""
     work = copy.deepcopy(module)
-    params = dict(work.named_parameters())
-    with torch.no_grad():
-        for f in flips:
-            params[f.tensor].view(-1)[f.index] *= -1
+    flip_in_place(dict(work.named_parameters()), flips)
     return work
 
 
 def flip_in_place(params: dict[str, nn.Parameter], flips: Sequence[SignFlip]) -> None:
-    """Negate the flipped parameters of a module *copy* (used for incremental k = 1..K)."""
+    """Negate the flipped parameters of a module *copy* (used for incremental k = 1..K).
+
+    ``index`` is the flat (row-major) index; it is unravelled so that parameters stored as
+    non-contiguous views (e.g. transposed low-rank factors) are flipped in place too.
+    """
     with torch.no_grad():
         for f in flips:
-            params[f.tensor].view(-1)[f.index] *= -1
+            p = params[f.tensor]
+            where = torch.unravel_index(torch.tensor(f.index), p.shape)
+            p[where] *= -1
 
 
 def kl_and_flip_rate(clean: torch.Tensor, logits: torch.Tensor) -> tuple[float, float]:
