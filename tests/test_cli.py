@@ -289,3 +289,62 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr
+
+
+def test_weights_without_architecture_or_data_run_the_data_free_checks(
+    digits_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file(load_file(str(digits_model_path)), str(bare))  # no header metadata, no sidecar
+    code, _, _ = _run(["audit", str(bare), "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    status = {c["check"]: c["status"] for c in report["checks"]}
+    assert status["spectral"] == "ok"
+    assert status["performance"] == "skipped" and status["footprint"] == "skipped"
+    assert report["model"]["format"] == "weights-only"
+    assert report["threat"]["input"]["shape"] == []
+
+
+def test_onnx_model_runs_forward_checks_and_skips_gradient_checks(
+    digits_model: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import copy
+
+    import torch
+
+    module = copy.deepcopy(digits_model.module)  # type: ignore[attr-defined]
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(
+        module,
+        (torch.zeros(1, 1, 8, 8),),
+        str(path),
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "batch"}},
+    )
+    code, _, _ = _run(
+        [
+            "audit",
+            str(path),
+            "--data",
+            "builtin:digits",
+            "--out",
+            str(tmp_path / "o"),
+            "--checks",
+            "performance,adversarial,corruption",
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0
+    checks = {
+        c["check"]: c for c in json.loads((tmp_path / "o" / "report.json").read_text())["checks"]
+    }
+    assert checks["performance"]["status"] == "ok"
+    assert checks["performance"]["metrics"][0]["value"] > 0.9
+    assert checks["corruption"]["status"] == "ok"
+    assert checks["adversarial"]["status"] == "skipped"
+    assert "needs gradients" in checks["adversarial"]["skip_reason"]

@@ -40,7 +40,7 @@ class PlannedCheck:
 
 
 def _kind_of(shape: tuple[int, ...]) -> InputKind:
-    if len(shape) == 3:
+    if len(shape) == 3 or not shape:
         return "image"
     if len(shape) == 2:
         return "timeseries"
@@ -67,11 +67,13 @@ def resolve_threat(
         shape = (
             base.shape if base is not None else (data.sample_shape if data is not None else None)
         )
-    if shape is None:
+    if shape is None and model.can_forward:
         raise SpecError(
             f"{model.name}: the input shape is unknown (no metadata and no data); "
             "pass --shape, e.g. --shape 3,32,32"
         )
+    if shape is None:
+        shape = ()  # weights only, no data: only data-free checks run; none needs an input
     if domain is None:
         if base is not None:
             domain = base.domain
@@ -123,7 +125,7 @@ def resolve_threat(
 
 def _probe(model: LoadedModel, threat: ThreatModel, data: Dataset | None) -> None:
     """Run one sample through the model: the shape must fit and the output must be (1, K) logits."""
-    if not model.can_forward:
+    if not model.can_forward or not threat.input.shape_known:
         return
     spec = threat.input
     if data is not None:

@@ -30,7 +30,9 @@ class InputSpec:
     """Shape, value domain, kind and (model-internal) normalisation of one input sample.
 
     Attributes:
-        shape: sample shape without the batch dimension, e.g. ``(1, 8, 8)`` or ``(1, 256)``.
+        shape: sample shape without the batch dimension, e.g. ``(1, 8, 8)`` or ``(1, 256)``;
+            ``()`` when unknown (a weights-only model audited without data: only data-free
+            checks run, and none of them needs an input).
         domain: ``(lo, hi)`` — the closed range every input value lives in. Attacks and
             corruptions clip to it; ε is measured in its units.
         kind: ``image`` (C,H,W), ``timeseries`` (C,T) or ``tabular`` (F,).
@@ -49,7 +51,7 @@ class InputSpec:
     class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if not self.shape or any(int(s) <= 0 for s in self.shape):
+        if any(int(s) <= 0 for s in self.shape):
             raise SpecError(f"input shape {self.shape!r} is invalid: every dimension must be >= 1")
         lo, hi = self.domain
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
@@ -68,9 +70,13 @@ class InputSpec:
         return self.domain[1] - self.domain[0]
 
     @property
+    def shape_known(self) -> bool:
+        return bool(self.shape)
+
+    @property
     def numel(self) -> int:
-        """Number of values in one sample."""
-        return math.prod(self.shape)
+        """Number of values in one sample (0 when the shape is unknown)."""
+        return math.prod(self.shape) if self.shape else 0
 
     def with_(self, **changes: Any) -> InputSpec:
         """A copy with some fields replaced (validated again)."""
@@ -135,7 +141,7 @@ class ThreatModel:
         # The largest perturbation that can change anything inside the box [lo, hi]^d.
         limit = self.input.range
         if self.norm == "l2":
-            limit *= math.sqrt(self.input.numel)
+            limit *= math.sqrt(self.input.numel) if self.input.shape_known else math.inf
         for e in self.eps:
             if e > limit:
                 raise OptionError(

@@ -166,7 +166,8 @@ def _threat_items(threat: Mapping[str, Any]) -> list[tuple[str, Any]]:
     spec = threat.get("input") if isinstance(threat.get("input"), Mapping) else {}
     items: list[tuple[str, Any]] = []
     if spec:
-        items.append(("input shape", "×".join(str(s) for s in spec.get("shape", []))))
+        shape = spec.get("shape") or []
+        items.append(("input shape", "×".join(str(s) for s in shape) if shape else "unknown"))
         dom = spec.get("domain")
         if isinstance(dom, Sequence) and len(dom) == 2:
             items.append(("domain", f"[{format_number(dom[0])}, {format_number(dom[1])}]"))
