@@ -23,7 +23,7 @@ import torch
 from edgeproof.atomic import atomic_write_text
 from edgeproof.diagnostics.dnl import candidate_set, select_flips
 from edgeproof.diagnostics.layers import layers_from_module
-from edgeproof.diagnostics.spectral import SpectralConfig, analyze_inventory
+from edgeproof.diagnostics.spectral import SpectralConfig, _gram_eigvals, analyze_inventory
 from edgeproof.models.zoo import build_model
 
 
@@ -36,36 +36,112 @@ def _median_time(fn, repeats: int) -> tuple[float, object]:  # type: ignore[no-u
     return statistics.median(times), out
 
 
+def _interleaved(
+    fns: dict[tuple[int, str], object], repeats: int
+) -> dict[tuple[int, str], tuple[float, object]]:
+    """Median time and last result of each ``(threads, tool)`` run, all interleaved.
+
+    Each repeat runs every tool at every thread budget once (A1 B1 C1 A2 B2 C2, A1 ...), so on a
+    shared machine whose load drifts every configuration sees the same mix of quiet and busy
+    moments, and ratios across rows (even across thread budgets) compare like with like.
+    """
+    from threadpoolctl import threadpool_limits
+
+    times: dict[tuple[int, str], list[float]] = {k: [] for k in fns}
+    outs: dict[tuple[int, str], object] = {}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            torch.set_num_threads(key[0])
+            with threadpool_limits(limits=key[0], user_api="blas"):
+                t = time.perf_counter()
+                outs[key] = fn()  # type: ignore[operator]
+                times[key].append(time.perf_counter() - t)
+    torch.set_num_threads(1)
+    return {k: (statistics.median(v), outs[k]) for k, v in times.items()}
+
+
+def _max_delta(layers, details, key: str) -> float:  # type: ignore[no-untyped-def]
+    """Max |ours − WW| of a scale-free fit value (``alpha`` or ``D``) over the shared layers."""
+    ww_value = dict(zip(details["longname"], details[key]))
+    got = [
+        (s.alpha if key == "alpha" else s.fit.D, float(ww_value[s.name]))
+        for s in layers
+        if s.name in ww_value and s.fit is not None
+    ]
+    return max(abs(a - b) for a, b in got)
+
+
+def _slice_costs(repeats: int) -> tuple[float, float]:
+    """Per 512×512 float64 slice, one thread: WW's eigenvalues (SciPy ``svd`` values) vs ours
+    (``_gram_eigvals``: Gram matmul + ``eigvalsh``), median ms; the floor of the whole ratio."""
+    import scipy.linalg
+    from threadpoolctl import threadpool_limits
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(9, 512, 512, generator=gen, dtype=torch.float64) / 64
+    wn = w.numpy()
+    with threadpool_limits(limits=1, user_api="blas"):
+        t_svd, _ = _median_time(
+            lambda: [scipy.linalg.svd(m, compute_uv=False) for m in wn], repeats
+        )
+        t_ours, _ = _median_time(lambda: _gram_eigvals(w), repeats)
+    return 1000 * t_svd / 9, 1000 * t_ours / 9
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="thread budgets to compare; each tool gets the same budget (torch intra-op and "
+        "BLAS/LAPACK threads; edgeproof's layer pool size)",
+    )
     ap.add_argument("--out", default="docs/benchmarks/spectral.md")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     import weightwatcher as ww
 
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
     torch.manual_seed(0)
     model = build_model("resnet18", (3, 224, 224), 1000).eval()
     params = sum(p.numel() for p in model.parameters())
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     def run_ww():  # type: ignore[no-untyped-def]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return ww.WeightWatcher(model=model).analyze()
 
-    t_ww, details = _median_time(run_ww, args.repeats)
-    t_def, ours = _median_time(
-        lambda: analyze_inventory(layers_from_module(model), SpectralConfig()), args.repeats
-    )
-    t_cmp, compat = _median_time(
-        lambda: analyze_inventory(layers_from_module(model), SpectralConfig(mode="ww-compat")),
-        args.repeats,
-    )
-    ww_alpha = dict(zip(details["longname"], details["alpha"]))  # type: ignore[index]
-    d_def = max(abs(s.alpha - ww_alpha[s.name]) for s in ours.layers if s.name in ww_alpha)  # type: ignore[attr-defined]
-    d_cmp = max(abs(s.alpha - ww_alpha[s.name]) for s in compat.layers)  # type: ignore[attr-defined]
+    fns: dict[tuple[int, str], object] = {}
+    for threads in args.threads:
+        fns[(threads, "ww")] = run_ww
+        fns[(threads, "default")] = lambda t=threads: analyze_inventory(
+            layers_from_module(model), SpectralConfig(), workers=t
+        )
+        fns[(threads, "compat")] = lambda t=threads: analyze_inventory(
+            layers_from_module(model), SpectralConfig(mode="ww-compat"), workers=t
+        )
+    timed = _interleaved(fns, args.repeats)
+    results = {
+        t: {tool: timed[(t, tool)] for tool in ("ww", "default", "compat")} for t in args.threads
+    }
+    rows: list[str] = []
+    for threads, res in results.items():
+        t_ww, details = res["ww"]
+        (t_def, ours), (t_cmp, compat) = res["default"], res["compat"]
+        ww_alpha = dict(zip(details["longname"], details["alpha"]))  # type: ignore[index]
+        d_def = max(abs(s.alpha - ww_alpha[s.name]) for s in ours.layers if s.name in ww_alpha)  # type: ignore[attr-defined]
+        d_cmp = max(abs(s.alpha - ww_alpha[s.name]) for s in compat.layers)  # type: ignore[attr-defined]
+        dd_def = _max_delta(ours.layers, details, "D")  # type: ignore[attr-defined]
+        rows += [
+            f"| {threads} | WeightWatcher 0.7.7 `analyze()` | {t_ww:.3f} | 1.00× | — | — |",
+            f"| {threads} | edgeproof `spectral` default | {t_def:.3f} | {t_ww / t_def:.2f}× "
+            f"| {d_def:.1e} | {dd_def:.1e} |",
+            f"| {threads} | edgeproof `spectral` ww-compat | {t_cmp:.3f} | {t_ww / t_cmp:.2f}× "
+            f"| {d_cmp:.1e} | {_max_delta(compat.layers, details, 'D'):.1e} |",  # type: ignore[attr-defined]
+        ]
 
     def dnl_scan():  # type: ignore[no-untyped-def]
         c = candidate_set(model, kind="dnl")
@@ -77,32 +153,74 @@ def main() -> None:
 
     t_dnl, _ = _median_time(dnl_scan, args.repeats)
     t_1p, _ = _median_time(onep_scan, args.repeats)
+    ms_svd, ms_gram = _slice_costs(args.repeats)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    # headline: ours at budget t against WeightWatcher's fastest time at any budget <= t (on a
+    # busy machine OpenBLAS's spinning threads can make WW far slower with 2 threads than with 1;
+    # that is not a speed-up of ours)
+    ww_ref = {t: min(results[u]["ww"][0] for u in results if u <= t) for t in results}
+    best = max(results, key=lambda t: ww_ref[t] / results[t]["default"][0])
+    ratio = ww_ref[best] / results[best]["default"][0]
+    if 1 in results and max(results) > 1:
+        t_hi = max(results)
+        gain = results[1]["default"][0] / results[t_hi]["default"][0]
+        pool_note = f"gained {gain:.2f}× from 1 to {t_hi} threads in this run (shared cores)"
+    else:
+        pool_note = "was not compared across thread budgets in this run"
+    one_ratio = (
+        f"{results[1]['ww'][0] / results[1]['default'][0]:.2f}×" if 1 in results else "not measured"
+    )
+    d_best = _max_delta(results[best]["default"][1].layers, results[best]["ww"][1], "alpha")  # type: ignore[attr-defined]
+    met = ratio >= 5.0
     lines = [
         "## Spectral diagnostics and DNL scan",
         "",
         f"Model: zoo `resnet18` (ImageNet layout, {params:,} parameters, random init, seed 0); "
         f"{len(compat.layers)} layers analysed by both tools.  ",  # type: ignore[attr-defined]
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-        f"(shared; 1-min load average at the end {load:.1f}); torch threads {args.threads}, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-        f"median of {args.repeats} runs; torch {torch.__version__}, "
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared "
+        f"(1-min load average {load_start:.1f} at the start, {load:.1f} at the end); "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; each row: the thread "
+        "budget given to both tools (torch intra-op and BLAS/LAPACK threads via threadpoolctl; "
+        "edgeproof also runs that many layers at once); median of "
+        f"{args.repeats} runs, all configurations interleaved; torch {torch.__version__}, "
         f"WeightWatcher {ww.__version__}.",
         "",
-        "| tool | time (s) | ratio vs WW | max abs Δα vs WW |",
-        "|---|---:|---:|---:|",
-        f"| WeightWatcher 0.7.7 `analyze()` | {t_ww:.3f} | 1.00× | — |",
-        f"| edgeproof `spectral` default | {t_def:.3f} | {t_ww / t_def:.2f}× | {d_def:.1e} |",
-        f"| edgeproof `spectral` ww-compat | {t_cmp:.3f} | {t_ww / t_cmp:.2f}× | {d_cmp:.1e} |",
+        "| threads | tool | time (s) | ratio vs WW | max abs Δα vs WW | max abs ΔD vs WW |",
+        "|---:|---|---:|---:|---:|---:|",
+        *rows,
         "",
         "| DNL scan (score first 10 layers + top-10 selection) | time (s) |",
         "|---|---:|",
         f"| DNL (|θ|) | {t_dnl:.3f} |",
         f"| 1P-DNL (one forward + backward at 224×224) | {t_1p:.3f} |",
         "",
-        "Default mode: float64 Gram `eigvalsh` per kernel position and a pruned, vectorised xmin",
-        "search (exact argmin); ww-compat: float64 `svdvals` with WeightWatcher's conv2d ×0.5.",
-        "Target of the issue: ≥ 5× faster than WeightWatcher with identical α; DNL scan < 2 s.",
+        "Default mode: per kernel position the float64 Gram matrix of the smaller side and its",
+        "eigenvalues (BLAS `dsyrk` + `np.linalg.eigvalsh`, LAPACK `syevd`), layers in a",
+        "thread pool, and a branch-and-bound xmin search (exact KS argmin); ww-compat: float64",
+        "`svdvals` with WeightWatcher's conv2d ×0.5. WeightWatcher computes SciPy `svd` values",
+        "per slice and loops over xmin candidates in Python. The status line compares ours",
+        "against WeightWatcher's fastest time at no more threads than ours"
+        + (
+            " (here WeightWatcher was slower with more threads: its OpenBLAS threads contend "
+            "with the shared machine's other jobs)."
+            if len(results) > 1 and results[max(results)]["ww"][0] > results[min(results)]["ww"][0]
+            else "."
+        ),
+        "",
+        f"Per 512×512 slice (one thread): WeightWatcher's `svd` values {ms_svd:.1f} ms, ours "
+        f"{ms_gram:.1f} ms ({ms_svd / ms_gram:.1f}× cheaper).",
+        "",
+        "**Status against the target (≥ 5× with identical α).** "
+        + ("Met" if met else "Not met")
+        + f": best {ratio:.2f}× at {best} thread(s), against WeightWatcher's fastest time with "
+        f"at most {best} thread(s); with one thread each: {one_ratio}; α identical to "
+        f"{d_best:.0e}. Both tools spend most of their time in float64 eigenvalues of the 27 "
+        "512×512 kernel slices of `layers.3`; on one thread ours are "
+        f"{ms_svd / ms_gram:.1f}× cheaper per slice (LAPACK tridiagonalisation of the Gram "
+        "matrix, memory-bound, vs WeightWatcher's bidiagonalisation), so the one-thread ratio is "
+        "about that plus what WeightWatcher's Python xmin loop costs; the layer pool "
+        f"{pool_note}. Beyond that would need float32 eigenvalues or a GPU (not measured here; "
+        "α would no longer agree to ~1e-11).",
         "",
     ]
     text = "\n".join(lines)

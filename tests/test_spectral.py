@@ -14,12 +14,19 @@ from torch import nn
 
 from edgeproof.checks.base import AuditContext
 from edgeproof.checks.spectral import SpectralCheck
-from edgeproof.diagnostics.layers import layers_from_module, layers_from_tensors
+from edgeproof.diagnostics import spectral as spectral_mod
+from edgeproof.diagnostics.layers import (
+    WeightLayer,
+    check_finite,
+    layers_from_module,
+    layers_from_tensors,
+)
 from edgeproof.diagnostics.spectral import (
     SpectralConfig,
     analyze_inventory,
     fit_marchenko_pastur,
     fit_power_law,
+    layer_eigenvalues,
 )
 from edgeproof.errors import ModelFileError, OptionError
 from edgeproof.models.loaded import LoadedModel
@@ -152,7 +159,7 @@ def test_weights_only_tensors_infer_kinds_and_report_skipped() -> None:
     assert "1-D tensor" in skipped["conv.bias"] and "int64" in skipped["steps"]
     res = SpectralCheck().run(_ctx(weights))
     tiny = next(r for r in res.tables[0].rows if r[0] == "tiny")
-    assert "too few eigenvalues" in tiny[-1]
+    assert "too few eigenvalues" in str(tiny[-1])
     assert res.metric("too_few_eigenvalue_layers").value >= 1
     assert any(f.name == "esd" for f in res.figures) and any(f.name == "alpha" for f in res.figures)
     assert "no scaling" in " ".join(res.settings["normalisations"])
@@ -193,3 +200,90 @@ def test_weights_without_any_matrix_raise_a_clear_error() -> None:
 def test_unknown_mode_is_an_option_error() -> None:
     with pytest.raises(OptionError, match="--spectral-mode: unknown mode 'fast'"):
         SpectralConfig(mode="fast")  # type: ignore[arg-type]
+
+
+def _brute_force_fit(evals: np.ndarray) -> tuple[int, float, float]:
+    """WeightWatcher 0.7.7 WWFit (n ≥ 20) by the definition: every candidate, every tail point."""
+    data = np.sort(evals[evals > 1e-5])
+    n_data = data.size
+    ds = np.ones(n_data - 1)
+    alphas = np.zeros(n_data - 1)
+    for i in range(n_data - 1):
+        tail = data[i:]
+        n = tail.size
+        a = 1.0 + n / np.sum(np.log(tail / data[i]))
+        alphas[i] = a
+        if a > 1:
+            ds[i] = np.max(np.abs(1 - (tail / data[i]) ** (1 - a) - np.arange(n) / n))
+    j = int(np.argmin(ds))
+    return j, float(alphas[j]), float(ds[j])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pruned_xmin_search_finds_the_same_argmin_as_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 700))
+    if seed % 3 == 0:
+        ev = (1 - rng.random(n)) ** (-1 / rng.uniform(0.5, 4))
+    elif seed % 3 == 1:
+        ev = rng.lognormal(size=n)
+    else:  # MP bulk with spikes, as a random conv slice
+        w = rng.standard_normal((n, n // 2 + 10)) / math.sqrt(n)
+        ev = np.linalg.eigvalsh(w.T @ w) * np.r_[np.ones(n // 2 + 5), np.linspace(3, 20, 5)]
+    j, alpha, d = _brute_force_fit(ev)
+    fit = fit_power_law(ev)
+    data = np.sort(ev[ev > 1e-5])
+    assert fit.xmin == data[j]
+    assert fit.alpha == pytest.approx(alpha, abs=1e-12)
+    ks_distance = fit.D
+    assert ks_distance == pytest.approx(d, abs=1e-12)
+
+
+def test_gram_eigenvalue_near_the_fit_threshold_is_recomputed_from_the_svd() -> None:
+    # λmax = 1e4 makes the Gram error of a λ ≈ 1e-5 eigenvalue ~1e-12 absolute (1e-7 relative);
+    # the guard recomputes such a matrix from its singular values (relative accuracy ~1e-12).
+    gen = torch.Generator().manual_seed(0)
+    u = torch.linalg.qr(torch.randn(64, 64, generator=gen, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(32, 32, generator=gen, dtype=torch.float64))[0]
+    s2 = torch.logspace(-3, 4, 32, dtype=torch.float64)
+    s2[0] = 1e-5 * (1 + 1e-9)  # the smallest eigenvalue, just above the threshold
+    w = u[:, :32] @ torch.diag(s2.sqrt()) @ v.T
+    layer = WeightLayer("fc", "fc.weight", "linear", w, 0)
+    ev, n, m, _ = layer_eigenvalues(layer, SpectralConfig())
+    assert (n, m) == (64, 32)
+    assert ev[0] == pytest.approx(float(s2[0]), rel=1e-10)
+    assert np.count_nonzero(ev > 1e-5) == np.count_nonzero(s2.numpy() > 1e-5)
+
+
+def test_layer_pool_gives_the_same_results_in_inventory_order() -> None:
+    torch.manual_seed(0)
+    inv = layers_from_module(build_model("resnet8", (3, 32, 32), 10))
+    one = analyze_inventory(inv, SpectralConfig(), workers=1)
+    two = analyze_inventory(inv, SpectralConfig(), workers=2)
+    assert [s.name for s in two.layers] == [layer.name for layer in inv.layers]
+    for a, b in zip(one.layers, two.layers):
+        assert a.name == b.name and a.alpha == b.alpha and a.log_norm == b.log_norm
+        assert np.array_equal(a.evals, b.evals)
+
+
+def test_finite_check_accepts_huge_finite_weights_and_rejects_inf() -> None:
+    check_finite("big.weight", torch.full((4, 4), 3e38), "m.safetensors")  # sum overflows
+    w = torch.zeros(3, 3)
+    w[1, 1] = -float("inf")
+    with pytest.raises(ModelFileError, match=r"'w\.weight' contains 1 NaN/Inf value"):
+        check_finite("w.weight", w, "m.safetensors")
+
+
+def test_gram_guard_is_what_keeps_the_threshold_eigenvalue_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the guard the same eigenvalue is off by far more than the tolerance above."""
+    gen = torch.Generator().manual_seed(0)
+    u = torch.linalg.qr(torch.randn(64, 64, generator=gen, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(32, 32, generator=gen, dtype=torch.float64))[0]
+    s2 = torch.logspace(-3, 4, 32, dtype=torch.float64)
+    s2[0] = 1e-5 * (1 + 1e-9)  # the smallest eigenvalue, just above the threshold
+    w = u[:, :32] @ torch.diag(s2.sqrt()) @ v.T
+    monkeypatch.setattr(spectral_mod, "_GRAM_GUARD", 0.0)
+    ev, *_ = layer_eigenvalues(WeightLayer("fc", "fc.weight", "linear", w, 0), SpectralConfig())
+    assert abs(ev[0] / float(s2[0]) - 1) > 1e-10

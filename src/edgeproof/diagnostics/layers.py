@@ -23,6 +23,7 @@ naming the tensor.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -94,8 +95,15 @@ class LayerInventory:
 
 
 def check_finite(name: str, tensor: torch.Tensor, source: str) -> None:
-    """Raise :class:`ModelFileError` if ``tensor`` holds NaN or Inf values."""
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    """Raise :class:`ModelFileError` if ``tensor`` holds NaN or Inf values.
+
+    Fast path: a NaN/Inf entry makes the sum NaN/Inf, so a finite sum proves every entry finite
+    (one reduction, no boolean mask); only a non-finite sum (NaN/Inf entries, or an overflow of
+    finite ones) pays for the element-wise test.
+    """
+    if not tensor.is_floating_point() or math.isfinite(float(tensor.detach().sum())):
+        return
+    if not bool(torch.isfinite(tensor).all()):
         bad = int((~torch.isfinite(tensor)).sum())
         raise ModelFileError(
             source,
