@@ -43,12 +43,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 from torch import nn
 
-from edgeproof.compress.onnx_export import make_session, run_session
+from edgeproof.compress.onnx_export import make_session, run_session, weight_qdq_bytes
 from edgeproof.compress.quantize import QuantConfig, QuantizedModel, fold_batchnorm, quantize
-from edgeproof.compress.weights import as_matrix, fake_quantize_weight, quantize_groups
+from edgeproof.compress.weights import fake_quantize_weight
 from edgeproof.errors import DataError, InternalError, OptionError, SpecError
 from edgeproof.results import Table
 
@@ -438,28 +438,18 @@ def layer_sensitivity(
 
 
 def _tensor_bytes(w: np.ndarray, bits: int, group_size: int, name: str) -> int:
-    """Serialised bytes of the integers, scales and zero points :func:`build_qdq_model` writes."""
-    q, s = quantize_groups(as_matrix(w, 0), group_size, bits)
-    if bits == 4:
-        dtype = TensorProto.INT4
-        tq = helper.make_tensor(f"{name}__q", dtype, list(q.shape), q.flatten().tolist())
-        tz = helper.make_tensor(f"{name}__zp", dtype, list(s.shape), [0] * int(s.size))
-    else:
-        tq = numpy_helper.from_array(q.astype(np.int8), f"{name}__q")
-        tz = numpy_helper.from_array(np.zeros(s.shape, np.int8), f"{name}__zp")
-    ts = numpy_helper.from_array(s, f"{name}__scale")
-    return int(tq.ByteSize() + ts.ByteSize() + tz.ByteSize())
+    """Serialised bytes of the initializers and nodes :func:`build_qdq_model` writes for ``w``."""
+    return weight_qdq_bytes(name, w, 0, bits, group_size)
 
 
 @dataclass(frozen=True)
 class SizeModel:
     """Serialised ONNX size of a 4/8-bit plan: ``overhead + Σ layer_bytes[layer][bits]``.
 
-    ``layer_bytes`` are the exact byte sizes of each layer's quantized initializers (INT4 is
-    stored packed in ``int32_data`` varints, so its size depends on the values); ``overhead`` is
-    fitted once against the real all-4-bit graph, so plans with any 4-bit layer (all grouped) are
-    estimated to within a few bytes. An all-8-bit plan is exported per channel (smaller scales),
-    so its estimate is an upper bound.
+    ``layer_bytes`` are the exact byte sizes of each layer's quantized initializers and
+    dequantization nodes (:func:`weight_qdq_bytes`: 8-bit per channel, 4-bit per group, INT4
+    packed two per byte); ``overhead`` is fitted once against the real all-4-bit graph. A mixed
+    graph is opset 21 whatever its plan, so every plan is estimated to within a few bytes.
     """
 
     layer_bytes: Mapping[str, Mapping[int, int]]

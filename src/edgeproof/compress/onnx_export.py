@@ -14,7 +14,10 @@ Quantization placement (the same rule is applied to the PyTorch simulation in
 * weights: int8 symmetric per output channel (``DequantizeLinear`` with ``axis``); biases of
   ``Conv``/``Gemm`` as int32 with ``scale = s_x · s_w[c]``, zero point 0;
 * weight-only modes (int8 per channel, int4 with group scales via opset-21 blocked
-  ``DequantizeLinear``) also cover ``LSTM`` ``W``/``R`` weights; activations stay float.
+  ``DequantizeLinear``) also cover ``LSTM`` ``W``/``R`` weights; activations stay float. In a
+  mixed 4/8-bit graph the 8-bit weights keep per-channel scales (:func:`weight_qdq`);
+* INT4 integers are stored packed two per byte in ``raw_data`` (low nibble first, the ONNX
+  spec's INT4 layout, :func:`pack_int4`), so a 4-bit weight takes half the bytes of an 8-bit one.
 
 ONNX Runtime fuses ``DQ → Conv → Q`` into ``QLinearConv`` (and ``MatMul``/``Gemm`` likewise) when
 it loads the graph; :func:`float_nodes` lists the nodes the *optimised* graph still runs in float.
@@ -40,13 +43,17 @@ __all__ = [
     "INT8_ONNX_OPSET",
     "FloatNode",
     "QuantOp",
+    "WeightQDQ",
     "activation_points",
     "build_qdq_model",
     "export_onnx",
     "float_nodes",
     "make_session",
+    "pack_int4",
     "quantizable_ops",
     "run_session",
+    "weight_qdq",
+    "weight_qdq_bytes",
     "with_outputs",
 ]
 
@@ -213,12 +220,128 @@ def run_session(session: object, x: np.ndarray, batch_size: int = 256) -> list[n
     return [np.concatenate(p, axis=0) for p in parts]
 
 
-def _init(name: str, arr: np.ndarray, dtype: int | None = None) -> onnx.TensorProto:
-    """An initializer; ``dtype=INT4`` packs two values per byte (onnx ``make_tensor``)."""
-    if dtype == TensorProto.INT4:
-        return helper.make_tensor(name, dtype, list(arr.shape), arr.flatten().tolist())
+def _init(name: str, arr: np.ndarray) -> onnx.TensorProto:
+    """An initializer holding ``arr`` (raw little-endian bytes)."""
     # np.ascontiguousarray would turn a 0-d scalar into shape (1,): keep scalars scalar.
     return numpy_helper.from_array(np.array(arr, copy=True, order="C"), name)
+
+
+def pack_int4(values: np.ndarray) -> bytes:
+    """Signed 4-bit integers packed two per byte, element ``2i`` in the low nibble and ``2i+1``
+    in the high nibble (an odd count pads the last high nibble with 0): the ``raw_data`` layout
+    of ``TensorProto.INT4`` in the ONNX spec (IR version 10)."""
+    v = np.asarray(values).astype(np.int64).ravel()
+    if v.size and (v.min() < -8 or v.max() > 7):
+        raise InternalError(f"int4 values must lie in [-8, 7], got [{v.min()}, {v.max()}]")
+    nib = (v & 0x0F).astype(np.uint8)
+    if nib.size % 2:
+        nib = np.append(nib, np.uint8(0))
+    return (nib[0::2] | (nib[1::2] << 4)).astype(np.uint8).tobytes()
+
+
+def _int_init(name: str, arr: np.ndarray, bits: int) -> onnx.TensorProto:
+    """An int8 initializer, or an INT4 one with its values packed into ``raw_data``."""
+    if bits == 8:
+        return _init(name, np.asarray(arr).astype(np.int8))
+    t = onnx.TensorProto()
+    t.name = name
+    t.data_type = TensorProto.INT4
+    t.dims.extend(int(d) for d in np.shape(arr))
+    t.raw_data = pack_int4(arr)
+    return t
+
+
+@dataclass(frozen=True)
+class WeightQDQ:
+    """What replaces one float weight initializer in the QDQ graph.
+
+    ``initializers`` (integers ``<name>__q``, scales, zero points, maybe a shape) and ``nodes``
+    (a ``DequantizeLinear``, maybe followed by a ``Reshape``/``Transpose``) recreate the tensor
+    ``<name>``; ``channel_scales`` are the per-output-channel scales (``None`` when grouped).
+    """
+
+    initializers: tuple[onnx.TensorProto, ...]
+    nodes: tuple[onnx.NodeProto, ...]
+    channel_scales: np.ndarray | None
+
+    @property
+    def nbytes(self) -> int:
+        """Serialised bytes these add to a ``GraphProto`` (each one a length-delimited field)."""
+        sizes = [t.ByteSize() for t in self.initializers] + [n.ByteSize() for n in self.nodes]
+        return sum(_field_bytes(n) for n in sizes)
+
+
+def _field_bytes(size: int) -> int:
+    """A length-delimited protobuf field with a one-byte tag: tag + varint(size) + size."""
+    n = 1
+    while size >= 0x80 << (7 * (n - 1)):
+        n += 1
+    return 1 + n + size
+
+
+def weight_qdq(
+    name: str, w: np.ndarray, out_axis: int, bits: int, group_size: int | None = None
+) -> WeightQDQ:
+    """Quantize the float weight ``w`` (initializer ``name``) to ``bits`` (8 or 4).
+
+    8-bit weights always get symmetric per-output-channel scales (``DequantizeLinear`` with
+    ``axis=out_axis``, the uniform int8 layout). 4-bit weights get per-channel scales when
+    ``group_size`` is None, else per-group scales over ``group_size`` consecutive inputs of the
+    ``(out, reduce)`` matrix (opset-21 blocked ``DequantizeLinear``) followed by a ``Reshape``
+    (or ``Transpose`` for a ``(in, out)`` MatMul weight) back to ``w``'s layout. INT4 integers
+    and zero points are stored packed, two per byte, in ``raw_data``.
+    """
+    w = np.asarray(w, dtype=np.float32)
+    q_name, s_name, z_name = f"{name}__q", f"{name}__scale", f"{name}__zp"
+    inits: tuple[onnx.TensorProto, ...]
+    if bits == 8 or group_size is None:
+        q, s = quantize_per_channel(w, out_axis, bits)
+        inits = (
+            _int_init(q_name, q, bits),
+            _init(s_name, s),
+            _int_init(z_name, np.zeros(s.shape, np.int8), bits),
+        )
+        dq = helper.make_node(
+            "DequantizeLinear", [q_name, s_name, z_name], [name], name=f"{name}__DQ", axis=out_axis
+        )
+        return WeightQDQ(inits, (dq,), s)
+    mat = as_matrix(w, out_axis)
+    q, s = quantize_groups(mat, group_size, bits)
+    deq = f"{name}__mat"
+    nodes = [
+        helper.make_node(
+            "DequantizeLinear",
+            [q_name, s_name, z_name],
+            [deq],
+            name=f"{name}__DQ",
+            axis=1,
+            block_size=group_size,
+        )
+    ]
+    extra: list[onnx.TensorProto] = []
+    if out_axis == 0 or all(d == 1 for d in w.shape[:out_axis]):
+        extra.append(_init(f"{name}__shape", np.array(w.shape, np.int64)))
+        nodes.append(
+            helper.make_node("Reshape", [deq, f"{name}__shape"], [name], name=f"{name}__Reshape")
+        )
+    elif w.ndim == 2:
+        nodes.append(helper.make_node("Transpose", [deq], [name], name=f"{name}__T", perm=[1, 0]))
+    else:
+        raise InternalError(f"cannot group-quantize {name} with shape {w.shape}")
+    inits = (
+        _int_init(q_name, q, bits),
+        _init(s_name, s),
+        _int_init(z_name, np.zeros(s.shape, np.int8), bits),
+        *extra,
+    )
+    return WeightQDQ(inits, tuple(nodes), None)
+
+
+def weight_qdq_bytes(
+    name: str, w: np.ndarray, out_axis: int, bits: int, group_size: int | None = None
+) -> int:
+    """Serialised bytes :func:`build_qdq_model` spends on weight ``name`` (:func:`weight_qdq`)."""
+    return weight_qdq(name, w, out_axis, bits, group_size).nbytes
 
 
 def build_qdq_model(
@@ -228,6 +351,7 @@ def build_qdq_model(
     weight_bits: Mapping[str, int],
     group_size: int | None = None,
     extra_weights: Mapping[str, int] | None = None,
+    opset: int | None = None,
 ) -> onnx.ModelProto:
     """The QDQ graph of ``model``.
 
@@ -235,22 +359,33 @@ def build_qdq_model(
         activation_ranges: tensor name → ``(lo, hi)`` for every activation point (static int8);
             ``None`` for weight-only quantization.
         weight_bits: quantizable node name → bits (8 or 4); nodes not listed stay float.
-        group_size: None for per-channel scales, else group (block) size along the reduction axis
-            (requires opset 21; used for 4-bit weights).
+        group_size: group (block) size along the reduction axis of 4-bit weights, None for
+            per-channel 4-bit scales; 8-bit weights are always per output channel
+            (see :func:`weight_qdq`).
         extra_weights: other initializers to quantize weight-only (e.g. LSTM ``W``/``R``) →
             bits; their output-channel axis is 1 (ONNX LSTM ``(dirs, 4H, in)``).
+        opset: the opset to convert the graph to (never lowered); any 4-bit weight needs
+            :data:`INT4_ONNX_OPSET` (INT4 and blocked ``DequantizeLinear``) and gets it anyway.
     """
     from edgeproof.compress.calibrate import activation_qparams
 
-    needs21 = group_size is not None or any(
-        b == 4 for b in [*weight_bits.values(), *(extra_weights or {}).values()]
+    target = max(
+        opset or 0,
+        INT4_ONNX_OPSET
+        if any(b == 4 for b in [*weight_bits.values(), *(extra_weights or {}).values()])
+        else 0,
     )
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    if needs21 and _opset(m) < INT4_ONNX_OPSET:
+    if _opset(m) < target:
         from onnx import version_converter
 
-        m = version_converter.convert_version(m, INT4_ONNX_OPSET)
+        m = version_converter.convert_version(m, target)
+        # The converter stores inferred shapes of every intermediate tensor (metadata only,
+        # ~2.7 KB for a ResNet-20): keep the source's value_info instead.
+        del m.graph.value_info[:]
+        m.graph.value_info.extend(model.graph.value_info)
+    needs21 = _opset(m) >= INT4_ONNX_OPSET
     g = m.graph
     inits = {i.name: i for i in g.initializer}
     ops = {op.node: op for op in quantizable_ops(m)}
@@ -304,56 +439,14 @@ def build_qdq_model(
                 raise InternalError(f"activation point {t!r} is neither produced nor a graph input")
 
     def quantize_weight(name: str, out_axis: int, bits: int) -> np.ndarray | None:
-        """Replace initializer ``name`` by integers + DQ producing ``name``; returns scales."""
+        """Replace initializer ``name`` by integers + DQ producing ``name``; returns the
+        per-channel scales (None for grouped 4-bit)."""
         w = numpy_helper.to_array(inits[name]).astype(np.float32)
         _remove_init(g, name)
-        if group_size is None:
-            q, s = quantize_per_channel(w, out_axis, bits)
-            dtype = TensorProto.INT8 if bits == 8 else TensorProto.INT4
-            g.initializer.append(_init(f"{name}__q", q.astype(np.int8), dtype))
-            g.initializer.append(_init(f"{name}__scale", s))
-            g.initializer.append(_init(f"{name}__zp", np.zeros(s.shape, np.int8), dtype))
-            new_nodes.append(
-                helper.make_node(
-                    "DequantizeLinear",
-                    [f"{name}__q", f"{name}__scale", f"{name}__zp"],
-                    [name],
-                    name=f"{name}__DQ",
-                    axis=out_axis,
-                )
-            )
-            return s
-        mat = as_matrix(w, out_axis)
-        q, s = quantize_groups(mat, group_size, bits)
-        dtype = TensorProto.INT8 if bits == 8 else TensorProto.INT4
-        g.initializer.append(_init(f"{name}__q", q.astype(np.int8), dtype))
-        g.initializer.append(_init(f"{name}__scale", s))
-        g.initializer.append(_init(f"{name}__zp", np.zeros(s.shape, np.int8), dtype))
-        deq = f"{name}__mat"
-        new_nodes.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [f"{name}__q", f"{name}__scale", f"{name}__zp"],
-                [deq],
-                name=f"{name}__DQ",
-                axis=1,
-                block_size=group_size,
-            )
-        )
-        if out_axis == 0 or all(d == 1 for d in w.shape[:out_axis]):
-            g.initializer.append(_init(f"{name}__shape", np.array(w.shape, np.int64)))
-            new_nodes.append(
-                helper.make_node(
-                    "Reshape", [deq, f"{name}__shape"], [name], name=f"{name}__Reshape"
-                )
-            )
-        elif w.ndim == 2:
-            new_nodes.append(
-                helper.make_node("Transpose", [deq], [name], name=f"{name}__T", perm=[1, 0])
-            )
-        else:
-            raise InternalError(f"cannot group-quantize {name} with shape {w.shape}")
-        return None
+        part = weight_qdq(name, w, out_axis, bits, group_size)
+        g.initializer.extend(part.initializers)
+        new_nodes.extend(part.nodes)
+        return part.channel_scales
 
     for node_name, bits in weight_bits.items():
         op = ops[node_name]

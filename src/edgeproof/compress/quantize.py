@@ -7,7 +7,8 @@ Schemes (:class:`QuantConfig`):
   ``entropy``, ``mse``), biases int32. Placement rule: see :mod:`edgeproof.compress.onnx_export`.
 * ``w8`` / ``w4`` — weight-only: int8 per channel / int4 symmetric with per-group scales (group of
   ``group_size`` consecutive inputs), activations float; also covers LSTM weights.
-* mixed precision: ``bits_per_layer`` maps quantizable layers to 4 or 8 (weight-only), see
+* mixed precision: ``bits_per_layer`` maps quantizable layers to 4 or 8 (weight-only; 4-bit
+  layers with group scales, 8-bit layers per channel as in ``w8``), see
   :mod:`edgeproof.compress.mixed`.
 
 The same model is quantized twice, independently: in PyTorch (BatchNorm folded with
@@ -39,6 +40,7 @@ from edgeproof.compress.calibrate import (
     activation_qparams,
 )
 from edgeproof.compress.onnx_export import (
+    INT4_ONNX_OPSET,
     FloatNode,
     activation_points,
     build_qdq_model,
@@ -341,23 +343,27 @@ def quantize(
         name_of_node = {op.node: qmods[i][0] for i, op in enumerate(ops)}
     lstm_weights: dict[str, int] = {}
     lstm_bits = {"int8": None, "w8": 8, "w4": 4}.get(config.scheme)
-    for node in fp32.graph.node:
-        if node.op_type in ("LSTM", "GRU", "RNN"):
-            lstm_name = _lstm_module_name(folded)
-            if config.scheme == "mixed":
-                lstm_bits = config.bits_per_layer.get(lstm_name, 8)
-            if lstm_bits is None:
-                unquantized.append(
-                    UnquantizableLayer(
-                        node.name,
-                        node.op_type,
-                        "recurrent cell: no static-int8 QDQ kernel in ONNX Runtime; runs in float "
-                        "(use the w8/w4 weight-only schemes to quantize its weights)",
-                    )
+    recurrent = [n for n in fp32.graph.node if n.op_type in ("LSTM", "GRU", "RNN")]
+    lstm_name = _lstm_module_name(folded)
+    for k, node in enumerate(recurrent):
+        # The exporter names W/R "onnx::LSTM_<n>"; use the PyTorch parameter names instead.
+        for slot, param in ((1, f"weight_ih_l{k}"), (2, f"weight_hh_l{k}")):
+            if len(node.input) > slot:
+                _rename_initializer(fp32, node.input[slot], f"{lstm_name}.{param}")
+        if config.scheme == "mixed":
+            lstm_bits = config.bits_per_layer.get(lstm_name, 8)
+        if lstm_bits is None:
+            unquantized.append(
+                UnquantizableLayer(
+                    node.name,
+                    node.op_type,
+                    "recurrent cell: no static-int8 QDQ kernel in ONNX Runtime; runs in float "
+                    "(use the w8/w4 weight-only schemes to quantize its weights)",
                 )
-            else:
-                for w in node.input[1:3]:
-                    lstm_weights[w] = lstm_bits
+            )
+        else:
+            for w in node.input[1:3]:
+                lstm_weights[w] = lstm_bits
     ranges: dict[str, ActivationRange] = {}
     if config.scheme == "int8":
         points = activation_points(fp32, ops)
@@ -375,17 +381,16 @@ def quantize(
             }
         else:
             weight_bits = {op.node: (4 if config.scheme == "w4" else 8) for op in ops}
-        use_groups = any(b == 4 for b in [*weight_bits.values(), *lstm_weights.values()])
+        # 4-bit weights get group scales, 8-bit ones per-channel scales (as `simulate` does);
+        # a mixed graph is opset 21 whatever its plan, so its size is additive over layers.
         qdq = build_qdq_model(
             fp32,
             activation_ranges=None,
             weight_bits=weight_bits,
-            group_size=config.group_size if use_groups else None,
+            group_size=config.group_size,
             extra_weights=lstm_weights,
+            opset=INT4_ONNX_OPSET if config.scheme == "mixed" else None,
         )
-        # 8-bit layers in a grouped graph use per-group scales too; simulate the same.
-        if use_groups:
-            sim = _regroup_sim(module, config, weight_bits, name_of_node, lstm_weights)
     with tempfile.TemporaryDirectory() as tmp:
         fnodes = float_nodes(qdq, str(Path(tmp) / "opt.onnx"))
     result = QuantizedModel(config, sim, qdq, ranges, fnodes, unquantized)
@@ -394,45 +399,26 @@ def quantize(
     return result
 
 
+def _rename_initializer(model: onnx.ModelProto, old: str, new: str) -> None:
+    """Rename initializer ``old`` to ``new`` (and every use), unless ``new`` is already taken."""
+    g = model.graph
+    taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
+    if new in taken or old not in {t.name for t in g.initializer}:
+        return
+    for t in g.initializer:
+        if t.name == old:
+            t.name = new
+    for n in g.node:
+        for i, name in enumerate(n.input):
+            if name == old:
+                n.input[i] = new
+
+
 def _lstm_module_name(m: nn.Module) -> str:
     for n, mod in m.named_modules():
         if isinstance(mod, nn.LSTM):
             return n
     return "lstm"
-
-
-def _regroup_sim(
-    module: nn.Module,
-    config: QuantConfig,
-    weight_bits: Mapping[str, int],
-    name_of_node: Mapping[str, str],
-    lstm_weights: Mapping[str, int],
-) -> fx.GraphModule:
-    """Simulation matching a grouped graph: every quantized weight uses group scales."""
-    gm = fold_batchnorm(module)
-    bits_by_name = {name_of_node.get(k, k): b for k, b in weight_bits.items()}
-    with torch.no_grad():
-        for name, mod in _weight_layers(gm):
-            if isinstance(mod, nn.LSTM):
-                if not lstm_weights:
-                    continue
-                bits = next(iter(lstm_weights.values()))
-                for pname, p in mod.named_parameters():
-                    if pname.startswith("weight_"):
-                        p.copy_(
-                            torch.from_numpy(
-                                fake_quantize_weight(p.numpy(), 0, bits, config.group_size)
-                            )
-                        )
-                continue
-            layer_bits = bits_by_name.get(name)
-            if layer_bits is None:
-                continue
-            w = _weight(mod).detach().numpy()
-            _weight(mod).copy_(
-                torch.from_numpy(fake_quantize_weight(w, 0, layer_bits, config.group_size))
-            )
-    return gm
 
 
 def _calibrate_onnx(
