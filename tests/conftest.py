@@ -4,7 +4,7 @@
   ``builtin:digits`` (360 records), images ``(1, 8, 8)`` in ``[0, 1]``.
 * ``digits_model_path`` — ``zoo:lenet5`` trained for 20 epochs (seed 0, Adam lr 3e-3; 96.7%
   test accuracy when measured, a few seconds on one thread), saved with
-  :func:`edgeproof.models.train.save_model` as ``<tmp>/digits-lenet5.safetensors`` +
+  :func:`edgeproof.models.train.train_and_save` as ``<tmp>/digits-lenet5.safetensors`` +
   ``digits-lenet5.json``.
 * ``digits_model`` — that file loaded with :func:`edgeproof.models.load_model` (a
   :class:`LoadedModel` with module, spec and classes). Treat it as read-only: it is shared by the
@@ -22,13 +22,7 @@ from edgeproof.data.dataset import Dataset
 from edgeproof.data.loading import load_data
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import load_model
-from edgeproof.models.train import (
-    TrainingSettings,
-    accuracy,
-    save_model,
-    spec_from_data,
-    train_model,
-)
+from edgeproof.models.train import train_and_save
 
 torch.set_num_threads(1)
 
@@ -50,25 +44,10 @@ def digits_test() -> Dataset:
 
 @pytest.fixture(scope="session")
 def digits_model_path(tmp_path_factory: pytest.TempPathFactory, digits_train: Dataset) -> Path:
-    module = train_model(
-        DIGITS_ARCH, digits_train, epochs=DIGITS_EPOCHS, seed=DIGITS_SEED, lr=DIGITS_LR
-    )
-    settings = TrainingSettings(
-        epochs=DIGITS_EPOCHS,
-        seed=DIGITS_SEED,
-        lr=DIGITS_LR,
-        batch_size=64,
-        train_accuracy=accuracy(module, digits_train),
-        dataset=digits_train.name,
-    )
     out = tmp_path_factory.mktemp("digits-model") / "digits-lenet5.safetensors"
-    return save_model(
-        module,
-        out,
-        arch=DIGITS_ARCH,
-        spec=spec_from_data(digits_train),
-        metadata={"training": settings.to_json()},
-    )
+    return train_and_save(
+        DIGITS_ARCH, digits_train, out, epochs=DIGITS_EPOCHS, seed=DIGITS_SEED, lr=DIGITS_LR
+    ).path
 
 
 @pytest.fixture(scope="session")

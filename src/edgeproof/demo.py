@@ -17,13 +17,7 @@ from edgeproof.checks.base import torch_threads
 from edgeproof.data.loading import load_data
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import load_model
-from edgeproof.models.train import (
-    TrainingSettings,
-    accuracy,
-    save_model,
-    spec_from_data,
-    train_model,
-)
+from edgeproof.models.train import train_and_save
 from edgeproof.report.files import ReportFiles, write_report
 from edgeproof.report.report import Report
 from edgeproof.runner import audit
@@ -68,22 +62,7 @@ def demo_model(cache: Path | None = None) -> tuple[LoadedModel, bool, float]:
             path.unlink(missing_ok=True)
     t0 = time.perf_counter()
     train = load_data("builtin:digits/train")
-    module = train_model(DEMO_ARCH, train, epochs=DEMO_EPOCHS, seed=DEMO_SEED, lr=DEMO_LR)
-    settings = TrainingSettings(
-        epochs=DEMO_EPOCHS,
-        seed=DEMO_SEED,
-        lr=DEMO_LR,
-        batch_size=64,
-        train_accuracy=accuracy(module, train),
-        dataset=train.name,
-    )
-    save_model(
-        module,
-        path,
-        arch=DEMO_ARCH,
-        spec=spec_from_data(train),
-        metadata={"training": settings.to_json()},
-    )
+    train_and_save(DEMO_ARCH, train, path, epochs=DEMO_EPOCHS, seed=DEMO_SEED, lr=DEMO_LR)
     seconds = time.perf_counter() - t0
     return load_model(path), False, seconds
 

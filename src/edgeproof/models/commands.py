@@ -49,13 +49,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``edgeproof train``: load, train, save, print one summary line."""
     from edgeproof.data.loading import load_data
-    from edgeproof.models.train import (
-        TrainingSettings,
-        accuracy,
-        save_model,
-        spec_from_data,
-        train_model,
-    )
+    from edgeproof.models.train import train_and_save
 
     out = Path(args.out)
     if out.suffix not in ("", ".safetensors"):
@@ -64,14 +58,9 @@ def run_train(args: argparse.Namespace) -> int:
     data = load_data(args.data, x_key=args.x_key, y_key=args.y_key,
                      label_column=args.label_column)
     data.validate()
-    module = train_model(args.arch, data, epochs=args.epochs, seed=args.seed,
-                         batch_size=args.batch_size, lr=args.lr)
-    train_acc = accuracy(module, data)
-    settings = TrainingSettings(epochs=args.epochs, seed=args.seed, lr=args.lr,
-                                batch_size=args.batch_size, train_accuracy=train_acc,
-                                dataset=data.name)
-    path = save_model(module, out, arch=args.arch, spec=spec_from_data(data),
-                      metadata={"training": settings.to_json()})
+    trained = train_and_save(args.arch, data, out, epochs=args.epochs, seed=args.seed,
+                             batch_size=args.batch_size, lr=args.lr)
+    path = trained.path
     print(f"wrote {path} and {path.with_suffix('.json').name} "
-          f"({args.arch}, train accuracy {train_acc:.2%})")
+          f"({args.arch}, train accuracy {trained.settings.train_accuracy:.2%})")
     return 0

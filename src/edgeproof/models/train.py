@@ -44,12 +44,14 @@ from edgeproof.spec import InputKind, InputSpec
 __all__ = [
     "SIDECAR_FORMAT",
     "SIDECAR_VERSION",
+    "TrainedModel",
     "TrainingSettings",
     "accuracy",
     "channel_normalization",
     "save_model",
     "sidecar_path",
     "spec_from_data",
+    "train_and_save",
     "train_model",
 ]
 
@@ -249,3 +251,43 @@ def save_model(
     atomic_write_bytes(target, blob)
     atomic_write_text(sidecar_path(target), text + "\n")
     return target
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained module, the file it was saved to, and the settings recorded with it."""
+
+    module: nn.Module
+    path: Path
+    settings: TrainingSettings
+
+
+def train_and_save(
+    arch: str,
+    data: Dataset,
+    out: str | Path,
+    *,
+    epochs: int = 20,
+    seed: int = 0,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+) -> TrainedModel:
+    """Train ``arch`` on ``data`` (:func:`train_model`) and save it with its sidecar
+    (:func:`save_model`), recording the settings and the training accuracy."""
+    module = train_model(arch, data, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr)
+    settings = TrainingSettings(
+        epochs=epochs,
+        seed=seed,
+        lr=lr,
+        batch_size=batch_size,
+        train_accuracy=accuracy(module, data),
+        dataset=data.name,
+    )
+    path = save_model(
+        module,
+        out,
+        arch=arch,
+        spec=spec_from_data(data),
+        metadata={"training": settings.to_json()},
+    )
+    return TrainedModel(module, path, settings)
