@@ -35,6 +35,27 @@ def test_clipping_methods_ignore_rare_outliers(heavy_tailed: np.ndarray, method:
     assert 2.0 < hi < 20.0  # clipped well below the outliers, above the bulk's median
 
 
+def test_entropy_does_not_collapse_on_a_relu_activation_with_a_spike_at_zero() -> None:
+    # After a ReLU half the values are exact zeros; left in the |x| histogram that spike made the
+    # KL search pick the smallest threshold allowed (256 of 2048 bins: 1.5 here), clipping the
+    # bulk of the activation (the CNN-LSTM fell from 0.962 to 0.374 accuracy).
+    rng = np.random.default_rng(1)
+    v = np.maximum(rng.standard_normal(200_000), 0.0).astype(np.float32)
+    v[:3] = 12.0  # rare outliers
+    assert (v == 0).mean() > 0.45
+    lo, hi = estimate_range(v, "entropy")
+    assert lo == 0.0
+    assert float(np.percentile(v[v > 0], 99.9)) < hi < 12.0
+
+
+def test_entropy_threshold_on_a_signed_tensor_is_symmetric_and_clips_outliers() -> None:
+    v = np.random.default_rng(3).standard_normal(200_000).astype(np.float32)
+    v[:3] = -15.0
+    lo, hi = estimate_range(v, "entropy")
+    assert lo == pytest.approx(-hi)
+    assert 3.0 < hi < 8.0
+
+
 def test_mse_threshold_clips_a_laplace_tail_and_lowers_the_error() -> None:
     v = np.abs(np.random.default_rng(2).laplace(size=50_000)).astype(np.float32)
 

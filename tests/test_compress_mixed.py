@@ -127,9 +127,61 @@ def test_a_size_budget_nobody_can_meet_says_so_and_keeps_the_smallest_plan(
         lenet, SHAPE, digits_train.x[:64], digits_train.y[:64], max_size=1000, size_model=sizes
     )
     assert not a.met_size and not a.met_budget
-    assert set(a.bits.values()) == {4}
-    assert "--max-size 1000 B cannot be met: the all-4-bit plan is" in a.message
+    assert dict(a.bits) == sizes.smallest_plan
+    assert "--max-size 1000 B cannot be met: the smallest plan (4 bits wherever that saves " in (
+        a.message
+    )
     assert a.size_bytes == pytest.approx(sizes.smallest, abs=8)
+
+
+class _TinyHead(torch.nn.Module):
+    """A conv body plus a 16→3 head: 48 weights, too few for 4-bit group scales to pay off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 16, 3, padding=1)
+        self.fc1 = torch.nn.Linear(16 * 64, 16)
+        self.fc2 = torch.nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x)).flatten(1)
+        return self.fc2(torch.relu(self.fc1(h)))
+
+
+def test_allocator_never_lowers_a_layer_whose_4_bit_form_is_larger() -> None:
+    torch.manual_seed(0)
+    module = _TinyHead().eval()
+    x = np.random.default_rng(0).random((32, *SHAPE), dtype=np.float32)
+    sizes = SizeModel.fit(module, SHAPE, x)
+    assert sizes.saving("fc2") < 0 < sizes.saving("fc1")
+    assert sizes.smallest_plan == {"conv": 4 if sizes.saving("conv") > 0 else 8, "fc1": 4, "fc2": 8}
+    assert sizes.smallest < sizes.estimate({n: 4 for n in sizes.layer_bytes})
+    # an impossible budget: lower everything that helps, nothing that hurts
+    a = allocate(module, SHAPE, x, max_size=100, size_model=sizes)
+    assert a.bits["fc2"] == 8 and dict(a.bits) == sizes.smallest_plan
+    assert a.size_bytes == pytest.approx(sizes.smallest, abs=8)
+    # every step that lowers bits makes the estimated plan smaller
+    est = sizes.estimate(a.initial_bits)
+    for step in a.steps:
+        if step.to_bits < step.from_bits:
+            assert step.estimated_size < est
+        est = step.estimated_size
+
+
+def test_simulation_uses_per_channel_scales_for_8_bit_and_groups_for_4_bit(
+    lenet: torch.nn.Module,
+) -> None:
+    from edgeproof.compress.mixed import _Simulator
+    from edgeproof.compress.weights import fake_quantize_weight
+
+    sim = _Simulator(lenet, 32)
+    name = max(sim.layers, key=lambda ly: ly.params).name
+    w = dict(sim.model.named_modules())[name].weight.detach().numpy()
+    got8 = sim._q[(name, 8)][0].numpy()
+    got4 = sim._q[(name, 4)][0].numpy()
+    np.testing.assert_array_equal(got8, fake_quantize_weight(w, 0, 8, None))
+    assert not np.array_equal(got8, fake_quantize_weight(w, 0, 8, 32))
+    np.testing.assert_array_equal(got4, fake_quantize_weight(w, 0, 4, 32))
 
 
 def test_an_accuracy_budget_nobody_can_meet_says_so_and_keeps_the_best_found(

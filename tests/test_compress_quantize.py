@@ -174,3 +174,66 @@ def test_mixed_graph_keeps_per_channel_scales_for_8_bit_and_groups_for_4_bit(
     all8 = quantize(module, (1, 8, 8), digits_train.x[:16], QuantConfig("mixed"))
     w8 = quantize(module, (1, 8, 8), digits_train.x[:16], QuantConfig("w8"))
     assert abs(len(all8.onnx_bytes()) - len(w8.onnx_bytes())) <= 4
+
+
+def _producer_types(model: onnx.ModelProto) -> dict[str, str]:
+    return {o: n.op_type for n in model.graph.node for o in n.output}
+
+
+def test_int8_graph_keeps_the_logits_float_and_runs_maxpool_on_uint8() -> None:
+    torch.manual_seed(0)
+    module = build_model("cnn-lstm", (1, 64), 3).eval()
+    x = np.random.default_rng(0).standard_normal((32, 1, 64)).astype(np.float32)
+    q = quantize(module, (1, 64), x, QuantConfig("int8", "minmax"), x_eval=x)
+    g = q.onnx_model.graph
+    # the logits come straight from the Gemm: no Quantize/Dequantize on the model output
+    assert _producer_types(q.onnx_model)[g.output[0].name] == "Gemm"
+    # the Conv after a MaxPool reuses the scale of the ReLU before it, so ONNX Runtime drops
+    # the DQ → MaxPool → Q pair and pools the integers: no MaxPool is left in float
+    pools = [n for n in g.node if n.op_type == "MaxPool"]
+    scales = {
+        i.name: float(onnx.numpy_helper.to_array(i))
+        for i in g.initializer
+        if i.name.endswith("__act_scale")
+    }
+    shared = [
+        (p.input[0].removesuffix("__f32"), p.output[0].removesuffix("__f32"))
+        for p in pools
+        if f"{p.output[0].removesuffix('__f32')}__act_scale" in scales
+    ]
+    assert shared  # the first pool feeds the second Conv
+    for src, dst in shared:
+        assert scales[f"{dst}__act_scale"] == scales[f"{src}__act_scale"]
+    assert not [f for f in q.float_nodes if f.op_type in ("MaxPool", "Conv", "Gemm")]
+    assert q.parity is not None and q.parity.top1_agreement == 1.0
+    assert q.parity.max_abs_logit_diff < 0.05
+
+
+def test_int8_resnet_runs_every_residual_add_and_the_pool_in_uint8() -> None:
+    torch.manual_seed(0)
+    module = build_model("resnet8", (1, 8, 8), 4).eval()
+    x = np.random.default_rng(0).random((48, 1, 8, 8), dtype=np.float32)
+    q = quantize(module, (1, 8, 8), x[:32], QuantConfig("int8", "minmax"), x_eval=x[32:])
+    left = {f.op_type for f in q.float_nodes}
+    assert not left & {"Add", "Relu", "GlobalAveragePool", "Conv", "Gemm"}, left
+    assert q.parity is not None and q.parity.top1_agreement >= 0.95
+
+
+def test_auto_calibration_picks_the_method_closest_to_fp32_on_calibration_data(
+    digits_model: LoadedModel, digits_train: Dataset
+) -> None:
+    assert digits_model.module is not None
+    q = quantize(digits_model.module, (1, 8, 8), digits_train.x[:64], QuantConfig("int8"))
+    choice = q.calibration_choice
+    assert choice is not None and choice.samples == 64
+    assert set(choice.kl) == {"minmax", "percentile", "entropy", "mse"}
+    assert choice.kl[choice.chosen] == min(choice.kl.values())
+    assert q.config.calibration == choice.chosen and q.config.label == f"int8[{choice.chosen}]"
+    assert {r.method.split(" ")[0] for r in q.ranges.values()} == {choice.chosen}
+    # weight-only schemes have nothing to calibrate: no choice is made
+    assert (
+        quantize(
+            digits_model.module, (1, 8, 8), digits_train.x[:8], QuantConfig("w8")
+        ).calibration_choice
+        is None
+    )

@@ -25,9 +25,13 @@ accuracy change, ``KL(p_fp32 ‖ p_q)`` and the SQNR of that layer's output; :me
 summarises it by module type (conv / LSTM / linear), the question of Roodi et al. (CNN parts more
 sensitive to low bits than LSTM parts) — answered by measurement, whatever it shows.
 
-Quantizer: symmetric weights with per-group scales (``group_size`` consecutive inputs) for both 4
-and 8 bits — what :func:`edgeproof.compress.quantize.quantize` executes for a ``mixed`` plan that
-has any 4-bit layer. The chosen plan is executed for real: ``QuantConfig("mixed",
+Quantizer: symmetric weights, 4-bit with per-group scales (``group_size`` consecutive inputs),
+8-bit with per-output-channel scales — what :func:`edgeproof.compress.quantize.quantize` executes
+for a ``mixed`` plan (the simulation fake-quantizes exactly that). A 4-bit layer is not always
+smaller: its group scales (and the ``Reshape`` back to the weight's layout) can outweigh the saved
+nibbles on a tiny layer, so the allocator only lowers layers whose saving
+(:meth:`SizeModel.saving`) is positive and the smallest plan keeps the others at 8 bits.
+The chosen plan is executed for real: ``QuantConfig("mixed",
 bits_per_layer=...)`` → ONNX QDQ graph → ONNX Runtime, whose accuracy and serialised size are
 reported. Without labels, the fp32 model's own predictions are the labels (accuracy then means
 top-1 agreement with fp32).
@@ -153,8 +157,10 @@ class _Simulator:
             ws = _weights(self._mods[layer.name])
             self._fp32[layer.name] = [w.detach().clone() for _, w in ws]
             for b in _BITS:
+                # 8-bit per channel, 4-bit per group: the layouts the QDQ graph executes
+                group = group_size if b == 4 else None
                 self._q[(layer.name, b)] = [
-                    torch.from_numpy(fake_quantize_weight(w.detach().numpy(), 0, b, group_size))
+                    torch.from_numpy(fake_quantize_weight(w.detach().numpy(), 0, b, group))
                     for _, w in ws
                 ]
 
@@ -489,12 +495,18 @@ class SizeModel:
         return self.overhead + sum(self.layer_bytes[n][plan.get(n, 8)] for n in self.layer_bytes)
 
     def saving(self, layer: str) -> int:
-        """Bytes saved by taking ``layer`` from 8 to 4 bits."""
+        """Bytes saved by taking ``layer`` from 8 to 4 bits (negative when 4-bit is larger)."""
         return self.layer_bytes[layer][8] - self.layer_bytes[layer][4]
 
     @property
+    def smallest_plan(self) -> dict[str, int]:
+        """4 bits wherever that saves bytes (``saving > 0``), 8 elsewhere: the smallest plan."""
+        return {n: (4 if self.saving(n) > 0 else 8) for n in self.layer_bytes}
+
+    @property
     def smallest(self) -> int:
-        return self.estimate({n: 4 for n in self.layer_bytes})
+        """Estimated bytes of :attr:`smallest_plan`."""
+        return self.estimate(self.smallest_plan)
 
 
 def _check_applied(
@@ -662,9 +674,16 @@ class _Refiner:
         self.steps.append(RefinementStep(n, frm, to, reason, self.sizes.estimate(plan), kl, acc))
         return kl, acc
 
+    def lowerable(self, plan: Mapping[str, int]) -> list[str]:
+        """8-bit layers whose 4-bit form is smaller: lowering any other one only adds bytes."""
+        return [n for n in self.names if plan[n] == 8 and self.sizes.saving(n) > 0]
+
     def to_size(self, plan: dict[str, int], budget: int) -> None:
+        for n in self.names:
+            if plan[n] == 4 and self.sizes.saving(n) <= 0:
+                self.move(plan, n, 8, "fill")  # free: 8 bits is no larger here
         while self.sizes.estimate(plan) > budget:
-            eights = [n for n in self.names if plan[n] == 8]
+            eights = self.lowerable(plan)
             if not eights:
                 return
             self.move(plan, min(eights, key=self.ratio), 4, "size")
@@ -682,7 +701,7 @@ class _Refiner:
             if not fours:
                 return
             _, acc = self.move(plan, max(fours, key=self.ratio), 8, "accuracy")
-        for n in sorted((n for n in self.names if plan[n] == 8), key=self.ratio):
+        for n in sorted(self.lowerable(plan), key=self.ratio):
             plan[n] = 4
             _, a = self.measure(plan)
             plan[n] = 8
@@ -791,8 +810,8 @@ def allocate(
             parts.append(f"size {size} B within --max-size {max_size} B")
         elif sizes.smallest > max_size:
             parts.append(
-                f"--max-size {max_size} B cannot be met: the all-4-bit plan is {size} B; kept the "
-                "smallest plan; raise --max-size or prune/factor first"
+                f"--max-size {max_size} B cannot be met: the smallest plan (4 bits wherever that "
+                f"saves bytes) is {size} B; kept it; raise --max-size or prune/factor first"
             )
         else:
             parts.append(
@@ -847,8 +866,8 @@ def allocate_between(
     threads: int = 1,
 ) -> Allocation:
     """:func:`allocate` with the size budget placed at ``size_fraction`` of the way from the
-    all-4-bit to the all-8-bit size (for the compression search, which has no labels: the fp32
-    predictions are the labels)."""
+    smallest plan (:attr:`SizeModel.smallest`) to the all-8-bit size (for the compression
+    search, which has no labels: the fp32 predictions are the labels)."""
     if size_fraction is not None and not 0.0 <= size_fraction <= 1.0:
         raise OptionError("size_fraction", f"{size_fraction} is not in [0, 1]", "use e.g. 0.5")
     sizes = SizeModel.fit(module, input_shape, x, group_size)

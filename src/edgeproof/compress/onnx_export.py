@@ -8,9 +8,13 @@ Quantization placement (the same rule is applied to the PyTorch simulation in
 :mod:`edgeproof.compress.quantize`, so the two can be compared):
 
 * *quantizable ops*: ``Conv``, ``Gemm`` and ``MatMul`` whose weight is a constant initializer;
-* *activation points*: the activation input of every quantizable op, and its output — or, when
-  the op's only consumer is a ``Relu``, the ``Relu``'s output. Each tensor is quantized once
-  (``QuantizeLinear`` → ``DequantizeLinear``, uint8, asymmetric, per tensor);
+* *activation points* (:func:`activation_points`): the activation input of every quantizable
+  op, and its output — or, when the op's only consumer is a ``Relu``, the ``Relu``'s output;
+  the output of an ``Add`` / average pool whose inputs are all quantized; never the graph output
+  (logits stay float). A point reached from another through ``MaxPool``/``Flatten``/… only
+  reuses that point's scale (:func:`shared_points`), so ONNX Runtime runs the pool on uint8.
+  Each tensor is quantized once (``QuantizeLinear`` → ``DequantizeLinear``, uint8, asymmetric,
+  per tensor);
 * weights: int8 symmetric per output channel (``DequantizeLinear`` with ``axis``); biases of
   ``Conv``/``Gemm`` as int32 with ``scale = s_x · s_w[c]``, zero point 0;
 * weight-only modes (int8 per channel, int4 with group scales via opset-21 blocked
@@ -41,6 +45,7 @@ from edgeproof.errors import InternalError
 __all__ = [
     "INT4_ONNX_OPSET",
     "INT8_ONNX_OPSET",
+    "RANGE_PRESERVING_OPS",
     "FloatNode",
     "QuantOp",
     "WeightQDQ",
@@ -52,6 +57,7 @@ __all__ = [
     "pack_int4",
     "quantizable_ops",
     "run_session",
+    "shared_points",
     "weight_qdq",
     "weight_qdq_bytes",
     "with_outputs",
@@ -154,20 +160,101 @@ def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
+#: Ops whose output takes only values of their (first) input: a quantized input stays on the same
+#: grid, so their output point shares the input's scale and zero point and ONNX Runtime runs them
+#: on the integers (its QDQ transformers drop a ``DQ → op → Q`` pair with equal parameters).
+RANGE_PRESERVING_OPS = (
+    "MaxPool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+)
+#: Ops ONNX Runtime executes on quantized inputs (``QLinearAdd``, ``QLinearGlobalAveragePool``,
+#: ``QLinearAveragePool``) when every input is quantized: their output becomes a point too.
+_INT_CAPABLE_OPS = ("Add", "GlobalAveragePool", "AveragePool")
+
+
 def activation_points(model: onnx.ModelProto, ops: Sequence[QuantOp]) -> list[str]:
-    """Tensors to quantize: each op's activation input and its (Relu-extended) output."""
+    """Tensors to quantize (uint8, per tensor), in the order found.
+
+    1. the activation input of every quantizable op, and its output — or, when the op's only
+       consumer is a ``Relu``, the ``Relu``'s output;
+    2. the (Relu-extended) output of an ``Add``, ``GlobalAveragePool`` or ``AveragePool`` whose
+       every non-constant input is already a point (repeated until nothing changes), so ONNX
+       Runtime fuses it into ``QLinearAdd`` / ``QLinearGlobalAveragePool``;
+    3. never a graph output: the logits stay float (the last Gemm becomes a ``QGemm`` with float
+       output), as NNCF and ONNX Runtime's own QDQ quantizer leave the model output.
+
+    Points produced by a range-preserving op (``MaxPool``, ``Flatten``, …) from another point
+    share that point's range: see :func:`shared_points`.
+    """
     cons = _consumers(model)
+    inits = {i.name for i in model.graph.initializer}
     graph_outputs = {o.name for o in model.graph.output}
+    producers = _producers(model)
     points: list[str] = []
-    for op in ops:
-        out = op.output
+
+    def extended(out: str) -> str:
         users = cons.get(out, [])
         if len(users) == 1 and users[0].op_type == "Relu" and out not in graph_outputs:
-            out = users[0].output[0]
-        for t in (op.activation, out):
-            if t not in points:
-                points.append(t)
+            return str(users[0].output[0])
+        return out
+
+    def add(t: str) -> bool:
+        if t in graph_outputs or t in points:
+            return False
+        points.append(t)
+        return True
+
+    for op in ops:
+        add(op.activation)
+        add(extended(op.output))
+    changed = True
+    while changed:
+        changed = False
+        for node in model.graph.node:
+            if node.op_type not in _INT_CAPABLE_OPS:
+                continue
+            data = [i for i in node.input if i and i not in inits]
+            if data and all(_point_source(producers, i, points) is not None for i in data):
+                changed |= add(extended(node.output[0]))
     return points
+
+
+def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _point_source(
+    producers: Mapping[str, onnx.NodeProto], t: str, points: Sequence[str]
+) -> str | None:
+    """``t`` if it is a point, else the point it is derived from through range-preserving ops."""
+    seen = 0
+    while t not in points:
+        prod = producers.get(t)
+        if prod is None or prod.op_type not in RANGE_PRESERVING_OPS or seen > 64:
+            return None
+        t, seen = prod.input[0], seen + 1
+    return t
+
+
+def shared_points(model: onnx.ModelProto, points: Sequence[str]) -> dict[str, str]:
+    """Point → the earlier point whose range it must reuse: ``t`` produced from point ``s``
+    through range-preserving ops only (e.g. ``Relu → MaxPool → Conv``: the Conv's input reuses
+    the Relu output's scale, so ``MaxPool`` runs on uint8 in ONNX Runtime)."""
+    producers = _producers(model)
+    out: dict[str, str] = {}
+    for t in points:
+        prod = producers.get(t)
+        if prod is None or prod.op_type not in RANGE_PRESERVING_OPS:
+            continue
+        src = _point_source(producers, prod.input[0], points)
+        if src is not None and src != t:
+            out[t] = out.get(src, src)
+    return out
 
 
 def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:

@@ -4,7 +4,9 @@ Schemes (:class:`QuantConfig`):
 
 * ``int8`` — static W8A8: weights int8 symmetric per output channel, activations uint8 asymmetric
   per tensor with ranges from :mod:`edgeproof.compress.calibrate` (``minmax``, ``percentile``,
-  ``entropy``, ``mse``), biases int32. Placement rule: see :mod:`edgeproof.compress.onnx_export`.
+  ``entropy``, ``mse``, or ``auto``: the one whose simulation has the smallest KL to fp32 on the
+  calibration records, :func:`choose_calibration`), biases int32. Placement rule: see
+  :mod:`edgeproof.compress.onnx_export`.
 * ``w8`` / ``w4`` — weight-only: int8 per channel / int4 symmetric with per-group scales (group of
   ``group_size`` consecutive inputs), activations float; also covers LSTM weights.
 * mixed precision: ``bits_per_layer`` maps quantizable layers to 4 or 8 (weight-only; 4-bit
@@ -22,9 +24,10 @@ agreement and the largest logit difference.
 from __future__ import annotations
 
 import copy
+import operator
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -49,24 +52,32 @@ from edgeproof.compress.onnx_export import (
     make_session,
     quantizable_ops,
     run_session,
+    shared_points,
     with_outputs,
 )
 from edgeproof.compress.weights import fake_quantize_weight
 from edgeproof.errors import OptionError, SpecError
 
 __all__ = [
+    "QUANT_CALIBRATIONS",
     "SCHEMES",
     "ActFakeQuant",
+    "CalibrationChoice",
     "Parity",
     "QuantConfig",
     "QuantizedModel",
     "UnquantizableLayer",
+    "choose_calibration",
     "fold_batchnorm",
     "quantize",
     "simulate",
 ]
 
 Scheme = Literal["int8", "w8", "w4", "mixed"]
+#: Calibration choices of :class:`QuantConfig`: the range estimators, or ``auto``.
+QUANT_CALIBRATIONS: tuple[str, ...] = ("auto", *CALIBRATION_METHODS)
+#: ``auto``'s tie-break order (equal KL on the calibration records).
+_AUTO_PREFERENCE: tuple[str, ...] = ("percentile", "mse", "entropy", "minmax")
 SCHEMES: tuple[str, ...] = ("int8", "w8", "w4", "mixed")
 _QMODULES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
@@ -77,7 +88,10 @@ class QuantConfig:
 
     Attributes:
         scheme: ``int8`` (W8A8 static), ``w8``/``w4`` (weight-only) or ``mixed``.
-        calibration: activation range method (``int8`` only).
+        calibration: activation range method (``int8`` only): one of
+            :data:`~edgeproof.compress.calibrate.CALIBRATION_METHODS`, or ``auto`` (the default):
+            the method whose simulation is closest to fp32 on the calibration records
+            (:func:`choose_calibration`).
         percentile: the percentile for ``calibration="percentile"``.
         group_size: group size of int4 scales.
         bits_per_layer: for ``mixed``: PyTorch module name → 4 or 8 (others stay 8).
@@ -85,7 +99,7 @@ class QuantConfig:
     """
 
     scheme: Scheme = "int8"
-    calibration: str = "percentile"
+    calibration: str = "auto"
     percentile: float = 99.99
     group_size: int = 32
     bits_per_layer: Mapping[str, int] = field(default_factory=dict)
@@ -96,11 +110,11 @@ class QuantConfig:
             raise OptionError(
                 "--scheme", f"unknown scheme {self.scheme!r}", f"use one of {', '.join(SCHEMES)}"
             )
-        if self.calibration not in CALIBRATION_METHODS:
+        if self.calibration not in QUANT_CALIBRATIONS:
             raise OptionError(
                 "--calibration",
                 f"unknown method {self.calibration!r}",
-                f"use one of {', '.join(CALIBRATION_METHODS)}",
+                f"use one of {', '.join(QUANT_CALIBRATIONS)}",
             )
         if self.group_size < 1:
             raise OptionError("--group-size", f"must be >= 1, got {self.group_size}")
@@ -138,9 +152,23 @@ class UnquantizableLayer:
     reason: str
 
 
+@dataclass(frozen=True)
+class CalibrationChoice:
+    """How ``calibration="auto"`` chose: per method, the mean ``KL(p_fp32 ‖ p_q)`` (nats) of its
+    PyTorch simulation over the calibration records, and the method with the smallest."""
+
+    chosen: str
+    kl: Mapping[str, float]
+    samples: int
+
+
 @dataclass
 class QuantizedModel:
-    """The result of :func:`quantize`: the simulated module, the QDQ graph and their agreement."""
+    """The result of :func:`quantize`: the simulated module, the QDQ graph and their agreement.
+
+    ``config`` is the configuration applied (``auto`` resolved to the chosen method, which
+    ``calibration_choice`` explains).
+    """
 
     config: QuantConfig
     sim: nn.Module
@@ -149,6 +177,7 @@ class QuantizedModel:
     float_nodes: list[FloatNode]
     unquantized: list[UnquantizableLayer]
     parity: Parity | None = None
+    calibration_choice: CalibrationChoice | None = None
 
     def onnx_bytes(self) -> bytes:
         return self.onnx_model.SerializeToString()
@@ -218,6 +247,126 @@ def _weight_layers(gm: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in gm.named_modules() if isinstance(m, (*_QMODULES, nn.LSTM))]
 
 
+_RANGE_PRESERVING_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Identity)
+_RANGE_PRESERVING_FUNCTIONS = (
+    torch.flatten,
+    torch.reshape,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.transpose,
+    torch.permute,
+    nn.functional.max_pool1d,
+    nn.functional.max_pool2d,
+)
+_RANGE_PRESERVING_METHODS = (
+    "view",
+    "reshape",
+    "flatten",
+    "permute",
+    "transpose",
+    "squeeze",
+    "unsqueeze",
+)
+_POOL_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AvgPool2d)
+_POOL_FUNCTIONS = (
+    nn.functional.adaptive_avg_pool1d,
+    nn.functional.adaptive_avg_pool2d,
+    nn.functional.avg_pool1d,
+    nn.functional.avg_pool2d,
+)
+
+
+def _range_preserving(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(str(node.target)), _RANGE_PRESERVING_MODULES)
+    if node.op == "call_function":
+        return node.target in _RANGE_PRESERVING_FUNCTIONS
+    return node.op == "call_method" and node.target in _RANGE_PRESERVING_METHODS
+
+
+def _int_capable_inputs(gm: fx.GraphModule, node: fx.Node) -> list[fx.Node] | None:
+    """The data inputs of an elementwise add of two tensors or an average pool, else None."""
+    if node.op == "call_function" and node.target in (operator.add, torch.add):
+        args = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+        return args if len(args) == 2 else None
+    is_pool = (
+        node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), _POOL_MODULES)
+    ) or (node.op == "call_function" and node.target in _POOL_FUNCTIONS)
+    if is_pool and node.args and isinstance(node.args[0], fx.Node):
+        return [node.args[0]]
+    return None
+
+
+def _fx_points(
+    gm: fx.GraphModule, qnodes: Sequence[fx.Node]
+) -> tuple[list[fx.Node], dict[str, str]]:
+    """The activation points of :func:`edgeproof.compress.onnx_export.activation_points` on the
+    ``torch.fx`` graph, and the shared ones (point name → point whose range it reuses)."""
+
+    def is_output(n: fx.Node) -> bool:
+        return any(u.op == "output" for u in n.users)
+
+    def extended(n: fx.Node) -> fx.Node:
+        users = list(n.users)
+        if len(users) == 1 and _is_relu(gm, users[0]) and not is_output(n):
+            return users[0]
+        return n
+
+    points: list[fx.Node] = []
+
+    def add(n: fx.Node) -> bool:
+        if is_output(n) or n in points:
+            return False
+        points.append(n)
+        return True
+
+    def source(n: fx.Node) -> fx.Node | None:
+        for _ in range(64):
+            if n in points:
+                return n
+            if not _range_preserving(gm, n) or not n.args or not isinstance(n.args[0], fx.Node):
+                return None
+            n = n.args[0]
+        return None
+
+    for n in qnodes:
+        act = n.args[0]
+        assert isinstance(act, fx.Node)
+        add(act)
+        add(extended(n))
+    changed = True
+    while changed:
+        changed = False
+        for node in gm.graph.nodes:
+            data = _int_capable_inputs(gm, node)
+            if data and all(source(a) is not None for a in data):
+                changed |= add(extended(node))
+    shared: dict[str, str] = {}
+    for p in points:
+        if _range_preserving(gm, p) and p.args and isinstance(p.args[0], fx.Node):
+            src = source(p.args[0])
+            if src is not None and src is not p:
+                shared[p.name] = shared.get(src.name, src.name)
+    return points, shared
+
+
+def _share(fq: ActFakeQuant, src: ActFakeQuant, src_name: str) -> None:
+    """Give ``fq`` the scale and zero point of ``src`` (a point after MaxPool/Flatten/…)."""
+    assert fq.range is not None and src.range is not None
+    fq.scale, fq.zero_point = src.scale, src.zero_point
+    fq.range = _shared_range(fq.range, src.range, src_name)
+
+
+def _shared_range(own: ActivationRange, src: ActivationRange, src_name: str) -> ActivationRange:
+    return ActivationRange(
+        src.lo,
+        src.hi,
+        f"{src.method} (shared with {src_name})",
+        own.observed_min,
+        own.observed_max,
+    )
+
+
 def simulate(
     module: nn.Module, x_calib: np.ndarray, config: QuantConfig
 ) -> tuple[fx.GraphModule, dict[str, ActivationRange]]:
@@ -231,32 +380,25 @@ def simulate(
         if n.op == "call_module" and isinstance(gm.get_submodule(str(n.target)), _QMODULES)
     ]
     if config.scheme == "int8":
-        points: list[fx.Node] = []
-        for n in qnodes:
-            out = n
-            users = list(n.users)
-            if len(users) == 1 and _is_relu(gm, users[0]):
-                out = users[0]
-            act = n.args[0]
-            assert isinstance(act, fx.Node)
-            for p in (act, out):
-                if p not in points:
-                    points.append(p)
-        for i, p in enumerate(points):
+        points, shared = _fx_points(gm, qnodes)
+        for i, pt in enumerate(points):
             fq = ActFakeQuant(config.calibration, config.percentile)
             name = f"actq_{i}"
             gm.add_submodule(name, fq)
-            fq_by_point[p.name] = fq
-            with gm.graph.inserting_after(p):
-                newn = gm.graph.call_module(name, (p,))
-            p.replace_all_uses_with(newn, delete_user_cb=_not(newn))
+            fq_by_point[pt.name] = fq
+            with gm.graph.inserting_after(pt):
+                newn = gm.graph.call_module(name, (pt,))
+            pt.replace_all_uses_with(newn, delete_user_cb=_not(newn))
         gm.recompile()
         with torch.no_grad():
             xt = torch.from_numpy(np.ascontiguousarray(x_calib, np.float32))
             for i in range(0, xt.shape[0], 128):
                 gm(xt[i : i + 128])
-        for key, fq in fq_by_point.items():
+        for fq in fq_by_point.values():
             fq.freeze()
+        for key, src in shared.items():
+            _share(fq_by_point[key], fq_by_point[src], src)
+        for key, fq in fq_by_point.items():
             assert fq.range is not None
             ranges[key] = fq.range
     # Weights (and int8 biases) replaced by their dequantized values.
@@ -304,6 +446,35 @@ def _bits_for(name: str, mod: nn.Module, config: QuantConfig) -> int | None:
     return config.bits_per_layer.get(name, 8)
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+def choose_calibration(
+    module: nn.Module, x_calib: np.ndarray, config: QuantConfig
+) -> CalibrationChoice:
+    """The activation range method for ``calibration="auto"``, chosen on calibration data only.
+
+    Each method of :data:`~edgeproof.compress.calibrate.CALIBRATION_METHODS` is calibrated on
+    ``x_calib`` and its PyTorch simulation run on the same records; the method with the smallest
+    mean ``KL(p_fp32 ‖ p_q)`` of the softmax outputs wins (ties: percentile, mse, entropy,
+    minmax). No labels and no evaluation data are used, so the choice cannot leak the test set.
+    """
+    xt = torch.from_numpy(np.ascontiguousarray(x_calib, np.float32))
+    with torch.no_grad():
+        p = _softmax(fold_batchnorm(module)(xt).numpy())
+    kl: dict[str, float] = {}
+    for method in _AUTO_PREFERENCE:
+        sim, _ = simulate(module, x_calib, replace(config, calibration=method))
+        with torch.no_grad():
+            q = _softmax(sim(xt).numpy())
+        kl[method] = float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
+    chosen = min(_AUTO_PREFERENCE, key=lambda m: (kl[m], _AUTO_PREFERENCE.index(m)))
+    return CalibrationChoice(chosen, kl, int(xt.shape[0]))
+
+
 def _check_calibration(x: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
@@ -331,6 +502,12 @@ def quantize(
         SpecError: if ``x_calib`` does not have the model's sample shape (message names --data).
     """
     x_calib = _check_calibration(x_calib, input_shape)[: config.calibration_samples]
+    choice = None
+    if config.scheme == "int8" and config.calibration == "auto":
+        choice = choose_calibration(module, x_calib, config)
+    if config.calibration == "auto":
+        # weight-only schemes have no activation ranges: any method gives the same graph
+        config = replace(config, calibration=choice.chosen if choice else "percentile")
     sim, _ = simulate(module, x_calib, config)
     folded = fold_batchnorm(module)
     fp32 = export_onnx(folded, input_shape)
@@ -368,6 +545,8 @@ def quantize(
     if config.scheme == "int8":
         points = activation_points(fp32, ops)
         ranges = _calibrate_onnx(fp32, points, x_calib, config)
+        for t, src in shared_points(fp32, points).items():
+            ranges[t] = _shared_range(ranges[t], ranges[src], src)
         weight_bits = {op.node: 8 for op in ops}
         qdq = build_qdq_model(
             fp32,
@@ -393,7 +572,9 @@ def quantize(
         )
     with tempfile.TemporaryDirectory() as tmp:
         fnodes = float_nodes(qdq, str(Path(tmp) / "opt.onnx"))
-    result = QuantizedModel(config, sim, qdq, ranges, fnodes, unquantized)
+    result = QuantizedModel(
+        config, sim, qdq, ranges, fnodes, unquantized, calibration_choice=choice
+    )
     if x_eval is not None:
         result.parity = parity(sim, qdq, x_eval, threads=threads)
     return result

@@ -2,8 +2,10 @@
 
 Candidates are tried cheapest-first (int8 with each calibration method, weight-only int8/int4,
 unstructured / 2:4 / elimination–compensation pruning followed by int8, structured channel removal,
-Marchenko–Pastur low-rank, then their int8 versions). The search stops *starting* new candidates
-once ``time_budget_s`` has elapsed; what was built is kept (the baseline is always measured).
+Marchenko–Pastur low-rank, then their int8 versions; these "+int8" candidates use
+``calibration="auto"``, the range method chosen on the calibration records alone). The search stops
+*starting* new candidates once ``time_budget_s`` has elapsed; what was built is kept (the baseline
+is always measured).
 
 Trust re-audit: for each candidate, the registered checks named in :data:`TRUST_CHECKS` that exist
 (``edgeproof.checks.available_checks()``) are run on an ``AuditContext`` built with
@@ -95,10 +97,20 @@ def _quant(cfg: QuantConfig) -> Callable[[nn.Module, InputSpec, np.ndarray, np.n
     def build(m: nn.Module, spec: InputSpec, xc: np.ndarray, xe: np.ndarray) -> Built:
         q = quantize(m, spec.shape, xc, cfg, x_eval=xe)
         notes = [f"left in float: {u.name} ({u.kind}): {u.reason}" for u in q.unquantized]
+        if q.calibration_choice is not None:
+            kls = ", ".join(f"{k} {v:.3g}" for k, v in q.calibration_choice.kl.items())
+            notes.append(
+                f"calibration auto → {q.calibration_choice.chosen} (KL to fp32 on the "
+                f"calibration records: {kls})"
+            )
         return Built(
             q.sim,
             q.onnx_bytes(),
-            {"scheme": cfg.scheme, "calibration": cfg.calibration, "group_size": cfg.group_size},
+            {
+                "scheme": cfg.scheme,
+                "calibration": q.config.calibration,
+                "group_size": cfg.group_size,
+            },
             notes,
             q.parity,
             tuple(f"{f.op_type}:{f.name}" for f in q.float_nodes),
@@ -136,7 +148,7 @@ def _then_int8(
     def build(m: nn.Module, spec: InputSpec, xc: np.ndarray, xe: np.ndarray) -> Built:
         pm, settings, notes = prep(m, xc)
         if quantized:
-            b = _quant(QuantConfig("int8", "percentile"))(pm, spec, xc, xe)
+            b = _quant(QuantConfig("int8"))(pm, spec, xc, xe)
             b.settings.update(settings)
             b.notes[:0] = notes
             return b
