@@ -18,6 +18,7 @@ from edgeproof.attacks import (
     minimal_eps,
     robustness_curve,
 )
+from edgeproof.attacks.base import as_layout, input_layout
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError
 from edgeproof.models.loaded import LoadedModel
@@ -69,6 +70,57 @@ def test_pgd_l2_without_random_start_reproduces_torchattacks_pgdl2(
     )
     torch.testing.assert_close(ours.x_adv, ref, rtol=0, atol=1e-4)
     assert int(ours.success.sum()) == int(_wrong(model, ref, y).sum())
+
+
+def _colour_conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(8)
+    with torch.no_grad():  # non-trivial running statistics for the eval-mode batch norm
+        bn.running_mean = torch.linspace(-0.2, 0.2, 8)
+        bn.running_var = torch.linspace(0.5, 2.0, 8)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), bn, nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5),
+    )
+    return frozen_copy(net)
+
+
+@pytest.mark.parametrize("keep", ["last", "first"])
+def test_pgd_on_a_colour_conv_net_fed_channels_last_reproduces_torchattacks(keep: str) -> None:
+    model = _colour_conv_net()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(48, 3, 12, 12, generator=gen)
+    y = model(x).argmax(1)
+    assert input_layout(model, x) == torch.channels_last
+    eps = 0.03
+    ref = torchattacks.PGD(model, eps=eps, alpha=eps * 0.25, steps=10, random_start=False)(x, y)
+    ours = PGD(steps=10, step=0.25, random_start=False, keep=keep).perturb(  # type: ignore[arg-type]
+        model, x, y, Budget("linf", eps)
+    )
+    assert ours.x_adv.is_contiguous()
+    ref_fooled = _wrong(model, ref, y)
+    assert bool(ref_fooled.any()) and not bool(ref_fooled.all())
+    if keep == "last":
+        torch.testing.assert_close(ours.x_adv, ref, rtol=0, atol=1e-6)
+        assert torch.equal(ours.success, ref_fooled)
+    else:  # stopping at the first success keeps every sample torchattacks fools fooled
+        assert bool(ours.success[ref_fooled].all())
+        assert torch.equal(ours.success, _wrong(model, ours.x_adv, y))
+
+
+def test_input_layout_is_channels_last_only_for_images_into_conv_nets() -> None:
+    x = torch.rand(4, 1, 8, 8)
+    conv = _colour_conv_net()
+    mlp = _Mlp(64, 3)
+    assert input_layout(conv, x) == torch.channels_last
+    assert input_layout(mlp, x) == torch.contiguous_format
+    assert input_layout(conv, torch.rand(4, 64)) == torch.contiguous_format
+    # one channel: the same memory viewed with NHWC strides, so convolutions take that path
+    one = as_layout(x, torch.channels_last)
+    assert one.data_ptr() == x.data_ptr() and one.stride() == (64, 1, 8, 1)
+    assert torch.equal(one, x)
+    three = as_layout(torch.rand(4, 3, 8, 8), torch.channels_last)
+    assert three.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_fgsm_reproduces_torchattacks_fgsm(

@@ -25,6 +25,11 @@ Differences from torchattacks, all deliberate:
   it (the batch shrinks as samples are fooled, which makes large-ε and bisection runs cheap);
   ``keep="last"`` runs every sample for every step and returns the final iterate, as torchattacks
   does (success is judged on the final iterate only).
+
+Cost (docs/benchmarks/attacks.md): one forward and one backward pass per step, plus three in-place
+elementwise passes (sign, scaled add, clamp) and one final forward to judge the last iterate.
+Images go to conv nets in channels-last layout (:func:`edgeproof.attacks.base.input_layout`),
+which CPU convolutions run faster; the examples are returned in the caller's (contiguous) layout.
 """
 
 from __future__ import annotations
@@ -35,7 +40,14 @@ from typing import Literal
 import torch
 from torch import nn
 
-from edgeproof.attacks.base import Attack, AttackResult, Budget, per_sample_view
+from edgeproof.attacks.base import (
+    Attack,
+    AttackResult,
+    Budget,
+    as_layout,
+    input_layout,
+    per_sample_view,
+)
 from edgeproof.errors import OptionError
 
 __all__ = ["PGD", "Schedule"]
@@ -114,20 +126,18 @@ class PGD(Attack):
     ) -> AttackResult:
         n = x.shape[0]
         eps64 = budget.eps_per_sample(n)
-        x_out = x.clone()
-        fooled = torch.zeros(n, dtype=torch.bool)
-        for _ in range(self.restarts):
+        layout = input_layout(model, x)
+        # the first run attacks the whole batch; its buffers (our own) collect the restarts
+        x_out, fooled = self._single_run(model, x, y, eps64, budget, generator, layout)
+        for _ in range(self.restarts - 1):
             todo = (~fooled).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            whole = todo.numel() == n
-            xs = x if whole else x[todo]
-            ys = y if whole else y[todo]
-            adv, ok = self._single_run(model, xs, ys, eps64 if whole else eps64[todo], budget,
-                                       generator)
+            adv, ok = self._single_run(model, x[todo], y[todo], eps64[todo], budget, generator,
+                                       layout)
             x_out[todo] = adv
             fooled[todo] = ok
-        return AttackResult(x_out, fooled)
+        return AttackResult(x_out.contiguous(), fooled)
 
     def _single_run(
         self,
@@ -137,31 +147,38 @@ class PGD(Attack):
         eps64: torch.Tensor,
         budget: Budget,
         generator: torch.Generator | None,
+        layout: torch.memory_format,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = budget.domain
         linf = budget.norm == "linf"
         first = self.keep == "first"
-        x = x.detach()
+        # Large buffers are allocated once per run and updated in place: on CPU a fresh
+        # multi-megabyte tensor costs page faults, which show up next to a cheap model.
+        x = as_layout(x.detach(), layout)
         eps = per_sample_view(eps64, x)
-        adv = x.clone()
-        if self.random_start:
-            if linf:
-                noise = torch.rand(x.shape, generator=generator, dtype=x.dtype)
-                adv.add_(noise.mul_(2).sub_(1).mul_(eps))
-            else:
-                delta = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-                norms = per_sample_view(delta.flatten(1).norm(p=2, dim=1), x)
-                r = per_sample_view(torch.rand(x.shape[0], generator=generator), x)
-                adv.add_(delta.mul_(r / norms * eps))
-            adv.clamp_(lo, hi)
-        n = x.shape[0]
-        out = torch.empty_like(x)
-        done = torch.zeros(n, dtype=torch.bool)
-        active = torch.arange(n)  # rows of the batch still attacked ("first" drops fooled rows)
         # L∞: the ε-ball ∩ domain box as per-element bounds, computed once; one clamp per step
         # then equals torchattacks' clamp(x + clamp(x' − x, −ε, ε), lo, hi) up to float rounding.
-        lower = torch.clamp(x - eps, min=lo) if linf else x
-        upper = torch.clamp(x + eps, max=hi) if linf else x
+        below = torch.sub(x, eps) if linf else x  # x − ε, before clipping to the domain
+        if self.random_start:
+            if linf:  # x + U(−ε, ε) = (x − ε) + 2ε·u, written into the noise buffer
+                adv = as_layout(torch.rand(x.shape, generator=generator, dtype=x.dtype), layout)
+                torch.addcmul(below, adv, 2 * eps, out=adv)
+            else:
+                delta = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+                delta = as_layout(delta, layout)
+                norms = per_sample_view(delta.flatten(1).norm(p=2, dim=1), x)
+                r = per_sample_view(torch.rand(x.shape[0], generator=generator), x)
+                adv = delta.mul_(r / norms * eps).add_(x).clamp_(lo, hi)
+        else:
+            adv = as_layout(x.clone(), layout)
+        lower = below.clamp_(min=lo) if linf else x
+        upper = torch.add(x, eps).clamp_(max=hi) if linf else x
+        if linf and self.random_start:  # the start inside the ε-ball ∩ domain, rounding included
+            torch.clamp(adv, lower, upper, out=adv)
+        n = x.shape[0]
+        out = torch.empty_like(x) if first else x  # "last" never writes to it
+        done = torch.zeros(n, dtype=torch.bool)
+        active = torch.arange(n)  # rows of the batch still attacked ("first" drops fooled rows)
         for mult in self._multipliers():
             adv.requires_grad_(True)
             with torch.enable_grad():
@@ -171,14 +188,15 @@ class PGD(Attack):
             adv = adv.detach()
             with torch.no_grad():
                 if first:
+                    # logits of this step's forward judge the current iterate: no extra pass
                     wrong = logits.argmax(dim=1) != y
                     if bool(wrong.any()):  # one host sync per step, only in "first" mode
                         out[active[wrong]] = adv[wrong]
                         done[active[wrong]] = True
                         keep = ~wrong
-                        active, x, y, adv, grad = (
-                            active[keep], x[keep], y[keep], adv[keep], grad[keep]
-                        )
+                        active, x, y = active[keep], x[keep], y[keep]
+                        adv = as_layout(adv[keep], layout)
+                        grad = grad[keep]
                         eps64, eps = eps64[keep], eps[keep]
                         if linf:
                             lower, upper = lower[keep], upper[keep]
