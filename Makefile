@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench install clean
+.PHONY: demo test lint typecheck pytest bench install clean nncf-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do OMP_NUM_THREADS=2 $(BIN)/python $$b || exit 1; done
 	$(BIN)/python benchmarks/assemble.py
+
+# the NNCF peer of benchmarks/bench_compress.py lives in its own venv (nncf pins its own stack)
+nncf-venv: constraints.txt
+	$(PYTHON) -m venv .venv-nncf
+	.venv-nncf/bin/python -m pip install --quiet torch==2.13.0 nncf onnx onnxruntime
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -7,8 +7,8 @@ whose simulation is closest to fp32 on the calibration records — and the fixed
 MSE and entropy methods), ORT
 ``quantize_static`` with its defaults (QDQ, MinMax, per-tensor), NNCF ``quantize`` with its
 defaults on the same fp32 ONNX graph, edgeproof w4. NNCF runs in its own venv through a
-subprocess (create it with ``python3 -m venv /work/nncf-venv && /work/nncf-venv/bin/pip install
-torch==2.13.0 nncf onnx onnxruntime``); its graph is evaluated in this venv's ONNX Runtime, and
+subprocess (``make nncf-venv`` creates ``.venv-nncf`` with torch pinned; or point
+``EDGEPROOF_NNCF_PYTHON`` at another interpreter that has nncf); its graph is evaluated in this venv's ONNX Runtime, and
 the row says why when the venv is absent. Latency: batch 1, 1 intra-op thread, medians taken
 round-robin across rows. The trust columns of the ledger (ECE, robust accuracy, DNL AR(10)) are
 reported for fp32 and edgeproof int8.
@@ -41,7 +41,12 @@ from edgeproof.models.train import spec_from_data, train_model
 from edgeproof.spec import InputSpec
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "compress.md"
-NNCF_PY = Path("/work/nncf-venv/bin/python")
+NNCF_PY = Path(
+    os.environ.get(
+        "EDGEPROOF_NNCF_PYTHON",
+        str(Path(__file__).resolve().parents[1] / ".venv-nncf" / "bin" / "python"),
+    )
+)
 CALIB_RECORDS = 256
 LAT_ROUNDS, LAT_RUNS, LAT_WARMUP = 30, 20, 20
 
