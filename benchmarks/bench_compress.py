@@ -4,14 +4,13 @@ Same trained model, same calibration records (256 of the training split), same t
 run, on ResNet-20 / ``builtin:digits`` and CNN-LSTM / ``builtin:synth-ecg``. Rows per model: fp32
 PyTorch, fp32 ONNX Runtime, edgeproof int8 (the default ``auto`` calibration — the range method
 whose simulation is closest to fp32 on the calibration records — and the fixed percentile 99.99,
-MSE and entropy methods), ORT
-``quantize_static`` with its defaults (QDQ, MinMax, per-tensor), NNCF ``quantize`` with its
-defaults on the same fp32 ONNX graph, edgeproof w4. NNCF runs in its own venv through a
-subprocess (``make nncf-venv`` creates ``.venv-nncf`` with torch pinned; or point
-``EDGEPROOF_NNCF_PYTHON`` at another interpreter that has nncf); its graph is evaluated in this venv's ONNX Runtime, and
-the row says why when the venv is absent. Latency: batch 1, 1 intra-op thread, medians taken
-round-robin across rows. The trust columns of the ledger (ECE, robust accuracy, DNL AR(10)) are
-reported for fp32 and edgeproof int8.
+MSE and entropy methods), ORT ``quantize_static`` with its defaults (QDQ, MinMax, per-tensor),
+NNCF ``quantize`` with its defaults on the same fp32 ONNX graph, edgeproof w4. NNCF runs in its
+own venv through a subprocess (``make nncf-venv`` creates ``.venv-nncf`` with torch pinned; or
+point ``EDGEPROOF_NNCF_PYTHON`` at another interpreter that has nncf); its graph is evaluated in
+this venv's ONNX Runtime, and the row says why when the venv is absent. Latency: batch 1, 1 intra-
+op thread, medians taken round-robin across rows. The trust columns of the ledger (ECE, robust
+accuracy, DNL AR(10)) are reported for fp32 and edgeproof int8.
 
 Run: ``python benchmarks/bench_compress.py`` → ``docs/benchmarks/compress.md`` (this section only:
 ``python benchmarks/bench_compress.py int8``).
