@@ -348,3 +348,16 @@ def test_onnx_model_runs_forward_checks_and_skips_gradient_checks(
     assert checks["corruption"]["status"] == "ok"
     assert checks["adversarial"]["status"] == "skipped"
     assert "needs gradients" in checks["adversarial"]["skip_reason"]
+
+
+def test_global_threads_option_is_not_shadowed_by_a_subcommand_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from edgeproof.cli import build_parser
+
+    args = build_parser().parse_args(["--threads", "2", "compress", "m.pt2", "--data", "d.npz",
+                                      "--out", "o", "--threads", "3"])
+    assert args.torch_threads == 2
+    assert args.threads == 3
+    code, _, err = _run(["--threads", "0", "checks"], capsys)
+    _assert_one_line_error(code, err, "--threads: 0 is not a positive integer")

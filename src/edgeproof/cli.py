@@ -151,7 +151,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from edgeproof.demo import run_demo
     from edgeproof.report.terminal import print_summary
 
-    result = run_demo(args.out, progress=not args.quiet, seed=args.seed, threads=args.threads)
+    result = run_demo(args.out, progress=not args.quiet, seed=args.seed, threads=args.torch_threads)
     if not args.quiet:
         print_summary(result.report)
     how = "cached" if result.cached else f"trained in {result.train_seconds:.1f} s"
@@ -194,7 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edgeproof {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        dest="torch_threads",
+        type=int,
+        help="torch intra-op threads (default: torch's; the demo uses 1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -288,12 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = bool(args.debug)
     try:
-        if args.threads is not None:
-            if args.threads < 1:
-                raise OptionError("--threads", f"{args.threads} is not a positive integer")
+        if args.torch_threads is not None:
+            if args.torch_threads < 1:
+                raise OptionError("--threads", f"{args.torch_threads} is not a positive integer")
             import torch
 
-            torch.set_num_threads(args.threads)
+            torch.set_num_threads(args.torch_threads)
         code: int = args.handler(args)
         return code
     except EdgeproofError as exc:
