@@ -33,6 +33,7 @@ from edgeproof.attacks.base import (
     as_layout,
     input_layout,
     per_sample_view,
+    with_restarts,
 )
 from edgeproof.errors import OptionError
 
@@ -83,21 +84,16 @@ class APGD(Attack):
         *,
         generator: torch.Generator | None = None,
     ) -> AttackResult:
-        n = x.shape[0]
-        eps64 = budget.eps_per_sample(n)
-        x_out = x.clone()
         layout = input_layout(model, x)  # channels-last for images into conv nets (faster)
-        fooled = torch.zeros(n, dtype=torch.bool)
-        for _ in range(self.restarts):
-            todo = (~fooled).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            xs = as_layout(x[todo].detach(), layout)
-            adv, ok = self._single_run(model, xs, y[todo], eps64[todo], budget, generator,
-                                       layout)
-            x_out[todo] = adv
-            fooled[todo] = ok
-        return AttackResult(x_out, fooled)
+        return with_restarts(
+            self.restarts,
+            lambda xs, ys, es: self._single_run(
+                model, as_layout(xs.detach(), layout), ys, es, budget, generator, layout
+            ),
+            x,
+            y,
+            budget.eps_per_sample(x.shape[0]),
+        )
 
     def _project(
         self, z: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, budget: Budget

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -35,6 +36,7 @@ __all__ = [
     "frozen_copy",
     "input_layout",
     "misclassified",
+    "with_restarts",
 ]
 
 _NORMS = ("linf", "l2")
@@ -139,6 +141,28 @@ class Attack(ABC):
         generator: torch.Generator | None = None,
     ) -> AttackResult:
         """Attack one batch ``x`` (raw domain) with labels ``y`` within ``budget``."""
+
+
+RunOnce = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def with_restarts(
+    restarts: int, run: RunOnce, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
+) -> AttackResult:
+    """Attack the whole batch once, then re-attack only the samples not yet fooled.
+
+    ``run(x, y, eps) -> (x_adv, fooled)`` must return buffers it owns (never a view of ``x``):
+    the first run's buffers collect the later runs' results.
+    """
+    x_out, fooled = run(x, y, eps)
+    for _ in range(restarts - 1):
+        todo = (~fooled).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        adv, ok = run(x[todo], y[todo], eps[todo])
+        x_out[todo] = adv
+        fooled[todo] = ok
+    return AttackResult(x_out.contiguous(), fooled)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

@@ -47,6 +47,7 @@ from edgeproof.attacks.base import (
     as_layout,
     input_layout,
     per_sample_view,
+    with_restarts,
 )
 from edgeproof.errors import OptionError
 
@@ -124,20 +125,14 @@ class PGD(Attack):
         *,
         generator: torch.Generator | None = None,
     ) -> AttackResult:
-        n = x.shape[0]
-        eps64 = budget.eps_per_sample(n)
         layout = input_layout(model, x)
-        # the first run attacks the whole batch; its buffers (our own) collect the restarts
-        x_out, fooled = self._single_run(model, x, y, eps64, budget, generator, layout)
-        for _ in range(self.restarts - 1):
-            todo = (~fooled).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            adv, ok = self._single_run(model, x[todo], y[todo], eps64[todo], budget, generator,
-                                       layout)
-            x_out[todo] = adv
-            fooled[todo] = ok
-        return AttackResult(x_out.contiguous(), fooled)
+        return with_restarts(
+            self.restarts,
+            lambda xs, ys, es: self._single_run(model, xs, ys, es, budget, generator, layout),
+            x,
+            y,
+            budget.eps_per_sample(x.shape[0]),
+        )
 
     def _single_run(
         self,
