@@ -490,40 +490,26 @@ def build_qdq_model(
             s_name, z_name = f"{t}__act_scale", f"{t}__act_zp"
             g.initializer.append(_init(s_name, np.array(scale, np.float32)))
             g.initializer.append(_init(z_name, np.array(zp, np.uint8)))
-            if t in producers:
-                src = f"{t}__f32"
+            if t in producers:  # producer now writes src; DQ produces the original name
+                src, dst = f"{t}__f32", t
                 prod = producers[t]
-                for k, o in enumerate(prod.output):
-                    if o == t:
-                        prod.output[k] = src
-                new_nodes.append(
-                    helper.make_node(
-                        "QuantizeLinear", [src, s_name, z_name], [f"{t}__q"], name=f"{t}__Q"
-                    )
-                )
-                new_nodes.append(
-                    helper.make_node(
-                        "DequantizeLinear", [f"{t}__q", s_name, z_name], [t], name=f"{t}__DQ"
-                    )
-                )
-            elif t in graph_inputs:
-                dq = f"{t}__dq"
+                prod.output[:] = [src if o == t else o for o in prod.output]
+            elif t in graph_inputs:  # the input feeds Q; consumers read the DQ output
+                src, dst = t, f"{t}__dq"
                 for node in cons.get(t, []):
-                    for k, i in enumerate(node.input):
-                        if i == t:
-                            node.input[k] = dq
-                new_nodes.append(
-                    helper.make_node(
-                        "QuantizeLinear", [t, s_name, z_name], [f"{t}__q"], name=f"{t}__Q"
-                    )
-                )
-                new_nodes.append(
-                    helper.make_node(
-                        "DequantizeLinear", [f"{t}__q", s_name, z_name], [dq], name=f"{t}__DQ"
-                    )
-                )
+                    node.input[:] = [dst if i == t else i for i in node.input]
             else:
                 raise InternalError(f"activation point {t!r} is neither produced nor a graph input")
+            new_nodes.append(
+                helper.make_node(
+                    "QuantizeLinear", [src, s_name, z_name], [f"{t}__q"], name=f"{t}__Q"
+                )
+            )
+            new_nodes.append(
+                helper.make_node(
+                    "DequantizeLinear", [f"{t}__q", s_name, z_name], [dst], name=f"{t}__DQ"
+                )
+            )
 
     def quantize_weight(name: str, out_axis: int, bits: int) -> np.ndarray | None:
         """Replace initializer ``name`` by integers + DQ producing ``name``; returns the
