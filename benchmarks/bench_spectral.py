@@ -26,6 +26,11 @@ from edgeproof.diagnostics.layers import layers_from_module
 from edgeproof.diagnostics.spectral import SpectralConfig, _gram_eigvals, analyze_inventory
 from edgeproof.models.zoo import build_model
 
+#: Idle time before each timed run. OpenBLAS worker threads spin-wait after a call (and OpenMP
+#: threads after a parallel region) before they sleep; without a pause the previous run's
+#: spinning threads steal the cores from the next run (whichever tool that is).
+_SETTLE_S = 0.2
+
 
 def _median_time(fn, repeats: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
     times, out = [], None
@@ -53,6 +58,7 @@ def _interleaved(
         for key, fn in fns.items():
             torch.set_num_threads(key[0])
             with threadpool_limits(limits=key[0], user_api="blas"):
+                time.sleep(_SETTLE_S)
                 t = time.perf_counter()
                 outs[key] = fn()  # type: ignore[operator]
                 times[key].append(time.perf_counter() - t)
@@ -195,7 +201,7 @@ def main() -> None:
         f"| 1P-DNL (one forward + backward at 224×224) | {t_1p:.3f} |",
         "",
         "Default mode: per kernel position the float64 Gram matrix of the smaller side and its",
-        "eigenvalues (BLAS `dsyrk` + `np.linalg.eigvalsh`, LAPACK `syevd`), layers in a",
+        "eigenvalues (`np.matmul` + `np.linalg.eigvalsh`, LAPACK `syevd`), layers in a",
         "thread pool, and a branch-and-bound xmin search (exact KS argmin); ww-compat: float64",
         "`svdvals` with WeightWatcher's conv2d ×0.5. WeightWatcher computes SciPy `svd` values",
         "per slice and loops over xmin candidates in Python. The status line compares ours",
