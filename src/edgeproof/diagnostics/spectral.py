@@ -38,7 +38,7 @@ Modes:
   weights as stored), Conv1d pooled per kernel position like Conv2d, LSTM/GRU gates and Q/K/V
   split, eigenvalues by ``eigvalsh`` of the float64 Gram matrix of the smaller side (a slice with
   an eigenvalue within the Gram's rounding error of the 1e-5 fit threshold is redone by SVD);
-  layers run concurrently in a thread pool.
+  the layers' matrices run in chunks on a thread pool (both modes).
 * ``ww-compat``: reproduces WeightWatcher 0.7.7 ``analyze()`` defaults: Conv2d weights multiplied
   by ``√0.5`` (``conv2d_norm``, i.e. eigenvalues × 0.5); ``min_evals = 8`` on ``M · rf``;
   ``max_evals = 15000``; ``max_N = 50000``; its per-slice N/M bookkeeping; Conv1d as WeightWatcher
@@ -672,9 +672,10 @@ def analyze_inventory(
 ) -> SpectralAnalysis:
     """Analyse every layer of ``inventory`` (skipping what the config rules out, with reasons).
 
-    Layers run concurrently on ``workers`` threads (default: ``torch.get_num_threads()``), the
-    largest first; the eigen-solvers release the GIL, and BLAS/LAPACK are held to one thread
-    each meanwhile so the pool does not oversubscribe the cores. Results keep inventory order.
+    The work runs on ``workers`` threads (default: ``torch.get_num_threads()``) in chunks of
+    each layer's matrices, the largest first (see ``_analyze_pooled``); the eigen-solvers release
+    the GIL, and BLAS/LAPACK are held to one thread each meanwhile so the pool does not
+    oversubscribe the cores. Results keep inventory order and do not depend on ``workers``.
     """
     config = config or SpectralConfig()
     todo: list[WeightLayer] = []
