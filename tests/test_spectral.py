@@ -219,8 +219,14 @@ def _brute_force_fit(evals: np.ndarray) -> tuple[int, float, float]:
     return j, float(alphas[j]), float(ds[j])
 
 
+@pytest.mark.parametrize(("grid", "block"), [(2, 2), (8, 16), (64, 64)])
 @pytest.mark.parametrize("seed", range(6))
-def test_pruned_xmin_search_finds_the_same_argmin_as_brute_force(seed: int) -> None:
+def test_pruned_xmin_search_finds_the_same_argmin_as_brute_force(
+    seed: int, grid: int, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exact for any grid/block size (they only change how much work the pruning saves)."""
+    monkeypatch.setattr(spectral_mod, "_KS_GRID", grid)
+    monkeypatch.setattr(spectral_mod, "_KS_BLOCK", block)
     rng = np.random.default_rng(seed)
     n = int(rng.integers(20, 700))
     if seed % 3 == 0:
