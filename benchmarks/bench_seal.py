@@ -7,6 +7,7 @@ Every number is the median of ``REPEATS`` runs measured in this process.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -57,7 +58,7 @@ def main() -> None:
         mb = model.stat().st_size / 1e6
         peer = sha256sum_s(model)
         for threads in (1, 2):
-            t = median_s(lambda th=threads: seal_paths([model], base_dir=d, threads=th))
+            t = median_s(functools.partial(seal_paths, [model], base_dir=d, threads=threads))
             rows.append(f"| seal model, {threads} thread(s) | {mb:.0f} MB | {t:.3f} s | "
                         f"{mb / t:.0f} MB/s | {peer:.3f} s ({mb / peer:.0f} MB/s) | "
                         f"{peer / t:.2f}× |")

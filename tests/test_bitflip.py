@@ -142,6 +142,7 @@ def test_flips_reach_parameters_stored_as_non_contiguous_views() -> None:
         lin.weight = nn.Parameter(base.t())  # shape (2, 3), a transposed view
     assert not lin.weight.is_contiguous()
     flipped = apply_flips(lin, [SignFlip("weight", 4, 1.0)])  # row 1, column 1
+    assert isinstance(flipped, nn.Linear)
     expected = lin.weight.detach().clone()
     expected[1, 1] *= -1
     assert torch.equal(flipped.weight.detach(), expected)

@@ -61,7 +61,8 @@ def test_adversarial_check_on_digits_reports_a_falling_curve_and_no_masking(
     assert res.metric("robust_accuracy").value == values[-1]
     table = res.tables[0]
     assert table.rows[-1][0] == 1.0  # the sanity ε: the domain's diameter
-    assert table.rows[-1][table.columns.index("worst-case robust acc")] <= 0.1
+    worst = table.rows[-1][table.columns.index("worst-case robust acc")]
+    assert isinstance(worst, float) and worst <= 0.1
     assert all(f.severity == "info" for f in res.findings)
     assert "no sign of gradient masking" in res.findings[-1].message
     mins = res.metric("median_minimal_eps")

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,8 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 def _npz(path: Path, data: Dataset, **override: np.ndarray) -> Path:
     arrays = {"x": data.x, "y": data.y}
     arrays.update(override)
-    np.savez(path, **arrays)
+    savez: Any = np.savez  # numpy's stubs type **kwds as its allow_pickle flag
+    savez(path, **arrays)
     return path
 
 

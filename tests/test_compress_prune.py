@@ -53,6 +53,7 @@ def test_elimination_compensation_moves_constant_inputs_into_the_bias() -> None:
     x[:, 1] = 3.0  # a constant input: Var = 0, so EC removes its weights first, losslessly
     before = lin(torch.from_numpy(x)).detach()
     pruned = prune_unstructured(lin, 0.25, method="ec", x_calib=x)
+    assert isinstance(pruned, nn.Linear)
     assert torch.all(pruned.weight[:, 1] == 0)
     assert torch.allclose(pruned(torch.from_numpy(x)), before, atol=1e-5)
     plain = prune_unstructured(lin, 0.25, method="magnitude")
@@ -82,7 +83,9 @@ def test_batchnorm_recalibration_matches_the_data_statistics() -> None:
     with torch.no_grad():
         act = model[0](torch.from_numpy(x))
     mean = act.mean(dim=(0, 2))
-    assert torch.allclose(model[1].running_mean, mean, atol=1e-4)
+    bn = model[1]
+    assert isinstance(bn, nn.BatchNorm1d) and bn.running_mean is not None
+    assert torch.allclose(bn.running_mean, mean, atol=1e-4)
     assert not model[1].training
 
 

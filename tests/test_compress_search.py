@@ -163,7 +163,7 @@ def test_cli_parser_maps_options_and_has_an_example() -> None:
         ]
     )
     assert args.max_drop == "1%" and args.time_budget == 120.0 and callable(args.handler)
-    sub = parser._subparsers._group_actions[0].choices["compress"]  # type: ignore[union-attr]
+    sub = parser._subparsers._group_actions[0].choices["compress"]  # type: ignore[union-attr, index]
     assert "example: edgeproof compress" in sub.format_help()
 
 

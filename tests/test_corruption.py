@@ -27,6 +27,12 @@ IMAGE = ("gaussian_noise", "gaussian_blur", "brightness", "contrast")
 SERIES = ("jitter", "scaling", "baseline_wander", "channel_dropout")
 
 
+def _num(cell: object) -> float:
+    """A numeric table cell (tables hold JSON scalars)."""
+    assert isinstance(cell, (int, float)), cell
+    return float(cell)
+
+
 def test_corruptions_are_chosen_by_input_kind_and_channel_count() -> None:
     assert tuple(c.name for c in corruptions_for("image", (1, 8, 8))) == IMAGE
     assert tuple(c.name for c in corruptions_for("timeseries", (4, 64))) == SERIES
@@ -85,8 +91,8 @@ def test_corruption_check_on_digits_tabulates_every_severity_with_wilson_interva
     assert len(table.rows) == 4 * 5
     col = table.columns.index
     for row in table.rows:
-        assert row[col("ci low")] <= row[col("accuracy")] <= row[col("ci high")]
-    blur = [r[col("accuracy")] for r in table.rows if r[0] == "gaussian_blur"]
+        assert _num(row[col("ci low")]) <= _num(row[col("accuracy")]) <= _num(row[col("ci high")])
+    blur = [_num(r[col("accuracy")]) for r in table.rows if r[0] == "gaussian_blur"]
     assert blur[-1] < res.metric("clean_accuracy").value  # σ = 1 px on 8×8 digits hurts
     for name in IMAGE:
         m = res.metric(f"accuracy@{name}")
@@ -123,7 +129,7 @@ def test_corruption_check_on_time_series_runs_sensor_faults_including_channel_dr
     ctx = AuditContext(model=from_module(_TinyConv1d(4, 2).eval(), spec), data=data,
                        threat=ThreatModel(spec))
     res = CorruptionCheck(severities=(1, 5)).run(ctx)
-    assert sorted({r[0] for r in res.tables[0].rows}) == sorted(SERIES)
+    assert sorted({str(r[0]) for r in res.tables[0].rows}) == sorted(SERIES)
     assert len(res.tables[0].rows) == 4 * 2
 
 

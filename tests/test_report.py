@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -265,7 +266,9 @@ def test_html_escapes_user_text_in_messages_titles_and_findings() -> None:
     r = make_report(error_message=MALICIOUS)
     r.checks[0].title = "<b>Perf</b>"
     r.checks[0].findings.append(Finding("critical", MALICIOUS, {"x": MALICIOUS}))
-    r.checks[0].tables[0].rows[0][0] = MALICIOUS
+    table = r.checks[0].tables[0]
+    rows = [[MALICIOUS, *table.rows[0][1:]], *table.rows[1:]]
+    r.checks[0].tables[0] = dataclasses.replace(table, rows=rows)
     page = render_html(r)
     assert MALICIOUS not in page
     assert "<b>Perf</b>" not in page

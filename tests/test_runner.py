@@ -83,7 +83,7 @@ def test_weights_only_model_skips_forward_checks() -> None:
 def test_onnx_like_model_skips_gradient_checks_naming_the_format() -> None:
     m = _model()
     fake_onnx = LoadedModel(path=None, format="onnx", weights=m.weights)
-    fake_onnx.session = object()  # type: ignore[assignment]  # can_forward, no gradients
+    fake_onnx.session = object()  # can_forward, no gradients
     check = FunctionCheck("grad", _ok, needs_gradients=True, needs_forward=False)
     ctx = AuditContext(
         model=fake_onnx, data=None, threat=resolve_threat(fake_onnx, None, shape=(4,))

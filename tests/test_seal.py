@@ -6,6 +6,7 @@ import json
 import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def release(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _verify(folder: Path, **kw: object) -> object:
+def _verify(folder: Path, **kw: Any) -> object:
     return verify_seal(Seal.read(folder / "seal.json"), base_dir=folder, threads=1, **kw)
 
 
@@ -268,6 +269,8 @@ def test_randomized_flip_campaign_detects_all_1000_flips_without_false_alarms() 
 
 def test_guard_pre_hook_blocks_forward_after_a_flip_and_protect_set_limits_hashing() -> None:
     module = _model()
+    first = module.get_submodule("0")
+    assert isinstance(first, torch.nn.Linear)
     item = model_item_from_weights(module.state_dict(), chunk_size=CHUNK, threads=1)
     guard = WeightGuard(module, item, chunk_size=CHUNK,
                         protect={"tensors": [{"name": "0.weight", "index": [3, 5]}]})
@@ -276,7 +279,7 @@ def test_guard_pre_hook_blocks_forward_after_a_flip_and_protect_set_limits_hashi
     with guard:
         module(x)
         with torch.no_grad():
-            module[0].weight[3, 5] *= -1
+            first.weight[3, 5] *= -1
         with pytest.raises(WeightTamperError, match=r"tensor '0.weight' element 197 \[3, 5\] "
                            r"bit 31 \(sign\) flipped"):
             module(x)

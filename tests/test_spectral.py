@@ -284,7 +284,7 @@ def test_chunked_pool_gives_the_one_thread_spectra_bit_for_bit(
     monkeypatch.setattr(spectral_mod, "_CHUNKS_PER_WORKER", chunks_per_worker)
     for inventory in (inv, inv2):
         for mode in ("default", "ww-compat"):
-            config = SpectralConfig(mode=mode)  # type: ignore[arg-type]
+            config = SpectralConfig(mode=mode)
             one = analyze_inventory(inventory, config, workers=1)
             pooled = analyze_inventory(inventory, config, workers=2)
             assert [s.name for s in pooled.layers] == [s.name for s in one.layers]
