@@ -30,6 +30,13 @@ REPEATS = 3
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "seal.md"
 
 
+def _row(task: str, mb: float, t: float, peer: float, *, peer_rate: bool = False) -> str:
+    """One table row: size, our time and rate, ``sha256sum``'s time (and rate), their ratio."""
+    peer_cell = f"{peer:.3f} s ({mb / peer:.0f} MB/s)" if peer_rate else f"{peer:.3f} s"
+    ours = f"{t:.3f} s | {mb / t:.0f} MB/s"
+    return f"| {task} | {mb:.0f} MB | {ours} | {peer_cell} | {peer / t:.2f}× |"
+
+
 def median_s(fn: Callable[[], object], repeats: int = REPEATS) -> float:
     times = []
     for _ in range(repeats):
@@ -59,15 +66,11 @@ def main() -> None:
         peer = sha256sum_s(model)
         for threads in (1, 2):
             t = median_s(functools.partial(seal_paths, [model], base_dir=d, threads=threads))
-            rows.append(f"| seal model, {threads} thread(s) | {mb:.0f} MB | {t:.3f} s | "
-                        f"{mb / t:.0f} MB/s | {peer:.3f} s ({mb / peer:.0f} MB/s) | "
-                        f"{peer / t:.2f}× |")
+            rows.append(_row(f"seal model, {threads} thread(s)", mb, t, peer, peer_rate=True))
         seal = seal_paths([model], base_dir=d, threads=2)
         seal.write(d / "m.seal.json")
         t = median_s(lambda: verify_seal(Seal.read(d / "m.seal.json"), base_dir=d, threads=2))
-        rows.append("| verify model (unchanged; read seal + re-hash), 2 threads | "
-                    f"{mb:.0f} MB | {t:.3f} s | "
-                    f"{mb / t:.0f} MB/s | {peer:.3f} s | {peer / t:.2f}× |")
+        rows.append(_row("verify model (unchanged; read seal + re-hash), 2 threads", mb, t, peer))
         seal_kb = (d / "m.seal.json").stat().st_size / 1e3
 
         data = d / "val.npz"
@@ -76,15 +79,13 @@ def main() -> None:
         dmb = data.stat().st_size / 1e6
         dpeer = sha256sum_s(data)
         t = median_s(lambda: seal_paths([data], base_dir=d, threads=2))
-        rows.append(f"| seal 50k-record npz (load + per-record hashes) | {dmb:.0f} MB | "
-                    f"{t:.3f} s | {dmb / t:.0f} MB/s | {dpeer:.3f} s ({dmb / dpeer:.0f} MB/s) | "
-                    f"{dpeer / t:.2f}× |")
+        rows.append(_row("seal 50k-record npz (load + per-record hashes)", dmb, t, dpeer,
+                         peer_rate=True))
         dseal = seal_paths([data], base_dir=d, threads=2)
         dseal.write(d / "d.seal.json")
         t = median_s(lambda: verify_seal(Seal.read(d / "d.seal.json"), base_dir=d, threads=2))
-        rows.append("| verify 50k-record npz (unchanged; read seal + load + re-hash) | "
-                    f"{dmb:.0f} MB | {t:.3f} s | "
-                    f"{dmb / t:.0f} MB/s | {dpeer:.3f} s | {dpeer / t:.2f}× |")
+        rows.append(_row("verify 50k-record npz (unchanged; read seal + load + re-hash)", dmb, t,
+                         dpeer))
         dseal_mb = (d / "d.seal.json").stat().st_size / 1e6
 
     # weight guard overhead on a ~1.1M-parameter MLP, batch 32

@@ -386,7 +386,6 @@ class _Matrices:
     n: int
     m: int
     rf: int
-    num_matrices: int
 
 
 @dataclass(frozen=True)
@@ -403,8 +402,8 @@ class _Slices:
     m: int
     rf: int
     compat: bool  # WeightWatcher's route: float64 singular values (else the Gram eigenvalues)
-    scale: float = 1.0  # multiplies the eigenvalues (WeightWatcher's conv2d_norm, ×0.5)
-    keep: int | None = None  # keep only the largest ``keep`` values (WeightWatcher's conv1d)
+    scale: float = 1.0  # ww-compat: eigenvalue factor, applied to the matrices (conv2d_norm 0.5)
+    keep: int | None = None  # ww-compat: keep only the largest ``keep`` values (conv1d)
 
     @property
     def count(self) -> int:
@@ -416,11 +415,10 @@ class _Slices:
         return float(max(rows, cols) * min(rows, cols) ** 2)
 
     def eigvals(self, lo: int, hi: int) -> np.ndarray:
-        """Unsorted eigenvalues of matrices ``lo..hi-1`` (before ``scale``/``keep``)."""
+        """Unsorted eigenvalues of matrices ``lo..hi-1`` (before ``keep``)."""
         part = self.mats[lo:hi]
         if not self.compat:
-            ev = _gram_eigvals(part)
-            return ev * self.scale if self.scale != 1.0 else ev
+            return _gram_eigvals(part)
         part = part.detach().to(torch.float64)
         if self.scale != 1.0:  # WeightWatcher scales the matrix, not its eigenvalues
             part = part * math.sqrt(self.scale)
@@ -429,10 +427,10 @@ class _Slices:
 
     def pooled(self, parts: Sequence[np.ndarray]) -> _Matrices:
         """The layer's sorted spectrum from the eigenvalues of all its chunks."""
-        ev = np.sort(np.concatenate(parts)) if len(parts) != 1 else np.sort(parts[0])
+        ev = np.sort(np.concatenate(parts))
         if self.keep is not None:
             ev = ev[-self.keep :]
-        return _Matrices(ev, self.n, self.m, self.rf, self.count)
+        return _Matrices(ev, self.n, self.m, self.rf)
 
 
 def _ww_conv2d_dims(shape: tuple[int, ...]) -> tuple[int, int, int]:
