@@ -310,6 +310,51 @@ def test_weights_without_architecture_or_data_run_the_data_free_checks(
     assert report["threat"]["input"]["shape"] == []
 
 
+def test_nan_weights_exit_2_naming_the_tensor_after_the_report_is_written(
+    digits_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(digits_model_path))
+    name = next(k for k, v in tensors.items() if k.endswith("weight") and v.dim() >= 2)
+    tensors[name].view(-1)[3] = float("nan")
+    bad = tmp_path / "nan.safetensors"
+    save_file(tensors, str(bad))
+    code, out, err = _run(["audit", str(bad), "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    spectral_lines = [ln for ln in lines if ln.startswith("edgeproof: error: spectral: ")]
+    assert len(spectral_lines) == 1 and name in spectral_lines[0] and "NaN" in spectral_lines[0]
+    assert "Traceback" not in err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    status = {c["check"]: c["status"] for c in report["checks"]}
+    assert status["spectral"] == "error"
+    assert status["performance"] == "skipped"  # the others were still planned and recorded
+    assert "report:" in out
+
+
+def test_a_crashing_check_makes_the_audit_exit_3_with_the_report_written(
+    digits_model_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edgeproof.checks.spectral import SpectralCheck
+
+    def crash(self: object, ctx: object) -> None:
+        raise ZeroDivisionError("deliberate")
+
+    monkeypatch.setattr(SpectralCheck, "run", crash)
+    out = str(tmp_path / "o")
+    argv = ["audit", str(digits_model_path), "--data", "builtin:digits", "--out", out]
+    code, _, err = _run([*argv, "--checks", "spectral,performance", "--quiet"], capsys)
+    assert code == 3
+    assert "edgeproof: error: spectral: ZeroDivisionError: deliberate" in err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    status = {c["check"]: c["status"] for c in report["checks"]}
+    assert status == {"spectral": "error", "performance": "ok"}
+
+
 def test_onnx_model_runs_forward_checks_and_skips_gradient_checks(
     digits_model: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

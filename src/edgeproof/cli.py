@@ -2,7 +2,9 @@
 
 Every option maps onto one library argument. Exit codes: 0 ok; 1 a policy threshold or an
 integrity verification failed; 2 bad input or usage (one line, no traceback unless ``--debug``);
-3 an internal failure (a bug: rerun with ``--debug`` and report the traceback).
+3 an internal failure (a bug: rerun with ``--debug`` and report the traceback). An audit whose
+checks all ran still exits 2 (or 3) when one of them refused its input (crashed), after writing
+the report and naming each such check on stderr.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import argparse
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeproof._version import __version__
 from edgeproof.errors import EdgeproofError, OptionError
+
+if TYPE_CHECKING:
+    from edgeproof.report.report import Report
 
 __all__ = ["build_parser", "main"]
 
@@ -140,11 +145,27 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_summary(report)
     print(f"report: {files.html}")
+    code = _check_errors_exit(report)
     if report.policy is not None and not report.policy.passed:
         failed = [r.message for r in report.policy.rules if not r.passed]
         print("policy failed: " + "; ".join(failed), file=sys.stderr)
-        return 1
-    return 0
+        code = code or 1
+    return code
+
+
+def _check_errors_exit(report: Report) -> int:
+    """One stderr line per check that ended in ``error``; the exit code they call for.
+
+    Every check has run and the report is written by now; the code tells a CI job that the audit
+    is incomplete: 3 when a check crashed (an internal failure, its traceback is in the report),
+    2 when checks only refused bad input (e.g. NaN weights), 0 when none errored.
+    """
+    errored = [r for r in report.checks if r.status == "error"]
+    for r in errored:
+        print(f"edgeproof: error: {r.check}: {r.error}", file=sys.stderr)
+    if not errored:
+        return 0
+    return 3 if any(r.traceback for r in errored) else 2
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -157,7 +178,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     how = "cached" if result.cached else f"trained in {result.train_seconds:.1f} s"
     print(f"model: {result.model_path} ({how})")
     print(f"report: {result.files.html}")
-    return 0
+    return _check_errors_exit(result.report)
 
 
 def _cmd_checks(args: argparse.Namespace) -> int:
@@ -190,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
               edgeproof audit model.safetensors --arch zoo:resnet20 --data val.npz --out runs/a
               edgeproof audit weights.safetensors            # data-free checks only
 
-            exit codes: 0 ok, 1 policy/verification failed, 2 bad input, 3 internal error"""),
+            exit codes: 0 ok, 1 policy/verification failed, 2 bad input (also: a check
+            refused its input; the report is still written), 3 internal error"""),
     )
     parser.add_argument("--version", action="version", version=f"edgeproof {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
