@@ -55,6 +55,7 @@ def test_a_crashing_check_is_recorded_and_the_others_still_run() -> None:
     assert boom.status == "error"
     assert boom.error == "ZeroDivisionError: deliberate"
     assert boom.traceback is not None and "deliberate" in boom.traceback
+    assert boom.crashed and not ok.crashed
     assert ok.status == "ok"
     assert 0.0 <= ok.metric("accuracy").value <= 1.0
 

@@ -165,7 +165,7 @@ def _check_errors_exit(report: Report) -> int:
         print(f"edgeproof: error: {r.check}: {r.error}", file=sys.stderr)
     if not errored:
         return 0
-    return 3 if any(r.traceback for r in errored) else 2
+    return 3 if any(r.crashed for r in errored) else 2
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

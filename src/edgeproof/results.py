@@ -209,8 +209,14 @@ class CheckResult:
     settings: dict[str, Any] = field(default_factory=dict)
     skip_reason: str | None = None
     error: str | None = None
+    #: kept only when the check crashed (raised something other than a UserError, i.e. a bug)
     traceback: str | None = None
     duration_s: float = 0.0
+
+    @property
+    def crashed(self) -> bool:
+        """The check failed with an internal error (not by refusing bad input)."""
+        return self.status == "error" and self.traceback is not None
 
     def metric(self, name: str) -> Metric:
         """The metric called ``name``; KeyError if absent."""
