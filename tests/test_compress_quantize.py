@@ -237,3 +237,22 @@ def test_auto_calibration_picks_the_method_closest_to_fp32_on_calibration_data(
         ).calibration_choice
         is None
     )
+
+
+@pytest.mark.parametrize(("reduce_range", "qmax"), [(True, 63), (False, 127)])
+def test_int8_reduced_range_stores_seven_bit_weights_and_keeps_parity(
+    digits_model: LoadedModel, digits_train: Dataset, digits_test: Dataset, reduce_range: bool,
+    qmax: int,
+) -> None:
+    module = copy.deepcopy(digits_model.module)
+    assert module is not None
+    cfg = QuantConfig("int8", "minmax", reduce_range=reduce_range)
+    q = quantize(module, (1, 8, 8), digits_train.x[:64], cfg, x_eval=digits_test.x[:64])
+    ints = [
+        onnx.numpy_helper.to_array(i)
+        for i in q.onnx_model.graph.initializer
+        if i.data_type == onnx.TensorProto.INT8 and i.name.endswith("__q")
+    ]
+    assert ints and max(int(np.abs(a).max()) for a in ints) == qmax
+    if reduce_range:  # 7-bit weights cannot saturate the 16-bit pair sums on any x86 CPU
+        assert q.parity is not None and q.parity.max_abs_logit_diff < 1e-3

@@ -328,7 +328,7 @@ def pack_int4(values: np.ndarray) -> bytes:
 
 def _int_init(name: str, arr: np.ndarray, bits: int) -> onnx.TensorProto:
     """An int8 initializer, or an INT4 one with its values packed into ``raw_data``."""
-    if bits == 8:
+    if bits > 4:  # 8-bit, or 7-bit (reduced range) values stored as int8
         return _init(name, np.asarray(arr).astype(np.int8))
     t = onnx.TensorProto()
     t.name = name
@@ -381,7 +381,7 @@ def weight_qdq(
     w = np.asarray(w, dtype=np.float32)
     q_name, s_name, z_name = f"{name}__q", f"{name}__scale", f"{name}__zp"
     inits: tuple[onnx.TensorProto, ...]
-    if bits == 8 or group_size is None:
+    if bits > 4 or group_size is None:
         q, s = quantize_per_channel(w, out_axis, bits)
         inits = (
             _int_init(q_name, q, bits),

@@ -96,6 +96,12 @@ class QuantConfig:
         group_size: group size of int4 scales.
         bits_per_layer: for ``mixed``: PyTorch module name → 4 or 8 (others stay 8).
         calibration_samples: at most this many calibration records are used.
+        reduce_range: ``int8`` only: quantize weights to 7 bits (``[-63, 63]``) instead of 8, ONNX
+            Runtime's ``reduce_range``. Its x86 uint8×int8 kernels (``VPMADDUBSW``) saturate
+            the 16-bit sum of two products on CPUs without VNNI, so full-range weights can
+            change the integer graph's outputs by whole logits; with 7-bit weights the sum
+            cannot overflow. ``None`` (the default) decides by the CPU this runs on
+            (:func:`int8_needs_reduced_range`).
     """
 
     scheme: Scheme = "int8"
@@ -104,6 +110,7 @@ class QuantConfig:
     group_size: int = 32
     bits_per_layer: Mapping[str, int] = field(default_factory=dict)
     calibration_samples: int = 256
+    reduce_range: bool | None = None
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
@@ -121,6 +128,12 @@ class QuantConfig:
         for name, b in self.bits_per_layer.items():
             if b not in (4, 8):
                 raise OptionError("bits_per_layer", f"layer {name!r}: {b} bits", "use 4 or 8")
+
+    @property
+    def int8_weight_bits(self) -> int:
+        """Weight bits of the static ``int8`` scheme: 7 with a reduced range, else 8."""
+        reduce = int8_needs_reduced_range() if self.reduce_range is None else self.reduce_range
+        return 7 if reduce else 8
 
     @property
     def label(self) -> str:
@@ -429,7 +442,7 @@ def simulate(
             if config.scheme == "int8" and isinstance(bias, torch.Tensor) and name in input_scale:
                 from edgeproof.compress.weights import quantize_per_channel
 
-                _, s_w = quantize_per_channel(w, 0, 8)
+                _, s_w = quantize_per_channel(w, 0, config.int8_weight_bits)
                 bs = (np.float32(input_scale[name]) * s_w).astype(np.float32)
                 b = bias.detach().numpy()
                 bias.copy_(torch.from_numpy((np.round(b / bs) * bs).astype(np.float32)))
@@ -438,12 +451,32 @@ def simulate(
 
 def _bits_for(name: str, mod: nn.Module, config: QuantConfig) -> int | None:
     if config.scheme == "int8":
-        return None if isinstance(mod, nn.LSTM) else 8
+        return None if isinstance(mod, nn.LSTM) else config.int8_weight_bits
     if config.scheme == "w8":
         return 8
     if config.scheme == "w4":
         return 4
     return config.bits_per_layer.get(name, 8)
+
+
+def int8_needs_reduced_range() -> bool:
+    """True on an x86-64 CPU without VNNI (``avx512_vnni`` / ``avx_vnni``), where ONNX Runtime's
+    uint8×int8 GEMM/conv kernels saturate with full-range int8 weights (ONNX Runtime's
+    quantization docs: "On x86-64 machines with AVX2 and AVX512 extensions, ORT uses VPMADDUBSW
+    ... might suffer from saturation issues"; VNNI's ``VPDPBUSD`` accumulates in 32 bits)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return not ({"avx512_vnni", "avx_vnni"} & flags)
+    except OSError:
+        pass
+    return True  # unknown x86 CPU: the reduced range is exact everywhere
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -547,7 +580,7 @@ def quantize(
         ranges = _calibrate_onnx(fp32, points, x_calib, config)
         for t, src in shared_points(fp32, points).items():
             ranges[t] = _shared_range(ranges[t], ranges[src], src)
-        weight_bits = {op.node: 8 for op in ops}
+        weight_bits = {op.node: config.int8_weight_bits for op in ops}
         qdq = build_qdq_model(
             fp32,
             activation_ranges={k: (r.lo, r.hi) for k, r in ranges.items()},

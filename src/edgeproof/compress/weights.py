@@ -22,7 +22,7 @@ __all__ = ["as_matrix", "fake_quantize_weight", "quantize_groups", "quantize_per
 
 
 def _qmax(bits: int) -> int:
-    if bits not in (2, 3, 4, 8):
+    if bits not in (2, 3, 4, 7, 8):
         raise OptionError("--bits", f"{bits}-bit weights are not supported", "use 4 or 8")
     return (1 << (bits - 1)) - 1
 
