@@ -5,11 +5,13 @@ time, as medians over repeats interleaved between the contenders after a warm-up
 
 * ``bare``: ``steps`` × (forward, summed cross-entropy, ``torch.autograd.grad`` w.r.t. the input
   only) on the frozen model, with the input in the memory layout the attack feeds the model
-  (:func:`edgeproof.attacks.base.input_layout`: channels-last for multi-channel images into a
-  conv net) — the least work a gradient step can do, so the ratio is the attack's own overhead;
+  (:func:`edgeproof.methods.attacks.base.input_layout`: channels-last for multi-channel images
+  into a conv net) — the least work a gradient step can do, so the ratio is the attack's own
+  overhead;
   ``bare NCHW`` is the same with the input as given (what torchattacks feeds the model);
-* ``edgeproof``: :class:`edgeproof.attacks.PGD` (L∞, random start, ``keep="last"`` so every sample
-  runs every step and the final iterate is returned, as in torchattacks) with ``steps`` steps;
+* ``edgeproof``: :class:`edgeproof.methods.attacks.PGD` (L∞, random start, ``keep="last"`` so
+  every sample runs every step and the final iterate is returned, as in torchattacks) with
+  ``steps`` steps;
   its one final forward pass (to judge success) is included;
 * ``torchattacks``: ``torchattacks.PGD`` 3.5.1 with the same ε, α, steps and random start on the
   same frozen model and batch; its call returns the examples only, so it is timed both alone
@@ -38,8 +40,8 @@ import torch
 import torchattacks
 from torch import nn
 
-from edgeproof.attacks import PGD, Budget, frozen_copy
-from edgeproof.attacks.base import as_layout, input_layout, misclassified
+from edgeproof.methods.attacks import PGD, Budget, frozen_copy
+from edgeproof.methods.attacks.base import as_layout, input_layout, misclassified
 from edgeproof.models.zoo import build_model
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "attacks.md"
@@ -84,8 +86,16 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_workload(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                   steps: int, repeats: int) -> Row:
+def bench_workload(
+    name: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    steps: int,
+    repeats: int,
+) -> Row:
     model = frozen_copy(model)
     alpha = eps * 2.5 / steps
     x_attack = as_layout(x, input_layout(model, x))
@@ -125,19 +135,34 @@ def bench_workload(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
             fn()
             times[key].append(time.perf_counter() - t0)
     ms = {k: statistics.median(v) * 1000.0 / steps for k, v in times.items()}
-    return Row(name, ms["bare"], ms["bare_nchw"], ms["ours"], ms["peer"], ms["peer_judged"],
-               ms["forward"] * steps, steps)
+    return Row(
+        name,
+        ms["bare"],
+        ms["bare_nchw"],
+        ms["ours"],
+        ms["peer"],
+        ms["peer_judged"],
+        ms["forward"] * steps,
+        steps,
+    )
 
 
 def targets_line(rows: list[Row]) -> str:
     """One sentence naming, per target, the workloads that meet it and those that miss it."""
     parts = []
-    for label, limit, attr in (("≤ 1.2× bare", 1.2, "vs_bare"),
-                               ("≤ 1.0× torchattacks", 1.0, "vs_peer")):
-        missed = [f"{r.workload.split(',')[0]} ({getattr(r, attr):.2f})" for r in rows
-                  if getattr(r, attr) > limit]
-        parts.append(f"{label}: " + ("met on every workload" if not missed
-                                      else "missed on " + ", ".join(missed)))
+    for label, limit, attr in (
+        ("≤ 1.2× bare", 1.2, "vs_bare"),
+        ("≤ 1.0× torchattacks", 1.0, "vs_peer"),
+    ):
+        missed = [
+            f"{r.workload.split(',')[0]} ({getattr(r, attr):.2f})"
+            for r in rows
+            if getattr(r, attr) > limit
+        ]
+        parts.append(
+            f"{label}: "
+            + ("met on every workload" if not missed else "missed on " + ", ".join(missed))
+        )
     return "Targets in this run — " + "; ".join(parts) + "."
 
 
@@ -158,10 +183,12 @@ def bench_checks(repeats: int) -> list[tuple[str, float]]:
     model = from_module(module, spec)
     out = []
     for check in (AdversarialCheck(), CorruptionCheck(), FisherCheck()):
+
         def run(check: object = check) -> None:
             # a fresh context: the fisher check then pays for its own minimal-ε bisection
-            ctx = AuditContext(model=model, data=test,
-                               threat=ThreatModel(spec, "linf", (0.01, 0.03, 0.1)))
+            ctx = AuditContext(
+                model=model, data=test, threat=ThreatModel(spec, "linf", (0.01, 0.03, 0.1))
+            )
             check.run(ctx)  # type: ignore[attr-defined]
 
         out.append((check.name, median_time(run, max(1, repeats // 2))))
@@ -212,9 +239,11 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r.workload} | {r.bare_ms:.2f} | {r.bare_nchw_ms:.2f} | {r.ours_ms:.2f} "
-                     f"| {r.peer_ms:.2f} | {r.peer_judged_ms:.2f} | {r.vs_bare:.2f} "
-                     f"| {r.vs_peer:.2f} | {r.vs_peer_judged:.2f} |")
+        lines.append(
+            f"| {r.workload} | {r.bare_ms:.2f} | {r.bare_nchw_ms:.2f} | {r.ours_ms:.2f} "
+            f"| {r.peer_ms:.2f} | {r.peer_judged_ms:.2f} | {r.vs_bare:.2f} "
+            f"| {r.vs_peer:.2f} | {r.vs_peer_judged:.2f} |"
+        )
     lines += [
         "",
         "Where a step's overhead goes: one no-grad forward of the batch (edgeproof's final "

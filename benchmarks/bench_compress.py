@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeproof.compress.onnx_export import export_onnx, make_session, run_session
+from edgeproof.compress.onnx_export import export_onnx
 from edgeproof.compress.quantize import QuantConfig, fold_batchnorm, quantize
 from edgeproof.data.dataset import Dataset
 from edgeproof.data.loading import load_data
 from edgeproof.models.train import spec_from_data, train_model
+from edgeproof.runtime.ort import make_session, run_session
 from edgeproof.spec import InputSpec
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "compress.md"
@@ -100,8 +101,7 @@ def _ort_row(model: str, method: str, onnx_bytes: bytes, test: Dataset) -> Row:
     sess = make_session(onnx_bytes, threads=1)
     acc = float((run_session(sess, test.x)[0].argmax(1) == test.y).mean())
     inp = sess.get_inputs()[0].name  # type: ignore[attr-defined]
-    return Row(model, method, acc, len(onnx_bytes),
-               lambda x: sess.run(None, {inp: x}))  # type: ignore[attr-defined]
+    return Row(model, method, acc, len(onnx_bytes), lambda x: sess.run(None, {inp: x}))  # type: ignore[attr-defined]
 
 
 def _ort_static(fp32: bytes, calib: np.ndarray) -> bytes:
@@ -130,8 +130,13 @@ def _nncf(fp32: bytes, calib: np.ndarray) -> tuple[bytes | None, str]:
         src.write_bytes(fp32)
         np.save(cal, np.ascontiguousarray(calib, np.float32))
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        res = subprocess.run([str(NNCF_PY), "-c", _NNCF_SCRIPT, str(src), str(cal), str(dst)],
-                             capture_output=True, text=True, timeout=900, env=env)
+        res = subprocess.run(
+            [str(NNCF_PY), "-c", _NNCF_SCRIPT, str(src), str(cal), str(dst)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+        )
         if res.returncode != 0 or not dst.exists():
             tail = (res.stderr or res.stdout).strip().splitlines()[-1:]
             return None, f"failed: {' '.join(tail)}"
@@ -141,8 +146,12 @@ def _nncf(fp32: bytes, calib: np.ndarray) -> tuple[bytes | None, str]:
 def _trust_cells(module: torch.nn.Module, spec: InputSpec, test: Dataset) -> dict[str, float]:
     from edgeproof.compress.ledger import TRUST_COLUMNS, reaudit
 
-    metrics, _ = reaudit(module, spec, test.subset(np.arange(min(200, len(test)))),
-                         checks=("calibration", "adversarial", "bitflip"))
+    metrics, _ = reaudit(
+        module,
+        spec,
+        test.subset(np.arange(min(200, len(test)))),
+        checks=("calibration", "adversarial", "bitflip"),
+    )
     vals = {m.name: m.value for m in metrics}
     return {t.column: vals[t.metric] for t in TRUST_COLUMNS if t.metric in vals}
 
@@ -165,20 +174,27 @@ def bench(
         with torch.no_grad():
             return model(torch.from_numpy(x))
 
-    rows = [Row(name, "fp32 PyTorch (eager)", acc, len(fp32), torch_run),
-            _ort_row(name, "fp32 ONNX Runtime", fp32, test)]
+    rows = [
+        Row(name, "fp32 PyTorch (eager)", acc, len(fp32), torch_run),
+        _ort_row(name, "fp32 ONNX Runtime", fp32, test),
+    ]
     trust: dict[str, dict[str, float]] = {"fp32": _trust_cells(model, spec, test)}
     for method in ("auto", "percentile", "mse", "entropy"):
         t0 = time.perf_counter()
         q = quantize(model, shape, calib, QuantConfig("int8", method), x_eval=test.x)
         secs = time.perf_counter() - t0
-        label = (f"edgeproof int8 [auto → {q.config.calibration}]" if method == "auto"
-                 else f"edgeproof int8 [{method}]")
+        label = (
+            f"edgeproof int8 [auto → {q.config.calibration}]"
+            if method == "auto"
+            else f"edgeproof int8 [{method}]"
+        )
         rows.append(_ort_row(name, label, q.onnx_bytes(), test))
         assert q.parity is not None
-        rows[-1].note = (f"sim/ORT top-1 parity {q.parity.top1_agreement:.4f}; left in float: "
-                         f"{', '.join(u.kind for u in q.unquantized) or 'none'}; "
-                         f"quantize took {secs:.1f} s")
+        rows[-1].note = (
+            f"sim/ORT top-1 parity {q.parity.top1_agreement:.4f}; left in float: "
+            f"{', '.join(u.kind for u in q.unquantized) or 'none'}; "
+            f"quantize took {secs:.1f} s"
+        )
         if q.calibration_choice is not None:
             kls = ", ".join(f"{k} {v:.2e}" for k, v in q.calibration_choice.kl.items())
             rows[-1].note += f"; KL to fp32 on the calibration records: {kls}"
@@ -206,8 +222,10 @@ def _verdict(rows: list[Row], n: int) -> list[str]:
     same = [r.latency_ms for r in rows if r.method.startswith("edgeproof int8 [")]
     # Same graph structure, different scales: their latency spread is this run's noise floor.
     noise = (max(same) - min(same)) / min(same)
-    out = [f"- latency noise floor of this run: {noise:.1%} (spread of the {len(same)} edgeproof "
-           "int8 graphs, which differ only in scale values)."]
+    out = [
+        f"- latency noise floor of this run: {noise:.1%} (spread of the {len(same)} edgeproof "
+        "int8 graphs, which differ only in scale values)."
+    ]
     for peer in rows:
         if not peer.method.startswith(("ORT quantize_static", "NNCF")):
             continue
@@ -269,9 +287,13 @@ def main() -> None:
         rows, log, trust = bench(name, arch, train, test, epochs)
         logs += log
         base = rows[0].latency_ms
-        lines += [f"### {name} ({len(test)} test records)", "",
-                  "| method | accuracy | size (bytes) | p50 latency (ms) | latency vs fp32 PyTorch "
-                  "| notes |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"### {name} ({len(test)} test records)",
+            "",
+            "| method | accuracy | size (bytes) | p50 latency (ms) | latency vs fp32 PyTorch "
+            "| notes |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in rows:
             lines.append(
                 f"| {r.method} | {_fmt(r.accuracy, '.4f')} | {r.size or '—'} | "
@@ -347,29 +369,39 @@ def bench_mixed(name: str, arch: str, train: Dataset, test: Dataset, epochs: int
     sizes = SizeModel.fit(model, shape, xc)
     lo, hi = sizes.smallest, sizes.estimate({})
     budgets: list[tuple[str, int | None]] = [("σ clustering only (no budget)", None)]
-    budgets += [(f"size budget {f:.0%} of [smallest, all-8]", int(lo + f * (hi - lo)))
-                for f in (0.1, 0.25, 0.5, 0.75)]
+    budgets += [
+        (f"size budget {f:.0%} of [smallest, all-8]", int(lo + f * (hi - lo)))
+        for f in (0.1, 0.25, 0.5, 0.75)
+    ]
     budgets += [(f"size budget = {lab}", size) for lab, _, size in peers[2:4] + peers[5:]]
     rows = []
     sens = None
     for label, budget in budgets:
         t0 = time.perf_counter()
-        a = allocate(model, shape, xc, yc, max_size=budget, size_model=sizes,
-                     x_eval=test.x, y_eval=test.y)
+        a = allocate(
+            model, shape, xc, yc, max_size=budget, size_model=sizes, x_eval=test.x, y_eval=test.y
+        )
         sens = a.sensitivity
         rows.append((label, a, time.perf_counter() - t0))
     assert sens is not None
     fp32_acc = rows[0][1].fp32_accuracy
-    lines = [f"### {name} (fp32 accuracy {fp32_acc:.4f} on {n} test records; "
-             f"{len(names)} quantizable layers)", "",
-             "| method | accuracy | size (bytes) | 4-bit layers |", "|---|---|---|---|"]
+    lines = [
+        f"### {name} (fp32 accuracy {fp32_acc:.4f} on {n} test records; "
+        f"{len(names)} quantizable layers)",
+        "",
+        "| method | accuracy | size (bytes) | 4-bit layers |",
+        "|---|---|---|---|",
+    ]
     for label, acc, size in peers:
         lines.append(f"| {label} | {acc:.4f} | {size} | — |")
-    lines += ["", "| SigmaQuant-style mixed (g32) | accuracy | size (bytes) | 4-bit layers | "
-              "KL (calib, sim) | best uniform peer at ≤ this size | Δ records vs that peer | "
-              "strictly better | uniform rows it dominates (≤ size, more accurate) | "
-              "allocation s |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| SigmaQuant-style mixed (g32) | accuracy | size (bytes) | 4-bit layers | "
+        "KL (calib, sim) | best uniform peer at ≤ this size | Δ records vs that peer | "
+        "strictly better | uniform rows it dominates (≤ size, more accurate) | "
+        "allocation s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for label, a, secs in rows:
         ok = [p for p in uniform if p[2] <= a.size_bytes]
         best = max(ok, key=lambda p: p[1]) if ok else None
@@ -379,19 +411,31 @@ def bench_mixed(name: str, arch: str, train: Dataset, test: Dataset, epochs: int
             peer = f"{best[0]} ({best[1]:.4f}, {best[2]} B)"
             d = round((a.accuracy - best[1]) * n)
             delta, better = f"{d:+d}", "yes" if d > 0 else "no"
-        dom = ", ".join(p[0] for p in uniform
-                        if a.size_bytes <= p[2] and round((a.accuracy - p[1]) * n) > 0) or "—"
-        lines.append(f"| {label} | {a.accuracy:.4f} | {a.size_bytes} | "
-                     f"{len(a.low_bit_layers)}/{len(a.bits)} | {a.kl:.3g} | {peer} | {delta} | "
-                     f"{better} | {dom} | {secs:.1f} |")
-    lines += ["", "Sensitivity by module type (only that layer quantized; 256 training records; "
-              "weight-only, int4 group 32, int8 per channel):", "",
-              "| type | bits | layers | mean KL | median KL | mean Δacc | median SQNR (dB) |",
-              "|---|---|---|---|---|---|---|"]
+        dom = (
+            ", ".join(
+                p[0] for p in uniform if a.size_bytes <= p[2] and round((a.accuracy - p[1]) * n) > 0
+            )
+            or "—"
+        )
+        lines.append(
+            f"| {label} | {a.accuracy:.4f} | {a.size_bytes} | "
+            f"{len(a.low_bit_layers)}/{len(a.bits)} | {a.kl:.3g} | {peer} | {delta} | "
+            f"{better} | {dom} | {secs:.1f} |"
+        )
+    lines += [
+        "",
+        "Sensitivity by module type (only that layer quantized; 256 training records; "
+        "weight-only, int4 group 32, int8 per channel):",
+        "",
+        "| type | bits | layers | mean KL | median KL | mean Δacc | median SQNR (dB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for t in sens.by_type():
-        lines.append(f"| {t.kind} | {t.bits} | {t.layers} | {t.mean_kl:.3g} | "
-                     f"{t.median_kl:.3g} | {t.mean_accuracy_change:+.4f} | "
-                     f"{t.median_sqnr_db:.1f} |")
+        lines.append(
+            f"| {t.kind} | {t.bits} | {t.layers} | {t.mean_kl:.3g} | "
+            f"{t.median_kl:.3g} | {t.mean_accuracy_change:+.4f} | "
+            f"{t.median_sqnr_db:.1f} |"
+        )
     lines.append("")
     return lines
 
@@ -412,11 +456,20 @@ def mixed_main() -> None:
         "records right than it.",
         "",
     ]
-    lines += bench_mixed("ResNet-20 / digits", "zoo:resnet20", load_data("builtin:digits/train"),
-                         load_data("builtin:digits"), epochs=8)
-    lines += bench_mixed("CNN-LSTM / synth-ecg", "zoo:cnn-lstm",
-                         load_data("builtin:synth-ecg/train"), load_data("builtin:synth-ecg"),
-                         epochs=15)
+    lines += bench_mixed(
+        "ResNet-20 / digits",
+        "zoo:resnet20",
+        load_data("builtin:digits/train"),
+        load_data("builtin:digits"),
+        epochs=8,
+    )
+    lines += bench_mixed(
+        "CNN-LSTM / synth-ecg",
+        "zoo:cnn-lstm",
+        load_data("builtin:synth-ecg/train"),
+        load_data("builtin:synth-ecg"),
+        epochs=15,
+    )
     OUT_MIXED.parent.mkdir(parents=True, exist_ok=True)
     OUT_MIXED.write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

@@ -60,8 +60,13 @@ def main() -> None:
         d = Path(tmp)
         rng = np.random.default_rng(0)
         model = d / "model.safetensors"
-        save_file({f"layer{i:02d}.weight": rng.standard_normal((1024, 1024), dtype=np.float32)
-                   for i in range(25)}, str(model))
+        save_file(
+            {
+                f"layer{i:02d}.weight": rng.standard_normal((1024, 1024), dtype=np.float32)
+                for i in range(25)
+            },
+            str(model),
+        )
         mb = model.stat().st_size / 1e6
         peer = sha256sum_s(model)
         for threads in (1, 2):
@@ -74,25 +79,32 @@ def main() -> None:
         seal_kb = (d / "m.seal.json").stat().st_size / 1e3
 
         data = d / "val.npz"
-        np.savez(data, x=rng.random((50_000, 1, 28, 28), dtype=np.float32),
-                 y=rng.integers(0, 10, 50_000))
+        np.savez(
+            data, x=rng.random((50_000, 1, 28, 28), dtype=np.float32), y=rng.integers(0, 10, 50_000)
+        )
         dmb = data.stat().st_size / 1e6
         dpeer = sha256sum_s(data)
         t = median_s(lambda: seal_paths([data], base_dir=d, threads=2))
-        rows.append(_row("seal 50k-record npz (load + per-record hashes)", dmb, t, dpeer,
-                         peer_rate=True))
+        rows.append(
+            _row("seal 50k-record npz (load + per-record hashes)", dmb, t, dpeer, peer_rate=True)
+        )
         dseal = seal_paths([data], base_dir=d, threads=2)
         dseal.write(d / "d.seal.json")
         t = median_s(lambda: verify_seal(Seal.read(d / "d.seal.json"), base_dir=d, threads=2))
-        rows.append(_row("verify 50k-record npz (unchanged; read seal + load + re-hash)", dmb, t,
-                         dpeer))
+        rows.append(
+            _row("verify 50k-record npz (unchanged; read seal + load + re-hash)", dmb, t, dpeer)
+        )
         dseal_mb = (d / "d.seal.json").stat().st_size / 1e6
 
     # weight guard overhead on a ~1.1M-parameter MLP, batch 32
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(),
-                              torch.nn.Linear(1024, 256), torch.nn.ReLU(),
-                              torch.nn.Linear(256, 10)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Linear(784, 1024),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1024, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 10),
+    ).eval()
     x = torch.randn(32, 784)
     item = model_item_from_weights(net.state_dict(), threads=1)
     params = sum(p.numel() for p in net.parameters())
@@ -106,8 +118,9 @@ def main() -> None:
     full = WeightGuard(net, item).attach()
     t_full = median_s(fwd, 5) / 20
     full.detach()
-    protect = {"tensors": [{"name": "0.weight", "index": int(i)}
-                           for i in rng.integers(0, 784 * 1024, 100)]}
+    protect = {
+        "tensors": [{"name": "0.weight", "index": int(i)} for i in rng.integers(0, 784 * 1024, 100)]
+    }
     guard = WeightGuard(net, item, protect=protect).attach()
     t_prot = median_s(fwd, 5) / 20
     chunks = guard.check().chunks_checked

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from edgeproof.atomic import atomic_write_text
-from edgeproof.diagnostics.dnl import candidate_set, select_flips
-from edgeproof.diagnostics.layers import layers_from_module
-from edgeproof.diagnostics.spectral import SpectralConfig, _gram_eigvals, analyze_inventory
+from edgeproof.methods.dnl import candidate_set, select_flips
+from edgeproof.methods.layers import layers_from_module
+from edgeproof.methods.spectral import SpectralConfig, _gram_eigvals, analyze_inventory
 from edgeproof.models.zoo import build_model
 
 #: Idle time before each timed run. OpenBLAS worker threads spin-wait after a call (and OpenMP

@@ -8,7 +8,9 @@ import torch
 import torchattacks
 from torch import nn
 
-from edgeproof.attacks import (
+from edgeproof.data.dataset import Dataset
+from edgeproof.errors import OptionError
+from edgeproof.methods.attacks import (
     APGD,
     FGSM,
     PGD,
@@ -18,16 +20,15 @@ from edgeproof.attacks import (
     minimal_eps,
     robustness_curve,
 )
-from edgeproof.attacks.base import as_layout, input_layout
-from edgeproof.data.dataset import Dataset
-from edgeproof.errors import OptionError
+from edgeproof.methods.attacks.base import as_layout, input_layout
+from edgeproof.methods.stats import wilson_interval
 from edgeproof.models.loaded import LoadedModel
-from edgeproof.stats import wilson_interval
 
 
 @pytest.fixture(scope="module")
-def digits(digits_model: LoadedModel, digits_test: Dataset) -> tuple[nn.Module, torch.Tensor,
-                                                                        torch.Tensor]:
+def digits(
+    digits_model: LoadedModel, digits_test: Dataset
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     assert digits_model.module is not None
     model = frozen_copy(digits_model.module)
     return model, torch.from_numpy(digits_test.x), torch.from_numpy(digits_test.y)
@@ -62,7 +63,11 @@ def test_pgd_l2_without_random_start_reproduces_torchattacks_pgdl2(
     # torchattacks differentiates the batch *mean* loss and adds 1e-10 to the gradient norm; we
     # use the sum. g_mean/(‖g_mean‖ + δ) = g_sum/(‖g_sum‖ + Nδ), so δ = 1e-10/N makes them equal.
     ref = torchattacks.PGDL2(
-        model, eps=eps, alpha=eps * 0.25, steps=10, random_start=False,
+        model,
+        eps=eps,
+        alpha=eps * 0.25,
+        steps=10,
+        random_start=False,
         eps_for_division=1e-10 / x.shape[0],
     )(x, y)
     ours = PGD(steps=10, step=0.25, random_start=False, keep="last").perturb(
@@ -79,8 +84,14 @@ def _colour_conv_net() -> nn.Module:
         bn.running_mean = torch.linspace(-0.2, 0.2, 8)
         bn.running_var = torch.linspace(0.5, 2.0, 8)
     net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), bn, nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5),
+        nn.Conv2d(3, 8, 3, padding=1),
+        bn,
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 5),
     )
     return frozen_copy(net)
 
@@ -142,8 +153,9 @@ def test_pgd_with_random_start_agrees_with_torchattacks_within_wilson_ci(
     ref = torchattacks.PGD(model, eps=eps, alpha=eps * 0.25, steps=10, random_start=True)(x, y)
     ref_robust = int((~_wrong(model, ref, y)).sum())
     g = torch.Generator().manual_seed(7)
-    ours = PGD(steps=10, step=0.25, keep="last").perturb(model, x, y, Budget("linf", eps),
-                                                         generator=g)
+    ours = PGD(steps=10, step=0.25, keep="last").perturb(
+        model, x, y, Budget("linf", eps), generator=g
+    )
     ours_robust = int((~ours.success).sum())
     ci = wilson_interval(ref_robust, n)
     assert ci.low <= ours_robust / n <= ci.high
@@ -156,8 +168,9 @@ def test_apgd_agrees_with_torchattacks_apgd_within_wilson_ci(
     eps, n = 0.08, x.shape[0]
     ref = torchattacks.APGD(model, norm="Linf", eps=eps, steps=20, seed=0)(x, y)
     ref_robust = int((~_wrong(model, ref, y)).sum())
-    ours = APGD(steps=20).perturb(model, x, y, Budget("linf", eps),
-                                  generator=torch.Generator().manual_seed(0))
+    ours = APGD(steps=20).perturb(
+        model, x, y, Budget("linf", eps), generator=torch.Generator().manual_seed(0)
+    )
     ci = wilson_interval(ref_robust, n)
     assert ci.low <= int((~ours.success).sum()) / n <= ci.high
     # the examples it reports as fooling really fool the model
@@ -198,8 +211,12 @@ def test_attacks_are_deterministic_under_a_seed_and_vary_with_it(
     model, x, y = digits
     x, y = x[:64], y[:64]
     for attack in (PGD(steps=3), APGD(steps=5)):
-        runs = [attack.perturb(model, x, y, Budget("linf", 0.1),
-                               generator=torch.Generator().manual_seed(s)).x_adv for s in (1, 1, 2)]
+        runs = [
+            attack.perturb(
+                model, x, y, Budget("linf", 0.1), generator=torch.Generator().manual_seed(s)
+            ).x_adv
+            for s in (1, 1, 2)
+        ]
         assert torch.equal(runs[0], runs[1])
         assert not torch.equal(runs[0], runs[2])
 
@@ -245,8 +262,16 @@ def test_minimal_eps_finds_the_analytic_margin_of_a_linear_model(norm: str) -> N
     y = (margin > 0).long()
     dual = w.abs().sum() if norm == "linf" else w.norm()
     exact = (margin.abs() / dual).double().numpy()
-    res = minimal_eps(model, x, y, norm=norm, domain=(-10.0, 10.0),  # type: ignore[arg-type]
-                      attack=PGD(steps=10, random_start=False), upper=4.0, iterations=12)
+    res = minimal_eps(
+        model,
+        x,
+        y,
+        norm=norm,  # type: ignore[arg-type]
+        domain=(-10.0, 10.0),
+        attack=PGD(steps=10, random_start=False),
+        upper=4.0,
+        iterations=12,
+    )
     assert res.clean_correct.all() and not res.censored.any()
     # the bisection returns the smallest tested ε that succeeded: within one resolution above
     assert np.all(res.values >= exact - 1e-5)
@@ -257,13 +282,31 @@ def test_robustness_curve_worst_case_is_the_union_of_attack_successes(
     digits: tuple[nn.Module, torch.Tensor, torch.Tensor],
 ) -> None:
     model, x, y = digits
-    curve = robustness_curve(model, x, y, norm="linf", eps=(0.03, 0.1), domain=(0.0, 1.0),
-                             attacks=[FGSM(), PGD(steps=5)], seed=0, batch_size=128)
+    curve = robustness_curve(
+        model,
+        x,
+        y,
+        norm="linf",
+        eps=(0.03, 0.1),
+        domain=(0.0, 1.0),
+        attacks=[FGSM(), PGD(steps=5)],
+        seed=0,
+        batch_size=128,
+    )
     union = curve.fooled.any(axis=0)
     assert np.array_equal(curve.robust, curve.clean_correct[None, :] & ~union)
     assert np.all(curve.robust_count() <= curve.robust_count("pgd"))
     assert np.all(curve.robust_count() <= curve.robust_count("fgsm"))
     assert curve.robust_accuracy()[1] <= curve.robust_accuracy()[0]
-    again = robustness_curve(model, x, y, norm="linf", eps=(0.03, 0.1), domain=(0.0, 1.0),
-                             attacks=[FGSM(), PGD(steps=5)], seed=0, batch_size=128)
+    again = robustness_curve(
+        model,
+        x,
+        y,
+        norm="linf",
+        eps=(0.03, 0.1),
+        domain=(0.0, 1.0),
+        attacks=[FGSM(), PGD(steps=5)],
+        seed=0,
+        batch_size=128,
+    )
     assert np.array_equal(curve.fooled, again.fooled)

@@ -11,14 +11,14 @@ import torch
 from edgeproof.checks.base import AuditContext
 from edgeproof.checks.bitflip import BitflipCheck
 from edgeproof.data.dataset import Dataset
-from edgeproof.diagnostics.dnl import (
+from edgeproof.errors import OptionError
+from edgeproof.methods.dnl import (
     PROTECT_FORMAT,
     candidate_set,
     protect_set,
     select_flips,
     validate_budget,
 )
-from edgeproof.errors import OptionError
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.spec import ThreatModel
 
@@ -134,7 +134,7 @@ def test_protect_command_writes_json_and_rejects_bad_budget(
 def test_flips_reach_parameters_stored_as_non_contiguous_views() -> None:
     from torch import nn
 
-    from edgeproof.diagnostics.dnl import SignFlip, apply_flips
+    from edgeproof.methods.dnl import SignFlip, apply_flips
 
     lin = nn.Linear(3, 2, bias=False)
     with torch.no_grad():

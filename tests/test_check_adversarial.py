@@ -12,15 +12,15 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from edgeproof.attacks.curve import RobustnessCurve
+from edgeproof.runner import audit
 from edgeproof.checks import get_check
 from edgeproof.checks.adversarial import AdversarialCheck, AttackData
 from edgeproof.checks.base import AuditContext
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import SpecError
+from edgeproof.methods.attacks.curve import RobustnessCurve
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import from_module
-from edgeproof.runner import audit
 from edgeproof.spec import InputSpec, ThreatModel
 
 
@@ -34,8 +34,10 @@ def onnx_linear_model(spec: InputSpec, k: int) -> LoadedModel:
     d = spec.numel
     w = np.random.default_rng(0).normal(size=(d, k)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["x"], ["f"], axis=1),
-         helper.make_node("MatMul", ["f", "W"], ["logits"])],
+        [
+            helper.make_node("Flatten", ["x"], ["f"], axis=1),
+            helper.make_node("MatMul", ["f", "W"], ["logits"]),
+        ],
         "linear",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *spec.shape])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])],
@@ -87,8 +89,9 @@ def test_gradient_masking_model_gets_the_chance_level_warning(
 ) -> None:
     assert digits_model.module is not None and digits_model.spec is not None
     masked = from_module(_Saturated(copy.deepcopy(digits_model.module)), digits_model.spec)
-    check = AdversarialCheck(attacks=("fgsm", "pgd"), pgd_random_start=False, bisection_steps=0,
-                             max_samples=120)
+    check = AdversarialCheck(
+        attacks=("fgsm", "pgd"), pgd_random_start=False, bisection_steps=0, max_samples=120
+    )
     res = check.run(_ctx(masked, digits_test))
     warnings = [f for f in res.findings if f.severity == "warning"]
     assert len(warnings) == 1
@@ -97,8 +100,16 @@ def test_gradient_masking_model_gets_the_chance_level_warning(
 
 
 def _attack_data(k: int) -> AttackData:
-    return AttackData(model=nn.Identity(), x=torch.zeros(1), y=torch.zeros(1), index=np.arange(1),
-                      num_classes=k, norm="linf", domain=(0.0, 1.0), diameter=1.0)
+    return AttackData(
+        model=nn.Identity(),
+        x=torch.zeros(1),
+        y=torch.zeros(1),
+        index=np.arange(1),
+        num_classes=k,
+        norm="linf",
+        domain=(0.0, 1.0),
+        diameter=1.0,
+    )
 
 
 def test_sanity_findings_flag_rising_accuracy_and_pgd_weaker_than_fgsm() -> None:
@@ -124,8 +135,11 @@ def test_adversarial_check_rejects_data_outside_the_declared_domain(
 ) -> None:
     wide = copy.copy(digits_test)
     wide.x = digits_test.x * 2.0
-    with pytest.raises(SpecError, match=r"inputs span \[0, 2\] but the declared input domain is "
-                                        r"\[0, 1\].*--domain 0,2"):
+    with pytest.raises(
+        SpecError,
+        match=r"inputs span \[0, 2\] but the declared input domain is "
+        r"\[0, 1\].*--domain 0,2",
+    ):
         AdversarialCheck().run(_ctx(digits_model, wide))
 
 
@@ -135,8 +149,11 @@ def test_adversarial_check_rejects_a_model_whose_output_is_not_logits_of_the_cla
     assert digits_model.spec is not None
     torch.manual_seed(0)
     five = from_module(nn.Sequential(nn.Flatten(), nn.Linear(64, 5)).eval(), digits_model.spec)
-    with pytest.raises(SpecError, match=r"outputs of shape \[360, 5\], but logits of the 10 "
-                                        r"declared classes must have shape \[batch, 10\]"):
+    with pytest.raises(
+        SpecError,
+        match=r"outputs of shape \[360, 5\], but logits of the 10 "
+        r"declared classes must have shape \[batch, 10\]",
+    ):
         AdversarialCheck().run(_ctx(five, digits_test))
 
 
@@ -145,8 +162,12 @@ def test_onnx_model_skips_gradient_checks_with_the_reason_and_still_runs_corrupt
 ) -> None:
     assert digits_model.spec is not None
     model = onnx_linear_model(digits_model.spec, 10)
-    report = audit(model, digits_test, ["adversarial", "fisher", "corruption"],
-                   threat=ThreatModel(digits_model.spec, "linf", (0.03,)))
+    report = audit(
+        model,
+        digits_test,
+        ["adversarial", "fisher", "corruption"],
+        threat=ThreatModel(digits_model.spec, "linf", (0.03,)),
+    )
     by_name = {r.check: r for r in report.checks}
     for name in ("adversarial", "fisher"):
         assert by_name[name].status == "skipped"

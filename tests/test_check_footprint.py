@@ -15,15 +15,11 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from edgeproof.checks.base import AuditContext
-from edgeproof.checks.footprint import (
-    FootprintCheck,
-    count_macs,
-    flop_counter_macs,
-    measure_latency,
-    onnx_layer_costs,
-)
+from edgeproof.checks.footprint import FootprintCheck
 from edgeproof.errors import OptionError
 from edgeproof.models.loaded import LoadedModel
+from edgeproof.runtime.latency import measure_latency
+from edgeproof.runtime.macs import count_macs, flop_counter_macs, onnx_layer_costs
 from edgeproof.spec import InputSpec, ThreatModel
 
 

@@ -17,10 +17,10 @@ from edgeproof.checks.base import AuditContext
 from edgeproof.checks.performance import PerformanceCheck
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import CheckFailed
+from edgeproof.methods.stats import wilson_interval
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.results import CheckResult
 from edgeproof.spec import InputSpec, ThreatModel
-from edgeproof.stats import wilson_interval
 
 
 def _ctx_with_predictions(

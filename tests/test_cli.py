@@ -402,8 +402,9 @@ def test_global_threads_option_is_not_shadowed_by_a_subcommand_option(
 ) -> None:
     from edgeproof.cli import build_parser
 
-    args = build_parser().parse_args(["--threads", "2", "compress", "m.pt2", "--data", "d.npz",
-                                      "--out", "o", "--threads", "3"])
+    args = build_parser().parse_args(
+        ["--threads", "2", "compress", "m.pt2", "--data", "d.npz", "--out", "o", "--threads", "3"]
+    )
     assert args.torch_threads == 2
     assert args.threads == 3
     code, _, err = _run(["--threads", "0", "checks"], capsys)

@@ -30,9 +30,9 @@ from edgeproof.compress.earlyexit import (
 from edgeproof.compress.search import Budget
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError
+from edgeproof.methods.stats import wilson_interval
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.zoo import build_model
-from edgeproof.stats import wilson_interval
 
 SHAPES = {
     "resnet8": ((1, 8, 8), 3),

@@ -16,13 +16,13 @@ from edgeproof.compress.mixed import (
     quantizable_layers,
     sigma_clusters,
 )
-from edgeproof.compress.onnx_export import make_session, run_session
 from edgeproof.compress.quantize import fold_batchnorm
 from edgeproof.compress.search import default_recipes
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.zoo import build_model
+from edgeproof.runtime.ort import make_session, run_session
 from edgeproof.spec import InputSpec
 
 SHAPE = (1, 8, 8)

@@ -9,12 +9,13 @@ import onnx
 import pytest
 import torch
 
-from edgeproof.compress.onnx_export import make_session, pack_int4, run_session
+from edgeproof.compress.onnx_export import pack_int4
 from edgeproof.compress.quantize import QuantConfig, fold_batchnorm, quantize
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import SpecError
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.zoo import build_model
+from edgeproof.runtime.ort import make_session, run_session
 
 
 def _ort_accuracy(model: onnx.ModelProto, data: Dataset) -> float:
@@ -241,7 +242,10 @@ def test_auto_calibration_picks_the_method_closest_to_fp32_on_calibration_data(
 
 @pytest.mark.parametrize(("reduce_range", "qmax"), [(True, 63), (False, 127)])
 def test_int8_reduced_range_stores_seven_bit_weights_and_keeps_parity(
-    digits_model: LoadedModel, digits_train: Dataset, digits_test: Dataset, reduce_range: bool,
+    digits_model: LoadedModel,
+    digits_train: Dataset,
+    digits_test: Dataset,
+    reduce_range: bool,
     qmax: int,
 ) -> None:
     module = copy.deepcopy(digits_model.module)

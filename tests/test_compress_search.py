@@ -18,13 +18,13 @@ from edgeproof.compress.commands import (
     write_artefacts,
 )
 from edgeproof.compress.ledger import Candidate, Ledger
-from edgeproof.compress.onnx_export import make_session, run_session
 from edgeproof.compress.search import Budget, default_recipes
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError, SpecError
+from edgeproof.methods.stats import wilson_interval
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.report.report import Report
-from edgeproof.stats import wilson_interval
+from edgeproof.runtime.ort import make_session, run_session
 
 
 def _cand(name: str, acc: float, size: int) -> Candidate:

@@ -11,14 +11,14 @@ from torch import nn
 
 from edgeproof.checks.base import AuditContext
 from edgeproof.checks.corruption import CorruptionCheck
-from edgeproof.corruptions import (
+from edgeproof.data.dataset import Dataset
+from edgeproof.errors import OptionError
+from edgeproof.methods.corruptions import (
     SEVERITIES,
     CorruptionContext,
     corruptions_for,
     get_corruption,
 )
-from edgeproof.data.dataset import Dataset
-from edgeproof.errors import OptionError
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import from_module
 from edgeproof.spec import InputSpec, ThreatModel
@@ -64,8 +64,9 @@ def test_timeseries_corruptions_grow_with_severity_and_keep_shape(name: str) -> 
     x = (np.sin(t)[None, None, :] * rng.uniform(0.5, 2, size=(32, 6, 1))).astype(np.float32)
     c = get_corruption(name)
     ctx = CorruptionContext(domain=(-5.0, 5.0))
-    dist = [float(np.abs(c.apply(x, s, np.random.default_rng(7), ctx) - x).mean())
-            for s in SEVERITIES]
+    dist = [
+        float(np.abs(c.apply(x, s, np.random.default_rng(7), ctx) - x).mean()) for s in SEVERITIES
+    ]
     assert dist[0] > 0
     assert dist[-1] > dist[0]
 
@@ -119,15 +120,23 @@ def _series_data(c: int) -> Dataset:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, c, 32)).astype(np.float32)
     y = (x[:, 0].mean(axis=1) > 0).astype(np.int64)
-    return Dataset(x=np.clip(x, -4, 4), y=y, classes=["a", "b"], name="synthetic", format="npz",
-                   kind="timeseries", domain=(-4.0, 4.0))
+    return Dataset(
+        x=np.clip(x, -4, 4),
+        y=y,
+        classes=["a", "b"],
+        name="synthetic",
+        format="npz",
+        kind="timeseries",
+        domain=(-4.0, 4.0),
+    )
 
 
 def test_corruption_check_on_time_series_runs_sensor_faults_including_channel_dropout() -> None:
     data = _series_data(4)
     spec = InputSpec(shape=(4, 32), domain=(-4.0, 4.0), kind="timeseries", num_classes=2)
-    ctx = AuditContext(model=from_module(_TinyConv1d(4, 2).eval(), spec), data=data,
-                       threat=ThreatModel(spec))
+    ctx = AuditContext(
+        model=from_module(_TinyConv1d(4, 2).eval(), spec), data=data, threat=ThreatModel(spec)
+    )
     res = CorruptionCheck(severities=(1, 5)).run(ctx)
     assert sorted({str(r[0]) for r in res.tables[0].rows}) == sorted(SERIES)
     assert len(res.tables[0].rows) == 4 * 2
@@ -136,16 +145,18 @@ def test_corruption_check_on_time_series_runs_sensor_faults_including_channel_dr
 def test_single_channel_series_says_channel_dropout_does_not_apply() -> None:
     data = _series_data(1)
     spec = InputSpec(shape=(1, 32), domain=(-4.0, 4.0), kind="timeseries", num_classes=2)
-    ctx = AuditContext(model=from_module(_TinyConv1d(1, 2).eval(), spec), data=data,
-                       threat=ThreatModel(spec))
+    ctx = AuditContext(
+        model=from_module(_TinyConv1d(1, 2).eval(), spec), data=data, threat=ThreatModel(spec)
+    )
     res = CorruptionCheck(severities=(1,)).run(ctx)
     assert "channel_dropout" not in {r[0] for r in res.tables[0].rows}
     assert any("channel dropout needs at least 2 channels" in f.message for f in res.findings)
 
 
 def test_corruption_check_rejects_unknown_names_and_severities() -> None:
-    with pytest.raises(OptionError,
-                       match=r"corruptions: unknown corruption 'fog'\. choose from gaussian_noise"):
+    with pytest.raises(
+        OptionError, match=r"corruptions: unknown corruption 'fog'\. choose from gaussian_noise"
+    ):
         CorruptionCheck(corruptions=["fog"])
     with pytest.raises(OptionError, match=r"severities: \[0, 6\] is not a subset of 1..5"):
         CorruptionCheck(severities=(0, 6))

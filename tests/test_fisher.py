@@ -11,7 +11,7 @@ from torch import nn
 from edgeproof.checks.base import AuditContext
 from edgeproof.checks.fisher import FisherCheck
 from edgeproof.data.dataset import Dataset
-from edgeproof.fisher import (
+from edgeproof.methods.fisher import (
     fisher_lambda_max,
     fisher_matrix_lambda_max,
     input_jacobian,
@@ -23,9 +23,9 @@ from edgeproof.spec import ThreatModel
 
 def _small_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Flatten(), nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 5)
-    ).double().eval()
+    return (
+        nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 5)).double().eval()
+    )
 
 
 def _brute_force_lambda_max(model: nn.Module, x: torch.Tensor) -> float:
@@ -76,8 +76,11 @@ def test_fisher_check_on_digits_reports_a_negative_correlation_with_minimal_eps(
     digits_model: LoadedModel, digits_test: Dataset
 ) -> None:
     assert digits_model.spec is not None
-    ctx = AuditContext(model=digits_model, data=digits_test,
-                       threat=ThreatModel(digits_model.spec, "linf", (0.03, 0.1)))
+    ctx = AuditContext(
+        model=digits_model,
+        data=digits_test,
+        threat=ThreatModel(digits_model.spec, "linf", (0.03, 0.1)),
+    )
     res = FisherCheck(max_samples=150, bisection_steps=6).run(ctx)
     rho = res.metric("spearman_lambda_max_vs_minimal_eps")
     assert rho.ci is not None and rho.ci.low <= rho.value <= rho.ci.high

@@ -27,21 +27,35 @@ def sealed(tmp_path: Path) -> Path:
     np.savez(tmp_path / "val.npz", x=rng.random((12, 4), dtype=np.float32), y=np.arange(12) % 2)
     (tmp_path / "w.bin").write_bytes(rng.bytes(10_000))
     assert run("keygen", "--out", str(tmp_path / "k")) == 0
-    assert run("seal", str(tmp_path / "val.npz"), str(tmp_path / "w.bin"), "--out",
-               str(tmp_path / "s.json"), "--key", str(tmp_path / "k"), "--threads", "1") == 0
+    assert (
+        run(
+            "seal",
+            str(tmp_path / "val.npz"),
+            str(tmp_path / "w.bin"),
+            "--out",
+            str(tmp_path / "s.json"),
+            "--key",
+            str(tmp_path / "k"),
+            "--threads",
+            "1",
+        )
+        == 0
+    )
     return tmp_path
 
 
-def test_seal_then_verify_with_pinned_key_exits_0(sealed: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_seal_then_verify_with_pinned_key_exits_0(
+    sealed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run("verify", str(sealed / "s.json"), "--pub", str(sealed / "k.pub")) == 0
     out = capsys.readouterr().out
     assert "signature valid, by the expected key sha256:" in out
     assert "verified: everything matches the seal" in out
 
 
-def test_verify_exits_1_and_names_the_changed_byte(sealed: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_exits_1_and_names_the_changed_byte(
+    sealed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = bytearray((sealed / "w.bin").read_bytes())
     data[4321] ^= 0x10
     (sealed / "w.bin").write_bytes(bytes(data))
@@ -50,8 +64,9 @@ def test_verify_exits_1_and_names_the_changed_byte(sealed: Path,
     assert "w.bin: byte 4321 bit 4 flipped" in out and "verification FAILED" in out
 
 
-def test_verify_json_output_lists_record_changes(sealed: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_json_output_lists_record_changes(
+    sealed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with np.load(sealed / "val.npz") as f:
         x, y = f["x"], f["y"].copy()
     y[3] = 1 - y[3]
@@ -71,13 +86,15 @@ def test_verify_does_not_modify_any_file(sealed: Path) -> None:
     assert {p: p.read_bytes() for p in sealed.iterdir()} == before
 
 
-def test_prove_and_verify_proof_round_trip(sealed: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_prove_and_verify_proof_round_trip(
+    sealed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     proof = sealed / "p.json"
     assert run("prove", str(sealed / "s.json"), "val.npz#5", "--out", str(proof)) == 0
     assert run("verify-proof", str(proof), "--pub", str(sealed / "k.pub")) == 0
-    assert "valid: leaf is included in the sealed item (signed by sha256:" in \
-        capsys.readouterr().out
+    assert (
+        "valid: leaf is included in the sealed item (signed by sha256:" in capsys.readouterr().out
+    )
     obj = json.loads(proof.read_text())
     obj["leaf"]["label"] = "0" if obj["leaf"]["label"] != "0" else "1"
     proof.write_text(json.dumps(obj))
@@ -93,5 +110,4 @@ def test_wrong_key_and_unknown_record_are_usage_errors(sealed: Path) -> None:
     with pytest.raises(UserError, match="already exists; refusing to overwrite a private key"):
         run("keygen", "--out", str(sealed / "k"))
     with pytest.raises(UserError, match="--chunk-size: 1000 is not a multiple of 4"):
-        run("seal", str(sealed / "w.bin"), "--out", str(sealed / "t.json"), "--chunk-size",
-            "1000")
+        run("seal", str(sealed / "w.bin"), "--out", str(sealed / "t.json"), "--chunk-size", "1000")

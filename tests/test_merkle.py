@@ -81,8 +81,13 @@ def test_root_of_each_prefix_matches_ct_vectors(size: int) -> None:
 def test_audit_paths_match_ct_vectors(index: int, size: int, path: list[str]) -> None:
     tree = MerkleTree.from_data(LEAVES[:size])
     assert [h.hex() for h in tree.inclusion_proof(index)] == path
-    assert verify_inclusion(leaf_hash(LEAVES[index]), index, size,
-                            [bytes.fromhex(h) for h in path], bytes.fromhex(ROOTS[size]))
+    assert verify_inclusion(
+        leaf_hash(LEAVES[index]),
+        index,
+        size,
+        [bytes.fromhex(h) for h in path],
+        bytes.fromhex(ROOTS[size]),
+    )
 
 
 def test_inclusion_rejects_wrong_leaf_index_size_or_path() -> None:

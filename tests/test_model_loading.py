@@ -20,8 +20,9 @@ from edgeproof.models.zoo import build_model
 from edgeproof.spec import InputSpec
 
 SHAPE = (1, 8, 8)
-SPEC = InputSpec(shape=SHAPE, domain=(0.0, 1.0), num_classes=10,
-                 class_names=tuple(str(i) for i in range(10)))
+SPEC = InputSpec(
+    shape=SHAPE, domain=(0.0, 1.0), num_classes=10, class_names=tuple(str(i) for i in range(10))
+)
 
 
 def make_model(arch: str = "lenet5") -> nn.Module:
@@ -40,8 +41,9 @@ def inputs() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory, model: nn.Module,
-          inputs: torch.Tensor) -> dict[str, Path]:
+def files(
+    tmp_path_factory: pytest.TempPathFactory, model: nn.Module, inputs: torch.Tensor
+) -> dict[str, Path]:
     """The same LeNet-5 saved in every format."""
     d = tmp_path_factory.mktemp("formats")
     out = {"safetensors": save_model(model, d / "lenet", arch="zoo:lenet5", spec=SPEC)}
@@ -49,13 +51,24 @@ def files(tmp_path_factory: pytest.TempPathFactory, model: nn.Module,
     batch = torch.export.Dim("batch", min=1, max=1024)
     program = torch.export.export(model, (inputs,), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(d / "lenet.pt2"))
-    torch.onnx.export(model, (inputs,), str(d / "lenet.onnx"), dynamo=False,
-                      input_names=["x"], output_names=["logits"],
-                      dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    torch.onnx.export(
+        model,
+        (inputs,),
+        str(d / "lenet.onnx"),
+        dynamo=False,
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+    )
     torch.save(model.state_dict(), d / "lenet_state.pt")
     torch.save(model, d / "lenet_full.pt")
-    out.update(torchscript=d / "lenet_script.pt", export=d / "lenet.pt2", onnx=d / "lenet.onnx",
-               state=d / "lenet_state.pt", full=d / "lenet_full.pt")
+    out.update(
+        torchscript=d / "lenet_script.pt",
+        export=d / "lenet.pt2",
+        onnx=d / "lenet.onnx",
+        state=d / "lenet_state.pt",
+        full=d / "lenet_full.pt",
+    )
     return out
 
 
@@ -74,8 +87,12 @@ def reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("key", "fmt"),
-    [("safetensors", "safetensors"), ("torchscript", "torchscript"),
-     ("export", "torch-export"), ("onnx", "onnx")],
+    [
+        ("safetensors", "safetensors"),
+        ("torchscript", "torchscript"),
+        ("export", "torch-export"),
+        ("onnx", "onnx"),
+    ],
 )
 def test_each_format_round_trips_to_the_same_logits(
     files: dict[str, Path], model: nn.Module, inputs: torch.Tensor, key: str, fmt: str
@@ -145,11 +162,12 @@ def test_weights_without_sidecar_build_the_named_zoo_arch(
 
 
 def test_arch_given_for_a_self_describing_format_is_ignored_with_a_warning(
-    files: dict[str, Path]
+    files: dict[str, Path],
 ) -> None:
     loaded = load_model(files["onnx"], arch="zoo:mlp")
-    assert loaded.warnings == ["lenet.onnx: --arch zoo:mlp ignored: a onnx file carries its "
-                               "own architecture"]
+    assert loaded.warnings == [
+        "lenet.onnx: --arch zoo:mlp ignored: a onnx file carries its own architecture"
+    ]
 
 
 def test_explicit_spec_overrides_the_sidecar(files: dict[str, Path]) -> None:
@@ -219,8 +237,9 @@ def test_pickle_with_code_is_not_executed_without_trust_pickle(tmp_path: Path) -
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
     torch.save({"weights": torch.zeros(2), "payload": _MakesMarker(marker)}, path)
-    with pytest.raises(UnsafePickleError,
-                       match=r"evil\.pt: .*pickled Python objects.*--trust-pickle"):
+    with pytest.raises(
+        UnsafePickleError, match=r"evil\.pt: .*pickled Python objects.*--trust-pickle"
+    ):
         load_model(path)
     assert not marker.exists()
 
@@ -270,8 +289,9 @@ def test_program_exported_in_train_mode_is_rewritten_to_eval(
     torch.export.save(program, str(path))
     loaded = load_model(path)
     assert "exported in train mode" in loaded.warnings[0]
-    np.testing.assert_allclose(logits(loaded, inputs), reference(net.eval(), inputs),
-                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        logits(loaded, inputs), reference(net.eval(), inputs), atol=1e-5, rtol=0
+    )
 
 
 def test_from_module_in_train_mode_warns_and_switches(model: nn.Module) -> None:
@@ -301,14 +321,17 @@ def test_wrong_extension_lists_the_supported_ones(tmp_path: Path) -> None:
     assert all(s in msg for s in SUPPORTED_SUFFIXES)
 
 
-def test_truncated_safetensors_is_reported_as_truncated(files: dict[str, Path],
-                                                        tmp_path: Path) -> None:
+def test_truncated_safetensors_is_reported_as_truncated(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
     data = files["safetensors"].read_bytes()
     path = tmp_path / "cut.safetensors"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelFileError,
-                       match=r"cut\.safetensors: not a readable safetensors file "
-                             r".*truncated or corrupt"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"cut\.safetensors: not a readable safetensors file "
+        r".*truncated or corrupt",
+    ):
         load_model(path)
 
 
@@ -328,7 +351,7 @@ def test_truncated_pt2_is_reported(files: dict[str, Path], tmp_path: Path) -> No
 
 
 def test_arch_that_does_not_fit_names_missing_and_unexpected_tensors(
-    files: dict[str, Path]
+    files: dict[str, Path],
 ) -> None:
     with pytest.raises(ArchitectureMismatchError) as err:
         load_model(files["safetensors"], arch="zoo:resnet8")
@@ -341,9 +364,11 @@ def test_arch_that_does_not_fit_names_missing_and_unexpected_tensors(
 
 
 def test_arch_with_wrong_layer_sizes_names_the_shapes(files: dict[str, Path]) -> None:
-    with pytest.raises(ArchitectureMismatchError,
-                       match=r"2 with wrong shape \[12\.weight file \(10,84\) vs arch \(5,84\), "
-                             r"12\.bias file \(10\) vs arch \(5\)\]"):
+    with pytest.raises(
+        ArchitectureMismatchError,
+        match=r"2 with wrong shape \[12\.weight file \(10,84\) vs arch \(5,84\), "
+        r"12\.bias file \(10\) vs arch \(5\)\]",
+    ):
         load_model(files["safetensors"], spec=SPEC.with_(num_classes=5, class_names=None))
 
 

@@ -111,10 +111,20 @@ def make_report(*, policy_passed: bool = False, error_message: str = "ValueError
         ),
     )
     return Report(
-        model={"name": "digits-lenet5", "path": "m.safetensors", "format": "safetensors",
-               "arch": "zoo:lenet5", "parameters": 44426},
-        data={"name": "builtin:digits", "format": "builtin", "records": 360,
-              "sample_shape": [1, 8, 8], "classes": [str(i) for i in range(10)]},
+        model={
+            "name": "digits-lenet5",
+            "path": "m.safetensors",
+            "format": "safetensors",
+            "arch": "zoo:lenet5",
+            "parameters": 44426,
+        },
+        data={
+            "name": "builtin:digits",
+            "format": "builtin",
+            "records": 360,
+            "sample_shape": [1, 8, 8],
+            "classes": [str(i) for i in range(10)],
+        },
         threat=threat.to_json(),
         checks=[ok, skipped, error],
         seed=7,
@@ -233,8 +243,11 @@ def test_read_json_rejects_unknown_schema_version_naming_both_versions(
 ) -> None:
     obj = report.to_json()
     obj["schema_version"] = "2.0"
-    with pytest.raises(InputFileError, match=r"report schema version '2\.0' is not supported "
-                       r"\(this edgeproof reads 1\.0\)"):
+    with pytest.raises(
+        InputFileError,
+        match=r"report schema version '2\.0' is not supported "
+        r"\(this edgeproof reads 1\.0\)",
+    ):
         Report.read_json(_write(tmp_path, obj))
 
 
@@ -281,7 +294,7 @@ def test_html_escapes_user_text_in_messages_titles_and_findings() -> None:
 def test_html_shows_every_check_title_and_status_in_nav_and_section(
     report: Report, page: str
 ) -> None:
-    nav = page[page.index('id="checks-nav"'): page.index("</nav>")]
+    nav = page[page.index('id="checks-nav"') : page.index("</nav>")]
     for i, c in enumerate(report.checks):
         assert c.title in nav
         section = re.search(
@@ -300,18 +313,18 @@ def test_html_shows_skip_reason_and_error_with_collapsible_traceback(page: str) 
 
 
 def test_html_summary_shows_verdict_counts_and_headline_estimate(page: str) -> None:
-    verdict = page[page.index('id="verdict"'): page.index('<div class="grid">')]
+    verdict = page[page.index('id="verdict"') : page.index('<div class="grid">')]
     assert "FAIL" in verdict and "1 of 2 rules failed" in verdict
     assert re.search(r"Critical</div><div class=\"v\">1<", verdict)
     assert re.search(r"Warnings</div><div class=\"v\">1<", verdict)
-    headline = page[page.index('id="headline"'):]
+    headline = page[page.index('id="headline"') :]
     assert "0.953 [0.93, 0.97]" in headline[: headline.index("</table>")]
     assert page.index('id="verdict"') < page.index('id="checks-nav"') < page.index("<section")
 
 
 def test_html_verdict_says_pass_when_every_rule_is_met() -> None:
     page = render_html(make_report(policy_passed=True))
-    verdict = page[page.index('id="verdict"'): page.index('<div class="grid">')]
+    verdict = page[page.index('id="verdict"') : page.index('<div class="grid">')]
     assert "PASS" in verdict and "all 2 rules met" in verdict
 
 
@@ -325,14 +338,14 @@ def test_html_orders_findings_by_severity_and_colours_them(page: str) -> None:
 def test_html_right_aligns_numeric_table_columns(page: str) -> None:
     table = re.search(r'<table class="data" data-name="per_class">(.*?)</table>', page, re.S)
     assert table is not None
-    assert "<th>class</th><th class=\"num\">support</th><th class=\"num\">recall</th>" in (
+    assert '<th>class</th><th class="num">support</th><th class="num">recall</th>' in (
         table.group(1)
     )
     assert '<td class="num">0.81</td>' in table.group(1)
 
 
 def test_html_footer_records_seed_versions_and_threads(report: Report, page: str) -> None:
-    footer = page[page.index('<footer id="provenance">'):]
+    footer = page[page.index('<footer id="provenance">') :]
     assert "<dt>seed</dt><dd>7</dd>" in footer
     assert "torch threads" in footer
     assert f"<td>torch</td><td>{report.environment['versions']['torch']}</td>" in footer
@@ -367,9 +380,18 @@ def test_write_report_writes_json_and_html_that_read_back(report: Report, tmp_pa
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(0.953, "0.953"), (0.95277, "0.953"), (12.345, "12.3"), (1234.56, "1,234.6"),
-     (44426, "44,426"), (3.0, "3"), (0.000123, "0.000123"), (None, "—"), (float("nan"), "—"),
-     (0.0, "0")],
+    [
+        (0.953, "0.953"),
+        (0.95277, "0.953"),
+        (12.345, "12.3"),
+        (1234.56, "1,234.6"),
+        (44426, "44,426"),
+        (3.0, "3"),
+        (0.000123, "0.000123"),
+        (None, "—"),
+        (float("nan"), "—"),
+        (0.0, "0"),
+    ],
 )
 def test_format_number(value: float | None, text: str) -> None:
     assert format_number(value) == text

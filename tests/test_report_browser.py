@@ -101,7 +101,10 @@ def _report() -> Report:
     )
     skipped = CheckResult("gradients", "Gradients", "skipped", skip_reason="needs gradients")
     error = CheckResult(
-        "bitflip", "Bit flips", "error", error="ValueError: <b>boom</b>",
+        "bitflip",
+        "Bit flips",
+        "error",
+        error="ValueError: <b>boom</b>",
         traceback="Traceback (most recent call last):\nValueError: boom",
     )
     threat = ThreatModel(InputSpec((1, 8, 8), num_classes=10), "linf", (0.03,))
@@ -145,7 +148,7 @@ def _probe(page_html: str, tmp: Path) -> tuple[dict[str, Any], str]:
     start = proc.stdout.find('<pre id="__probe__">')
     assert start >= 0, f"no probe output (rc={proc.returncode}): {proc.stderr[-2000:]}"
     end = proc.stdout.index("</pre>", start)
-    text = html.unescape(proc.stdout[start + len('<pre id="__probe__">'): end])
+    text = html.unescape(proc.stdout[start + len('<pre id="__probe__">') : end])
     return json.loads(text), proc.stderr
 
 

@@ -49,14 +49,20 @@ def _safetensors_offsets(path: Path) -> tuple[int, dict[str, list[int]]]:
 @pytest.fixture()
 def release(tmp_path: Path) -> Path:
     """A folder with a model, an npz dataset and a raw file, sealed into seal.json."""
-    save_file({k: v.contiguous() for k, v in _model().state_dict().items()},
-              str(tmp_path / "model.safetensors"), metadata={"arch": "mlp"})
+    save_file(
+        {k: v.contiguous() for k, v in _model().state_dict().items()},
+        str(tmp_path / "model.safetensors"),
+        metadata={"arch": "mlp"},
+    )
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "val.npz", x=rng.random((20, 6), dtype=np.float32),
-             y=np.arange(20) % 3)
+    np.savez(tmp_path / "val.npz", x=rng.random((20, 6), dtype=np.float32), y=np.arange(20) % 3)
     (tmp_path / "notes.txt").write_bytes(bytes(range(256)) * 40)
-    seal = seal_paths([tmp_path / "model.safetensors", tmp_path / "val.npz",
-                       tmp_path / "notes.txt"], base_dir=tmp_path, chunk_size=CHUNK, threads=2)
+    seal = seal_paths(
+        [tmp_path / "model.safetensors", tmp_path / "val.npz", tmp_path / "notes.txt"],
+        base_dir=tmp_path,
+        chunk_size=CHUNK,
+        threads=2,
+    )
     seal.write(tmp_path / "seal.json")
     return tmp_path
 
@@ -71,14 +77,19 @@ def _flip_bit(path: Path, byte: int, bit: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_untouched_copy_verifies_and_seal_is_deterministic(release: Path, tmp_path_factory:
-                                                           pytest.TempPathFactory) -> None:
+def test_untouched_copy_verifies_and_seal_is_deterministic(
+    release: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     copy = tmp_path_factory.mktemp("copy") / "r"
     shutil.copytree(release, copy)
     result = _verify(copy)
     assert result.ok and result.messages() == []  # type: ignore[attr-defined]
-    again = seal_paths([copy / "model.safetensors", copy / "val.npz", copy / "notes.txt"],
-                       base_dir=copy, chunk_size=CHUNK, threads=1)
+    again = seal_paths(
+        [copy / "model.safetensors", copy / "val.npz", copy / "notes.txt"],
+        base_dir=copy,
+        chunk_size=CHUNK,
+        threads=1,
+    )
     assert again.root == Seal.read(release / "seal.json").root
 
 
@@ -124,7 +135,11 @@ def test_label_flip_is_reported_as_label_only(release: Path) -> None:
     np.savez(release / "val.npz", x=x, y=y)
     (change,) = [c for i in _verify(release).items for c in i.records]  # type: ignore[attr-defined]
     assert (change.record_id, change.change, change.old_label, change.new_label) == (
-        "val.npz#4", "label", "1", "2")
+        "val.npz#4",
+        "label",
+        "1",
+        "2",
+    )
     assert "label changed '1' → '2' (content unchanged)" in change.message()
 
 
@@ -133,8 +148,11 @@ def test_swapped_records_are_detected_and_point_at_each_other(release: Path) -> 
         x, y = f["x"].copy(), f["y"].copy()
     x[[2, 9]], y[[2, 9]] = x[[9, 2]], y[[9, 2]]
     np.savez(release / "val.npz", x=x, y=y)
-    changes = {c.record_id: c for i in _verify(release).items  # type: ignore[attr-defined]
-               for c in i.records}
+    changes = {
+        c.record_id: c
+        for i in _verify(release).items  # type: ignore[attr-defined]
+        for c in i.records
+    }
     assert set(changes) == {"val.npz#2", "val.npz#9"}
     assert changes["val.npz#2"].same_as == "val.npz#9"
     assert changes["val.npz#9"].same_as == "val.npz#2"
@@ -151,8 +169,11 @@ def test_unknown_schema_version_is_rejected_with_versions_named(release: Path) -
     obj = json.loads((release / "seal.json").read_text())
     obj["schema_version"] = "9.9"
     (release / "seal.json").write_text(json.dumps(obj))
-    with pytest.raises(SealFileError, match=r"seal schema version '9.9' is not supported .*reads "
-                       r"1.0.*re-seal with this version"):
+    with pytest.raises(
+        SealFileError,
+        match=r"seal schema version '9.9' is not supported .*reads "
+        r"1.0.*re-seal with this version",
+    ):
         Seal.read(release / "seal.json")
 
 
@@ -166,13 +187,17 @@ def test_hand_edited_digest_is_rejected(release: Path) -> None:
 
 def test_vanished_path_and_changed_format_are_bad_input(release: Path) -> None:
     (release / "notes.txt").unlink()
-    with pytest.raises(SealedPathError, match=r"notes.txt: was sealed as a file \(raw\) but no "
-                       "longer exists. restore it"):
+    with pytest.raises(
+        SealedPathError,
+        match=r"notes.txt: was sealed as a file \(raw\) but no "
+        "longer exists. restore it",
+    ):
         _verify(release)
     (release / "notes.txt").write_bytes(bytes(range(256)) * 40)
     (release / "model.safetensors").write_bytes(b"PK\x03\x04 not a safetensors file")
-    with pytest.raises(SealedPathError, match="was sealed as a safetensors model but can no "
-                       "longer be read as one"):
+    with pytest.raises(
+        SealedPathError, match="was sealed as a safetensors model but can no longer be read as one"
+    ):
         _verify(release)
 
 
@@ -185,8 +210,9 @@ def test_signature_valid_other_key_and_tampered(release: Path) -> None:
     with pytest.raises(SignatureKeyError, match="signed by another key"):
         _verify(release, public_key=load_public_key(p2))
     obj = json.loads((release / "seal.json").read_text())
-    obj["signature"]["value"] = ("00" if obj["signature"]["value"][:2] != "00" else "11") + \
-        obj["signature"]["value"][2:]
+    obj["signature"]["value"] = ("00" if obj["signature"]["value"][:2] != "00" else "11") + obj[
+        "signature"
+    ]["value"][2:]
     (release / "seal.json").write_text(json.dumps(obj))
     result = _verify(release)
     assert result.signature.status == "invalid" and not result.ok  # type: ignore[attr-defined]
@@ -217,8 +243,9 @@ def test_any_single_bit_change_is_localised_exactly(blob: bytes, data: st.DataOb
     diff = [i for i, (a, b) in enumerate(zip(sealed, now)) if a.sha256 != b.sha256]
     assert diff == [pos // CHUNK]
     i = diff[0]
-    located = locate_single_word_change(bytes(changed[i * CHUNK : (i + 1) * CHUNK]), sealed[i],
-                                        i * CHUNK)
+    located = locate_single_word_change(
+        bytes(changed[i * CHUNK : (i + 1) * CHUNK]), sealed[i], i * CHUNK
+    )
     assert located is not None and [(c.byte, c.bit) for c in located] == [(pos, bit)]
 
 
@@ -231,8 +258,9 @@ def test_any_single_byte_change_is_localised_exactly(blob: bytes, data: st.DataO
     changed = bytearray(blob)
     changed[pos] = value
     i = pos // CHUNK
-    located = locate_single_word_change(bytes(changed[i * CHUNK : (i + 1) * CHUNK]), sealed[i],
-                                        i * CHUNK)
+    located = locate_single_word_change(
+        bytes(changed[i * CHUNK : (i + 1) * CHUNK]), sealed[i], i * CHUNK
+    )
     assert located is not None and {c.byte for c in located} == {pos}
 
 
@@ -247,8 +275,11 @@ def test_any_reordering_of_records_changes_the_root(order: list[int]) -> None:
 
 def test_randomized_flip_campaign_detects_all_1000_flips_without_false_alarms() -> None:
     module = _model()
-    guard = WeightGuard(module, model_item_from_weights(module.state_dict(), chunk_size=CHUNK,
-                                                       threads=1), chunk_size=CHUNK)
+    guard = WeightGuard(
+        module,
+        model_item_from_weights(module.state_dict(), chunk_size=CHUNK, threads=1),
+        chunk_size=CHUNK,
+    )
     params = {k: v for k, v in module.state_dict().items()}
     names = sorted(params)
     rng = np.random.default_rng(1)
@@ -272,16 +303,20 @@ def test_guard_pre_hook_blocks_forward_after_a_flip_and_protect_set_limits_hashi
     first = module.get_submodule("0")
     assert isinstance(first, torch.nn.Linear)
     item = model_item_from_weights(module.state_dict(), chunk_size=CHUNK, threads=1)
-    guard = WeightGuard(module, item, chunk_size=CHUNK,
-                        protect={"tensors": [{"name": "0.weight", "index": [3, 5]}]})
+    guard = WeightGuard(
+        module, item, chunk_size=CHUNK, protect={"tensors": [{"name": "0.weight", "index": [3, 5]}]}
+    )
     assert guard.check().chunks_checked == 1
     x = torch.zeros(1, 64)
     with guard:
         module(x)
         with torch.no_grad():
             first.weight[3, 5] *= -1
-        with pytest.raises(WeightTamperError, match=r"tensor '0.weight' element 197 \[3, 5\] "
-                           r"bit 31 \(sign\) flipped"):
+        with pytest.raises(
+            WeightTamperError,
+            match=r"tensor '0.weight' element 197 \[3, 5\] "
+            r"bit 31 \(sign\) flipped",
+        ):
             module(x)
     assert guard.mean_check_seconds > 0
     module(x)  # detached: no check

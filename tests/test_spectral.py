@@ -14,21 +14,21 @@ from torch import nn
 
 from edgeproof.checks.base import AuditContext
 from edgeproof.checks.spectral import SpectralCheck
-from edgeproof.diagnostics import spectral as spectral_mod
-from edgeproof.diagnostics.layers import (
+from edgeproof.errors import ModelFileError, OptionError
+from edgeproof.methods import spectral as spectral_mod
+from edgeproof.methods.layers import (
     WeightLayer,
     check_finite,
     layers_from_module,
     layers_from_tensors,
 )
-from edgeproof.diagnostics.spectral import (
+from edgeproof.methods.spectral import (
     SpectralConfig,
     analyze_inventory,
     fit_marchenko_pastur,
     fit_power_law,
     layer_eigenvalues,
 )
-from edgeproof.errors import ModelFileError, OptionError
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.zoo import build_model
 from edgeproof.spec import InputSpec, ThreatModel

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeproof.errors import OptionError
-from edgeproof.stats import bootstrap_interval, wilson_bounds, wilson_interval
+from edgeproof.methods.stats import bootstrap_interval, wilson_bounds, wilson_interval
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 

@@ -46,8 +46,9 @@ def test_time_series_archs_train_deterministically(arch: str) -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, size=96)
     x = rng.normal(size=(96, 2, 32)).astype(np.float32) + y[:, None, None]
-    data = Dataset(x=x, y=y, classes=["a", "b", "c"], name="synthetic", format="npz",
-                   kind="timeseries")
+    data = Dataset(
+        x=x, y=y, classes=["a", "b", "c"], name="synthetic", format="npz", kind="timeseries"
+    )
     a = train_model(arch, data, epochs=2, seed=3, batch_size=32).state_dict()
     b = train_model(arch, data, epochs=2, seed=3, batch_size=32).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -88,8 +89,15 @@ def test_batchnorm_arch_trains_when_the_last_batch_has_one_record(small: Dataset
 
 def test_spec_domain_comes_from_the_dataset_or_its_range(small: Dataset) -> None:
     assert spec_from_data(small).domain == (0.0, 1.0)
-    raw = Dataset(x=small.x * 16, y=small.y, classes=small.classes, name="raw", format="npz",
-                  kind="image", domain=None)
+    raw = Dataset(
+        x=small.x * 16,
+        y=small.y,
+        classes=small.classes,
+        name="raw",
+        format="npz",
+        kind="image",
+        domain=None,
+    )
     spec = spec_from_data(raw)
     assert spec.domain == (float(raw.x.min()), float(raw.x.max()))
     assert spec.num_classes == 10 and spec.shape == (1, 8, 8)
@@ -99,16 +107,20 @@ def test_save_model_writes_safetensors_and_the_documented_sidecar(
     small: Dataset, tmp_path: Path
 ) -> None:
     module = train_model("zoo:mlp", small, epochs=1)
-    path = save_model(module, tmp_path / "m", arch="zoo:mlp", spec=spec_from_data(small),
-                      metadata={"training": {"epochs": 1}})
+    path = save_model(
+        module,
+        tmp_path / "m",
+        arch="zoo:mlp",
+        spec=spec_from_data(small),
+        metadata={"training": {"epochs": 1}},
+    )
     assert path == tmp_path / "m.safetensors"
     side = json.loads((tmp_path / "m.json").read_text())
     assert side["format"] == "edgeproof-model" and side["version"] == 1
     assert side["arch"] == "zoo:mlp"
     assert side["classes"] == small.classes
     assert side["training"] == {"epochs": 1}
-    assert side["spec"]["normalization"]["mean"] == pytest.approx([float(small.x.mean())],
-                                                                  rel=1e-5)
+    assert side["spec"]["normalization"]["mean"] == pytest.approx([float(small.x.mean())], rel=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
     loaded = load_model(path)
     assert accuracy(loaded.module, small) == accuracy(module, small)  # type: ignore[arg-type]
@@ -125,8 +137,21 @@ def test_train_command_writes_a_loadable_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cli.safetensors"
-    code = main(["train", "--arch", "zoo:mlp", "--data", "builtin:digits/train",
-                 "--epochs", "1", "--seed", "0", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--arch",
+            "zoo:mlp",
+            "--data",
+            "builtin:digits/train",
+            "--epochs",
+            "1",
+            "--seed",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert f"wrote {out}" in capsys.readouterr().out
     loaded = load_model(out)
@@ -139,8 +164,17 @@ def test_train_command_writes_a_loadable_model(
 def test_train_command_rejects_a_non_safetensors_out(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["train", "--arch", "zoo:mlp", "--data", "builtin:digits/train",
-                 "--out", str(tmp_path / "m.pt")])
+    code = main(
+        [
+            "train",
+            "--arch",
+            "zoo:mlp",
+            "--data",
+            "builtin:digits/train",
+            "--out",
+            str(tmp_path / "m.pt"),
+        ]
+    )
     assert code == 2
     assert "--out:" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()

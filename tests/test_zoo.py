@@ -128,8 +128,9 @@ def test_arch_string_imports_a_user_callable_with_the_arguments_it_accepts(
 
 
 def test_arch_string_naming_a_missing_module_says_so() -> None:
-    with pytest.raises(OptionError,
-                       match=r"cannot import module 'no_such_pkg_xyz\.models'.*PYTHONPATH"):
+    with pytest.raises(
+        OptionError, match=r"cannot import module 'no_such_pkg_xyz\.models'.*PYTHONPATH"
+    ):
         arch_from_string("no_such_pkg_xyz.models:build", (1, 8, 8), 10)
 
 

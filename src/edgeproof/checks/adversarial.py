@@ -1,8 +1,9 @@
 """Adversarial robustness: robust accuracy vs ε, per-sample worst case, gradient-masking sanity.
 
-For every ε of the threat model, FGSM, PGD and APGD-CE (:mod:`edgeproof.attacks`) each attack every
-correctly classified sample; a sample is robust at ε when no attack fooled it (the per-sample worst
-case). Robust accuracies carry Wilson intervals. The minimal ε per sample is bisected with PGD.
+For every ε of the threat model, FGSM, PGD and APGD-CE (:mod:`edgeproof.methods.attacks`) each
+attack every correctly classified sample; a sample is robust at ε when no attack fooled it (the
+per-sample worst case). Robust accuracies carry Wilson intervals. The minimal ε per sample is
+bisected with PGD.
 
 Sanity checks against gradient masking (Athalye et al. 2018; Carlini et al. 2019, "On evaluating
 adversarial robustness", §5), each a warning when it fails:
@@ -27,15 +28,15 @@ import torch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 from torch import nn
 
-from edgeproof.attacks import APGD, FGSM, PGD, Attack, MinimalEps, get_attack, minimal_eps
-from edgeproof.attacks.base import check_domain, check_logits, diameter, frozen_copy
-from edgeproof.attacks.curve import RobustnessCurve, robustness_curve
 from edgeproof.checks.base import AuditContext, Check
 from edgeproof.errors import OptionError, SpecError
+from edgeproof.methods.attacks import APGD, FGSM, PGD, Attack, MinimalEps, get_attack, minimal_eps
+from edgeproof.methods.attacks.base import check_domain, check_logits, diameter, frozen_copy
+from edgeproof.methods.attacks.curve import RobustnessCurve, robustness_curve
+from edgeproof.methods.stats import bootstrap_interval, wilson_interval
 from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 from edgeproof.spec import Norm
-from edgeproof.stats import bootstrap_interval, wilson_interval
 
 __all__ = ["AdversarialCheck", "AttackData", "attack_data", "shared_minimal_eps"]
 
@@ -125,8 +126,16 @@ def shared_minimal_eps(
     key = f"minimal_eps:{pgd!r}:{iterations}:{upper!r}:{ad.norm}:{ad.domain}:{samples}:{ctx.seed}"
     if key not in ctx.cache:
         ctx.cache[key] = minimal_eps(
-            ad.model, ad.x, ad.y, norm=ad.norm, domain=ad.domain, attack=pgd, upper=upper,
-            iterations=iterations, seed=ctx.seed, batch_size=batch_size,
+            ad.model,
+            ad.x,
+            ad.y,
+            norm=ad.norm,
+            domain=ad.domain,
+            attack=pgd,
+            upper=upper,
+            iterations=iterations,
+            seed=ctx.seed,
+            batch_size=batch_size,
         )
     out: MinimalEps = ctx.cache[key]
     return out
@@ -169,10 +178,15 @@ class AdversarialCheck(Check):
         level: float = 0.95,
     ) -> None:
         super().__init__(
-            attacks=list(attacks), pgd_steps=pgd_steps, pgd_restarts=pgd_restarts,
-            pgd_random_start=pgd_random_start, apgd_steps=apgd_steps,
-            apgd_restarts=apgd_restarts, bisection_steps=bisection_steps,
-            max_samples=max_samples, level=level,
+            attacks=list(attacks),
+            pgd_steps=pgd_steps,
+            pgd_restarts=pgd_restarts,
+            pgd_random_start=pgd_random_start,
+            apgd_steps=apgd_steps,
+            apgd_restarts=apgd_restarts,
+            bisection_steps=bisection_steps,
+            max_samples=max_samples,
+            level=level,
         )
         if not attacks:
             raise OptionError("attacks", "no attack named", "use e.g. fgsm,pgd,apgd")
@@ -199,55 +213,97 @@ class AdversarialCheck(Check):
         eps = tuple(ctx.threat.eps)
         sweep = eps + ((ad.diameter,) if ad.diameter > eps[-1] * (1 + 1e-9) else ())
         curve = robustness_curve(
-            ad.model, ad.x, ad.y, norm=ad.norm, eps=sweep, domain=ad.domain,
-            attacks=self.attacks, seed=ctx.seed, batch_size=ctx.batch_size,
+            ad.model,
+            ad.x,
+            ad.y,
+            norm=ad.norm,
+            eps=sweep,
+            domain=ad.domain,
+            attacks=self.attacks,
+            seed=ctx.seed,
+            batch_size=ctx.batch_size,
         )
         res = self.new_result()
-        res.settings.update(norm=ad.norm, eps=list(eps), sanity_eps=ad.diameter,
-                            samples=int(ad.x.shape[0]), attack_objects=[repr(a) for a in
-                                                                        self.attacks])
+        res.settings.update(
+            norm=ad.norm,
+            eps=list(eps),
+            sanity_eps=ad.diameter,
+            samples=int(ad.x.shape[0]),
+            attack_objects=[repr(a) for a in self.attacks],
+        )
         n = curve.n
         clean = int(curve.clean_correct.sum())
-        res.metrics.append(Metric(
-            "clean_accuracy", clean / n, unit="fraction", ci=wilson_interval(clean, n, self.level),
-            description="accuracy on the attacked samples before any attack",
-            higher_is_better=True, settings={"samples": n},
-        ))
+        res.metrics.append(
+            Metric(
+                "clean_accuracy",
+                clean / n,
+                unit="fraction",
+                ci=wilson_interval(clean, n, self.level),
+                description="accuracy on the attacked samples before any attack",
+                higher_is_better=True,
+                settings={"samples": n},
+            )
+        )
         robust_acc = curve.robust_accuracy()
         for e_i, e in enumerate(eps):
-            res.metrics.append(Metric(
-                f"robust_accuracy@{e:g}", float(robust_acc[e_i]), unit="fraction",
-                ci=curve.interval(e_i, self.level),
-                description=f"{ad.norm} ε={e:g}: correct and not fooled by any of "
-                f"{', '.join(curve.attacks)} (per-sample worst case)",
-                higher_is_better=True, settings={"norm": ad.norm, "eps": e},
-            ))
+            res.metrics.append(
+                Metric(
+                    f"robust_accuracy@{e:g}",
+                    float(robust_acc[e_i]),
+                    unit="fraction",
+                    ci=curve.interval(e_i, self.level),
+                    description=f"{ad.norm} ε={e:g}: correct and not fooled by any of "
+                    f"{', '.join(curve.attacks)} (per-sample worst case)",
+                    higher_is_better=True,
+                    settings={"norm": ad.norm, "eps": e},
+                )
+            )
         last = len(eps) - 1
-        res.metrics.append(Metric(
-            "robust_accuracy", float(robust_acc[last]), unit="fraction",
-            ci=curve.interval(last, self.level),
-            description=f"robust accuracy at the largest ε of the threat model ({eps[-1]:g})",
-            higher_is_better=True, settings={"norm": ad.norm, "eps": eps[-1]},
-        ))
+        res.metrics.append(
+            Metric(
+                "robust_accuracy",
+                float(robust_acc[last]),
+                unit="fraction",
+                ci=curve.interval(last, self.level),
+                description=f"robust accuracy at the largest ε of the threat model ({eps[-1]:g})",
+                higher_is_better=True,
+                settings={"norm": ad.norm, "eps": eps[-1]},
+            )
+        )
         res.tables.append(self._table(curve))
         res.findings.extend(self._sanity(curve, ad, sweep))
         mins: MinimalEps | None = None
         if self.bisection_steps > 0 and clean > 0:
-            mins = shared_minimal_eps(ctx, ad, pgd=self.pgd, iterations=self.bisection_steps,
-                                      upper=None, batch_size=ctx.batch_size)
+            mins = shared_minimal_eps(
+                ctx,
+                ad,
+                pgd=self.pgd,
+                iterations=self.bisection_steps,
+                upper=None,
+                batch_size=ctx.batch_size,
+            )
             vals = mins.values[mins.clean_correct]
             ci = bootstrap_interval(
-                lambda idx: np.median(vals[idx], axis=1), vals.size, level=self.level,
-                seed=ctx.seed, resamples=500,
+                lambda idx: np.median(vals[idx], axis=1),
+                vals.size,
+                level=self.level,
+                seed=ctx.seed,
+                resamples=500,
             )
-            res.metrics.append(Metric(
-                "median_minimal_eps", mins.median(), unit=f"{ad.norm} ε", ci=ci,
-                description="median over correctly classified samples of the smallest ε at which "
-                f"PGD succeeded (bisection, resolution {mins.resolution:.3g}; "
-                f"{int(mins.censored.sum())} sample(s) not fooled up to {mins.upper:g})",
-                higher_is_better=True,
-                settings={"bisection_steps": self.bisection_steps, "upper": mins.upper},
-            ))
+            res.metrics.append(
+                Metric(
+                    "median_minimal_eps",
+                    mins.median(),
+                    unit=f"{ad.norm} ε",
+                    ci=ci,
+                    description="median over correctly classified samples of the smallest ε at "
+                    "which "
+                    f"PGD succeeded (bisection, resolution {mins.resolution:.3g}; "
+                    f"{int(mins.censored.sum())} sample(s) not fooled up to {mins.upper:g})",
+                    higher_is_better=True,
+                    settings={"bisection_steps": self.bisection_steps, "upper": mins.upper},
+                )
+            )
         res.figures.append(self._figure(curve, ad, mins))
         worst = float(robust_acc[last])
         res.summary = (
@@ -257,19 +313,34 @@ class AdversarialCheck(Check):
         return res
 
     def _table(self, curve: RobustnessCurve) -> Table:
-        cols = ["eps", *[f"{a} robust acc" for a in curve.attacks],
-                "worst-case robust acc", "ci low", "ci high", "n"]
+        cols = [
+            "eps",
+            *[f"{a} robust acc" for a in curve.attacks],
+            "worst-case robust acc",
+            "ci low",
+            "ci high",
+            "n",
+        ]
         rows: list[list[Any]] = []
         for e_i, e in enumerate(curve.eps):
             iv = curve.interval(e_i, self.level)
-            rows.append([
-                float(e),
-                *[round(float(curve.robust_accuracy(a)[e_i]), 6) for a in curve.attacks],
-                round(float(curve.robust_accuracy()[e_i]), 6), round(iv.low, 6),
-                round(iv.high, 6), curve.n,
-            ])
-        return Table("robust_accuracy", "Robust accuracy vs ε", cols, rows,
-                     description="the last row is the sanity ε (the domain's diameter)")
+            rows.append(
+                [
+                    float(e),
+                    *[round(float(curve.robust_accuracy(a)[e_i]), 6) for a in curve.attacks],
+                    round(float(curve.robust_accuracy()[e_i]), 6),
+                    round(iv.low, 6),
+                    round(iv.high, 6),
+                    curve.n,
+                ]
+            )
+        return Table(
+            "robust_accuracy",
+            "Robust accuracy vs ε",
+            cols,
+            rows,
+            description="the last row is the sanity ε (the domain's diameter)",
+        )
 
     def _sanity(
         self, curve: RobustnessCurve, ad: AttackData, sweep: tuple[float, ...]
@@ -277,63 +348,82 @@ class AdversarialCheck(Check):
         out: list[Finding] = []
         counts = curve.robust_count()
         robust = curve.robust
-        rises = [(sweep[i], sweep[i + 1], int(counts[i]), int(counts[i + 1]))
-                 for i in range(len(sweep) - 1) if counts[i + 1] > counts[i]]
+        rises = [
+            (sweep[i], sweep[i + 1], int(counts[i]), int(counts[i + 1]))
+            for i in range(len(sweep) - 1)
+            if counts[i + 1] > counts[i]
+        ]
         flips = [int((robust[i + 1] & ~robust[i]).sum()) for i in range(len(sweep) - 1)]
         if rises:
             a, b, ca, cb = rises[0]
-            out.append(Finding(
-                "warning",
-                f"robust accuracy increases with ε ({ca}/{curve.n} robust at ε={_g(a)}, {cb} at "
-                f"ε={_g(b)}): the attacks are not converging, which is a sign of gradient "
-                "masking; raise pgd_steps/pgd_restarts before trusting these numbers",
-                {"increases": rises, "samples_robust_only_at_larger_eps": flips},
-            ))
+            out.append(
+                Finding(
+                    "warning",
+                    f"robust accuracy increases with ε ({ca}/{curve.n} robust at ε={_g(a)}, "
+                    f"{cb} at "
+                    f"ε={_g(b)}): the attacks are not converging, which is a sign of gradient "
+                    "masking; raise pgd_steps/pgd_restarts before trusting these numbers",
+                    {"increases": rises, "samples_robust_only_at_larger_eps": flips},
+                )
+            )
         if "fgsm" in curve.attacks and "pgd" in curve.attacks:
             f_acc = curve.robust_accuracy("fgsm")
             p_acc = curve.robust_accuracy("pgd")
             only_fgsm = curve.only_fooled_by("fgsm", "pgd")
             weaker = [i for i in range(len(sweep)) if p_acc[i] > f_acc[i]]
-            evidence = {"eps": list(sweep), "fgsm_robust_accuracy": f_acc.tolist(),
-                        "pgd_robust_accuracy": p_acc.tolist(),
-                        "fooled_by_fgsm_not_pgd": only_fgsm.tolist()}
+            evidence = {
+                "eps": list(sweep),
+                "fgsm_robust_accuracy": f_acc.tolist(),
+                "pgd_robust_accuracy": p_acc.tolist(),
+                "fooled_by_fgsm_not_pgd": only_fgsm.tolist(),
+            }
             if weaker:
                 i = weaker[0]
-                out.append(Finding(
-                    "warning",
-                    f"PGD is weaker than FGSM at ε={_g(sweep[i])} (robust accuracy "
-                    f"{p_acc[i]:.1%} vs {f_acc[i]:.1%}; {int(only_fgsm[i])} samples fooled by FGSM "
-                    "but not PGD): a one-step attack beating an iterative one indicates gradient "
-                    "masking or a too-small PGD step",
-                    evidence,
-                ))
+                out.append(
+                    Finding(
+                        "warning",
+                        f"PGD is weaker than FGSM at ε={_g(sweep[i])} (robust accuracy "
+                        f"{p_acc[i]:.1%} vs {f_acc[i]:.1%}; {int(only_fgsm[i])} samples fooled "
+                        "by FGSM but not PGD): a one-step attack beating an iterative one "
+                        "indicates gradient "
+                        "masking or a too-small PGD step",
+                        evidence,
+                    )
+                )
             elif only_fgsm.sum() > 0:
-                out.append(Finding(
-                    "info",
-                    f"PGD is at least as strong as FGSM at every ε, but {int(only_fgsm.sum())} "
-                    "(sample, ε) pairs were fooled by FGSM only; they count in the worst case",
-                    evidence,
-                ))
+                out.append(
+                    Finding(
+                        "info",
+                        f"PGD is at least as strong as FGSM at every ε, but {int(only_fgsm.sum())} "
+                        "(sample, ε) pairs were fooled by FGSM only; they count in the worst case",
+                        evidence,
+                    )
+                )
         if sweep[-1] == ad.diameter:
             k_big = int(counts[-1])
             iv = wilson_interval(k_big, curve.n, self.level)
             chance = 1.0 / ad.num_classes
             if iv.low > chance:
-                out.append(Finding(
-                    "warning",
-                    f"at ε={_g(ad.diameter)} (any input in the domain is reachable) robust "
-                    f"accuracy is still {k_big / curve.n:.1%} (CI low {iv.low:.1%}) > chance 1/K = "
-                    f"{chance:.1%}: the attacks cannot find adversarial inputs the threat model "
-                    "allows, a sign of gradient masking or of a model that ignores its input",
-                    {"eps": ad.diameter, "robust": k_big, "n": curve.n, "chance": chance},
-                ))
+                out.append(
+                    Finding(
+                        "warning",
+                        f"at ε={_g(ad.diameter)} (any input in the domain is reachable) robust "
+                        f"accuracy is still {k_big / curve.n:.1%} (CI low {iv.low:.1%}) > chance "
+                        f"1/K = {chance:.1%}: the attacks cannot find adversarial inputs the "
+                        "threat model "
+                        "allows, a sign of gradient masking or of a model that ignores its input",
+                        {"eps": ad.diameter, "robust": k_big, "n": curve.n, "chance": chance},
+                    )
+                )
         if not any(f.severity == "warning" for f in out):
-            out.append(Finding(
-                "info",
-                "no sign of gradient masking: robust accuracy falls with ε, PGD is at least as "
-                "strong as FGSM, and accuracy reaches chance at the domain's diameter",
-                {"eps": list(sweep), "robust_count": counts.tolist()},
-            ))
+            out.append(
+                Finding(
+                    "info",
+                    "no sign of gradient masking: robust accuracy falls with ε, PGD is at least as "
+                    "strong as FGSM, and accuracy reaches chance at the domain's diameter",
+                    {"eps": list(sweep), "robust_count": counts.tolist()},
+                )
+            )
         return out
 
     def _figure(self, curve: RobustnessCurve, ad: AttackData, mins: MinimalEps | None) -> Figure:
@@ -344,15 +434,28 @@ class AdversarialCheck(Check):
         acc = curve.robust_accuracy()
         ivs = [curve.interval(i, self.level) for i in range(len(eps))]
         ax.plot(eps, acc, color="black", marker="o", lw=2, label="worst case")
-        ax.fill_between(eps, [iv.low for iv in ivs], [iv.high for iv in ivs], color="black",
-                        alpha=0.15, label=f"{round(self.level * 100)}% Wilson CI")
+        ax.fill_between(
+            eps,
+            [iv.low for iv in ivs],
+            [iv.high for iv in ivs],
+            color="black",
+            alpha=0.15,
+            label=f"{round(self.level * 100)}% Wilson CI",
+        )
         ax.axhline(1.0 / ad.num_classes, color="grey", ls=":", lw=1, label="chance")
         if mins is not None:
             v = np.sort(mins.values[mins.clean_correct])
             if v.size:
                 frac = (v.size - np.arange(1, v.size + 1)) / curve.n
-                ax.step(v, frac, where="post", color="tab:purple", lw=0.8, ls="--",
-                        label="PGD minimal-ε survival")
+                ax.step(
+                    v,
+                    frac,
+                    where="post",
+                    color="tab:purple",
+                    lw=0.8,
+                    ls="--",
+                    label="PGD minimal-ε survival",
+                )
         ax.set_xscale("log")
         # plain tick labels: the default log labels go through mathtext, which costs seconds
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
@@ -361,6 +464,10 @@ class AdversarialCheck(Check):
         ax.set_ylabel("robust accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=7, frameon=False)
-        return Figure("robust_accuracy", "Robust accuracy vs ε", svg_of(fig),
-                      description="per attack and per-sample worst case; the last point is the "
-                      "domain's diameter (sanity check: should reach chance)")
+        return Figure(
+            "robust_accuracy",
+            "Robust accuracy vs ε",
+            svg_of(fig),
+            description="per attack and per-sample worst case; the last point is the "
+            "domain's diameter (sanity check: should reach chance)",
+        )

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,7 +41,6 @@ __all__ = [
     "FunctionCheck",
     "Progress",
     "seed_everything",
-    "torch_threads",
 ]
 
 
@@ -189,15 +187,3 @@ class FunctionCheck(Check):
 
     def run(self, ctx: AuditContext) -> CheckResult:
         return self._fn(ctx)
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[int]:
-    """Temporarily set torch's intra-op thread count; yields the count in force."""
-    old = torch.get_num_threads()
-    if n is not None and n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old)

@@ -1,6 +1,6 @@
 """The ``bitflip`` check: how few weight sign flips break the model (DNL / 1P-DNL), and protection.
 
-Method and sources in :mod:`edgeproof.diagnostics.dnl`. With data the damage is the accuracy
+Method and sources in :mod:`edgeproof.methods.dnl`. With data the damage is the accuracy
 reduction ``AR(k) = (acc_clean − acc_k) / acc_clean`` in % (the paper's relative definition);
 without data it is the top-1 change rate (%) on seeded random inputs drawn uniformly from the
 input specification's domain, with the mean KL divergence alongside. Every flip is applied to a
@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from edgeproof.checks.base import AuditContext, Check
-from edgeproof.diagnostics.dnl import (
+from edgeproof.errors import OptionError
+from edgeproof.methods.dnl import (
     CandidateSet,
     apply_flips,
     ar_curve,
@@ -29,7 +30,6 @@ from edgeproof.diagnostics.dnl import (
     select_flips,
     validate_budget,
 )
-from edgeproof.errors import OptionError
 from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Interval, JSONScalar, Metric, Table
 

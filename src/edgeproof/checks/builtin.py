@@ -12,6 +12,14 @@ from edgeproof.checks.footprint import FootprintCheck
 from edgeproof.checks.performance import PerformanceCheck
 from edgeproof.checks.spectral import SpectralCheck
 
-for _cls in (PerformanceCheck, CalibrationCheck, FootprintCheck, SpectralCheck, BitflipCheck,
-             AdversarialCheck, CorruptionCheck, FisherCheck):
+for _cls in (
+    PerformanceCheck,
+    CalibrationCheck,
+    FootprintCheck,
+    SpectralCheck,
+    BitflipCheck,
+    AdversarialCheck,
+    CorruptionCheck,
+    FisherCheck,
+):
     register_check(_cls.name, _cls)

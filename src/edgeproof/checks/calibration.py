@@ -37,9 +37,9 @@ from scipy.special import log_softmax
 
 from edgeproof.checks.base import AuditContext, Check
 from edgeproof.errors import CheckFailed, OptionError
+from edgeproof.methods.stats import bootstrap_interval
 from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
-from edgeproof.stats import bootstrap_interval
 
 __all__ = [
     "BinStats",

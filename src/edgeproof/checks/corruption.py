@@ -1,7 +1,7 @@
 """Corruption robustness: accuracy under natural corruptions at five severities.
 
 Forward passes only (runs on ONNX models too). The corruptions and their severities are those of
-:mod:`edgeproof.corruptions`, chosen by the input kind: Gaussian noise, blur, brightness and
+:mod:`edgeproof.methods.corruptions`, chosen by the input kind: Gaussian noise, blur, brightness and
 contrast for images; jitter, scaling, baseline wander and channel dropout for time series (channel
 dropout answers the electrode-reduction question of wearable EEG: what does losing a fraction of the
 channels cost); Gaussian noise for tabular data. Every accuracy carries a Wilson interval; the
@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeproof.attacks.base import check_domain, check_logits
 from edgeproof.checks.base import AuditContext, Check
-from edgeproof.corruptions import (
+from edgeproof.errors import OptionError
+from edgeproof.methods.attacks.base import check_domain, check_logits
+from edgeproof.methods.corruptions import (
     SEVERITIES,
     Corruption,
     CorruptionContext,
@@ -26,10 +27,9 @@ from edgeproof.corruptions import (
     get_corruption,
     registered_corruptions,
 )
-from edgeproof.errors import OptionError
+from edgeproof.methods.stats import bootstrap_interval, wilson_interval
 from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
-from edgeproof.stats import bootstrap_interval, wilson_interval
 
 __all__ = ["CorruptionCheck"]
 
@@ -68,13 +68,18 @@ class CorruptionCheck(Check):
         max_drop: float = 0.10,
         level: float = 0.95,
     ) -> None:
-        super().__init__(corruptions=None if corruptions is None else list(corruptions),
-                         severities=list(severities), max_drop=max_drop, level=level)
+        super().__init__(
+            corruptions=None if corruptions is None else list(corruptions),
+            severities=list(severities),
+            max_drop=max_drop,
+            level=level,
+        )
         self.names = None if corruptions is None else [get_corruption(c).name for c in corruptions]
         bad = [s for s in severities if s not in SEVERITIES]
         if bad or not severities:
-            raise OptionError("severities", f"{list(severities)} is not a subset of 1..5",
-                              "use e.g. 1,3,5")
+            raise OptionError(
+                "severities", f"{list(severities)} is not a subset of 1..5", "use e.g. 1,3,5"
+            )
         self.severities = tuple(sorted(set(int(s) for s in severities)))
         self.max_drop = float(max_drop)
         self.level = float(level)
@@ -82,8 +87,9 @@ class CorruptionCheck(Check):
     def _chosen(self, kind: str, shape: tuple[int, ...]) -> tuple[list[Corruption], list[str]]:
         fits = {c.name: c for c in corruptions_for(kind, shape)}
         if self.names is None:
-            skipped = [c.name for c in registered_corruptions()
-                       if kind in c.kinds and c.name not in fits]
+            skipped = [
+                c.name for c in registered_corruptions() if kind in c.kinds and c.name not in fits
+            ]
             return list(fits.values()), skipped
         chosen, skipped = [], []
         for n in self.names:
@@ -105,17 +111,29 @@ class CorruptionCheck(Check):
         n = len(data)
         clean_ok = clean_logits.argmax(axis=1) == data.y
         clean = int(clean_ok.sum())
-        res.metrics.append(Metric("clean_accuracy", clean / n, unit="fraction",
-                                  ci=wilson_interval(clean, n, self.level),
-                                  higher_is_better=True))
+        res.metrics.append(
+            Metric(
+                "clean_accuracy",
+                clean / n,
+                unit="fraction",
+                ci=wilson_interval(clean, n, self.level),
+                higher_is_better=True,
+            )
+        )
         if skipped:
-            res.findings.append(Finding(
-                "info",
-                f"not applicable to {spec.kind} inputs of shape {list(spec.shape)}: "
-                f"{', '.join(skipped)}" + (" (channel dropout needs at least 2 channels)"
-                                           if "channel_dropout" in skipped else ""),
-                {"skipped": skipped},
-            ))
+            res.findings.append(
+                Finding(
+                    "info",
+                    f"not applicable to {spec.kind} inputs of shape {list(spec.shape)}: "
+                    f"{', '.join(skipped)}"
+                    + (
+                        " (channel dropout needs at least 2 channels)"
+                        if "channel_dropout" in skipped
+                        else ""
+                    ),
+                    {"skipped": skipped},
+                )
+            )
         if not chosen:
             res.summary = f"no corruption applies to {spec.kind} inputs"
             return res
@@ -133,52 +151,99 @@ class CorruptionCheck(Check):
                 correct[:, j] = logits.argmax(axis=1) == data.y
                 kc = int(correct[:, j].sum())
                 iv = wilson_interval(kc, n, self.level)
-                rows.append([c.name, s, float(c.level(s)), c.parameter, round(kc / n, 6),
-                             round(iv.low, 6), round(iv.high, 6), n])
+                rows.append(
+                    [
+                        c.name,
+                        s,
+                        float(c.level(s)),
+                        c.parameter,
+                        round(kc / n, 6),
+                        round(iv.low, 6),
+                        round(iv.high, 6),
+                        n,
+                    ]
+                )
                 ctx.progress.advance()
             acc = correct.mean(axis=0)
-            lows_highs = [wilson_interval(int(correct[:, j].sum()), n, self.level)
-                          for j in range(len(self.severities))]
-            curves[c.name] = (acc, np.array([iv.low for iv in lows_highs]),
-                              np.array([iv.high for iv in lows_highs]))
+            lows_highs = [
+                wilson_interval(int(correct[:, j].sum()), n, self.level)
+                for j in range(len(self.severities))
+            ]
+            curves[c.name] = (
+                acc,
+                np.array([iv.low for iv in lows_highs]),
+                np.array([iv.high for iv in lows_highs]),
+            )
             all_correct.append(correct)
-            ci = bootstrap_interval(_mean_of(correct.mean(axis=1)), n, level=self.level,
-                                    seed=ctx.seed, resamples=500)
-            res.metrics.append(Metric(
-                f"accuracy@{c.name}", float(acc.mean()), unit="fraction", ci=ci,
-                description=f"mean accuracy over severities {list(self.severities)} of {c.name}",
-                higher_is_better=True, settings={"severities": list(self.severities),
-                                                 "levels": [c.level(s) for s in self.severities],
-                                                 "parameter": c.parameter},
-            ))
+            ci = bootstrap_interval(
+                _mean_of(correct.mean(axis=1)), n, level=self.level, seed=ctx.seed, resamples=500
+            )
+            res.metrics.append(
+                Metric(
+                    f"accuracy@{c.name}",
+                    float(acc.mean()),
+                    unit="fraction",
+                    ci=ci,
+                    description=f"mean accuracy over severities {list(self.severities)} "
+                    f"of {c.name}",
+                    higher_is_better=True,
+                    settings={
+                        "severities": list(self.severities),
+                        "levels": [c.level(s) for s in self.severities],
+                        "parameter": c.parameter,
+                    },
+                )
+            )
             first = float(acc[0])
             if clean / n - first > self.max_drop:
-                res.findings.append(Finding(
-                    "warning",
-                    f"{c.name} at severity {self.severities[0]} ({c.parameter} "
-                    f"{c.level(self.severities[0]):g}) already costs "
-                    f"{(clean / n - first):.1%} accuracy ({clean / n:.1%} → {first:.1%}); "
-                    "train with this corruption as augmentation or check the sensor pipeline",
-                    {"corruption": c.name, "clean": clean / n, "accuracy": acc.tolist()},
-                ))
+                res.findings.append(
+                    Finding(
+                        "warning",
+                        f"{c.name} at severity {self.severities[0]} ({c.parameter} "
+                        f"{c.level(self.severities[0]):g}) already costs "
+                        f"{(clean / n - first):.1%} accuracy ({clean / n:.1%} → {first:.1%}); "
+                        "train with this corruption as augmentation or check the sensor pipeline",
+                        {"corruption": c.name, "clean": clean / n, "accuracy": acc.tolist()},
+                    )
+                )
         stacked = np.concatenate(all_correct, axis=1).mean(axis=1)
-        mean_ci = bootstrap_interval(_mean_of(stacked), n, level=self.level, seed=ctx.seed,
-                                     resamples=500)
+        mean_ci = bootstrap_interval(
+            _mean_of(stacked), n, level=self.level, seed=ctx.seed, resamples=500
+        )
         mean_acc = float(stacked.mean())
-        res.metrics.append(Metric(
-            "mean_corruption_accuracy", mean_acc, unit="fraction", ci=mean_ci,
-            description="accuracy averaged over every corruption and severity run",
-            higher_is_better=True,
-        ))
-        res.tables.append(Table(
-            "corruption_accuracy", "Accuracy vs corruption severity",
-            ["corruption", "severity", "level", "parameter", "accuracy", "ci low", "ci high", "n"],
-            rows,
-        ))
+        res.metrics.append(
+            Metric(
+                "mean_corruption_accuracy",
+                mean_acc,
+                unit="fraction",
+                ci=mean_ci,
+                description="accuracy averaged over every corruption and severity run",
+                higher_is_better=True,
+            )
+        )
+        res.tables.append(
+            Table(
+                "corruption_accuracy",
+                "Accuracy vs corruption severity",
+                [
+                    "corruption",
+                    "severity",
+                    "level",
+                    "parameter",
+                    "accuracy",
+                    "ci low",
+                    "ci high",
+                    "n",
+                ],
+                rows,
+            )
+        )
         res.figures.append(self._figure(curves, clean / n))
         worst = min(chosen, key=lambda c: float(curves[c.name][0].mean()))
-        res.summary = (f"mean accuracy under corruption {mean_acc:.1%} (clean {clean / n:.1%}); "
-                       f"hardest: {worst.name} ({curves[worst.name][0].mean():.1%})")
+        res.summary = (
+            f"mean accuracy under corruption {mean_acc:.1%} (clean {clean / n:.1%}); "
+            f"hardest: {worst.name} ({curves[worst.name][0].mean():.1%})"
+        )
         return res
 
     def _figure(
@@ -187,13 +252,25 @@ class CorruptionCheck(Check):
         fig, ax = new_figure(5.5, 3.4)
         sev = np.asarray(self.severities)
         for name, (acc, low, high) in curves.items():
-            ax.errorbar(sev, acc, yerr=[acc - low, high - acc], marker="o", ms=3, lw=1,
-                        capsize=2, label=name)
+            ax.errorbar(
+                sev,
+                acc,
+                yerr=[acc - low, high - acc],
+                marker="o",
+                ms=3,
+                lw=1,
+                capsize=2,
+                label=name,
+            )
         ax.axhline(clean, color="black", ls=":", lw=1, label="clean")
         ax.set_xticks(sev)
         ax.set_xlabel("severity")
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=7, frameon=False)
-        return Figure("corruption_accuracy", "Accuracy vs severity", svg_of(fig),
-                      description=f"{round(self.level * 100)}% Wilson intervals as error bars")
+        return Figure(
+            "corruption_accuracy",
+            "Accuracy vs severity",
+            svg_of(fig),
+            description=f"{round(self.level * 100)}% Wilson intervals as error bars",
+        )

@@ -1,7 +1,7 @@
 """Fisher-information robustness: exact λ_max of the input-space Fisher per sample.
 
 λ_max(F(x)) with ``F = J_zᵀ(diag p − ppᵀ)J_z`` (Zhang et al., arXiv 2606.04767), computed exactly
-from the K×K matrix (:mod:`edgeproof.fisher`). Reported: its distribution over the correctly
+from the K×K matrix (:mod:`edgeproof.methods.fisher`). Reported: its distribution over the correctly
 classified samples and its Spearman rank correlation with the per-sample minimal PGD ε (the same
 bisection as the ``adversarial`` check, shared through the audit cache). A sensitive sample (large
 λ_max) should break at a small ε, so the expected correlation is negative.
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeproof.attacks import PGD
 from edgeproof.checks.adversarial import attack_data, shared_minimal_eps
 from edgeproof.checks.base import AuditContext, Check
 from edgeproof.errors import OptionError
-from edgeproof.fisher import fisher_lambda_max, spearman_with_ci
+from edgeproof.methods.attacks import PGD
+from edgeproof.methods.fisher import fisher_lambda_max, spearman_with_ci
+from edgeproof.methods.stats import bootstrap_interval
 from edgeproof.report.plots import plt, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
-from edgeproof.stats import bootstrap_interval
 
 __all__ = ["FisherCheck"]
 
@@ -52,9 +52,14 @@ class FisherCheck(Check):
         batch_size: int = 64,
         level: float = 0.95,
     ) -> None:
-        super().__init__(pgd_steps=pgd_steps, pgd_restarts=pgd_restarts,
-                         bisection_steps=bisection_steps, max_samples=max_samples,
-                         batch_size=batch_size, level=level)
+        super().__init__(
+            pgd_steps=pgd_steps,
+            pgd_restarts=pgd_restarts,
+            bisection_steps=bisection_steps,
+            max_samples=max_samples,
+            batch_size=batch_size,
+            level=level,
+        )
         if bisection_steps < 1:
             raise OptionError("bisection_steps", f"{bisection_steps} is too few", "use >= 1")
         if batch_size < 1:
@@ -68,54 +73,93 @@ class FisherCheck(Check):
     def run(self, ctx: AuditContext) -> CheckResult:
         ad = attack_data(ctx, self.max_samples)
         res = self.new_result()
-        mins = shared_minimal_eps(ctx, ad, pgd=self.pgd, iterations=self.bisection_steps,
-                                  upper=None, batch_size=ctx.batch_size)
+        mins = shared_minimal_eps(
+            ctx,
+            ad,
+            pgd=self.pgd,
+            iterations=self.bisection_steps,
+            upper=None,
+            batch_size=ctx.batch_size,
+        )
         ok = mins.clean_correct
         if not ok.any():
             res.summary = "no correctly classified sample: nothing to measure"
-            res.findings.append(Finding("warning", "the model classifies none of the samples "
-                                        "correctly; λ_max and minimal ε are not meaningful"))
+            res.findings.append(
+                Finding(
+                    "warning",
+                    "the model classifies none of the samples "
+                    "correctly; λ_max and minimal ε are not meaningful",
+                )
+            )
             return res
         lam = fisher_lambda_max(ad.model, ad.x[np.flatnonzero(ok)], batch_size=self.batch_size)
         eps = mins.values[ok]
-        res.settings.update(samples=int(ok.sum()), norm=ad.norm, pgd=repr(self.pgd),
-                            minimal_eps_upper=mins.upper)
-        med_ci = bootstrap_interval(lambda idx: np.median(lam[idx], axis=1), lam.size,
-                                    level=self.level, seed=ctx.seed, resamples=500)
-        res.metrics.append(Metric(
-            "median_lambda_max", float(np.median(lam)), unit="nats per unit² of input",
-            ci=med_ci, higher_is_better=False,
-            description="median over correctly classified samples of the exact largest "
-            "eigenvalue of the input-space Fisher information",
-        ))
+        res.settings.update(
+            samples=int(ok.sum()), norm=ad.norm, pgd=repr(self.pgd), minimal_eps_upper=mins.upper
+        )
+        med_ci = bootstrap_interval(
+            lambda idx: np.median(lam[idx], axis=1),
+            lam.size,
+            level=self.level,
+            seed=ctx.seed,
+            resamples=500,
+        )
+        res.metrics.append(
+            Metric(
+                "median_lambda_max",
+                float(np.median(lam)),
+                unit="nats per unit² of input",
+                ci=med_ci,
+                higher_is_better=False,
+                description="median over correctly classified samples of the exact largest "
+                "eigenvalue of the input-space Fisher information",
+            )
+        )
         corr = spearman_with_ci(lam, eps, self.level)
-        res.metrics.append(Metric(
-            "spearman_lambda_max_vs_minimal_eps", corr.rho, unit="", ci=corr.ci,
-            description="Spearman ρ between λ_max and the per-sample minimal PGD ε "
-            "(negative: high-λ samples break at smaller ε)",
-            settings={"n": corr.n, "p_value": corr.p_value,
-                      "bisection_steps": self.bisection_steps,
-                      "censored": int(mins.censored[ok].sum())},
-        ))
+        res.metrics.append(
+            Metric(
+                "spearman_lambda_max_vs_minimal_eps",
+                corr.rho,
+                unit="",
+                ci=corr.ci,
+                description="Spearman ρ between λ_max and the per-sample minimal PGD ε "
+                "(negative: high-λ samples break at smaller ε)",
+                settings={
+                    "n": corr.n,
+                    "p_value": corr.p_value,
+                    "bisection_steps": self.bisection_steps,
+                    "censored": int(mins.censored[ok].sum()),
+                },
+            )
+        )
         qs = np.quantile(lam, _QUANTILES)
-        res.tables.append(Table(
-            "lambda_max_quantiles", "λ_max distribution",
-            ["quantile", "lambda_max"],
-            [[float(q), float(v)] for q, v in zip(_QUANTILES, qs)],
-        ))
+        res.tables.append(
+            Table(
+                "lambda_max_quantiles",
+                "λ_max distribution",
+                ["quantile", "lambda_max"],
+                [[float(q), float(v)] for q, v in zip(_QUANTILES, qs)],
+            )
+        )
         if np.isfinite(corr.rho) and corr.ci.high < 0:
-            msg = (f"λ_max ranks samples by vulnerability: Spearman ρ = {corr.rho:.2f} "
-                   f"(CI {corr.ci.low:.2f}..{corr.ci.high:.2f}) with the minimal PGD ε; the most "
-                   "sensitive samples are the first to break")
+            msg = (
+                f"λ_max ranks samples by vulnerability: Spearman ρ = {corr.rho:.2f} "
+                f"(CI {corr.ci.low:.2f}..{corr.ci.high:.2f}) with the minimal PGD ε; the most "
+                "sensitive samples are the first to break"
+            )
         elif np.isfinite(corr.rho):
-            msg = (f"λ_max does not clearly rank samples by vulnerability on this model: "
-                   f"Spearman ρ = {corr.rho:.2f} (CI {corr.ci.low:.2f}..{corr.ci.high:.2f})")
+            msg = (
+                f"λ_max does not clearly rank samples by vulnerability on this model: "
+                f"Spearman ρ = {corr.rho:.2f} (CI {corr.ci.low:.2f}..{corr.ci.high:.2f})"
+            )
         else:
             msg = "the rank correlation is undefined (too few samples or constant values)"
         res.findings.append(Finding("info", msg, {"rho": corr.rho, "n": corr.n}))
         res.figures.append(self._figure(lam, eps, ad.norm))
-        res.summary = (f"median λ_max {np.median(lam):.3g}; Spearman ρ with minimal {ad.norm} ε "
-                       f"= {corr.rho:.2f} (n={corr.n})")
+        res.summary = (
+            f"median λ_max {np.median(lam):.3g}; Spearman ρ with minimal {ad.norm} ε "
+            f"= {corr.rho:.2f} (n={corr.n})"
+        )
         return res
 
     def _figure(self, lam: np.ndarray, eps: np.ndarray, norm: str) -> Figure:
@@ -127,6 +171,10 @@ class FisherCheck(Check):
         a2.scatter(loglam, eps, s=6, alpha=0.6)
         a2.set_xlabel("log10 λ_max(F(x))")
         a2.set_ylabel(f"minimal PGD ε ({norm})")
-        return Figure("lambda_max", "λ_max distribution and minimal ε", svg_of(fig),
-                      description="left: distribution over correctly classified samples; right: "
-                      "λ_max vs the per-sample minimal PGD ε")
+        return Figure(
+            "lambda_max",
+            "λ_max distribution and minimal ε",
+            svg_of(fig),
+            description="left: distribution over correctly classified samples; right: "
+            "λ_max vs the per-sample minimal PGD ε",
+        )

@@ -36,363 +36,24 @@ What is counted, and how (stated because tools differ):
 
 from __future__ import annotations
 
-import math
-import os
 import platform
-import resource
-import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from edgeproof.checks.base import AuditContext, Check, torch_threads
+from edgeproof.checks.base import AuditContext, Check
 from edgeproof.errors import OptionError
 from edgeproof.results import CheckResult, Finding, Metric, Table
+from edgeproof.runtime.cpu import cpu_name
+from edgeproof.runtime.latency import measure_latency
+from edgeproof.runtime.macs import LayerCost, count_macs, flop_counter_macs, onnx_layer_costs
+from edgeproof.runtime.memory import path_bytes, peak_rss_mib
+from edgeproof.runtime.threads import torch_threads
 
-__all__ = [
-    "FootprintCheck",
-    "LatencyStats",
-    "LayerCost",
-    "MacRule",
-    "count_macs",
-    "cpu_name",
-    "flop_counter_macs",
-    "measure_latency",
-    "onnx_layer_costs",
-    "register_mac_rule",
-]
-
-MacRule = Callable[[nn.Module, tuple[Any, ...], Any], int]
-"""``rule(module, inputs, output) -> MACs`` of one call (inputs as the forward hook sees them)."""
-
-_MAC_RULES: dict[type[nn.Module], MacRule] = {}
-
-
-def register_mac_rule(module_type: type[nn.Module], rule: MacRule) -> None:
-    """Count MACs of ``module_type`` (and subclasses without their own rule) with ``rule``."""
-    _MAC_RULES[module_type] = rule
-
-
-def _rule_for(module: nn.Module) -> MacRule | None:
-    for cls in type(module).__mro__:
-        rule = _MAC_RULES.get(cls)
-        if rule is not None:
-            return rule
-    return None
-
-
-def _first_tensor(obj: Any) -> torch.Tensor | None:
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if isinstance(obj, nn.utils.rnn.PackedSequence):
-        return obj.data
-    if isinstance(obj, (tuple, list)):
-        for o in obj:
-            t = _first_tensor(o)
-            if t is not None:
-                return t
-    return None
-
-
-def _conv_macs(m: nn.Module, inputs: tuple[Any, ...], out: Any) -> int:
-    assert isinstance(m, nn.modules.conv._ConvNd)
-    o = _first_tensor(out)
-    if o is None:
-        return 0
-    per_output = (m.in_channels // m.groups) * math.prod(m.kernel_size)
-    return int(o.numel()) * per_output
-
-
-def _conv_transpose_macs(m: nn.Module, inputs: tuple[Any, ...], out: Any) -> int:
-    assert isinstance(m, nn.modules.conv._ConvTransposeNd)
-    x = _first_tensor(inputs)
-    if x is None:
-        return 0
-    return int(x.numel()) * (m.out_channels // m.groups) * math.prod(m.kernel_size)
-
-
-def _linear_macs(m: nn.Module, inputs: tuple[Any, ...], out: Any) -> int:
-    assert isinstance(m, nn.Linear)
-    o = _first_tensor(out)
-    return 0 if o is None else int(o.numel()) * m.in_features
-
-
-def _elementwise_macs(m: nn.Module, inputs: tuple[Any, ...], out: Any) -> int:
-    o = _first_tensor(out)
-    return 0 if o is None else int(o.numel())
-
-
-def _rnn_macs(m: nn.Module, inputs: tuple[Any, ...], out: Any) -> int:
-    assert isinstance(m, nn.RNNBase)
-    gates = {"LSTM": 4, "GRU": 3}.get(m.mode, 1)
-    x = inputs[0] if inputs else None
-    if isinstance(x, nn.utils.rnn.PackedSequence):
-        steps = int(x.data.shape[0])  # sum of sequence lengths over the batch
-    elif isinstance(x, torch.Tensor):
-        # (T, F) unbatched, else (T, B, F) or (B, T, F): steps = T·B either way
-        steps = int(x.shape[0]) if x.dim() == 2 else int(x.shape[0]) * int(x.shape[1])
-    else:
-        return 0
-    h = m.hidden_size
-    proj = int(getattr(m, "proj_size", 0) or 0)
-    h_r = proj or h  # size of the recurrent state fed back
-    dirs = 2 if m.bidirectional else 1
-    per_step = 0
-    for layer in range(m.num_layers):
-        in_l = m.input_size if layer == 0 else h_r * dirs
-        per_step += gates * h * (in_l + h_r) + (h * proj if proj else 0)
-    return steps * dirs * per_step
-
-
-register_mac_rule(nn.modules.conv._ConvNd, _conv_macs)
-register_mac_rule(nn.modules.conv._ConvTransposeNd, _conv_transpose_macs)
-register_mac_rule(nn.Linear, _linear_macs)
-register_mac_rule(nn.modules.batchnorm._BatchNorm, _elementwise_macs)
-register_mac_rule(nn.RNNBase, _rnn_macs)
-
-
-@dataclass(frozen=True)
-class LayerCost:
-    """One layer's share: its output shape (batch 1), own parameters and MACs per sample.
-
-    ``macs`` is ``None`` for a layer that holds parameters but has no MAC rule.
-    """
-
-    name: str
-    type: str
-    output_shape: tuple[int, ...]
-    params: int
-    macs: int | None
-
-
-def count_macs(module: nn.Module, example: torch.Tensor) -> list[LayerCost]:
-    """Per-layer MACs of one forward call of ``module`` on ``example`` (give a batch of 1).
-
-    Layers are the submodules with a MAC rule plus leaf modules that own parameters; a module
-    called twice (shared weights) sums its calls. Returns them in first-call order. Raises
-    ``RuntimeError`` if hooks cannot be attached (TorchScript modules).
-    """
-    records: dict[str, dict[str, Any]] = {}
-    handles = []
-
-    def make_hook(name: str, rule: MacRule | None) -> Callable[..., None]:
-        def hook(m: nn.Module, inputs: tuple[Any, ...], out: Any) -> None:
-            o = _first_tensor(out)
-            rec = records.setdefault(name, {"macs": 0, "shape": ()})
-            if rule is not None:
-                rec["macs"] += int(rule(m, inputs, out))
-            rec["shape"] = tuple(int(s) for s in o.shape) if o is not None else ()
-
-        return hook
-
-    candidates: list[tuple[str, nn.Module, MacRule | None]] = []
-    for name, m in module.named_modules():
-        rule = _rule_for(m)
-        own = any(True for _ in m.parameters(recurse=False))
-        leaf = not any(True for _ in m.children())
-        if rule is not None or (own and leaf):
-            candidates.append((name or type(m).__name__, m, rule))
-    try:
-        for name, m, rule in candidates:
-            handles.append(m.register_forward_hook(make_hook(name, rule)))
-        with torch.no_grad():
-            module(example)
-    finally:
-        for hd in handles:
-            hd.remove()
-    out: list[LayerCost] = []
-    for name, m, rule in candidates:
-        if name not in records:
-            continue
-        out.append(
-            LayerCost(
-                name=name,
-                type=type(m).__name__,
-                output_shape=records[name]["shape"],
-                params=int(sum(p.numel() for p in m.parameters(recurse=False))),
-                macs=records[name]["macs"] if rule is not None else None,
-            )
-        )
-    return out
-
-
-def flop_counter_macs(module: nn.Module, example: torch.Tensor) -> int:
-    """Total MACs by ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        module(example)
-    return int(counter.get_total_flops()) // 2
-
-
-def _onnx_dims(vi: Any) -> tuple[int, ...] | None:
-    dims = vi.type.tensor_type.shape.dim
-    if any(not d.HasField("dim_value") for d in dims):
-        return None
-    return tuple(int(d.dim_value) for d in dims)
-
-
-def onnx_layer_costs(path: Path, input_shape: Sequence[int]) -> list[LayerCost]:
-    """MACs per Conv/ConvTranspose/Gemm/MatMul node of an ONNX graph (batch dimension 1).
-
-    The graph inputs' first dimension is set to 1 and ONNX shape inference fills in every
-    intermediate shape. Nodes whose shapes stay unknown get ``macs=None``. BatchNormalization
-    counts one MAC per output element; Add/Sub/Mul/Div holding initializers count 0; other nodes
-    holding initializers are listed with their parameters and ``macs=None``.
-    """
-    import onnx
-    from onnx import numpy_helper, shape_inference
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for inp in graph.input:
-        if inp.name in inits:
-            continue
-        dims = inp.type.tensor_type.shape.dim
-        if len(dims) == len(input_shape) + 1:
-            for d, v in zip(dims, (1, *input_shape)):
-                d.ClearField("dim_param")
-                d.dim_value = int(v)
-    model = shape_inference.infer_shapes(model)
-    shapes: dict[str, tuple[int, ...] | None] = {}
-    for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        shapes[vi.name] = _onnx_dims(vi)
-    for name, arr in inits.items():
-        shapes[name] = tuple(int(s) for s in arr.shape)
-
-    out: list[LayerCost] = []
-    zero_cost = {"Add", "Sub", "Mul", "Div"}
-    for i, node in enumerate(model.graph.node):
-        params = int(sum(inits[n].size for n in node.input if n in inits))
-        op = node.op_type
-        oshape = shapes.get(node.output[0]) if node.output else None
-        macs: int | None = None
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if op == "Conv" and len(node.input) > 1:
-            w = shapes.get(node.input[1])
-            if oshape is not None and w is not None:
-                macs = math.prod(oshape) * math.prod(w[1:])
-        elif op == "ConvTranspose" and len(node.input) > 1:
-            w, x = shapes.get(node.input[1]), shapes.get(node.input[0])
-            if x is not None and w is not None:
-                macs = math.prod(x) * math.prod(w[1:])
-        elif op == "Gemm":
-            a = shapes.get(node.input[0])
-            if oshape is not None and a is not None:
-                k = a[0] if attrs.get("transA", 0) else a[-1]
-                macs = math.prod(oshape) * int(k)
-        elif op == "MatMul":
-            a = shapes.get(node.input[0])
-            if oshape is not None and a is not None:
-                macs = math.prod(oshape) * int(a[-1])
-        elif op == "BatchNormalization":
-            macs = None if oshape is None else math.prod(oshape)
-        elif op in zero_cost and params:
-            macs = 0
-        elif not params:
-            continue
-        out.append(
-            LayerCost(
-                name=node.name or f"{op}_{i}",
-                type=op,
-                output_shape=oshape or (),
-                params=params,
-                macs=macs,
-            )
-        )
-    return out
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Timings of one forward call at one batch size, in milliseconds."""
-
-    batch: int
-    runs: int
-    warmup: int
-    p50_ms: float
-    p95_ms: float
-    mean_ms: float
-    min_ms: float
-
-
-def measure_latency(
-    fn: Callable[[], object],
-    *,
-    batch: int,
-    budget_s: float = 1.0,
-    warmup: int = 3,
-    min_runs: int = 10,
-    max_runs: int = 1000,
-) -> LatencyStats:
-    """Time ``fn`` with ``time.perf_counter``, adapting the number of calls to a time budget.
-
-    ``warmup`` untimed calls come first (stopping early once they alone used the budget); the
-    last one estimates the cost ``t`` of a call. Then ``budget_s / t`` timed calls, clamped to
-    ``[min_runs, max_runs]`` — except that a model so slow that ``min_runs`` calls would take
-    more than three budgets gets ``max(3, budget_s / t)`` calls (its p95 is then close to its
-    maximum). p50/p95 by linear interpolation."""
-    est = 0.0
-    done = 0
-    spent = 0.0
-    for _ in range(max(1, warmup)):
-        t0 = time.perf_counter()
-        fn()
-        est = time.perf_counter() - t0
-        spent += est
-        done += 1
-        if spent > budget_s:
-            break
-    fit = budget_s / max(est, 1e-7)
-    floor = min_runs if est * min_runs <= 3 * budget_s else 3
-    runs = int(min(max_runs, max(floor, fit)))
-    times = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times[i] = time.perf_counter() - t0
-    ms = times * 1e3
-    p50, p95 = np.percentile(ms, [50, 95])
-    return LatencyStats(
-        batch, runs, done, float(p50), float(p95), float(ms.mean()), float(ms.min())
-    )
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform``), with core count."""
-    name = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    name = name or platform.processor() or platform.machine() or "unknown CPU"
-    return f"{name} ({os.cpu_count()} logical cores)"
-
-
-def _peak_rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
-
-
-def _path_bytes(path: Path) -> int | None:
-    if path.is_file():
-        return path.stat().st_size
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return None
+__all__ = ["FootprintCheck"]
 
 
 class FootprintCheck(Check):
@@ -500,7 +161,7 @@ class FootprintCheck(Check):
             )
         )
         if ctx.model.path is not None:
-            size = _path_bytes(Path(ctx.model.path))
+            size = path_bytes(Path(ctx.model.path))
             if size is not None:
                 res.metrics.append(
                     Metric(
@@ -593,7 +254,7 @@ class FootprintCheck(Check):
                         "info",
                         f"{len(unruled)} layer(s) with parameters have no MAC rule and are not in "
                         f"the MAC total: {names}. Register one with "
-                        "edgeproof.checks.footprint.register_mac_rule",
+                        "edgeproof.runtime.macs.register_mac_rule",
                         {"layers": [c.name for c in unruled]},
                     )
                 )
@@ -667,7 +328,7 @@ class FootprintCheck(Check):
                 "python": platform.python_version(),
                 "budget_s": self.budget_s,
             }
-            rss_before = _peak_rss_mib()
+            rss_before = peak_rss_mib()
             for b in self.batch_sizes:
                 if fixed is not None and fixed != b:
                     res.findings.append(
@@ -742,7 +403,7 @@ class FootprintCheck(Check):
                             settings=settings,
                         )
                     )
-            rss_after = _peak_rss_mib()
+            rss_after = peak_rss_mib()
         res.metrics.append(
             Metric(
                 "peak_rss_mib",

@@ -1,6 +1,6 @@
 """Performance: accuracy, per-class recall and precision, confusion matrix, macro-F1.
 
-Every proportion carries a Wilson score interval (:func:`edgeproof.stats.wilson_interval`).
+Every proportion carries a Wilson score interval (:func:`edgeproof.methods.stats.wilson_interval`).
 Per-class numbers matter: a poisoned or neglected minority class hides inside overall accuracy, so
 a class whose recall is clearly below the rest (its Wilson upper bound below the lower bound of
 overall accuracy) is raised as a warning that names the class.
@@ -21,9 +21,9 @@ import numpy as np
 
 from edgeproof.checks.base import AuditContext, Check
 from edgeproof.errors import CheckFailed
+from edgeproof.methods.stats import wilson_bounds, wilson_interval
 from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
-from edgeproof.stats import wilson_bounds, wilson_interval
 
 __all__ = ["ClassScores", "PerformanceCheck", "class_scores", "confusion_matrix"]
 

@@ -2,7 +2,7 @@
 
 Works on any model form: a PyTorch module (layers by module type), or bare named tensors
 (weights-only ``.safetensors``, ONNX initializers: layer kinds inferred from names and shapes,
-no code executed). The math and its sources are in :mod:`edgeproof.diagnostics.spectral`; every
+no code executed). The math and its sources are in :mod:`edgeproof.methods.spectral`; every
 normalisation in force is written into the result's settings and description.
 """
 
@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from edgeproof.checks.base import AuditContext, Check
-from edgeproof.diagnostics.layers import LayerInventory, layers_from_module, layers_from_tensors
-from edgeproof.diagnostics.spectral import (
+from edgeproof.errors import ModelFileError, OptionError
+from edgeproof.methods.layers import LayerInventory, layers_from_module, layers_from_tensors
+from edgeproof.methods.spectral import (
     LayerSpectrum,
     SpectralAnalysis,
     SpectralConfig,
@@ -23,7 +24,6 @@ from edgeproof.diagnostics.spectral import (
     analyze_inventory,
     most_extreme,
 )
-from edgeproof.errors import ModelFileError, OptionError
 from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 

@@ -32,7 +32,7 @@ is confident enough.
      ≥ (full-model accuracy − ``max_drop``) on the calibration data; ties go to higher
      accuracy. "All exits off" is the full model, so a feasible answer always exists.
 
-* **Costs** — MACs from :func:`edgeproof.checks.footprint.count_macs` per stage and per head;
+* **Costs** — MACs from :func:`edgeproof.runtime.macs.count_macs` per stage and per head;
   leaving at exit i costs stages 0..i plus heads 0..i; the final exit costs every stage and head.
   Expected MACs = mean cost over the data's actual exits.
 * **ONNX Runtime** (:func:`export_segments`, :class:`OrtCascade`): one graph per segment —
@@ -59,13 +59,13 @@ import onnx
 import torch
 from torch import nn
 
-from edgeproof.checks.footprint import count_macs
-from edgeproof.compress.onnx_export import make_session
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import InternalError, OptionError, SpecError
+from edgeproof.methods.stats import wilson_interval
 from edgeproof.models.zoo import CNN1D, CNNLSTM, MLP, LeNet5, ResNet
 from edgeproof.results import Interval, Table
-from edgeproof.stats import wilson_interval
+from edgeproof.runtime.macs import count_macs
+from edgeproof.runtime.ort import make_session, per_record_latency_ms
 
 if TYPE_CHECKING:
     from edgeproof.compress.ledger import Candidate
@@ -798,22 +798,6 @@ class OrtCascade:
         return CascadeOutput(stacked.argmax(1), exits, stacked, lat)
 
 
-def _per_sample_latency(
-    onnx_bytes: bytes, x: np.ndarray, threads: int, warmup: int = 5
-) -> np.ndarray:
-    sess = make_session(onnx_bytes, threads=threads)
-    name = sess.get_inputs()[0].name  # type: ignore[attr-defined]
-    xs = np.ascontiguousarray(x, np.float32)
-    for j in range(min(warmup, len(xs))):
-        sess.run(None, {name: xs[j : j + 1]})  # type: ignore[attr-defined]
-    lat = np.zeros(len(xs))
-    for j in range(len(xs)):
-        t0 = time.perf_counter()
-        sess.run(None, {name: xs[j : j + 1]})  # type: ignore[attr-defined]
-        lat[j] = (time.perf_counter() - t0) * 1000.0
-    return lat
-
-
 # --------------------------------------------------------------------------------------------
 # Evaluation report
 
@@ -971,7 +955,7 @@ def evaluate_early_exit(
     with warnings.catch_warnings():  # nn.LSTM without h0/c0: zeros at any batch size (fine)
         warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size other")
         base_onnx = export_onnx(model.backbone, model.input_shape).SerializeToString()
-    full_lat = _per_sample_latency(base_onnx, data.x, threads)
+    full_lat = per_record_latency_ms(base_onnx, data.x, threads=threads)
     costs = exit_costs(model)
     y = data.y
     correct = ort_out.pred == y
@@ -1105,9 +1089,10 @@ def early_exit_candidate(
     The written artefact (``Built.onnx_bytes``) is the all-exits graph (every exit's logits, no
     early stop inside one graph); the cascade itself is the per-segment graphs (settings say so).
     """
-    from edgeproof.compress.ledger import Candidate, measure_peak_rss_mb, per_class_accuracy
+    from edgeproof.compress.ledger import Candidate, per_class_accuracy
     from edgeproof.compress.quantize import Parity
     from edgeproof.compress.search import Built
+    from edgeproof.runtime.memory import probe_peak_rss_mib
 
     cfg = config or EarlyExitConfig()
     drop = cfg.max_drop if cfg.max_drop is not None else max_drop
@@ -1174,7 +1159,7 @@ def early_exit_candidate(
         latency_p50_ms=rep.latency_p50_ms,
         latency_p95_ms=rep.latency_p95_ms,
         threads=threads,
-        peak_rss_mb=measure_peak_rss_mb(graph, evaluation.x, threads=threads),
+        peak_rss_mb=probe_peak_rss_mib(graph, evaluation.x, threads=threads),
         parity=Parity(rep.parity.prediction_agreement, rep.parity.max_abs_logit_diff, rep.samples),
         notes=tuple(notes),
         expected_macs=rep.expected_macs,

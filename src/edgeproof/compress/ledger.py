@@ -3,7 +3,8 @@
 Every candidate is measured on its **exported ONNX graph in ONNX Runtime** (the artefact that
 ships): top-1 accuracy with a 95 % Wilson interval, per-class accuracy drift vs the baseline, size
 of the serialised graph, p50/p95 latency at batch 1 (threads stated), and the peak resident memory
-of a fresh process running the graph (:func:`measure_peak_rss_mb`). Trust metrics come from the
+of a fresh process running the graph (:func:`edgeproof.runtime.memory.probe_peak_rss_mib`).
+Trust metrics come from the
 registered checks re-run on the candidate's PyTorch module by :func:`reaudit`, with the small
 settings of :data:`REAUDIT_SETTINGS` so a search over a dozen candidates stays fast; the headline
 trust columns of the ledger table are :data:`TRUST_COLUMNS` (ECE, robust accuracy at the threat
@@ -21,8 +22,6 @@ on the quantized model itself, not a transfer from the fp32 model.
 from __future__ import annotations
 
 import copy
-import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeproof.compress.onnx_export import make_session
 from edgeproof.compress.quantize import ActFakeQuant, Parity
 from edgeproof.data.dataset import Dataset
 from edgeproof.results import Figure, Interval, Metric, Table
@@ -45,8 +43,6 @@ __all__ = [
     "Selection",
     "StraightThrough",
     "TrustColumn",
-    "measure_latency",
-    "measure_peak_rss_mb",
     "per_class_accuracy",
     "reaudit",
     "straight_through",
@@ -363,64 +359,6 @@ def per_class_accuracy(pred: np.ndarray, y: np.ndarray, k: int) -> tuple[float, 
         mask = y == c
         out.append(float((pred[mask] == c).mean()) if mask.any() else float("nan"))
     return tuple(out)
-
-
-def measure_latency(
-    onnx_bytes: bytes, sample: np.ndarray, *, threads: int = 1, warmup: int = 5, runs: int = 50
-) -> tuple[float, float]:
-    """p50 and p95 wall latency (ms) of one batch-1 run of the graph in ONNX Runtime."""
-    sess = make_session(onnx_bytes, threads=threads)
-    x = np.ascontiguousarray(sample[None], np.float32)
-    name = sess.get_inputs()[0].name  # type: ignore[attr-defined]
-    for _ in range(warmup):
-        sess.run(None, {name: x})  # type: ignore[attr-defined]
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, {name: x})  # type: ignore[attr-defined]
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
-
-
-_RSS_PROBE = """
-import resource, sys
-import numpy as np
-import onnxruntime as ort
-so = ort.SessionOptions()
-so.intra_op_num_threads = int(sys.argv[2])
-so.inter_op_num_threads = 1
-sess = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
-x = np.load(sys.argv[3])
-sess.run(None, {sess.get_inputs()[0].name: x})
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-
-
-def measure_peak_rss_mb(onnx_bytes: bytes, x: np.ndarray, *, threads: int = 1) -> float | None:
-    """Peak RSS (MiB) of a fresh Python process that loads the graph in ONNX Runtime and runs
-    one batch of up to 64 records (``ru_maxrss``; includes the Python + ORT runtime itself).
-    ``None`` if the probe process fails."""
-    import subprocess
-    import sys
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        model = os.path.join(tmp, "m.onnx")
-        data = os.path.join(tmp, "x.npy")
-        with open(model, "wb") as fh:
-            fh.write(onnx_bytes)
-        np.save(data, np.ascontiguousarray(x[:64], np.float32))
-        try:
-            res = subprocess.run(
-                [sys.executable, "-c", _RSS_PROBE, model, str(threads), data],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=True,
-            )
-            return int(res.stdout.strip().splitlines()[-1]) / 1024.0
-        except (subprocess.SubprocessError, ValueError, IndexError, OSError):
-            return None
 
 
 def summary_metrics(sel: Selection, base: Candidate) -> list[Metric]:

@@ -50,11 +50,12 @@ import torch
 from onnx import TensorProto
 from torch import nn
 
-from edgeproof.compress.onnx_export import make_session, run_session, weight_qdq_bytes
+from edgeproof.compress.onnx_export import weight_qdq_bytes
 from edgeproof.compress.quantize import QuantConfig, QuantizedModel, fold_batchnorm, quantize
 from edgeproof.compress.weights import fake_quantize_weight
 from edgeproof.errors import DataError, InternalError, OptionError, SpecError
 from edgeproof.results import Table
+from edgeproof.runtime.ort import make_session, run_session
 
 __all__ = [
     "Allocation",

@@ -41,6 +41,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeproof.compress.weights import as_matrix, quantize_groups, quantize_per_channel
 from edgeproof.errors import InternalError
+from edgeproof.runtime.ort import make_session
 
 __all__ = [
     "INT4_ONNX_OPSET",
@@ -53,10 +54,8 @@ __all__ = [
     "build_qdq_model",
     "export_onnx",
     "float_nodes",
-    "make_session",
     "pack_int4",
     "quantizable_ops",
-    "run_session",
     "shared_points",
     "weight_qdq",
     "weight_qdq_bytes",
@@ -266,45 +265,6 @@ def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
         if n not in existing:
             m.graph.output.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
     return m
-
-
-def make_session(
-    model: onnx.ModelProto | bytes,
-    *,
-    threads: int = 1,
-    optimized_path: str | None = None,
-    disable_optimizations: bool = False,
-) -> object:
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads (inter-op 1)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if disable_optimizations:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if optimized_path is not None:
-        so.optimized_model_filepath = optimized_path
-    data = model if isinstance(model, bytes) else model.SerializeToString()
-    try:
-        return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise InternalError(f"ONNX Runtime could not load the exported graph: {exc}") from exc
-
-
-def run_session(session: object, x: np.ndarray, batch_size: int = 256) -> list[np.ndarray]:
-    """Run all outputs of ``session`` over ``x`` in batches, concatenated along axis 0."""
-    inp = session.get_inputs()[0].name  # type: ignore[attr-defined]
-    parts: list[list[np.ndarray]] = []
-    for i in range(0, x.shape[0], batch_size):
-        feed = {inp: np.ascontiguousarray(x[i : i + batch_size], np.float32)}
-        res = session.run(None, feed)  # type: ignore[attr-defined]
-        if not parts:
-            parts = [[] for _ in res]
-        for j, r in enumerate(res):
-            parts[j].append(np.asarray(r))
-    return [np.concatenate(p, axis=0) for p in parts]
 
 
 def _init(name: str, arr: np.ndarray) -> onnx.TensorProto:

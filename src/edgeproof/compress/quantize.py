@@ -49,14 +49,14 @@ from edgeproof.compress.onnx_export import (
     build_qdq_model,
     export_onnx,
     float_nodes,
-    make_session,
     quantizable_ops,
-    run_session,
     shared_points,
     with_outputs,
 )
 from edgeproof.compress.weights import fake_quantize_weight
 from edgeproof.errors import OptionError, SpecError
+from edgeproof.runtime.cpu import has_vnni
+from edgeproof.runtime.ort import make_session, run_session
 
 __all__ = [
     "QUANT_CALIBRATIONS",
@@ -460,23 +460,17 @@ def _bits_for(name: str, mod: nn.Module, config: QuantConfig) -> int | None:
 
 
 def int8_needs_reduced_range() -> bool:
-    """True on an x86-64 CPU without VNNI (``avx512_vnni`` / ``avx_vnni``), where ONNX Runtime's
-    uint8×int8 GEMM/conv kernels saturate with full-range int8 weights (ONNX Runtime's
-    quantization docs: "On x86-64 machines with AVX2 and AVX512 extensions, ORT uses VPMADDUBSW
-    ... might suffer from saturation issues"; VNNI's ``VPDPBUSD`` accumulates in 32 bits)."""
+    """True unless this is an x86-64 CPU known to have VNNI, or not an x86-64 CPU at all.
+
+    ONNX Runtime's uint8×int8 GEMM/conv kernels on x86-64 without VNNI use ``VPMADDUBSW``, whose
+    16-bit sum of two products saturates with full-range int8 weights (ONNX Runtime's
+    quantization docs, "saturation issues"); VNNI's ``VPDPBUSD`` accumulates in 32 bits. An x86
+    CPU whose flags cannot be read gets the reduced range, which is exact everywhere."""
     import platform
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return not ({"avx512_vnni", "avx_vnni"} & flags)
-    except OSError:
-        pass
-    return True  # unknown x86 CPU: the reduced range is exact everywhere
+    return has_vnni() is not True
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -29,19 +29,19 @@ from torch import nn
 from edgeproof.compress.ledger import (
     Candidate,
     Ledger,
-    measure_latency,
-    measure_peak_rss_mb,
     per_class_accuracy,
 )
 from edgeproof.compress.lowrank import factorize_lowrank
-from edgeproof.compress.onnx_export import export_onnx, make_session, run_session
+from edgeproof.compress.onnx_export import export_onnx
 from edgeproof.compress.prune import prune_n_m, prune_unstructured, remove_channels
 from edgeproof.compress.quantize import QuantConfig, fold_batchnorm, quantize
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError
+from edgeproof.methods.stats import wilson_interval
 from edgeproof.results import Metric
+from edgeproof.runtime.memory import probe_peak_rss_mib
+from edgeproof.runtime.ort import make_session, run_session, session_latency
 from edgeproof.spec import InputSpec
-from edgeproof.stats import wilson_interval
 
 if TYPE_CHECKING:
     from edgeproof.compress.earlyexit import EarlyExitConfig
@@ -273,8 +273,9 @@ def measure(
     correct = int((pred == data.y).sum())
     pc = per_class_accuracy(pred, data.y, k)
     drift = tuple(a - b for a, b in zip(pc, baseline_pc)) if baseline_pc else tuple(0.0 for _ in pc)
-    p50, p95 = measure_latency(built.onnx_bytes, data.x[0], threads=threads)
-    rss = measure_peak_rss_mb(built.onnx_bytes, data.x, threads=threads)
+    lat = session_latency(built.onnx_bytes, data.x[0], threads=threads)
+    p50, p95 = lat.p50_ms, lat.p95_ms
+    rss = probe_peak_rss_mib(built.onnx_bytes, data.x, threads=threads)
     audit = data.subset(np.arange(min(audit_records, len(data))))
     trust, tnotes = _trust(built.module, spec, audit, seed, checks) if checks else ([], [])
     notes = list(built.notes) + tnotes

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from edgeproof.diagnostics.dnl import candidate_set, protect_set, validate_budget
 from edgeproof.errors import OptionError
+from edgeproof.methods.dnl import candidate_set, protect_set, validate_budget
 
 __all__ = ["add_commands"]
 

@@ -59,8 +59,9 @@ def per_class_accuracy(report: Report) -> dict[str, ClassAccuracy]:
         if rec is None or lo is None or hi is None:
             continue
         name = str(row[col["class"]])
-        out[name] = ClassAccuracy(name, int(row[col["support"]] or 0), float(rec),
-                                  float(lo), float(hi))
+        out[name] = ClassAccuracy(
+            name, int(row[col["support"]] or 0), float(rec), float(lo), float(hi)
+        )
     return out
 
 
@@ -83,35 +84,54 @@ def compare_per_class(baseline: Report, current: Report) -> list[Finding]:
     base_acc, cur_acc = _accuracy(baseline), _accuracy(current)
     base_cls, cur_cls = per_class_accuracy(baseline), per_class_accuracy(current)
     if base_acc is None or cur_acc is None or base_acc.ci is None or not base_cls or not cur_cls:
-        return [Finding("info", "baseline comparison skipped: the baseline or the current report "
-                        "has no performance check with per-class results; run both audits "
-                        "with data")]
+        return [
+            Finding(
+                "info",
+                "baseline comparison skipped: the baseline or the current report "
+                "has no performance check with per-class results; run both audits "
+                "with data",
+            )
+        ]
     lo, hi = base_acc.ci.low, base_acc.ci.high
-    overall = {"baseline_accuracy": base_acc.value, "baseline_accuracy_ci": [lo, hi],
-               "current_accuracy": cur_acc.value}
+    overall = {
+        "baseline_accuracy": base_acc.value,
+        "baseline_accuracy_ci": [lo, hi],
+        "current_accuracy": cur_acc.value,
+    }
     if not lo <= cur_acc.value <= hi:
-        return [Finding(
-            "info",
-            f"overall accuracy moved from {base_acc.value:.1%} [{lo:.1%}, {hi:.1%}] to "
-            f"{cur_acc.value:.1%}: a general change (other data or model), not the pattern of "
-            "targeted poisoning; per-class comparison not flagged",
-            overall,
-        )]
+        return [
+            Finding(
+                "info",
+                f"overall accuracy moved from {base_acc.value:.1%} [{lo:.1%}, {hi:.1%}] to "
+                f"{cur_acc.value:.1%}: a general change (other data or model), not the pattern of "
+                "targeted poisoning; per-class comparison not flagged",
+                overall,
+            )
+        ]
     out = []
     for name, b in base_cls.items():
         c = cur_cls.get(name)
         if c is None or b.low <= c.recall <= b.high:
             continue
         direction = "dropped" if c.recall < b.low else "rose"
-        out.append(Finding(
-            "critical" if direction == "dropped" else "warning",
-            f"class {name!r} recall {direction} from {b.recall:.1%} [{b.low:.1%}, {b.high:.1%}] "
-            f"to {c.recall:.1%} while overall accuracy stayed within its interval "
-            f"({cur_acc.value:.1%} vs {lo:.1%}–{hi:.1%}): the symptom of targeted label-flip "
-            "poisoning. Verify the training data against its seal (`edgeproof verify`) and "
-            "inspect this class's labels",
-            {"class": name, "baseline_recall": b.recall, "baseline_recall_ci": [b.low, b.high],
-             "baseline_support": b.support, "current_recall": c.recall,
-             "current_support": c.support, **overall},
-        ))
+        out.append(
+            Finding(
+                "critical" if direction == "dropped" else "warning",
+                f"class {name!r} recall {direction} from {b.recall:.1%} "
+                f"[{b.low:.1%}, {b.high:.1%}] "
+                f"to {c.recall:.1%} while overall accuracy stayed within its interval "
+                f"({cur_acc.value:.1%} vs {lo:.1%}–{hi:.1%}): the symptom of targeted label-flip "
+                "poisoning. Verify the training data against its seal (`edgeproof verify`) and "
+                "inspect this class's labels",
+                {
+                    "class": name,
+                    "baseline_recall": b.recall,
+                    "baseline_recall_ci": [b.low, b.high],
+                    "baseline_support": b.support,
+                    "current_recall": c.recall,
+                    "current_support": c.support,
+                    **overall,
+                },
+            )
+        )
     return out

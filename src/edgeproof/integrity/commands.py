@@ -26,7 +26,9 @@ _RAW = argparse.RawDescriptionHelpFormatter
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the integrity subcommands on ``sub``."""
     p = sub.add_parser(
-        "seal", help="commit models, datasets and files to a Merkle seal", formatter_class=_RAW,
+        "seal",
+        help="commit models, datasets and files to a Merkle seal",
+        formatter_class=_RAW,
         description="Seal model tensors (.safetensors, .onnx), dataset records (folders, .npz, "
         ".csv, IDX, builtin:*) and any other file (raw bytes) in one RFC 6962 Merkle seal.",
         epilog="example:\n  edgeproof seal model.safetensors model.json data/val.npz "
@@ -35,8 +37,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files, folders or builtin:<name>")
     p.add_argument("--out", required=True, type=Path, help="seal file to write (JSON)")
     p.add_argument("--key", type=Path, help="Ed25519 private key (PEM) to sign the seal")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
-                   help=f"bytes per tensor/file chunk (default {DEFAULT_CHUNK_SIZE})")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help=f"bytes per tensor/file chunk (default {DEFAULT_CHUNK_SIZE})",
+    )
     p.add_argument("--raw", action="store_true", help="seal every path as raw file bytes")
     p.add_argument("--x-key", default="x", help="npz input array name (default x)")
     p.add_argument("--y-key", default="y", help="npz label array name (default y)")
@@ -45,7 +51,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_seal)
 
     p = sub.add_parser(
-        "verify", help="check sealed paths against a seal; name every change",
+        "verify",
+        help="check sealed paths against a seal; name every change",
         formatter_class=_RAW,
         description="Recompute every sealed item and report each changed record (content or "
         "label), tensor region (element, bit) and file range. Never writes. Exit 1 on any "
@@ -59,7 +66,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_verify)
 
     p = sub.add_parser(
-        "prove", help="write an inclusion proof for one record or tensor chunk",
+        "prove",
+        help="write an inclusion proof for one record or tensor chunk",
         formatter_class=_RAW,
         description="Build a self-contained RFC 6962 inclusion proof from the seal alone.",
         epilog="example:\n  edgeproof prove release.seal.json 'val.npz#17' --out rec17.proof.json"
@@ -72,7 +80,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_prove)
 
     p = sub.add_parser(
-        "verify-proof", help="check an inclusion proof on its own", formatter_class=_RAW,
+        "verify-proof",
+        help="check an inclusion proof on its own",
+        formatter_class=_RAW,
         description="Check a proof written by `edgeproof prove` with nothing but the proof "
         "(and optionally the publisher's public key). Exit 1 if it does not hold.",
         epilog="example:\n  edgeproof verify-proof rec17.proof.json --pub release.key.pub",
@@ -82,7 +92,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_verify_proof)
 
     p = sub.add_parser(
-        "keygen", help="create an Ed25519 key pair for signing seals", formatter_class=_RAW,
+        "keygen",
+        help="create an Ed25519 key pair for signing seals",
+        formatter_class=_RAW,
         description="Write a private key (PEM, mode 0600) to KEY and its public key to KEY.pub.",
         epilog="example:\n  edgeproof keygen --out release.key",
     )
@@ -94,13 +106,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _seal(args: argparse.Namespace) -> int:
     cs = args.chunk_size
     if cs % 4 or not MIN_CHUNK_SIZE <= cs <= MAX_CHUNK_SIZE:
-        raise OptionError("--chunk-size", f"{cs} is not a multiple of 4 in "
-                          f"[{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]", "use e.g. 65536")
+        raise OptionError(
+            "--chunk-size",
+            f"{cs} is not a multiple of 4 in [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]",
+            "use e.g. 65536",
+        )
     key = load_private_key(args.key) if args.key else None
     out: Path = args.out
     loader = {"x_key": args.x_key, "y_key": args.y_key, "label_column": args.label_column}
-    seal = seal_paths(args.paths, base_dir=out.parent, chunk_size=cs, raw=args.raw,
-                      loader=loader, threads=args.threads, key=key)
+    seal = seal_paths(
+        args.paths,
+        base_dir=out.parent,
+        chunk_size=cs,
+        raw=args.raw,
+        loader=loader,
+        threads=args.threads,
+        key=key,
+    )
     seal.write(out)
     for h in seal.headers:
         print(f"sealed {h.kind:<7} {h.path} ({h.format}, {h.leaves} leaves) root {h.root.hex()}")
@@ -112,8 +134,9 @@ def _seal(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     seal = Seal.read(args.seal)
     pub = load_public_key(args.pub) if args.pub else None
-    result = verify_seal(seal, base_dir=args.seal.parent, public_key=pub, threads=args.threads,
-                         source=str(args.seal))
+    result = verify_seal(
+        seal, base_dir=args.seal.parent, public_key=pub, threads=args.threads, source=str(args.seal)
+    )
     if args.json:
         json.dump(result.to_json(), sys.stdout, indent=1)
         print()
@@ -123,8 +146,7 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"{'ok      ' if it.ok else 'CHANGED '} {it.kind:<7} {it.path}")
         for line in result.messages():
             print(f"  {line}")
-        print("verified: everything matches the seal" if result.ok
-              else "verification FAILED")
+        print("verified: everything matches the seal" if result.ok else "verification FAILED")
     return 0 if result.ok else 1
 
 
@@ -135,8 +157,10 @@ def _prove(args: argparse.Namespace) -> int:
         print()
     else:
         proof.write(args.out)
-        print(f"wrote inclusion proof for {args.record_id!r} "
-              f"(leaf {proof.leaf_index} of {proof.tree_size}) -> {args.out}")
+        print(
+            f"wrote inclusion proof for {args.record_id!r} "
+            f"(leaf {proof.leaf_index} of {proof.tree_size}) -> {args.out}"
+        )
     return 0
 
 
@@ -144,8 +168,11 @@ def _verify_proof(args: argparse.Namespace) -> int:
     proof = InclusionProof.read(args.proof)
     pub = load_public_key(args.pub) if args.pub else None
     check = verify_proof(proof, pub)
-    sig = {"unsigned": "seal unsigned", "valid": f"signed by {check.fingerprint}",
-           "invalid": "signature INVALID"}[check.signature]
+    sig = {
+        "unsigned": "seal unsigned",
+        "valid": f"signed by {check.fingerprint}",
+        "invalid": "signature INVALID",
+    }[check.signature]
     print(f"{'valid' if check.ok else 'INVALID'}: {check.reason} ({sig})")
     return 0 if check.ok else 1
 

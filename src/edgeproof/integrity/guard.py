@@ -65,21 +65,29 @@ def load_protect_set(source: str | Path | Mapping[str, Any]) -> tuple[ProtectEnt
             raise InputFileError(source, f"is not readable JSON ({exc})") from None
     entries = obj.get("tensors") if isinstance(obj, Mapping) else None
     if not isinstance(entries, list):
-        raise InputFileError(label, 'has no "tensors" list',
-                             'write {"tensors": [{"name": "fc.weight", "index": 12}]}')
+        raise InputFileError(
+            label,
+            'has no "tensors" list',
+            'write {"tensors": [{"name": "fc.weight", "index": 12}]}',
+        )
     out = []
     for i, e in enumerate(entries):
         if not isinstance(e, Mapping) or not isinstance(e.get("name"), str):
-            raise InputFileError(label, f"tensors[{i}] has no string \"name\"",
-                                 'each entry is {"name": ..., "index": ...}')
+            raise InputFileError(
+                label,
+                f'tensors[{i}] has no string "name"',
+                'each entry is {"name": ..., "index": ...}',
+            )
         idx = e.get("index", 0)
         if isinstance(idx, list) and all(isinstance(v, int) for v in idx):
             out.append(ProtectEntry(e["name"], tuple(int(v) for v in idx)))
         elif isinstance(idx, int) and not isinstance(idx, bool) and idx >= 0:
             out.append(ProtectEntry(e["name"], idx))
         else:
-            raise InputFileError(label, f"tensors[{i}].index must be a non-negative integer "
-                                 f"or a list of them, got {idx!r}")
+            raise InputFileError(
+                label,
+                f"tensors[{i}].index must be a non-negative integer or a list of them, got {idx!r}",
+            )
     return tuple(out)
 
 
@@ -127,8 +135,12 @@ class WeightGuard:
     """
 
     def __init__(
-        self, model: LoadedModel | torch.nn.Module, seal: Seal | ModelItem | str | Path, *,
-        item: str | None = None, protect: str | Path | Mapping[str, Any] | None = None,
+        self,
+        model: LoadedModel | torch.nn.Module,
+        seal: Seal | ModelItem | str | Path,
+        *,
+        item: str | None = None,
+        protect: str | Path | Mapping[str, Any] | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         self.module = model.module if isinstance(model, LoadedModel) else model
@@ -154,20 +166,29 @@ class WeightGuard:
         for entry in self.protect:
             t = self.item.tensor(entry.name)
             if t is None:
-                raise OptionError("protect", f"tensor {entry.name!r} is not in the sealed model "
-                                  f"{self.item.path!r}", "use tensor names from the seal")
+                raise OptionError(
+                    "protect",
+                    f"tensor {entry.name!r} is not in the sealed model {self.item.path!r}",
+                    "use tensor names from the seal",
+                )
             index = entry.index
             if isinstance(index, tuple):
                 try:
                     index = int(np.ravel_multi_index(index, t.shape))
                 except ValueError:
-                    raise OptionError("protect", f"index {entry.index} does not fit tensor "
-                                      f"{entry.name!r} of shape {list(t.shape)}",
-                                      "use an index within the shape") from None
+                    raise OptionError(
+                        "protect",
+                        f"index {entry.index} does not fit tensor "
+                        f"{entry.name!r} of shape {list(t.shape)}",
+                        "use an index within the shape",
+                    ) from None
             numel = t.nbytes // DTYPE_ITEMSIZE[t.dtype]
             if not 0 <= index < max(numel, 1):
-                raise OptionError("protect", f"index {index} is outside tensor {entry.name!r} "
-                                  f"of {numel} elements", "use flat element indices")
+                raise OptionError(
+                    "protect",
+                    f"index {index} is outside tensor {entry.name!r} of {numel} elements",
+                    "use flat element indices",
+                )
             chunk = index * DTYPE_ITEMSIZE[t.dtype] // self.chunk_size
             chunks = plan.setdefault(entry.name, [])
             assert chunks is not None
@@ -189,16 +210,24 @@ class WeightGuard:
             assert sealed is not None
             t = live.get(name)
             if t is None:
-                tchanges.append(TensorChange(path, name, "missing",
-                                             f"tensor {name!r} is missing from the live model"))
+                tchanges.append(
+                    TensorChange(
+                        path, name, "missing", f"tensor {name!r} is missing from the live model"
+                    )
+                )
                 continue
             dtype = torch_dtype_name(t.dtype)
             shape = tuple(int(s) for s in t.shape)
             if dtype != sealed.dtype or shape != sealed.shape:
-                tchanges.append(TensorChange(
-                    path, name, "dtype" if dtype != sealed.dtype else "shape",
-                    f"tensor {name!r} is {dtype}{list(shape)}, sealed as "
-                    f"{sealed.dtype}{list(sealed.shape)}"))
+                tchanges.append(
+                    TensorChange(
+                        path,
+                        name,
+                        "dtype" if dtype != sealed.dtype else "shape",
+                        f"tensor {name!r} is {dtype}{list(shape)}, sealed as "
+                        f"{sealed.dtype}{list(sealed.shape)}",
+                    )
+                )
                 continue
             blob = _tensor_bytes(t)
             for i in range(len(sealed.chunks)) if chunks is None else chunks:
@@ -213,8 +242,15 @@ class WeightGuard:
         dt = time.perf_counter() - t0
         self.checks += 1
         self.total_seconds += dt
-        return GuardReport(not regions and not tchanges, len(self._plan), n_chunks, n_bytes, dt,
-                           tuple(regions), tuple(tchanges))
+        return GuardReport(
+            not regions and not tchanges,
+            len(self._plan),
+            n_chunks,
+            n_bytes,
+            dt,
+            tuple(regions),
+            tuple(tchanges),
+        )
 
     def _hook(self, module: torch.nn.Module, args: Any) -> None:
         report = self.check()
@@ -224,8 +260,11 @@ class WeightGuard:
     def attach(self) -> WeightGuard:
         """Check before every forward of the module (a forward pre-hook)."""
         if self.module is None:
-            raise OptionError("model", "a weights-only model has no forward to guard",
-                              "call check() on demand instead")
+            raise OptionError(
+                "model",
+                "a weights-only model has no forward to guard",
+                "call check() on demand instead",
+            )
         if self._handle is None:
             self._handle = self.module.register_forward_pre_hook(self._hook)
         return self
@@ -256,7 +295,10 @@ def _model_item(seal: Seal | ModelItem, item: str | None) -> ModelItem:
         models = [it for it in models if it.path == item]
     if len(models) != 1:
         names = [it.path for it in seal.items if isinstance(it, ModelItem)]
-        raise OptionError("item", f"the seal holds {len(names)} model item(s) {names}"
-                          + (f", none called {item!r}" if item else ""),
-                          "pass item=<path> naming one of them")
+        raise OptionError(
+            "item",
+            f"the seal holds {len(names)} model item(s) {names}"
+            + (f", none called {item!r}" if item else ""),
+            "pass item=<path> naming one of them",
+        )
     return models[0]

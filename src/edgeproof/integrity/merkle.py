@@ -106,9 +106,7 @@ class MerkleTree:
         return path
 
 
-def root_from_inclusion(
-    leaf: bytes, index: int, size: int, proof: Sequence[bytes]
-) -> bytes | None:
+def root_from_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes | None:
     """The root implied by a leaf hash and its audit path (RFC 9162 §2.1.3.2), or ``None``.
 
     ``None`` when the path has the wrong length for ``(index, size)``.

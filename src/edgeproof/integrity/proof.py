@@ -59,15 +59,21 @@ class InclusionProof:
         f = self.leaf
         if self.leaf_kind == "record":
             return record_leaf(f["record_id"], bytes.fromhex(f["content_sha256"]), f["label"])
-        return tensor_chunk_leaf(f["tensor"], f["dtype"], tuple(f["shape"]), int(f["chunk"]),
-                                 bytes.fromhex(f["sha256"]))
+        return tensor_chunk_leaf(
+            f["tensor"], f["dtype"], tuple(f["shape"]), int(f["chunk"]), bytes.fromhex(f["sha256"])
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "proof_version": PROOF_VERSION, "leaf_kind": self.leaf_kind, "leaf": dict(self.leaf),
-            "leaf_index": self.leaf_index, "tree_size": self.tree_size,
-            "audit_path": [h.hex() for h in self.path], "item_index": self.item_index,
-            "items": [h.to_json() for h in self.items], "seal_root": self.seal_root.hex(),
+            "proof_version": PROOF_VERSION,
+            "leaf_kind": self.leaf_kind,
+            "leaf": dict(self.leaf),
+            "leaf_index": self.leaf_index,
+            "tree_size": self.tree_size,
+            "audit_path": [h.hex() for h in self.path],
+            "item_index": self.item_index,
+            "items": [h.to_json() for h in self.items],
+            "seal_root": self.seal_root.hex(),
             "signature": None if self.signature is None else self.signature.to_json(),
         }
 
@@ -75,21 +81,30 @@ class InclusionProof:
     def from_json(cls, obj: Mapping[str, Any], source: str | Path = "<proof>") -> InclusionProof:
         if not isinstance(obj, Mapping) or obj.get("proof_version") != PROOF_VERSION:
             got = obj.get("proof_version") if isinstance(obj, Mapping) else None
-            raise ProofFileError(source, f"proof version {got!r} is not supported (this "
-                                 f"edgeproof reads {PROOF_VERSION})", "re-create it with "
-                                 "`edgeproof prove`")
+            raise ProofFileError(
+                source,
+                f"proof version {got!r} is not supported (this edgeproof reads {PROOF_VERSION})",
+                "re-create it with `edgeproof prove`",
+            )
         try:
             sig = obj["signature"]
             return cls(
-                obj["leaf_kind"], dict(obj["leaf"]), int(obj["leaf_index"]),
-                int(obj["tree_size"]), tuple(bytes.fromhex(h) for h in obj["audit_path"]),
-                int(obj["item_index"]), tuple(ItemHeader.from_json(h) for h in obj["items"]),
+                obj["leaf_kind"],
+                dict(obj["leaf"]),
+                int(obj["leaf_index"]),
+                int(obj["tree_size"]),
+                tuple(bytes.fromhex(h) for h in obj["audit_path"]),
+                int(obj["item_index"]),
+                tuple(ItemHeader.from_json(h) for h in obj["items"]),
                 bytes.fromhex(obj["seal_root"]),
                 None if sig is None else Signature.from_json(sig),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ProofFileError(source, f"is not a valid proof ({type(exc).__name__}: {exc})",
-                                 "re-create it with `edgeproof prove`") from None
+            raise ProofFileError(
+                source,
+                f"is not a valid proof ({type(exc).__name__}: {exc})",
+                "re-create it with `edgeproof prove`",
+            ) from None
 
     def write(self, path: str | Path) -> Path:
         return atomic_write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
@@ -129,14 +144,22 @@ def prove(seal: Seal, record_id: str, *, item: str | None = None) -> InclusionPr
             continue
         kind, fields, leaf_index = found
         tree = MerkleTree([leaf_hash(x) for x in it.leaves()])
-        return InclusionProof(kind, fields, leaf_index, tree.size,
-                              tuple(tree.inclusion_proof(leaf_index)), idx, seal.headers,
-                              seal.root, seal.signature)
+        return InclusionProof(
+            kind,
+            fields,
+            leaf_index,
+            tree.size,
+            tuple(tree.inclusion_proof(leaf_index)),
+            idx,
+            seal.headers,
+            seal.root,
+            seal.signature,
+        )
     where = f" in item {item!r}" if item else ""
     raise OptionError(
-        "RECORD_ID", f"{record_id!r} is not a record id or <tensor>#<chunk> of the seal{where}",
-        "record ids look like 'val.npz#17' or 'cat/001.png'; list them in the seal's "
-        "records.ids",
+        "RECORD_ID",
+        f"{record_id!r} is not a record id or <tensor>#<chunk> of the seal{where}",
+        "record ids look like 'val.npz#17' or 'cat/001.png'; list them in the seal's records.ids",
     )
 
 
@@ -146,8 +169,15 @@ def _find_leaf(it: Any, key: str) -> tuple[str, dict[str, Any], int] | None:
             i = it.ids.index(key)
         except ValueError:
             return None
-        return "record", {"record_id": key, "content_sha256": it.content_sha256[i].hex(),
-                          "label": it.classes[it.labels[i]]}, i + 1  # leaf 0 is the header
+        return (
+            "record",
+            {
+                "record_id": key,
+                "content_sha256": it.content_sha256[i].hex(),
+                "label": it.classes[it.labels[i]],
+            },
+            i + 1,
+        )  # leaf 0 is the header
     if isinstance(it, ModelItem) and "#" in key:
         name, _, chunk_text = key.rpartition("#")
         if not chunk_text.isdigit():
@@ -156,9 +186,17 @@ def _find_leaf(it: Any, key: str) -> tuple[str, dict[str, Any], int] | None:
         offset = len(it.metadata)
         for t in it.tensors:
             if t.name == name and chunk < len(t.chunks):
-                return "tensor-chunk", {"tensor": name, "dtype": t.dtype, "shape": list(t.shape),
-                                        "chunk": chunk, "sha256": t.chunks[chunk].sha256.hex()
-                                        }, offset + chunk
+                return (
+                    "tensor-chunk",
+                    {
+                        "tensor": name,
+                        "dtype": t.dtype,
+                        "shape": list(t.shape),
+                        "chunk": chunk,
+                        "sha256": t.chunks[chunk].sha256.hex(),
+                    },
+                    offset + chunk,
+                )
             offset += len(t.chunks)
     return None
 
@@ -175,22 +213,33 @@ def verify_proof(proof: InclusionProof, public_key: bytes | None = None) -> Proo
         return ProofCheck(False, "item index outside the item list", sig_state, fp)
     header = proof.items[proof.item_index]
     if header.leaves != proof.tree_size:
-        return ProofCheck(False, f"tree size {proof.tree_size} differs from the item's "
-                          f"{header.leaves} leaves", sig_state, fp)
-    got = root_from_inclusion(leaf_hash(proof.leaf_bytes()), proof.leaf_index, proof.tree_size,
-                              proof.path)
+        return ProofCheck(
+            False,
+            f"tree size {proof.tree_size} differs from the item's {header.leaves} leaves",
+            sig_state,
+            fp,
+        )
+    got = root_from_inclusion(
+        leaf_hash(proof.leaf_bytes()), proof.leaf_index, proof.tree_size, proof.path
+    )
     if got != header.root:
-        return ProofCheck(False, "the audit path does not lead from the leaf to the item root",
-                          sig_state, fp)
+        return ProofCheck(
+            False, "the audit path does not lead from the leaf to the item root", sig_state, fp
+        )
     if merkle_root([leaf_hash(h.leaf()) for h in proof.items]) != proof.seal_root:
         return ProofCheck(False, "the item headers do not give the seal root", sig_state, fp)
     if public_key is not None:
         if proof.signature is None:
-            return ProofCheck(False, "the proof's seal is not signed but a public key was given",
-                              sig_state, fp)
+            return ProofCheck(
+                False, "the proof's seal is not signed but a public key was given", sig_state, fp
+            )
         if proof.signature.public_key != public_key:
-            return ProofCheck(False, f"the seal was signed by {fp}, not by the given key "
-                              f"{fingerprint(public_key)}", sig_state, fp)
+            return ProofCheck(
+                False,
+                f"the seal was signed by {fp}, not by the given key {fingerprint(public_key)}",
+                sig_state,
+                fp,
+            )
     if sig_state == "invalid":
         return ProofCheck(False, "the seal signature does not verify", sig_state, fp)
     return ProofCheck(True, "leaf is included in the sealed item", sig_state, fp)

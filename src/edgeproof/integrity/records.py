@@ -69,9 +69,7 @@ def dataset_header_leaf(
     fmt: str, content: str, sample_shape: Sequence[int], classes: Sequence[str]
 ) -> bytes:
     """The first leaf of a dataset: what a record is and what its labels mean."""
-    return encode_leaf(
-        "edgeproof/dataset/1", fmt, content, sample_shape, "\x1f".join(classes)
-    )
+    return encode_leaf("edgeproof/dataset/1", fmt, content, sample_shape, "\x1f".join(classes))
 
 
 def record_leaf(record_id: str, content_sha256: bytes, label: str) -> bytes:

@@ -218,13 +218,19 @@ class ItemHeader:
         return item_leaf(self.kind, self.path, self.format, self.root, self.leaves)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": self.path, "format": self.format,
-                "root": self.root.hex(), "leaves": self.leaves}
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "format": self.format,
+            "root": self.root.hex(),
+            "leaves": self.leaves,
+        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> ItemHeader:
-        return cls(obj["kind"], obj["path"], obj["format"], bytes.fromhex(obj["root"]),
-                   int(obj["leaves"]))
+        return cls(
+            obj["kind"], obj["path"], obj["format"], bytes.fromhex(obj["root"]), int(obj["leaves"])
+        )
 
 
 def seal_message(root: bytes, headers: Sequence[ItemHeader]) -> bytes:
@@ -248,22 +254,36 @@ def _digests_from(rows: Sequence[Sequence[Any]]) -> tuple[ChunkDigest, ...]:
 
 
 def _item_to_json(item: SealItem, root: bytes) -> dict[str, Any]:
-    head = {"kind": item.kind, "path": item.path, "format": item.format, "root": root.hex(),
-            "leaves": len(item.leaves())}
+    head = {
+        "kind": item.kind,
+        "path": item.path,
+        "format": item.format,
+        "root": root.hex(),
+        "leaves": len(item.leaves()),
+    }
     if isinstance(item, ModelItem):
         head["metadata"] = [{"key": k, "sha256": h.hex()} for k, h in item.metadata]
         head["tensors"] = [
-            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "bytes": t.nbytes,
-             "chunks": _digests_json(t.chunks)}
+            {
+                "name": t.name,
+                "dtype": t.dtype,
+                "shape": list(t.shape),
+                "bytes": t.nbytes,
+                "chunks": _digests_json(t.chunks),
+            }
             for t in item.tensors
         ]
     elif isinstance(item, DatasetItem):
         head.update(
-            content=item.content, sample_shape=list(item.sample_shape),
-            classes=list(item.classes), loader=dict(item.loader),
-            records={"ids": list(item.ids),
-                     "content_sha256": [h.hex() for h in item.content_sha256],
-                     "labels": list(item.labels)},
+            content=item.content,
+            sample_shape=list(item.sample_shape),
+            classes=list(item.classes),
+            loader=dict(item.loader),
+            records={
+                "ids": list(item.ids),
+                "content_sha256": [h.hex() for h in item.content_sha256],
+                "labels": list(item.labels),
+            },
         )
     else:
         head.update(bytes=item.nbytes, chunks=_digests_json(item.chunks))
@@ -274,18 +294,32 @@ def _item_from_json(obj: Mapping[str, Any]) -> SealItem:
     kind = obj["kind"]
     if kind == "model":
         return ModelItem(
-            obj["path"], obj["format"],
-            tuple(TensorEntry(t["name"], t["dtype"], tuple(t["shape"]), int(t["bytes"]),
-                              _digests_from(t["chunks"])) for t in obj["tensors"]),
+            obj["path"],
+            obj["format"],
+            tuple(
+                TensorEntry(
+                    t["name"],
+                    t["dtype"],
+                    tuple(t["shape"]),
+                    int(t["bytes"]),
+                    _digests_from(t["chunks"]),
+                )
+                for t in obj["tensors"]
+            ),
             tuple((m["key"], bytes.fromhex(m["sha256"])) for m in obj.get("metadata", [])),
         )
     if kind == "dataset":
         rec = obj["records"]
         return DatasetItem(
-            obj["path"], obj["format"], obj["content"], tuple(obj["sample_shape"]),
-            tuple(obj["classes"]), tuple(rec["ids"]),
+            obj["path"],
+            obj["format"],
+            obj["content"],
+            tuple(obj["sample_shape"]),
+            tuple(obj["classes"]),
+            tuple(rec["ids"]),
             tuple(bytes.fromhex(h) for h in rec["content_sha256"]),
-            tuple(int(v) for v in rec["labels"]), dict(obj.get("loader", {})),
+            tuple(int(v) for v in rec["labels"]),
+            dict(obj.get("loader", {})),
         )
     return FileItem(obj["path"], int(obj["bytes"]), _digests_from(obj["chunks"]))
 
@@ -371,7 +405,8 @@ class Seal:
         except jsonschema.ValidationError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "top level"
             raise SealFileError(
-                source, f"does not match the seal schema at {where}: {exc.message}",
+                source,
+                f"does not match the seal schema at {where}: {exc.message}",
                 "regenerate it with `edgeproof seal`",
             ) from None
         sig = obj.get("signature")
@@ -387,7 +422,8 @@ class Seal:
                 _check_lengths(it)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise SealFileError(
-                source, f"has a malformed digest list ({type(exc).__name__}: {exc})",
+                source,
+                f"has a malformed digest list ({type(exc).__name__}: {exc})",
                 "regenerate it with `edgeproof seal`",
             ) from None
         for it, r, stored in zip(seal.items, seal.item_roots, obj["items"]):
@@ -400,7 +436,8 @@ class Seal:
                 )
         if seal.root.hex() != obj["root"]:
             raise SealFileError(
-                source, "the top-level root does not match its items; the seal was edited",
+                source,
+                "the top-level root does not match its items; the seal was edited",
                 "do not trust it; re-seal from a known-good copy",
             )
         return seal
@@ -427,8 +464,10 @@ def _skeleton(obj: Any) -> Any:
     """``obj`` with long digest lists cut to 2 entries: the schema checks their shape quickly;
     :func:`_check_lengths` and parsing check every entry."""
     if isinstance(obj, Mapping):
-        return {k: (v[:2] if k in _BIG_LISTS and isinstance(v, list) else _skeleton(v))
-                for k, v in obj.items()}
+        return {
+            k: (v[:2] if k in _BIG_LISTS and isinstance(v, list) else _skeleton(v))
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [_skeleton(v) for v in obj]
     return obj
@@ -436,16 +475,17 @@ def _skeleton(obj: Any) -> Any:
 
 def _check_lengths(item: SealItem) -> None:
     digests = (
-        [c.sha256 for t in item.tensors for c in t.chunks] if isinstance(item, ModelItem)
-        else list(item.content_sha256) if isinstance(item, DatasetItem)
+        [c.sha256 for t in item.tensors for c in t.chunks]
+        if isinstance(item, ModelItem)
+        else list(item.content_sha256)
+        if isinstance(item, DatasetItem)
         else [c.sha256 for c in item.chunks]
     )
     if any(len(h) != 32 for h in digests):
         raise ValueError(f"item {item.path!r} holds a digest that is not 32 bytes")
     if isinstance(item, DatasetItem):
         if not len(item.ids) == len(item.content_sha256) == len(item.labels):
-            raise ValueError(f"item {item.path!r}: ids, content_sha256 and labels differ in "
-                             "length")
+            raise ValueError(f"item {item.path!r}: ids, content_sha256 and labels differ in length")
         if item.labels and max(item.labels) >= len(item.classes):
             raise ValueError(f"item {item.path!r}: a label exceeds the class list")
 
@@ -462,8 +502,9 @@ def load_schema() -> dict[str, Any]:
 
 def _tensor_entries(ts: TensorSet, chunk_size: int, pool: Any) -> tuple[TensorEntry, ...]:
     return tuple(
-        TensorEntry(b.name, b.dtype, b.shape, len(b.data),
-                    tuple(digest_blob(b.data, chunk_size, pool)))
+        TensorEntry(
+            b.name, b.dtype, b.shape, len(b.data), tuple(digest_blob(b.data, chunk_size, pool))
+        )
         for b in ts.tensors
     )
 
@@ -474,8 +515,11 @@ def _model_item(path: str, ts: TensorSet, chunk_size: int, pool: Any) -> ModelIt
 
 
 def model_item_from_weights(
-    weights: Mapping[str, torch.Tensor], *, path: str = "<in-memory>",
-    chunk_size: int = DEFAULT_CHUNK_SIZE, threads: int | None = None,
+    weights: Mapping[str, torch.Tensor],
+    *,
+    path: str = "<in-memory>",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    threads: int | None = None,
 ) -> ModelItem:
     """Seal in-memory weights (``LoadedModel.weights`` or a ``state_dict``) as a model item."""
     with hashing_pool(threads) as pool:
@@ -493,8 +537,10 @@ def _open_model(path: Path, fmt: str) -> Iterator[TensorSet]:
 
 def _record_hashes(ds: Any, root: Path | None) -> tuple[str, list[bytes]]:
     sha = hashlib.sha256
-    if root is not None and ds.format == "imagefolder" and all(
-        (root / rid).is_file() for rid in ds.ids
+    if (
+        root is not None
+        and ds.format == "imagefolder"
+        and all((root / rid).is_file() for rid in ds.ids)
     ):
         return "file-bytes", [sha((root / rid).read_bytes()).digest() for rid in ds.ids]
     x = np.ascontiguousarray(ds.x, dtype="<f4")
@@ -510,17 +556,21 @@ def _load_dataset(source: str, loader: Mapping[str, str]) -> Any:
     return load_data(source, **loader)
 
 
-def _dataset_item(
-    rel: str, source: str, loader: Mapping[str, str], ds: Any = None
-) -> DatasetItem:
+def _dataset_item(rel: str, source: str, loader: Mapping[str, str], ds: Any = None) -> DatasetItem:
     if ds is None:
         ds = _load_dataset(source, loader)
     root = None if source.startswith("builtin:") else Path(source)
     content, hashes = _record_hashes(ds, root)
     return DatasetItem(
-        rel, ds.format, content,  # type: ignore[arg-type]
-        tuple(int(s) for s in ds.sample_shape), tuple(str(c) for c in ds.classes),
-        tuple(ds.ids), tuple(hashes), tuple(int(v) for v in ds.y), dict(loader),
+        rel,
+        ds.format,
+        content,  # type: ignore[arg-type]
+        tuple(int(s) for s in ds.sample_shape),
+        tuple(str(c) for c in ds.classes),
+        tuple(ds.ids),
+        tuple(hashes),
+        tuple(int(v) for v in ds.y),
+        dict(loader),
     )
 
 
@@ -544,9 +594,14 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def seal_paths(
-    paths: Sequence[str | Path], *, base_dir: str | Path = ".",
-    chunk_size: int = DEFAULT_CHUNK_SIZE, raw: bool = False,
-    loader: Mapping[str, str] | None = None, threads: int | None = None, key: Any = None,
+    paths: Sequence[str | Path],
+    *,
+    base_dir: str | Path = ".",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    raw: bool = False,
+    loader: Mapping[str, str] | None = None,
+    threads: int | None = None,
+    key: Any = None,
 ) -> Seal:
     """Seal model files, datasets and raw files.
 
@@ -657,14 +712,17 @@ class RegionChange:
                     continue
                 idx = list(np.unravel_index(f.element, self.shape)) if self.shape else []
                 role = f" ({f.role})" if f.role else ""
-                value = (f": {f.old_value!r} → {f.new_value!r}"
-                         if f.old_value is not None else "")
-                parts.append(f"element {f.element} {[int(i) for i in idx]} bit {f.bit}{role} "
-                             f"flipped{value}")
+                value = f": {f.old_value!r} → {f.new_value!r}" if f.old_value is not None else ""
+                parts.append(
+                    f"element {f.element} {[int(i) for i in idx]} bit {f.bit}{role} flipped{value}"
+                )
             return f"{self.path}: {where}" + "; ".join(parts)
         rng = self.element_range
-        span = (f"elements {rng[0]}–{rng[1] - 1}" if rng is not None
-                else f"bytes {self.byte_start}–{self.byte_stop - 1}")
+        span = (
+            f"elements {rng[0]}–{rng[1] - 1}"
+            if rng is not None
+            else f"bytes {self.byte_start}–{self.byte_stop - 1}"
+        )
         return f"{self.path}: {where}{span} changed (chunk {self.chunk}, several words differ)"
 
 
@@ -695,15 +753,17 @@ class RecordChange:
     def message(self) -> str:
         head = f"{self.path}: record {self.record_id!r}"
         if self.change == "label":
-            return (f"{head} label changed {self.old_label!r} → {self.new_label!r} "
-                    "(content unchanged)")
+            return (
+                f"{head} label changed {self.old_label!r} → {self.new_label!r} (content unchanged)"
+            )
         if self.change == "content":
             tail = f" (now identical to sealed record {self.same_as!r})" if self.same_as else ""
             return f"{head} content changed (label {self.old_label!r} unchanged){tail}"
         if self.change == "content+label":
             tail = f" (now identical to sealed record {self.same_as!r})" if self.same_as else ""
-            return (f"{head} content and label changed "
-                    f"({self.old_label!r} → {self.new_label!r}){tail}")
+            return (
+                f"{head} content and label changed ({self.old_label!r} → {self.new_label!r}){tail}"
+            )
         if self.change == "missing":
             return f"{head} is missing (it was sealed with label {self.old_label!r})"
         return f"{head} was added (label {self.new_label!r}); it is not in the seal"
@@ -738,12 +798,17 @@ class ItemVerification:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "path": self.path, "kind": self.kind, "format": self.format, "ok": self.ok,
-            "expected_root": self.expected_root.hex(), "actual_root": self.actual_root.hex(),
+            "path": self.path,
+            "kind": self.kind,
+            "format": self.format,
+            "ok": self.ok,
+            "expected_root": self.expected_root.hex(),
+            "actual_root": self.actual_root.hex(),
             "changes": self.messages(),
             "records": [dataclasses.asdict(r) for r in self.records],
-            "regions": [{**dataclasses.asdict(r), "element_range": r.element_range}
-                        for r in self.regions],
+            "regions": [
+                {**dataclasses.asdict(r), "element_range": r.element_range} for r in self.regions
+            ],
             "tensors": [dataclasses.asdict(t) for t in self.tensors],
         }
 
@@ -786,7 +851,9 @@ class VerifyResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "seal": self.seal, "ok": self.ok, "root": self.root.hex(),
+            "seal": self.seal,
+            "ok": self.ok,
+            "root": self.root.hex(),
             "signature": dataclasses.asdict(self.signature),
             "items": [i.to_json() for i in self.items],
         }
@@ -815,8 +882,13 @@ def _flips(
 
 
 def _diff_chunks(
-    path: str, tensor: str | None, dtype: str | None, shape: tuple[int, ...] | None,
-    sealed: Sequence[ChunkDigest], current: Sequence[ChunkDigest], blob: memoryview,
+    path: str,
+    tensor: str | None,
+    dtype: str | None,
+    shape: tuple[int, ...] | None,
+    sealed: Sequence[ChunkDigest],
+    current: Sequence[ChunkDigest],
+    blob: memoryview,
     chunk_size: int,
 ) -> list[RegionChange]:
     out = []
@@ -831,7 +903,10 @@ def _diff_chunks(
 
 
 def compare_tensors(
-    path: str, sealed: ModelItem, current: ModelItem, blobs: Mapping[str, memoryview],
+    path: str,
+    sealed: ModelItem,
+    current: ModelItem,
+    blobs: Mapping[str, memoryview],
     chunk_size: int,
 ) -> tuple[list[RegionChange], list[TensorChange]]:
     """Localise the differences between a sealed and a current model item."""
@@ -848,18 +923,30 @@ def compare_tensors(
         if b is None:
             tchanges.append(TensorChange(path, name, "missing", f"tensor {name!r} is missing"))
         elif a is None:
-            tchanges.append(TensorChange(
-                path, name, "added", f"tensor {name!r} was added; it is not in the seal"))
+            tchanges.append(
+                TensorChange(
+                    path, name, "added", f"tensor {name!r} was added; it is not in the seal"
+                )
+            )
         elif a.dtype != b.dtype:
-            tchanges.append(TensorChange(
-                path, name, "dtype", f"tensor {name!r} dtype changed {a.dtype} → {b.dtype}"))
+            tchanges.append(
+                TensorChange(
+                    path, name, "dtype", f"tensor {name!r} dtype changed {a.dtype} → {b.dtype}"
+                )
+            )
         elif a.shape != b.shape:
-            tchanges.append(TensorChange(
-                path, name, "shape",
-                f"tensor {name!r} shape changed {list(a.shape)} → {list(b.shape)}"))
+            tchanges.append(
+                TensorChange(
+                    path,
+                    name,
+                    "shape",
+                    f"tensor {name!r} shape changed {list(a.shape)} → {list(b.shape)}",
+                )
+            )
         elif a.chunks != b.chunks:
-            regions += _diff_chunks(path, name, a.dtype, a.shape, a.chunks, b.chunks,
-                                    blobs[name], chunk_size)
+            regions += _diff_chunks(
+                path, name, a.dtype, a.shape, a.chunks, b.chunks, blobs[name], chunk_size
+            )
     return regions, tchanges
 
 
@@ -867,7 +954,8 @@ def _resolve(item: SealItem, base: Path) -> Path:
     p = base / item.path
     if not p.exists():
         raise SealedPathError(
-            p, f"was sealed as a {item.kind} ({item.format}) but no longer exists",
+            p,
+            f"was sealed as a {item.kind} ({item.format}) but no longer exists",
             "restore it, or re-seal without it",
         )
     return p
@@ -878,7 +966,8 @@ def _verify_model(
 ) -> ItemVerification:
     if item.format not in ("safetensors", "onnx"):
         raise SealedPathError(
-            item.path, f"was sealed from an in-memory model ({item.format}), not a file",
+            item.path,
+            f"was sealed from an in-memory model ({item.format}), not a file",
             "check it with edgeproof.integrity.WeightGuard instead",
         )
     p = _resolve(item, base)
@@ -889,11 +978,13 @@ def _verify_model(
             regions, tchanges = compare_tensors(item.path, item, current, blobs, chunk_size)
     except ModelFileError as exc:
         raise SealedPathError(
-            p, f"was sealed as a {item.format} model but can no longer be read as one "
-            f"({exc.problem})", "restore the sealed file, or re-seal it",
+            p,
+            f"was sealed as a {item.format} model but can no longer be read as one ({exc.problem})",
+            "restore the sealed file, or re-seal it",
         ) from None
-    return ItemVerification(item.path, item.kind, item.format, root, _root(current),
-                            tuple(regions), tuple(tchanges))
+    return ItemVerification(
+        item.path, item.kind, item.format, root, _root(current), tuple(regions), tuple(tchanges)
+    )
 
 
 def _verify_file(
@@ -905,12 +996,22 @@ def _verify_file(
     notes: list[str] = []
     with read_file(p) as mv:
         current = FileItem(item.path, len(mv), tuple(digest_blob(mv, chunk_size, pool)))
-        regions = _diff_chunks(item.path, None, None, None, item.chunks, current.chunks, mv,
-                               chunk_size)
+        regions = _diff_chunks(
+            item.path, None, None, None, item.chunks, current.chunks, mv, chunk_size
+        )
     if current.nbytes != item.nbytes:
         notes.append(f"size changed {item.nbytes} → {current.nbytes} bytes")
-    return ItemVerification(item.path, item.kind, item.format, root, _root(current),
-                            tuple(regions), (), (), tuple(notes))
+    return ItemVerification(
+        item.path,
+        item.kind,
+        item.format,
+        root,
+        _root(current),
+        tuple(regions),
+        (),
+        (),
+        tuple(notes),
+    )
 
 
 def _verify_dataset(item: DatasetItem, root: bytes, base: Path) -> ItemVerification:
@@ -920,12 +1021,14 @@ def _verify_dataset(item: DatasetItem, root: bytes, base: Path) -> ItemVerificat
         ds = _load_dataset(source, item.loader)
     except DataFileError as exc:
         raise SealedPathError(
-            source, f"was sealed as a {item.format} dataset but can no longer be read "
-            f"({exc})", "restore the sealed data, or re-seal it",
+            source,
+            f"was sealed as a {item.format} dataset but can no longer be read ({exc})",
+            "restore the sealed data, or re-seal it",
         ) from None
     if ds.format != item.format:
         raise SealedPathError(
-            source, f"was sealed as a {item.format} dataset but now reads as {ds.format}",
+            source,
+            f"was sealed as a {item.format} dataset but now reads as {ds.format}",
             "restore the sealed data, or re-seal it",
         )
     current = _dataset_item(item.path, source, item.loader, ds)
@@ -933,8 +1036,9 @@ def _verify_dataset(item: DatasetItem, root: bytes, base: Path) -> ItemVerificat
     if current.classes != item.classes:
         notes.append(f"class list changed {list(item.classes)} → {list(current.classes)}")
     if current.sample_shape != item.sample_shape:
-        notes.append(f"sample shape changed {list(item.sample_shape)} → "
-                     f"{list(current.sample_shape)}")
+        notes.append(
+            f"sample shape changed {list(item.sample_shape)} → {list(current.sample_shape)}"
+        )
     if current.content != item.content:
         notes.append(f"record content is now read as {current.content}, sealed as {item.content}")
     records = _diff_records(item, current)
@@ -942,8 +1046,17 @@ def _verify_dataset(item: DatasetItem, root: bytes, base: Path) -> ItemVerificat
     common = [rid for rid in current.ids if rid in old_pos]
     if any(old_pos[a] > old_pos[b] for a, b in itertools.pairwise(common)):
         notes.append("records are in a different order than when sealed")
-    return ItemVerification(item.path, item.kind, item.format, root, _root(current),
-                            (), (), tuple(records), tuple(notes))
+    return ItemVerification(
+        item.path,
+        item.kind,
+        item.format,
+        root,
+        _root(current),
+        (),
+        (),
+        tuple(records),
+        tuple(notes),
+    )
 
 
 def _diff_records(old: DatasetItem, new: DatasetItem) -> list[RecordChange]:
@@ -966,11 +1079,22 @@ def _diff_records(old: DatasetItem, new: DatasetItem) -> list[RecordChange]:
             continue
         same = sealed_by_value.get((new.content_sha256[j], new_label))
         change: Literal["content", "label", "content+label"] = (
-            "content+label" if content_changed and label_changed
-            else "content" if content_changed else "label"
+            "content+label"
+            if content_changed and label_changed
+            else "content"
+            if content_changed
+            else "label"
         )
-        out.append(RecordChange(old.path, rid, change, old_label, new_label,
-                                same if content_changed and same != rid else None))
+        out.append(
+            RecordChange(
+                old.path,
+                rid,
+                change,
+                old_label,
+                new_label,
+                same if content_changed and same != rid else None,
+            )
+        )
     for j, rid in enumerate(new.ids):
         if rid not in old_ids:
             out.append(RecordChange(old.path, rid, "added", None, new.classes[new.labels[j]]))
@@ -1004,8 +1128,12 @@ def check_signature(seal: Seal, public_key: bytes | None) -> SignatureCheck:
 
 
 def verify_seal(
-    seal: Seal, *, base_dir: str | Path = ".", public_key: bytes | None = None,
-    threads: int | None = None, source: str = "<seal>",
+    seal: Seal,
+    *,
+    base_dir: str | Path = ".",
+    public_key: bytes | None = None,
+    threads: int | None = None,
+    source: str = "<seal>",
 ) -> VerifyResult:
     """Recompute every item of ``seal`` from disk and localise every difference.
 

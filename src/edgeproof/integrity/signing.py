@@ -82,12 +82,14 @@ def generate_key(out: str | Path, *, overwrite: bool = False) -> tuple[Path, Pat
     pub_path = priv_path.with_name(priv_path.name + ".pub")
     if priv_path.exists() and not overwrite:
         raise KeyFileError(
-            priv_path, "already exists; refusing to overwrite a private key",
+            priv_path,
+            "already exists; refusing to overwrite a private key",
             "choose another --out path, or delete the old key first",
         )
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     atomic_write_bytes(priv_path, pem)

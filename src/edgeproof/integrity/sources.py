@@ -86,7 +86,8 @@ def torch_dtype_name(dtype: torch.dtype) -> str:
         return _TORCH_NAMES[dtype]
     except KeyError:
         raise ModelFileError(
-            "<in-memory model>", f"tensors of dtype {dtype} cannot be sealed",
+            "<in-memory model>",
+            f"tensors of dtype {dtype} cannot be sealed",
             "convert them to a standard float or integer dtype",
         ) from None
 
@@ -102,8 +103,9 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
 def tensors_of_weights(weights: Mapping[str, torch.Tensor], fmt: str = "weights") -> TensorSet:
     """The tensor set of in-memory weights (``LoadedModel.weights`` or a ``state_dict``)."""
     blobs = tuple(
-        TensorBlob(name, torch_dtype_name(t.dtype), tuple(int(s) for s in t.shape),
-                   _tensor_bytes(t))
+        TensorBlob(
+            name, torch_dtype_name(t.dtype), tuple(int(s) for s in t.shape), _tensor_bytes(t)
+        )
         for name, t in sorted(weights.items())
     )
     return TensorSet(fmt, blobs, {})
@@ -140,7 +142,8 @@ def read_safetensors(path: str | Path) -> Iterator[TensorSet]:
             keys = set(fh.keys())
     except Exception as exc:  # safetensors raises its own error types and OSError
         raise ModelFileError(
-            p, f"is not a readable safetensors file ({exc})",
+            p,
+            f"is not a readable safetensors file ({exc})",
             "re-export the model with safetensors.torch.save_file",
         ) from None
     with _mapped(p) as mv:
@@ -153,12 +156,18 @@ def read_safetensors(path: str | Path) -> Iterator[TensorSet]:
             h = header[name]
             a, b = h["data_offsets"]
             blobs.append(
-                TensorBlob(name, str(h["dtype"]), tuple(int(s) for s in h["shape"]),
-                           mv[base + a : base + b])
+                TensorBlob(
+                    name,
+                    str(h["dtype"]),
+                    tuple(int(s) for s in h["shape"]),
+                    mv[base + a : base + b],
+                )
             )
-        metadata = {} if meta is None else {
-            "__metadata__": json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-        }
+        metadata = (
+            {}
+            if meta is None
+            else {"__metadata__": json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()}
+        )
         try:
             yield TensorSet("safetensors", tuple(blobs), metadata)
         finally:
@@ -185,7 +194,8 @@ def read_onnx(path: str | Path) -> TensorSet:
         name = _NUMPY_NAMES.get(le.dtype.str)
         if name is None:
             raise ModelFileError(
-                p, f"initializer {init.name!r} has dtype {arr.dtype}, which cannot be sealed",
+                p,
+                f"initializer {init.name!r} has dtype {arr.dtype}, which cannot be sealed",
                 "seal the file as raw bytes with --raw",
             )
         data = le.reshape(-1).view(np.uint8).data.cast("B")

@@ -21,21 +21,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="train a zoo architecture on a dataset (deterministic) and save it",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train ARCH on DATA with Adam (seeded, deterministic: the same seed gives "
-                    "the same weights), then write OUT (.safetensors) and its sidecar .json "
-                    "(architecture, input spec, classes, training settings).",
+        "the same weights), then write OUT (.safetensors) and its sidecar .json "
+        "(architecture, input spec, classes, training settings).",
         epilog=textwrap.dedent("""\
             example:
               edgeproof train --arch zoo:lenet5 --data builtin:digits/train --epochs 20 \\
                   --seed 0 --out model.safetensors
 
             architectures:
-            """) + zoo_lines,
+            """)
+        + zoo_lines,
     )
     t.add_argument("--arch", required=True, help="zoo:NAME or package.module:callable")
-    t.add_argument("--data", required=True, help="training data: .npz, .csv, image folder, IDX, "
-                   "CIFAR-10 binary, or builtin:digits/train / builtin:breast-cancer/train")
-    t.add_argument("--out", required=True,
-                   help="output .safetensors path (sidecar .json next to it)")
+    t.add_argument(
+        "--data",
+        required=True,
+        help="training data: .npz, .csv, image folder, IDX, "
+        "CIFAR-10 binary, or builtin:digits/train / builtin:breast-cancer/train",
+    )
+    t.add_argument(
+        "--out", required=True, help="output .safetensors path (sidecar .json next to it)"
+    )
     t.add_argument("--epochs", type=int, default=20, help="passes over the data (default 20)")
     t.add_argument("--seed", type=int, default=0, help="seed for init and data order (default 0)")
     t.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
@@ -53,14 +59,23 @@ def run_train(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.suffix not in ("", ".safetensors"):
-        raise OptionError("--out", f"{out} must end in .safetensors",
-                          "e.g. --out model.safetensors")
-    data = load_data(args.data, x_key=args.x_key, y_key=args.y_key,
-                     label_column=args.label_column)
+        raise OptionError(
+            "--out", f"{out} must end in .safetensors", "e.g. --out model.safetensors"
+        )
+    data = load_data(args.data, x_key=args.x_key, y_key=args.y_key, label_column=args.label_column)
     data.validate()
-    trained = train_and_save(args.arch, data, out, epochs=args.epochs, seed=args.seed,
-                             batch_size=args.batch_size, lr=args.lr)
+    trained = train_and_save(
+        args.arch,
+        data,
+        out,
+        epochs=args.epochs,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        lr=args.lr,
+    )
     path = trained.path
-    print(f"wrote {path} and {path.with_suffix('.json').name} "
-          f"({args.arch}, train accuracy {trained.settings.train_accuracy:.2%})")
+    print(
+        f"wrote {path} and {path.with_suffix('.json').name} "
+        f"({args.arch}, train accuracy {trained.settings.train_accuracy:.2%})"
+    )
     return 0

@@ -57,7 +57,13 @@ from edgeproof.spec import InputSpec
 __all__ = ["SUPPORTED_SUFFIXES", "from_module", "load_model", "read_sidecar"]
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (
-    ".safetensors", ".pt2", ".pt", ".pth", ".ts", ".jit", ".onnx"
+    ".safetensors",
+    ".pt2",
+    ".pt",
+    ".pth",
+    ".ts",
+    ".jit",
+    ".onnx",
 )
 _SIDECAR_FORMAT = "edgeproof-model"
 _SIDECAR_VERSION = 1
@@ -139,7 +145,8 @@ def read_sidecar(path: str | Path) -> dict[str, Any] | None:
         obj = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(
-            side, f"sidecar metadata is not valid JSON ({exc})",
+            side,
+            f"sidecar metadata is not valid JSON ({exc})",
             "rewrite it with `edgeproof train`, or delete it and pass --arch",
         ) from None
     return _check_sidecar(side, obj)
@@ -151,8 +158,10 @@ def _check_sidecar(where: Path, obj: Any) -> dict[str, Any] | None:
     version = obj.get("version")
     if not isinstance(version, int) or version > _SIDECAR_VERSION:
         raise ModelFileError(
-            where, f"sidecar metadata version {version!r} is not supported (this edgeproof "
-            f"reads version {_SIDECAR_VERSION})", "upgrade edgeproof",
+            where,
+            f"sidecar metadata version {version!r} is not supported (this edgeproof "
+            f"reads version {_SIDECAR_VERSION})",
+            "upgrade edgeproof",
         )
     return obj
 
@@ -164,7 +173,8 @@ def _spec_of(where: Path, sidecar: Mapping[str, Any] | None) -> InputSpec | None
         return InputSpec.from_json(sidecar["spec"])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ModelFileError(
-            where, f"sidecar 'spec' is malformed ({type(exc).__name__}: {exc})",
+            where,
+            f"sidecar 'spec' is malformed ({type(exc).__name__}: {exc})",
             "fix or delete the sidecar and pass --spec",
         ) from None
 
@@ -190,8 +200,9 @@ def _zip_kind(path: Path) -> str | None:
         return None
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
         return "torchscript"
-    if any(n.endswith("/archive_format") or ("/models/" in n and n.endswith(".json"))
-           for n in names):
+    if any(
+        n.endswith("/archive_format") or ("/models/" in n and n.endswith(".json")) for n in names
+    ):
         return "export"
     return "torch-save"
 
@@ -207,7 +218,8 @@ def _load_safetensors(path: Path, arch: str | None, spec: InputSpec | None) -> L
                 tensors[key] = fh.get_tensor(key)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelFileError(
-            path, f"not a readable safetensors file ({_short(exc)})",
+            path,
+            f"not a readable safetensors file ({_short(exc)})",
             "the file is truncated or corrupt; re-export or re-download it",
         ) from None
     sidecar = read_sidecar(path)
@@ -244,13 +256,18 @@ def _load_onnx(path: Path, spec: InputSpec | None) -> LoadedModel:
         )
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise ModelFileError(
-            path, f"ONNX Runtime cannot load the model ({_short(exc)})",
+            path,
+            f"ONNX Runtime cannot load the model ({_short(exc)})",
             "check the opset and operators, or re-export it",
         ) from None
     sidecar = read_sidecar(path)
     return LoadedModel(
-        path=path, format="onnx", session=session, weights=weights,
-        spec=spec or _spec_of(path, sidecar), arch=(sidecar or {}).get("arch"),
+        path=path,
+        format="onnx",
+        session=session,
+        weights=weights,
+        spec=spec or _spec_of(path, sidecar),
+        arch=(sidecar or {}).get("arch"),
         metadata=_metadata_of(sidecar),
     )
 
@@ -264,15 +281,20 @@ def _load_export(path: Path, spec: InputSpec | None) -> LoadedModel:
         module = program.module()
     except Exception as exc:  # torch raises RuntimeError/KeyError/zip errors for bad archives
         raise ModelFileError(
-            path, f"not a loadable torch.export program ({_short(exc)})",
+            path,
+            f"not a loadable torch.export program ({_short(exc)})",
             "the file is truncated or corrupt, or not written by torch.export.save; re-export it",
         ) from None
     finally:
         export_log.setLevel(level)
     sidecar = read_sidecar(path)
     loaded = LoadedModel(
-        path=path, format="torch-export", module=module, weights=_state_of(module),
-        spec=spec or _spec_of(path, sidecar), arch=(sidecar or {}).get("arch"),
+        path=path,
+        format="torch-export",
+        module=module,
+        weights=_state_of(module),
+        spec=spec or _spec_of(path, sidecar),
+        arch=(sidecar or {}).get("arch"),
         metadata=_metadata_of(sidecar),
     )
     if _exported_to_eval(module):
@@ -288,13 +310,18 @@ def _load_torchscript(path: Path, spec: InputSpec | None) -> LoadedModel:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch.jit raises RuntimeError for bad archives
         raise ModelFileError(
-            path, f"not a loadable TorchScript archive ({_short(exc)})",
+            path,
+            f"not a loadable TorchScript archive ({_short(exc)})",
             "the file is truncated or corrupt; re-save it with torch.jit.save",
         ) from None
     sidecar = read_sidecar(path)
     loaded = LoadedModel(
-        path=path, format="torchscript", module=module, weights=_state_of(module),
-        spec=spec or _spec_of(path, sidecar), arch=(sidecar or {}).get("arch"),
+        path=path,
+        format="torchscript",
+        module=module,
+        weights=_state_of(module),
+        spec=spec or _spec_of(path, sidecar),
+        arch=(sidecar or {}).get("arch"),
         metadata=_metadata_of(sidecar),
     )
     _ensure_eval(loaded, module, path.name)
@@ -312,16 +339,23 @@ def _load_pickle(
     except pickle.UnpicklingError as exc:
         if not trust_pickle and "weights only load failed" in str(exc).lower():
             raise UnsafePickleError(
-                path, "the file contains pickled Python objects, not only tensors; loading it "
+                path,
+                "the file contains pickled Python objects, not only tensors; loading it "
                 "would run code from the file",
                 "pass --trust-pickle (trust_pickle=True) only if you trust the file, or re-save "
                 "it as a state dict / safetensors",
             ) from None
-        raise ModelFileError(path, f"not a readable PyTorch file ({_short(exc)})",
-                             "the file is truncated or corrupt; re-save it") from None
+        raise ModelFileError(
+            path,
+            f"not a readable PyTorch file ({_short(exc)})",
+            "the file is truncated or corrupt; re-save it",
+        ) from None
     except Exception as exc:  # RuntimeError/EOFError/zip errors from torch.load
-        raise ModelFileError(path, f"not a readable PyTorch file ({_short(exc)})",
-                             "the file is truncated or corrupt; re-save it") from None
+        raise ModelFileError(
+            path,
+            f"not a readable PyTorch file ({_short(exc)})",
+            "the file is truncated or corrupt; re-save it",
+        ) from None
     if isinstance(obj, Mapping):
         for key in _STATE_KEYS:
             inner = obj.get(key)
@@ -333,8 +367,12 @@ def _load_pickle(
     sidecar = read_sidecar(path)
     if isinstance(obj, nn.Module):
         loaded = LoadedModel(
-            path=path, format="pickle", module=obj, weights=_state_of(obj),
-            spec=spec or _spec_of(path, sidecar), arch=arch or (sidecar or {}).get("arch"),
+            path=path,
+            format="pickle",
+            module=obj,
+            weights=_state_of(obj),
+            spec=spec or _spec_of(path, sidecar),
+            arch=arch or (sidecar or {}).get("arch"),
             metadata=_metadata_of(sidecar),
         )
         _ensure_eval(loaded, obj, path.name)
@@ -342,7 +380,8 @@ def _load_pickle(
     if isinstance(obj, Mapping) and obj and _all_tensors(obj):
         return _from_state_dict(path, dict(obj), arch, spec, sidecar, "pickle")
     raise ModelFileError(
-        path, f"holds a {type(obj).__name__}, not a torch.nn.Module or a state dict of tensors",
+        path,
+        f"holds a {type(obj).__name__}, not a torch.nn.Module or a state dict of tensors",
         "save the model with torch.save(model.state_dict(), ...) or as safetensors",
     )
 
@@ -364,8 +403,9 @@ def _from_state_dict(
     arch = arch or (sidecar or {}).get("arch")
     metadata = _metadata_of(sidecar)
     if not arch:
-        return LoadedModel(path=path, format="weights-only", weights=tensors, spec=spec,
-                           metadata=metadata)
+        return LoadedModel(
+            path=path, format="weights-only", weights=tensors, spec=spec, metadata=metadata
+        )
     shape: tuple[int, ...] | None
     normalization: Normalization | None
     if spec is not None:
@@ -392,13 +432,23 @@ def _from_state_dict(
         norm = next((m.as_tuple() for m in module.modules() if isinstance(m, Normalize)), None)
         if norm is not None and len(norm[0]) == spec.shape[0]:
             spec = spec.with_(normalization=norm)
-    return LoadedModel(path=path, format=fmt, module=module, weights=tensors, spec=spec,
-                       arch=arch, metadata=metadata)
+    return LoadedModel(
+        path=path,
+        format=fmt,
+        module=module,
+        weights=tensors,
+        spec=spec,
+        arch=arch,
+        metadata=metadata,
+    )
 
 
 def _last_linear_out(path: Path, arch: str, tensors: Mapping[str, torch.Tensor]) -> int:
-    two_d = [v for k, v in sorted(tensors.items(), key=lambda kv: natural_key(kv[0]))
-             if v.dim() == 2 and k.endswith("weight")]
+    two_d = [
+        v
+        for k, v in sorted(tensors.items(), key=lambda kv: natural_key(kv[0]))
+        if v.dim() == 2 and k.endswith("weight")
+    ]
     if not two_d:
         raise ArchitectureMismatchError(
             f"{path}: cannot tell the number of classes for {arch} (no linear layer in the "
@@ -429,17 +479,28 @@ def _check_fits(
 
     parts: list[str] = []
     if missing:
-        parts.append(f"{len(missing)} missing [" + listed(
-            missing, lambda k: f"{k} {fmt_shape(expected[k])}") + "]")
+        parts.append(
+            f"{len(missing)} missing ["
+            + listed(missing, lambda k: f"{k} {fmt_shape(expected[k])}")
+            + "]"
+        )
     if unexpected:
-        parts.append(f"{len(unexpected)} unexpected [" + listed(
-            unexpected, lambda k: f"{k} {fmt_shape(given[k])}") + "]")
+        parts.append(
+            f"{len(unexpected)} unexpected ["
+            + listed(unexpected, lambda k: f"{k} {fmt_shape(given[k])}")
+            + "]"
+        )
     if wrong:
-        parts.append(f"{len(wrong)} with wrong shape [" + listed(
-            wrong, lambda k: f"{k} file {fmt_shape(given[k])} vs arch {fmt_shape(expected[k])}"
-        ) + "]")
+        parts.append(
+            f"{len(wrong)} with wrong shape ["
+            + listed(
+                wrong, lambda k: f"{k} file {fmt_shape(given[k])} vs arch {fmt_shape(expected[k])}"
+            )
+            + "]"
+        )
     raise ArchitectureMismatchError(
-        f"{path}: weights do not fit {arch}: " + "; ".join(parts)
+        f"{path}: weights do not fit {arch}: "
+        + "; ".join(parts)
         + ". Pass the --arch the weights were trained with (and --spec for its input shape)"
     )
 

@@ -147,7 +147,8 @@ class LeNet5(nn.Sequential):
         c, h, w = input_shape
         if h < 4 or w < 4:
             raise OptionError(
-                "--arch", f"zoo:lenet5 needs images of at least 4x4, got {h}x{w}",
+                "--arch",
+                f"zoo:lenet5 needs images of at least 4x4, got {h}x{w}",
                 "use zoo:mlp for smaller inputs",
             )
         super().__init__(
@@ -252,7 +253,11 @@ def _resnet_cifar(n: int) -> Callable[[tuple[int, ...], int, Normalization | Non
 
 def _resnet18(shape: tuple[int, ...], k: int, norm: Normalization | None) -> nn.Module:
     return ResNet(
-        shape, k, norm, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512),
+        shape,
+        k,
+        norm,
+        blocks=(2, 2, 2, 2),
+        widths=(64, 128, 256, 512),
         imagenet_stem=min(shape[1], shape[2]) >= 64,
     )
 
@@ -384,7 +389,8 @@ def build_model(
     entry = ZOO.get(key)
     if entry is None:
         raise OptionError(
-            "--arch", f"unknown zoo architecture {name!r}",
+            "--arch",
+            f"unknown zoo architecture {name!r}",
             f"use one of {', '.join('zoo:' + n for n in ZOO)}",
         )
     shape = tuple(int(s) for s in input_shape)
@@ -419,13 +425,15 @@ def arch_from_string(
     if arch.startswith("zoo:"):
         if input_shape is None:
             raise OptionError(
-                "--spec", f"{arch} needs the input shape",
+                "--spec",
+                f"{arch} needs the input shape",
                 "keep the sidecar .json next to the weights or pass --spec with the shape",
             )
         return build_model(arch, input_shape, num_classes, normalization)
     if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", arch):
         raise OptionError(
-            "--arch", f"{arch!r} is neither zoo:NAME nor package.module:callable",
+            "--arch",
+            f"{arch!r} is neither zoo:NAME nor package.module:callable",
             f"use e.g. zoo:resnet20 (zoo: {', '.join(ZOO)}) or mypkg.models:build",
         )
     mod_name, attr = arch.split(":", 1)
@@ -433,7 +441,8 @@ def arch_from_string(
         target: object = importlib.import_module(mod_name)
     except ImportError as exc:
         raise OptionError(
-            "--arch", f"cannot import module {mod_name!r} ({exc})",
+            "--arch",
+            f"cannot import module {mod_name!r} ({exc})",
             "make sure the package is installed or on PYTHONPATH",
         ) from None
     for part in attr.split("."):
@@ -442,8 +451,11 @@ def arch_from_string(
         target = getattr(target, part)
     if not callable(target):
         raise OptionError("--arch", f"{arch} is not callable")
-    offered = {"input_shape": input_shape, "num_classes": num_classes,
-               "normalization": normalization}
+    offered = {
+        "input_shape": input_shape,
+        "num_classes": num_classes,
+        "normalization": normalization,
+    }
     try:
         params = inspect.signature(target).parameters
     except (TypeError, ValueError):
@@ -455,7 +467,8 @@ def arch_from_string(
     module = target(**kwargs)
     if not isinstance(module, nn.Module):
         raise OptionError(
-            "--arch", f"{arch} returned {type(module).__name__}, not a torch.nn.Module",
+            "--arch",
+            f"{arch} returned {type(module).__name__}, not a torch.nn.Module",
             "the callable must build and return the model",
         )
     return module.eval()

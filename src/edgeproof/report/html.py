@@ -134,13 +134,18 @@ def _verdict(report: Report) -> str:
     by_status = {s: sum(c.status == s for c in report.checks) for s in ("ok", "skipped", "error")}
     cards: list[str] = []
     if report.policy is None:
-        cards.append('<div class="card"><div class="k">Policy</div><div class="v">none</div>'
-                     '<div class="small muted">no policy applied</div></div>')
+        cards.append(
+            '<div class="card"><div class="k">Policy</div><div class="v">none</div>'
+            '<div class="small muted">no policy applied</div></div>'
+        )
     else:
         ok = report.policy.passed
         failed = sum(not r.passed for r in report.policy.rules)
-        detail = (f"all {len(report.policy.rules)} rules met" if ok
-                  else f"{failed} of {len(report.policy.rules)} rules failed")
+        detail = (
+            f"all {len(report.policy.rules)} rules met"
+            if ok
+            else f"{failed} of {len(report.policy.rules)} rules failed"
+        )
         cards.append(
             f'<div class="card {"pass" if ok else "fail"}"><div class="k">Policy</div>'
             f'<div class="v">{"PASS" if ok else "FAIL"}</div>'
@@ -157,7 +162,7 @@ def _verdict(report: Report) -> str:
     cards.append(
         f'<div class="card"><div class="k">Checks</div><div class="v">{len(report.checks)}</div>'
         f'<div class="small muted">{by_status["ok"]} ok · {by_status["skipped"]} skipped · '
-        f'{by_status["error"]} error</div></div>'
+        f"{by_status['error']} error</div></div>"
     )
     return f'<div class="verdict" id="verdict">{"".join(cards)}</div>'
 
@@ -228,7 +233,7 @@ def _policy_table(report: Report) -> str:
         f'<tr><td><code>{_e(r.metric)}</code></td><td class="num">{_e(r.op)} '
         f'{_e(format_number(r.threshold))}</td><td class="num">{_e(format_number(r.value))}</td>'
         f'<td><span class="badge {"pass" if r.passed else "fail"}">'
-        f'{"pass" if r.passed else "FAIL"}</span></td><td>{_e(r.message)}</td></tr>'
+        f"{'pass' if r.passed else 'FAIL'}</span></td><td>{_e(r.message)}</td></tr>"
         for r in report.policy.rules
     )
     return (
@@ -322,9 +327,11 @@ def _findings(findings: Sequence[Finding]) -> str:
     for f in sorted(findings, key=lambda f: order.get(f.severity, len(order))):
         evidence = ""
         if f.evidence:
-            evidence = '<div class="evidence">' + _e(
-                "; ".join(f"{k}: {_compact(v)}" for k, v in f.evidence.items())
-            ) + "</div>"
+            evidence = (
+                '<div class="evidence">'
+                + _e("; ".join(f"{k}: {_compact(v)}" for k, v in f.evidence.items()))
+                + "</div>"
+            )
         items.append(
             f'<li class="{_e(f.severity)}"><span class="badge {_e(f.severity)}">'
             f"{_e(f.severity)}</span> {_e(f.message)}{evidence}</li>"
@@ -340,9 +347,7 @@ def _table(t: Table) -> str:
             [r[j] for r in t.rows if j < len(r) and r[j] is not None] for j in range(len(t.columns))
         )
     ]
-    head = "".join(
-        f'<th{_NUM if numeric[j] else ""}>{_e(c)}</th>' for j, c in enumerate(t.columns)
-    )
+    head = "".join(f"<th{_NUM if numeric[j] else ''}>{_e(c)}</th>" for j, c in enumerate(t.columns))
     body = "".join("<tr>" + "".join(_cell(v) for v in r) + "</tr>" for r in t.rows)
     desc = f'<p class="caption">{_e(t.description)}</p>' if t.description else ""
     return (
@@ -433,7 +438,8 @@ def _footer(report: Report) -> str:
         if key in env:
             facts.append((label, env[key]))
     facts.extend(
-        (k, v) for k, v in env.items()
+        (k, v)
+        for k, v in env.items()
         if k not in {"torch_threads", "cpu_count", "python", "platform", "machine", "versions"}
     )
     raw_versions = env.get("versions")

@@ -104,8 +104,9 @@ def spearman_with_ci(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Corre
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     n = int(a.size)
-    nan = Correlation(float("nan"), Interval(float("nan"), float("nan"), level, "fisher-z"),
-                      float("nan"), n)
+    nan = Correlation(
+        float("nan"), Interval(float("nan"), float("nan"), level, "fisher-z"), float("nan"), n
+    )
     if n < 4 or np.all(a == a[0]) or np.all(b == b[0]):
         return nan
     res = sstats.spearmanr(a, b)
@@ -114,6 +115,10 @@ def spearman_with_ci(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Corre
         return nan
     z = float(np.arctanh(np.clip(rho, -0.999999, 0.999999)))
     half = float(sstats.norm.ppf(0.5 + level / 2)) * float(np.sqrt(1.06 / (n - 3)))
-    ci = Interval(float(np.tanh(z - half)), float(np.tanh(z + half)), level,
-                  "fisher-z (Fieller 1957, var 1.06/(n-3))")
+    ci = Interval(
+        float(np.tanh(z - half)),
+        float(np.tanh(z + half)),
+        level,
+        "fisher-z (Fieller 1957, var 1.06/(n-3))",
+    )
     return Correlation(rho, ci, float(res.pvalue), n)

@@ -28,8 +28,9 @@ Differences from torchattacks, all deliberate:
 
 Cost (docs/benchmarks/attacks.md): one forward and one backward pass per step, plus three in-place
 elementwise passes (sign, scaled add, clamp) and one final forward to judge the last iterate.
-Images go to conv nets in channels-last layout (:func:`edgeproof.attacks.base.input_layout`),
-which CPU convolutions run faster; the examples are returned in the caller's (contiguous) layout.
+Images go to conv nets in channels-last layout
+(:func:`edgeproof.methods.attacks.base.input_layout`), which CPU convolutions run faster; the
+examples are returned in the caller's (contiguous) layout.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from edgeproof.attacks.base import (
+from edgeproof.errors import OptionError
+from edgeproof.methods.attacks.base import (
     Attack,
     AttackResult,
     Budget,
@@ -49,7 +51,6 @@ from edgeproof.attacks.base import (
     per_sample_view,
     with_restarts,
 )
-from edgeproof.errors import OptionError
 
 __all__ = ["PGD", "Schedule"]
 

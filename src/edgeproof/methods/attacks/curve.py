@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeproof.attacks.base import Attack, Budget
+from edgeproof.methods.attacks.base import Attack, Budget
+from edgeproof.methods.stats import wilson_interval
 from edgeproof.results import Interval
 from edgeproof.spec import Norm
-from edgeproof.stats import wilson_interval
 
 __all__ = ["RobustnessCurve", "robustness_curve"]
 
@@ -98,14 +98,16 @@ def robustness_curve(
     """Run every attack at every ε on the correctly classified samples of ``(x, y)``.
 
     ``model`` should be an eval-mode module with frozen parameters
-    (:func:`edgeproof.attacks.base.frozen_copy`). Batches of ``batch_size``; the random numbers
-    of each (attack, ε, batch) come from their own seeded generator.
+    (:func:`edgeproof.methods.attacks.base.frozen_copy`). Batches of ``batch_size``; the random
+    numbers of each (attack, ε, batch) come from their own seeded generator.
     """
     n = x.shape[0]
     with torch.no_grad():
-        pred = torch.cat(
-            [model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, n, batch_size)]
-        ) if n else torch.zeros(0, dtype=torch.long)
+        pred = (
+            torch.cat([model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, n, batch_size)])
+            if n
+            else torch.zeros(0, dtype=torch.long)
+        )
     correct = (pred == y).numpy()
     idx = np.flatnonzero(correct)
     eps_t = tuple(float(e) for e in eps)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeproof.attacks.base import (
+from edgeproof.methods.attacks.base import (
     Attack,
     AttackResult,
     Budget,

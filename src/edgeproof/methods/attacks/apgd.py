@@ -26,7 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeproof.attacks.base import (
+from edgeproof.errors import OptionError
+from edgeproof.methods.attacks.base import (
     Attack,
     AttackResult,
     Budget,
@@ -35,7 +36,6 @@ from edgeproof.attacks.base import (
     per_sample_view,
     with_restarts,
 )
-from edgeproof.errors import OptionError
 
 __all__ = ["APGD"]
 
@@ -61,7 +61,8 @@ class APGD(Attack):
             raise OptionError("apgd restarts", f"{restarts} restarts is too few", "use >= 1")
         if not (0.0 < rho < 1.0 and 0.0 < momentum <= 1.0):
             raise OptionError(
-                "apgd rho/momentum", f"rho={rho}, momentum={momentum} out of range",
+                "apgd rho/momentum",
+                f"rho={rho}, momentum={momentum} out of range",
                 "use 0 < rho < 1 and 0 < momentum <= 1 (defaults 0.75)",
             )
         self.steps = int(steps)

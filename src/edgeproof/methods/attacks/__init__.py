@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from edgeproof.attacks.apgd import APGD
-from edgeproof.attacks.base import (
+from edgeproof.errors import OptionError
+from edgeproof.methods.attacks.apgd import APGD
+from edgeproof.methods.attacks.base import (
     Attack,
     AttackResult,
     Budget,
@@ -19,11 +20,10 @@ from edgeproof.attacks.base import (
     check_logits,
     frozen_copy,
 )
-from edgeproof.attacks.curve import RobustnessCurve, robustness_curve
-from edgeproof.attacks.fgsm import FGSM
-from edgeproof.attacks.minimal_eps import MinimalEps, minimal_eps
-from edgeproof.attacks.pgd import PGD
-from edgeproof.errors import OptionError
+from edgeproof.methods.attacks.curve import RobustnessCurve, robustness_curve
+from edgeproof.methods.attacks.fgsm import FGSM
+from edgeproof.methods.attacks.minimal_eps import MinimalEps, minimal_eps
+from edgeproof.methods.attacks.pgd import PGD
 
 __all__ = [
     "APGD",

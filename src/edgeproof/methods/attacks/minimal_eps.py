@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeproof.attacks.base import Attack, Budget
-from edgeproof.attacks.curve import attack_generator
 from edgeproof.errors import OptionError
+from edgeproof.methods.attacks.base import Attack, Budget
+from edgeproof.methods.attacks.curve import attack_generator
 from edgeproof.spec import Norm
 
 __all__ = ["MinimalEps", "minimal_eps"]
@@ -74,9 +74,11 @@ def minimal_eps(
         raise OptionError("minimal-ε upper bound", f"{upper} must be positive")
     n = x.shape[0]
     with torch.no_grad():
-        pred = torch.cat(
-            [model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, n, batch_size)]
-        ) if n else torch.zeros(0, dtype=torch.long)
+        pred = (
+            torch.cat([model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, n, batch_size)])
+            if n
+            else torch.zeros(0, dtype=torch.long)
+        )
     correct = (pred == y).numpy()
     values = np.zeros(n, dtype=np.float64)
     censored = np.zeros(n, dtype=bool)

@@ -78,8 +78,10 @@ class Budget:
             if isinstance(self.eps, torch.Tensor)
             else torch.tensor([float(self.eps)], dtype=torch.float64)
         )
-        if values.numel() == 0 or not bool(torch.isfinite(values).all()) or bool(
-            (values <= 0).any()
+        if (
+            values.numel() == 0
+            or not bool(torch.isfinite(values).all())
+            or bool((values <= 0).any())
         ):
             raise OptionError("--eps", f"ε={self.eps} must be positive finite number(s)")
 

@@ -40,8 +40,8 @@ import torch
 from torch import nn
 
 from edgeproof.atomic import atomic_write_text
-from edgeproof.diagnostics.layers import layers_from_module
 from edgeproof.errors import OptionError
+from edgeproof.methods.layers import layers_from_module
 
 __all__ = [
     "PROTECT_FORMAT",

@@ -203,9 +203,16 @@ for _c in (
     Corruption("contrast", ("image",), _CONTRAST, "contrast factor", _contrast),
     Corruption("jitter", ("timeseries",), _JITTER, "σ / channel std", _jitter),
     Corruption("scaling", ("timeseries",), _SCALING, "σ of the gain", _scaling),
-    Corruption("baseline_wander", ("timeseries",), _WANDER, "amplitude / channel std",
-               _baseline_wander),
-    Corruption("channel_dropout", ("timeseries",), _DROPOUT, "fraction of channels",
-               _channel_dropout, min_channels=2),
+    Corruption(
+        "baseline_wander", ("timeseries",), _WANDER, "amplitude / channel std", _baseline_wander
+    ),
+    Corruption(
+        "channel_dropout",
+        ("timeseries",),
+        _DROPOUT,
+        "fraction of channels",
+        _channel_dropout,
+        min_channels=2,
+    ),
 ):
     register_corruption(_c)

@@ -62,9 +62,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from edgeproof.checks.base import torch_threads
-from edgeproof.diagnostics.layers import LayerInventory, SkippedTensor, WeightLayer
 from edgeproof.errors import OptionError
+from edgeproof.methods.layers import LayerInventory, SkippedTensor, WeightLayer
+from edgeproof.runtime.threads import torch_threads
 
 __all__ = [
     "LayerSpectrum",

@@ -1,0 +1,9 @@
+"""The algorithms, apart from how they are run or reported.
+
+One module per method family: :mod:`~edgeproof.methods.attacks` (FGSM, PGD, APGD-CE, …),
+:mod:`~edgeproof.methods.spectral` and :mod:`~edgeproof.methods.layers` (weight spectra),
+:mod:`~edgeproof.methods.dnl` (sign-bit flips), :mod:`~edgeproof.methods.fisher`,
+:mod:`~edgeproof.methods.corruptions`, :mod:`~edgeproof.methods.calibration`,
+:mod:`~edgeproof.methods.classification` and :mod:`~edgeproof.methods.stats`. Nothing here
+imports a check, the runner, the report or the CLI; checks are thin adapters over these.
+"""
