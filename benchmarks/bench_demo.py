@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from edgeproof.runner import audit
 from edgeproof.data.loading import load_data
 from edgeproof.demo import demo_model
 from edgeproof.report.files import write_report
+from edgeproof.runner import audit
 
 ROOT = Path(__file__).resolve().parents[1]
 

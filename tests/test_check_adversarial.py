@@ -12,7 +12,6 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from edgeproof.runner import audit
 from edgeproof.checks import get_check
 from edgeproof.checks.adversarial import AdversarialCheck, AttackData
 from edgeproof.checks.base import AuditContext
@@ -21,6 +20,7 @@ from edgeproof.errors import SpecError
 from edgeproof.methods.attacks.curve import RobustnessCurve
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import from_module
+from edgeproof.runner import audit
 from edgeproof.spec import InputSpec, ThreatModel
 
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from edgeproof.runner import audit, resolve_threat
 from edgeproof.checks.base import AuditContext, FunctionCheck
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.results import CheckResult, Metric
+from edgeproof.runner import audit, resolve_threat
 
 
 def _model(in_features: int = 4, classes: int = 3) -> LoadedModel:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from edgeproof._version import __version__
 
 if TYPE_CHECKING:
-    from edgeproof.runner import audit
     from edgeproof.checks import available_checks, get_check, register_check
     from edgeproof.checks.base import AuditContext, Check, FunctionCheck
     from edgeproof.data.dataset import Dataset
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from edgeproof.policy import Policy, load_policy
     from edgeproof.report.report import Report
     from edgeproof.results import CheckResult, Figure, Finding, Interval, Metric, Table
+    from edgeproof.runner import audit
     from edgeproof.spec import InputSpec, ThreatModel
 
 __all__ = [

@@ -79,9 +79,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 def _load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """Model, data and threat model from the audit options."""
-    from edgeproof.runner import resolve_threat
     from edgeproof.data.loading import load_data
     from edgeproof.models.loading import load_model
+    from edgeproof.runner import resolve_threat
     from edgeproof.spec import parse_eps_list
 
     model = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
@@ -112,9 +112,9 @@ def _load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from edgeproof.runner import audit
     from edgeproof.report.files import write_report
     from edgeproof.report.terminal import print_summary
+    from edgeproof.runner import audit
 
     policy = None
     if args.policy:

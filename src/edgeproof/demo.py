@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeproof._version import __version__
-from edgeproof.runner import audit
 from edgeproof.data.loading import load_data
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import load_model
 from edgeproof.models.train import train_and_save
 from edgeproof.report.files import ReportFiles, write_report
 from edgeproof.report.report import Report
+from edgeproof.runner import audit
 from edgeproof.runtime.threads import torch_threads
 
 __all__ = ["DEMO_ARCH", "DemoResult", "demo_model", "run_demo"]
