@@ -127,6 +127,8 @@ class Check(ABC):
     needs_forward: bool = True
     needs_gradients: bool = False
     needs_architecture: bool = False
+    #: the one to three metric names a reader acts on, shown first in the report
+    headline: tuple[str, ...] = ()
 
     def __init__(self, **settings: Any) -> None:
         self.settings: dict[str, Any] = dict(settings)
