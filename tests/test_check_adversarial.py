@@ -138,7 +138,7 @@ def test_adversarial_check_rejects_data_outside_the_declared_domain(
     with pytest.raises(
         SpecError,
         match=r"inputs span \[0, 2\] but the declared input domain is "
-        r"\[0, 1\].*--domain 0,2",
+        r"\[0, 1\].*domain 0,2",
     ):
         AdversarialCheck().run(_ctx(digits_model, wide))
 

@@ -84,7 +84,7 @@ def test_activation_qparams_match_onnxruntime_uint8_formula() -> None:
 
 
 def test_unknown_calibration_method_names_the_option() -> None:
-    with pytest.raises(OptionError, match="--calibration: unknown method 'kl'"):
+    with pytest.raises(OptionError, match="calibration: unknown method 'kl'"):
         RangeObserver("kl")
 
 

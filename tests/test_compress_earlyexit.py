@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 
@@ -11,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgeproof.compress.commands import add_commands, compress
+from edgeproof.cli import build_parser
+from edgeproof.compress.api import compress
 from edgeproof.compress.earlyexit import (
     EarlyExitConfig,
     EarlyExitModel,
@@ -227,7 +227,7 @@ def test_exit_rule_rejects_a_wrong_threshold_count_and_an_unknown_criterion(
         OptionError, match=r"1 thresholds for 2 exits.*one threshold per early exit"
     ):
         cascade_predict(digits_exits, ExitRule("max_softmax", (0.9,)), digits_test.x[:4])
-    with pytest.raises(OptionError, match="--exit-criterion: unknown criterion 'margin'"):
+    with pytest.raises(OptionError, match="criterion: unknown criterion 'margin'"):
         ExitRule("margin", (0.9, 0.9))  # type: ignore[arg-type]
 
 
@@ -266,8 +266,7 @@ def test_compress_adds_an_early_exit_row_with_wilson_ci_and_expected_macs(
 
 
 def test_cli_maps_early_exit_options() -> None:
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(
         [
             "compress",

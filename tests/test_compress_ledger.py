@@ -97,7 +97,7 @@ def test_a_failing_check_is_a_note_and_the_others_still_run(
         checks=("bitflip", "calibration"),
         settings={"bitflip": {"max_k": 0}, "calibration": {"resamples": 20}},
     )
-    assert any(n.startswith("bitflip failed: OptionError: --max-k") for n in notes)
+    assert any(n.startswith("bitflip failed: OptionError: bitflip.max_k") for n in notes)
     assert any(m.name == "calibration.ece" for m in metrics)
 
 

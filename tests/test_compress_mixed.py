@@ -128,7 +128,7 @@ def test_a_size_budget_nobody_can_meet_says_so_and_keeps_the_smallest_plan(
     )
     assert not a.met_size and not a.met_budget
     assert dict(a.bits) == sizes.smallest_plan
-    assert "--max-size 1000 B cannot be met: the smallest plan (4 bits wherever that saves " in (
+    assert "max_size 1000 B cannot be met: the smallest plan (4 bits wherever that saves " in (
         a.message
     )
     assert a.size_bytes == pytest.approx(sizes.smallest, abs=8)
@@ -199,7 +199,7 @@ def test_an_accuracy_budget_nobody_can_meet_says_so_and_keeps_the_best_found(
     )
     assert a.met_size and not a.met_accuracy
     assert a.fp32_accuracy == 1.0 and a.accuracy < 1.0
-    assert "--max-drop 0.0000 not met: best found drops" in a.message
+    assert "max_drop 0.0000 not met: best found drops" in a.message
     assert a.quantized.onnx_model is not None
 
 
@@ -228,13 +228,13 @@ def test_allocation_is_deterministic_under_seed(
 def test_bad_budgets_and_bits_name_the_option(
     lenet: torch.nn.Module, digits_train: Dataset
 ) -> None:
-    with pytest.raises(OptionError, match=r"--max-drop: 1.5 is not in \[0, 1\]"):
+    with pytest.raises(OptionError, match=r"max_drop: 1.5 is not in \[0, 1\]"):
         allocate(lenet, SHAPE, digits_train.x[:8], max_drop=1.5)
-    with pytest.raises(OptionError, match=r"--max-size: 0 bytes is not positive"):
+    with pytest.raises(OptionError, match=r"max_size: 0 bytes is not positive"):
         allocate(lenet, SHAPE, digits_train.x[:8], max_size=0)
-    with pytest.raises(OptionError, match=r"--bits: 3-bit sensitivity is not supported"):
+    with pytest.raises(OptionError, match=r"bits: 3-bit sensitivity is not supported"):
         layer_sensitivity(lenet, digits_train.x[:8], bits=(3,))
-    with pytest.raises(SpecError, match=r"--data: calibration data has sample shape \(1, 16\)"):
+    with pytest.raises(SpecError, match=r"x_calib: calibration data has sample shape \(1, 16\)"):
         allocate(lenet, SHAPE, np.zeros((4, 1, 16), np.float32))
 
 

@@ -97,7 +97,7 @@ def test_lstm_is_listed_as_left_in_float_for_static_int8_and_quantized_weight_on
 
 def test_calibration_data_of_the_wrong_shape_names_the_option(digits_model: LoadedModel) -> None:
     assert digits_model.module is not None
-    with pytest.raises(SpecError, match=r"--data: calibration data has sample shape \(1, 16\)"):
+    with pytest.raises(SpecError, match=r"x_calib: calibration data has sample shape \(1, 16\)"):
         quantize(digits_model.module, (1, 8, 8), np.zeros((4, 1, 16), np.float32), QuantConfig())
 
 

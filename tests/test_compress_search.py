@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from pathlib import Path
@@ -10,13 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeproof.compress.commands import (
-    add_commands,
-    compress,
-    parse_drop,
-    parse_size,
-    write_artefacts,
-)
+from edgeproof.cli import build_parser
+from edgeproof.cli.compress import parse_drop, parse_size
+from edgeproof.compress.api import compress, write_artefacts
 from edgeproof.compress.ledger import Candidate, Ledger
 from edgeproof.compress.search import Budget, default_recipes
 from edgeproof.data.dataset import Dataset
@@ -77,9 +72,9 @@ def test_parse_drop_reads_percentages_and_fractions(text: str, value: float) -> 
 def test_parse_size_reads_units_and_rejects_garbage() -> None:
     assert parse_size("200KB") == 200_000
     assert parse_size("1.5MiB") == 1_572_864
-    with pytest.raises(OptionError, match="--max-size: '12 parsecs' is not a size"):
+    with pytest.raises(OptionError, match="max_size: '12 parsecs' is not a size"):
         parse_size("12 parsecs")
-    with pytest.raises(OptionError, match="--max-drop: '150%' is outside"):
+    with pytest.raises(OptionError, match="max_drop: '150%' is outside"):
         parse_drop("150%")
 
 
@@ -141,13 +136,12 @@ def test_compress_rejects_data_of_the_wrong_shape(digits_model: LoadedModel) -> 
         name="bad.npz",
         format="npz",
     )
-    with pytest.raises(SpecError, match=r"--data: bad.npz has sample shape \(1, 4, 4\)"):
+    with pytest.raises(SpecError, match=r"data: bad.npz has sample shape \(1, 4, 4\)"):
         compress(digits_model.module, digits_model.spec, bad)
 
 
 def test_cli_parser_maps_options_and_has_an_example() -> None:
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(
         [
             "compress",
@@ -171,8 +165,7 @@ def test_cli_parser_maps_options_and_has_an_example() -> None:
 def test_cli_compress_writes_the_model_under_a_tight_budget(
     digits_model_path: Path, tmp_path: Path
 ) -> None:
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(
         [
             "compress",

@@ -12,6 +12,11 @@ Two branches, kept apart on purpose:
 Third-party exceptions (safetensors, numpy, onnxruntime, torch) are converted at the boundary
 where edgeproof calls them, so callers only ever catch ``EdgeproofError`` subclasses.
 
+Messages name **library parameters**, marked with :func:`param` (``param("eps")``): ``str(exc)``
+shows the parameter's name (``eps``), and the CLI renders the same message with its own flag
+(``--eps``) through one table (:meth:`EdgeproofError.render`), so a library message never names
+a flag and a CLI message never names a Python argument.
+
 ::
 
     EdgeproofError
@@ -32,6 +37,8 @@ where edgeproof calls them, so callers only ever catch ``EdgeproofError`` subcla
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -49,13 +56,44 @@ __all__ = [
     "SpecError",
     "UnsafePickleError",
     "UserError",
+    "param",
+    "render_text",
 ]
+
+_MARK = re.compile(r"\u27e8([^\u27e9]+)\u27e9")
+
+
+def param(name: str) -> str:
+    """Mark the library parameter ``name`` inside an error message.
+
+    ``str(error)`` shows the bare name; the CLI shows the flag that sets it
+    (:meth:`EdgeproofError.render`).
+    """
+    return f"\u27e8{name}\u27e9"
+
+
+def render_text(text: str, name_of: Callable[[str], str] | None = None) -> str:
+    """``text`` with each :func:`param` marker replaced by ``name_of(parameter)`` (default: the
+    parameter's own name). Skip reasons and other messages that name parameters go through it."""
+    return _MARK.sub(lambda m: (name_of or str)(m.group(1)), text)
 
 
 class EdgeproofError(Exception):
     """Base of every error edgeproof raises on purpose."""
 
     exit_code: int = 3
+
+    def render(self, name_of: Callable[[str], str] | None = None) -> str:
+        """The message with each :func:`param` marker replaced by ``name_of(parameter)``
+        (default: the parameter's own name)."""
+        return render_text(super().__str__(), name_of)
+
+    def parameters(self) -> list[str]:
+        """The library parameters the message names."""
+        return _MARK.findall(super().__str__())
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class UserError(EdgeproofError):
@@ -97,11 +135,15 @@ class ArchitectureMismatchError(UserError):
 
 
 class OptionError(UserError):
-    """An option or argument has an invalid value: ``--<option>: <problem>. <fix>``."""
+    """A parameter has an invalid value: ``<parameter>: <problem>. <fix>``.
+
+    ``option`` is the library parameter (``eps``, ``max_drop``, ``adversarial.max_samples``);
+    the CLI shows the flag that sets it.
+    """
 
     def __init__(self, option: str, problem: str, fix: str = "") -> None:
         self.option = option
-        text = f"{option}: {problem}"
+        text = f"{param(option)}: {problem}"
         if fix:
             text += f". {fix}"
         super().__init__(text)

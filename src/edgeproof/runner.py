@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,10 +22,11 @@ import numpy as np
 from edgeproof.checks import available_checks, get_check
 from edgeproof.checks.base import AuditContext, Check, seed_everything
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import SpecError, UserError
+from edgeproof.errors import SpecError, UserError, param, render_text
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.report.report import Report
 from edgeproof.results import CheckResult
+from edgeproof.runtime.threads import resolve_threads, torch_threads
 from edgeproof.spec import InputKind, InputSpec, Norm, ThreatModel
 
 __all__ = ["PlannedCheck", "audit", "plan_checks", "resolve_threat"]
@@ -70,7 +71,7 @@ def resolve_threat(
     if shape is None and model.can_forward:
         raise SpecError(
             f"{model.name}: the input shape is unknown (no metadata and no data); "
-            "pass --shape, e.g. --shape 3,32,32"
+            f"pass {param('shape')}, e.g. {param('shape')} 3,32,32"
         )
     if shape is None:
         shape = ()  # weights only, no data: only data-free checks run; none needs an input
@@ -98,7 +99,7 @@ def resolve_threat(
         if data.sample_shape != tuple(shape):
             raise SpecError(
                 f"{data.name}: samples have shape {list(data.sample_shape)} but the model expects "
-                f"{list(shape)}; reshape the data or pass --shape"
+                f"{list(shape)}; reshape the data or pass {param('shape')}"
             )
         if num_classes is not None and data.num_classes > num_classes:
             raise SpecError(
@@ -138,7 +139,7 @@ def _probe(model: LoadedModel, threat: ThreatModel, data: Dataset | None) -> Non
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError(
             f"{model.name}: an input of shape {list(spec.shape)} does not fit the model "
-            f"({first[:200]}); pass --shape or data of the right shape"
+            f"({first[:200]}); pass {param('shape')} or data of the right shape"
         ) from None
     if out.ndim != 2 or out.shape[0] != 1:
         raise SpecError(
@@ -202,13 +203,19 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
         yield bar
 
 
-def _run_one(check: Check, ctx: AuditContext) -> CheckResult:
+def _run_one(
+    check: Check,
+    ctx: AuditContext,
+    threads: int | None = None,
+    name_of: Callable[[str], str] | None = None,
+) -> CheckResult:
     t0 = time.perf_counter()
     seed_everything(ctx.seed)
     try:
-        result = check.run(ctx)
+        with torch_threads(resolve_threads(threads, parallel=check.parallel)):
+            result = check.run(ctx)
     except UserError as exc:
-        result = check.new_result(status="error", error=str(exc))
+        result = check.new_result(status="error", error=exc.render(name_of))
     except Exception as exc:  # a crashing check is recorded; the others still run
         result = check.new_result(
             status="error",
@@ -228,10 +235,19 @@ def audit(
     seed: int = 0,
     out_dir: str | Path | None = None,
     batch_size: int = 256,
+    threads: int | None = None,
     progress: bool = False,
     baseline: Report | None = None,
+    name_of: Callable[[str], str] | None = None,
 ) -> Report:
     """Audit ``model`` on ``data`` with ``checks`` (names or Check objects; default: all).
+
+    ``name_of``: how the report's messages (skip reasons, a check's refusal of its input) name
+    a library parameter (default: by its name; the CLI names its flags instead).
+
+    ``threads``: the CPU threads every check may use; by default each check runs on one thread
+    unless it gains from more (:attr:`Check.parallel`, :func:`~edgeproof.runtime.threads.
+    resolve_threads`).
 
     ``baseline``: the report of an earlier (sealed, known-good) audit of the same model family;
     per-class accuracy shifts beyond their confidence intervals while overall accuracy holds are
@@ -262,12 +278,13 @@ def audit(
     with _progress_bar(progress) as bar:
         for p in planned:
             if p.skip_reason is not None:
-                results.append(p.check.new_result(status="skipped", skip_reason=p.skip_reason))
+                reason = render_text(p.skip_reason, name_of)
+                results.append(p.check.new_result(status="skipped", skip_reason=reason))
                 continue
             if bar is not None:
                 task = bar.add_task(p.check.name, total=None)
                 ctx.progress = _RichProgress(bar, task)
-            res = _run_one(p.check, ctx)
+            res = _run_one(p.check, ctx, threads, name_of)
             if bar is not None:
                 status = {"ok": "[green]ok", "error": "[red]error"}.get(res.status, res.status)
                 bar.update(task, description=f"{p.check.name} {status}", total=1, completed=1)

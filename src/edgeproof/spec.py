@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from edgeproof.errors import OptionError, SpecError
+from edgeproof.errors import OptionError, SpecError, param
 
 __all__ = ["InputKind", "InputSpec", "Norm", "ThreatModel", "parse_eps_list"]
 
@@ -56,7 +56,8 @@ class InputSpec:
         lo, hi = self.domain
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
             raise SpecError(
-                f"input domain {self.domain!r} is invalid: need finite lo < hi (e.g. --domain 0,1)"
+                f"input domain {self.domain!r} is invalid: need finite lo < hi "
+                f"(e.g. {param('domain')} 0,1)"
             )
         if self.kind not in _KINDS:
             raise SpecError(f"input kind {self.kind!r} is unknown: use one of {', '.join(_KINDS)}")
@@ -131,13 +132,13 @@ class ThreatModel:
     def __post_init__(self) -> None:
         if self.norm not in _NORMS:
             raise OptionError(
-                "--norm", f"unknown norm {self.norm!r}", f"use one of {', '.join(_NORMS)}"
+                "norm", f"unknown norm {self.norm!r}", f"use one of {', '.join(_NORMS)}"
             )
         if not self.eps:
-            raise OptionError("--eps", "no budget given", "pass e.g. --eps 0.01,0.03")
+            raise OptionError("eps", "no budget given", f"pass e.g. {param('eps')} 0.01,0.03")
         for e in self.eps:
             if not math.isfinite(e) or e <= 0:
-                raise OptionError("--eps", f"ε={e} must be a positive finite number")
+                raise OptionError("eps", f"ε={e} must be a positive finite number")
         # The largest perturbation that can change anything inside the box [lo, hi]^d.
         limit = self.input.range
         if self.norm == "l2":
@@ -145,7 +146,7 @@ class ThreatModel:
         for e in self.eps:
             if e > limit:
                 raise OptionError(
-                    "--eps",
+                    "eps",
                     f"ε={e} exceeds the {self.norm} diameter {limit:g} of the input domain "
                     f"{list(self.input.domain)}",
                     "give ε in the units of the domain (e.g. 8/255 for images in [0,1])",
@@ -157,7 +158,7 @@ class ThreatModel:
         return {"input": self.input.to_json(), "norm": self.norm, "eps": list(self.eps)}
 
 
-def parse_eps_list(text: str | Sequence[float], option: str = "--eps") -> tuple[float, ...]:
+def parse_eps_list(text: str | Sequence[float], option: str = "eps") -> tuple[float, ...]:
     """Parse ``"0.01,2/255,0.1"`` into floats; fractions like ``2/255`` are allowed."""
     if not isinstance(text, str):
         return tuple(float(v) for v in text)

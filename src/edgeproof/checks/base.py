@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from edgeproof.data.dataset import Dataset
+from edgeproof.errors import param
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.results import CheckResult
 from edgeproof.spec import ThreatModel
@@ -129,6 +130,9 @@ class Check(ABC):
     needs_architecture: bool = False
     #: the one to three metric names a reader acts on, shown first in the report
     headline: tuple[str, ...] = ()
+    #: the check's work was measured to run faster on more threads: with no ``threads`` given,
+    #: the runner lets it use every core (others run on one thread)
+    parallel: bool = False
 
     def __init__(self, **settings: Any) -> None:
         self.settings: dict[str, Any] = dict(settings)
@@ -140,9 +144,9 @@ class Check(ABC):
         """
         m = ctx.model
         if self.needs_data and ctx.data is None:
-            return "needs labelled data (pass --data)"
+            return f"needs labelled data (pass {param('data')})"
         if self.needs_forward and not m.can_forward:
-            return "needs a runnable model, but only weights were given (pass --arch)"
+            return f"needs a runnable model, but only weights were given (pass {param('arch')})"
         if self.needs_gradients and not m.has_gradients:
             return f"needs gradients, which a {m.format} model does not provide"
         if self.needs_architecture and not m.has_architecture:

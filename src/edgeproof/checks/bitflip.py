@@ -69,12 +69,12 @@ class BitflipCheck(Check):
         protect_budget: float = 1e-4,
     ) -> None:
         for b in budgets:
-            validate_budget(b, "--budgets")
+            validate_budget(b, "bitflip.budgets")
         validate_budget(protect_budget)
         if max_k < 1:
-            raise OptionError("--max-k", f"{max_k} flips", "use 1 or more")
+            raise OptionError("bitflip.max_k", f"{max_k} flips", "use 1 or more")
         if num_layers < 1:
-            raise OptionError("--num-layers", f"{num_layers} layers", "use 1 or more")
+            raise OptionError("bitflip.num_layers", f"{num_layers} layers", "use 1 or more")
         super().__init__(
             num_layers=num_layers,
             max_k=max_k,

@@ -197,7 +197,7 @@ class CalibrationCheck(Check):
             )
         if logits.shape[1] <= int(y.max()):
             raise OptionError(
-                "--data",
+                "data",
                 f"labels go up to {int(y.max())} but the model has {logits.shape[1]} outputs",
                 "use data whose labels match the model's classes",
             )

@@ -58,6 +58,7 @@ class SpectralCheck(Check):
         "WeightWatcher 0.7.7 method), Marchenko–Pastur bulk, over/under-training flags."
     )
     needs_forward = False
+    parallel = True  # the eigen-solves run on a thread pool (docs/benchmarks/spectral.md)
 
     def __init__(
         self, mode: SpectralMode = "default", esd_layer: str | None = None, **settings: Any
@@ -193,7 +194,7 @@ class SpectralCheck(Check):
             if s.name == self.esd_layer or s.tensor == self.esd_layer:
                 return s
         raise OptionError(
-            "--esd-layer",
+            "spectral.esd_layer",
             f"no analysed layer named {self.esd_layer!r}",
             f"choose one of {', '.join(s.name for s in analysis.layers[:10])}",
         )

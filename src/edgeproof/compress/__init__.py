@@ -3,11 +3,11 @@
 ``compress(module, spec, data, budget=Budget(max_drop=0.01))`` searches candidates and selects one;
 ``quantize(module, shape, x_calib, QuantConfig("int8", "mse"))`` is one int8/int4 quantization
 (PyTorch simulation + ONNX Runtime QDQ graph + parity). The CLI is ``edgeproof compress``
-(:func:`edgeproof.compress.commands.add_commands`).
+(:mod:`edgeproof.cli.compress`).
 """
 
+from edgeproof.compress.api import CompressionResult, compress, write_artefacts
 from edgeproof.compress.calibrate import CALIBRATION_METHODS, RangeObserver
-from edgeproof.compress.commands import CompressionResult, add_commands, compress, write_artefacts
 from edgeproof.compress.earlyexit import (
     EarlyExitConfig,
     ExitRule,
@@ -42,7 +42,6 @@ __all__ = [
     "RangeObserver",
     "Selection",
     "SensitivityReport",
-    "add_commands",
     "allocate",
     "attach_exits",
     "build_early_exit",

@@ -84,12 +84,12 @@ class RangeObserver:
     def __init__(self, method: str = "minmax", *, percentile: float = 99.99, seed: int = 0) -> None:
         if method not in CALIBRATION_METHODS:
             raise OptionError(
-                "--calibration",
+                "calibration",
                 f"unknown method {method!r}",
                 f"use one of {', '.join(CALIBRATION_METHODS)}",
             )
         if not 50.0 < percentile <= 100.0:
-            raise OptionError("--percentile", f"{percentile} is not in (50, 100]", "use e.g. 99.99")
+            raise OptionError("percentile", f"{percentile} is not in (50, 100]", "use e.g. 99.99")
         self.method = method
         self.percentile = percentile
         self._rng = np.random.default_rng(seed)
@@ -144,7 +144,7 @@ def estimate_range(
         lo, hi = max(mn, -t), min(mx, t)
     else:
         raise OptionError(
-            "--calibration",
+            "calibration",
             f"unknown method {method!r}",
             f"use one of {', '.join(CALIBRATION_METHODS)}",
         )

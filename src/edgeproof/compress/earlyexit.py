@@ -225,7 +225,7 @@ def split_backbone(module: nn.Module) -> list[Stage]:
         if splitter is not None:
             return splitter(module)
     raise OptionError(
-        "--early-exit",
+        "early_exit",
         f"no split points are known for {type(module).__name__}",
         "early exits support the zoo backbones (zoo:resnet8/20/18, lenet5, mlp, cnn1d, cnn-lstm); "
         "register others with edgeproof.compress.earlyexit.register_splitter",
@@ -373,9 +373,9 @@ def train_exit_heads(
     (N(0, 0.01²) weights, zero bias) and shuffled from ``torch.Generator().manual_seed(seed + i)``.
     """
     if epochs < 1:
-        raise OptionError("--exit-epochs", f"{epochs} is not >= 1", "use e.g. 50")
+        raise OptionError("epochs", f"{epochs} is not >= 1", "use e.g. 50")
     if not lr > 0:
-        raise OptionError("--exit-lr", f"{lr} is not positive", "use e.g. 0.01")
+        raise OptionError("lr", f"{lr} is not positive", "use e.g. 0.01")
     if len(data) == 0:
         raise SpecError(f"{data.name}: no records to train the exit heads on")
     if tuple(data.sample_shape) != model.input_shape:
@@ -445,9 +445,7 @@ def exit_scores(logits: np.ndarray, criterion: Criterion) -> np.ndarray:
         return np.asarray(p.max(axis=1))
     if criterion == "entropy":
         return np.asarray((p * np.log(np.clip(p, 1e-300, None))).sum(axis=1))
-    raise OptionError(
-        "--exit-criterion", f"unknown criterion {criterion!r}", "use max-softmax or entropy"
-    )
+    raise OptionError("criterion", f"unknown criterion {criterion!r}", "use max-softmax or entropy")
 
 
 @dataclass(frozen=True)
@@ -465,7 +463,7 @@ class ExitRule:
     def __post_init__(self) -> None:
         if self.criterion not in _CRITERIA:
             raise OptionError(
-                "--exit-criterion",
+                "criterion",
                 f"unknown criterion {self.criterion!r}",
                 "use max-softmax or entropy",
             )
@@ -621,10 +619,10 @@ def calibrate_thresholds(
     guaranteed ≥ full accuracy − ``max_drop`` (the all-off rule is always feasible).
     """
     if not 0.0 <= max_drop <= 1.0:
-        raise OptionError("--max-drop", f"{max_drop} is not in [0, 1]", "use e.g. 1%")
+        raise OptionError("max_drop", f"{max_drop} is not in [0, 1]", "use e.g. 1%")
     if criterion not in _CRITERIA:
         raise OptionError(
-            "--exit-criterion", f"unknown criterion {criterion!r}", "use max-softmax or entropy"
+            "criterion", f"unknown criterion {criterion!r}", "use max-softmax or entropy"
         )
     if len(data) == 0:
         raise SpecError(f"{data.name}: no records to calibrate the exit thresholds on")
@@ -1023,7 +1021,7 @@ class EarlyExitConfig:
     def __post_init__(self) -> None:
         if self.criterion not in _CRITERIA:
             raise OptionError(
-                "--exit-criterion",
+                "criterion",
                 f"unknown criterion {self.criterion!r}",
                 "use max-softmax or entropy",
             )
@@ -1100,7 +1098,7 @@ def early_exit_candidate(
     k = round(n * cfg.fit_fraction)
     if k < 1 or n - k < 1:
         raise OptionError(
-            "--data",
+            "data",
             f"{calib.name}: {n} calibration records cannot be split to train exit heads "
             "and calibrate thresholds",
             "give at least 2 calibration records",

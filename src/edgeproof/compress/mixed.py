@@ -53,7 +53,7 @@ from torch import nn
 from edgeproof.compress.onnx_export import weight_qdq_bytes
 from edgeproof.compress.quantize import QuantConfig, QuantizedModel, fold_batchnorm, quantize
 from edgeproof.compress.weights import fake_quantize_weight
-from edgeproof.errors import DataError, InternalError, OptionError, SpecError
+from edgeproof.errors import DataError, InternalError, OptionError, SpecError, param
 from edgeproof.results import Table
 from edgeproof.runtime.ort import make_session, run_session
 
@@ -358,17 +358,18 @@ def _prepare(
         x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape)
     ):
         raise SpecError(
-            f"--data: calibration data has sample shape {tuple(x.shape[1:])} but the model expects "
-            f"{tuple(input_shape)}; pass calibration records shaped like the model input"
+            f"{param('x_calib')}: calibration data has sample shape {tuple(x.shape[1:])} but the "
+            f"model expects {tuple(input_shape)}; pass calibration records shaped like the "
+            "model input"
         )
     if x.shape[0] == 0:
-        raise SpecError("--data: calibration data is empty; pass at least one record")
+        raise SpecError(f"{param('x_calib')}: calibration data is empty; pass at least one record")
     if y is not None:
         y = np.asarray(y)
         if y.shape != (x.shape[0],):
             raise DataError(
-                f"--data: {y.shape[0] if y.ndim else 0} labels for {x.shape[0]} records; pass "
-                "one integer label per calibration record"
+                f"{param('x_calib')}: {y.shape[0] if y.ndim else 0} labels for {x.shape[0]} "
+                "records; pass one integer label per calibration record"
             )
     if samples < 1:
         raise OptionError("samples", f"{samples} is not positive", "use e.g. 256")
@@ -381,7 +382,7 @@ def _prepare(
 
 def _check_group(group_size: int) -> None:
     if group_size < 1:
-        raise OptionError("--group-size", f"must be >= 1, got {group_size}", "use e.g. 32")
+        raise OptionError("group_size", f"must be >= 1, got {group_size}", "use e.g. 32")
 
 
 def _sensitivity(
@@ -434,7 +435,7 @@ def layer_sensitivity(
     """
     for b in bits:
         if b not in _BITS:
-            raise OptionError("--bits", f"{b}-bit sensitivity is not supported", "use 4 or 8")
+            raise OptionError("bits", f"{b}-bit sensitivity is not supported", "use 4 or 8")
     _check_group(group_size)
     x, y = _prepare(x, y, None, samples, seed)
     return _sensitivity(_Simulator(module, group_size), x, y, bits)[0]
@@ -745,9 +746,9 @@ def allocate(
         SpecError: calibration records not shaped like ``input_shape``.
     """
     if max_size is not None and max_size <= 0:
-        raise OptionError("--max-size", f"{max_size} bytes is not positive", "use e.g. 200KB")
+        raise OptionError("max_size", f"{max_size} bytes is not positive", "use e.g. 200KB")
     if max_drop is not None and not 0.0 <= max_drop <= 1.0:
-        raise OptionError("--max-drop", f"{max_drop} is not in [0, 1]", "use e.g. 1%")
+        raise OptionError("max_drop", f"{max_drop} is not in [0, 1]", "use e.g. 1%")
     _check_group(group_size)
     x, y = _prepare(x, y, input_shape, samples, seed)
     module = copy.deepcopy(module).eval()
@@ -808,26 +809,27 @@ def allocate(
     parts = []
     if max_size is not None:
         if met_size:
-            parts.append(f"size {size} B within --max-size {max_size} B")
+            parts.append(f"size {size} B within max_size {max_size} B")
         elif sizes.smallest > max_size:
             parts.append(
-                f"--max-size {max_size} B cannot be met: the smallest plan (4 bits wherever that "
-                f"saves bytes) is {size} B; kept it; raise --max-size or prune/factor first"
+                f"max_size {max_size} B cannot be met: the smallest plan (4 bits "
+                f"wherever that saves bytes) is {size} B; kept it; raise max_size or "
+                "prune/factor first"
             )
         else:
             parts.append(
-                f"size {size} B exceeds --max-size {max_size} B (estimate {sizes.estimate(plan)} "
-                "B); lower the budget by the difference"
+                f"size {size} B exceeds max_size {max_size} B "
+                f"(estimate {sizes.estimate(plan)} B); lower the budget by the difference"
             )
     if max_drop is not None:
         drop = acc_fp - acc
         if met_acc:
-            parts.append(f"accuracy drop {drop:.4f} within --max-drop {max_drop:.4f}")
+            parts.append(f"accuracy drop {drop:.4f} within max_drop {max_drop:.4f}")
         else:
             parts.append(
-                f"--max-drop {max_drop:.4f} not met: best found drops {drop:.4f} "
-                f"({acc:.4f} vs fp32 {acc_fp:.4f}) at {size} B; kept it — raise --max-size or "
-                "--max-drop"
+                f"max_drop {max_drop:.4f} not met: best found drops {drop:.4f} "
+                f"({acc:.4f} vs fp32 {acc_fp:.4f}) at {size} B; kept it — raise "
+                "max_size or max_drop"
             )
     if not parts:
         parts.append("no budget given: σ-clustering plan")

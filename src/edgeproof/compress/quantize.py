@@ -54,7 +54,7 @@ from edgeproof.compress.onnx_export import (
     with_outputs,
 )
 from edgeproof.compress.weights import fake_quantize_weight
-from edgeproof.errors import OptionError, SpecError
+from edgeproof.errors import OptionError, SpecError, param
 from edgeproof.runtime.cpu import has_vnni
 from edgeproof.runtime.ort import make_session, run_session
 
@@ -115,16 +115,16 @@ class QuantConfig:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise OptionError(
-                "--scheme", f"unknown scheme {self.scheme!r}", f"use one of {', '.join(SCHEMES)}"
+                "scheme", f"unknown scheme {self.scheme!r}", f"use one of {', '.join(SCHEMES)}"
             )
         if self.calibration not in QUANT_CALIBRATIONS:
             raise OptionError(
-                "--calibration",
+                "calibration",
                 f"unknown method {self.calibration!r}",
                 f"use one of {', '.join(QUANT_CALIBRATIONS)}",
             )
         if self.group_size < 1:
-            raise OptionError("--group-size", f"must be >= 1, got {self.group_size}")
+            raise OptionError("group_size", f"must be >= 1, got {self.group_size}")
         for name, b in self.bits_per_layer.items():
             if b not in (4, 8):
                 raise OptionError("bits_per_layer", f"layer {name!r}: {b} bits", "use 4 or 8")
@@ -506,11 +506,12 @@ def _check_calibration(x: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
         raise SpecError(
-            f"--data: calibration data has sample shape {tuple(x.shape[1:])} but the model expects "
-            f"{tuple(input_shape)}; pass calibration records shaped like the model input"
+            f"{param('x_calib')}: calibration data has sample shape {tuple(x.shape[1:])} but the "
+            f"model expects {tuple(input_shape)}; pass calibration records shaped like the "
+            "model input"
         )
     if x.shape[0] == 0:
-        raise SpecError("--data: calibration data is empty; pass at least one record")
+        raise SpecError(f"{param('x_calib')}: calibration data is empty; pass at least one record")
     return x
 
 
@@ -526,7 +527,7 @@ def quantize(
     """Quantize ``module`` by ``config``: PyTorch simulation, ONNX QDQ graph, parity on ``x_eval``.
 
     Raises:
-        SpecError: if ``x_calib`` does not have the model's sample shape (message names --data).
+        SpecError: if ``x_calib`` does not have the model's sample shape.
     """
     x_calib = _check_calibration(x_calib, input_shape)[: config.calibration_samples]
     choice = None
@@ -551,9 +552,9 @@ def quantize(
     lstm_name = _lstm_module_name(folded)
     for k, node in enumerate(recurrent):
         # The exporter names W/R "onnx::LSTM_<n>"; use the PyTorch parameter names instead.
-        for slot, param in ((1, f"weight_ih_l{k}"), (2, f"weight_hh_l{k}")):
+        for slot, tensor in ((1, f"weight_ih_l{k}"), (2, f"weight_hh_l{k}")):
             if len(node.input) > slot:
-                _rename_initializer(fp32, node.input[slot], f"{lstm_name}.{param}")
+                _rename_initializer(fp32, node.input[slot], f"{lstm_name}.{tensor}")
         if config.scheme == "mixed":
             lstm_bits = config.bits_per_layer.get(lstm_name, 8)
         if lstm_bits is None:

@@ -61,14 +61,14 @@ class Budget:
 
     def __post_init__(self) -> None:
         if self.max_drop is not None and not 0.0 <= self.max_drop <= 1.0:
-            raise OptionError("--max-drop", f"{self.max_drop} is not in [0, 1]", "use e.g. 1%")
+            raise OptionError("max_drop", f"{self.max_drop} is not in [0, 1]", "use e.g. 1%")
         if self.max_size is not None and self.max_size <= 0:
             raise OptionError(
-                "--max-size", f"{self.max_size} bytes is not positive", "use e.g. 200KB"
+                "max_size", f"{self.max_size} bytes is not positive", "use e.g. 200KB"
             )
         if not self.time_budget_s > 0:
             raise OptionError(
-                "--time-budget", f"{self.time_budget_s} s is not positive", "use e.g. 120"
+                "time_budget_s", f"{self.time_budget_s} s is not positive", "use e.g. 120"
             )
 
 
@@ -188,7 +188,7 @@ def _prep_channels(ratio: float) -> Callable[..., tuple[nn.Module, dict[str, obj
     def prep(m: nn.Module, xc: np.ndarray) -> tuple[nn.Module, dict[str, object], list[str]]:
         gm, done = remove_channels(m, ratio, xc)
         if not done:
-            raise OptionError("--channel-ratio", "no layer pair can lose channels in this model")
+            raise OptionError("ratio", "no layer pair can lose channels in this model")
         return (
             gm,
             {"channel_ratio": ratio, "shrunk": [f"{d.producer}->{d.consumer}" for d in done]},

@@ -245,7 +245,7 @@ def kl_and_flip_rate(clean: torch.Tensor, logits: torch.Tensor) -> tuple[float, 
     return float(rate.float().mean()), float(kl.mean())
 
 
-def validate_budget(budget: float, option: str = "--budget") -> float:
+def validate_budget(budget: float, option: str = "budget") -> float:
     """A protect budget must be a fraction in (0, 1]."""
     try:
         b = float(budget)

@@ -160,11 +160,11 @@ def train_model(
     The global torch RNG state and the deterministic-algorithms setting are restored afterwards.
     """
     if epochs < 1:
-        raise OptionError("--epochs", f"must be >= 1, got {epochs}")
+        raise OptionError("epochs", f"must be >= 1, got {epochs}")
     if batch_size < 1:
-        raise OptionError("--batch-size", f"must be >= 1, got {batch_size}")
+        raise OptionError("batch_size", f"must be >= 1, got {batch_size}")
     if not lr > 0:
-        raise OptionError("--lr", f"must be > 0, got {lr}")
+        raise OptionError("lr", f"must be > 0, got {lr}")
     data.validate()
     normalization = channel_normalization(data.x)
     x_all = torch.from_numpy(data.x)

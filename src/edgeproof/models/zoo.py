@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from edgeproof.errors import ArchitectureMismatchError, OptionError
+from edgeproof.models.catalog import ZOO_DESCRIPTIONS
 
 __all__ = [
     "ZOO",
@@ -352,13 +353,13 @@ class ZooEntry:
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (
-        ZooEntry("mlp", MLP, None, "2 hidden layers (128, 64), any input shape"),
-        ZooEntry("lenet5", LeNet5, 3, "LeNet-5 (ReLU, max-pool), images (C,H,W) >= 4x4"),
-        ZooEntry("resnet8", _resnet_cifar(1), 3, "CIFAR ResNet-8 (He et al. 2016, option B)"),
-        ZooEntry("resnet20", _resnet_cifar(3), 3, "CIFAR ResNet-20 (He et al. 2016, option B)"),
-        ZooEntry("resnet18", _resnet18, 3, "ImageNet ResNet-18; 3x3 stem below 64x64"),
-        ZooEntry("cnn1d", CNN1D, 2, "1-D CNN for time series (C,T)"),
-        ZooEntry("cnn-lstm", CNNLSTM, 2, "Conv1d + LSTM for time series (C,T)"),
+        ZooEntry("mlp", MLP, None, ZOO_DESCRIPTIONS["mlp"]),
+        ZooEntry("lenet5", LeNet5, 3, ZOO_DESCRIPTIONS["lenet5"]),
+        ZooEntry("resnet8", _resnet_cifar(1), 3, ZOO_DESCRIPTIONS["resnet8"]),
+        ZooEntry("resnet20", _resnet_cifar(3), 3, ZOO_DESCRIPTIONS["resnet20"]),
+        ZooEntry("resnet18", _resnet18, 3, ZOO_DESCRIPTIONS["resnet18"]),
+        ZooEntry("cnn1d", CNN1D, 2, ZOO_DESCRIPTIONS["cnn1d"]),
+        ZooEntry("cnn-lstm", CNNLSTM, 2, ZOO_DESCRIPTIONS["cnn-lstm"]),
     )
 }
 

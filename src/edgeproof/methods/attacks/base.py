@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeproof.errors import OptionError, SpecError
+from edgeproof.errors import OptionError, SpecError, param
 from edgeproof.spec import Norm, ThreatModel
 
 __all__ = [
@@ -66,12 +66,13 @@ class Budget:
     def __post_init__(self) -> None:
         if self.norm not in _NORMS:
             raise OptionError(
-                "--norm", f"unknown norm {self.norm!r}", f"use one of {', '.join(_NORMS)}"
+                "norm", f"unknown norm {self.norm!r}", f"use one of {', '.join(_NORMS)}"
             )
         lo, hi = self.domain
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
             raise SpecError(
-                f"input domain {self.domain!r} is invalid: need finite lo < hi (e.g. --domain 0,1)"
+                f"input domain {self.domain!r} is invalid: need finite lo < hi "
+                f"(e.g. {param('domain')} 0,1)"
             )
         values = (
             self.eps.detach().double().reshape(-1)
@@ -83,7 +84,7 @@ class Budget:
             or not bool(torch.isfinite(values).all())
             or bool((values <= 0).any())
         ):
-            raise OptionError("--eps", f"ε={self.eps} must be positive finite number(s)")
+            raise OptionError("eps", f"ε={self.eps} must be positive finite number(s)")
 
     @classmethod
     def from_threat(cls, threat: ThreatModel, eps: float | torch.Tensor) -> Budget:
@@ -107,7 +108,7 @@ class Budget:
         top = float(self.eps.max()) if isinstance(self.eps, torch.Tensor) else float(self.eps)
         if top > limit * (1 + 1e-9):
             raise OptionError(
-                "--eps",
+                "eps",
                 f"ε={top:g} exceeds the {self.norm} diameter {limit:g} of the input domain "
                 f"{list(self.domain)}",
                 "give ε in the units of the domain (e.g. 8/255 for images in [0,1])",
@@ -216,7 +217,7 @@ def check_domain(x: np.ndarray, domain: tuple[float, float], data_name: str) -> 
         raise SpecError(
             f"{data_name}: inputs span [{lo:g}, {hi:g}] but the declared input domain is "
             f"[{domain[0]:g}, {domain[1]:g}]; attacks clip to the domain, so pass the data's "
-            f"range with --domain {lo:g},{hi:g} (or rescale the data into the domain)"
+            f"range with {param('domain')} {lo:g},{hi:g} (or rescale the data into the domain)"
         )
 
 

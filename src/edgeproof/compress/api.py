@@ -1,7 +1,8 @@
-"""``edgeproof compress``: search compression candidates, write the chosen one and its ledger.
+"""Compression as a library call: search candidates, select one, write it and its ledger.
 
-Library entry point: :func:`compress` (returns a :class:`CompressionResult`); the CLI handler maps
-each option onto one of its arguments. Artefacts written atomically to ``--out``:
+:func:`compress` returns a :class:`CompressionResult`; ``edgeproof compress``
+(:mod:`edgeproof.cli.compress`) maps each option onto one of its arguments.
+:func:`write_artefacts` writes, atomically, into ``out``:
 
 * ``model.onnx`` — the chosen candidate's graph (QDQ for quantized candidates);
 * ``model.safetensors`` — its PyTorch state dict (for quantized candidates: the dequantized
@@ -13,10 +14,7 @@ each option onto one of its arguments. Artefacts written atomically to ``--out``
 
 from __future__ import annotations
 
-import argparse
 import json
-import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,56 +29,11 @@ from edgeproof.compress.earlyexit import EarlyExitConfig
 from edgeproof.compress.ledger import Ledger, Selection, summary_metrics
 from edgeproof.compress.search import TRUST_CHECKS, Budget, CandidateRecipe, search
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import OptionError, SpecError
+from edgeproof.errors import SpecError, param
 from edgeproof.results import CheckResult, Finding
 from edgeproof.spec import InputSpec, ThreatModel
 
-__all__ = [
-    "CompressionResult",
-    "add_commands",
-    "compress",
-    "parse_drop",
-    "parse_size",
-    "write_artefacts",
-]
-
-
-def parse_drop(text: str) -> float:
-    """``"1%"`` → 0.01, ``"0.5%"`` → 0.005, ``"0.02"`` → 0.02 (absolute accuracy drop)."""
-    t = text.strip()
-    try:
-        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
-    except ValueError:
-        raise OptionError(
-            "--max-drop", f"{text!r} is not a number or percentage", "use e.g. 1% or 0.01"
-        ) from None
-    if not 0.0 <= value <= 1.0:
-        raise OptionError("--max-drop", f"{text!r} is outside [0%, 100%]", "use e.g. 1%")
-    return value
-
-
-_UNITS = {
-    "": 1,
-    "B": 1,
-    "KB": 1000,
-    "MB": 1000**2,
-    "GB": 1000**3,
-    "KIB": 1024,
-    "MIB": 1024**2,
-    "GIB": 1024**3,
-}
-
-
-def parse_size(text: str) -> int:
-    """``"200KB"`` → 200000, ``"1.5MiB"`` → 1572864, ``"4096"`` → 4096 bytes."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
-    unit = m.group(2).upper() if m else ""
-    if m is None or unit not in _UNITS:
-        raise OptionError("--max-size", f"{text!r} is not a size", "use e.g. 200KB, 1.5MiB or 4096")
-    value = int(float(m.group(1)) * _UNITS[unit])
-    if value <= 0:
-        raise OptionError("--max-size", f"{text!r} is not positive", "use e.g. 200KB")
-    return value
+__all__ = ["CompressionResult", "compress", "write_artefacts"]
 
 
 @dataclass
@@ -98,7 +51,7 @@ def _split(data: Dataset, calib_size: int) -> tuple[Dataset, Dataset]:
     n = len(data)
     if n < 4:
         raise SpecError(
-            f"--data: {data.name} has {n} records; compression needs at least 4 "
+            f"{param('data')}: {data.name} has {n} records; compression needs at least 4 "
             "(half calibrate, half evaluate)"
         )
     k = min(calib_size, n // 2)
@@ -129,7 +82,7 @@ def compress(
     budget = budget or Budget()
     if tuple(data.sample_shape) != tuple(spec.shape):
         raise SpecError(
-            f"--data: {data.name} has sample shape {data.sample_shape} but the model "
+            f"{param('data')}: {data.name} has sample shape {data.sample_shape} but the model "
             f"expects {spec.shape}; pass data shaped like the model input"
         )
     if evaluation is None:
@@ -248,97 +201,3 @@ def write_artefacts(
     except ImportError:
         pass
     return paths
-
-
-def _handler(args: argparse.Namespace) -> int:
-    from edgeproof.data.loading import load_data
-    from edgeproof.models.loading import load_model
-
-    budget = Budget(
-        max_drop=None if args.max_drop is None else parse_drop(args.max_drop),
-        max_size=None if args.max_size is None else parse_size(args.max_size),
-        time_budget_s=float(args.time_budget),
-    )
-    if args.threads < 1:
-        raise OptionError("--threads", f"{args.threads} is not >= 1", "use e.g. 1")
-    loaded = load_model(args.model, arch=args.arch)
-    if loaded.module is None:
-        raise OptionError(
-            "--arch",
-            f"{args.model}: compression needs a runnable PyTorch model",
-            "pass --arch zoo:NAME for a weights-only file",
-        )
-    data = load_data(args.data)
-    evaluation = load_data(args.eval) if args.eval else None
-    spec = loaded.spec or InputSpec(
-        shape=data.sample_shape,
-        domain=data.domain or (0.0, 1.0),
-        kind=data.kind,  # type: ignore[arg-type]
-        num_classes=data.num_classes,
-    )
-    t0 = time.perf_counter()
-    result = compress(
-        loaded.module,
-        spec,
-        data,
-        evaluation=evaluation,
-        budget=budget,
-        threads=args.threads,
-        seed=args.seed,
-        log=print,
-        early_exit=EarlyExitConfig(criterion=args.exit_criterion.replace("-", "_"))
-        if args.early_exit
-        else None,
-    )
-    write_artefacts(
-        result,
-        args.out,
-        spec=spec,
-        source=str(args.model),
-        arch=args.arch,
-        data=data,
-        seed=args.seed,
-        duration_s=time.perf_counter() - t0,
-    )
-    print(result.selection.message)
-    print(f"wrote {Path(args.out) / 'model.onnx'} and the ledger in {args.out}")
-    return 0
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``edgeproof compress``."""
-    p = sub.add_parser(
-        "compress",
-        help="quantize/prune/factor a model, re-audit every candidate, pick one under a budget",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog="example: edgeproof compress model.safetensors --arch zoo:cnn-lstm "
-        "--data builtin:synth-ecg/train --eval builtin:synth-ecg --max-drop 1% "
-        "--max-size 200KB --time-budget 120 --early-exit --out runs/c",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("model", help="model file (.safetensors with sidecar, .pt2, TorchScript)")
-    p.add_argument("--data", required=True, help="calibration data (npz/csv/builtin:NAME)")
-    p.add_argument(
-        "--eval",
-        default=None,
-        help="evaluation data (default: the part of --data not used to calibrate)",
-    )
-    p.add_argument("--arch", default=None, help="architecture for weights-only files (zoo:NAME)")
-    p.add_argument("--max-drop", default=None, help="largest accuracy drop allowed, e.g. 1%%")
-    p.add_argument("--max-size", default=None, help="largest ONNX size, e.g. 200KB")
-    p.add_argument("--time-budget", type=float, default=120.0, help="search time in seconds")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for latency")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--early-exit",
-        action="store_true",
-        help="also try exit heads at intermediate blocks (zoo backbones), thresholds to --max-drop",
-    )
-    p.add_argument(
-        "--exit-criterion",
-        choices=("max-softmax", "entropy"),
-        default="max-softmax",
-        help="early-exit rule: max-softmax >= tau, or entropy <= T (default max-softmax)",
-    )
-    p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(handler=_handler)

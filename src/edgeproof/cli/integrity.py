@@ -1,8 +1,7 @@
-"""CLI subcommands: ``seal``, ``verify``, ``prove``, ``verify-proof``, ``keygen``.
+"""``seal``, ``verify``, ``prove``, ``verify-proof``, ``keygen``: integrity seals on the CLI.
 
-Wire with ``add_commands(subparsers)``; each parser sets ``handler=fn`` with ``fn(args) -> int``.
 Exit codes: 0 ok; 1 a mismatch / invalid proof / invalid signature; 2 bad input (raised as
-:class:`~edgeproof.errors.UserError`, printed as one line by the CLI).
+:class:`~edgeproof.errors.UserError`, printed as one line).
 """
 
 from __future__ import annotations
@@ -12,48 +11,42 @@ import json
 import sys
 from pathlib import Path
 
-from edgeproof.errors import OptionError
-from edgeproof.integrity.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
-from edgeproof.integrity.proof import InclusionProof, prove, verify_proof
-from edgeproof.integrity.seal import Seal, seal_paths, verify_seal
-from edgeproof.integrity.signing import generate_key, load_private_key, load_public_key
+from edgeproof.cli import options
+from edgeproof.cli.app import formatter
 
-__all__ = ["add_commands"]
-
-_RAW = argparse.RawDescriptionHelpFormatter
+__all__ = ["register"]
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the integrity subcommands on ``sub``."""
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "seal",
         help="commit models, datasets and files to a Merkle seal",
-        formatter_class=_RAW,
+        formatter_class=formatter,
         description="Seal model tensors (.safetensors, .onnx), dataset records (folders, .npz, "
         ".csv, IDX, builtin:*) and any other file (raw bytes) in one RFC 6962 Merkle seal.",
         epilog="example:\n  edgeproof seal model.safetensors model.json data/val.npz "
         "--out release.seal.json --key release.key",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files, folders or builtin:<name>")
-    p.add_argument("--out", required=True, type=Path, help="seal file to write (JSON)")
+    options.add_output(p, default=None, help="seal file to write (JSON)")
     p.add_argument("--key", type=Path, help="Ed25519 private key (PEM) to sign the seal")
     p.add_argument(
         "--chunk-size",
-        type=int,
-        default=DEFAULT_CHUNK_SIZE,
-        help=f"bytes per tensor/file chunk (default {DEFAULT_CHUNK_SIZE})",
+        type=options.at_least(1),
+        default=None,
+        help="bytes per tensor/file chunk, a multiple of 4 in [4096, 262144] (default 65536)",
     )
     p.add_argument("--raw", action="store_true", help="seal every path as raw file bytes")
     p.add_argument("--x-key", default="x", help="npz input array name (default x)")
     p.add_argument("--y-key", default="y", help="npz label array name (default y)")
     p.add_argument("--label-column", default="label", help="csv label column (default label)")
-    p.add_argument("--threads", type=int, default=None, help="hashing threads (default: CPUs)")
+    options.add_threads(p, default="all cores")
     p.set_defaults(handler=_seal)
 
     p = sub.add_parser(
         "verify",
         help="check sealed paths against a seal; name every change",
-        formatter_class=_RAW,
+        formatter_class=formatter,
         description="Recompute every sealed item and report each changed record (content or "
         "label), tensor region (element, bit) and file range. Never writes. Exit 1 on any "
         "mismatch or an invalid signature.",
@@ -62,13 +55,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("seal", type=Path, metavar="SEAL")
     p.add_argument("--pub", type=Path, help="require a valid signature by this public key")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.add_argument("--threads", type=int, default=None, help="hashing threads (default: CPUs)")
+    options.add_threads(p, default="all cores")
     p.set_defaults(handler=_verify)
 
     p = sub.add_parser(
         "prove",
         help="write an inclusion proof for one record or tensor chunk",
-        formatter_class=_RAW,
+        formatter_class=formatter,
         description="Build a self-contained RFC 6962 inclusion proof from the seal alone.",
         epilog="example:\n  edgeproof prove release.seal.json 'val.npz#17' --out rec17.proof.json"
         "\n  edgeproof prove release.seal.json 'fc.weight#0'",
@@ -82,7 +75,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify-proof",
         help="check an inclusion proof on its own",
-        formatter_class=_RAW,
+        formatter_class=formatter,
         description="Check a proof written by `edgeproof prove` with nothing but the proof "
         "(and optionally the publisher's public key). Exit 1 if it does not hold.",
         epilog="example:\n  edgeproof verify-proof rec17.proof.json --pub release.key.pub",
@@ -94,25 +87,30 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "keygen",
         help="create an Ed25519 key pair for signing seals",
-        formatter_class=_RAW,
+        formatter_class=formatter,
         description="Write a private key (PEM, mode 0600) to KEY and its public key to KEY.pub.",
         epilog="example:\n  edgeproof keygen --out release.key",
     )
-    p.add_argument("--out", required=True, type=Path, metavar="KEY")
+    options.add_output(p, default=None, help="private key file to write", metavar="KEY")
     p.add_argument("--force", action="store_true", help="overwrite an existing key")
     p.set_defaults(handler=_keygen)
 
 
 def _seal(args: argparse.Namespace) -> int:
-    cs = args.chunk_size
+    from edgeproof.errors import OptionError
+    from edgeproof.integrity.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+    from edgeproof.integrity.seal import seal_paths
+    from edgeproof.integrity.signing import load_private_key
+
+    cs = DEFAULT_CHUNK_SIZE if args.chunk_size is None else args.chunk_size
     if cs % 4 or not MIN_CHUNK_SIZE <= cs <= MAX_CHUNK_SIZE:
         raise OptionError(
-            "--chunk-size",
+            "chunk_size",
             f"{cs} is not a multiple of 4 in [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]",
             "use e.g. 65536",
         )
     key = load_private_key(args.key) if args.key else None
-    out: Path = args.out
+    out = Path(args.out)
     loader = {"x_key": args.x_key, "y_key": args.y_key, "label_column": args.label_column}
     seal = seal_paths(
         args.paths,
@@ -132,6 +130,9 @@ def _seal(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from edgeproof.integrity.seal import Seal, verify_seal
+    from edgeproof.integrity.signing import load_public_key
+
     seal = Seal.read(args.seal)
     pub = load_public_key(args.pub) if args.pub else None
     result = verify_seal(
@@ -151,6 +152,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _prove(args: argparse.Namespace) -> int:
+    from edgeproof.integrity.proof import prove
+    from edgeproof.integrity.seal import Seal
+
     proof = prove(Seal.read(args.seal), args.record_id, item=args.item)
     if args.out is None:
         json.dump(proof.to_json(), sys.stdout, indent=1)
@@ -165,6 +169,9 @@ def _prove(args: argparse.Namespace) -> int:
 
 
 def _verify_proof(args: argparse.Namespace) -> int:
+    from edgeproof.integrity.proof import InclusionProof, verify_proof
+    from edgeproof.integrity.signing import load_public_key
+
     proof = InclusionProof.read(args.proof)
     pub = load_public_key(args.pub) if args.pub else None
     check = verify_proof(proof, pub)
@@ -178,6 +185,8 @@ def _verify_proof(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    priv, pub = generate_key(args.out, overwrite=args.force)
+    from edgeproof.integrity.signing import generate_key
+
+    priv, pub = generate_key(Path(args.out), overwrite=args.force)
     print(f"wrote private key {priv} (keep it secret) and public key {pub}")
     return 0
