@@ -59,7 +59,7 @@ def _flag_strings_in_messages(path: Path) -> list[str]:
             if isinstance(text, str) and any(
                 w.startswith("--") and w[2:3].isalpha() for w in text.split()
             ):
-                hits.append(f"{path.relative_to(SRC)}:{arg.lineno}: {text!r}")
+                hits.append(f"{path.relative_to(SRC)}:{getattr(arg, 'lineno', 0)}: {text!r}")
     return hits
 
 

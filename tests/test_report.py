@@ -429,3 +429,24 @@ def test_terminal_summary_prints_markup_in_messages_literally() -> None:
     text = _terminal(r)
     assert "[bold red]not markup[/]" in text
     assert "PASS (all 2 rules met)" in text
+
+
+def test_a_figure_is_drawn_once_and_only_when_its_svg_is_asked_for() -> None:
+    calls: list[int] = []
+
+    def draw() -> str:
+        calls.append(1)
+        return '<svg xmlns="http://www.w3.org/2000/svg"></svg>'
+
+    fig = Figure("f", "F", draw)
+    assert not fig.drawn and calls == []
+    assert fig.to_json()["svg"].startswith("<svg") and fig.svg.startswith("<svg")
+    assert fig.drawn and calls == [1]
+
+
+def test_an_audit_without_a_written_report_draws_no_figure(digits_model, digits_test) -> None:  # type: ignore[no-untyped-def]
+    from edgeproof.runner import audit
+
+    report = audit(digits_model, digits_test, ["performance", "calibration", "spectral"])
+    figures = [f for c in report.checks for f in c.figures]
+    assert figures and not any(f.drawn for f in figures)

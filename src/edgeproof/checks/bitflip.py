@@ -30,7 +30,6 @@ from edgeproof.methods.dnl import (
     select_flips,
     validate_budget,
 )
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Interval, JSONScalar, Metric, Table
 
 __all__ = ["DEFAULT_BUDGETS", "BitflipCheck"]
@@ -310,18 +309,23 @@ class BitflipCheck(Check):
 def _curve_figure(
     ks: list[int], curves: dict[str, list[float]], sd: np.ndarray, label: str
 ) -> Figure:
-    fig, ax = new_figure(5.0, 3.0)
-    for key, style in (("DNL", "o-"), ("1P-DNL", "s-"), ("random (mean)", "^--")):
-        ax.plot(ks, curves[key], style, label=key, ms=3)
-    r = np.array(curves["random (mean)"])
-    ax.fill_between(ks, r - sd, r + sd, color="grey", alpha=0.2)
-    ax.set_xlabel("number of sign flips k")
-    ax.set_ylabel(f"{label} (%)")
-    ax.set_ylim(bottom=min(0.0, float(np.nanmin(r - sd))) if len(r) else 0.0)
-    ax.legend(fontsize=7)
+    def draw() -> str:
+        from edgeproof.report.plots import new_figure, svg_of
+
+        fig, ax = new_figure(5.0, 3.0)
+        for key, style in (("DNL", "o-"), ("1P-DNL", "s-"), ("random (mean)", "^--")):
+            ax.plot(ks, curves[key], style, label=key, ms=3)
+        r = np.array(curves["random (mean)"])
+        ax.fill_between(ks, r - sd, r + sd, color="grey", alpha=0.2)
+        ax.set_xlabel("number of sign flips k")
+        ax.set_ylabel(f"{label} (%)")
+        ax.set_ylim(bottom=min(0.0, float(np.nanmin(r - sd))) if len(r) else 0.0)
+        ax.legend(fontsize=7)
+        return svg_of(fig)
+
     return Figure(
         "curve",
         f"{label} vs number of sign flips",
-        svg_of(fig),
+        draw,
         "DNL / 1P-DNL targeted flips vs random flips (band: ±1 sd over seeds)",
     )

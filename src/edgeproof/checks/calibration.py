@@ -38,7 +38,6 @@ from scipy.special import log_softmax
 from edgeproof.checks.base import AuditContext, Check
 from edgeproof.errors import CheckFailed, OptionError
 from edgeproof.methods.stats import bootstrap_interval
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = [
@@ -448,44 +447,49 @@ class CalibrationCheck(Check):
         return out
 
     def _diagram(self, stats: BinStats, ece: float) -> Figure:
-        fig, ax = new_figure(4.6, 4.6)
-        ax.remove()
-        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-        width = stats.upper - stats.lower
-        has = stats.count > 0
-        top.bar(
-            stats.lower[has],
-            stats.accuracy[has],
-            width=width[has],
-            align="edge",
-            color="#4C72B0",
-            edgecolor="white",
-            label="accuracy",
-        )
-        top.bar(
-            stats.lower[has],
-            (stats.confidence - stats.accuracy)[has],
-            bottom=stats.accuracy[has],
-            width=width[has],
-            align="edge",
-            color="#DD8452",
-            alpha=0.45,
-            edgecolor="white",
-            label="gap to confidence",
-        )
-        top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
-        top.set_ylim(0, 1)
-        top.set_ylabel("accuracy in bin")
-        top.legend(loc="upper left", frameon=False)
-        top.set_title(f"ECE {ece:.3f}")
-        bottom.bar(stats.lower, stats.count, width=width, align="edge", color="#55A868")
-        bottom.set_xlim(0, 1)
-        bottom.set_xlabel("top-label confidence")
-        bottom.set_ylabel("records")
+        def draw() -> str:
+            from edgeproof.report.plots import new_figure, svg_of
+
+            fig, ax = new_figure(4.6, 4.6)
+            ax.remove()
+            top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+            width = stats.upper - stats.lower
+            has = stats.count > 0
+            top.bar(
+                stats.lower[has],
+                stats.accuracy[has],
+                width=width[has],
+                align="edge",
+                color="#4C72B0",
+                edgecolor="white",
+                label="accuracy",
+            )
+            top.bar(
+                stats.lower[has],
+                (stats.confidence - stats.accuracy)[has],
+                bottom=stats.accuracy[has],
+                width=width[has],
+                align="edge",
+                color="#DD8452",
+                alpha=0.45,
+                edgecolor="white",
+                label="gap to confidence",
+            )
+            top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+            top.set_ylim(0, 1)
+            top.set_ylabel("accuracy in bin")
+            top.legend(loc="upper left", frameon=False)
+            top.set_title(f"ECE {ece:.3f}")
+            bottom.bar(stats.lower, stats.count, width=width, align="edge", color="#55A868")
+            bottom.set_xlim(0, 1)
+            bottom.set_xlabel("top-label confidence")
+            bottom.set_ylabel("records")
+            return svg_of(fig)
+
         return Figure(
             "reliability_diagram",
             "Reliability diagram",
-            svg_of(fig),
+            draw,
             description="per-bin accuracy against confidence (diagonal = perfectly calibrated), "
             "and the number of records per bin (same bins)",
         )

@@ -28,7 +28,6 @@ from edgeproof.methods.corruptions import (
     registered_corruptions,
 )
 from edgeproof.methods.stats import bootstrap_interval, wilson_interval
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = ["CorruptionCheck"]
@@ -249,28 +248,33 @@ class CorruptionCheck(Check):
     def _figure(
         self, curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], clean: float
     ) -> Figure:
-        fig, ax = new_figure(5.5, 3.4)
-        sev = np.asarray(self.severities)
-        for name, (acc, low, high) in curves.items():
-            ax.errorbar(
-                sev,
-                acc,
-                yerr=[acc - low, high - acc],
-                marker="o",
-                ms=3,
-                lw=1,
-                capsize=2,
-                label=name,
-            )
-        ax.axhline(clean, color="black", ls=":", lw=1, label="clean")
-        ax.set_xticks(sev)
-        ax.set_xlabel("severity")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=7, frameon=False)
+        def draw() -> str:
+            from edgeproof.report.plots import new_figure, svg_of
+
+            fig, ax = new_figure(5.5, 3.4)
+            sev = np.asarray(self.severities)
+            for name, (acc, low, high) in curves.items():
+                ax.errorbar(
+                    sev,
+                    acc,
+                    yerr=[acc - low, high - acc],
+                    marker="o",
+                    ms=3,
+                    lw=1,
+                    capsize=2,
+                    label=name,
+                )
+            ax.axhline(clean, color="black", ls=":", lw=1, label="clean")
+            ax.set_xticks(sev)
+            ax.set_xlabel("severity")
+            ax.set_ylabel("accuracy")
+            ax.set_ylim(-0.02, 1.02)
+            ax.legend(fontsize=7, frameon=False)
+            return svg_of(fig)
+
         return Figure(
             "corruption_accuracy",
             "Accuracy vs severity",
-            svg_of(fig),
+            draw,
             description=f"{round(self.level * 100)}% Wilson intervals as error bars",
         )

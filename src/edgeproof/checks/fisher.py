@@ -17,7 +17,6 @@ from edgeproof.errors import OptionError
 from edgeproof.methods.attacks import PGD
 from edgeproof.methods.fisher import fisher_lambda_max, spearman_with_ci
 from edgeproof.methods.stats import bootstrap_interval
-from edgeproof.report.plots import plt, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = ["FisherCheck"]
@@ -163,18 +162,23 @@ class FisherCheck(Check):
         return res
 
     def _figure(self, lam: np.ndarray, eps: np.ndarray, norm: str) -> Figure:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(7.0, 3.0), layout="constrained")
-        loglam = np.log10(np.maximum(lam, 1e-30))
-        a1.hist(loglam, bins=30, color="tab:blue", alpha=0.8)
-        a1.set_xlabel("log10 λ_max(F(x))")
-        a1.set_ylabel("samples")
-        a2.scatter(loglam, eps, s=6, alpha=0.6)
-        a2.set_xlabel("log10 λ_max(F(x))")
-        a2.set_ylabel(f"minimal PGD ε ({norm})")
+        def draw() -> str:
+            from edgeproof.report.plots import plt, svg_of
+
+            fig, (a1, a2) = plt.subplots(1, 2, figsize=(7.0, 3.0), layout="constrained")
+            loglam = np.log10(np.maximum(lam, 1e-30))
+            a1.hist(loglam, bins=30, color="tab:blue", alpha=0.8)
+            a1.set_xlabel("log10 λ_max(F(x))")
+            a1.set_ylabel("samples")
+            a2.scatter(loglam, eps, s=6, alpha=0.6)
+            a2.set_xlabel("log10 λ_max(F(x))")
+            a2.set_ylabel(f"minimal PGD ε ({norm})")
+            return svg_of(fig)
+
         return Figure(
             "lambda_max",
             "λ_max distribution and minimal ε",
-            svg_of(fig),
+            draw,
             description="left: distribution over correctly classified samples; right: "
             "λ_max vs the per-sample minimal PGD ε",
         )

@@ -22,7 +22,6 @@ import numpy as np
 from edgeproof.checks.base import AuditContext, Check
 from edgeproof.errors import CheckFailed
 from edgeproof.methods.stats import wilson_bounds, wilson_interval
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = ["ClassScores", "PerformanceCheck", "class_scores", "confusion_matrix"]
@@ -279,35 +278,40 @@ class PerformanceCheck(Check):
         return out
 
     def _heatmap(self, cm: np.ndarray, names: list[str]) -> Figure:
-        k = cm.shape[0]
-        size = min(7.0, 2.5 + 0.35 * k)
-        fig, ax = new_figure(size + 0.8, size)
-        rows = cm.sum(axis=1, keepdims=True)
-        frac = cm / np.maximum(rows, 1)
-        im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
-        fig.colorbar(im, ax=ax, label="fraction of true class")
-        if k <= 20:
-            ticks = np.arange(k)
-            ax.set_xticks(ticks, names, rotation=90 if k > 6 else 0)
-            ax.set_yticks(ticks, names)
-            for i in range(k):
-                for j in range(k):
-                    if cm[i, j]:
-                        ax.text(
-                            j,
-                            i,
-                            str(int(cm[i, j])),
-                            ha="center",
-                            va="center",
-                            fontsize=7,
-                            color="white" if frac[i, j] > 0.5 else "black",
-                        )
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
+        def draw() -> str:
+            from edgeproof.report.plots import new_figure, svg_of
+
+            k = cm.shape[0]
+            size = min(7.0, 2.5 + 0.35 * k)
+            fig, ax = new_figure(size + 0.8, size)
+            rows = cm.sum(axis=1, keepdims=True)
+            frac = cm / np.maximum(rows, 1)
+            im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+            fig.colorbar(im, ax=ax, label="fraction of true class")
+            if k <= 20:
+                ticks = np.arange(k)
+                ax.set_xticks(ticks, names, rotation=90 if k > 6 else 0)
+                ax.set_yticks(ticks, names)
+                for i in range(k):
+                    for j in range(k):
+                        if cm[i, j]:
+                            ax.text(
+                                j,
+                                i,
+                                str(int(cm[i, j])),
+                                ha="center",
+                                va="center",
+                                fontsize=7,
+                                color="white" if frac[i, j] > 0.5 else "black",
+                            )
+            ax.set_xlabel("predicted class")
+            ax.set_ylabel("true class")
+            return svg_of(fig)
+
         return Figure(
             "confusion_matrix",
             "Confusion matrix",
-            svg_of(fig),
+            draw,
             description="row-normalised (colour = fraction of the true class); numbers are counts",
         )
 

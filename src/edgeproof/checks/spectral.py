@@ -24,7 +24,6 @@ from edgeproof.methods.spectral import (
     analyze_inventory,
     most_extreme,
 )
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = ["SpectralCheck", "inventory_of"]
@@ -265,29 +264,35 @@ def _layer_table(layers: list[LayerSpectrum]) -> Table:
 
 def _alpha_figure(analysis: SpectralAnalysis) -> Figure:
     cfg = analysis.config
-    fig, ax = new_figure(6.0, 3.0)
-    layers = analysis.fitted()
-    x = np.arange(len(layers))
-    a = np.array([s.alpha for s in layers])
-    colors = [
-        "#c0392b"
-        if v < cfg.over_trained_alpha
-        else "#7f8c8d"
-        if v > cfg.under_trained_alpha
-        else "#2c7fb8"
-        for v in a
-    ]
-    ax.bar(x, a, color=colors)
-    ax.axhline(cfg.over_trained_alpha, color="#c0392b", lw=0.8, ls="--")
-    ax.axhline(cfg.under_trained_alpha, color="#7f8c8d", lw=0.8, ls="--")
-    ax.set_xlabel("layer (definition order)")
-    ax.set_ylabel("power-law α")
-    if len(layers) <= 30:
-        ax.set_xticks(x, [s.name for s in layers], rotation=70, fontsize=6)
+
+    def draw() -> str:
+        from edgeproof.report.plots import new_figure, svg_of
+
+        fig, ax = new_figure(6.0, 3.0)
+        layers = analysis.fitted()
+        x = np.arange(len(layers))
+        a = np.array([s.alpha for s in layers])
+        colors = [
+            "#c0392b"
+            if v < cfg.over_trained_alpha
+            else "#7f8c8d"
+            if v > cfg.under_trained_alpha
+            else "#2c7fb8"
+            for v in a
+        ]
+        ax.bar(x, a, color=colors)
+        ax.axhline(cfg.over_trained_alpha, color="#c0392b", lw=0.8, ls="--")
+        ax.axhline(cfg.under_trained_alpha, color="#7f8c8d", lw=0.8, ls="--")
+        ax.set_xlabel("layer (definition order)")
+        ax.set_ylabel("power-law α")
+        if len(layers) <= 30:
+            ax.set_xticks(x, [s.name for s in layers], rotation=70, fontsize=6)
+        return svg_of(fig)
+
     return Figure(
         "alpha",
         "Power-law α per layer",
-        svg_of(fig),
+        draw,
         f"red: α < {cfg.over_trained_alpha} (over-trained); grey: α > "
         f"{cfg.under_trained_alpha} (under-trained)",
     )
@@ -295,37 +300,46 @@ def _alpha_figure(analysis: SpectralAnalysis) -> Figure:
 
 def esd_figure(s: LayerSpectrum) -> Figure:
     """Log–log ESD of one layer with the fitted power-law tail and the MP bulk density."""
-    fig, ax = new_figure(5.0, 3.2)
-    ev = s.evals[s.evals > 1e-5]
-    if ev.size >= 2:
-        bins = np.logspace(np.log10(ev.min()), np.log10(ev.max()), 60)
-        ax.hist(ev, bins=bins.tolist(), density=True, color="#9ecae1", label="ESD")
-        if s.fit is not None and s.fit.status == "ok":
-            a, xmin, frac = s.fit.alpha, s.fit.xmin, s.fit.n_tail / ev.size
-            xs = np.logspace(np.log10(xmin), np.log10(ev.max()), 100)
-            ax.plot(
-                xs, frac * (a - 1) / xmin * (xs / xmin) ** (-a), "r--", label=f"power law α={a:.2f}"
-            )
-            ax.axvline(xmin, color="r", lw=0.6)
-        if s.mp is not None and s.mp.sigma2 > 0:
-            big, small = max(s.n, s.m), min(s.n, s.m)
-            q = small / big
-            lo = s.mp.sigma2 * (1 - math.sqrt(q)) ** 2
-            hi = s.mp.lambda_plus
-            xs = np.linspace(max(lo, 1e-12), hi, 200)
-            dens = np.sqrt(np.clip((hi - xs) * (xs - lo), 0, None)) / (
-                2 * math.pi * s.mp.sigma2 * q * xs
-            )
-            bulk = 1 - s.mp.num_spikes / max(s.num_evals, 1)
-            ax.plot(xs * big, bulk * dens / big, color="#31a354", label="MP bulk")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("eigenvalue λ")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=7)
+
+    def draw() -> str:
+        from edgeproof.report.plots import new_figure, svg_of
+
+        fig, ax = new_figure(5.0, 3.2)
+        ev = s.evals[s.evals > 1e-5]
+        if ev.size >= 2:
+            bins = np.logspace(np.log10(ev.min()), np.log10(ev.max()), 60)
+            ax.hist(ev, bins=bins.tolist(), density=True, color="#9ecae1", label="ESD")
+            if s.fit is not None and s.fit.status == "ok":
+                a, xmin, frac = s.fit.alpha, s.fit.xmin, s.fit.n_tail / ev.size
+                xs = np.logspace(np.log10(xmin), np.log10(ev.max()), 100)
+                ax.plot(
+                    xs,
+                    frac * (a - 1) / xmin * (xs / xmin) ** (-a),
+                    "r--",
+                    label=f"power law α={a:.2f}",
+                )
+                ax.axvline(xmin, color="r", lw=0.6)
+            if s.mp is not None and s.mp.sigma2 > 0:
+                big, small = max(s.n, s.m), min(s.n, s.m)
+                q = small / big
+                lo = s.mp.sigma2 * (1 - math.sqrt(q)) ** 2
+                hi = s.mp.lambda_plus
+                xs = np.linspace(max(lo, 1e-12), hi, 200)
+                dens = np.sqrt(np.clip((hi - xs) * (xs - lo), 0, None)) / (
+                    2 * math.pi * s.mp.sigma2 * q * xs
+                )
+                bulk = 1 - s.mp.num_spikes / max(s.num_evals, 1)
+                ax.plot(xs * big, bulk * dens / big, color="#31a354", label="MP bulk")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("eigenvalue λ")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=7)
+        return svg_of(fig)
+
     return Figure(
         "esd",
         f"ESD of {s.name}",
-        svg_of(fig),
+        draw,
         "log–log eigenvalue density, fitted power-law tail (from xmin) and Marchenko–Pastur bulk",
     )

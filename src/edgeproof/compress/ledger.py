@@ -312,35 +312,42 @@ class Ledger:
         )
 
     def pareto_figure(self) -> Figure:
-        from edgeproof.report.plots import new_figure, svg_of
+        def draw() -> str:
+            from edgeproof.report.plots import new_figure, svg_of
 
-        fig, ax = new_figure()
-        front = self.pareto()
-        for c in self.rows:
-            ax.scatter(
-                c.size_bytes / 1024, c.accuracy, s=18, color="C3" if c in front else "C0", zorder=3
+            fig, ax = new_figure()
+            front = self.pareto()
+            for c in self.rows:
+                ax.scatter(
+                    c.size_bytes / 1024,
+                    c.accuracy,
+                    s=18,
+                    color="C3" if c in front else "C0",
+                    zorder=3,
+                )
+                ax.annotate(
+                    c.name,
+                    (c.size_bytes / 1024, c.accuracy),
+                    fontsize=6,
+                    xytext=(3, 2),
+                    textcoords="offset points",
+                )
+            ax.plot(
+                [c.size_bytes / 1024 for c in front],
+                [c.accuracy for c in front],
+                color="C3",
+                lw=1,
+                label="Pareto front",
             )
-            ax.annotate(
-                c.name,
-                (c.size_bytes / 1024, c.accuracy),
-                fontsize=6,
-                xytext=(3, 2),
-                textcoords="offset points",
-            )
-        ax.plot(
-            [c.size_bytes / 1024 for c in front],
-            [c.accuracy for c in front],
-            color="C3",
-            lw=1,
-            label="Pareto front",
-        )
-        ax.set_xlabel("ONNX size (KiB)")
-        ax.set_ylabel("top-1 accuracy (ONNX Runtime)")
-        ax.legend(loc="lower right")
+            ax.set_xlabel("ONNX size (KiB)")
+            ax.set_ylabel("top-1 accuracy (ONNX Runtime)")
+            ax.legend(loc="lower right")
+            return svg_of(fig)
+
         return Figure(
             "pareto",
             "Size vs accuracy",
-            svg_of(fig),
+            draw,
             "Each point is one candidate's exported graph; red: Pareto front.",
         )
 
