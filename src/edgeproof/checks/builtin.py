@@ -10,6 +10,7 @@ from edgeproof.checks.corruption import CorruptionCheck
 from edgeproof.checks.fisher import FisherCheck
 from edgeproof.checks.footprint import FootprintCheck
 from edgeproof.checks.performance import PerformanceCheck
+from edgeproof.checks.smoothing import SmoothingCheck
 from edgeproof.checks.spectral import SpectralCheck
 
 for _cls in (
@@ -21,5 +22,6 @@ for _cls in (
     AdversarialCheck,
     CorruptionCheck,
     FisherCheck,
+    SmoothingCheck,
 ):
     register_check(_cls.name, _cls)
