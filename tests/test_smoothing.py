@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from scipy.stats import binom, norm
+from scipy.stats import beta, binom, norm
 from torch import nn
 
 from edgeproof.certify.smoothing import (
@@ -36,6 +36,7 @@ from edgeproof.checks.smoothing import SmoothingCheck
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.models.loaded import LoadedModel
+from edgeproof.report import render_html
 from edgeproof.runner import audit
 from edgeproof.spec import InputSpec, ThreatModel
 
@@ -144,6 +145,13 @@ def test_clopper_pearson_lower_equals_statsmodels_beta_interval() -> None:
                 assert clopper_pearson_lower(k, n, alpha) == pytest.approx(
                     float(theirs), rel=1e-13, abs=1e-300
                 ), (k, n, alpha)
+
+
+def test_clopper_pearson_lower_is_scipys_beta_quantile_bit_for_bit() -> None:
+    for n in (1, 10, 1000, 100_000):
+        for k in sorted({1, n // 2, n - 1, n} - {0}):
+            for alpha in (0.001, 0.05):
+                assert clopper_pearson_lower(k, n, alpha) == float(beta.ppf(alpha, k, n - k + 1))
 
 
 def test_clopper_pearson_lower_is_vectorised_and_zero_without_successes() -> None:
@@ -286,7 +294,11 @@ def test_a_module_in_train_mode_is_sampled_in_eval_mode_and_left_as_it_was() -> 
     a = s.sample_counts(x, 200, 50, torch.Generator().manual_seed(0))
     b = s.sample_counts(x, 200, 50, torch.Generator().manual_seed(0))
     np.testing.assert_array_equal(a, b)  # dropout off while sampling (else a ≠ b w.h.p.)
-    assert module.training
+    assert all(m.training for m in module.modules())
+    module.eval()
+    module[1].train()  # mixed modes come back as they were
+    s.sample_counts(x, 10, 10)
+    assert [m.training for m in module.modules()] == [False, False, True, False]
 
 
 def test_a_model_with_the_wrong_number_of_outputs_is_a_spec_error() -> None:
@@ -476,3 +488,5 @@ def test_smoothing_check_runs_on_an_onnx_session_in_an_audit_with_a_valid_report
     assert res.status == "ok", res.error
     assert res.metric("certified_accuracy@0").value >= 0.0
     report.validate()
+    page = render_html(report)
+    assert "Randomised smoothing" in page and "Per-sample certificates" in page

@@ -25,7 +25,8 @@ locuslab/smoothing ``code/core.py`` (class ``Smooth``), step for step:
 * **Clopper–Pearson**: ``core.py`` calls statsmodels' ``proportion_confint(n_A, n,
   alpha=2α, method="beta")[0]``, i.e. the lower end of the two-sided ``1 − 2α`` interval, which is
   the one-sided ``1 − α`` bound ``Beta⁻¹(α; n_A, n − n_A + 1)`` (0 when ``n_A = 0``). We compute
-  exactly that with ``scipy.stats.beta.ppf``; no statsmodels dependency.
+  exactly that with SciPy's Beta quantile (``scipy.special.betaincinv``, which is what
+  ``scipy.stats.beta.ppf`` and statsmodels evaluate); no statsmodels dependency.
 
 Differences from ``core.py``, none of which changes what is computed:
 
@@ -63,7 +64,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import beta as beta_dist
+from scipy.special import betaincinv, ndtri
 from scipy.stats import binomtest
 from scipy.stats import norm as normal_dist
 from torch import nn
@@ -176,8 +177,10 @@ class CertifySettings:
 def clopper_pearson_lower(k: Any, n: Any, alpha: float) -> Any:
     """One-sided ``(1 − α)`` Clopper–Pearson lower confidence bound of a binomial proportion.
 
-    ``Beta⁻¹(α; k, n − k + 1)`` (the α-quantile of that Beta law; ``scipy.stats.beta.ppf``), and
-    0 where ``k = 0``. This is statsmodels' ``proportion_confint(k, n, alpha=2α,
+    ``Beta⁻¹(α; k, n − k + 1)`` (the α-quantile of that Beta law), and 0 where ``k = 0``. The
+    quantile is ``scipy.special.betaincinv(k, n − k + 1, α)``, the function
+    ``scipy.stats.beta.ppf`` evaluates (bit for bit, tested) without its per-call argument
+    handling, which costs ~50× more than the quantile itself (≈ 0.7 ms per call). This is statsmodels' ``proportion_confint(k, n, alpha=2α,
     method="beta")[0]``, the bound ``core.py`` uses. ``k`` and ``n`` may be arrays (broadcast);
     a float is returned for scalars.
     """
@@ -187,7 +190,7 @@ def clopper_pearson_lower(k: Any, n: Any, alpha: float) -> Any:
     if np.any(n_arr < 1) or np.any(k_arr < 0) or np.any(k_arr > n_arr):
         raise ValueError("clopper_pearson_lower: need 0 <= k <= n and n >= 1")
     safe_k = np.where(k_arr > 0, k_arr, 1.0)
-    low = np.where(k_arr > 0, beta_dist.ppf(a, safe_k, n_arr - k_arr + 1.0), 0.0)
+    low = np.where(k_arr > 0, betaincinv(safe_k, n_arr - k_arr + 1.0, a), 0.0)
     if low.ndim == 0:
         return float(low)
     return low
@@ -198,7 +201,7 @@ def certified_radius(p_a_lower: float, sigma: float) -> float:
     s = _check_sigma(sigma)
     if not p_a_lower >= 0.5:
         return 0.0
-    return float(s * normal_dist.ppf(p_a_lower))
+    return float(s * ndtri(p_a_lower))  # Φ⁻¹, what scipy.stats.norm.ppf evaluates
 
 
 @dataclass(frozen=True)
@@ -349,16 +352,23 @@ class Prediction:
 
 @contextmanager
 def _eval_mode(model: Classifier) -> Iterator[None]:
-    """A module in eval mode for the duration (its previous mode restored); callables as is."""
+    """A module in eval mode for the duration; the submodules that were training are restored.
+
+    ``model.eval()`` is called only when some submodule is in training mode (a module already in
+    eval mode costs one walk over its submodules); callables that are not modules are used as
+    they are.
+    """
     if not isinstance(model, nn.Module):
         yield
         return
-    was_training = model.training
-    model.eval()
+    training = [m for m in model.modules() if m.training]
+    if training:
+        model.eval()
     try:
         yield
     finally:
-        model.train(was_training)
+        for m in training:
+            m.training = True
 
 
 class Smoothed:
