@@ -17,7 +17,7 @@ locuslab/smoothing ``code/core.py`` (class ``Smooth``), step for step:
   With probability at least ``1 − α`` over the noise, a returned class equals ``g(x)`` and ``g``
   is constant on the open L2 ball of radius ``R``.
 * **PREDICT(f, σ, x, n, α)**: draw ``n`` samples, take the two largest counts ``n_1 ≥ n_2``
-  (ties: lower class index first); return the top class if the two-sided binomial test of
+  (ties: lower class index first; immaterial, as equal counts give p-value 1); return the top class if the two-sided binomial test of
   ``n_1`` successes in ``n_1 + n_2`` trials at ``p = 0.5`` has p-value ``≤ α``, else abstain
   (Hung & Fithian 2019, arXiv 1610.03944). ``scipy.stats.binomtest`` is the successor of the
   ``scipy.stats.binom_test`` that ``core.py`` calls (removed in SciPy 1.12); same two-sided
@@ -43,7 +43,8 @@ Differences from ``core.py``, none of which changes what is computed:
 
 The evaluation follows ``code/analyze.py`` (``ApproximateAccuracy``): the **certified accuracy at
 radius r** is the fraction of all samples whose certificate is correct (not abstained, class =
-label) with radius ``≥ r``; we add a Wilson interval over the samples
+label) with radius ``≥ r`` (their convention; the guarantee itself is for perturbations of norm
+``< R``, so the count at ``r = R`` includes the boundary); we add a Wilson interval over the samples
 (:func:`edgeproof.methods.stats.wilson_bounds`). The **average certified radius** (ACR; Zhai et
 al., ICLR 2020, *MACER*) is the mean over samples of the radius if correct, else 0.
 
