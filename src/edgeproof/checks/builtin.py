@@ -52,4 +52,10 @@ BUILTIN_CHECKS: tuple[CheckInfo, ...] = (
         needs_data=True,
         needs_gradients=True,
     ),
+    CheckInfo(
+        "smoothing",
+        "Randomised smoothing (certified L2 radius)",
+        "edgeproof.checks.smoothing:SmoothingCheck",
+        needs_data=True,
+    ),
 )

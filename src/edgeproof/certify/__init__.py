@@ -1,0 +1,1 @@
+"""Certification: what can be proved about a model (bounds, branch-and-bound, smoothing)."""
