@@ -17,9 +17,10 @@ locuslab/smoothing ``code/core.py`` (class ``Smooth``), step for step:
   With probability at least ``1 − α`` over the noise, a returned class equals ``g(x)`` and ``g``
   is constant on the open L2 ball of radius ``R``.
 * **PREDICT(f, σ, x, n, α)**: draw ``n`` samples, take the two largest counts ``n_1 ≥ n_2``
-  (ties: lower class index first; immaterial, as equal counts give p-value 1); return the top class if the two-sided binomial test of
-  ``n_1`` successes in ``n_1 + n_2`` trials at ``p = 0.5`` has p-value ``≤ α``, else abstain
-  (Hung & Fithian 2019, arXiv 1610.03944). ``scipy.stats.binomtest`` is the successor of the
+  (ties: lower class index first; immaterial, as equal counts give p-value 1); return the top
+  class if the two-sided binomial test of ``n_1`` successes in ``n_1 + n_2`` trials at
+  ``p = 0.5`` has p-value ``≤ α``, else abstain (Hung & Fithian 2019, arXiv 1610.03944).
+  ``scipy.stats.binomtest`` is the successor of the
   ``scipy.stats.binom_test`` that ``core.py`` calls (removed in SciPy 1.12); same two-sided
   p-value.
 * **Clopper–Pearson**: ``core.py`` calls statsmodels' ``proportion_confint(n_A, n,
@@ -181,8 +182,9 @@ def clopper_pearson_lower(k: Any, n: Any, alpha: float) -> Any:
     ``Beta⁻¹(α; k, n − k + 1)`` (the α-quantile of that Beta law), and 0 where ``k = 0``. The
     quantile is ``scipy.special.betaincinv(k, n − k + 1, α)``, the function
     ``scipy.stats.beta.ppf`` evaluates (bit for bit, tested) without its per-call argument
-    handling, which costs ~50× more than the quantile itself (≈ 0.7 ms per call). This is statsmodels' ``proportion_confint(k, n, alpha=2α,
-    method="beta")[0]``, the bound ``core.py`` uses. ``k`` and ``n`` may be arrays (broadcast);
+    handling, which costs ~50× more than the quantile itself (≈ 0.7 ms per call). This is
+    statsmodels' ``proportion_confint(k, n, alpha=2α, method="beta")[0]``, the bound
+    ``core.py`` uses. ``k`` and ``n`` may be arrays (broadcast);
     a float is returned for scalars.
     """
     a = _check_alpha(alpha)
