@@ -29,7 +29,7 @@ from edgeproof.results import CheckResult
 from edgeproof.runtime.threads import resolve_threads, torch_threads
 from edgeproof.spec import InputKind, InputSpec, Norm, ThreatModel
 
-__all__ = ["PlannedCheck", "audit", "plan_checks", "resolve_threat"]
+__all__ = ["PlannedCheck", "audit", "plan_checks", "resolve_threat", "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -226,6 +226,40 @@ def _run_one(
     return result
 
 
+def run_checks(
+    checks: Sequence[Check],
+    ctx: AuditContext,
+    *,
+    threads: int | None = None,
+    progress: bool = False,
+    name_of: Callable[[str], str] | None = None,
+) -> list[CheckResult]:
+    """Plan ``checks`` on ``ctx`` and run each that can run, in isolation: the one runner loop
+    behind :func:`audit` and the compression ledger's re-audit of every candidate.
+
+    A check that cannot run is ``skipped`` with its reason; one that refuses its input
+    (:class:`~edgeproof.errors.UserError`) or crashes is ``error`` (a crash keeps its traceback,
+    :attr:`CheckResult.crashed`); the others still run. Each runs seeded from ``ctx.seed`` with
+    its thread count (:func:`~edgeproof.runtime.threads.resolve_threads`).
+    """
+    results: list[CheckResult] = []
+    with _progress_bar(progress) as bar:
+        for p in plan_checks(checks, ctx):
+            if p.skip_reason is not None:
+                reason = render_text(p.skip_reason, name_of)
+                results.append(p.check.new_result(status="skipped", skip_reason=reason))
+                continue
+            if bar is not None:
+                task = bar.add_task(p.check.name, total=None)
+                ctx.progress = _RichProgress(bar, task)
+            res = _run_one(p.check, ctx, threads, name_of)
+            if bar is not None:
+                status = {"ok": "[green]ok", "error": "[red]error"}.get(res.status, res.status)
+                bar.update(task, description=f"{p.check.name} {status}", total=1, completed=1)
+            results.append(res)
+    return results
+
+
 def audit(
     model: LoadedModel,
     data: Dataset | None = None,
@@ -273,22 +307,7 @@ def audit(
         out_dir=None if out_dir is None else Path(out_dir),
         batch_size=batch_size,
     )
-    planned = plan_checks(instances, ctx)
-    results: list[CheckResult] = []
-    with _progress_bar(progress) as bar:
-        for p in planned:
-            if p.skip_reason is not None:
-                reason = render_text(p.skip_reason, name_of)
-                results.append(p.check.new_result(status="skipped", skip_reason=reason))
-                continue
-            if bar is not None:
-                task = bar.add_task(p.check.name, total=None)
-                ctx.progress = _RichProgress(bar, task)
-            res = _run_one(p.check, ctx, threads, name_of)
-            if bar is not None:
-                status = {"ok": "[green]ok", "error": "[red]error"}.get(res.status, res.status)
-                bar.update(task, description=f"{p.check.name} {status}", total=1, completed=1)
-            results.append(res)
+    results = run_checks(instances, ctx, threads=threads, progress=progress, name_of=name_of)
     if baseline is not None:
         results.append(_baseline_result(baseline, results))
     model_info: dict[str, Any] = {
