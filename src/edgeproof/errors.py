@@ -29,6 +29,7 @@ a flag and a CLI message never names a Python argument.
     │   ├── OptionError              an option/argument value is invalid
     │   ├── SpecError                input shape/domain does not fit the model or data
     │   ├── DataError                the data's content is invalid (NaN, labels out of range, empty)
+    │   ├── ModelError               the model's content is invalid (its outputs are NaN/Inf)
     │   └── PolicyFileError
     ├── PolicyViolation              exit code 1 (a threshold failed; not an error of input)
     └── InternalError
@@ -49,6 +50,7 @@ __all__ = [
     "EdgeproofError",
     "InputFileError",
     "InternalError",
+    "ModelError",
     "ModelFileError",
     "OptionError",
     "PolicyFileError",
@@ -155,6 +157,10 @@ class SpecError(UserError):
 
 class DataError(UserError):
     """The data's content is invalid (NaN/Inf, labels out of range, empty)."""
+
+
+class ModelError(UserError):
+    """The model's content is invalid: e.g. it returns NaN or Inf logits (broken weights)."""
 
 
 class PolicyFileError(InputFileError):

@@ -19,9 +19,9 @@ adversarial robustness", §5), each a warning when it fails:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -160,6 +160,13 @@ class AdversarialCheck(Check):
 
     name = "adversarial"
     title = "Adversarial robustness"
+    headline = ("robust_accuracy", "median_minimal_eps")
+    quick_settings: ClassVar[Mapping[str, Any]] = {
+        "pgd_steps": 3,
+        "apgd_steps": 3,
+        "bisection_steps": 2,
+        "max_samples": 24,
+    }
     description = "FGSM, PGD and APGD-CE robust accuracy vs ε with gradient-masking checks."
     needs_data = True
     needs_gradients = True

@@ -9,9 +9,9 @@ copy of the model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -50,6 +50,13 @@ class BitflipCheck(Check):
 
     name = "bitflip"
     title = "Sign-bit flip fragility (Deep Neural Lesion)"
+    headline = ("dnl_ar_10", "onep_dnl_ar_10", "random_ar_10")
+    quick_settings: ClassVar[Mapping[str, Any]] = {
+        "random_seeds": 2,
+        "eval_samples": 48,
+        "noise_samples": 32,
+        "budgets": (1e-3,),
+    }
     description = (
         "Data-free sign-flip attack on the largest/most sensitive weights (Galil et al. 2025, "
         "DNL and 1P-DNL) against random flips, and the effect of protecting top-scored bits."
@@ -136,8 +143,7 @@ class BitflipCheck(Check):
 
     def run(self, ctx: AuditContext) -> CheckResult:
         module = ctx.model.module
-        assert module is not None  # needs_gradients guarantees a module
-        module = module.eval()
+        assert module is not None  # needs_gradients guarantees a module (loaded in eval mode)
         spec = ctx.model.spec or ctx.threat.input
         res = self.new_result()
         damage, label, info = self._damage(ctx, module)

@@ -11,8 +11,8 @@ per-corruption mean over severities carries a bootstrap interval over records. S
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -56,6 +56,8 @@ class CorruptionCheck(Check):
 
     name = "corruption"
     title = "Corruption robustness"
+    headline = ("mean_corruption_accuracy",)
+    quick_settings: ClassVar[Mapping[str, Any]] = {"severities": (1, 3)}
     description = "Accuracy under noise, blur, brightness/contrast or sensor faults, by severity."
     needs_data = True
 

@@ -9,6 +9,9 @@ bisection as the ``adversarial`` check, shared through the audit cache). A sensi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 import numpy as np
 
 from edgeproof.checks.adversarial import attack_data, shared_minimal_eps
@@ -37,6 +40,12 @@ class FisherCheck(Check):
 
     name = "fisher"
     title = "Fisher-information sensitivity"
+    headline = ("spearman_lambda_max_vs_minimal_eps", "median_lambda_max")
+    quick_settings: ClassVar[Mapping[str, Any]] = {
+        "pgd_steps": 3,
+        "bisection_steps": 2,
+        "max_samples": 16,
+    }
     description = "Exact λ_max of the input-space Fisher and its correlation with minimal PGD ε."
     needs_data = True
     needs_gradients = True

@@ -13,8 +13,8 @@ certifies small radii; the check says so when abstention is high.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -93,6 +93,7 @@ class SmoothingCheck(Check):
     needs_forward = True
     needs_gradients = False
     headline = ("average_certified_radius", "certified_accuracy@0", "abstention_rate")
+    quick_settings: ClassVar[Mapping[str, Any]] = {"n0": 10, "n": 100, "max_samples": 8}
 
     def __init__(
         self,

@@ -9,7 +9,8 @@ normalisation in force is written into the result's settings and description.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -52,6 +53,8 @@ class SpectralCheck(Check):
 
     name = "spectral"
     title = "Weight spectra (heavy-tailed self-regularisation)"
+    headline = ("mean_alpha", "over_trained_layers", "under_trained_layers")
+    quick_settings: ClassVar[Mapping[str, Any]] = {}
     description = (
         "Power-law fit of each weight matrix's eigenvalue spectrum (Martin & Mahoney; "
         "WeightWatcher 0.7.7 method), Marchenko–Pastur bulk, over/under-training flags."

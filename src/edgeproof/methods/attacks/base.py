@@ -12,7 +12,6 @@ onto the ε-ball around the clean input and then clipped to the domain ``[lo, hi
 
 from __future__ import annotations
 
-import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from edgeproof.errors import OptionError, SpecError, param
+from edgeproof.models.modules import frozen_copy
 from edgeproof.spec import Norm, ThreatModel
 
 __all__ = [
@@ -166,23 +166,6 @@ def with_restarts(
         x_out[todo] = adv
         fooled[todo] = ok
     return AttackResult(x_out.contiguous(), fooled)
-
-
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``module`` whose parameters do not require gradients.
-
-    Attacks differentiate with respect to the input only; freezing the parameters keeps autograd
-    from recording (and computing) weight gradients. The caller's module is left untouched. Where
-    the module cannot be deep-copied (some compiled forms), it is used as is in eval mode and the
-    attacks still take gradients with respect to the input only.
-    """
-    try:
-        frozen = copy.deepcopy(module)
-    except Exception:  # fall back to the original; gradients are still wrt the input only
-        return module.eval()
-    frozen.eval()
-    frozen.requires_grad_(False)
-    return frozen
 
 
 def misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,68 @@
+"""Working on a user's module without changing it, whatever form it came in.
+
+Checks copy a model before they flip its weights or take gradients of its parameters, and put it
+in eval mode; three forms need care:
+
+* **TorchScript** (``torch.jit.ScriptModule``): ``copy.deepcopy`` returns parameters that are not
+  autograd leaves (``requires_grad_`` then fails), and ``Module.requires_grad_`` is not
+  supported at all. :func:`clone_module` copies it by a ``torch.jit.save``/``load`` round trip in
+  memory, whose parameters are ordinary leaves.
+* **torch.export programs** (the ``GraphModule`` of ``ExportedProgram.module()``): ``.eval()``
+  raises ``NotImplementedError``; their mode is baked into the graph (the loader rewrites
+  train-mode batch-norm/dropout calls to eval), so :func:`eval_mode` leaves them as they are.
+* plain ``nn.Module``: ``copy.deepcopy`` and ``.eval()``.
+
+Gradients with respect to the input work on all three (``x.requires_grad_(True)``; never on the
+module).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+__all__ = ["clone_module", "eval_mode", "frozen_copy", "is_scripted"]
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def is_scripted(module: nn.Module) -> bool:
+    """True for a TorchScript module (scripted or traced)."""
+    return isinstance(module, torch.jit.ScriptModule)
+
+
+def clone_module(module: M) -> M:
+    """An independent copy of ``module`` (its own parameters, each an autograd leaf)."""
+    if is_scripted(module):
+        buf = io.BytesIO()
+        torch.jit.save(module, buf)
+        buf.seek(0)
+        clone: M = torch.jit.load(buf, map_location="cpu")
+        return clone
+    return copy.deepcopy(module)
+
+
+def eval_mode(module: M) -> M:
+    """``module`` in eval mode (an exported program, whose mode is fixed in its graph, as is)."""
+    # torch.export's GraphModule raises "Calling eval() is not supported yet"
+    with contextlib.suppress(NotImplementedError):
+        module.eval()
+    return module
+
+
+def frozen_copy(module: M) -> M:
+    """An eval-mode copy of ``module`` whose parameters do not require gradients.
+
+    Gradient attacks and input-space Fisher differentiate with respect to the input only;
+    freezing the parameters keeps autograd from computing weight gradients. The caller's
+    module is left untouched.
+    """
+    frozen = eval_mode(clone_module(module))
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen
