@@ -57,12 +57,22 @@ def resolve_threat(
     kind: InputKind | None = None,
     norm: Norm = "linf",
     eps: Sequence[float] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> ThreatModel:
     """Build the one ThreatModel every check shares.
 
     Precedence for each field: explicit argument (a CLI flag) > model metadata > data.
     The data must fit the spec: a shape or class-count disagreement is a :class:`SpecError`.
+    ``mean``/``std`` (given together): the model expects ``(x − mean) / std`` per channel,
+    applied outside it (:attr:`InputSpec.outside_normalization`); data, domain and ε stay raw.
     """
+    if (mean is None) != (std is None):
+        given, missing = ("mean", "std") if std is None else ("std", "mean")
+        raise SpecError(
+            f"{param(given)} was given without {param(missing)}; the normalisation outside the "
+            f"model needs both, e.g. {param('mean')} 0.1307 {param('std')} 0.3081"
+        )
     base = model.spec
     if shape is None:
         shape = (
@@ -116,6 +126,13 @@ def resolve_threat(
         normalization=base.normalization if base is not None else None,
         num_classes=num_classes,
         class_names=class_names,
+        outside_normalization=(
+            (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+            if mean is not None and std is not None
+            else base.outside_normalization
+            if base is not None
+            else None
+        ),
     )
     if eps is None:
         eps = tuple(round(f * spec.range, 6) for f in (0.01, 0.03, 0.1))
@@ -295,6 +312,7 @@ def audit(
         data.validate()
     if threat is None:
         threat = resolve_threat(model, data)
+    model = model.for_spec(threat.input)
     _probe(model, threat, data)
     if checks is None:
         checks = available_checks()

@@ -16,12 +16,45 @@ from typing import Any, Literal
 
 from edgeproof.errors import OptionError, SpecError, param
 
-__all__ = ["InputKind", "InputSpec", "Norm", "ThreatModel", "parse_eps_list"]
+__all__ = [
+    "InputKind",
+    "InputSpec",
+    "Norm",
+    "Normalization",
+    "ThreatModel",
+    "check_normalization",
+    "parse_eps_list",
+]
 
 InputKind = Literal["image", "timeseries", "tabular"]
 Norm = Literal["linf", "l2"]
 
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 _KINDS: tuple[str, ...] = ("image", "timeseries", "tabular")
+
+
+def check_normalization(
+    normalization: Normalization, shape: tuple[int, ...] = ()
+) -> Normalization:
+    """Validate a per-channel ``(mean, std)``: equal lengths, finite values, every std > 0, and
+    one value per channel (``shape[0]``) or one for all channels when the shape is known."""
+    mean, std = normalization
+    if len(mean) != len(std) or not mean:
+        raise SpecError(
+            f"{param('mean')} has {len(mean)} values but {param('std')} has {len(std)}; give "
+            "one mean and one std per channel (or one of each for every channel)"
+        )
+    if not all(math.isfinite(v) for v in (*mean, *std)) or any(s <= 0 for s in std):
+        raise SpecError(
+            f"{param('std')} {list(std)} / {param('mean')} {list(mean)}: every value must be "
+            "finite and every std > 0 (e.g. 0.229,0.224,0.225)"
+        )
+    if shape and len(mean) not in (1, shape[0]):
+        raise SpecError(
+            f"{param('mean')}/{param('std')} give {len(mean)} values but the input has "
+            f"{shape[0]} channels (shape {list(shape)}); give {shape[0]} values, or one"
+        )
+    return normalization
 _NORMS: tuple[str, ...] = ("linf", "l2")
 
 
@@ -39,6 +72,12 @@ class InputSpec:
         normalization: ``(mean, std)`` per channel if the model normalises its input
             internally (edgeproof's zoo models do), else ``None``. Informational: inputs are
             always given to the model in the raw domain.
+        outside_normalization: ``(mean, std)`` per channel (one value each for every channel
+            alike) that the model expects to have been applied *before* it — the torchvision
+            convention of most published checkpoints. edgeproof then feeds the model
+            ``(x − mean) / std`` itself (:meth:`edgeproof.models.loaded.LoadedModel.
+            for_spec`), so data, domain, ε, attacks, corruptions and certificates all stay in
+            raw input units.
         num_classes: number of output classes, if known.
         class_names: optional class labels (length ``num_classes``).
     """
@@ -49,6 +88,7 @@ class InputSpec:
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
+    outside_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
         if any(int(s) <= 0 for s in self.shape):
@@ -64,6 +104,8 @@ class InputSpec:
         names, k = self.class_names, self.num_classes
         if names is not None and k is not None and len(names) != k:
             raise SpecError(f"{len(names)} class names given for {k} classes")
+        if self.outside_normalization is not None:
+            check_normalization(self.outside_normalization, self.shape)
 
     @property
     def range(self) -> float:
@@ -95,11 +137,20 @@ class InputSpec:
             ),
             "num_classes": self.num_classes,
             "class_names": None if self.class_names is None else list(self.class_names),
+            "outside_normalization": (
+                None
+                if self.outside_normalization is None
+                else {
+                    "mean": list(self.outside_normalization[0]),
+                    "std": list(self.outside_normalization[1]),
+                }
+            ),
         }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> InputSpec:
         norm = obj.get("normalization")
+        outside = obj.get("outside_normalization")
         names = obj.get("class_names")
         return cls(
             shape=tuple(int(s) for s in obj["shape"]),
@@ -112,6 +163,14 @@ class InputSpec:
             ),
             num_classes=obj.get("num_classes"),
             class_names=None if names is None else tuple(str(n) for n in names),
+            outside_normalization=(
+                None
+                if outside is None
+                else (
+                    tuple(float(v) for v in outside["mean"]),
+                    tuple(float(v) for v in outside["std"]),
+                )
+            ),
         )
 
 

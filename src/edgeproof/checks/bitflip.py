@@ -108,7 +108,7 @@ class BitflipCheck(Check):
         spec = ctx.model.spec or ctx.threat.input
         if ctx.data is not None:
             n = min(self.eval_samples, len(ctx.data))
-            x = torch.as_tensor(ctx.data.x[:n])
+            x = ctx.model.preprocess(torch.as_tensor(ctx.data.x[:n]))
             y = torch.as_tensor(ctx.data.y[:n])
             clean_acc = float((_forward(module, x, ctx.batch_size).argmax(1) == y).float().mean())
 
@@ -127,6 +127,7 @@ class BitflipCheck(Check):
         g = ctx.generator(salt=0xB17)
         lo, hi = spec.domain
         x = lo + (hi - lo) * torch.rand((self.noise_samples, *spec.shape), generator=g)
+        x = ctx.model.preprocess(x)
         clean = _forward(module, x, ctx.batch_size)
 
         def disruption(m: nn.Module) -> float:
@@ -142,7 +143,9 @@ class BitflipCheck(Check):
         return disruption, "top-1 change", info
 
     def run(self, ctx: AuditContext) -> CheckResult:
-        module = ctx.model.module
+        # the user's network (outside normalisation applied to its inputs below), so that the
+        # flipped tensors carry the model's own parameter names
+        module = ctx.model.network
         assert module is not None  # needs_gradients guarantees a module (loaded in eval mode)
         spec = ctx.model.spec or ctx.threat.input
         res = self.new_result()

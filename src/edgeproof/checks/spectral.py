@@ -34,8 +34,8 @@ def inventory_of(ctx: AuditContext) -> LayerInventory:
     """Layers of the audited model: from its module if there is one, else from its tensors."""
     model = ctx.model
     source = str(model.path) if model.path is not None else model.name
-    if model.module is not None:
-        inv = layers_from_module(model.module, source=source)
+    if model.network is not None:
+        inv = layers_from_module(model.network, source=source)
     else:
         inv = layers_from_tensors(model.weights, source=source)
     if not inv.layers:

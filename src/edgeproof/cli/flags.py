@@ -30,6 +30,8 @@ FLAGS: dict[str, str] = {
     "shape": "--shape",
     "domain": "--domain",
     "kind": "--kind",
+    "mean": "--mean",
+    "std": "--std",
     "norm": "--norm",
     "eps": "--eps",
     # running

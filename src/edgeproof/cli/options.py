@@ -168,6 +168,12 @@ def add_spec(p: argparse.ArgumentParser, *, threat: bool = True) -> None:
     g.add_argument(
         "--kind", choices=["image", "timeseries", "tabular"], help="kind of input signal"
     )
+    g.add_argument(
+        "--mean",
+        help="per-channel mean the model expects subtracted outside it, e.g. 0.485,0.456,0.406 "
+        "(with --std; edgeproof applies (x - mean) / std, data and eps stay in raw units)",
+    )
+    g.add_argument("--std", help="per-channel std of that normalisation, e.g. 0.229,0.224,0.225")
     if threat:
         g.add_argument(
             "--norm",
@@ -190,6 +196,8 @@ def spec_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "shape": csv_ints("shape", args.shape) if args.shape else None,
         "domain": csv_floats("domain", args.domain, 2) if args.domain else None,
         "kind": args.kind,
+        "mean": csv_floats("mean", args.mean) if args.mean else None,
+        "std": csv_floats("std", args.std) if args.std else None,
     }
     if hasattr(args, "eps"):
         out["norm"] = args.norm

@@ -26,7 +26,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-__all__ = ["clone_module", "eval_mode", "frozen_copy", "is_scripted"]
+__all__ = ["OutsideNormalized", "clone_module", "eval_mode", "frozen_copy", "is_scripted"]
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -36,15 +36,55 @@ def is_scripted(module: nn.Module) -> bool:
     return isinstance(module, torch.jit.ScriptModule)
 
 
+def _jit_clone(module: M) -> M:
+    buf = io.BytesIO()
+    torch.jit.save(module, buf)
+    buf.seek(0)
+    clone: M = torch.jit.load(buf, map_location="cpu")
+    return clone
+
+
 def clone_module(module: M) -> M:
-    """An independent copy of ``module`` (its own parameters, each an autograd leaf)."""
+    """An independent copy of ``module`` (its own parameters, each an autograd leaf), including
+    a Python module that holds TorchScript submodules (e.g. :class:`OutsideNormalized`)."""
     if is_scripted(module):
-        buf = io.BytesIO()
-        torch.jit.save(module, buf)
-        buf.seek(0)
-        clone: M = torch.jit.load(buf, map_location="cpu")
-        return clone
-    return copy.deepcopy(module)
+        return _jit_clone(module)
+    scripted: dict[str, nn.Module] = {}
+    for name, sub in module.named_modules():
+        if name and is_scripted(sub) and not any(name.startswith(f"{s}.") for s in scripted):
+            scripted[name] = sub
+    clone = copy.deepcopy(module)
+    for name, sub in scripted.items():
+        parent_name, _, attr = name.rpartition(".")
+        parent = clone.get_submodule(parent_name) if parent_name else clone
+        parent._modules[attr] = _jit_clone(sub)
+    return clone
+
+
+class OutsideNormalized(nn.Module):
+    """``model((x − mean) / std)``: a model that expects normalised inputs, fed raw ones.
+
+    ``mean`` and ``std`` are per channel (dimension 1; one value = every channel alike) and
+    broadcast over the trailing dimensions. The user's module is ``self.model``, unchanged; its
+    parameters appear under the ``model.`` prefix.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * (x.dim() - 2) if x.dim() >= 2 else (-1,)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(self.normalize(x))
+        return out
 
 
 def eval_mode(module: M) -> M:
