@@ -33,9 +33,7 @@ Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 _KINDS: tuple[str, ...] = ("image", "timeseries", "tabular")
 
 
-def check_normalization(
-    normalization: Normalization, shape: tuple[int, ...] = ()
-) -> Normalization:
+def check_normalization(normalization: Normalization, shape: tuple[int, ...] = ()) -> Normalization:
     """Validate a per-channel ``(mean, std)``: equal lengths, finite values, every std > 0, and
     one value per channel (``shape[0]``) or one for all channels when the shape is known."""
     mean, std = normalization
@@ -55,6 +53,8 @@ def check_normalization(
             f"{shape[0]} channels (shape {list(shape)}); give {shape[0]} values, or one"
         )
     return normalization
+
+
 _NORMS: tuple[str, ...] = ("linf", "l2")
 
 

@@ -161,6 +161,11 @@ class Check(ABC):
             return f"needs labelled data (pass {param('data')})"
         if self.needs_forward and not m.can_forward:
             return f"needs a runnable model, but only weights were given (pass {param('arch')})"
+        if self.needs_forward and not ctx.threat.input.shape_known:
+            return (
+                "needs the input shape, which neither the model's metadata nor data give "
+                f"(pass {param('shape')}, e.g. {param('shape')} 3,32,32)"
+            )
         if self.needs_gradients and not m.has_gradients:
             return f"needs gradients, which a {m.format} model does not provide"
         if self.needs_architecture and not m.has_architecture:
