@@ -353,8 +353,8 @@ class Square(Attack):
                 vh = 0 if flat else _position(g, h - s)
                 vw = _position(g, w - s)
                 sign = _sign(g, (c, 1, 1)).to(x.dtype)
-                win = (slice(None), slice(None), slice(vh, vh + (1 if flat else s)))
-                win += (slice(vw, vw + s),)
+                sh = 1 if flat else s
+                win = (slice(None), slice(None), slice(vh, vh + sh), slice(vw, vw + s))
                 x_new = x_best.clone()
                 x_w = x[win]
                 moved = x_best[win] + (2.0 * eps) * sign
