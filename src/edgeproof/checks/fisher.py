@@ -76,7 +76,7 @@ class FisherCheck(Check):
         mins = shared_minimal_eps(
             ctx,
             ad,
-            pgd=self.pgd,
+            attack=self.pgd,
             iterations=self.bisection_steps,
             upper=None,
             batch_size=ctx.batch_size,
@@ -92,7 +92,9 @@ class FisherCheck(Check):
                 )
             )
             return res
-        lam = fisher_lambda_max(ad.model, ad.x[np.flatnonzero(ok)], batch_size=self.batch_size)
+        lam = fisher_lambda_max(
+            ad.gradient_model(), ad.x[np.flatnonzero(ok)], batch_size=self.batch_size
+        )
         eps = mins.values[ok]
         res.settings.update(
             samples=int(ok.sum()), norm=ad.norm, pgd=repr(self.pgd), minimal_eps_upper=mins.upper

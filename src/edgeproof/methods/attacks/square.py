@@ -55,9 +55,11 @@ Deliberate differences, none of which changes an iterate on a square image of si
 * **Shapes.** Inputs ``(N, C, H, W)`` are images. Other inputs are attacked as one-row images
   ``(N, C, 1, L)``: ``(N, F)`` as ``(N, 1, 1, F)``, ``(N, C, L)`` as ``(N, C, 1, L)``, and
   ``(N, C, d₁, d₂, …)`` with the trailing axes flattened. On a one-row input the windows are
-  segments covering the same fraction ``p`` of the row (``s = round(p·L)``; L2: odd, ≥ 3), the
-  L2 pattern is the 1-D version of ``η`` (one bump per half, no transpose) and the L2 start is
-  five segment tiles of length ``⌊L/5⌋``. On images smaller than 5 in height (where the
+  segments covering the same fraction ``p`` of the row (``s = round(p·L)``; L2: odd, ≥ 3), drawn
+  at any of the ``L − s + 1`` positions (so every feature of a tabular record can move; on
+  images the reference never places a window at the last row or column, which only the start
+  sets), the L2 pattern is the 1-D version of ``η`` (one bump per half, no transpose) and the
+  L2 start is five segment tiles of length ``⌊L/5⌋``. On images smaller than 5 in height (where the
   reference's L2 start divides by zero) the L2 tiles have side 1, and tiles that would overrun
   the border (heights such as 12, where the reference raises) are cut at the border.
 """
@@ -351,7 +353,7 @@ class Square(Attack):
             s = self._side(p, h, w, c, linf)
             if linf:
                 vh = 0 if flat else _position(g, h - s)
-                vw = _position(g, w - s)
+                vw = _position(g, w - s + flat)
                 sign = _sign(g, (c, 1, 1)).to(x.dtype)
                 sh = 1 if flat else s
                 win = (slice(None), slice(None), slice(vh, vh + sh), slice(vw, vw + s))
@@ -389,13 +391,13 @@ class Square(Attack):
         sh = 1 if flat else s
         delta = x_best - x
         vh = 0 if flat else _position(g, h - s)
-        vw = _position(g, w - s)
+        vw = _position(g, w - s + flat)
         w1 = (slice(None), slice(None), slice(vh, vh + sh), slice(vw, vw + s))
         mask = torch.zeros_like(x)
         mask[w1] = 1.0
         norms_window_1 = (delta[w1] ** 2).sum(dim=(-2, -1), keepdim=True).sqrt()
         vh2 = 0 if flat else _position(g, h - s)
-        vw2 = _position(g, w - s)
+        vw2 = _position(g, w - s + flat)
         w2 = (slice(None), slice(None), slice(vh2, vh2 + sh), slice(vw2, vw2 + s))
         mask[w2] = 1.0
         norms_image = _l2_norm(delta)
