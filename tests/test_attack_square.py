@@ -20,6 +20,7 @@ from edgeproof.methods.attacks import Budget, Square, frozen_copy, get_attack
 from edgeproof.methods.attacks.square import p_selection
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.runtime.ort import make_session, run_session, session_forward
+from edgeproof.spec import Norm
 
 
 def _wrong(model: object, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -105,7 +106,8 @@ def test_square_is_deterministic_under_a_seed_and_varies_with_it(
     assert digits_model.module is not None
     model = frozen_copy(digits_model.module)
     x, y = torch.from_numpy(digits_test.x[:48]), torch.from_numpy(digits_test.y[:48])
-    for norm, eps in (("linf", 0.1), ("l2", 0.6)):
+    cases: tuple[tuple[Norm, float], ...] = (("linf", 0.1), ("l2", 0.6))
+    for norm, eps in cases:
         runs = [
             Square(n_queries=40).perturb(
                 model, x, y, Budget(norm, eps), generator=torch.Generator().manual_seed(s)
@@ -125,7 +127,8 @@ def test_square_counts_every_query_it_makes_per_sample() -> None:
         pred = model(x).argmax(1)
     y = pred.clone()
     y[:5] = (pred[:5] + 1) % 4  # five samples misclassified before any attack
-    for norm, eps in (("linf", 0.05), ("l2", 0.3)):
+    cases: tuple[tuple[Norm, float], ...] = (("linf", 0.05), ("l2", 0.3))
+    for norm, eps in cases:
         counting = _Counting(model)
         res = Square(n_queries=25, n_restarts=3).perturb(
             counting, x, y, Budget(norm, eps), generator=gen

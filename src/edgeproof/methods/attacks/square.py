@@ -152,7 +152,8 @@ class _Patterns:
         if s not in self.cache:
             self.cache[s] = _eta_1d(s) if self.flat else _eta(s)
         delta = self.cache[s]
-        if not self.flat and torch.rand([1], generator=self.g) > 0.5:  # the reference's transpose
+        # the reference's random transpose (one draw per pattern, images only)
+        if not self.flat and torch.rand([1], generator=self.g, dtype=torch.float32) > 0.5:
             delta = delta.permute([1, 0])
         return delta
 
