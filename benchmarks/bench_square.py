@@ -39,12 +39,13 @@ reference, each repeat). Writes docs/benchmarks/square.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -96,6 +97,7 @@ class Row:
     peer_queries: float
     ours_s: float  # median seconds per sample
     peer_s: float
+    repeats: int
 
     @property
     def inside(self) -> bool:
@@ -205,6 +207,7 @@ def bench(w: Workload, budget: int, repeats: int) -> Row:
         peer_queries=float(q_peer[clean_ok & fooled_peer].double().mean()),
         ours_s=statistics.median(times["ours"]) / n,
         peer_s=statistics.median(times["peer"]) / n,
+        repeats=repeats,
     )
 
 
@@ -245,37 +248,53 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budgets", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--rows", type=Path, help="also write the rows to this JSON file")
+    ap.add_argument(
+        "--merge", type=Path, nargs="*", default=[], help="rows (JSON) of earlier runs to include"
+    )
+    ap.add_argument("--no-check", action="store_true", help="skip the check timing")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     rows = []
-    for w in workloads():
+    for path in args.merge:  # earlier runs (e.g. another budget, run as a separate job)
+        for obj in json.loads(path.read_text(encoding="utf-8")):
+            obj["ours"], obj["peer"] = Interval(**obj["ours"]), Interval(**obj["peer"])
+            rows.append(Row(**obj))
+    loads = workloads()
+    for w in loads:
         for budget in args.budgets:
             rows.append(bench(w, budget, args.repeats))
             print(rows[-1])
+    order = [w.label for w in loads]
+    rows.sort(key=lambda r: (order.index(r.workload), r.budget))
+    if args.rows is not None:
+        args.rows.write_text(json.dumps([asdict(r) for r in rows]), encoding="utf-8")
     load_after = os.getloadavg()
-    checks = bench_check()
+    checks = [] if args.no_check else bench_check()
     print(checks)
     lines = [
         "## Square Attack: agreement with fra31/auto-attack and cost",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other jobs; 1-minute "
-        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after), torch "
+        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after the last "
+        "benchmark job), torch "
         f"{torch.__version__}, {torch.get_num_threads()} intra-op thread(s) for both. Reference: "
         "`autoattack.square.SquareAttack` from a checkout of fra31/auto-attack on PYTHONPATH. "
         "Margin loss, p_init 0.8, 1 restart, seed 0 for both; a budget of N queries per sample is "
         "edgeproof's `Square(n_queries=N)` and the reference's `SquareAttack(n_queries=N − 1)` "
         "(the reference counts iterations after its starting point, edgeproof counts queries "
         "including it). Robust accuracy = correct and not fooled, over all samples; 95% Wilson "
-        f"intervals. Times: medians of {args.repeats} repeats, the two contenders interleaved in "
-        "each repeat, wall time of one call over all samples divided by their number.",
+        "intervals. Times: medians of the repeats the table gives, the two contenders "
+        "interleaved in each repeat; wall time of one call over all samples divided by their "
+        "number.",
         "",
         "| workload | budget | samples (clean correct) | edgeproof robust acc [CI] "
         "| reference robust acc [CI] | edgeproof inside reference CI | judged differently "
         "| max abs diff of examples both fooled | edgeproof seed 1 robust acc "
         "| mean queries of fooled, edgeproof / reference | ms per sample, edgeproof / reference "
-        "| time ratio |",
-        "|---|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|",
+        "| time ratio | repeats |",
+        "|---|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
@@ -283,7 +302,7 @@ def main() -> None:
             f"| {r.ours_robust / r.n:.3f} {_ci(r.ours)} | {r.peer_robust / r.n:.3f} {_ci(r.peer)} "
             f"| {'yes' if r.inside else 'no'} | {r.differ} | {r.max_diff:.2g} "
             f"| {r.other_seed_robust / r.n:.3f} | {r.ours_queries:.1f} / {r.peer_queries:.1f} "
-            f"| {r.ours_s * 1e3:.2f} / {r.peer_s * 1e3:.2f} | {r.ratio:.2f} |"
+            f"| {r.ours_s * 1e3:.2f} / {r.peer_s * 1e3:.2f} | {r.ratio:.2f} | {r.repeats} |"
         )
     outside = [r for r in rows if not r.inside]
     verdict = (
