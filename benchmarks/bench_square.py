@@ -43,6 +43,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -60,11 +61,14 @@ from edgeproof.spec import Norm
 
 try:
     from autoattack.square import SquareAttack
-except ImportError as exc:  # the reference is a checkout, not a dependency
-    raise SystemExit(
-        "bench_square.py needs the reference: put a checkout of "
-        "https://github.com/fra31/auto-attack on PYTHONPATH"
-    ) from exc
+except ImportError:  # the reference is a checkout, not a dependency: nothing to compare with
+    print(
+        "bench_square.py: skipped, the reference is not importable; put a checkout of "
+        "https://github.com/fra31/auto-attack on PYTHONPATH to run it "
+        "(docs/benchmarks/square.md is left as it is)",
+        file=sys.stderr,
+    )
+    raise SystemExit(0) from None
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "square.md"
 
