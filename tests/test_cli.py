@@ -381,7 +381,7 @@ def test_onnx_model_runs_forward_checks_and_skips_gradient_checks(
             "--out",
             str(tmp_path / "o"),
             "--checks",
-            "performance,adversarial,corruption",
+            "performance,fisher,corruption",
             "--quiet",
         ],
         capsys,
@@ -393,8 +393,9 @@ def test_onnx_model_runs_forward_checks_and_skips_gradient_checks(
     assert checks["performance"]["status"] == "ok"
     assert checks["performance"]["metrics"][0]["value"] > 0.9
     assert checks["corruption"]["status"] == "ok"
-    assert checks["adversarial"]["status"] == "skipped"
-    assert "needs gradients" in checks["adversarial"]["skip_reason"]
+    # fisher differentiates the model (adversarial runs Square on ONNX: tests/test_check_adversarial)
+    assert checks["fisher"]["status"] == "skipped"
+    assert "needs gradients" in checks["fisher"]["skip_reason"]
 
 
 def test_global_threads_option_is_not_shadowed_by_a_subcommand_option(
