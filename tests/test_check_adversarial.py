@@ -235,7 +235,7 @@ def test_square_on_the_onnx_export_gives_the_robust_accuracy_of_the_pytorch_mode
     clean = on_onnx.metric("clean_accuracy").value
     assert clean > on_onnx.metric("robust_accuracy@0.1").value  # the attack does something
     queries = on_onnx.metric("square_mean_queries")
-    assert queries.unit == "queries" and 1 <= queries.value <= 150
+    assert queries.unit == "queries" and 1 <= queries.value <= 150 and queries.ci is not None
     table = on_onnx.tables[0]
     assert table.columns[1] == "square robust acc" and table.columns[-1].startswith("square mean")
     worst = table.rows[-1][table.columns.index("worst-case robust acc")]

@@ -383,14 +383,28 @@ class AdversarialCheck(Check):
             )
         )
         if "square" in curve.attacks and curve.counts_queries("square"):
-            fooled_sq = int(curve.fooled[curve.attacks.index("square"), last].sum())
+            a_sq = curve.attacks.index("square")
+            rows = curve.clean_correct & curve.fooled[a_sq, last]
+            spent = curve.queries[a_sq, last][rows] if curve.queries is not None else []
+            q_ci = (
+                bootstrap_interval(
+                    lambda idx: np.mean(np.asarray(spent, dtype=np.float64)[idx], axis=1),
+                    len(spent),
+                    level=self.level,
+                    seed=ctx.seed,
+                    resamples=500,
+                )
+                if len(spent)
+                else None
+            )
             res.metrics.append(
                 Metric(
                     "square_mean_queries",
                     curve.mean_queries("square", last),
                     unit="queries",
+                    ci=q_ci,
                     description=f"Square at ε={eps[-1]:g}: mean model queries per sample it "
-                    f"fooled ({fooled_sq} of {clean}; budget {self.square.n_queries} per "
+                    f"fooled ({len(spent)} of {clean}; budget {self.square.n_queries} per "
                     f"sample and restart, {self.square.n_restarts} restart(s))",
                     higher_is_better=True,
                     settings={
