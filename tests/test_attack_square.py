@@ -16,7 +16,14 @@ from edgeproof.compress.onnx_export import export_onnx
 from edgeproof.compress.quantize import QuantConfig, quantize
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError, SpecError
-from edgeproof.methods.attacks import Budget, Square, frozen_copy, get_attack
+from edgeproof.methods.attacks import (
+    FGSM,
+    Budget,
+    Square,
+    frozen_copy,
+    get_attack,
+    robustness_curve,
+)
 from edgeproof.methods.attacks.square import p_selection
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.runtime.ort import make_session, run_session, session_forward
@@ -297,3 +304,30 @@ def test_session_forward_runs_a_fixed_batch_graph_record_by_record_and_checks_sh
     torch.testing.assert_close(forward(x), ref, rtol=1e-4, atol=1e-4)
     with pytest.raises(SpecError, match=r"input 'input' has shape \[1, 1, 8, 8\] but the inputs"):
         forward(torch.zeros(2, 1, 4, 16))
+
+
+def test_robustness_curve_records_square_queries_and_marks_attacks_that_count_none(
+    digits_model: LoadedModel, digits_test: Dataset
+) -> None:
+    assert digits_model.module is not None
+    model = frozen_copy(digits_model.module)
+    x, y = torch.from_numpy(digits_test.x[:80]), torch.from_numpy(digits_test.y[:80])
+    curve = robustness_curve(
+        model,
+        x,
+        y,
+        norm="linf",
+        eps=(0.05, 0.2),
+        domain=(0.0, 1.0),
+        attacks=[FGSM(), Square(n_queries=30)],
+        batch_size=32,
+    )
+    assert curve.queries is not None and curve.queries.shape == (2, 2, 80)
+    assert not curve.counts_queries("fgsm") and bool((curve.queries[0] == -1).all())
+    assert np.isnan(curve.mean_queries("fgsm", 0))
+    assert curve.counts_queries("square")
+    spent = curve.queries[1]
+    assert bool((spent[:, ~curve.clean_correct] == 0).all())  # never attacked
+    assert bool((spent[:, curve.clean_correct] >= 1).all() and (spent <= 30).all())
+    fooled = curve.clean_correct & curve.fooled[1, 1]
+    assert curve.mean_queries("square", 1) == pytest.approx(spent[1][fooled].mean())

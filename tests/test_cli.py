@@ -393,7 +393,7 @@ def test_onnx_model_runs_forward_checks_and_skips_gradient_checks(
     assert checks["performance"]["status"] == "ok"
     assert checks["performance"]["metrics"][0]["value"] > 0.9
     assert checks["corruption"]["status"] == "ok"
-    # fisher differentiates the model (adversarial runs Square on ONNX: tests/test_check_adversarial)
+    # fisher differentiates the model (adversarial runs Square on ONNX: test_check_adversarial)
     assert checks["fisher"]["status"] == "skipped"
     assert "needs gradients" in checks["fisher"]["skip_reason"]
 

@@ -135,6 +135,7 @@ def robustness_curve(
     eps_t = tuple(float(e) for e in eps)
     fooled = np.zeros((len(attacks), len(eps_t), n), dtype=bool)
     queries = np.zeros((len(attacks), len(eps_t), n), dtype=np.int64)
+    counted = [idx.size > 0] * len(attacks)  # unknown (not counted) if nothing was attacked
     xc, yc = x[idx], y[idx]
     for ai, attack in enumerate(attacks):
         for ei, e in enumerate(eps_t):
@@ -145,12 +146,16 @@ def robustness_curve(
                 res = attack.perturb(model, xb, yb, budget, generator=g)  # type: ignore[arg-type]
                 rows = idx[start : start + batch_size]
                 fooled[ai, ei, rows] = res.success.numpy()
-                queries[ai, ei, rows] = -1 if res.queries is None else res.queries.numpy()
+                if res.queries is not None:
+                    queries[ai, ei, rows] = res.queries.numpy()
+                else:  # the attack does not count its queries
+                    counted[ai] = False
+    queries[[ai for ai, ok in enumerate(counted) if not ok]] = -1
     return RobustnessCurve(
         norm=norm,
         eps=eps_t,
         attacks=tuple(a.name for a in attacks),
         clean_correct=correct,
         fooled=fooled,
-        queries=queries if bool((queries >= 0).any()) else None,
+        queries=queries if any(counted) else None,
     )
