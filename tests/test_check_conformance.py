@@ -212,7 +212,10 @@ def test_runs_on_every_model_format_and_the_forms_agree(
         assert res.status == "skipped"
         return
     assert res.status == "ok", f"{fmt}: {res.error}"
-    reference = _numbers(_run(digits_model, small, name))
+    ref = _run(digits_model, small, name)
+    if res.settings.get("attacks_run") != ref.settings.get("attacks_run"):
+        return  # another method for this form (Square on a forward-only graph): not comparable
+    reference = _numbers(ref)
     ours = _numbers(res)
     for headline in _cls(name).headline:
         if headline in reference and name != "footprint":

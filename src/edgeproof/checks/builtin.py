@@ -37,7 +37,6 @@ BUILTIN_CHECKS: tuple[CheckInfo, ...] = (
         "Adversarial robustness",
         "edgeproof.checks.adversarial:AdversarialCheck",
         needs_data=True,
-        needs_gradients=True,
     ),
     CheckInfo(
         "corruption",

@@ -80,11 +80,12 @@ class FisherCheck(Check):
 
     def run(self, ctx: AuditContext) -> CheckResult:
         ad = attack_data(ctx, self.max_samples)
+        module = ad.gradient_model()  # the runner skips models without gradients
         res = self.new_result()
         mins = shared_minimal_eps(
             ctx,
             ad,
-            pgd=self.pgd,
+            attack=self.pgd,
             iterations=self.bisection_steps,
             upper=None,
             batch_size=ctx.batch_size,
@@ -100,7 +101,7 @@ class FisherCheck(Check):
                 )
             )
             return res
-        lam = fisher_lambda_max(ad.model, ad.x[np.flatnonzero(ok)], batch_size=self.batch_size)
+        lam = fisher_lambda_max(module, ad.x[np.flatnonzero(ok)], batch_size=self.batch_size)
         eps = mins.values[ok]
         res.settings.update(
             samples=int(ok.sum()), norm=ad.norm, pgd=repr(self.pgd), minimal_eps_upper=mins.upper

@@ -30,6 +30,7 @@ __all__ = [
     "Attack",
     "AttackResult",
     "Budget",
+    "Forward",
     "as_layout",
     "check_domain",
     "check_logits",
@@ -40,6 +41,10 @@ __all__ = [
 ]
 
 _NORMS = ("linf", "l2")
+
+#: what a forward-only attack calls: a batch of raw inputs to a ``(batch, K)`` logits tensor (an
+#: ``nn.Module``, or :func:`edgeproof.runtime.ort.session_forward` over an ONNX Runtime session)
+Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 def diameter(norm: str, domain: tuple[float, float], numel: int) -> float:
@@ -122,16 +127,25 @@ class AttackResult:
     Attributes:
         x_adv: adversarial inputs, same shape as the clean batch, inside the budget.
         success: ``(N,)`` bool — the model's top-1 prediction on ``x_adv`` differs from the label.
+        queries: ``(N,)`` int64 — model queries spent on each sample, for attacks that count
+            them (score-based ones such as Square); ``None`` for the others.
     """
 
     x_adv: torch.Tensor
     success: torch.Tensor
+    queries: torch.Tensor | None = None
 
 
 class Attack(ABC):
-    """Base class of the attacks: settings in the constructor, work in :meth:`perturb`."""
+    """Base class of the attacks: settings in the constructor, work in :meth:`perturb`.
+
+    ``needs_gradients`` says whether the attack differentiates the model (then ``model`` must be
+    an ``nn.Module``); an attack that sets it to False only calls ``model`` on batches of inputs,
+    so any :data:`Forward` callable will do (an ONNX Runtime session, a quantized graph).
+    """
 
     name: ClassVar[str]
+    needs_gradients: ClassVar[bool] = True
 
     @abstractmethod
     def perturb(
