@@ -202,9 +202,7 @@ def test_adversarial_check_is_skipped_without_a_forward_pass_or_without_data(
     assert no_forward.status == "skipped"
     assert no_forward.skip_reason is not None and "needs a runnable model" in no_forward.skip_reason
     no_data = audit(digits_model, None, ["adversarial"], threat=threat).checks[0]
-    assert (
-        no_data.status == "skipped" and no_data.skip_reason == "needs labelled data (pass data)"
-    )
+    assert no_data.status == "skipped" and no_data.skip_reason == "needs labelled data (pass data)"
 
 
 @pytest.fixture(scope="module")
