@@ -140,8 +140,8 @@ def test_adversarial_check_rejects_data_outside_the_declared_domain(
     wide.x = digits_test.x * 2.0
     with pytest.raises(
         SpecError,
-        match=r"inputs span \[0, 2\] but the declared input domain is "
-        r"\[0, 1\].*domain 0,2",
+        match=r"of the input values lie outside the input domain \[0, 1\].*the data span "
+        r"\[0, 2\]; rescale the data into \[0, 1\] \(e\.g\. multiply by 0\.5\)",
     ):
         AdversarialCheck().run(_ctx(digits_model, wide))
 

@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -27,7 +27,7 @@ from edgeproof.models.loaded import LoadedModel
 from edgeproof.report.report import Report
 from edgeproof.results import CheckResult
 from edgeproof.runtime.threads import resolve_threads, torch_threads
-from edgeproof.spec import InputKind, InputSpec, Norm, ThreatModel
+from edgeproof.spec import DomainSource, InputKind, InputSpec, Norm, ThreatModel
 
 __all__ = ["PlannedCheck", "audit", "plan_checks", "resolve_threat", "run_checks"]
 
@@ -82,16 +82,17 @@ def resolve_threat(
         # no metadata and no data: the data-free checks run; a check that needs an input says
         # so in its skip reason (Check.skip_reason)
         shape = ()
+    source: DomainSource = "declared"
     if domain is None:
         if base is not None:
-            domain = base.domain
+            domain, source = base.domain, "metadata"
         elif data is not None and data.domain is not None:
-            domain = data.domain
+            domain, source = data.domain, "data"
         elif data is not None:
             lo, hi = float(data.x.min()), float(data.x.max())
-            domain = (lo, hi if hi > lo else lo + 1.0)
+            domain, source = (lo, hi if hi > lo else lo + 1.0), "inferred"
         else:
-            domain = (0.0, 1.0)
+            domain, source = (0.0, 1.0), "default"
     if kind is None:
         if base is not None:
             kind = base.kind
@@ -123,6 +124,7 @@ def resolve_threat(
         normalization=base.normalization if base is not None else None,
         num_classes=num_classes,
         class_names=class_names,
+        domain_source=source,
         outside_normalization=(
             (tuple(float(v) for v in mean), tuple(float(v) for v in std))
             if mean is not None and std is not None
@@ -228,6 +230,11 @@ def _run_one(
     try:
         with torch_threads(resolve_threads(threads, parallel=check.parallel)):
             result = check.run(ctx)
+        # findings and the summary name library parameters as the caller wants them named
+        result.findings = [
+            replace(f, message=render_text(f.message, name_of)) for f in result.findings
+        ]
+        result.summary = render_text(result.summary, name_of)
     except UserError as exc:
         result = check.new_result(status="error", error=exc.render(name_of))
     except Exception as exc:  # a crashing check is recorded; the others still run

@@ -14,9 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
+
 from edgeproof.errors import OptionError, SpecError, param
 
 __all__ = [
+    "DomainSource",
+    "DomainViolation",
     "InputKind",
     "InputSpec",
     "Norm",
@@ -30,6 +34,9 @@ InputKind = Literal["image", "timeseries", "tabular"]
 Norm = Literal["linf", "l2"]
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+#: where the value domain came from: given by the user, the model's metadata, the data file,
+#: inferred from the data's own min/max, or the [0, 1] default
+DomainSource = Literal["declared", "metadata", "data", "inferred", "default"]
 _KINDS: tuple[str, ...] = ("image", "timeseries", "tabular")
 
 
@@ -72,6 +79,8 @@ class InputSpec:
         normalization: ``(mean, std)`` per channel if the model normalises its input
             internally (edgeproof's zoo models do), else ``None``. Informational: inputs are
             always given to the model in the raw domain.
+        domain_source: where ``domain`` came from (:data:`DomainSource`); findings that depend on
+            the range say whether it was declared or inferred.
         outside_normalization: ``(mean, std)`` per channel (one value each for every channel
             alike) that the model expects to have been applied *before* it — the torchvision
             convention of most published checkpoints. edgeproof then feeds the model
@@ -89,6 +98,7 @@ class InputSpec:
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
     outside_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    domain_source: DomainSource = "declared"
 
     def __post_init__(self) -> None:
         if any(int(s) <= 0 for s in self.shape):
@@ -106,6 +116,17 @@ class InputSpec:
             raise SpecError(f"{len(names)} class names given for {k} classes")
         if self.outside_normalization is not None:
             check_normalization(self.outside_normalization, self.shape)
+
+    def domain_violation(self, x: np.ndarray) -> DomainViolation | None:
+        """How ``x`` leaves the value domain (``None`` when every value lies inside it)."""
+        if x.size == 0:
+            return None
+        lo, hi = self.domain
+        tol = 1e-6 * max(1.0, hi - lo)
+        outside = int(np.count_nonzero((x < lo - tol) | (x > hi + tol)))
+        if not outside:
+            return None
+        return DomainViolation(self, float(np.min(x)), float(np.max(x)), outside / x.size)
 
     @property
     def range(self) -> float:
@@ -137,6 +158,7 @@ class InputSpec:
             ),
             "num_classes": self.num_classes,
             "class_names": None if self.class_names is None else list(self.class_names),
+            "domain_source": self.domain_source,
             "outside_normalization": (
                 None
                 if self.outside_normalization is None
@@ -163,6 +185,7 @@ class InputSpec:
             ),
             num_classes=obj.get("num_classes"),
             class_names=None if names is None else tuple(str(n) for n in names),
+            domain_source=obj.get("domain_source", "declared"),
             outside_normalization=(
                 None
                 if outside is None
@@ -172,6 +195,50 @@ class InputSpec:
                 )
             ),
         )
+
+
+@dataclass(frozen=True)
+class DomainViolation:
+    """Data whose values leave the input domain, and advice that fits where the domain came
+    from: values outside the range a model was trained on mean the data must be rescaled, not the
+    domain redeclared (digits in 0..16 fed to a model trained on 0..1)."""
+
+    spec: InputSpec
+    data_min: float
+    data_max: float
+    fraction: float
+
+    def message(self, data_name: str) -> str:
+        lo, hi = self.spec.domain
+        head = (
+            f"{data_name}: {self.fraction:.1%} of the input values lie outside the input domain "
+            f"[{lo:g}, {hi:g}] ({_DOMAIN_FROM[self.spec.domain_source]}); the data span "
+            f"[{self.data_min:g}, {self.data_max:g}]"
+        )
+        width = self.data_max - self.data_min
+        scale = (hi - lo) / width if width > 0 else 1.0
+        rescale = f"rescale the data into [{lo:g}, {hi:g}]"
+        if self.data_min >= 0 and lo == 0 and scale < 1:
+            rescale += f" (e.g. multiply by {scale:.4g})"
+        if self.spec.domain_source in ("metadata", "default"):
+            return (
+                f"{head}; {rescale}, the range the model expects, or, if the model was really "
+                f"trained on this range, declare it with {param('domain')} "
+                f"{self.data_min:g},{self.data_max:g}"
+            )
+        return (
+            f"{head}; {rescale}, or declare the domain the model was trained on with "
+            f"{param('domain')}"
+        )
+
+
+_DOMAIN_FROM: dict[str, str] = {
+    "declared": "as declared",
+    "metadata": "from the model's metadata",
+    "data": "as the data file declares it",
+    "inferred": "inferred from the data",
+    "default": "the default, nothing declared one",
+}
 
 
 @dataclass(frozen=True)

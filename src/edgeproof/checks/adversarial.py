@@ -131,7 +131,7 @@ def attack_data(ctx: AuditContext, max_samples: int | None) -> AttackData:
             f"{data.name}: the data has {data.num_classes} classes but the model outputs {k} "
             "logits; use data labelled for this model"
         )
-    check_domain(data.x, spec.domain, data.name)
+    check_domain(data.x, spec, data.name)
     n = len(data)
     if max_samples is not None and max_samples < 1:
         raise OptionError("max_samples", f"{max_samples} is too few", "use >= 1 or None for all")

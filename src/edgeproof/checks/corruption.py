@@ -106,7 +106,7 @@ class CorruptionCheck(Check):
         k = spec.num_classes if spec.num_classes is not None else data.num_classes
         clean_logits = ctx.clean_logits()
         check_logits(clean_logits, k, ctx.model.name)
-        check_domain(data.x, spec.domain, data.name)
+        check_domain(data.x, spec, data.name)
         res = self.new_result()
         chosen, skipped = self._chosen(spec.kind, spec.shape)
         n = len(data)

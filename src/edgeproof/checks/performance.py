@@ -175,6 +175,21 @@ class PerformanceCheck(Check):
             )
         )
         res.figures.append(self._heatmap(sc.cm, names))
+        violation = ctx.threat.input.domain_violation(data.x)
+        if violation is not None:
+            res.findings.append(
+                Finding(
+                    "warning",
+                    violation.message(data.name)
+                    + "; these numbers describe the model on inputs it was not built for",
+                    {
+                        "fraction_outside": violation.fraction,
+                        "data_range": [violation.data_min, violation.data_max],
+                        "domain": list(ctx.threat.input.domain),
+                        "domain_source": ctx.threat.input.domain_source,
+                    },
+                )
+            )
         res.findings.extend(self._findings(sc, names, acc, acc_ci.low, acc_ci.high, pct))
 
         res.summary = (

@@ -24,7 +24,7 @@ from torch import nn
 
 from edgeproof.errors import OptionError, SpecError, param
 from edgeproof.models.modules import frozen_copy
-from edgeproof.spec import Norm, ThreatModel
+from edgeproof.spec import InputSpec, Norm, ThreatModel
 
 __all__ = [
     "Attack",
@@ -200,21 +200,17 @@ def check_logits(logits: np.ndarray | torch.Tensor, num_classes: int, model_name
         )
 
 
-def check_domain(x: np.ndarray, domain: tuple[float, float], data_name: str) -> None:
-    """Raise :class:`SpecError` if the clean inputs leave the declared input domain.
+def check_domain(x: np.ndarray, spec: InputSpec, data_name: str) -> None:
+    """Raise :class:`SpecError` if the clean inputs leave the input domain.
 
     Attacks and corruptions clip to the domain, so a clean input outside it would be changed by
-    the clipping alone, and ε would be measured in the wrong units.
+    the clipping alone, and ε would be measured in the wrong units. The advice depends on where
+    the domain came from (:class:`~edgeproof.spec.DomainViolation`).
     """
-    if x.size == 0:
-        return
-    lo, hi = float(np.min(x)), float(np.max(x))
-    tol = 1e-6 * max(1.0, domain[1] - domain[0])
-    if lo < domain[0] - tol or hi > domain[1] + tol:
+    violation = spec.domain_violation(x)
+    if violation is not None:
         raise SpecError(
-            f"{data_name}: inputs span [{lo:g}, {hi:g}] but the declared input domain is "
-            f"[{domain[0]:g}, {domain[1]:g}]; attacks clip to the domain, so pass the data's "
-            f"range with {param('domain')} {lo:g},{hi:g} (or rescale the data into the domain)"
+            violation.message(data_name) + "; attacks and corruptions clip to the domain"
         )
 
 
