@@ -81,8 +81,11 @@ def test_not_a_classifier_is_refused(digits_model: LoadedModel) -> None:
     body = copy.deepcopy(digits_model.module)
     assert isinstance(body, nn.Sequential)
     feats = from_module(nn.Sequential(*list(body)[:-2]), spec=digits_model.spec)
-    with pytest.raises(NotAClassifierError, match="Linear head"):
+    with pytest.raises(NotAClassifierError, match="has 84 outputs but the model declares 10"):
         get_check("backdoor").run(_ctx(feats))
+    relu_out = from_module(nn.Sequential(*list(body), nn.Softmin(dim=1)), spec=digits_model.spec)
+    with pytest.raises(NotAClassifierError, match="not a monotone function"):
+        get_check("backdoor").run(_ctx(relu_out))
 
 
 def test_with_data_runs_neural_cleanse_and_strip_within_budget(

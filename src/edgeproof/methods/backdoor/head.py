@@ -134,7 +134,8 @@ def _last_linear(module: nn.Module) -> tuple[str, nn.Linear] | None:
 def final_layer(model: LoadedModel) -> FinalLayer:
     """The output layer of ``model`` (module: the last ``nn.Linear``; else: the tensors).
 
-    With a runnable module and a known input shape, the model's output is checked to be that
+    A layer whose output count differs from the spec's number of classes is refused. With a
+    runnable module and a known input shape, the model's output is checked to be that
     layer's output (or a function of it that keeps the arg-max, such as softmax); a model whose
     output comes from somewhere else (a convolutional head, an extra block) is refused.
     """
@@ -146,6 +147,13 @@ def final_layer(model: LoadedModel) -> FinalLayer:
         raise _refuse(source, "the model has no Linear layer")
     name, lin = found
     final = _as_final(source, name, lin.weight, lin.bias)
+    declared = None if model.spec is None else model.spec.num_classes
+    if declared is not None and declared != final.num_classes:
+        raise _refuse(
+            source,
+            f"the last Linear layer {name!r} has {final.num_classes} outputs but the model "
+            f"declares {declared} classes (a feature extractor?)",
+        )
     if model.spec is not None:
         _check_output_is_head(model.module, lin, model.spec.shape, source, name)
     return final
