@@ -53,11 +53,11 @@ class BackdoorCheck(Check):
         self,
         detectors: tuple[str, ...] = DATA_FREE_DETECTORS,
         freeeagle_steps: int = 1000,
-        nc_epochs: int = 40,
-        nc_max_seconds: float | None = 120.0,
+        nc_epochs: int = 20,
+        nc_max_seconds: float | None = 30.0,
         strip_samples: int = 20,
         strip_fpr: float = 0.01,
-        max_clean_samples: int = 256,
+        max_clean_samples: int = 128,
         **settings: Any,
     ) -> None:
         super().__init__(
