@@ -83,9 +83,7 @@ DOC = ROOT / "docs" / "benchmarks" / "backdoor.md"
 FPR = 0.05
 DETECTORS = ("final-layer", "head-probe", "freeeagle")
 DEV = PopulationSpec(clean_per_arch=20, backdoored_per_arch=12, seed=100, name_prefix="dev")
-EVAL = PopulationSpec(
-    archs=("zoo:mlp",), clean_per_arch=40, backdoored_per_arch=48, seed=200, name_prefix="eval"
-)
+EVAL = PopulationSpec(clean_per_arch=16, backdoored_per_arch=20, seed=200, name_prefix="eval")
 
 
 def _populations() -> tuple[Population, Population]:
@@ -578,6 +576,36 @@ class _NoTqdm:
         pass
 
 
+NOTES = [
+    "### What was measured, and how to read it",
+    "",
+    "* Scores: `final-layer` = the maximum over classes of the mean robust z-score of three "
+    "final-layer indicators (bias, mean weight, misalignment with the other rows); `head-probe` = "
+    "the maximum robust z-score of the log mean softmax response to sparse half-normal probes at "
+    "the input of the final Linear; `freeeagle` = (max − Q3)/IQR of the class tendencies (the "
+    "public code's defaults: 1000 Adam steps per class). Definitions and sources in each module's "
+    "docstring (`src/edgeproof/methods/backdoor/`).",
+    "* Threshold: per architecture, the 0.95 quantile of the dev population's clean scores "
+    "(FreeEagle on 10 clean models per architecture, the others on 20). With 10–20 calibration "
+    "models the realised FPR on new clean models is itself uncertain (see the FPR intervals).",
+    "* Selection: the detector settings (the final-layer indicator set, the probe's density, "
+    "scales and statistic) were chosen by looking at the dev population's backdoored models "
+    "(LeNet-5 and MLP); the evaluation population (another seed) was not looked at before this "
+    "run. The dev numbers would be optimistic; only evaluation numbers are reported.",
+    "* 'target found' counts true positives whose suspected target is the poisoning target.",
+    "* Neural Cleanse and STRIP ran on a subset (their cost is per model and per input); STRIP is "
+    "an input filter (it needs triggered inputs to show anything), not a model-level detector.",
+    "* Activation clustering with the paper's relative-size rule finds nothing here: the "
+    "population poisons 5–15% of the whole training set into one of 10 classes, so the poison is "
+    "close to half of the target class and neither cluster is 'small'. ART's `smaller` rule flags "
+    "the smaller cluster of every class regardless; agreement with it is below 1 on classes "
+    "without structure, where its unseeded k-means splits arbitrarily.",
+    "* These are small models (8×8 digits, 1×256 ECG) whose backdoors leave weaker traces in the "
+    "head than the CIFAR/ImageNet-scale models of the DFBScanner/HTell/FreeEagle papers; the "
+    "published TPR/FPR figures are not reproduced here and should not be expected to be.",
+]
+
+
 def _threshold_text(th: Thresholds) -> str:
     parts = []
     for d in DETECTORS:
@@ -591,7 +619,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--calibrate", action="store_true", help="rewrite the shipped thresholds")
     ap.add_argument("--with-data-models", type=int, default=6)
-    ap.add_argument("--freeeagle-models", type=int, default=4)
+    ap.add_argument("--freeeagle-models", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(1)
     load0 = os.getloadavg()[0]
@@ -600,7 +628,7 @@ def main() -> None:
     if args.calibrate:
         _calibrate(dev, dev_scores).write(THRESHOLDS)
     th = load_thresholds(THRESHOLDS)
-    ev_scores = _scores(ev, RUNS / "eval-scores.json", _freeeagle_subset(ev, 8, 10))
+    ev_scores = _scores(ev, RUNS / "eval-scores.json", _freeeagle_subset(ev, 16, 20))
     lines = [
         "## Backdoor detection",
         "",
@@ -618,10 +646,13 @@ def main() -> None:
     lines += [""]
     lines += _poisoning_detection(ev, 4)
     lines += ["", "### FreeEagle: ours vs its public code (same models, same seed)", ""]
-    fe_members = [
-        m for m in ev.members if m.spec.arch == "zoo:lenet5" and m.label != "attack-failed"
-    ]
-    lines += _freeeagle_reference(fe_members[: args.freeeagle_models])
+    lenets = [m for m in ev.members if m.spec.arch == "zoo:lenet5"]
+    half = max(args.freeeagle_models // 2, 1)
+    fe_members = [m for m in lenets if m.label == "clean"][:half] + [
+        m for m in lenets if m.label == "backdoored"
+    ][:half]
+    lines += _freeeagle_reference(fe_members)
+    lines += ["", *NOTES]
     text = "\n".join(lines).replace("{load1:.1f}", f"{os.getloadavg()[0]:.1f}") + "\n"
     atomic_write_text(DOC, text)
     print(text)
