@@ -595,11 +595,16 @@ NOTES = [
     "* 'target found' counts true positives whose suspected target is the poisoning target.",
     "* Neural Cleanse and STRIP ran on a subset (their cost is per model and per input); STRIP is "
     "an input filter (it needs triggered inputs to show anything), not a model-level detector.",
-    "* Activation clustering with the paper's relative-size rule finds nothing here: the "
-    "population poisons 5–15% of the whole training set into one of 10 classes, so the poison is "
-    "close to half of the target class and neither cluster is 'small'. ART's `smaller` rule flags "
-    "the smaller cluster of every class regardless; agreement with it is below 1 on classes "
-    "without structure, where its unseeded k-means splits arbitrarily.",
+    "* Activation clustering's relative-size rule (smaller cluster ≤ 35% of its class) only "
+    "fires when the poison is a minority of its class; the population poisons 5–15% of the whole "
+    "training set into one of 10 classes, so the poison is up to about half of the target class "
+    "and the rule can miss it (as for the blend models above). ART's `smaller` rule flags the "
+    "smaller cluster of every class regardless; agreement with it is below 1 on classes without "
+    "structure, where its unseeded k-means splits arbitrarily. Spectral signatures with ART's "
+    "default ε = 0.33 remove 1.5·ε ≈ half of every class, hence its FPR near 0.5.",
+    "* STRIP blends each input 50/50 with a clean one (ART's rule), which halves a patch or blend "
+    "trigger's contrast; on these small models the halved trigger rarely keeps the target "
+    "prediction, so few triggered inputs keep a low entropy.",
     "* These are small models (8×8 digits, 1×256 ECG) whose backdoors leave weaker traces in the "
     "head than the CIFAR/ImageNet-scale models of the DFBScanner/HTell/FreeEagle papers; the "
     "published TPR/FPR figures are not reproduced here and should not be expected to be.",

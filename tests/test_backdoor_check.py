@@ -102,7 +102,7 @@ def test_with_data_runs_neural_cleanse_and_strip_within_budget(
 @pytest.mark.slow  # trains 6 MLPs and inverts 10 triggers (about 20 s on one core)
 def test_small_population_separates_as_measured(tmp_path: Path) -> None:
     """FreeEagle's measured AUROC on the MLP evaluation population (docs/benchmarks/backdoor.md)
-    was about 0.7; on 3 clean + 3 BadNets models the ranking must still be better than chance,
+    was 0.71 [0.52, 0.88]; on 3 clean + 3 BadNets models it must reach that minus a 0.2 margin,
     and Neural Cleanse must find the BadNets target."""
     spec = PopulationSpec(
         archs=("zoo:mlp",),
@@ -126,7 +126,7 @@ def test_small_population_separates_as_measured(tmp_path: Path) -> None:
         for m in clean
     ]
     auc = np.mean([[float(b > c) + 0.5 * float(b == c) for c in s_clean] for b in s_bad])
-    assert auc >= 0.7 - 0.2
+    assert auc >= 0.71 - 0.2
     from edgeproof.data.loading import load_data
 
     x = load_data("builtin:digits").x[:128]
