@@ -18,7 +18,7 @@ def _npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
     return path
 
 
-def _audit(model: Path, data: Path, out: Path, *extra: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+def _audit(model: Path, data: Path, out: Path, *extra: str) -> tuple[int, dict]:
     code = main(
         [
             "audit",

@@ -57,4 +57,10 @@ BUILTIN_CHECKS: tuple[CheckInfo, ...] = (
         "edgeproof.checks.smoothing:SmoothingCheck",
         needs_data=True,
     ),
+    CheckInfo(
+        "backdoor",
+        "Backdoor scan",
+        "edgeproof.checks.backdoor:BackdoorCheck",
+        needs_forward=False,
+    ),
 )
