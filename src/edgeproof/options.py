@@ -1,4 +1,4 @@
-"""Validating library parameters: one-line :class:`~edgeproof.errors.OptionError` naming the parameter.
+"""Validating library parameters: a one-line ``OptionError`` that names the parameter.
 
 Library functions validate their own numeric parameters (threads, layers, batch sizes, budgets)
 with these, so a negative thread count or a zero batch size is refused with the parameter's
@@ -33,8 +33,11 @@ def positive_float(name: str, value: Any, *, allow_zero: bool = False) -> float:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
         raise OptionError(name, f"{value!r} is not a number", "give a positive number") from None
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0 or (
-        number == 0 and not allow_zero
+    if (
+        isinstance(value, bool)
+        or not math.isfinite(number)
+        or number < 0
+        or (number == 0 and not allow_zero)
     ):
         bound = ">= 0" if allow_zero else "> 0"
         raise OptionError(name, f"{value!r} is out of range", f"give a finite number {bound}")

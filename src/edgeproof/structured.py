@@ -25,7 +25,7 @@ from typing import Any
 from edgeproof import limits
 from edgeproof.errors import InputFileError
 
-__all__ = ["check_depth", "parse_json", "parse_toml", "read_json", "read_toml", "read_text"]
+__all__ = ["check_depth", "parse_json", "parse_toml", "read_json", "read_text", "read_toml"]
 
 
 def read_text(
@@ -116,8 +116,8 @@ def parse_json(
         raise _too_deep(error, source, what, "too many") from None
     except json.JSONDecodeError as exc:
         raise error(
-            source, f"the {what} is not valid JSON (line {exc.lineno} column {exc.colno}: "
-            f"{exc.msg})"
+            source,
+            f"the {what} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})",
         ) from None
     except ValueError as exc:  # NaN refused, or an integer with more digits than Python parses
         raise error(source, f"the {what} is not valid JSON ({_first_line(exc)})") from None

@@ -131,9 +131,7 @@ class ZipArchive:
         try:
             return self._zip.open(info)
         except ZIP_ERRORS as exc:
-            raise self.error(
-                self.path, f"member {name!r} cannot be read ({_short(exc)})"
-            ) from None
+            raise self.error(self.path, f"member {name!r} cannot be read ({_short(exc)})") from None
 
     def read(self, name: str, *, limit: str = "max_array_bytes") -> bytes:
         """A member's bytes: declared size within ``limit``, inflated size equal to it, CRC ok."""
@@ -142,9 +140,7 @@ class ZipArchive:
             with self._zip.open(info) as fh:
                 data = fh.read(int(info.file_size) + 1)
         except ZIP_ERRORS as exc:
-            raise self.error(
-                self.path, f"member {name!r} cannot be read ({_short(exc)})"
-            ) from None
+            raise self.error(self.path, f"member {name!r} cannot be read ({_short(exc)})") from None
         if len(data) != info.file_size:
             raise self.error(
                 self.path,

@@ -354,18 +354,18 @@ def _onnx_initializer(path: Path, init: Any) -> torch.Tensor:
     numel = math.prod(dims)
     itemsize = max(1, np_dtype.itemsize)
     limits.check(ModelFileError, path, "max_array_bytes", f"initializer {name!r}", numel * itemsize)
-    if init.data_location == TensorProto.EXTERNAL:
-        pass  # onnx.load already resolved (and bounds-checked) external data into raw_data
-    elif init.HasField("raw_data"):
-        if init.data_type not in (TensorProto.INT4, TensorProto.UINT4) and len(
-            init.raw_data
-        ) != numel * itemsize:
-            raise ModelFileError(
-                path,
-                f"initializer {name!r} declares dims {dims} ({numel * itemsize} bytes) but holds "
-                f"{len(init.raw_data)} bytes",
-                "the file is corrupt; re-export it",
-            )
+    packed = {TensorProto.INT4, TensorProto.UINT4} | {getattr(TensorProto, "FLOAT4E2M1", -1)}
+    if (
+        init.HasField("raw_data")
+        and init.data_type not in packed
+        and len(init.raw_data) != numel * itemsize
+    ):
+        raise ModelFileError(
+            path,
+            f"initializer {name!r} declares dims {dims} ({numel * itemsize} bytes) but holds "
+            f"{len(init.raw_data)} bytes",
+            "the file is corrupt; re-export it",
+        )
     try:
         arr = numpy_helper.to_array(init)
         if arr.dtype.kind not in "biufc":
@@ -451,9 +451,7 @@ def _torch_save_bytes(path: Path) -> io.BytesIO | str:
     return buf
 
 
-def _load_pickle(
-    path: Path, arch: str | None, trust: bool, spec: InputSpec | None
-) -> LoadedModel:
+def _load_pickle(path: Path, arch: str | None, trust: bool, spec: InputSpec | None) -> LoadedModel:
     source = _torch_save_bytes(path) if not trust else str(path)
     try:
         obj = torch.load(source, map_location="cpu", weights_only=not trust)

@@ -52,7 +52,7 @@ import torch
 
 from edgeproof import limits
 from edgeproof.errors import ModelFileError, UnsafeCodeError, UnsafePickleError
-from edgeproof.models.formats.ops import is_allowed, op_name
+from edgeproof.models.formats.ops import is_allowed, names_of, op_name
 from edgeproof.structured import parse_json
 from edgeproof.zipfiles import ZipArchive
 
@@ -76,7 +76,7 @@ _PYTREE_TYPES = frozenset(
         "torch.fx.immutable_collections.immutable_dict",
     }
 )
-_SYMPY_FUNCTIONS = frozenset(
+_SYMPY_FUNCTIONS = names_of(
     """
     FloorDiv ModularIndexing Where PythonMod Mod CleanDiv CeilToInt FloorToInt CeilDiv LShift
     RShift PowByNatural FloatPow FloatTrueDiv IntTrueDiv IsNonOverlappingAndDenseIndicator
@@ -84,13 +84,13 @@ _SYMPY_FUNCTIONS = frozenset(
     Symbol Integer Rational Float Add Mul Pow Max Min Abs Eq Ne Lt Le Gt Ge Equality Unequality
     StrictLessThan LessThan StrictGreaterThan GreaterThan And Or Not Piecewise ExprCondPair
     floor ceiling BooleanTrue BooleanFalse
-    """.split()
+    """
 )
 """What ``srepr`` writes for symbolic shapes: torch's sympy functions and sympy's own."""
-_SYM_NAMES = frozenset("oo zoo nan true false S One Zero NegativeOne Half Infinity".split())
-_SYM_KEYWORDS = frozenset(
+_SYM_NAMES = names_of("oo zoo nan true false S One Zero NegativeOne Half Infinity")
+_SYM_KEYWORDS = names_of(
     """positive negative nonnegative nonpositive integer real finite infinite zero nonzero
-    commutative rational even odd precision""".split()
+    commutative rational even odd precision"""
 )
 _POWERS = frozenset({"PowByNatural", "FloatPow", "LShift", "RShift", "Pow"})
 _SYMBOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
@@ -244,9 +244,8 @@ def check_program_json(obj: Any) -> list[str]:
         if not isinstance(node, dict):
             continue
         target = node.get("target")
-        if isinstance(target, str) and "inputs" in node:
-            if not is_allowed(target):
-                refused.append(f"a call to {_target_name(target)}")
+        if isinstance(target, str) and "inputs" in node and not is_allowed(target):
+            refused.append(f"a call to {_target_name(target)}")
         expr = node.get("expr_str")
         if isinstance(expr, str):
             problem = check_sym_expr(expr)
@@ -291,9 +290,10 @@ def check_sym_expr(expr: str) -> str:
         return "not an arithmetic expression"
     strings_ok: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Pow, ast.LShift, ast.RShift)):
-            if not _small_exponent(node.right):
-                return "a power by a large constant"
+        shift = (ast.Pow, ast.LShift, ast.RShift)
+        is_power = isinstance(node, ast.BinOp) and isinstance(node.op, shift)
+        if is_power and not _small_exponent(node.right):  # type: ignore[attr-defined]
+            return "a power by a large constant"
         if isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare)):
             continue
         if isinstance(node, _SYM_OPS):
@@ -301,7 +301,9 @@ def check_sym_expr(expr: str) -> str:
                 return f"the keyword {node.arg!r}"
             continue
         if isinstance(node, ast.Name):
-            if node.id.startswith("_") or (hasattr(builtins, node.id) and node.id not in _SYM_NAMES):
+            if node.id.startswith("_") or (
+                hasattr(builtins, node.id) and node.id not in _SYM_NAMES
+            ):
                 return f"the name {node.id!r}"
             continue
         if isinstance(node, ast.Constant):
@@ -402,7 +404,9 @@ def _payloads(
         config = _dict_to_dataclass(schema.PayloadConfig, config_obj)
         entries = list(config.config.items())
     except Exception as exc:  # malformed config: AssertionError/KeyError/TypeError
-        raise ModelFileError(path, f"{config_name} is malformed ({_short(exc)})", _CORRUPT) from None
+        raise ModelFileError(
+            path, f"{config_name} is malformed ({_short(exc)})", _CORRUPT
+        ) from None
     storages: dict[str, torch.Tensor] = {}
     out: dict[str, torch.Tensor] = {}
     for fqn, meta in entries:
@@ -451,7 +455,7 @@ def _raw_tensor(
         deserialize_stride,
     )
 
-    tm = getattr(meta, "tensor_meta", None)
+    tm: Any = getattr(meta, "tensor_meta", None)
     try:
         dtype = deserialize_scalar_type(tm.dtype)
         size = tuple(int(s) for s in deserialize_size(tm.sizes))
@@ -498,9 +502,13 @@ def _weights_only(data: bytes, path: Path, where: str) -> Any:
                 "code from the file",
                 _FIX,
             ) from None
-        raise ModelFileError(path, f"{where} is not a readable tensor file ({_short(exc)})") from None
+        raise ModelFileError(
+            path, f"{where} is not a readable tensor file ({_short(exc)})"
+        ) from None
     except Exception as exc:  # RuntimeError/EOFError/zip errors from torch.load
-        raise ModelFileError(path, f"{where} is not a readable tensor file ({_short(exc)})") from None
+        raise ModelFileError(
+            path, f"{where} is not a readable tensor file ({_short(exc)})"
+        ) from None
 
 
 def _sample_inputs(zf: ZipArchive, members: dict[str, str], path: Path, model: str) -> Any:

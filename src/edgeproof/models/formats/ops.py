@@ -26,6 +26,7 @@ __all__ = [
     "ALLOWED_PRIM",
     "PRIM_NODE_KINDS",
     "is_allowed",
+    "names_of",
     "op_name",
 ]
 
@@ -58,20 +59,20 @@ unique_consecutive _unique2 cosine_similarity pairwise_distance diff trace
 _ACTIVATION = """
 relu relu6 leaky_relu elu selu celu gelu silu mish hardswish hardsigmoid hardtanh hardshrink
 softshrink  softplus  sigmoid logit threshold prelu rrelu glu
-softmax log_softmax _softmax _log_softmax special_softmax 
+softmax log_softmax _softmax _log_softmax special_softmax
 """
 
 _LAYERS = """
 conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d _convolution convolution
-_convolution_mode conv_tbc linear bilinear 
+_convolution_mode conv_tbc linear bilinear
 max_pool1d max_pool2d max_pool3d max_pool1d_with_indices max_pool2d_with_indices
 max_pool3d_with_indices avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d
 adaptive_avg_pool2d adaptive_avg_pool3d _adaptive_avg_pool2d _adaptive_avg_pool3d
-adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d  
+adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d
 fractional_max_pool2d max_unpool2d
 batch_norm _batch_norm_impl_index native_batch_norm _native_batch_norm_legit
 _native_batch_norm_legit_no_training layer_norm native_layer_norm group_norm native_group_norm
-instance_norm rms_norm 
+instance_norm rms_norm
 dropout dropout_ feature_dropout alpha_dropout feature_alpha_dropout native_dropout
 embedding embedding_bag _embedding_bag embedding_renorm
 lstm gru rnn_tanh rnn_relu lstm_cell gru_cell rnn_tanh_cell rnn_relu_cell
@@ -100,7 +101,7 @@ nonzero nonzero_static argwhere unfold as_strided _reshape_alias _unsafe_view li
 lift_fresh_copy numpy_T mT mH matrix_H adjoint atleast_1d atleast_2d atleast_3d ravel
 copy _to_copy to type_as _cast_Float _cast_Double _cast_Long _cast_Int _cast_Half
 _cast_Byte _cast_Char _cast_Short _copy_from _copy_from_and_resize resize_as_ fill fill_
-zero_ copy_   
+zero_ copy_
 """
 
 _CREATION = """
@@ -137,7 +138,13 @@ _dim_arange _size_if_not_equal _grad_sum_to_size _infer_size  is_grad_enabled
 is_scripting is_autocast_enabled  _unwrap_optional
 """
 
-ALLOWED_ATEN: frozenset[str] = frozenset(
+
+def names_of(text: str) -> frozenset[str]:
+    """The whitespace-separated names in ``text`` (how the lists here are written)."""
+    return frozenset(text.split())
+
+
+ALLOWED_ATEN: frozenset[str] = names_of(
     " ".join(
         (
             _ARITHMETIC,
@@ -150,19 +157,19 @@ ALLOWED_ATEN: frozenset[str] = frozenset(
             _INTROSPECTION,
             _SCALAR_AND_CONTAINER,
         )
-    ).split()
+    )
 )
 """``aten::`` operators (names without overload; an in-place ``name_`` is ``name``)."""
 
-PRIM_NODE_KINDS: frozenset[str] = frozenset(
+PRIM_NODE_KINDS: frozenset[str] = names_of(
     """
     Constant ListConstruct ListUnpack TupleConstruct DictConstruct DictIndex ListIndex GetAttr
     SetAttr If Loop CallMethod CallFunction Return Param isinstance range shape
-    """.split()
+    """
 )
 """TorchScript graph node kinds that are structure, not registered operators."""
 
-ALLOWED_PRIM: frozenset[str] = PRIM_NODE_KINDS | frozenset(
+ALLOWED_PRIM: frozenset[str] = PRIM_NODE_KINDS | names_of(
     """
     TupleUnpack TupleIndex unchecked_cast
     unchecked_unwrap_optional Uninitialized RaiseException NumToTensor device dtype layout
@@ -172,11 +179,11 @@ ALLOWED_PRIM: frozenset[str] = PRIM_NODE_KINDS | frozenset(
     ModuleContainerIndex AutogradAdd AutogradZero AutogradAnyNonZero AutogradAllZero
     AutogradAllNonZero TypeCheck RequiresGradCheck BroadcastSizes ChunkSizes ConstantChunk
     name id grad index
-    """.split()
+    """
 )
 """``prim::`` operators: TorchScript's containers, attributes, control flow and queries."""
 
-ALLOWED_EXPORT_CALLABLES: frozenset[str] = frozenset(
+ALLOWED_EXPORT_CALLABLES: frozenset[str] = names_of(
     """
     _operator.getitem _operator.add _operator.sub _operator.mul _operator.floordiv
     _operator.truediv _operator.mod _operator.pow _operator.neg _operator.pos _operator.abs
@@ -185,7 +192,7 @@ ALLOWED_EXPORT_CALLABLES: frozenset[str] = frozenset(
     math.ceil math.floor math.sqrt math.trunc
     torch.sym_int torch.sym_float torch.sym_max torch.sym_min torch.sym_not torch.sym_ite
     torch.sym_sum torch._sym_sqrt torch.sym_sqrt
-    """.split()
+    """
 )
 """Non-operator call targets a ``torch.export`` graph may hold (symbolic shape arithmetic)."""
 

@@ -32,14 +32,17 @@ from __future__ import annotations
 
 import ast
 import functools
+import io
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from edgeproof import limits
 from edgeproof.errors import ModelFileError, UnsafeCodeError
-from edgeproof.models.formats.ops import is_allowed, op_name
+from edgeproof.models.formats.ops import is_allowed, names_of, op_name
 from edgeproof.models.formats.pickles import PickleUnreadable, pickle_globals
 from edgeproof.zipfiles import ZipArchive
 
@@ -55,42 +58,42 @@ _FIX = (
     "as .safetensors or .onnx"
 )
 
-_BUILTINS = frozenset(
+_BUILTINS = names_of(
     """
     int float bool str complex len range annotate unchecked_cast uninitialized isinstance
-    getattr hasattr min max abs round divmod enumerate zip list tuple dict sorted any all sum
-    ord chr hex oct bin pow reversed iter next hash id super
-    """.split()
+    getattr hasattr min max abs round divmod enumerate zip list tuple dict sorted any all
+    sum ord chr hex oct bin pow reversed iter next hash id super
+    """
 )
 """Bare-name calls TorchScript resolves to pure builtins (``print`` is not among them)."""
 
-_TORCH_TYPES = frozenset(
+_TORCH_TYPES = names_of(
     """
-    Tensor device dtype Size Generator layout memory_format qscheme Stream Event
-    float16 float32 float64 bfloat16 half float double int8 int16 int32 int64 uint8 bool
-    complex64 complex128 long short cfloat cdouble strided contiguous_format channels_last
+    Tensor device dtype Size Generator layout memory_format qscheme Stream Event float16
+    float32 float64 bfloat16 half float double int8 int16 int32 int64 uint8 bool complex64
+    complex128 long short cfloat cdouble strided contiguous_format channels_last
     preserve_format inf nan pi e
-    """.split()
+    """
 )
 """``torch.NAME`` references that are types or constants, not operators."""
 
-_PICKLE_GLOBALS = frozenset(
+_PICKLE_GLOBALS = names_of(
     """
-    torch._utils._rebuild_tensor torch._utils._rebuild_tensor_v2 torch._utils._rebuild_tensor_v3
-    torch._utils._rebuild_parameter torch._utils._rebuild_parameter_with_state
-    torch._utils._rebuild_qtensor collections.OrderedDict torch.device torch.Size
-    torch.jit._pickle.build_intlist torch.jit._pickle.build_doublelist
-    torch.jit._pickle.build_boollist torch.jit._pickle.build_tensorlist
-    torch.jit._pickle.build_tensor_from_id torch.jit._pickle.restore_type_tag
-    torch.storage.UntypedStorage
-    """.split()
+    torch._utils._rebuild_tensor torch._utils._rebuild_tensor_v2
+    torch._utils._rebuild_tensor_v3 torch._utils._rebuild_parameter
+    torch._utils._rebuild_parameter_with_state torch._utils._rebuild_qtensor
+    collections.OrderedDict torch.device torch.Size torch.jit._pickle.build_intlist
+    torch.jit._pickle.build_doublelist torch.jit._pickle.build_boollist
+    torch.jit._pickle.build_tensorlist torch.jit._pickle.build_tensor_from_id
+    torch.jit._pickle.restore_type_tag torch.storage.UntypedStorage
+    """
 )
 _STORAGE_TYPES = frozenset(
     f"torch.{n}Storage"
-    for n in (
+    for n in names_of(
         "Float Double Half BFloat16 Long Int Short Char Byte Bool ComplexFloat ComplexDouble "
         "QInt8 QUInt8 QInt32 QUInt4x2 QUInt2x4 Untyped"
-    ).split()
+    )
 )
 
 
@@ -122,11 +125,14 @@ def load_torchscript(path: Path, *, trust_code: bool) -> torch.jit.ScriptModule:
         UnsafeCodeError: the archive calls an operator outside the allowlist (not trusted).
         ModelFileError: the archive cannot be read or compiled.
     """
+    source: str | io.BytesIO = str(path)
     if not trust_code:
-        found = inspect_archive(path)
+        members: dict[str, bytes] = {}
+        found = inspect_archive(path, members)
         _refuse(path, found.refused)
+        source = _repacked(members)  # torch reads exactly the bytes that were checked
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(source, map_location="cpu")
     except Exception as exc:  # torch.jit raises RuntimeError (and others) for bad archives
         raise ModelFileError(
             path,
@@ -146,8 +152,8 @@ def _refuse(path: Path, refused: Iterable[tuple[str, str]]) -> None:
     more = f" and {len(items) - 3} more" if len(items) > 3 else ""
     raise UnsafeCodeError(
         path,
-        f"TorchScript code calls {shown}{more}, outside edgeproof's allowlist of pure tensor "
-        "operators; loading or running it could touch files, processes or the network",
+        f"the TorchScript archive uses {shown}{more}, outside edgeproof's allowlist of pure "
+        "tensor operators; loading or running it could touch files, processes or the network",
         _FIX,
     )
 
@@ -155,25 +161,45 @@ def _refuse(path: Path, refused: Iterable[tuple[str, str]]) -> None:
 # ------------------------------------------------------------------------------------ archive
 
 
-def inspect_archive(path: Path) -> ArchiveInspection:
+def inspect_archive(path: Path, members: dict[str, bytes] | None = None) -> ArchiveInspection:
     """Read a TorchScript archive's code and pickles without running any of it.
 
+    Args:
+        path: the archive.
+        members: if given, filled with every member's bytes (sizes checked against the
+            limits), so the caller can hand torch exactly what was checked.
+
     Raises:
-        ModelFileError: the file is not a readable zip archive.
+        ModelFileError: the file is not a readable zip archive, has duplicate members, or is
+            over the size limits.
     """
     code: dict[str, str] = {}
     pickles: dict[str, bytes] = {}
     refused: list[tuple[str, str]] = []
+    total = 0
     with ZipArchive(path, ModelFileError, what="TorchScript archive") as zf:
-        for name in zf.names():
+        names = zf.names()
+        if len(set(names)) != len(names):
+            raise ModelFileError(path, "has duplicate archive members", "re-save it")
+        for name in names:
             parts = name.split("/")
             if name.endswith(".py") and "code" in parts[:-1]:
+                data = zf.read(name, limit="max_document_bytes")
                 try:
-                    code[name] = zf.read_text(name, limit="max_document_bytes")
-                except ModelFileError:
+                    code[name] = data.decode("utf-8")
+                except UnicodeDecodeError:
                     refused.append(("code that is not UTF-8 text", name))
             elif name.endswith((".pkl", ".debug_pkl")):
-                pickles[name] = zf.read(name, limit="max_document_bytes")
+                data = zf.read(name, limit="max_document_bytes")
+                pickles[name] = data
+            elif members is not None:
+                data = zf.read(name)
+            else:
+                continue
+            if members is not None:
+                total += len(data)
+                limits.check(ModelFileError, path, "max_model_bytes", "the archive", total)
+                members[name] = data
     if not code and not pickles:
         raise ModelFileError(
             path,
@@ -201,17 +227,26 @@ def inspect_archive(path: Path) -> ArchiveInspection:
     found_globals: set[str] = set()
     for name, data in pickles.items():
         try:
-            names = pickle_globals(data)
+            pickled = pickle_globals(data)
         except PickleUnreadable as exc:
             refused.append((f"a pickle that cannot be checked ({exc})", name))
             continue
-        found_globals |= names
-        for g in sorted(names):
+        found_globals |= pickled
+        for g in sorted(pickled):
             if not _pickle_global_allowed(g, classes):
                 refused.append((f"pickled global {g}", name))
     return ArchiveInspection(
         frozenset(ops), tuple(refused), frozenset(found_globals), frozenset(classes)
     )
+
+
+def _repacked(members: dict[str, bytes]) -> io.BytesIO:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as out:
+        for name, data in members.items():
+            out.writestr(name, data)
+    buf.seek(0)
+    return buf
 
 
 def _module_of(member: str) -> str:
