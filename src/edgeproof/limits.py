@@ -18,6 +18,7 @@ limit                      default         what it bounds
 ``max_array_bytes``        1 GiB           one array as stored or decoded (an npz member, an
                                            IDX/CIFAR file, a model tensor, a dataset's inputs)
 ``max_model_bytes``        4 GiB           one model file, or the members of its archive together
+``max_text_bytes``         256 MiB         one text data file read into memory (CSV)
 ``max_sample_elements``    2**26           values in one input sample (a declared shape)
 ``max_classes``            100 000         classes a label or a class list may imply
 ``max_image_pixels``       2**26           width x height of one image (8192 x 8192)
@@ -68,6 +69,7 @@ class Limits:
     max_nesting_depth: int = 64
     max_array_bytes: int = 2**30
     max_model_bytes: int = 4 * 2**30
+    max_text_bytes: int = 256 * 2**20
     max_sample_elements: int = 2**26
     max_classes: int = 100_000
     max_image_pixels: int = 2**26

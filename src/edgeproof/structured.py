@@ -53,7 +53,7 @@ def read_text(
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(
-            p, f"is not UTF-8 text (byte {exc.start})", f"give the {what} as UTF-8 JSON/TOML"
+            p, f"is not UTF-8 text (byte {exc.start})", f"save the {what} as UTF-8"
         ) from None
 
 
