@@ -5,9 +5,9 @@ by row), so a batch file holds ``N * 3073`` bytes. Input: one batch file, or a d
 ``data_batch_<n>.bin`` / ``test_batch.bin`` files (all of them are read, training batches in
 order, then the test batch — point at ``test_batch.bin`` to audit on the test split only).
 Class names come from ``batches.meta.txt`` next to the batches (UTF-8, one name per line), else
-the standard CIFAR-10 names. Images are ``(3, 32, 32)`` in ``[0, 1]``; ids are ``"<batch stem>#<index>"``, e.g.
-``"data_batch_1#9999"``. The python-pickle version of CIFAR is not read (unpickling is unsafe).
-The record count follows from the file sizes, which are checked against ``max_array_bytes``
+the standard CIFAR-10 names. Images are ``(3, 32, 32)`` in ``[0, 1]``; ids are
+``"<batch stem>#<index>"``, e.g. ``"data_batch_1#9999"``. The python-pickle version of CIFAR is
+not read (unpickling is unsafe). The record count follows from the file sizes, which are checked against ``max_array_bytes``
 (as stored and as float32) before any file is read; a sparse 30 GB file is refused, not read.
 """
 

@@ -159,7 +159,7 @@ def read_npy_member(zf: ZipArchive, member: str, path: Path, key: str) -> np.nda
             view = memoryview(buf)
             got = 0
             while got < nbytes:
-                n = fh.readinto(view[got:])
+                n = fh.readinto(view[got:])  # type: ignore[attr-defined]
                 if not n:
                     break
                 got += n
@@ -175,6 +175,15 @@ def read_npy_member(zf: ZipArchive, member: str, path: Path, key: str) -> np.nda
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
+_HEADER_ERRORS: tuple[type[BaseException], ...] = (
+    *ZIP_ERRORS,
+    SyntaxError,
+    TypeError,
+    MemoryError,
+    RecursionError,
+)
+
+
 def _header(fh: IO[bytes], path: Path, key: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """``(shape, fortran_order, dtype, header length)`` of an ``.npy`` stream."""
     fmt = np.lib.format
@@ -185,9 +194,9 @@ def _header(fh: IO[bytes], path: Path, key: str) -> tuple[tuple[int, ...], bool,
         elif (major, minor) == (2, 0):
             shape, fortran, dtype = fmt.read_array_header_2_0(fh)
         else:
-            shape, fortran, dtype = fmt._read_array_header(fh, (major, minor))
+            shape, fortran, dtype = fmt._read_array_header(fh, (major, minor))  # type: ignore[attr-defined]
         header_len = fh.tell()
-    except ZIP_ERRORS + (SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+    except _HEADER_ERRORS as exc:
         raise DataFileError(
             path, f"array '{key}' is not a valid .npy array ({str(exc)[:120]})", _RESAVE
         ) from None
