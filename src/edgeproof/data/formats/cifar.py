@@ -7,8 +7,9 @@ order, then the test batch — point at ``test_batch.bin`` to audit on the test 
 Class names come from ``batches.meta.txt`` next to the batches (UTF-8, one name per line), else
 the standard CIFAR-10 names. Images are ``(3, 32, 32)`` in ``[0, 1]``; ids are
 ``"<batch stem>#<index>"``, e.g. ``"data_batch_1#9999"``. The python-pickle version of CIFAR is
-not read (unpickling is unsafe). The record count follows from the file sizes, which are checked against ``max_array_bytes``
-(as stored and as float32) before any file is read; a sparse 30 GB file is refused, not read.
+not read (unpickling is unsafe). The record count follows from the file sizes, which are
+checked against ``max_array_bytes`` (as stored and as float32) before any file is read; a
+sparse 30 GB file is refused, not read.
 """
 
 from __future__ import annotations
