@@ -176,8 +176,8 @@ def _find_leaf(it: Any, key: str) -> tuple[str, dict[str, Any], int] | None:
                 "content_sha256": it.content_sha256[i].hex(),
                 "label": it.classes[it.labels[i]],
             },
-            i + 1,
-        )  # leaf 0 is the header
+            it.first_record_leaf + i,
+        )  # the header and the sources come first
     if isinstance(it, ModelItem) and "#" in key:
         name, _, chunk_text = key.rpartition("#")
         if not chunk_text.isdigit():
