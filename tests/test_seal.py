@@ -170,7 +170,7 @@ def test_unknown_schema_version_is_rejected_with_versions_named(release: Path) -
     with pytest.raises(
         SealFileError,
         match=r"seal schema version '9.9' is not supported .*reads "
-        r"1.0.*re-seal with this version",
+        r"2.0.*re-seal with this version",
     ):
         Seal.read(release / "seal.json")
 
