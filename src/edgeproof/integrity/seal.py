@@ -61,8 +61,6 @@ import torch
 from edgeproof._version import __version__
 from edgeproof.atomic import atomic_write_text
 from edgeproof.errors import InputFileError, ModelFileError, OptionError, UserError
-from edgeproof.options import positive_int, threads_or_default
-from edgeproof.structured import check_depth, parse_json, read_text
 from edgeproof.integrity.chunks import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -93,8 +91,11 @@ from edgeproof.integrity.sources import (
     read_safetensors,
     tensors_of_weights,
 )
+from edgeproof.options import positive_int, threads_or_default
+from edgeproof.structured import check_depth, parse_json, read_text
 
 __all__ = [
+    "LOADER_OPTIONS",
     "SCHEMA_VERSION",
     "BitFlip",
     "DatasetItem",
@@ -114,7 +115,6 @@ __all__ = [
     "TensorChange",
     "TensorEntry",
     "VerifyResult",
-    "LOADER_OPTIONS",
     "bit_role",
     "compare_tensors",
     "model_item_from_weights",
@@ -127,7 +127,7 @@ SCHEMA_VERSION = "2.0"
 MODEL_FORMATS = {".safetensors": "safetensors", ".onnx": "onnx"}
 DATA_SUFFIXES = {".npz", ".csv", ".tsv", ".idx"}
 LOADER_OPTIONS = ("x_key", "y_key", "label_column", "kind")
-"""The :func:`~edgeproof.data.loading.load_data` options a seal records (and commits) per dataset."""
+"""The ``load_data`` options a seal records (and commits) for each dataset."""
 _HASH_BLOCK = 1 << 20
 
 
@@ -418,6 +418,8 @@ class Seal:
     tool_version: str = __version__
     signature: Signature | None = None
     schema_version: str = SCHEMA_VERSION
+    source: str = field(default="<seal>", compare=False)
+    """Where the seal was read from (for messages; not part of the seal)."""
 
     @cached_property
     def item_roots(self) -> tuple[bytes, ...]:
@@ -502,6 +504,7 @@ class Seal:
                 created=obj["created"],
                 tool_version=obj["tool_version"],
                 signature=None if sig is None else Signature.from_json(sig),
+                source=str(source),
             )
             for it in seal.items:
                 _check_lengths(it)
@@ -654,7 +657,7 @@ def _record_hashes(ds: Any, root: Path | None) -> tuple[str, list[bytes]]:
 def _load_dataset(source: str, loader: Mapping[str, str]) -> Any:
     from edgeproof.data.loading import load_data
 
-    return load_data(source, **loader)  # type: ignore[arg-type]
+    return load_data(source, **loader)
 
 
 def _file_source(path: Path, name: str) -> SourceEntry:
@@ -1315,9 +1318,7 @@ def _sources_if_readable(source: str, fmt: str) -> tuple[SourceEntry, ...]:
         return ()
 
 
-def _source_notes(
-    sealed: Sequence[SourceEntry], current: Sequence[SourceEntry]
-) -> list[str]:
+def _source_notes(sealed: Sequence[SourceEntry], current: Sequence[SourceEntry]) -> list[str]:
     old = {s.name: s for s in sealed}
     new = {s.name: s for s in current}
     out = []
@@ -1410,7 +1411,7 @@ def verify_seal(
     base_dir: str | Path = ".",
     public_key: bytes | None = None,
     threads: int | None = None,
-    source: str = "<seal>",
+    source: str | None = None,
     allow_outside: bool = False,
 ) -> VerifyResult:
     """Recompute every item of ``seal`` from disk and localise every difference.
@@ -1426,6 +1427,7 @@ def verify_seal(
     """
     sig = check_signature(seal, public_key)
     base = Path(base_dir)
+    source = seal.source if source is None else source
     where = _Where(str(source), allow_outside)
     results: list[ItemVerification] = []
     with hashing_pool(threads_or_default("threads", threads)) as pool:

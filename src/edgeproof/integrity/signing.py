@@ -63,7 +63,11 @@ class Signature:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Signature:
-        return cls(bytes.fromhex(obj["public_key"]), bytes.fromhex(obj["value"]), obj["algorithm"])
+        """Parse; raises ``KeyError``/``TypeError``/``ValueError`` for a malformed signature."""
+        algorithm = obj["algorithm"]
+        if not isinstance(algorithm, str):
+            raise TypeError("signature algorithm must be a string")
+        return cls(bytes.fromhex(obj["public_key"]), bytes.fromhex(obj["value"]), algorithm)
 
 
 def public_bytes(key: Ed25519PublicKey) -> bytes:
