@@ -50,7 +50,7 @@ def test_output_hard_linked_to_the_input_is_refused(model: Path) -> None:
 
 
 def test_output_folder_containing_an_input_is_refused(model: Path) -> None:
-    with pytest.raises(OptionError, match="output folder .* contains the input"):
+    with pytest.raises(OptionError, match=r"output folder .* contains the input"):
         check_output_paths([Output.folder(model.parent, ["report.json"])], [model])
 
 

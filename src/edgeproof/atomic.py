@@ -20,6 +20,7 @@ chose the path) and the OS reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
@@ -132,10 +133,8 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     with _lock:
         pending = list(_live)
     for tmp in pending:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
     previous = _previous.pop(signum, signal.SIG_DFL)
     signal.signal(signum, previous)
     if callable(previous):
