@@ -23,6 +23,7 @@ exactly that many bytes are then inflated.
 from __future__ import annotations
 
 import math
+import tokenize
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -177,6 +178,7 @@ def read_npy_member(zf: ZipArchive, member: str, path: Path, key: str) -> np.nda
 
 _HEADER_ERRORS: tuple[type[BaseException], ...] = (
     *ZIP_ERRORS,
+    tokenize.TokenError,  # numpy tokenizes the header dict before literal_eval
     SyntaxError,
     TypeError,
     MemoryError,
