@@ -70,9 +70,7 @@ def test_baseline_report_over_the_size_limit_is_refused_unread(tmp_path: Path) -
         Report.read_json(path)
 
 
-@pytest.mark.parametrize(
-    "text", ["[" * 3000 + "]" * 3000, '{"a": 1e999999, "b": NaN}', "1" * 5000]
-)
+@pytest.mark.parametrize("text", ["[" * 3000 + "]" * 3000, '{"a": 1e999999, "b": NaN}', "1" * 5000])
 def test_json_reader_converts_every_parse_failure(text: str) -> None:
     try:
         parse_json(text, "doc.json", allow_nan=False)

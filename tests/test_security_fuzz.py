@@ -172,7 +172,9 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     png = io.BytesIO()
     Image.new("L", (4, 4), 128).save(png, format="PNG")
     out["png"] = png.getvalue()
-    out["policy"] = b'[thresholds]\n"performance.accuracy" = ">= 0.9"\n[options]\nuse_confidence_bound = true\n'
+    out["policy"] = (
+        b'[thresholds]\n"performance.accuracy" = ">= 0.9"\n[options]\nuse_confidence_bound = true\n'
+    )
     return out
 
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import struct
 import sys
 import types
 import zipfile
@@ -628,4 +629,114 @@ def test_state_dict_pt_declaring_a_huge_storage_is_refused(tmp_path: Path, tiny:
         limits.override(max_model_bytes=64),
         pytest.raises(ModelFileError, match=r"m\.pt: the model file needs .*max_model_bytes"),
     ):
+        load_model(path)
+
+
+# ---------------------------------------------------------------- kept: what was handled well
+
+
+def _safetensors(header: object, data: bytes = b"", raw_header: bytes | None = None) -> bytes:
+    text = raw_header if raw_header is not None else json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def _t(dtype: str, shape: list[int], offsets: list[int]) -> dict[str, object]:
+    return {"dtype": dtype, "shape": shape, "data_offsets": offsets}
+
+
+_NESTED = b'{"w":' + b"[" * 10000 + b"]" * 10000 + b"}"
+
+
+@pytest.mark.parametrize(
+    ("name", "blob"),
+    [
+        ("length-huge", struct.pack("<Q", 2**63) + b"{}"),
+        ("length-past-end", struct.pack("<Q", 1000) + b"{}"),
+        ("not-json", _safetensors(None, raw_header=b"{not json")),
+        ("not-utf8", _safetensors(None, raw_header=b'{"\xff": 1}')),
+        ("offsets-past-end", _safetensors({"w": _t("F32", [4], [0, 16])}, b"\0" * 4)),
+        (
+            "offsets-overlap",
+            _safetensors({"a": _t("F32", [1], [0, 4]), "b": _t("F32", [1], [0, 4])}, b"\0" * 4),
+        ),
+        ("shape-vs-bytes", _safetensors({"w": _t("F32", [2**40], [0, 4])}, b"\0" * 4)),
+        ("unknown-dtype", _safetensors({"w": _t("X99", [1], [0, 4])}, b"\0" * 4)),
+        ("nested-header", _safetensors(None, raw_header=_NESTED)),
+    ],
+)
+def test_safetensors_header_attacks_are_one_line_naming_the_file(
+    tmp_path: Path, name: str, blob: bytes
+) -> None:
+    path = tmp_path / f"{name}.safetensors"
+    path.write_bytes(blob)
+    with pytest.raises(ModelFileError, match=rf"{name}\.safetensors: ") as err:
+        load_model(path)
+    assert "\n" not in str(err.value)
+
+
+def test_fake_torchscript_zip_is_a_model_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "fake.pt"
+    _rewrite_zip_from({"fake/constants.pkl": b"\x80\x02garbage", "fake/code/x.py": b"def f("}, path)
+    with pytest.raises(ModelFileError, match=r"fake\.pt: "):
+        load_model(path)
+
+
+def _rewrite_zip_from(members: dict[str, bytes], path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _onnx_external(tmp_path: Path, location: str) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    init = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2])
+    init.data_location = TensorProto.EXTERNAL
+    entry = init.external_data.add()
+    entry.key, entry.value = "location", location
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        initializer=[init],
+    )
+    path = tmp_path / "ext.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path.parent / f"{tmp_path.name}-secret.bin"
+    secret.write_bytes(b"\x00" * 8)
+    with pytest.raises(ModelFileError, match=r"ext\.onnx: "):
+        load_model(_onnx_external(tmp_path, f"../{secret.name}"))
+
+
+def test_onnx_external_data_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path.parent / f"{tmp_path.name}-secret.bin"
+    secret.write_bytes(b"\x00" * 8)
+    (tmp_path / "w.bin").symlink_to(secret)
+    with pytest.raises(ModelFileError, match=r"ext\.onnx: "):
+        load_model(_onnx_external(tmp_path, "w.bin"))
+
+
+def test_onnx_custom_operator_is_refused_by_onnx_runtime(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Backdoor", ["x"], ["y"], domain="evil.ops")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("evil.ops", 1)]
+    )
+    path = tmp_path / "custom.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelFileError, match=r"custom\.onnx: ONNX Runtime cannot load"):
         load_model(path)

@@ -147,3 +147,27 @@ def test_kill_9_during_a_write_never_leaves_a_half_written_target(tmp_path: Path
     child.kill()
     child.communicate(timeout=30)
     assert target.read_text() == "old"
+
+
+def test_seal_written_over_a_sealed_file_is_refused_and_the_file_kept(tmp_path: Path) -> None:
+    from edgeproof.integrity.seal import seal_paths
+
+    model = tmp_path / "w.bin"
+    model.write_bytes(b"weights" * 100)
+    seal = seal_paths([model], base_dir=tmp_path, threads=1)
+    with pytest.raises(OptionError, match=r"^out: .*w\.bin is the input"):
+        seal.write(model)
+    assert model.read_bytes() == b"weights" * 100
+
+
+def test_report_written_into_the_folder_of_its_model_is_refused(tmp_path: Path) -> None:
+    from edgeproof.report.files import write_report
+    from edgeproof.report.report import Report
+
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"x")
+    report = Report(
+        model={"path": str(model)}, data=None, threat={}, checks=[], seed=0, created="now"
+    )
+    with pytest.raises(OptionError, match=r"^out_dir: the output folder .* contains the input"):
+        write_report(report, tmp_path)

@@ -465,10 +465,20 @@ class Seal:
             "signature": None if self.signature is None else self.signature.to_json(),
         }
 
-    def write(self, path: str | Path) -> Path:
-        """Write the seal atomically (validated against the schema first)."""
+    def write(self, path: str | Path, *, base_dir: str | Path | None = None) -> Path:
+        """Write the seal atomically (validated against the schema first).
+
+        Refuses (``OptionError("out", ...)``) to write over, or into, anything the seal covers:
+        item paths are taken relative to ``base_dir`` (default: the seal's folder, the
+        convention of :func:`seal_paths`).
+        """
         import jsonschema
 
+        from edgeproof.outputs import check_output_paths
+
+        base = Path(path).parent if base_dir is None else Path(base_dir)
+        sealed = [base / it.path for it in self.items if not it.path.startswith("builtin:")]
+        check_output_paths([Path(path)], sealed)
         obj = self.to_json()
         jsonschema.validate(obj, load_schema())
         return atomic_write_text(path, json.dumps(obj, separators=(",", ":")) + "\n")
