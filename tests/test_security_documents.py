@@ -117,3 +117,18 @@ def test_bad_shape_names_the_shape_parameter(tiny_model, shape: tuple[int, ...],
 def test_infinite_domain_names_the_domain_parameter(tiny_model) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(OptionError, match=r"^domain: "):
         resolve_threat(tiny_model, None, shape=(4,), domain=(float("-inf"), float("inf")))
+
+
+def test_every_test_the_security_doc_names_exists() -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "security.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(test_[a-z0-9_]+)(…)?`", doc))
+    defined = "\n".join(p.read_text(encoding="utf-8") for p in (root / "tests").glob("test_*.py"))
+    missing = [
+        name
+        for name, prefix in named
+        if not re.search("def " + name + ("" if prefix else r"\("), defined)
+    ]
+    assert named and not missing, missing
