@@ -15,6 +15,7 @@ import torch
 from edgeproof import limits
 from edgeproof.errors import InputFileError, OptionError, PolicyFileError, UserError
 from edgeproof.methods.dnl import candidate_set
+from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import from_module
 from edgeproof.policy import load_policy
 from edgeproof.report.report import Report
@@ -87,12 +88,12 @@ def test_toml_reader_converts_integers_python_cannot_parse() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_model():  # type: ignore[no-untyped-def]
+def tiny_model() -> LoadedModel:
     torch.manual_seed(0)
     return from_module(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)))
 
 
-def test_batch_size_zero_is_an_option_error_naming_the_parameter(tiny_model) -> None:  # type: ignore[no-untyped-def]
+def test_batch_size_zero_is_an_option_error_naming_the_parameter(tiny_model: LoadedModel) -> None:
     with pytest.raises(OptionError, match=r"^batch_size: 0 is out of range"):
         audit(tiny_model, checks=[], batch_size=0)
     with pytest.raises(OptionError, match=r"^batch_size: "):
@@ -109,12 +110,14 @@ def test_negative_layer_count_is_an_option_error_naming_the_parameter() -> None:
     ("shape", "text"),
     [((0,), r"^shape: \[0\] is not a sample shape"), ((1, 99999, 99999), "max_sample_elements")],
 )
-def test_bad_shape_names_the_shape_parameter(tiny_model, shape: tuple[int, ...], text: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_shape_names_the_shape_parameter(
+    tiny_model: LoadedModel, shape: tuple[int, ...], text: str
+) -> None:
     with pytest.raises(OptionError, match=text):
         resolve_threat(tiny_model, None, shape=shape)
 
 
-def test_infinite_domain_names_the_domain_parameter(tiny_model) -> None:  # type: ignore[no-untyped-def]
+def test_infinite_domain_names_the_domain_parameter(tiny_model: LoadedModel) -> None:
     with pytest.raises(OptionError, match=r"^domain: "):
         resolve_threat(tiny_model, None, shape=(4,), domain=(float("-inf"), float("inf")))
 
