@@ -28,7 +28,7 @@ from typing import IO
 from edgeproof import limits
 from edgeproof.errors import InputFileError
 
-__all__ = ["ZIP_ERRORS", "ZipArchive"]
+__all__ = ["ZIP_ERRORS", "ZipArchive", "is_zip"]
 
 ZIP_ERRORS: tuple[type[BaseException], ...] = (
     zipfile.BadZipFile,
@@ -54,6 +54,15 @@ _METHODS = {
     zipfile.ZIP_BZIP2: "bzip2",
     zipfile.ZIP_LZMA: "lzma",
 }
+
+
+def is_zip(path: str | Path) -> bool:
+    """True if the file looks like a zip archive (``zipfile.is_zipfile``, which itself raises
+    ``BadZipFile`` for some damaged archives — those count as zips, to be refused when read)."""
+    try:
+        return zipfile.is_zipfile(path)
+    except ZIP_ERRORS:
+        return True
 
 
 class ZipArchive:

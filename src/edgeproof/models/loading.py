@@ -74,7 +74,7 @@ from edgeproof.models.zoo import (
 )
 from edgeproof.spec import InputSpec
 from edgeproof.structured import parse_json, read_json
-from edgeproof.zipfiles import ZipArchive
+from edgeproof.zipfiles import ZipArchive, is_zip
 
 __all__ = ["SUPPORTED_SUFFIXES", "from_module", "load_model", "read_sidecar"]
 
@@ -247,10 +247,7 @@ def _file_arch(where: Path, sidecar: Mapping[str, Any] | None) -> str | None:
 
 def _zip_kind(path: Path) -> str | None:
     """``torchscript``, ``export``, ``torch-save`` or ``None`` (not a zip) for a PyTorch file."""
-    try:
-        if not zipfile.is_zipfile(path):
-            return None
-    except OSError:
+    if not is_zip(path):
         return None
     with ZipArchive(path, ModelFileError, what="PyTorch archive") as zf:
         names = zf.names()
@@ -431,10 +428,7 @@ def _torch_save_bytes(path: Path) -> io.BytesIO | str:
     """A zip ``torch.save`` file re-packed from its checked members (sizes within the limits),
     so ``torch.load`` reads exactly what was checked; a legacy (non-zip) file as its path."""
     limits.check(ModelFileError, path, "max_model_bytes", "the model file", path.stat().st_size)
-    try:
-        if not zipfile.is_zipfile(path):
-            return str(path)
-    except OSError:
+    if not is_zip(path):
         return str(path)
     buf = io.BytesIO()
     total = 0

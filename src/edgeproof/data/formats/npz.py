@@ -176,6 +176,10 @@ def read_npy_member(zf: ZipArchive, member: str, path: Path, key: str) -> np.nda
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
+_read_v3 = getattr(
+    getattr(np.lib, "_format_impl", np.lib.format), "_read_array_header", None
+)  # numpy's reader for the rare version-3.0 (UTF-8) header; absent in some numpy versions
+
 _HEADER_ERRORS: tuple[type[BaseException], ...] = (
     *ZIP_ERRORS,
     tokenize.TokenError,  # numpy tokenizes the header dict before literal_eval
@@ -195,8 +199,10 @@ def _header(fh: IO[bytes], path: Path, key: str) -> tuple[tuple[int, ...], bool,
             shape, fortran, dtype = fmt.read_array_header_1_0(fh)
         elif (major, minor) == (2, 0):
             shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+        elif (major, minor) == (3, 0) and _read_v3 is not None:
+            shape, fortran, dtype = _read_v3(fh, (3, 0))
         else:
-            shape, fortran, dtype = fmt._read_array_header(fh, (major, minor))  # type: ignore[attr-defined]
+            raise ValueError(f"unsupported .npy format version {major}.{minor}")
         header_len = fh.tell()
     except _HEADER_ERRORS as exc:
         raise DataFileError(
