@@ -285,3 +285,23 @@ def test_malformed_proof_is_refused_with_the_file_named(
     (tmp_path / "p.json").write_text(json.dumps(obj))
     with pytest.raises(ProofFileError, match=rf"p\.json: is not a valid proof .*{named}"):
         InclusionProof.read(tmp_path / "p.json")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n",
+        b"\xff\xfe" * 10,
+        b"A" * 100_000,
+    ],
+)
+def test_malformed_key_file_is_one_line_naming_the_file(tmp_path: Path, content: bytes) -> None:
+    from edgeproof.integrity.signing import KeyFileError
+
+    path = tmp_path / "bad.pub"
+    path.write_bytes(content)
+    with pytest.raises(KeyFileError, match=r"bad\.pub: ") as err:
+        load_public_key(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(KeyFileError, match=r"bad\.pub: "):
+        load_private_key(path)
