@@ -740,3 +740,13 @@ def test_onnx_custom_operator_is_refused_by_onnx_runtime(tmp_path: Path) -> None
     onnx.save(model, str(path))
     with pytest.raises(ModelFileError, match=r"custom\.onnx: ONNX Runtime cannot load"):
         load_model(path)
+
+
+def test_trust_pickle_is_an_alias_of_trust_code(tmp_path: Path, tiny: nn.Module) -> None:
+    path = tmp_path / "full.pt"
+    torch.save(tiny, path)
+    with pytest.raises(UnsafePickleError, match=r"full\.pt: .*trust_code=True"):
+        load_model(path)
+    for flag in ("trust_code", "trust_pickle"):
+        loaded = load_model(path, **{flag: True})
+        assert loaded.format == "pickle" and loaded.module is not None
