@@ -747,6 +747,5 @@ def test_trust_pickle_is_an_alias_of_trust_code(tmp_path: Path, tiny: nn.Module)
     torch.save(tiny, path)
     with pytest.raises(UnsafePickleError, match=r"full\.pt: .*trust_code=True"):
         load_model(path)
-    for flag in ("trust_code", "trust_pickle"):
-        loaded = load_model(path, **{flag: True})
+    for loaded in (load_model(path, trust_code=True), load_model(path, trust_pickle=True)):
         assert loaded.format == "pickle" and loaded.module is not None
