@@ -100,7 +100,7 @@ def test_npz_missing_key_names_the_keys_present(tmp_path: Path) -> None:
     with pytest.raises(DataFileError) as info:
         load_data(path)
     assert str(info.value) == (
-        f"{path}: has no array 'x' (arrays present: images, y). Name the array with x_key (--x-key)"
+        f"{path}: has no array 'x' (arrays present: images, y). Name the array with x_key="
     )
 
 

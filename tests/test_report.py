@@ -254,7 +254,7 @@ def test_read_json_rejects_unknown_schema_version_naming_both_versions(
 def test_read_json_rejects_a_file_that_is_not_json(tmp_path: Path) -> None:
     path = tmp_path / "report.json"
     path.write_text("{not json")
-    with pytest.raises(InputFileError, match="not a readable JSON report"):
+    with pytest.raises(InputFileError, match=r"report\.json: the report file is not valid JSON"):
         Report.read_json(path)
 
 

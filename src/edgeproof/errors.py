@@ -24,7 +24,8 @@ a flag and a CLI message never names a Python argument.
     │   ├── InputFileError           a file is missing, unreadable, truncated or corrupt
     │   │   ├── ModelFileError
     │   │   ├── DataFileError
-    │   │   └── UnsafePickleError    a pickle would execute code; pass --trust-pickle
+    │   │   └── UnsafeCodeError      loading would run code from the file; trust_code=True
+    │   │       └── UnsafePickleError    (a pickle; trust_pickle=True is the old name)
     │   ├── ArchitectureMismatchError
     │   ├── OptionError              an option/argument value is invalid
     │   ├── SpecError                input shape/domain does not fit the model or data
@@ -56,6 +57,7 @@ __all__ = [
     "PolicyFileError",
     "PolicyViolation",
     "SpecError",
+    "UnsafeCodeError",
     "UnsafePickleError",
     "UserError",
     "param",
@@ -128,7 +130,12 @@ class DataFileError(InputFileError):
     """A data file cannot be loaded."""
 
 
-class UnsafePickleError(ModelFileError):
+class UnsafeCodeError(ModelFileError):
+    """Loading the file would run code from it (a pickle, a TorchScript op outside the allowlist,
+    a compiled AOTInductor library); refused unless the caller passes ``trust_code=True``."""
+
+
+class UnsafePickleError(UnsafeCodeError):
     """Loading the file would unpickle arbitrary objects (i.e. execute code from the file)."""
 
 

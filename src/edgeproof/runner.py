@@ -8,6 +8,7 @@ duration; the report carries the seed, the versions and the thread count.
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -22,8 +23,9 @@ import numpy as np
 from edgeproof.checks import available_checks, get_check
 from edgeproof.checks.base import AuditContext, Check, seed_everything
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import SpecError, UserError, param, render_text
+from edgeproof.errors import OptionError, SpecError, UserError, param, render_text
 from edgeproof.models.loaded import LoadedModel
+from edgeproof.options import positive_int
 from edgeproof.report.report import Report
 from edgeproof.results import CheckResult
 from edgeproof.runtime.threads import resolve_threads, torch_threads
@@ -66,7 +68,13 @@ def resolve_threat(
     The data must fit the spec: a shape or class-count disagreement is a :class:`SpecError`.
     ``mean``/``std`` (given together): the model expects ``(x − mean) / std`` per channel,
     applied outside it (:attr:`InputSpec.outside_normalization`); data, domain and ε stay raw.
+    An explicit ``shape`` or ``domain`` that is itself invalid is an :class:`OptionError`
+    naming the parameter.
     """
+    if shape is not None:
+        shape = _check_shape(shape)
+    if domain is not None:
+        domain = _check_domain(domain)
     if (mean is None) != (std is None):
         given, missing = ("mean", "std") if std is None else ("std", "mean")
         raise SpecError(
@@ -138,6 +146,35 @@ def resolve_threat(
         if norm == "l2":
             eps = tuple(round(e * spec.numel**0.5 / 4, 6) for e in eps)
     return ThreatModel(input=spec, norm=norm, eps=tuple(eps))
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    from edgeproof import limits
+
+    dims = tuple(shape)
+    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise OptionError(
+            "shape", f"{list(dims)} is not a sample shape", "give positive integers, e.g. 3,32,32"
+        )
+    numel = math.prod(dims)
+    cap = limits.current().max_sample_elements
+    if numel > cap:
+        raise OptionError(
+            "shape",
+            f"{list(dims)} has {numel:,} values per sample, over max_sample_elements={cap:,}",
+            limits.how_to_raise("max_sample_elements"),
+        )
+    return dims
+
+
+def _check_domain(domain: Sequence[float]) -> tuple[float, float]:
+    values = tuple(domain)
+    ok = len(values) == 2 and all(isinstance(v, (int, float)) for v in values)
+    if not ok or not all(math.isfinite(v) for v in values) or not values[0] < values[1]:
+        raise OptionError(
+            "domain", f"{list(values)} is not a domain", "give two finite numbers lo < hi"
+        )
+    return float(values[0]), float(values[1])
 
 
 def _probe(model: LoadedModel, threat: ThreatModel, data: Dataset | None) -> None:
@@ -312,6 +349,7 @@ def audit(
     (see :func:`edgeproof.report.files.write_report`).
     """
     t_start = time.perf_counter()
+    batch_size = positive_int("batch_size", batch_size)
     if data is not None:
         data.validate()
     if threat is None:

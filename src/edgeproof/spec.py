@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edgeproof import limits
 from edgeproof.errors import OptionError, SpecError, param
 
 __all__ = [
@@ -103,6 +104,20 @@ class InputSpec:
     def __post_init__(self) -> None:
         if any(int(s) <= 0 for s in self.shape):
             raise SpecError(f"input shape {self.shape!r} is invalid: every dimension must be >= 1")
+        numel = math.prod(int(s) for s in self.shape) if self.shape else 0
+        cap = limits.current().max_sample_elements
+        if numel > cap:
+            raise SpecError(
+                f"input shape {self.shape!r} has {numel:,} values per sample, over the limit "
+                f"max_sample_elements={cap:,}; {limits.how_to_raise('max_sample_elements')}"
+            )
+        if self.num_classes is not None and not 1 <= self.num_classes <= (
+            limits.current().max_classes
+        ):
+            raise SpecError(
+                f"num_classes={self.num_classes} is out of range (1 to max_classes="
+                f"{limits.current().max_classes}); {limits.how_to_raise('max_classes')}"
+            )
         lo, hi = self.domain
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
             raise SpecError(
@@ -171,30 +186,69 @@ class InputSpec:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> InputSpec:
-        norm = obj.get("normalization")
-        outside = obj.get("outside_normalization")
+        """Parse :meth:`to_json` output, strictly: every field must have its JSON type.
+
+        Raises:
+            TypeError, ValueError, KeyError: a field is missing or of the wrong type/shape.
+            SpecError: the values are out of range (see :meth:`__post_init__`).
+        """
+        if not isinstance(obj, dict):
+            raise TypeError(f"spec must be an object, got {type(obj).__name__}")
+        shape = obj["shape"]
+        if not isinstance(shape, list) or not all(_is_int(v) for v in shape):
+            raise TypeError(f"'shape' must be a list of integers, got {shape!r}")
+        domain = obj.get("domain", [0.0, 1.0])
+        if not isinstance(domain, list) or len(domain) != 2 or not all(_is_num(v) for v in domain):
+            raise TypeError(f"'domain' must be two numbers [lo, hi], got {domain!r}")
+        kind = obj.get("kind", "image")
+        if not isinstance(kind, str):
+            raise TypeError(f"'kind' must be a string, got {kind!r}")
+        normalization = _normalization_of(obj.get("normalization"), "normalization")
+        outside = _normalization_of(obj.get("outside_normalization"), "outside_normalization")
+        source = obj.get("domain_source", "declared")
+        if source not in ("declared", "metadata", "data", "inferred", "default"):
+            raise ValueError(f"'domain_source' {source!r} is not a known source")
+        num_classes = obj.get("num_classes")
+        if num_classes is not None and not _is_int(num_classes):
+            raise TypeError(f"'num_classes' must be an integer, got {num_classes!r}")
         names = obj.get("class_names")
+        if names is not None and (
+            not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+        ):
+            raise TypeError("'class_names' must be a list of strings")
         return cls(
-            shape=tuple(int(s) for s in obj["shape"]),
-            domain=(float(obj["domain"][0]), float(obj["domain"][1])),
-            kind=obj.get("kind", "image"),
-            normalization=(
-                None
-                if norm is None
-                else (tuple(float(v) for v in norm["mean"]), tuple(float(v) for v in norm["std"]))
-            ),
-            num_classes=obj.get("num_classes"),
-            class_names=None if names is None else tuple(str(n) for n in names),
-            domain_source=obj.get("domain_source", "declared"),
-            outside_normalization=(
-                None
-                if outside is None
-                else (
-                    tuple(float(v) for v in outside["mean"]),
-                    tuple(float(v) for v in outside["std"]),
-                )
-            ),
+            shape=tuple(int(s) for s in shape),
+            domain=(float(domain[0]), float(domain[1])),
+            kind=kind,  # type: ignore[arg-type]
+            normalization=normalization,
+            num_classes=None if num_classes is None else int(num_classes),
+            class_names=None if names is None else tuple(names),
+            domain_source=source,
+            outside_normalization=outside,
         )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _normalization_of(obj: Any, key: str) -> Normalization | None:
+    """A ``{"mean": [...], "std": [...]}`` JSON object as ``(mean, std)`` (strictly typed)."""
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise TypeError(f"'{key}' must be {{mean, std}}, got {obj!r}")
+    mean, std = obj["mean"], obj["std"]
+    for part, vals in (("mean", mean), ("std", std)):
+        if not isinstance(vals, list) or not vals or not all(_is_num(v) for v in vals):
+            raise TypeError(f"'{key}.{part}' must be a list of numbers")
+    if len(mean) != len(std):
+        raise ValueError(f"'{key}' mean and std differ in length")
+    return (tuple(float(v) for v in mean), tuple(float(v) for v in std))
 
 
 @dataclass(frozen=True)

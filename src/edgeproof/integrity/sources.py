@@ -154,6 +154,13 @@ def read_safetensors(path: str | Path) -> Iterator[TensorSet]:
         blobs = []
         for name in sorted(keys):
             h = header[name]
+            if str(h.get("dtype")) not in DTYPE_ITEMSIZE:
+                raise ModelFileError(
+                    p,
+                    f"tensor {name!r} has dtype {h.get('dtype')}, which a model seal does not "
+                    "cover",
+                    "seal the file as raw bytes (raw=True, CLI --raw)",
+                )
             a, b = h["data_offsets"]
             blobs.append(
                 TensorBlob(

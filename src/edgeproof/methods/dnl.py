@@ -42,6 +42,7 @@ from edgeproof.atomic import atomic_write_text
 from edgeproof.errors import OptionError
 from edgeproof.methods.layers import layers_from_module
 from edgeproof.models.modules import clone_module, eval_mode
+from edgeproof.options import positive_int
 
 __all__ = [
     "PROTECT_FORMAT",
@@ -119,7 +120,11 @@ def candidate_set(
 
     ``input_shape`` (sample shape, no batch) is needed for ``1p-dnl``. The module is not modified
     (gradients are taken on a copy).
+
+    Raises:
+        OptionError: ``num_layers`` is not a positive integer.
     """
+    num_layers = positive_int("num_layers", num_layers)
     inv = layers_from_module(module)
     params = dict(module.named_parameters())
     order: list[str] = []

@@ -130,6 +130,9 @@ class LoadedModel:
 
     def predict_logits(self, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """Run inputs through the model in batches; returns float32 logits ``(N, K)``."""
+        from edgeproof.options import positive_int
+
+        batch_size = positive_int("batch_size", batch_size)
         xt = (
             torch.as_tensor(np.asarray(x, dtype=np.float32))
             if not isinstance(x, torch.Tensor)

@@ -465,7 +465,15 @@ def arch_from_string(
         kwargs = offered
     else:
         kwargs = {k: v for k, v in offered.items() if k in params}
-    module = target(**kwargs)
+    try:
+        module = target(**kwargs)
+    except Exception as exc:  # user code the user named: its failure is a bad --arch value
+        raise OptionError(
+            "--arch",
+            f"{arch} raised {type(exc).__name__} when called to build the model "
+            f"({str(exc).strip().splitlines()[0][:120] if str(exc).strip() else 'no message'})",
+            "name a callable that builds and returns a torch.nn.Module",
+        ) from None
     if not isinstance(module, nn.Module):
         raise OptionError(
             "--arch",
