@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edgeproof"
 HEAVY = ("torch", "numpy", "scipy", "onnx", "onnxruntime", "matplotlib", "sklearn", "safetensors")
 
 #: library modules whose messages still name flags (converted when the loaders are hardened)
-_PENDING = ("data/", "models/loading.py", "models/zoo.py", "integrity/", "policy.py", "report/")
+_PENDING: tuple[str, ...] = ()
 
 
 def _parser_flags() -> set[str]:

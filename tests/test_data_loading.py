@@ -280,7 +280,7 @@ def test_kind_option_that_does_not_fit_the_format_is_an_option_error(tmp_path: P
     with pytest.raises(OptionError) as info:
         load_data(path, kind="image")
     assert str(info.value) == (
-        f"--kind: {path} holds tabular records of shape (1,), not image. "
+        f"kind: {path} holds tabular records of shape (1,), not image. "
         "Drop the option or give data of that kind"
     )
     with pytest.raises(OptionError, match="unknown data kind 'video'"):

@@ -67,19 +67,26 @@ __all__ = [
 _MARK = re.compile(r"\u27e8([^\u27e9]+)\u27e9")
 
 
-def param(name: str) -> str:
+def param(name: str, switch: bool = False) -> str:
     """Mark the library parameter ``name`` inside an error message.
 
-    ``str(error)`` shows the bare name; the CLI shows the flag that sets it
-    (:meth:`EdgeproofError.render`).
+    ``str(error)`` shows the bare name (``name=True`` for a ``switch``, a boolean parameter the
+    advice turns on); the CLI shows the flag that sets it (:meth:`EdgeproofError.render`).
     """
-    return f"\u27e8{name}\u27e9"
+    return f"\u27e8{name}{'=True' if switch else ''}\u27e9"
 
 
 def render_text(text: str, name_of: Callable[[str], str] | None = None) -> str:
     """``text`` with each :func:`param` marker replaced by ``name_of(parameter)`` (default: the
     parameter's own name). Skip reasons and other messages that name parameters go through it."""
-    return _MARK.sub(lambda m: (name_of or str)(m.group(1)), text)
+
+    def name(m: re.Match[str]) -> str:
+        marked = m.group(1)
+        if name_of is None:
+            return marked
+        return name_of(marked.removesuffix("=True"))
+
+    return _MARK.sub(name, text)
 
 
 class EdgeproofError(Exception):
@@ -94,7 +101,7 @@ class EdgeproofError(Exception):
 
     def parameters(self) -> list[str]:
         """The library parameters the message names."""
-        return _MARK.findall(super().__str__())
+        return [m.removesuffix("=True") for m in _MARK.findall(super().__str__())]
 
     def __str__(self) -> str:
         return self.render()

@@ -17,6 +17,9 @@ FLAGS: dict[str, str] = {
     "arch": "--arch",
     "trust_code": "--trust-code",
     "trust_pickle": "--trust-pickle",
+    "allow_outside": "--allow-outside",
+    "raw": "--raw",
+    "out_dir": "--out",
     "spec": "--shape",
     # data
     "data": "--data",

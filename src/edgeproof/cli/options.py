@@ -111,7 +111,29 @@ def load_model_arg(args: argparse.Namespace) -> LoadedModel:
     from edgeproof.models.loading import load_model
 
     trust = bool(args.trust_code or args.trust_pickle)
-    return load_model(args.model, arch=args.arch, trust_pickle=trust)
+    return load_model(args.model, arch=args.arch, trust_code=trust)
+
+
+def model_inputs(args: argparse.Namespace) -> list[str]:
+    """The files reading the model touches: the model and its sidecar metadata."""
+    from pathlib import Path
+
+    return [args.model, str(Path(args.model).with_suffix(".json"))]
+
+
+def check_outputs(outputs: list[Any], inputs: list[Any]) -> None:
+    """Refuse, before anything is read, an output that is, contains or would replace an input
+    (:func:`edgeproof.outputs.check_output_paths`)."""
+    from edgeproof.outputs import check_output_paths
+
+    check_output_paths(outputs, inputs)
+
+
+def report_folder(out: str) -> Any:
+    """The ``--out`` folder of a command that writes a report."""
+    from edgeproof.outputs import Output
+
+    return Output.folder(out, ["report.json", "report.html"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ import torch
 
 from edgeproof._version import __version__
 from edgeproof.atomic import atomic_write_text
-from edgeproof.errors import InputFileError, ModelFileError, OptionError, UserError
+from edgeproof.errors import InputFileError, ModelFileError, OptionError, UserError, param
 from edgeproof.integrity.chunks import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -778,7 +778,7 @@ def _rel(path: Path, base: Path, allow_outside: bool) -> str:
             path,
             f"is outside the seal's folder {base.resolve()} (symlinks resolved)",
             "write the seal into a folder that contains everything it seals, or pass "
-            "allow_outside=True (CLI --allow-outside) to store a ../ path",
+            f"{param('allow_outside', switch=True)} to store a ../ path",
         )
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
@@ -1210,7 +1210,7 @@ def _resolve(item: SealItem, base: Path, allow_outside: bool, source: str) -> Pa
             source,
             f"item path {item.path!r} leaves the seal's folder {base.resolve()} "
             "(absolute, '..' or a symlink out); edgeproof does not read outside it",
-            "pass allow_outside=True (CLI --allow-outside) only if you trust the seal",
+            f"pass {param('allow_outside', switch=True)} only if you trust the seal",
         )
     if not p.exists():
         raise _Unreadable(f"was sealed as a {item.kind} ({item.format}) but no longer exists")

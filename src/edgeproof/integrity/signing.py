@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from edgeproof.atomic import atomic_write_bytes
-from edgeproof.errors import InputFileError
+from edgeproof.errors import InputFileError, param
 
 __all__ = [
     "KeyFileError",
@@ -88,7 +88,7 @@ def generate_key(out: str | Path, *, overwrite: bool = False) -> tuple[Path, Pat
         raise KeyFileError(
             priv_path,
             "already exists; refusing to overwrite a private key",
-            "choose another --out path, or delete the old key first",
+            f"choose another {param('out')} path, or delete the old key first",
         )
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(

@@ -60,6 +60,7 @@ from edgeproof.errors import (
     OptionError,
     UnsafePickleError,
     UserError,
+    param,
 )
 from edgeproof.models.formats.export import load_export
 from edgeproof.models.formats.torchscript import load_torchscript
@@ -92,7 +93,7 @@ _SIDECAR_VERSION = 1
 _MAX_LISTED = 5
 _ZOO_ARCH = re.compile(r"zoo:[A-Za-z0-9_\-]+")
 _TRUST_FIX = (
-    "pass trust_code=True (CLI --trust-code) only if you trust the file, or re-save it as a "
+    f"pass {param('trust_code', switch=True)} only if you trust the file, or re-save it as a "
     "state dict / safetensors"
 )
 
@@ -235,8 +236,8 @@ def _file_arch(where: Path, sidecar: Mapping[str, Any] | None) -> str | None:
             where,
             f"names the architecture {shown}; an architecture read from a file may only name "
             f"the zoo ({', '.join('zoo:' + n for n in ZOO)}), so edgeproof does not import it",
-            "pass arch='package.module:callable' yourself if you trust that code "
-            "(CLI --arch), or fix the metadata",
+            f"pass {param('arch')} package.module:callable yourself if you trust that code, "
+            "or fix the metadata",
         )
     return arch
 

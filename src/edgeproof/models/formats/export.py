@@ -51,7 +51,7 @@ from typing import Any
 import torch
 
 from edgeproof import limits
-from edgeproof.errors import ModelFileError, UnsafeCodeError, UnsafePickleError
+from edgeproof.errors import ModelFileError, UnsafeCodeError, UnsafePickleError, param
 from edgeproof.models.formats.ops import is_allowed, names_of, op_name
 from edgeproof.structured import parse_json
 from edgeproof.zipfiles import ZipArchive
@@ -59,7 +59,7 @@ from edgeproof.zipfiles import ZipArchive
 __all__ = ["check_program_json", "check_sym_expr", "load_export"]
 
 _FIX = (
-    "pass trust_code=True (CLI --trust-code) only if you trust the file, or re-export the model "
+    f"pass {param('trust_code', switch=True)} only if you trust the file, or re-export the model "
     "as .safetensors or .onnx"
 )
 _CORRUPT = "the file is truncated or corrupt, or not written by torch.export.save; re-export it"

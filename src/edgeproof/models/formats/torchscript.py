@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from edgeproof import limits
-from edgeproof.errors import ModelFileError, UnsafeCodeError
+from edgeproof.errors import ModelFileError, UnsafeCodeError, param
 from edgeproof.models.formats.ops import is_allowed, names_of, op_name
 from edgeproof.models.formats.pickles import PickleUnreadable, pickle_globals
 from edgeproof.zipfiles import ZipArchive
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 _FIX = (
-    "pass trust_code=True (CLI --trust-code) only if you trust the file, or re-export the model "
+    f"pass {param('trust_code', switch=True)} only if you trust the file, or re-export the model "
     "as .safetensors or .onnx"
 )
 
