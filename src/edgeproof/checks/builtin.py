@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edgeproof.checks import register_check
 from edgeproof.checks.adversarial import AdversarialCheck
+from edgeproof.checks.attribution import AttributionCheck
 from edgeproof.checks.bitflip import BitflipCheck
 from edgeproof.checks.calibration import CalibrationCheck
 from edgeproof.checks.corruption import CorruptionCheck
@@ -21,5 +22,6 @@ for _cls in (
     AdversarialCheck,
     CorruptionCheck,
     FisherCheck,
+    AttributionCheck,
 ):
     register_check(_cls.name, _cls)

@@ -214,9 +214,9 @@ def label_randomized_model(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    epochs: int = 50,
-    lr: float = 3e-3,
-    batch_size: int = 64,
+    epochs: int = 60,
+    lr: float = 1e-2,
+    batch_size: int = 32,
     target_accuracy: float = 0.95,
     seed: int = 0,
 ) -> LabelRandomized:
@@ -226,9 +226,9 @@ def label_randomized_model(
     in eval mode) reaches ``target_accuracy``, or after ``epochs`` epochs.
     """
     if epochs < 1:
-        raise OptionError("label_epochs", f"{epochs} is too few", "use >= 1, e.g. 50")
+        raise OptionError("label_epochs", f"{epochs} is too few", "use >= 1, e.g. 60")
     if not lr > 0:
-        raise OptionError("label_lr", f"{lr} must be > 0", "use e.g. 3e-3")
+        raise OptionError("label_lr", f"{lr} must be > 0", "use e.g. 1e-2")
     gen = torch.Generator().manual_seed(seed)
     y_shuffled = y[torch.randperm(y.numel(), generator=gen)]
     work = copy.deepcopy(model)
@@ -345,8 +345,8 @@ def degraded_models(
     *,
     stages: int | None = None,
     labels: tuple[torch.Tensor, torch.Tensor] | None = None,
-    label_epochs: int = 50,
-    label_lr: float = 3e-3,
+    label_epochs: int = 60,
+    label_lr: float = 1e-2,
     seed: int = 0,
 ) -> DegradedModels:
     """The cascade of re-initialised copies and, with ``labels = (x, y)``, the shuffled-label
