@@ -130,10 +130,12 @@ class AttributionCheck(Check):
             width (defaults 25, 0.15).
         gradient_shap_samples: GradientSHAP draws (default 25).
         background_size: baselines drawn from the data for GradientSHAP and KernelSHAP
-            (default 16).
+            (default 8).
         occlusion_window, occlusion_stride: window and stride along each spatial/time axis
-            (default: a quarter of the smallest axis, at least 2, and half of it).
-        kernel_shap_samples: coalitions per sample (default ``min(2M + 2048, 1024)``).
+            (default: an eighth of the smallest axis, at least 2, and half of it).
+        kernel_shap_samples: coalitions per sample (default ``min(2M + 2048, 512)``).
+        kernel_shap_max_samples: KernelSHAP explains only the first this many of the samples
+            (default 32; its cost is coalitions × background rows per sample).
         bands, sample_rate: frequency occlusion bands (default 8) and the sample rate in Hz
             (default: the data's ``sample_rate_hz`` metadata, if any).
         sanity, sanity_stages: run the randomisation tests, and how many cascade stages
@@ -143,7 +145,10 @@ class AttributionCheck(Check):
             stopping once it fits 95 % of the shuffled labels).
         threshold, level: sanity verdict threshold and confidence level (0.5, 0.95).
         figure_samples: per-sample maps shown (default 4).
-        internal_batch_size: rows per forward pass (default 256).
+        internal_batch_size: rows per forward pass of the gradient methods (default 256).
+        forward_batch_size: rows per forward pass of the gradient-free methods, which keep no
+            activations for a backward pass (default: as many samples as fit in 16 MiB of
+            float32 input, between 256 and 4096).
     """
 
     name = "attribution"
@@ -169,10 +174,11 @@ class AttributionCheck(Check):
         smoothgrad_samples: int = 25,
         smoothgrad_sigma: float = 0.15,
         gradient_shap_samples: int = 25,
-        background_size: int = 16,
+        background_size: int = 8,
         occlusion_window: int | None = None,
         occlusion_stride: int | None = None,
         kernel_shap_samples: int | None = None,
+        kernel_shap_max_samples: int = 32,
         bands: int | Sequence[tuple[float, float]] = 8,
         sample_rate: float | None = None,
         sanity: bool = True,
@@ -184,6 +190,7 @@ class AttributionCheck(Check):
         level: float = 0.95,
         figure_samples: int = 4,
         internal_batch_size: int = 256,
+        forward_batch_size: int | None = None,
     ) -> None:
         super().__init__(
             methods=None if methods is None else list(methods),
@@ -200,6 +207,7 @@ class AttributionCheck(Check):
             occlusion_window=occlusion_window,
             occlusion_stride=occlusion_stride,
             kernel_shap_samples=kernel_shap_samples,
+            kernel_shap_max_samples=kernel_shap_max_samples,
             bands=bands,
             sample_rate=sample_rate,
             sanity=sanity,
@@ -211,6 +219,7 @@ class AttributionCheck(Check):
             level=level,
             figure_samples=figure_samples,
             internal_batch_size=internal_batch_size,
+            forward_batch_size=forward_batch_size,
         )
         known = {n for names in _KIND_METHODS.values() for n in names}
         for m in methods or ():
@@ -224,6 +233,7 @@ class AttributionCheck(Check):
             ("background_size", background_size),
             ("sanity_stages", sanity_stages),
             ("label_samples", label_samples),
+            ("kernel_shap_max_samples", kernel_shap_max_samples),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise OptionError(name, f"{value!r} is too few", "use an integer >= 1")
@@ -250,6 +260,7 @@ class AttributionCheck(Check):
         self.occlusion_window = occlusion_window
         self.occlusion_stride = occlusion_stride
         self.kernel_shap_samples = kernel_shap_samples
+        self.kernel_shap_max_samples = int(kernel_shap_max_samples)
         self.bands = bands
         self.sample_rate = sample_rate
         self.sanity = bool(sanity)
@@ -261,11 +272,17 @@ class AttributionCheck(Check):
         self.level = float(level)
         self.figure_samples = int(figure_samples)
         self.internal_batch_size = int(internal_batch_size)
+        if forward_batch_size is not None and forward_batch_size < 1:
+            raise OptionError(
+                "forward_batch_size", f"{forward_batch_size} is too few", "use >= 1 or None"
+            )
+        self.forward_batch_size = forward_batch_size
 
     # --- planning -------------------------------------------------------------------------
 
     def _method(self, name: str, shape: tuple[int, ...], width: float, rate: float | None) -> Any:
         ibs = self.internal_batch_size
+        fbs = self.forward_batch_size or min(4096, max(256, 2**22 // max(1, math.prod(shape))))
         if name == "integrated_gradients":
             return self.ig
         if name == "smoothgrad":
@@ -278,19 +295,19 @@ class AttributionCheck(Check):
             return self.gradient_shap
         if name == "occlusion":
             axes = shape[1:] if len(shape) > 1 else shape
-            w = self.occlusion_window or max(2, min(axes) // 4)
+            w = self.occlusion_window or max(2, min(axes) // 8)
             w = min(w, min(axes))
             s = self.occlusion_stride or max(1, w // 2)
             return Occlusion(
-                window=(w,) * len(axes), strides=(s,) * len(axes), internal_batch_size=ibs
+                window=(w,) * len(axes), strides=(s,) * len(axes), internal_batch_size=fbs
             )
         if name == "feature_ablation":
-            return FeatureAblation(internal_batch_size=ibs)
+            return FeatureAblation(internal_batch_size=fbs)
         if name == "kernel_shap":
             m = math.prod(shape)
-            n = self.kernel_shap_samples or min(2 * m + 2048, 1024)
-            return KernelShap(n_samples=max(2, n), internal_batch_size=ibs)
-        return FrequencyOcclusion(bands=self.bands, sample_rate=rate, internal_batch_size=ibs)
+            n = self.kernel_shap_samples or min(2 * m + 2048, 512)
+            return KernelShap(n_samples=max(2, n), internal_batch_size=fbs)
+        return FrequencyOcclusion(bands=self.bands, sample_rate=rate, internal_batch_size=fbs)
 
     def _sanity_method(
         self, name: str, shape: tuple[int, ...], width: float, rate: float | None
@@ -354,9 +371,10 @@ class AttributionCheck(Check):
                 continue
             method = self._method(name, shape, hi - lo, rate)
             base = _baseline_for(method, baseline, background)
+            cap = self.kernel_shap_max_samples if name == "kernel_shap" else x.shape[0]
             t0 = time.perf_counter()
             run.attribution = method.attribute(
-                model, x, target=target, baseline=base, generator=ctx.generator(salt=17)
+                model, x[:cap], target=target[:cap], baseline=base, generator=ctx.generator(17)
             )
             run.seconds = time.perf_counter() - t0
             ctx.progress.advance()
@@ -655,22 +673,24 @@ class AttributionCheck(Check):
         features: Any,
     ) -> list[Figure]:
         figs: list[Figure] = []
-        t = target.numpy()
-        classes = sorted(set(t.tolist()))
-        names = [class_names[c] if class_names else str(c) for c in classes]
         xn = x.numpy()
+        t = target.numpy()
         for r in shown:
             a = r.attribution
             assert a is not None
             vals = a.values.numpy()
-            means = np.stack([vals[t == c].mean(axis=0) for c in classes])
+            ta = a.target.numpy()  # a method may explain only the first samples (KernelSHAP)
+            classes = sorted(set(ta.tolist()))
+            names = [class_names[c] if class_names else str(c) for c in classes]
+            means = np.stack([vals[ta == c].mean(axis=0) for c in classes])
             title = _TITLES[r.name]
             if r.name == "frequency_occlusion":
                 figs.append(_bands_figure(title, [b.label for b in a.bands], means, names))
             elif kind == "image":
                 figs.append(_image_classes_figure(r.name, title, means, names))
             elif kind == "timeseries":
-                x_means = np.stack([xn[t == c].mean(axis=0) for c in classes])
+                xa = xn[: ta.size]
+                x_means = np.stack([xa[ta == c].mean(axis=0) for c in classes])
                 figs.append(_series_classes_figure(r.name, title, x_means, means, names))
             else:
                 labels = list(features) if features else [f"x{j}" for j in range(means.shape[1])]

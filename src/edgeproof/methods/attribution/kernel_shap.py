@@ -11,8 +11,8 @@ over coalitions ``z ∈ {0,1}^M`` with the **Shapley kernel**
 ``π(z) = (M−1) / (C(M,|z|)·|z|·(M−|z|))`` (Theorem 2; the empty and full coalitions have
 infinite weight, which is the constraint and ``φ0 = v(∅)``). Solved exactly: the constraint
 eliminates the last feature, ``φ_M = Δ − Σ_{j<M} φ_j``, and the remaining unconstrained problem
-is solved by least squares on the √π-scaled rows (``numpy.linalg.lstsq``, float64) — SHAP
-solves the same reduced system by its normal equations.
+is solved by its normal equations in float64 (as SHAP does; least squares on the √π-scaled rows
+where they are singular).
 
 Coalition design — SHAP 0.51.0's ``KernelExplainer`` (``shap/explainers/_kernel.py``): with
 ``n_samples`` coalitions (default ``2M + 2048``, capped at ``2^M − 2``), whole subset sizes are
@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from scipy.special import binom
+from threadpoolctl import threadpool_limits
 
 from edgeproof.errors import OptionError
 from edgeproof.methods.attribution.base import (
@@ -150,15 +151,24 @@ def solve_constrained(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: float)
     """``argmin Σ w_k (y_k − z_k·φ)²`` subject to ``Σ φ = total`` (float64, exact).
 
     ``y`` is ``v(z) − v(∅)``. The constraint eliminates the last player; the reduced problem is
-    solved by least squares on the √w-scaled rows.
+    solved by its normal equations (least squares on the √w-scaled rows if they are singular).
     """
     m = z.shape[1]
     if m == 1:
         return np.array([total])
     y2 = y - z[:, -1] * total
     x2 = z[:, :-1] - z[:, -1:]
-    sw = np.sqrt(w)
-    head, *_ = np.linalg.lstsq(x2 * sw[:, None], y2 * sw, rcond=None)
+    wx = w[:, None] * x2
+    # One BLAS thread: these systems are tiny (M−1 unknowns), and a multi-threaded OpenBLAS
+    # on a busy machine takes ~100x longer for them.
+    with threadpool_limits(limits=1, user_api="blas"):
+        try:
+            head = np.linalg.solve(x2.T @ wx, wx.T @ y2)
+            if not np.all(np.isfinite(head)):
+                raise np.linalg.LinAlgError("non-finite solution")
+        except np.linalg.LinAlgError:  # singular normal equations: least squares instead
+            sw = np.sqrt(w)
+            head = np.linalg.lstsq(x2 * sw[:, None], y2 * sw, rcond=None)[0]
     return np.append(head, total - head.sum())
 
 
