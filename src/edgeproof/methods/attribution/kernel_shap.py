@@ -35,6 +35,7 @@ The model is any callable ``Tensor -> logits``; coalitions × background rows ar
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Any, ClassVar
@@ -42,7 +43,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from scipy.special import binom
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from edgeproof.errors import OptionError
 from edgeproof.methods.attribution.base import (
@@ -159,17 +160,19 @@ def solve_constrained(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: float)
     y2 = y - z[:, -1] * total
     x2 = z[:, :-1] - z[:, -1:]
     wx = w[:, None] * x2
-    # One BLAS thread: these systems are tiny (M−1 unknowns), and a multi-threaded OpenBLAS
-    # on a busy machine takes ~100x longer for them.
-    with threadpool_limits(limits=1, user_api="blas"):
-        try:
-            head = np.linalg.solve(x2.T @ wx, wx.T @ y2)
-            if not np.all(np.isfinite(head)):
-                raise np.linalg.LinAlgError("non-finite solution")
-        except np.linalg.LinAlgError:  # singular normal equations: least squares instead
-            sw = np.sqrt(w)
-            head = np.linalg.lstsq(x2 * sw[:, None], y2 * sw, rcond=None)[0]
+    try:
+        head = np.linalg.solve(x2.T @ wx, wx.T @ y2)
+        if not np.all(np.isfinite(head)):
+            raise np.linalg.LinAlgError("non-finite solution")
+    except np.linalg.LinAlgError:  # singular normal equations: least squares instead
+        sw = np.sqrt(w)
+        head = np.linalg.lstsq(x2 * sw[:, None], y2 * sw, rcond=None)[0]
     return np.append(head, total - head.sum())
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
 
 
 class KernelShap(AttributionMethod):
@@ -264,7 +267,9 @@ class KernelShap(AttributionMethod):
         delta = torch.zeros(n, dtype=torch.float64)
         exact = torch.zeros(n, dtype=torch.bool)
         evaluations = 0
-        with eval_mode(model):
+        # One BLAS thread for the small solves: a multi-threaded OpenBLAS takes ~100x longer
+        # for (M−1)-unknown systems on a busy machine.
+        with eval_mode(model), _blas().limit(limits=1, user_api="blas"):
             t, _ = resolve_target(model, xb, target, ibs)
             f_x = scores(model, xb, t, self.output, ibs)
             f_bg = torch.stack(
