@@ -59,12 +59,7 @@ from edgeproof.methods.attribution import (
     SmoothGrad,
 )
 from edgeproof.methods.attribution.base import Forward
-from edgeproof.methods.attribution.sanity import (
-    DegradedModels,
-    SanityVerdict,
-    degraded_models,
-    sanity_check,
-)
+from edgeproof.methods.attribution.sanity import SanityVerdict, sanity_checks
 from edgeproof.methods.stats import bootstrap_interval, wilson_interval
 from edgeproof.report.plots import new_figure, plt, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
@@ -358,6 +353,7 @@ class AttributionCheck(Check):
         if rate is None and isinstance(data.metadata.get("sample_rate_hz"), (int, float)):
             rate = float(data.metadata["sample_rate_hz"])
         names = self.methods or methods_for_kind(kind)
+        ctx.progress.start(len(names), "attribution")
 
         runs: list[_Run] = []
         for name in names:
@@ -379,27 +375,33 @@ class AttributionCheck(Check):
             run.seconds = time.perf_counter() - t0
             ctx.progress.advance()
 
-        degraded = self._degraded(ctx, torch_model, data.x, data.y, res)
-        if degraded is not None and torch_model is not None:
+        can_test, labels = self._sanity_plan(ctx, torch_model, data.x, data.y, res)
+        if can_test and torch_model is not None:
             ns = min(self.sanity_samples, x.shape[0])
             xs, ts = x[:ns], target[:ns]
+            explainers = {}
             for run in runs:
                 if run.attribution is None:
                     continue
                 method = self._sanity_method(run.name, shape, hi - lo, rate)
                 base = _baseline_for(method, baseline, background)
-                t0 = time.perf_counter()
-                run.verdict = sanity_check(
-                    _explainer(method, xs, ts, base, ctx, salt=23),
-                    torch_model,
-                    degraded,
-                    threshold=self.threshold,
-                    level=self.level,
-                    seed=ctx.seed,
-                )
-                run.seconds += time.perf_counter() - t0
+                explainers[run.name] = _explainer(method, xs, ts, base, ctx, salt=23)
+            t0 = time.perf_counter()
+            verdicts = sanity_checks(
+                explainers,
+                torch_model,
+                stages=self.sanity_stages,
+                labels=labels,
+                label_epochs=self.label_epochs,
+                threshold=self.threshold,
+                level=self.level,
+                seed=ctx.seed,
+            )
+            res.settings["sanity_seconds"] = round(time.perf_counter() - t0, 3)
+            for run in runs:
+                run.verdict = verdicts.get(run.name)
 
-        self._report(res, ctx, runs, x, target, index, kind, spec.class_names, data, degraded)
+        self._report(res, ctx, runs, x, target, index, kind, spec.class_names, data)
         return res
 
     # --- pieces -----------------------------------------------------------------------------
@@ -415,19 +417,21 @@ class AttributionCheck(Check):
             return torch.full(shape, float(min(max(0.0, lo), hi)))
         return torch.full(shape, float(lo))
 
-    def _degraded(
+    def _sanity_plan(
         self,
         ctx: AuditContext,
         model: nn.Module | None,
         xs: np.ndarray,
         ys: np.ndarray,
         res: CheckResult,
-    ) -> DegradedModels | None:
+    ) -> tuple[bool, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Whether the sanity tests can run (a finding says why not), and the samples to train
+        the shuffled-label model on (``None`` without label randomisation)."""
         if not self.sanity:
             res.findings.append(
                 Finding("info", "sanity tests were not run (sanity=False): maps are unverified")
             )
-            return None
+            return False, None
         if model is None:
             res.findings.append(
                 Finding(
@@ -437,22 +441,15 @@ class AttributionCheck(Check):
                     "to run them)",
                 )
             )
-            return None
-        labels = None
-        if self.label_randomization:
-            rng = np.random.default_rng(ctx.seed + 1)
-            n = xs.shape[0]
-            pick = np.sort(rng.choice(n, size=min(n, self.label_samples), replace=False))
-            labels = (
-                torch.from_numpy(np.ascontiguousarray(xs[pick])),
-                torch.from_numpy(np.ascontiguousarray(ys[pick])),
-            )
-        return degraded_models(
-            model,
-            stages=self.sanity_stages,
-            labels=labels,
-            label_epochs=self.label_epochs,
-            seed=ctx.seed,
+            return False, None
+        if not self.label_randomization:
+            return True, None
+        rng = np.random.default_rng(ctx.seed + 1)
+        n = xs.shape[0]
+        pick = np.sort(rng.choice(n, size=min(n, self.label_samples), replace=False))
+        return True, (
+            torch.from_numpy(np.ascontiguousarray(xs[pick])),
+            torch.from_numpy(np.ascontiguousarray(ys[pick])),
         )
 
     def _report(
@@ -466,19 +463,18 @@ class AttributionCheck(Check):
         kind: str,
         class_names: tuple[str, ...] | None,
         data: Any,
-        degraded: DegradedModels | None,
     ) -> None:
         ran = [r for r in runs if r.attribution is not None]
         tested = [r for r in ran if r.verdict is not None]
         flagged = [r for r in tested if r.verdict is not None and not r.verdict.depends_on_weights]
         res.settings.update(samples=int(x.shape[0]), sample_index=index.tolist())
-        if degraded is not None:
+        if tested:
+            v0 = tested[0].verdict
+            assert v0 is not None
             res.settings.update(
-                cascade=[label for label, _, _ in degraded.cascade],
-                label_train_accuracy=(
-                    None if degraded.label is None else degraded.label.train_accuracy
-                ),
-                label_epochs_run=None if degraded.label is None else degraded.label.epochs,
+                cascade=[st.label for st in v0.cascade],
+                label_train_accuracy=v0.label_train_accuracy,
+                label_epochs_run=v0.label_epochs,
             )
         res.metrics.append(
             Metric(

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,19 +53,18 @@ from edgeproof.methods.stats import bootstrap_interval
 from edgeproof.results import Interval
 
 __all__ = [
-    "DegradedModels",
     "LabelRandomized",
     "MeanCorrelation",
     "RandomizationStep",
     "SanityVerdict",
     "cascading_randomization",
     "compare_maps",
-    "degraded_models",
     "label_randomized_model",
     "mean_correlation",
     "randomizable_layers",
     "reinitialize",
     "sanity_check",
+    "sanity_checks",
     "spearman_rows",
 ]
 
@@ -136,6 +135,7 @@ class SanityVerdict:
             re-initialised.
         label: the label-randomisation step, if it was run.
         label_train_accuracy: training accuracy the shuffled-label model reached.
+        label_epochs: epochs it trained for.
         threshold: the correlation above which (lower CI bound) the method is flagged.
         depends_on_weights: ``False`` when flagged.
         reason: one sentence explaining the verdict.
@@ -145,6 +145,7 @@ class SanityVerdict:
     cascade: tuple[RandomizationStep, ...]
     label: RandomizationStep | None
     label_train_accuracy: float | None
+    label_epochs: int | None
     threshold: float
     depends_on_weights: bool
     reason: str
@@ -327,102 +328,94 @@ def _stage_label(layers: tuple[str, ...], total: int) -> str:
     return f"{layers[0]} … {layers[-1]} ({len(layers)} of {total})"
 
 
-@dataclass(frozen=True)
-class DegradedModels:
-    """The degraded models every method is compared under (built once, shared by methods).
-
-    Attributes:
-        cascade: ``(label, layers re-initialised, model)`` per stage, top layer first.
-        label: the shuffled-label model, if label randomisation was run.
-    """
-
-    cascade: tuple[tuple[str, tuple[str, ...], nn.Module], ...]
-    label: LabelRandomized | None = None
-
-
-def degraded_models(
+def sanity_checks(
+    explainers: Mapping[str, Explainer],
     model: nn.Module,
     *,
     stages: int | None = None,
     labels: tuple[torch.Tensor, torch.Tensor] | None = None,
     label_epochs: int = 60,
     label_lr: float = 1e-2,
-    seed: int = 0,
-) -> DegradedModels:
-    """The cascade of re-initialised copies and, with ``labels = (x, y)``, the shuffled-label
-    model (see :func:`cascading_randomization` and :func:`label_randomized_model`)."""
-    total = len(randomizable_layers(model))
-    cascade = tuple(
-        (_stage_label(layers, total), layers, m)
-        for layers, m in cascading_randomization(model, stages=stages, seed=seed)
-    )
-    label = None
-    if labels is not None:
-        label = label_randomized_model(
-            model, labels[0], labels[1], epochs=label_epochs, lr=label_lr, seed=seed
-        )
-    return DegradedModels(cascade, label)
-
-
-def sanity_check(
-    explainer: Explainer,
-    model: nn.Module,
-    degraded: DegradedModels,
-    *,
-    original: Attribution | None = None,
     threshold: float = 0.5,
     level: float = 0.95,
     resamples: int = 500,
     seed: int = 0,
-) -> SanityVerdict:
-    """Compare one method's maps under the trained model and under every degraded model.
+) -> dict[str, SanityVerdict]:
+    """Both tests for several methods at once, each degraded model built once and dropped after
+    every method has explained it (one extra copy of the model in memory at a time).
 
     Args:
-        explainer: ``model -> Attribution`` for the fixed samples, targets, baseline and draws
-            (e.g. ``lambda m: method.attribute(m, x, target=t, generator=fresh_generator())``:
-            the same random draws for every model, so only the model differs).
+        explainers: ``name -> (model -> Attribution)`` for fixed samples, targets, baselines and
+            random draws (e.g. ``lambda m: method.attribute(m, x, target=t,
+            generator=fresh_generator())``: the same draws for every model, so only the model
+            differs).
         model: the trained model (not modified).
-        degraded: from :func:`degraded_models`.
-        original: the trained model's attribution, if already computed.
+        stages: cascade stages (see :func:`cascading_randomization`; ``None``: every layer).
+        labels: ``(x, y)`` to train the shuffled-label model on; ``None`` skips that test.
+        label_epochs, label_lr: its training budget (see :func:`label_randomized_model`).
         threshold: flag when the lower bound of a mean correlation exceeds it (default 0.5).
         level, resamples: the bootstrap interval.
-        seed: seeds the bootstrap.
+        seed: seeds re-initialisation, shuffling and the bootstrap.
     """
     if not -1.0 <= threshold <= 1.0:
         raise OptionError("threshold", f"{threshold} is not a correlation", "use e.g. 0.5")
-    if not degraded.cascade:
-        raise OptionError("degraded", "no degraded model given", "build them with degraded_models")
-    base = original if original is not None else explainer(model)
-    ref = base.values.numpy()
-    steps: list[RandomizationStep] = []
-    for k, (label, layers, rand_model) in enumerate(degraded.cascade):
-        att = explainer(rand_model)
-        steps.append(
-            compare_maps(
-                label,
-                layers,
-                ref,
-                att.values.numpy(),
+    originals = {name: explain(model).values.numpy() for name, explain in explainers.items()}
+    total = len(randomizable_layers(model))
+    steps: dict[str, list[RandomizationStep]] = {name: [] for name in explainers}
+    for k, (layers, rand_model) in enumerate(
+        cascading_randomization(model, stages=stages, seed=seed)
+    ):
+        label = _stage_label(layers, total)
+        for name, explain in explainers.items():
+            steps[name].append(
+                compare_maps(
+                    label,
+                    layers,
+                    originals[name],
+                    explain(rand_model).values.numpy(),
+                    level=level,
+                    resamples=resamples,
+                    seed=seed + 31 * k,
+                )
+            )
+        del rand_model
+    label_steps: dict[str, RandomizationStep] = {}
+    shuffled: LabelRandomized | None = None
+    if labels is not None:
+        shuffled = label_randomized_model(
+            model, labels[0], labels[1], epochs=label_epochs, lr=label_lr, seed=seed
+        )
+        everything = tuple(randomizable_layers(model))
+        for name, explain in explainers.items():
+            label_steps[name] = compare_maps(
+                "labels shuffled",
+                everything,
+                originals[name],
+                explain(shuffled.module).values.numpy(),
                 level=level,
                 resamples=resamples,
-                seed=seed + 31 * k,
+                seed=seed + 977,
             )
-        )
-    label_step: RandomizationStep | None = None
-    label_acc: float | None = None
-    if degraded.label is not None:
-        label_acc = degraded.label.train_accuracy
-        att = explainer(degraded.label.module)
-        label_step = compare_maps(
-            "labels shuffled",
-            tuple(randomizable_layers(model)),
-            ref,
-            att.values.numpy(),
-            level=level,
-            resamples=resamples,
-            seed=seed + 977,
-        )
-    final = steps[-1]
+    return {
+        name: _verdict(name, tuple(steps[name]), label_steps.get(name), shuffled, threshold, level)
+        for name in explainers
+    }
+
+
+def sanity_check(explainer: Explainer, model: nn.Module, **settings: Any) -> SanityVerdict:
+    """:func:`sanity_checks` for one method (``settings`` as there)."""
+    return sanity_checks({"method": explainer}, model, **settings)["method"]
+
+
+def _verdict(
+    name: str,
+    cascade: tuple[RandomizationStep, ...],
+    label_step: RandomizationStep | None,
+    shuffled: LabelRandomized | None,
+    threshold: float,
+    level: float,
+) -> SanityVerdict:
+    final = cascade[-1]
     high = [st for st in (final, label_step) if st is not None and st.worst_low > threshold]
     if high:
         worst = max(high, key=lambda st: st.worst_low)
@@ -453,10 +446,11 @@ def sanity_check(
         )
         ok = True
     return SanityVerdict(
-        method=base.method,
-        cascade=tuple(steps),
+        method=name,
+        cascade=cascade,
         label=label_step,
-        label_train_accuracy=label_acc,
+        label_train_accuracy=None if shuffled is None else shuffled.train_accuracy,
+        label_epochs=None if shuffled is None else shuffled.epochs,
         threshold=float(threshold),
         depends_on_weights=ok,
         reason=reason,
