@@ -479,7 +479,7 @@ class AttributionCheck(Check):
         res.metrics.append(
             Metric(
                 "methods_flagged",
-                float(len(flagged)),
+                float(len(flagged)) if tested else float("nan"),  # not tested: unknown, not 0
                 unit="methods",
                 higher_is_better=False,
                 description="attribution methods whose maps barely change when the weights are "
