@@ -37,6 +37,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -264,11 +265,11 @@ def main() -> None:
             torch.from_numpy(upsampled(test, 28).x[:32]),
         ),
     ]
-    rows = [
-        bench(name, model, x, tol, args.repeats)
-        for name, model, x in workloads
-        for tol in (1e-2, 1e-3)
-    ]
+    rows = []
+    for name, model, x in workloads:
+        for tol in (1e-2, 1e-3):
+            rows.append(bench(name, model, x, tol, args.repeats))
+            print(f"done: {name}, τ={tol:g}", file=sys.stderr, flush=True)
     extra = kernel_shap_section(args.repeats)
     load_after = os.getloadavg()[0]
     import captum
@@ -302,26 +303,37 @@ def main() -> None:
             f"{r.ours_rows} | {r.ours_steps_mean:.0f} / {r.ours_steps_max} | {r.ours_worst:.2g} | "
             f"{r.adaptive_ratio:.2f} | {r.fixed_ratio:.2f} |"
         )
-    met = all(r.adaptive_ratio <= 1.0 for r in rows)
+    equal = [r for r in rows if r.n_star is not None]
+    unreached = [r for r in rows if r.n_star is None]
+    missed = [r for r in equal if r.adaptive_ratio > 1.0]
+    verdict = (
+        "met on every row where Captum reaches τ"
+        if not missed
+        else "missed on "
+        + ", ".join(f"{r.workload} τ={r.tolerance:g} ({r.adaptive_ratio:.2f})" for r in missed)
+    )
+    if unreached:
+        verdict += (
+            "; where Captum does not reach τ within 1024 steps ("
+            + ", ".join(f"{r.workload} τ={r.tolerance:g}" for r in unreached)
+            + "), the row times Captum at 1024 steps, still short of τ (its worst δ/Δf is shown), "
+            "against edgeproof meeting τ"
+            + (
+                ""
+                if all(r.ours_worst <= r.tolerance for r in unreached)
+                else " (or reaching its own 1024-step cap)"
+            )
+        )
     lines += [
         "",
-        "Target (edgeproof adaptive ≤ Captum's time at equal δ): "
-        + (
-            "met on every row."
-            if met
-            else "missed on "
-            + ", ".join(
-                f"{r.workload} τ={r.tolerance:g} ({r.adaptive_ratio:.2f})"
-                for r in rows
-                if r.adaptive_ratio > 1.0
-            )
-            + "."
-        ),
+        f"Target (edgeproof adaptive ≤ Captum's time at equal δ): {verdict}.",
         "",
         "Why the adaptive run is cheaper: one step count for the batch must serve its hardest "
         "sample, while most samples meet τ with far fewer steps (ReLU networks make the integrand "
         "piecewise constant along the path, so δ falls unevenly and not monotonically with n, "
-        "captum #1334); edgeproof re-integrates only the samples that still miss τ. The fixed-n* "
+        "captum #1334: more steps can give a larger δ); edgeproof "
+        "re-integrates only the samples that still miss τ and keeps each sample's first estimate "
+        "that meets it. The fixed-n* "
         "column compares equal work: edgeproof computes δ for every call (one forward each at x "
         "and x0, as Captum's `return_convergence_delta`) and feeds images to the conv net "
         "channels-last.",
