@@ -218,7 +218,7 @@ def kernel_shap_section(repeats: int) -> list[str]:
 
     m = x.shape[1]
     budget = 2 * m + 2048
-    runs = 10
+    runs = 30
     a = np.stack([theirs(budget, r) for r in range(runs)])
     b = np.stack([ours(budget, r) for r in range(runs)])
     se = np.sqrt(a.var(axis=0) / runs + b.var(axis=0) / runs)
