@@ -236,6 +236,16 @@ def test_integrated_gradients_of_a_linear_model_is_weight_times_displacement() -
         assert att.delta is not None and float(att.delta.abs().max()) < 1e-5
 
 
+def test_probability_output_explains_the_softmax_score_with_completeness() -> None:
+    model = _mlp()
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(22))
+    att = IntegratedGradients(n_steps=64, output="probability").attribute(model, x)
+    with torch.no_grad():
+        p = torch.softmax(model(x), dim=1).gather(1, att.target.view(-1, 1)).squeeze(1)
+    torch.testing.assert_close(att.score, p.double(), atol=1e-6, rtol=1e-6)
+    assert att.delta is not None and float(att.delta.abs().max()) < 1e-5
+
+
 def test_kernel_shap_gives_a_feature_equal_to_the_background_zero() -> None:
     model = _mlp()
     x = torch.randn(3, 6, generator=torch.Generator().manual_seed(12))
