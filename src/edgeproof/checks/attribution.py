@@ -376,7 +376,7 @@ class AttributionCheck(Check):
             ctx.progress.advance()
 
         can_test, labels = self._sanity_plan(ctx, torch_model, data.x, data.y, res)
-        if can_test and torch_model is not None:
+        if can_test and torch_model is not None and any(r.attribution for r in runs):
             ns = min(self.sanity_samples, x.shape[0])
             xs, ts = x[:ns], target[:ns]
             explainers = {}
@@ -653,8 +653,8 @@ class AttributionCheck(Check):
             "Attribution methods",
             ["method", "status", "reason", "model rows", "seconds", "sanity", "settings"],
             rows,
-            description="model rows: inputs evaluated for the attribution itself (sanity "
-            "re-explanations excluded); seconds include the sanity tests",
+            description="model rows and seconds: the attribution itself (the sanity tests' "
+            "re-explanations excluded; their total time is in the settings as sanity_seconds)",
         )
 
     # --- figures ----------------------------------------------------------------------------
