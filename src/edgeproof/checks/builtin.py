@@ -63,4 +63,10 @@ BUILTIN_CHECKS: tuple[CheckInfo, ...] = (
         "edgeproof.checks.backdoor:BackdoorCheck",
         needs_forward=False,
     ),
+    CheckInfo(
+        "attribution",
+        "Attributions and their sanity",
+        "edgeproof.checks.attribution:AttributionCheck",
+        needs_data=True,
+    ),
 )
