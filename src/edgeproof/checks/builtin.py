@@ -9,6 +9,7 @@ from edgeproof.checks.calibration import CalibrationCheck
 from edgeproof.checks.corruption import CorruptionCheck
 from edgeproof.checks.fisher import FisherCheck
 from edgeproof.checks.footprint import FootprintCheck
+from edgeproof.checks.generalization import GeneralizationCheck
 from edgeproof.checks.performance import PerformanceCheck
 from edgeproof.checks.spectral import SpectralCheck
 
@@ -21,5 +22,6 @@ for _cls in (
     AdversarialCheck,
     CorruptionCheck,
     FisherCheck,
+    GeneralizationCheck,
 ):
     register_check(_cls.name, _cls)

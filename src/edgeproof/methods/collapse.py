@@ -72,7 +72,9 @@ class PenultimateFeatures:
     layer: str
 
 
-def penultimate(module: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> PenultimateFeatures:
+def penultimate(
+    module: nn.Module, x: torch.Tensor, *, batch_size: int = 256
+) -> PenultimateFeatures:
     """Run ``module`` on ``x`` in eval mode, recording the input of its last ``nn.Linear``."""
     if batch_size < 1:
         raise OptionError("batch_size", f"{batch_size} is too few", "use a positive integer")

@@ -1,4 +1,4 @@
-"""The Hessian of the data loss: top eigenvalues, trace with a confidence interval, spectral density.
+"""Hessian of the data loss: top eigenvalues, trace with a confidence interval, spectral density.
 
 **What is differentiated.** ``L(θ) = (1/n) Σᵢ CE(f_θ(xᵢ), yᵢ)``, the mean cross-entropy over the
 ``n`` given samples, with ``θ`` every floating-point parameter of the module (``requires_grad`` is
@@ -26,10 +26,11 @@ the module's own dtype.
   ``1e-10·|θ₁|``). By Weyl's theorem an eigenvalue of ``H`` lies within the residual of each Ritz
   value; the eigenvalue error is usually far smaller (``≤ residual²/gap``).
 * :func:`hutchinson_trace` — Hutchinson's estimator ``tr(H) = E[zᵀHz]`` with Rademacher ``z``
-  (Hutchinson 1990; Avron & Toledo 2011). Stopping rule on the confidence interval of the mean: after
-  at least ``min_probes`` probes, stop when the Student-t half-width ``t_{n−1} · s/√n`` is at most
-  ``tol·|mean|``, or at ``max_probes``; the interval reported is that t-interval. (PyHessian stops
-  when the running mean changes by less than ``tol`` relative, which can happen after two probes.)
+  (Hutchinson 1990; Avron & Toledo 2011). Stopping rule on the confidence interval of the mean:
+  after at least ``min_probes`` probes, stop when the Student-t half-width ``t_{n−1} · s/√n`` is
+  at most ``tol·|mean|``, or at ``max_probes``; the interval reported is that t-interval.
+  (PyHessian stops when the running mean changes by less than ``tol`` relative, which can happen
+  after two probes.)
   Optionally *deflated*: given orthonormal ``V`` (e.g. the top eigenvectors),
   ``tr(H) = tr(VᵀHV) + E[zᵀ(I−VVᵀ)H(I−VVᵀ)z]`` holds exactly for any orthonormal ``V``, so the
   estimate stays unbiased while the outlying eigenvalues no longer add variance (the structure of
@@ -289,7 +290,9 @@ def exact_hessian(
         for i in range(0, n, batch_size):
             xb, yb = xd[i : i + batch_size], y[i : i + batch_size]
 
-            def loss(flat: torch.Tensor, xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> torch.Tensor:
+            def loss(
+                flat: torch.Tensor, xb: torch.Tensor = xb, yb: torch.Tensor = yb
+            ) -> torch.Tensor:
                 parts = torch.split(flat, numels)
                 named = {nm: t.reshape(s) for nm, t, s in zip(names, parts, shapes)}
                 out = torch.func.functional_call(module, named, (xb,))
@@ -579,11 +582,14 @@ class SpectralDensity:
         nodes: ``(runs, m)`` Gauss quadrature nodes (Ritz values of each run).
         weights: ``(runs, m)`` weights, each row summing to 1.
         num_parameters: ``P``, the operator's size.
+        residuals: ``(runs, m)`` Ritz residuals ``β_m |s_{m,j}|`` of the nodes (0 where the run
+            ended on an invariant subspace): an eigenvalue lies within it of each node.
     """
 
     nodes: np.ndarray
     weights: np.ndarray
     num_parameters: int
+    residuals: np.ndarray
 
     @property
     def runs(self) -> int:
@@ -606,10 +612,16 @@ class SpectralDensity:
         if not s > 0:
             raise OptionError("sigma", f"{sigma} is not a positive width", "use e.g. 1e-2")
         t = np.asarray(t, dtype=np.float64)
-        d = (t[..., None, None] - self.nodes) / s
-        phi = np.exp(-0.5 * d * d) / (s * math.sqrt(2 * math.pi))
-        out: np.ndarray = (phi * self.weights).sum(axis=(-1, -2)) / self.runs
-        return out
+        flat = t.reshape(-1)
+        keep = self.weights.reshape(-1) > 0
+        nodes = self.nodes.reshape(-1)[keep]
+        w = self.weights.reshape(-1)[keep] / (self.runs * s * math.sqrt(2 * math.pi))
+        out = np.empty_like(flat)
+        step = max(1, 2**20 // max(nodes.size, 1))  # bounded memory: ~8 MB per chunk
+        for i in range(0, flat.size, step):
+            d = (flat[i : i + step, None] - nodes) / s
+            out[i : i + step] = np.exp(-0.5 * d * d) @ w
+        return out.reshape(t.shape)
 
     def moment(self, k: int) -> float:
         """``(1/runs) Σ Σⱼ τⱼ θⱼᵏ``: the quadrature estimate of ``tr(Hᵏ)/P`` (no broadening)."""
@@ -635,6 +647,7 @@ def slq_density(
     steps = min(iterations, op.size)
     nodes = np.zeros((runs, steps))
     weights = np.zeros((runs, steps))
+    residuals = np.zeros((runs, steps))
     for r in range(runs):
         run = _Lanczos.start(op, rademacher(op.size, g), steps)
         while run.steps < steps and not run.invariant:
@@ -642,6 +655,10 @@ def slq_density(
         w, s = run.tridiagonal()
         nodes[r, : w.size] = w
         weights[r, : w.size] = s[0] ** 2
+        if not run.invariant:
+            residuals[r, : w.size] = run.beta[-1] * np.abs(s[-1])
         if w.size < steps:  # invariant subspace: pad with zero-weight copies of the last node
             nodes[r, w.size :] = w[-1]
-    return SpectralDensity(nodes=nodes, weights=weights, num_parameters=op.size)
+    return SpectralDensity(
+        nodes=nodes, weights=weights, num_parameters=op.size, residuals=residuals
+    )

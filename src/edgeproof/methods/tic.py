@@ -1,10 +1,11 @@
 """Takeuchi's information criterion (TIC) and the gradient-conflict matrix.
 
 **TIC** (Takeuchi 1976; in the form of Thomas, Pedregosa, van Merriënboer, Manzagol, Bengio & Le
-Roux 2020, "On the interplay between noise and curvature and its effect on optimization and
-generalization", AISTATS 2020, §3). For the mean loss ``L(θ) = (1/n) Σᵢ ℓᵢ(θ)`` over ``n`` samples (here the
-mean cross-entropy, as in :mod:`edgeproof.methods.hessian`), the expected gap between the loss on
-new data and on the ``n`` samples a model was fitted to is, to first order, ``tr(H⁻¹C)/n``, with
+Roux, "On the interplay between noise and curvature and its effect on optimization and
+generalization", AISTATS 2020). For the mean loss ``L(θ) = (1/n) Σᵢ ℓᵢ(θ)`` over ``n`` samples
+(here the mean cross-entropy, as in :mod:`edgeproof.methods.hessian`), the expected gap between
+the loss on new data and on the ``n`` samples a model was fitted to is, to first order,
+``tr(H⁻¹C)/n``, with
 
 * ``H`` the Hessian of ``L``, damped: ``H_λ = H + λI`` with ``λ = damping`` (an absolute constant in
   the loss's units per unit² of parameter), which keeps the inverse bounded by ``1/λ`` in the flat
@@ -225,11 +226,8 @@ def _tic_exact(
     hl = h + damping * torch.eye(h.shape[0], dtype=torch.float64)
     w, v = torch.linalg.eigh(hl)
     lmin = float(w[0])
-    if lmin <= 0:
-        value = float("nan")
-    else:
-        # tr(H_λ⁻¹ C) = Σ_j (v_jᵀ C v_j) / w_j
-        value = float(((v.T @ c @ v).diagonal() / w).sum())
+    # tr(H_λ⁻¹ C) = Σ_j (v_jᵀ C v_j) / w_j
+    value = float("nan") if lmin <= 0 else float(((v.T @ c @ v).diagonal() / w).sum())
     return TICEstimate(
         complexity=value,
         ci=None,
@@ -353,7 +351,9 @@ def tic(
     """
     _check_damping(damping)
     if method not in ("auto", "exact", "stochastic"):
-        raise OptionError("method", f"unknown TIC method {method!r}", "use auto, exact or stochastic")
+        raise OptionError(
+            "method", f"unknown TIC method {method!r}", "use auto, exact or stochastic"
+        )
     if x.shape[0] < 2:
         raise OptionError("x", f"{x.shape[0]} samples", "TIC needs at least 2 samples")
     size = sum(p.numel() for p in module.parameters() if p.is_floating_point())
