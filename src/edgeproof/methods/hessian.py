@@ -30,7 +30,10 @@ the module's own dtype.
   after at least ``min_probes`` probes, stop when the Student-t half-width ``t_{n−1} · s/√n`` is
   at most ``tol·|mean|``, or at ``max_probes``; the interval reported is that t-interval.
   (PyHessian stops when the running mean changes by less than ``tol`` relative, which can happen
-  after two probes.)
+  after two probes.) Stopping on the interval costs a little coverage (the run ends when the
+  sample spread happens to be small): on the 6-8-3 tanh MLP of the tests a nominal 95 % interval
+  covered the exact trace in 93 % of 400 seeded runs at ``tol=0.1`` (95 % with a fixed number of
+  probes).
   Optionally *deflated*: given orthonormal ``V`` (e.g. the top eigenvectors),
   ``tr(H) = tr(VᵀHV) + E[zᵀ(I−VVᵀ)H(I−VVᵀ)z]`` holds exactly for any orthonormal ``V``, so the
   estimate stays unbiased while the outlying eigenvalues no longer add variance (the structure of
