@@ -331,7 +331,7 @@ def main() -> None:
         "through a kept gradient graph, after the same forward and backward with "
         "`create_graph`, so the time follows the number of products. At the same `tol` they "
         "need about as many, but they stop on different things: PyHessian when two power "
-        "iterations agree to 0.1 % (its error is then still about `tol`·λ₁/(1 − λ₂/λ₁), "
+        "iterations agree to 0.1 % (its error is then still about `tol`·λ₁/(1 − (λ₂/λ₁)²), "
         "above `tol` when the top gap is small), edgeproof when the Ritz residual proves an "
         "eigenvalue within 0.1 %, by which point its Rayleigh–Ritz value is accurate to about "
         "residual²/gap (the errors column, against λ₁ from Lanczos at tol 1e-10). To come "
