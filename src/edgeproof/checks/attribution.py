@@ -61,7 +61,6 @@ from edgeproof.methods.attribution import (
 from edgeproof.methods.attribution.base import Forward
 from edgeproof.methods.attribution.sanity import SanityVerdict, sanity_checks
 from edgeproof.methods.stats import bootstrap_interval, wilson_interval
-from edgeproof.report.plots import new_figure, plt, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = ["AttributionCheck", "methods_for_kind"]
@@ -325,7 +324,7 @@ class AttributionCheck(Check):
         res = self.new_result()
         k = spec.num_classes if spec.num_classes is not None else data.num_classes
         check_logits(ctx.clean_logits(), k, ctx.model.name)
-        check_domain(data.x, spec.domain, data.name)
+        check_domain(data.x, spec, data.name)
         module = ctx.model.module
         model: Forward
         torch_model: nn.Module | None = None
@@ -787,24 +786,30 @@ def _montage(tiles: np.ndarray, cols: int) -> np.ndarray:
 
 def _image_classes_figure(name: str, title: str, means: np.ndarray, names: list[str]) -> Figure:
     """Per-class mean maps (channels summed) as one montage on one diverging colour scale."""
-    maps = means.reshape(means.shape[0], -1, *means.shape[-2:]).sum(axis=1)
-    k, h, w = maps.shape
-    cols = min(k, 5)
-    rows = math.ceil(k / cols)
-    fig = plt.figure(figsize=(1.3 * cols + 1.0, 1.35 * rows + 0.2))
-    ax = fig.add_axes((0.02, 0.02, 0.8, 0.9))
-    vmax = _sym(maps)
-    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
-    im = ax.imshow(_montage(maps, cols), cmap=cmap, vmin=-vmax, vmax=vmax)
-    for j in range(k):
-        r, c = divmod(j, cols)
-        ax.text(c * (w + 1) + w / 2 - 0.5, r * (h + 1) - 0.6, names[j], ha="center", fontsize=7)
-    ax.set_axis_off()
-    fig.colorbar(im, cax=fig.add_axes((0.85, 0.1, 0.03, 0.75)))
+
+    def draw() -> str:
+        from edgeproof.report.plots import plt, svg_of
+
+        maps = means.reshape(means.shape[0], -1, *means.shape[-2:]).sum(axis=1)
+        k, h, w = maps.shape
+        cols = min(k, 5)
+        rows = math.ceil(k / cols)
+        fig = plt.figure(figsize=(1.3 * cols + 1.0, 1.35 * rows + 0.2))
+        ax = fig.add_axes((0.02, 0.02, 0.8, 0.9))
+        vmax = _sym(maps)
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
+        im = ax.imshow(_montage(maps, cols), cmap=cmap, vmin=-vmax, vmax=vmax)
+        for j in range(k):
+            r, c = divmod(j, cols)
+            ax.text(c * (w + 1) + w / 2 - 0.5, r * (h + 1) - 0.6, names[j], ha="center", fontsize=7)
+        ax.set_axis_off()
+        fig.colorbar(im, cax=fig.add_axes((0.85, 0.1, 0.03, 0.75)))
+        return svg_of(fig)
+
     return Figure(
         f"class_means_{name}",
         f"{title}: mean attribution per predicted class",
-        svg_of(fig),
+        draw,
         description="red raises the class score, blue lowers it; channels summed; one colour "
         "scale for all classes",
     )
@@ -817,34 +822,40 @@ def _image_samples_figure(
     class_names: tuple[str, ...] | None,
 ) -> Figure:
     """Inputs (grey) beside each shown method's map, every map on its own symmetric scale."""
-    s = xs.shape[0]
-    imgs = xs.reshape(s, -1, *xs.shape[-2:]).mean(axis=1)
-    h, w = imgs.shape[1:]
-    tiles = []
-    for i in range(s):
-        for m in maps.values():
-            mm = m[i].reshape(-1, h, w).sum(axis=0)
-            tiles.append(mm / _sym(mm))
-    cols = len(maps)
-    fig = plt.figure(figsize=(1.1 * (cols + 1) + 0.3, 1.1 * s + 0.4))
-    left = 1.0 / (cols + 1)
-    ax_in = fig.add_axes((0.01, 0.02, left - 0.02, 0.86))
-    ax_in.imshow(_montage(imgs, 1), cmap=plt.get_cmap("gray").with_extremes(bad="white"))
-    ax_in.set_axis_off()
-    ax_in.set_title("input → class", fontsize=7)
-    for i in range(s):
-        label = class_names[target[i]] if class_names else str(target[i])
-        ax_in.text(-0.8, i * (h + 1) + h / 2, label, ha="right", va="center", fontsize=7)
-    ax = fig.add_axes((left, 0.02, 1 - left - 0.01, 0.86))
-    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
-    ax.imshow(_montage(np.stack(tiles), cols), cmap=cmap, vmin=-1, vmax=1)
-    for j, title in enumerate(maps):
-        ax.text(j * (w + 1) + w / 2 - 0.5, -0.8, title, ha="center", fontsize=7)
-    ax.set_axis_off()
+
+    def draw() -> str:
+        from edgeproof.report.plots import plt, svg_of
+
+        s = xs.shape[0]
+        imgs = xs.reshape(s, -1, *xs.shape[-2:]).mean(axis=1)
+        h, w = imgs.shape[1:]
+        tiles = []
+        for i in range(s):
+            for m in maps.values():
+                mm = m[i].reshape(-1, h, w).sum(axis=0)
+                tiles.append(mm / _sym(mm))
+        cols = len(maps)
+        fig = plt.figure(figsize=(1.1 * (cols + 1) + 0.3, 1.1 * s + 0.4))
+        left = 1.0 / (cols + 1)
+        ax_in = fig.add_axes((0.01, 0.02, left - 0.02, 0.86))
+        ax_in.imshow(_montage(imgs, 1), cmap=plt.get_cmap("gray").with_extremes(bad="white"))
+        ax_in.set_axis_off()
+        ax_in.set_title("input → class", fontsize=7)
+        for i in range(s):
+            label = class_names[target[i]] if class_names else str(target[i])
+            ax_in.text(-0.8, i * (h + 1) + h / 2, label, ha="right", va="center", fontsize=7)
+        ax = fig.add_axes((left, 0.02, 1 - left - 0.01, 0.86))
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
+        ax.imshow(_montage(np.stack(tiles), cols), cmap=cmap, vmin=-1, vmax=1)
+        for j, title in enumerate(maps):
+            ax.text(j * (w + 1) + w / 2 - 0.5, -0.8, title, ha="center", fontsize=7)
+        ax.set_axis_off()
+        return svg_of(fig)
+
     return Figure(
         "samples",
         "Attribution maps of a few samples",
-        svg_of(fig),
+        draw,
         description="each map on its own symmetric colour scale (red raises the predicted "
         "class's score, blue lowers it)",
     )
@@ -854,50 +865,63 @@ def _series_classes_figure(
     name: str, title: str, x_means: np.ndarray, means: np.ndarray, names: list[str]
 ) -> Figure:
     """Per class: the mean signal (first channel) as a line over the mean attribution as shading."""
-    k = means.shape[0]
-    fig, axes = plt.subplots(k, 1, figsize=(6.0, 1.0 * k + 0.5), squeeze=False)
-    fig.subplots_adjust(left=0.12, right=0.98, top=0.97, bottom=0.5 / (1.0 * k + 0.5) + 0.02)
-    attr = means.reshape(k, -1, means.shape[-1]).sum(axis=1)
-    sig = x_means.reshape(k, -1, x_means.shape[-1])[:, 0]
-    vmax = _sym(attr)
-    for j in range(k):
-        ax = axes[j, 0]
-        lo, hi = float(sig[j].min()), float(sig[j].max())
-        pad = 0.05 * (hi - lo or 1.0)
-        ax.imshow(
-            attr[j][None, :],
-            aspect="auto",
-            cmap="RdBu_r",
-            vmin=-vmax,
-            vmax=vmax,
-            extent=(0, attr.shape[1], lo - pad, hi + pad),
-            alpha=0.7,
-        )
-        ax.plot(np.arange(sig.shape[1]) + 0.5, sig[j], color="black", lw=0.8)
-        ax.set_ylabel(names[j], fontsize=7)
-        ax.tick_params(labelsize=6)
-    axes[-1, 0].set_xlabel("time step")
+
+    def draw() -> str:
+        from edgeproof.report.plots import plt, svg_of
+
+        k = means.shape[0]
+        fig, axes = plt.subplots(k, 1, figsize=(6.0, 1.0 * k + 0.5), squeeze=False)
+        fig.subplots_adjust(left=0.12, right=0.98, top=0.97, bottom=0.5 / (1.0 * k + 0.5) + 0.02)
+        attr = means.reshape(k, -1, means.shape[-1]).sum(axis=1)
+        sig = x_means.reshape(k, -1, x_means.shape[-1])[:, 0]
+        vmax = _sym(attr)
+        for j in range(k):
+            ax = axes[j, 0]
+            lo, hi = float(sig[j].min()), float(sig[j].max())
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.imshow(
+                attr[j][None, :],
+                aspect="auto",
+                cmap="RdBu_r",
+                vmin=-vmax,
+                vmax=vmax,
+                extent=(0, attr.shape[1], lo - pad, hi + pad),
+                alpha=0.7,
+            )
+            ax.plot(np.arange(sig.shape[1]) + 0.5, sig[j], color="black", lw=0.8)
+            ax.set_ylabel(names[j], fontsize=7)
+            ax.tick_params(labelsize=6)
+        axes[-1, 0].set_xlabel("time step")
+        return svg_of(fig)
+
     return Figure(
         f"class_means_{name}",
         f"{title}: mean signal and mean attribution per predicted class",
-        svg_of(fig),
+        draw,
         description="line: mean input (first channel); shading: mean attribution over time, "
         "channels summed (red raises the class score, blue lowers it)",
     )
 
 
 def _bands_figure(title: str, labels: list[str], means: np.ndarray, names: list[str]) -> Figure:
-    vals = means.reshape(means.shape[0], -1, means.shape[-1]).sum(axis=1)
-    fig, ax = new_figure(width=max(4.0, 0.6 * len(labels) + 1.5), height=0.35 * len(names) + 1.4)
-    v = _sym(vals)
-    im = ax.imshow(vals, cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    fig.colorbar(im, ax=ax, label="score drop")
+    def draw() -> str:
+        from edgeproof.report.plots import new_figure, svg_of
+
+        vals = means.reshape(means.shape[0], -1, means.shape[-1]).sum(axis=1)
+        fig, ax = new_figure(
+            width=max(4.0, 0.6 * len(labels) + 1.5), height=0.35 * len(names) + 1.4
+        )
+        v = _sym(vals)
+        im = ax.imshow(vals, cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        fig.colorbar(im, ax=ax, label="score drop")
+        return svg_of(fig)
+
     return Figure(
         "class_means_frequency_occlusion",
         f"{title}: mean score drop per band and predicted class",
-        svg_of(fig),
+        draw,
         description="how much the class score falls when the band is removed (red: the class "
         "relies on the band)",
     )
@@ -907,29 +931,37 @@ def _tabular_figure(
     name: str, title: str, means: np.ndarray, names: list[str], features: list[str]
 ) -> Figure:
     """Per class: horizontal bars of the mean attribution of the most important features."""
-    flat = means.reshape(means.shape[0], -1)
-    top = np.argsort(-np.abs(flat).mean(axis=0))[: min(12, flat.shape[1])][::-1]
-    k = flat.shape[0]
-    fig, axes = plt.subplots(1, k, figsize=(2.0 * k + 2.0, 0.2 * top.size + 1.0), squeeze=False)
-    fig.subplots_adjust(left=2.0 / (2.0 * k + 2.0), right=0.98, top=0.88, bottom=0.12, wspace=0.1)
-    for j in range(k):
-        ax = axes[0, j]
-        v = flat[j, top]
-        ax.barh(range(top.size), v, color=np.where(v >= 0, "tab:red", "tab:blue"))
-        ax.set_title(names[j], fontsize=8)
-        ax.set_yticks(
-            range(top.size),
-            [features[i] if i < len(features) else str(i) for i in top]
-            if j == 0
-            else [""] * top.size,
-            fontsize=6,
+
+    def draw() -> str:
+        from edgeproof.report.plots import plt, svg_of
+
+        flat = means.reshape(means.shape[0], -1)
+        top = np.argsort(-np.abs(flat).mean(axis=0))[: min(12, flat.shape[1])][::-1]
+        k = flat.shape[0]
+        fig, axes = plt.subplots(1, k, figsize=(2.0 * k + 2.0, 0.2 * top.size + 1.0), squeeze=False)
+        fig.subplots_adjust(
+            left=2.0 / (2.0 * k + 2.0), right=0.98, top=0.88, bottom=0.12, wspace=0.1
         )
-        ax.axvline(0, color="black", lw=0.5)
-        ax.tick_params(axis="x", labelsize=6)
+        for j in range(k):
+            ax = axes[0, j]
+            v = flat[j, top]
+            ax.barh(range(top.size), v, color=np.where(v >= 0, "tab:red", "tab:blue"))
+            ax.set_title(names[j], fontsize=8)
+            ax.set_yticks(
+                range(top.size),
+                [features[i] if i < len(features) else str(i) for i in top]
+                if j == 0
+                else [""] * top.size,
+                fontsize=6,
+            )
+            ax.axvline(0, color="black", lw=0.5)
+            ax.tick_params(axis="x", labelsize=6)
+        return svg_of(fig)
+
     return Figure(
         f"class_means_{name}",
         f"{title}: mean attribution of the top features per predicted class",
-        svg_of(fig),
+        draw,
         description="features ranked by mean |attribution| over classes; red raises the class "
         "score, blue lowers it",
     )

@@ -69,4 +69,11 @@ BUILTIN_CHECKS: tuple[CheckInfo, ...] = (
         "edgeproof.checks.attribution:AttributionCheck",
         needs_data=True,
     ),
+    CheckInfo(
+        "generalization",
+        "Generalization diagnostics (curvature, collapse, TIC)",
+        "edgeproof.checks.generalization:GeneralizationCheck",
+        needs_data=True,
+        needs_gradients=True,
+    ),
 )

@@ -26,7 +26,15 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-__all__ = ["OutsideNormalized", "clone_module", "eval_mode", "frozen_copy", "is_scripted"]
+__all__ = [
+    "OutsideNormalized",
+    "clone_module",
+    "eval_mode",
+    "frozen_copy",
+    "is_scripted",
+    "set_requires_grad",
+    "set_training",
+]
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -87,12 +95,24 @@ class OutsideNormalized(nn.Module):
         return out
 
 
+def set_training(module: M, mode: bool) -> M:
+    """``module.train(mode)``; an exported program, whose mode is fixed in its graph (its
+    GraphModule raises "Calling eval() is not supported yet"), is left as it is."""
+    with contextlib.suppress(NotImplementedError):
+        module.train(mode)
+    return module
+
+
 def eval_mode(module: M) -> M:
     """``module`` in eval mode (an exported program, whose mode is fixed in its graph, as is)."""
-    # torch.export's GraphModule raises "Calling eval() is not supported yet"
-    with contextlib.suppress(NotImplementedError):
-        module.eval()
-    return module
+    return set_training(module, False)
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    """``requires_grad`` on every parameter (``Module.requires_grad_`` is not supported on
+    TorchScript modules; the per-parameter call is)."""
+    for p in module.parameters():
+        p.requires_grad_(flag)
 
 
 def frozen_copy(module: M) -> M:
@@ -103,6 +123,5 @@ def frozen_copy(module: M) -> M:
     module is left untouched.
     """
     frozen = eval_mode(clone_module(module))
-    for p in frozen.parameters():
-        p.requires_grad_(False)
+    set_requires_grad(frozen, False)
     return frozen

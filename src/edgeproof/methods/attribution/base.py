@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from edgeproof.errors import OptionError, SpecError
+from edgeproof.models.modules import set_training
 
 __all__ = [
     "Attribution",
@@ -278,11 +279,11 @@ def eval_mode(model: Forward) -> Iterator[None]:
         yield
         return
     was = model.training
-    model.eval()
+    set_training(model, False)
     try:
         yield
     finally:
-        model.train(was)
+        set_training(model, was)
 
 
 def _check_logits(out: torch.Tensor, rows: int) -> None:

@@ -36,7 +36,6 @@ inputs with many exact zeros: the paper's "input structure" effect.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from torch import nn
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.methods.attribution.base import Attribution
 from edgeproof.methods.stats import bootstrap_interval
+from edgeproof.models.modules import clone_module, set_requires_grad, set_training
 from edgeproof.results import Interval
 
 __all__ = [
@@ -200,14 +200,14 @@ def cascading_randomization(
         counts = sorted({max(1, round(total * (k + 1) / stages)) for k in range(stages)})
     else:
         counts = list(range(1, total + 1))
-    work = copy.deepcopy(model)
+    work = clone_module(model)
     modules = dict(work.named_modules())
     done = 0
     for count in counts:
         while done < count:
             reinitialize(modules[top_down[done]], seed * 7919 + done)
             done += 1
-        yield tuple(top_down[:count]), copy.deepcopy(work)
+        yield tuple(top_down[:count]), clone_module(work)
 
 
 def label_randomized_model(
@@ -232,17 +232,17 @@ def label_randomized_model(
         raise OptionError("label_lr", f"{lr} must be > 0", "use e.g. 1e-2")
     gen = torch.Generator().manual_seed(seed)
     y_shuffled = y[torch.randperm(y.numel(), generator=gen)]
-    work = copy.deepcopy(model)
+    work = clone_module(model)
     for k, name in enumerate(randomizable_layers(work)):
         reinitialize(dict(work.named_modules())[name], seed * 7919 + 104729 + k)
-    work.requires_grad_(True)
+    set_requires_grad(work, True)
     opt = torch.optim.Adam(work.parameters(), lr=lr)
     n = x.shape[0]
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in work.modules())
     acc, ran = 0.0, 0
     for epoch in range(1, epochs + 1):
         ran = epoch
-        work.train()
+        set_training(work, True)
         perm = torch.randperm(n, generator=gen)
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]
@@ -253,13 +253,13 @@ def label_randomized_model(
                 loss = nn.functional.cross_entropy(work(x[idx]), y_shuffled[idx])
                 loss.backward()
             opt.step()
-        work.eval()
+        set_training(work, False)
         with torch.no_grad():
             acc = float((work(x).argmax(1) == y_shuffled).float().mean())
         if acc >= target_accuracy:
             break
-    work.eval()
-    work.requires_grad_(False)
+    set_training(work, False)
+    set_requires_grad(work, False)
     return LabelRandomized(work, acc, ran)
 
 

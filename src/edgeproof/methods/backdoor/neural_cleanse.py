@@ -45,6 +45,7 @@ from torch import nn
 
 from edgeproof.errors import DataError, OptionError
 from edgeproof.methods.backdoor.scoring import MAD_TO_SIGMA, DetectorResult
+from edgeproof.models.modules import eval_mode
 
 __all__ = ["NeuralCleanseConfig", "ReversedTrigger", "neural_cleanse", "reverse_trigger"]
 
@@ -207,7 +208,7 @@ def neural_cleanse(
         raise DataError("neural cleanse needs clean samples, got none")
     t0 = time.perf_counter()
     deadline = None if cfg.max_seconds is None else t0 + cfg.max_seconds
-    module.eval()
+    eval_mode(module)
     x = torch.as_tensor(np.ascontiguousarray(x_clean, dtype=np.float32))
     gen = torch.Generator().manual_seed(seed)
     params = list(module.parameters())
