@@ -19,8 +19,10 @@ x axis), :mod:`.ticks`, :mod:`.text` (metrics and text boxes), :mod:`.colors`, :
 :mod:`.geometry` (clipping, occupancy).
 """
 
-from edgeproof.report.charts.chart import Axis, Chart, LegendPosition, Marker, Scale
+from edgeproof.report.charts.axes import Axis, Scale
+from edgeproof.report.charts.chart import Chart, LegendPosition
 from edgeproof.report.charts.colors import PALETTE, ramp, series_color, text_color_on
+from edgeproof.report.charts.marks import Marker
 from edgeproof.report.charts.panels import Panels
 from edgeproof.report.charts.text import TextBox, svg_text_boxes, text_width, truncate
 from edgeproof.report.charts.ticks import Ticks, format_log, linear_ticks, log_ticks, nice_step

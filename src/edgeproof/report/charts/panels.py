@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edgeproof.report.charts.chart import Chart, _Options, wrap_svg
+from edgeproof.report.charts import layout
+from edgeproof.report.charts.axes import Options
+from edgeproof.report.charts.chart import Chart, wrap_svg
 from edgeproof.report.charts.svg import fmt
 from edgeproof.report.charts.text import TextBox, svg_text_boxes
 
@@ -33,14 +35,14 @@ class Panels:
         self.share_x = share_x
         self.width = charts[0].width
 
-    def _options(self) -> list[_Options]:
+    def _options(self) -> list[Options]:
         last = len(self.charts) - 1
         xlim = None
         if self.share_x:
-            lims = [c._limits(c.x, "x") for c in self.charts]
+            lims = [layout.limits(c, c.x, "x") for c in self.charts]
             xlim = (min(a for a, _ in lims), max(b for _, b in lims))
         opts = [
-            _Options(
+            Options(
                 x_limits=xlim,
                 x_tick_labels=i == last or not self.share_x,
                 x_label=i == last or not self.share_x,
@@ -48,7 +50,7 @@ class Panels:
             for i in range(len(self.charts))
         ]
         for _ in range(3):  # align the plot areas (a margin can grow with the others)
-            frames = [c._layout(o)[0] for c, o in zip(self.charts, opts)]
+            frames = [layout.layout(c, o)[0] for c, o in zip(self.charts, opts)]
             left = max(f.plot.x0 for f in frames)
             right = max(f.width - f.plot.x1 for f in frames)
             if all(
@@ -65,7 +67,7 @@ class Panels:
         parts: list[str] = []
         y = 0.0
         for c, o in zip(self.charts, self._options()):
-            body, _, h = c._render(o)
+            body, _, h = c.render(o)
             parts.append(f'<g transform="translate(0 {fmt(y)})">{body}</g>')
             y += h + self.gap
         label = next((c.title or c.y.label for c in self.charts if c.title or c.y.label), "chart")
