@@ -132,7 +132,7 @@ class Chart:
         """Data positions; category names become their indices."""
         if axis.scale != "category":
             return _arr(v)  # type: ignore[arg-type]
-        items = [v] if isinstance(v, str | float | int) else list(v)  # type: ignore[arg-type]
+        items = [v] if isinstance(v, str | float | int) else list(v)
         out = []
         for it in items:
             if isinstance(it, str):

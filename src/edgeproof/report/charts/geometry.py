@@ -88,7 +88,9 @@ def _finite(p: Point) -> bool:
     return math.isfinite(p[0]) and math.isfinite(p[1])
 
 
-def clip_polyline(xs: Sequence[float], ys: Sequence[float], r: Rect) -> list[list[Point]]:
+def clip_polyline(
+    xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray, r: Rect
+) -> list[list[Point]]:
     """The runs of a polyline inside ``r``; non-finite points break the line."""
     runs: list[list[Point]] = []
     cur: list[Point] = []
@@ -229,7 +231,7 @@ class Occupancy:
                 keep = (rr >= 0) & (rr < rows) & (cc >= 0) & (cc < cols)
                 self.grid[rr[keep], cc[keep]] = True
 
-    def band(self, xs: Sequence[float], lo: Sequence[float], hi: Sequence[float]) -> None:
+    def band(self, xs: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
         """The region between two polylines over the same (ascending) pixel x."""
         x, a, b = (np.asarray(v, dtype=float) for v in (xs, lo, hi))
         ok = np.isfinite(x) & np.isfinite(a) & np.isfinite(b)

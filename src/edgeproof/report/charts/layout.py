@@ -391,7 +391,7 @@ def layout(
     entries = chart.entries()
     want = chart.legend_position if entries else "none"
     if want in ("right", "below", "none"):
-        f = frame(chart, opts, want)  # type: ignore[arg-type]
+        f = frame(chart, opts, want)
         occ, pts = occupancy(chart, f)
         return f, place_point_labels(chart, f, occ, pts), None
     f = frame(chart, opts, "inside")

@@ -109,15 +109,17 @@ def linear_ticks(
     step = nice_step((hi - lo) / max(1, max_count))
     if integer:
         step = max(1.0, step)
+    best: Ticks | None = None
     for _ in range(60):
         values = _multiples(lo, hi, step)
-        if len(values) <= max(max_count, 2) or len(values) <= 2:
-            t = Ticks(tuple(values), tuple(format_linear(values, step)))
-            if fits is None or fits(t) or len(values) <= 2:
-                return t
+        t = Ticks(tuple(values), tuple(format_linear(values, step)))
+        if len(values) < 2:  # the step outgrew the range: keep the last denser set
+            return best or t
+        best = t
+        if len(values) <= max(max_count, 2) and (fits is None or fits(t)):
+            return t
         step = _next_nice(step)
-    values = _multiples(lo, hi, step)
-    return Ticks(tuple(values), tuple(format_linear(values, step)))
+    return best or Ticks((), ())
 
 
 def _log_candidates(lo: float, hi: float) -> list[Ticks]:
