@@ -22,7 +22,6 @@ from edgeproof.report.charts import (
     linear_ticks,
     log_ticks,
     nice_step,
-    svg_text_boxes,
     text_width,
     truncate,
 )
