@@ -97,7 +97,7 @@ def _worker(model_path: str, rounds: int) -> dict[str, Any]:
     wall: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
     for r in range(rounds + 1):
-        for orig, name, a, k in calls:
+        for orig, _name, a, k in calls:
             w0, c0 = time.perf_counter(), time.process_time()
             fig = orig(*a, **k)
             svg = fig.svg
@@ -218,8 +218,8 @@ def main() -> None:
         f"per version, old and new alternating. matplotlib: the tree at `{args.ref}`. Medians "
         "of process CPU time (wall time in the last column pair).",
         "",
-        "| figure | matplotlib ms | charts ms | ratio (charts / matplotlib) | SVG KB (mpl → charts) "
-        "| wall ms (mpl → charts) |",
+        "| figure | matplotlib ms | charts ms | ratio (charts / matplotlib) "
+        "| SVG KB (mpl → charts) | wall ms (mpl → charts) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for n in names:
