@@ -74,7 +74,7 @@ def test_linear_ticks_are_multiples_of_a_nice_step_with_the_decimals_it_needs() 
                                                   "250000")  # fmt: skip
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     lo=st.floats(-1e6, 1e6, allow_nan=False),
     rel=st.floats(1e-6, 1e3, allow_nan=False),
@@ -86,10 +86,28 @@ def test_linear_ticks_lie_inside_the_limits_ascending_with_distinct_labels(
     span = rel * max(1.0, abs(lo))
     hi = lo + span
     t = linear_ticks(lo, hi, count)
-    assert len(t.values) >= 1
+    assert len(t.values) >= 2
     assert all(lo - 1e-9 * span <= v <= hi + 1e-9 * span for v in t.values)
     assert list(t.values) == sorted(set(t.values))
     assert len(set(t.labels)) == len(t.labels)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    a=st.floats(-30, 30, allow_nan=False),
+    span=st.floats(0.01, 40, allow_nan=False),
+    count=st.integers(2, 12),
+)
+def test_log_ticks_lie_inside_the_limits_ascending_with_distinct_labels(
+    a: float, span: float, count: int
+) -> None:
+    lo, hi = 10.0**a, 10.0 ** (a + span)
+    t = log_ticks(lo, hi, count)
+    assert len(t.values) >= 2
+    assert all(lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9) for v in t.values)
+    assert list(t.values) == sorted(set(t.values))
+    assert len(set(t.labels)) == len(t.labels)
+    assert not set(t.minor) & set(t.values)
 
 
 def test_log_ticks_are_decades_plain_or_superscript() -> None:

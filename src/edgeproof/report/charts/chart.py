@@ -40,7 +40,7 @@ from edgeproof.report.charts.axes import (
     axes_svg,
     grid_svg,
 )
-from edgeproof.report.charts.colors import BLACK, GREY, series_color
+from edgeproof.report.charts.colors import BLACK, GREY, series_color, series_dash
 from edgeproof.report.charts.marks import (
     Band,
     Entry,
@@ -121,6 +121,14 @@ class Chart:
         self._series = 0
         self._tick_cache: dict[tuple[Axis, float, float, float, bool], Ticks] = {}
 
+    def _style(self, color: str | None, dash: Dash) -> tuple[str, str | None]:
+        """(colour, dash) of a line: an automatic colour brings the series' dash pattern
+        (solid for the first seven series, then dashed, dotted, ...)."""
+        if color is not None:
+            return color, _dash(dash)
+        i = self._series
+        return self._color(None), _dash(dash) if dash is not None else series_dash(i)
+
     def _color(self, color: str | None) -> str:
         if color is not None:
             return color
@@ -159,9 +167,18 @@ class Chart:
         """A polyline through ``(x, y)``; NaN breaks it; ``marker`` draws each point."""
         xs, ys = self._pos(self.x, x), self._pos(self.y, y)
         _check_len(xs, ys, "line")
+        c, d = self._style(color, dash)
         self.marks.append(
             Line(
-                label, xs, ys, self._color(color), width, _dash(dash), marker, marker_size, opacity
+                label,
+                xs,
+                ys,
+                color=c,
+                dash=d,
+                width=width,
+                marker=marker,
+                marker_size=marker_size,
+                opacity=opacity,
             )
         )
         return self

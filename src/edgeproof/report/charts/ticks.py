@@ -5,8 +5,10 @@
   every multiple of the step inside the limits is a tick; labels carry the decimals the step
   needs (``0.0, 0.2, …``), ``:g`` notation beyond 10⁶ or below 10⁻⁴.
 * Log axes: ticks at decades; with fewer than three decades in view also at 2 and 5 × 10^k; with
-  less than one, at every 1–9 × 10^k; with more decades than fit, every n-th decade. Labels are
-  plain decimals from 0.001 to 10000 and ``10⁻⁵``-style (Unicode superscripts) outside.
+  less than one, at every 1–9 × 10^k (linear nice ticks when fewer than two of those are in
+  view); with more decades than fit, every n-th decade. Unlabelled minor ticks at 2–9 × 10^k up
+  to 8 decades. Labels are plain decimals from 0.001 to 10000 and ``10⁻⁵``-style (Unicode
+  superscripts) outside.
 * Category axes: one tick per category.
 
 No math text: every label is a plain string the SVG writes as text.
@@ -69,6 +71,12 @@ def _next_nice(step: float) -> float:
     return _clean({1: 2, 2: 5}.get(m, 10) * 10.0**k)
 
 
+def _prev_nice(step: float) -> float:
+    k = math.floor(math.log10(step) + 1e-9)
+    m = round(step / 10.0**k)
+    return _clean({5: 2, 2: 1}.get(m, 0.5) * 10.0**k)
+
+
 def _multiples(lo: float, hi: float, step: float) -> list[float]:
     first = math.ceil(lo / step - 1e-9)
     last = math.floor(hi / step + 1e-9)
@@ -109,6 +117,11 @@ def linear_ticks(
     step = nice_step((hi - lo) / max(1, max_count))
     if integer:
         step = max(1.0, step)
+    # a step as wide as the range may hold no multiple: shrink it until two fit
+    while len(_multiples(lo, hi, step)) < 2 and step > (hi - lo) * 1e-6:
+        if integer and step <= 1:
+            break
+        step = _prev_nice(step)
     best: Ticks | None = None
     for _ in range(60):
         values = _multiples(lo, hi, step)
@@ -156,7 +169,7 @@ def _log_candidates(lo: float, hi: float) -> list[Ticks]:
         thinned = [v for v in decades if round(math.log10(v)) % stride == 0]
         if len(thinned) >= 2:
             out.append(make(thinned, decades))
-    return [t for t in out if t.values]
+    return [t for t in out if len(t.values) >= 2]
 
 
 def log_ticks(
@@ -165,7 +178,7 @@ def log_ticks(
     """Ticks for a log axis over ``[lo, hi]`` (both > 0): the densest candidate with at most
     ``max_count`` labels that ``fits`` accepts (see the module docstring)."""
     cands = _log_candidates(lo, hi)
-    if not cands:  # less than one tick inside: two plain nice ticks
+    if not cands:  # fewer than two 1–9 × 10^k inside: plain nice ticks
         values = tuple(v for v in linear_ticks(lo, hi, 3).values if v > 0)
         return Ticks(values, tuple(format_log(v) for v in values))
     for t in cands:
