@@ -1,9 +1,12 @@
 """Every figure of the digits LeNet-5 report: readable, self-contained, no text on text.
 
-One audit of the conftest model with every built-in check (the slow ones with smaller sample
-counts) is shared by the tests here. The structural tests read each figure's SVG (well-formed,
-no script or external reference, embedded by the HTML sanitiser, text ≥ 11 px, no two estimated
-text boxes overlapping); the browser test renders the report page in headless Chromium,
+One audit of the conftest model with the built-in checks whose figures are drawn with
+:mod:`edgeproof.report.charts` (:data:`PORTED`; the slow ones with smaller sample counts) is
+shared by the tests here. A check ported later joins :data:`PORTED` and :data:`FIGURES`.
+
+The structural tests read each figure's SVG (well-formed, no script or external reference,
+embedded by the HTML sanitiser, text ≥ 11 px, no two estimated text boxes overlapping); the
+browser test renders the report page in headless Chromium,
 measures every ``<text>`` with ``getBoundingClientRect`` (expanding every section first) and
 fails on any two boxes of one figure that overlap, or on a drawn box much wider than the
 estimate the layout used. It also leaves a screenshot (``report.png``) in its tmp folder.
@@ -24,7 +27,6 @@ from typing import Any
 import pytest
 
 from edgeproof.checks import check_class
-from edgeproof.checks.builtin import BUILTIN_CHECKS
 from edgeproof.data.dataset import Dataset
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.report import render_html
@@ -36,6 +38,17 @@ from edgeproof.results import Figure
 pytestmark = pytest.mark.slow  # one audit with every check: ~5 s on 2 cores
 
 SVG = "{http://www.w3.org/2000/svg}"
+PORTED = (
+    "performance",
+    "calibration",
+    "footprint",
+    "spectral",
+    "bitflip",
+    "adversarial",
+    "corruption",
+    "fisher",
+    "smoothing",
+)
 FIGURES = {
     "confusion_matrix",
     "reliability_diagram",
@@ -60,7 +73,7 @@ _SETTINGS: dict[str, dict[str, Any]] = {
 def report(digits_model: LoadedModel, digits_test: Dataset) -> Report:
     from edgeproof.runner import audit
 
-    checks = [check_class(c.name)(**_SETTINGS.get(c.name, {})) for c in BUILTIN_CHECKS]
+    checks = [check_class(name)(**_SETTINGS.get(name, {})) for name in PORTED]
     return audit(digits_model, digits_test, checks, threads=1)
 
 
@@ -97,9 +110,8 @@ def test_every_figure_is_self_contained_readable_and_has_no_text_on_text(report:
 def test_no_figure_imports_matplotlib() -> None:
     code = (
         "import sys\n"
-        "from edgeproof.checks.builtin import BUILTIN_CHECKS\n"
         "from edgeproof.checks import check_class\n"
-        "for c in BUILTIN_CHECKS: check_class(c.name)\n"
+        f"for name in {PORTED!r}: check_class(name)\n"
         "from edgeproof.report.charts import Chart\n"
         "c = Chart(); c.line([1, 2], [3, 4]); c.svg()\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n"
