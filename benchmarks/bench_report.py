@@ -1,7 +1,8 @@
 """Benchmark: drawing the report's figures with ``edgeproof.report.charts`` vs matplotlib.
 
 What is measured, on the digits LeNet-5 audit (the conftest model: ``zoo:lenet5``, 20 epochs,
-seed 0, lr 3e-3, audited on ``builtin:digits``, 360 records, every built-in check):
+seed 0, lr 3e-3, audited on ``builtin:digits``, 360 records, the nine built-in checks of
+:data:`CHECKS`):
 
 * **draw time per figure**: each check's figure builder (``PerformanceCheck._heatmap``,
   ``CalibrationCheck._diagram``, ``_alpha_figure``, ``esd_figure``, ``_curve_figure``,
@@ -55,6 +56,17 @@ BUILDERS = (
     ("edgeproof.checks.fisher", "FisherCheck._figure"),
     ("edgeproof.checks.smoothing", "accuracy_figure"),
 )
+CHECKS = (
+    "performance",
+    "calibration",
+    "footprint",
+    "spectral",
+    "bitflip",
+    "adversarial",
+    "corruption",
+    "fisher",
+    "smoothing",
+)
 # the sample counts of tests/test_report_figures.py; the other checks run with their defaults
 SETTINGS: dict[str, dict[str, Any]] = {
     "footprint": {"budget_s": 0.02, "warmup": 1, "min_runs": 3, "max_runs": 20},
@@ -84,13 +96,12 @@ def _worker(model_path: str, rounds: int) -> dict[str, Any]:
 
         setattr(owner, name, wrap)
     from edgeproof.checks import check_class
-    from edgeproof.checks.builtin import BUILTIN_CHECKS
     from edgeproof.data.loading import load_data
     from edgeproof.models.loading import load_model
     from edgeproof.runner import audit
 
     model = load_model(Path(model_path))
-    checks = [check_class(c.name)(**SETTINGS.get(c.name, {})) for c in BUILTIN_CHECKS]
+    checks = [check_class(name)(**SETTINGS.get(name, {})) for name in CHECKS]
     report = audit(model, load_data("builtin:digits"), checks, threads=1)
     failed = [c.check for c in report.checks if c.status != "ok"]
     cpu: dict[str, list[float]] = {}
@@ -212,11 +223,11 @@ def main() -> None:
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (load "
         f"{load:.1f} at the end), Python {platform.python_version()}; one torch thread, "
-        f"OMP_NUM_THREADS=1. The digits LeNet-5 audit (conftest model, 360 records, every "
-        f"built-in check); each figure builder re-run on its recorded arguments and drawn, "
-        f"{args.rounds} timed rounds after a warm-up round, in {args.processes} worker processes "
-        f"per version, old and new alternating. matplotlib: the tree at `{args.ref}`. Medians "
-        "of process CPU time (wall time in the last column pair).",
+        f"OMP_NUM_THREADS=1. The digits LeNet-5 audit (conftest model, 360 records, the nine "
+        "built-in checks with figures); each figure builder re-run on its recorded arguments "
+        f"and drawn, {args.rounds} timed rounds after a warm-up round, in {args.processes} "
+        "worker processes per version, old and new alternating. matplotlib: the tree at "
+        f"`{args.ref}`. Medians of process CPU time (wall time in the last column pair).",
         "",
         "| figure | matplotlib ms | charts ms | ratio (charts / matplotlib) "
         "| SVG KB (mpl → charts) | wall ms (mpl → charts) |",
