@@ -14,8 +14,10 @@ script, no id, no external reference; raster images only as ``data:image/png`` U
     c.band(eps, low, high, label="95% CI")
     svg = c.svg()
 
-Modules: :mod:`.chart` (axes, marks, layout, legend), :mod:`.panels` (stacked charts sharing an
-x axis), :mod:`.ticks`, :mod:`.text` (metrics and text boxes), :mod:`.colors`, :mod:`.svg`,
+Modules: :mod:`.chart` (the public :class:`Chart`), :mod:`.axes` (:class:`Axis`, mapping, axis
+lines and labels), :mod:`.marks` and :mod:`.cells` (what is drawn), :mod:`.layout` (limits,
+margins, point labels, legend), :mod:`.panels` (stacked charts sharing an x axis),
+:mod:`.ticks`, :mod:`.text` (metrics and text boxes), :mod:`.colors`, :mod:`.svg`,
 :mod:`.geometry` (clipping, occupancy).
 """
 

@@ -14,6 +14,7 @@ from edgeproof.report.charts.geometry import Rect
 from edgeproof.report.charts.svg import el, fmt, text_el
 from edgeproof.report.charts.text import (
     ASCENT,
+    DESCENT,
     baseline_for_centre,
     text_height,
     text_width,
@@ -163,7 +164,7 @@ def axes_svg(x: Axis, y: Axis, f: Frame, opts: Options) -> str:
             if not opts.x_tick_labels:
                 continue
             if f.x_cat_rotated:  # reads upwards, ends just below the axis
-                ax = px + 0.346 * TICK_SIZE
+                ax = px + (ASCENT - DESCENT) / 2 * TICK_SIZE
                 out.append(
                     _tick_label(
                         short,

@@ -40,13 +40,12 @@ from edgeproof.report.charts.axes import (
     axes_svg,
     grid_svg,
 )
+from edgeproof.report.charts.cells import Heatmap, Image, colorbar_width
 from edgeproof.report.charts.colors import BLACK, GREY, series_color, series_dash
 from edgeproof.report.charts.marks import (
     Band,
     Entry,
     ErrorBars,
-    Heatmap,
-    Image,
     Key,
     Line,
     Mark,
@@ -55,7 +54,6 @@ from edgeproof.report.charts.marks import (
     RefLine,
     Scatter,
     Text,
-    colorbar_width,
 )
 from edgeproof.report.charts.svg import el, fmt, text_el
 from edgeproof.report.charts.text import (

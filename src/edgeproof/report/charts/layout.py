@@ -27,13 +27,12 @@ from edgeproof.report.charts.axes import (
     Options,
     category_width,
 )
+from edgeproof.report.charts.cells import Heatmap, colorbar_width
 from edgeproof.report.charts.geometry import Occupancy, Rect
 from edgeproof.report.charts.marks import (
     Entry,
-    Heatmap,
     Scatter,
     Text,
-    colorbar_width,
     swatch_svg,
 )
 from edgeproof.report.charts.svg import el, text_el
