@@ -40,7 +40,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from matplotlib.ticker import FuncFormatter, NullFormatter
 from scipy.stats import binomtest
 from torch import nn
 
@@ -60,7 +59,6 @@ from edgeproof.methods.attacks import (
 from edgeproof.methods.attacks.base import check_domain, check_logits, diameter, frozen_copy
 from edgeproof.methods.attacks.curve import RobustnessCurve, robustness_curve
 from edgeproof.methods.stats import bootstrap_interval, wilson_interval
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 from edgeproof.runtime.ort import session_forward
 from edgeproof.spec import Norm
@@ -686,47 +684,56 @@ class AdversarialCheck(Check):
     def _figure(
         self, curve: RobustnessCurve, ad: AttackData, mins: MinimalEps | None, bisector: str
     ) -> Figure:
-        fig, ax = new_figure(5.5, 3.4)
-        eps = np.asarray(curve.eps)
-        for a in curve.attacks:
-            ax.plot(eps, curve.robust_accuracy(a), marker=".", lw=1, label=a)
+        eps = np.asarray(curve.eps, dtype=float)
+        per_attack = [(a, curve.robust_accuracy(a)) for a in curve.attacks]
         acc = curve.robust_accuracy()
         ivs = [curve.interval(i, self.level) for i in range(len(eps))]
-        ax.plot(eps, acc, color="black", marker="o", lw=2, label="worst case")
-        ax.fill_between(
-            eps,
-            [iv.low for iv in ivs],
-            [iv.high for iv in ivs],
-            color="black",
-            alpha=0.15,
-            label=f"{round(self.level * 100)}% Wilson CI",
-        )
-        ax.axhline(1.0 / ad.num_classes, color="grey", ls=":", lw=1, label="chance")
+        low, high = np.array([iv.low for iv in ivs]), np.array([iv.high for iv in ivs])
+        survival: tuple[np.ndarray, np.ndarray] | None = None
         if mins is not None:
             v = np.sort(mins.values[mins.clean_correct])
             if v.size:
-                frac = (v.size - np.arange(1, v.size + 1)) / curve.n
-                ax.step(
-                    v,
-                    frac,
-                    where="post",
-                    color="tab:purple",
-                    lw=0.8,
-                    ls="--",
-                    label=f"{bisector} minimal-ε survival",
-                )
-        ax.set_xscale("log")
-        # plain tick labels: the default log labels go through mathtext, which costs seconds
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(f"ε ({ad.norm})")
-        ax.set_ylabel("robust accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=7, frameon=False)
+                survival = (v, (v.size - np.arange(1, v.size + 1)) / curve.n)
+        chance, norm, level = 1.0 / ad.num_classes, ad.norm, self.level
+
+        def draw() -> str:
+            from edgeproof.report.charts import Axis, Chart
+            from edgeproof.report.charts.colors import (
+                BLACK,
+                BLUE,
+                GREEN,
+                GREY,
+                ORANGE,
+                PURPLE,
+                SKY,
+                VERMILLION,
+            )
+
+            colors = (BLUE, ORANGE, GREEN, VERMILLION, SKY)
+            chart = Chart(
+                640,
+                360,
+                x=Axis(f"ε ({norm})", scale="log"),
+                y=Axis("robust accuracy", limits=(-0.02, 1.02)),
+            )
+            ci = f"{round(level * 100)}% Wilson CI"
+            chart.band(eps, low, high, color=BLACK, opacity=0.13, label=ci)
+            for i, (name, a) in enumerate(per_attack):
+                chart.line(eps, a, color=colors[i % len(colors)], width=1.2, marker="circle",
+                           marker_size=2.4, label=name)  # fmt: skip
+            if survival is not None:
+                chart.step(survival[0], survival[1], where="post", color=PURPLE, width=1.0,
+                           dash="dashed", label=f"{bisector} minimal-ε survival")  # fmt: skip
+            chart.hline(chance, color=GREY, dash="dotted", label="chance")
+            chart.line(eps, acc, color=BLACK, width=2.2, marker="circle", marker_size=3.5,
+                       label="worst case")  # fmt: skip
+            chart.legend(order=("worst case", ci))
+            return chart.svg()
+
         return Figure(
             "robust_accuracy",
             "Robust accuracy vs ε",
-            svg_of(fig),
+            draw,
             description="per attack and per-sample worst case; the last point is the "
             "domain's diameter (sanity check: should reach chance)",
         )

@@ -319,18 +319,22 @@ def _curve_figure(
     ks: list[int], curves: dict[str, list[float]], sd: np.ndarray, label: str
 ) -> Figure:
     def draw() -> str:
-        from edgeproof.report.plots import new_figure, svg_of
+        from edgeproof.report.charts import Axis, Chart
+        from edgeproof.report.charts.colors import BLUE, GREY, ORANGE
 
-        fig, ax = new_figure(5.0, 3.0)
-        for key, style in (("DNL", "o-"), ("1P-DNL", "s-"), ("random (mean)", "^--")):
-            ax.plot(ks, curves[key], style, label=key, ms=3)
-        r = np.array(curves["random (mean)"])
-        ax.fill_between(ks, r - sd, r + sd, color="grey", alpha=0.2)
-        ax.set_xlabel("number of sign flips k")
-        ax.set_ylabel(f"{label} (%)")
-        ax.set_ylim(bottom=min(0.0, float(np.nanmin(r - sd))) if len(r) else 0.0)
-        ax.legend(fontsize=7)
-        return svg_of(fig)
+        r = np.array(curves["random (mean)"], dtype=float)
+        chart = Chart(
+            600,
+            340,
+            x=Axis("number of sign flips k", integer=True),
+            y=Axis(f"{label} (%)"),
+        )
+        chart.band(ks, r - sd, r + sd, color=GREY, opacity=0.22, label="random: ±1 sd over seeds")
+        chart.line(ks, r, color=GREY, dash="dashed", marker="triangle", label="random (mean)")
+        chart.line(ks, curves["DNL"], color=BLUE, marker="circle", label="DNL")
+        chart.line(ks, curves["1P-DNL"], color=ORANGE, marker="square", label="1P-DNL")
+        chart.legend(order=("DNL", "1P-DNL", "random (mean)"))
+        return chart.svg()
 
     return Figure(
         "curve",

@@ -292,34 +292,42 @@ class PerformanceCheck(Check):
 
     def _heatmap(self, cm: np.ndarray, names: list[str]) -> Figure:
         def draw() -> str:
-            from edgeproof.report.plots import new_figure, svg_of
+            from edgeproof.report.charts import Axis, Chart
 
             k = cm.shape[0]
-            size = min(7.0, 2.5 + 0.35 * k)
-            fig, ax = new_figure(size + 0.8, size)
-            rows = cm.sum(axis=1, keepdims=True)
-            frac = cm / np.maximum(rows, 1)
-            im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
-            fig.colorbar(im, ax=ax, label="fraction of true class")
-            if k <= 20:
-                ticks = np.arange(k)
-                ax.set_xticks(ticks, names, rotation=90 if k > 6 else 0)
-                ax.set_yticks(ticks, names)
-                for i in range(k):
-                    for j in range(k):
-                        if cm[i, j]:
-                            ax.text(
-                                j,
-                                i,
-                                str(int(cm[i, j])),
-                                ha="center",
-                                va="center",
-                                fontsize=7,
-                                color="white" if frac[i, j] > 0.5 else "black",
-                            )
-            ax.set_xlabel("predicted class")
-            ax.set_ylabel("true class")
-            return svg_of(fig)
+            frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+            cell = 34.0 if k <= 12 else max(4.0, 480.0 / k)
+            side = cell * k
+            chart = Chart(
+                min(1000.0, side + 330),
+                side + 60,
+                x=Axis("predicted class"),
+                y=Axis("true class"),
+            )
+            counts = [[str(int(v)) if v else "" for v in row] for row in cm] if k <= 20 else None
+            tips = (
+                [
+                    [
+                        f"true {names[i]}, predicted {names[j]}: {int(cm[i, j])} "
+                        f"({frac[i, j]:.1%} of true {names[i]})"
+                        for j in range(k)
+                    ]
+                    for i in range(k)
+                ]
+                if k <= 30
+                else None
+            )
+            chart.heatmap(
+                frac,
+                rows=names,
+                cols=names,
+                vmin=0.0,
+                vmax=1.0,
+                annotations=counts,
+                colorbar="fraction of true class",
+                tooltips=tips,
+            )
+            return chart.svg()
 
         return Figure(
             "confusion_matrix",

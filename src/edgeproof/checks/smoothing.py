@@ -338,20 +338,20 @@ def accuracy_figure(curve: StepCurve, table: CertifiedAccuracy, sigma: float) ->
     """The certified-accuracy step curve with the table's radii and their Wilson intervals."""
 
     def draw() -> str:
-        from edgeproof.report.plots import new_figure, svg_of
+        from edgeproof.report.charts import Axis, Chart
+        from edgeproof.report.charts.colors import BLUE
 
-        fig, ax = new_figure(5.0, 3.2)
-        ax.plot(curve.x, curve.y, color="tab:blue", lw=1.5, label=f"σ = {sigma:g}")
-        err = np.vstack([table.accuracy - table.ci_low, table.ci_high - table.accuracy])
-        ax.errorbar(
-            table.radii, table.accuracy, yerr=err, fmt="o", ms=3, color="tab:blue", capsize=2
+        chart = Chart(
+            600,
+            340,
+            x=Axis("L2 radius (input units)", limits=(0.0, None)),
+            y=Axis("certified accuracy", limits=(0.0, 1.0)),
         )
-        ax.set_xlabel("L2 radius (input units)")
-        ax.set_ylabel("certified accuracy")
-        ax.set_ylim(0.0, 1.0)
-        ax.set_xlim(left=0.0)
-        ax.legend(loc="upper right", frameon=False)
-        return svg_of(fig)
+        chart.line(curve.x, curve.y, color=BLUE, width=1.6, label=f"σ = {sigma:g}")
+        chart.errorbars(table.radii, table.ci_low, table.ci_high, color=BLUE, cap=3.0)
+        chart.scatter(table.radii, table.accuracy, color=BLUE, size=3.0, opacity=1.0,
+                      label=f"table radii, Wilson {table.level:.0%} CI")  # fmt: skip
+        return chart.svg()
 
     return Figure(
         "certified_accuracy",
