@@ -144,15 +144,19 @@ def _nncf(fp32: bytes, calib: np.ndarray) -> tuple[bytes | None, str]:
 
 
 def _trust_cells(module: torch.nn.Module, spec: InputSpec, test: Dataset) -> dict[str, float]:
-    from edgeproof.compress.ledger import TRUST_COLUMNS, reaudit
+    from edgeproof.compress.ledger import TRUST_COLUMNS
+    from edgeproof.compress.reaudit import reaudit
+    from edgeproof.models.loading import from_module
+    from edgeproof.runner import resolve_threat
 
-    metrics, _ = reaudit(
+    audit = test.subset(np.arange(min(200, len(test))))
+    result = reaudit(
         module,
-        spec,
-        test.subset(np.arange(min(200, len(test)))),
+        resolve_threat(from_module(module, spec), audit),
+        audit,
         checks=("calibration", "adversarial", "bitflip"),
     )
-    vals = {m.name: m.value for m in metrics}
+    vals = {m.name: m.value for m in result.metrics}
     return {t.column: vals[t.metric] for t in TRUST_COLUMNS if t.metric in vals}
 
 
@@ -345,7 +349,12 @@ def _acc(onnx_bytes: bytes, test: Dataset) -> float:
 def bench_mixed(name: str, arch: str, train: Dataset, test: Dataset, epochs: int) -> list[str]:
     """Uniform w8 / w4 (group 32, 16, 8) / int8 static and a first+last-8-bit heuristic vs
     SigmaQuant-style mixed plans at size budgets, all executed in ONNX Runtime on ``test``."""
-    from edgeproof.compress.mixed import SizeModel, allocate, quantizable_layers
+    from edgeproof.compress.mixed import (
+        AllocationSettings,
+        SizeModel,
+        allocate,
+        quantizable_layers,
+    )
 
     torch.manual_seed(0)
     model = train_model(arch, train, epochs=epochs, seed=0)
@@ -379,7 +388,14 @@ def bench_mixed(name: str, arch: str, train: Dataset, test: Dataset, epochs: int
     for label, budget in budgets:
         t0 = time.perf_counter()
         a = allocate(
-            model, shape, xc, yc, max_size=budget, size_model=sizes, x_eval=test.x, y_eval=test.y
+            model,
+            shape,
+            xc,
+            yc,
+            AllocationSettings(max_size=budget),
+            size_model=sizes,
+            x_eval=test.x,
+            y_eval=test.y,
         )
         sens = a.sensitivity
         rows.append((label, a, time.perf_counter() - t0))

@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from edgeproof.compress.onnx_export import pack_int4
+from edgeproof.compress.qdq import pack_int4
 from edgeproof.compress.quantize import QuantConfig, fold_batchnorm, quantize
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import SpecError

@@ -29,6 +29,7 @@ a flag and a CLI message never names a Python argument.
     │   ├── OptionError              an option/argument value is invalid
     │   ├── SpecError                input shape/domain does not fit the model or data
     │   ├── DataError                the data's content is invalid (NaN, labels out of range, empty)
+    │   ├── NotApplicableError       a compression step cannot apply to this model (search: skipped)
     │   └── PolicyFileError
     ├── PolicyViolation              exit code 1 (a threshold failed; not an error of input)
     └── InternalError
@@ -50,6 +51,7 @@ __all__ = [
     "InputFileError",
     "InternalError",
     "ModelFileError",
+    "NotApplicableError",
     "OptionError",
     "PolicyFileError",
     "PolicyViolation",
@@ -155,6 +157,15 @@ class SpecError(UserError):
 
 class DataError(UserError):
     """The data's content is invalid (NaN/Inf, labels out of range, empty)."""
+
+
+class NotApplicableError(UserError):
+    """A compression step cannot apply to this model (e.g. no layer pair can lose channels, no
+    split points are known for early exits): not a misconfiguration, a property of the model.
+
+    The compression search records the candidate as skipped with this message as the reason;
+    called directly, the step's caller sees it like any other input error (exit code 2).
+    """
 
 
 class PolicyFileError(InputFileError):
