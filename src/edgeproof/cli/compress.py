@@ -129,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         )
     data = options.load_data_arg(args, args.data, kind=args.kind)
     evaluation = options.load_data_arg(args, args.eval, kind=args.kind) if args.eval else None
-    threat = resolve_threat(loaded, evaluation or data, **options.spec_kwargs(args))
+    held_out = evaluation if evaluation is not None else data
+    threat = resolve_threat(loaded, held_out, **options.spec_kwargs(args))
     early_exit = None
     if args.early_exit:
         early_exit = EarlyExitConfig(criterion=args.exit_criterion.replace("-", "_"))

@@ -20,8 +20,9 @@ methods:
   2048-bin histogram (instead of OCTAV's Newton iteration, which assumes a symmetric quantizer).
 
 ``entropy`` and ``mse`` produce a threshold t on |x|; the range is then
-``(max(min x, −t), min(max x, t))``. Values are kept in full up to 2²⁰ per tensor, beyond that a
-seeded uniform subsample is used for the histogram methods (min/max stay exact).
+``(max(min x, −t), min(max x, t))``. Values are kept in full up to 2²⁰ per tensor; the batch that
+would pass that bound is subsampled (seeded: each of its values kept with probability
+room/size) and later batches are not kept (min/max stay exact).
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ class ActivationStats:
     Every range method (:data:`CALIBRATION_METHODS`) estimates from the same kept values, and each
     range is computed once (:meth:`range` caches it), so choosing between the methods
     (``calibration="auto"``) or building several candidates on the same module calibrates once.
-    Values are kept in full up to 2²⁰, beyond that a seeded uniform subsample (min/max stay
-    exact); ``keep_values=False`` keeps only min and max (enough for ``minmax``).
+    Values are kept in full up to 2²⁰ (see the module docstring for the subsample beyond);
+    ``keep_values=False`` keeps only min and max (enough for ``minmax``).
     """
 
     def __init__(self, *, keep_values: bool = True, seed: int = 0) -> None:
@@ -100,6 +101,11 @@ class ActivationStats:
     def observed(self) -> bool:
         return bool(np.isfinite(self._min))
 
+    @property
+    def extremes(self) -> tuple[float, float]:
+        """The observed ``(min, max)``."""
+        return self._min, self._max
+
     def observe(self, values: np.ndarray) -> None:
         v = np.asarray(values, dtype=np.float32).ravel()
         if v.size == 0:
@@ -114,7 +120,9 @@ class ActivationStats:
         if room <= 0:
             return
         if v.size > room:
-            v = self._rng.choice(v, size=room, replace=False)
+            # seeded Bernoulli subsample of the batch (each value kept with probability
+            # room / size, distinct values, capped at room): ~8x faster than choice(replace=False)
+            v = v[self._rng.random(v.size) < room / v.size][:room]
         self._chunks.append(v)
         self._kept += v.size
 

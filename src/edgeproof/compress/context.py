@@ -11,7 +11,7 @@ output of its transform steps (``channels25`` and ``channels25+int8`` remove the
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING
+from typing import Any, TypeVar
 
 import numpy as np
 from torch import nn
@@ -21,10 +21,9 @@ from edgeproof.data.dataset import Dataset
 from edgeproof.errors import SpecError, param
 from edgeproof.spec import InputSpec
 
-if TYPE_CHECKING:
-    from edgeproof.compress.steps import Built
-
 __all__ = ["BuildContext"]
+
+T = TypeVar("T")
 
 
 class BuildContext:
@@ -59,7 +58,7 @@ class BuildContext:
         self.calibration_samples = calibration_samples
         self._prepared: dict[int, tuple[nn.Module, Prepared]] = {}
         self._graphs: dict[int, bytes] = {}
-        self._steps: dict[Hashable, Built] = {}
+        self._steps: dict[Hashable, Any] = {}
 
     @property
     def x_calib(self) -> np.ndarray:
@@ -87,11 +86,12 @@ class BuildContext:
             self._graphs[key] = prep.fp32.SerializeToString()
         return self._graphs[key]
 
-    def step_output(self, key: Hashable, make: Callable[[], Built]) -> Built:
+    def step_output(self, key: Hashable, make: Callable[[], T]) -> T:
         """The output of a chain prefix, built once per search (``key`` names the prefix)."""
         if key not in self._steps:
             self._steps[key] = make()
-        return self._steps[key]
+        out: T = self._steps[key]
+        return out
 
     def __repr__(self) -> str:
         return f"BuildContext(spec={self.spec.shape}, calib={len(self.calib)} records)"

@@ -5,7 +5,8 @@ a candidate is measured on **what ships, in ONNX Runtime**, on the evaluation re
 accuracy with a 95 % Wilson interval, per-class accuracy and its drift from the baseline, the
 size of the serialised graph, p50/p95 batch-1 latency (the artefact's own way to run, threads
 stated, :mod:`edgeproof.runtime`), the peak resident memory of a fresh process running the graph
-(:func:`edgeproof.runtime.memory.probe_peak_rss_mib`), the agreement of its PyTorch form with
+(:class:`edgeproof.runtime.memory.RssProbe`; that process runs while the re-audit does, after
+the latency is measured), the agreement of its PyTorch form with
 what runs (parity), expected MACs where the cost depends on the input — and the trust re-audit
 of its PyTorch form (:func:`edgeproof.compress.reaudit.reaudit`) on the first ``audit_records``
 evaluation records.
@@ -24,7 +25,7 @@ from edgeproof.compress.reaudit import TRUST_CHECKS, TrustAudit, reaudit
 from edgeproof.compress.steps import Built
 from edgeproof.data.dataset import Dataset
 from edgeproof.methods.stats import wilson_interval
-from edgeproof.runtime.memory import probe_peak_rss_mib
+from edgeproof.runtime.memory import RssProbe
 from edgeproof.spec import ThreatModel
 
 __all__ = ["MeasureSettings", "measure"]
@@ -74,8 +75,9 @@ def measure(
     base = baseline.per_class_accuracy if baseline is not None else None
     drift = tuple(a - b for a, b in zip(pc, base)) if base else tuple(0.0 for _ in pc)
     p50, p95 = art.latency(data.x, out, threads=threads)
-    rss = probe_peak_rss_mib(art.onnx_bytes, data.x, threads=threads)
+    probe = RssProbe(art.onnx_bytes, data.x, threads=threads)  # runs during the re-audit
     trust = _trust(art.module, data, settings)
+    rss = probe.result()
     return Candidate(
         name=name,
         technique=technique,

@@ -234,17 +234,27 @@ class Prepared:
     PyTorch parameters), its quantizable ops and activation points, the PyTorch
     :class:`~edgeproof.compress.simulate.Simulator` and ONNX Runtime's activation values at every
     point — each computed on first use, once. Nothing here is changed by a quantization.
+    ``keep_values=False`` keeps only each point's min and max: enough for ``minmax``, the
+    other methods then cannot be asked for.
 
     Raises:
         SpecError: ``x_calib`` is not shaped like ``input_shape`` or is empty.
     """
 
-    def __init__(self, module: nn.Module, input_shape: Sequence[int], x_calib: np.ndarray) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        input_shape: Sequence[int],
+        x_calib: np.ndarray,
+        *,
+        keep_values: bool = True,
+    ) -> None:
         self.module = module
         self.input_shape = tuple(int(s) for s in input_shape)
         self.x_calib = _check_calibration(x_calib, self.input_shape)
+        self.keep_values = keep_values
         self.folded: fx.GraphModule = fold_batchnorm(module)
-        self.simulator = Simulator(self.folded, self.x_calib)
+        self.simulator = Simulator(self.folded, self.x_calib, keep_values=keep_values)
         self._fp32: onnx.ModelProto | None = None
         self._onnx_stats: dict[str, ActivationStats] | None = None
 
@@ -272,9 +282,10 @@ class Prepared:
             points = activation_points(self.fp32, self.ops)
             sess = make_session(with_outputs(self.fp32, points), disable_optimizations=True)
             names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
-            stats = {p: ActivationStats(keep_values=True) for p in points}
+            stats = {p: ActivationStats(keep_values=self.keep_values) for p in points}
+            inp = sess.get_inputs()[0].name  # type: ignore[attr-defined]
             for i in range(0, self.x_calib.shape[0], 128):
-                outs = run_session(sess, self.x_calib[i : i + 128], batch_size=128)
+                outs = sess.run(None, {inp: self.x_calib[i : i + 128]})  # type: ignore[attr-defined]
                 for n, arr in zip(names, outs):
                     if n in stats:
                         stats[n].observe(arr)
@@ -385,10 +396,17 @@ def _prepared_for(
     x = np.asarray(x_calib)
     if prepared is None:
         shape = tuple(x.shape[1:]) if x.ndim > 1 else ()
-        return Prepared(module, shape, x[: config.calibration_samples])
+        only_minmax = config.scheme == "int8" and config.calibration == "minmax"
+        return Prepared(module, shape, x[: config.calibration_samples], keep_values=not only_minmax)
     if prepared.module is not module:
         raise OptionError(
             "prepared", "was built for another module", "build it with Prepared(module, ...)"
+        )
+    if config.scheme == "int8" and config.calibration != "minmax" and not prepared.keep_values:
+        raise OptionError(
+            "prepared",
+            f"keeps only min/max, but calibration {config.calibration!r} needs the values",
+            "build it with keep_values=True",
         )
     return prepared
 
@@ -448,9 +466,16 @@ def _qdq_graph(
     lstm_weights, unquantized = _recurrent_weights(prep, config)
     if config.scheme == "int8":
         stats = prep.onnx_stats()
-        ranges = {p: s.range(config.calibration, config.percentile) for p, s in stats.items()}
-        for t, src in shared_points(fp32, list(stats)).items():
-            ranges[t] = shared_range(ranges[t], ranges[src], src)
+        shared = shared_points(fp32, list(stats))
+        own = {
+            p: s.range(config.calibration, config.percentile)
+            for p, s in stats.items()
+            if p not in shared
+        }
+        ranges = {
+            p: own[p] if p not in shared else shared_range(own[shared[p]], shared[p], s.extremes)
+            for p, s in stats.items()
+        }
         qdq = build_qdq_model(
             fp32,
             activation_ranges={k: (r.lo, r.hi) for k, r in ranges.items()},

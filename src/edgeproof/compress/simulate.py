@@ -189,14 +189,13 @@ def fx_points(
     return points, shared
 
 
-def shared_range(own: ActivationRange, src: ActivationRange, src_name: str) -> ActivationRange:
-    """``src``'s range, labelled as shared, keeping ``own``'s observed extremes."""
+def shared_range(
+    src: ActivationRange, src_name: str, observed: tuple[float, float]
+) -> ActivationRange:
+    """``src``'s range, labelled as shared, with the point's own ``observed`` extremes (a shared
+    point's range is never estimated: it is its source's)."""
     return ActivationRange(
-        src.lo,
-        src.hi,
-        f"{src.method} (shared with {src_name})",
-        own.observed_min,
-        own.observed_max,
+        src.lo, src.hi, f"{src.method} (shared with {src_name})", observed[0], observed[1]
     )
 
 
@@ -224,9 +223,12 @@ class Simulator:
     cached per (layer, bits, group size).
     """
 
-    def __init__(self, folded: fx.GraphModule, x_calib: np.ndarray | None = None) -> None:
+    def __init__(
+        self, folded: fx.GraphModule, x_calib: np.ndarray | None = None, *, keep_values: bool = True
+    ) -> None:
         self.folded = folded
         self._x = x_calib
+        self._keep = keep_values
         self._template: fx.GraphModule | None = None
         self._fq_of_point: dict[str, str] = {}
         self._shared: dict[str, str] = {}
@@ -280,12 +282,12 @@ class Simulator:
         if calibration is not None:
             fqs = {pt: _fq(gm, name) for pt, name in self._fq_of_point.items()}
             for pt, fq in fqs.items():
-                fq.set_range(self._stats[pt].range(calibration, percentile))
+                if pt not in self._shared:
+                    fq.set_range(self._stats[pt].range(calibration, percentile))
             for key, src in self._shared.items():
-                own, s = fqs[key], fqs[src]
-                assert own.range is not None and s.range is not None
-                own.scale, own.zero_point = s.scale, s.zero_point
-                own.range = shared_range(own.range, s.range, src)
+                src_range = fqs[src].range
+                assert src_range is not None
+                fqs[key].set_range(shared_range(src_range, src, self._stats[key].extremes))
             ranges = {pt: fq.range for pt, fq in fqs.items() if fq.range is not None}
         with torch.no_grad():
             for name, mod in _weight_layers(gm):
@@ -329,7 +331,7 @@ class Simulator:
         for i, pt in enumerate(points):
             name = f"actq_{i}"
             fq = ActFakeQuant("percentile")
-            fq.observer = ActivationStats(keep_values=True)
+            fq.observer = ActivationStats(keep_values=self._keep)
             gm.add_submodule(name, fq)
             self._fq_of_point[pt.name] = name
             with gm.graph.inserting_after(pt):

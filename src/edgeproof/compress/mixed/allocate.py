@@ -296,13 +296,7 @@ def allocate(
             "precision needs at least one such layer"
         )
     sens, p0, yy = sensitivity(sim, x, y, BITS)
-    sizes = size_model or SizeModel.fit(module, input_shape, x, s.group_size)
-    if sizes.group_size != s.group_size or set(sizes.layer_bytes) != {ly.name for ly in sim.layers}:
-        raise OptionError(
-            "size_model",
-            "was fitted for another model or group size",
-            "fit it with SizeModel.fit on the same module and group_size",
-        )
+    sizes = _size_model(size_model, module, input_shape, x, s.group_size, sim)
     labels, thr = sigma_clusters([layer.sigma for layer in sim.layers])
     initial = {layer.name: (8 if hi else 4) for layer, hi in zip(sim.layers, labels)}
     plan = dict(initial)
@@ -336,6 +330,25 @@ def allocate(
         max_drop=s.max_drop,
         quantized=run.quantized,
     )
+
+
+def _size_model(
+    given: SizeModel | None,
+    module: nn.Module,
+    input_shape: Sequence[int],
+    x: np.ndarray,
+    group_size: int,
+    sim: PlanSimulator,
+) -> SizeModel:
+    """``given`` if it was fitted for this model and group size (else an error), or a new one."""
+    sizes = given or SizeModel.fit(module, input_shape, x, group_size)
+    if sizes.group_size != group_size or set(sizes.layer_bytes) != {ly.name for ly in sim.layers}:
+        raise OptionError(
+            "size_model",
+            "was fitted for another model or group size",
+            "fit it with SizeModel.fit on the same module and group_size",
+        )
+    return sizes
 
 
 @dataclass(frozen=True)
