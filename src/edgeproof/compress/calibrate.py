@@ -259,10 +259,10 @@ def _entropy_threshold(v: np.ndarray, mn: float) -> float:
     bins, where no bins merge), clipping the bulk of the activation (the CNN-LSTM collapsed from
     0.962 to 0.374 accuracy that way).
 
-    Speed: KL(P‖Q) is evaluated for blocks of thresholds at once (:func:`_kl_block`, the same
-    arithmetic on a 2-D array); the few thresholds within a relative 1e-7 of the smallest KL are
-    then re-evaluated one by one exactly as the loop above (:func:`_kl_at`), so the threshold is
-    the reference loop's, ties included.
+    Speed: KL(P‖Q) is screened for blocks of thresholds at once (:func:`_kl_block`, the same sums
+    regrouped on a 2-D array, logs of P in float32); the few thresholds within
+    :data:`_KL_SCREEN` of the smallest screened KL are then re-evaluated one by one exactly as
+    the loop above (:func:`_kl_at`), so the threshold is the reference loop's, ties included.
     """
     hist, edges = _abs_hist(v)
     if hist.size > 1:
@@ -284,7 +284,7 @@ def _entropy_threshold(v: np.ndarray, mn: float) -> float:
     if not finite.any():
         return float(edges[_BINS])
     best = float(kl[finite].min())
-    near = widths[finite & (kl <= best + 1e-7 * abs(best) + 1e-12)]
+    near = widths[finite & (kl <= best + _KL_SCREEN * (1.0 + abs(best)))]
     best_kl, best_i = np.inf, _BINS
     for i in near.tolist():  # ascending: ``<=`` keeps the largest i on an exact tie
         k = _kl_at(hist, tails, i, levels, total)
@@ -294,6 +294,10 @@ def _entropy_threshold(v: np.ndarray, mn: float) -> float:
 
 
 _KL_BLOCK = 128
+_KL_SCREEN = 5e-5
+"""How close to the smallest screened KL a threshold must be to be re-evaluated exactly. The screen
+takes ``log ps`` in float32 (≤ 4 ulp ≈ 8e-6 absolute for |log ps| ≤ 32, plus 6e-8 from rounding
+ps), weighted by ps (Σ ps ≈ 1): its KL is within ~1e-5 of the exact one, well inside 5e-5."""
 
 
 def _kl_at(hist: np.ndarray, tails: np.ndarray, i: int, levels: int, total: float) -> float | None:
@@ -329,7 +333,6 @@ def _kl_block(
     ``widths[r]`` bins; the last bin (which holds the clipped tail) is added per row. Only the
     rounding of the float sums differs from the loop."""
     n = widths.size
-    w = int(widths.max())
     eps = _KL_SMOOTHING
     x = hist / total
     nonzero = hist > 0
@@ -357,23 +360,8 @@ def _kl_block(
     safe_qsum = np.where(qsum > 0, qsum, 1.0)
     qs_lv = np.where(mean > 0, mean / safe_qsum[:, None] - b[:, None], eps)
     log_qs = np.log(np.maximum(qs_lv, 1e-300))
-    # the non-empty bins but the last of each row, as a 2-D array (masked beyond each row's
-    # width); the log Q term summed per level from the row's running sum of ps at the level
-    # bounds (``ccnt`` maps a bin bound to its position among the non-empty bins)
-    nz_cols = np.flatnonzero(nonzero[: w - 1])
-    ps = x[nz_cols][None, :] - a[:, None]
-    mask = (ps > 0) & (nz_cols[None, :] < last[:, None])
-    ps = np.where(mask, ps, 0.0)
-    logs = np.zeros_like(ps)
-    np.log(ps, out=logs, where=mask)
-    kl = np.sum(ps * logs, axis=1)
-    run = np.zeros((n, nz_cols.size + 1))
-    np.cumsum(ps, axis=1, out=run[:, 1:])
-    seg_bounds = ccnt[np.minimum(bounds, last[:, None])]  # the last bin is added below
-    seg = np.take_along_axis(run, seg_bounds[:, 1:], 1) - np.take_along_axis(
-        run, seg_bounds[:, :-1], 1
-    )
-    kl -= np.sum(seg * log_qs, axis=1)
+    first, seg = _p_terms(x, nonzero, ccnt, a, last, bounds)
+    kl = first - np.sum(seg * log_qs, axis=1)
     # the last bin
     ps_last = np.where(x_last > 0, x_last - a, eps)
     lq_last = log_qs[rows, last_level]
@@ -381,6 +369,48 @@ def _kl_block(
     lq_last = np.where(has_q, lq_last, np.log(eps))
     kl += np.where(ps_last > 0, ps_last * (np.log(np.maximum(ps_last, 1e-300)) - lq_last), 0.0)
     return np.where(qsum > 0, kl, np.inf)
+
+
+def _p_terms(
+    x: np.ndarray,
+    nonzero: np.ndarray,
+    ccnt: np.ndarray,
+    a: np.ndarray,
+    last: np.ndarray,
+    bounds: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, over the non-empty bins before its last one: ``Σ ps log ps`` and, per level,
+    ``Σ ps`` (ps = x − a where positive). Rows whose P has no empty bin (``a = 0``) read prefix
+    sums of ``x log x`` (float64); the others take one float32 ``log`` per bin on a 2-D array
+    masked beyond each row's width (``ccnt`` maps a bin bound to its position among the
+    non-empty bins)."""
+    n, levels = last.size, bounds.shape[1] - 1
+    first = np.zeros(n)
+    seg = np.zeros((n, levels))
+    flat = a == 0
+    if flat.any():
+        xlogx = np.where(nonzero, x * np.log(np.where(nonzero, x, 1.0)), 0.0)
+        c1 = np.concatenate([[0.0], np.cumsum(xlogx)])
+        cx = np.concatenate([[0.0], np.cumsum(x)])
+        lz = last[flat]
+        first[flat] = c1[lz]
+        bz = np.minimum(bounds[flat], lz[:, None])
+        seg[flat] = cx[bz[:, 1:]] - cx[bz[:, :-1]]
+    rest = np.flatnonzero(~flat)
+    if rest.size:
+        lr = last[rest]
+        nz_cols = np.flatnonzero(nonzero[: int(lr.max())])
+        ps = x[nz_cols][None, :] - a[rest][:, None]
+        mask = (ps > 0) & (nz_cols[None, :] < lr[:, None])
+        ps = np.where(mask, ps, 0.0)
+        logs = np.zeros(ps.shape, np.float32)  # float32 logs: see _KL_SCREEN
+        np.log(ps.astype(np.float32), out=logs, where=mask)
+        first[rest] = np.sum(ps * logs, axis=1)
+        run = np.zeros((rest.size, nz_cols.size + 1))
+        np.cumsum(ps, axis=1, out=run[:, 1:])
+        sb = ccnt[np.minimum(bounds[rest], lr[:, None])]
+        seg[rest] = np.take_along_axis(run, sb[:, 1:], 1) - np.take_along_axis(run, sb[:, :-1], 1)
+    return first, seg
 
 
 def _mse_threshold(v: np.ndarray, mn: float, mx: float) -> float:

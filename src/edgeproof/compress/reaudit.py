@@ -86,6 +86,7 @@ class TrustCheck:
     status: CheckStatus
     message: str | None = None
     traceback: str | None = None
+    duration_s: float = 0.0
 
     @property
     def crashed(self) -> bool:
@@ -94,7 +95,11 @@ class TrustCheck:
     @classmethod
     def of(cls, result: CheckResult) -> TrustCheck:
         return cls(
-            result.check, result.status, result.error or result.skip_reason, result.traceback
+            result.check,
+            result.status,
+            result.error or result.skip_reason,
+            result.traceback,
+            result.duration_s,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +109,7 @@ class TrustCheck:
             "message": self.message,
             "crashed": self.crashed,
             "traceback": self.traceback,
+            "duration_s": self.duration_s,
         }
 
 

@@ -63,9 +63,12 @@ class ActFakeQuant(nn.Module):
         if self.observer is not None:
             self.observer.observe(x.detach().cpu().numpy())
             return x
+        # clamp(round(x / s) + zp, 0, 255) - zp, times s: in place on the fresh quotient (the
+        # same float operations in the same order as ONNX QuantizeLinear/DequantizeLinear)
         s = torch.tensor(self.scale, dtype=x.dtype)
-        q = torch.clamp(torch.round(x / s) + self.zero_point, 0, 255)
-        return (q - self.zero_point) * s
+        q = torch.div(x, s)
+        q.round_().add_(self.zero_point).clamp_(0, 255).sub_(self.zero_point)
+        return q.mul_(s)
 
 
 # --------------------------------------------------------------------------------------------
