@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edgeproof"
 HEAVY = ("torch", "numpy", "scipy", "onnx", "onnxruntime", "matplotlib", "sklearn", "safetensors")
 
 #: library modules whose messages still name flags (converted when the loaders are hardened)
-_PENDING = ("data/", "models/loading.py", "models/zoo.py", "integrity/", "policy.py", "report/")
+_PENDING: tuple[str, ...] = ()
 
 
 def _parser_flags() -> set[str]:
@@ -107,3 +107,33 @@ def test_cli_skip_reasons_name_flags(tmp_path: Path, capsys: pytest.CaptureFixtu
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     reasons = {c["check"]: c["skip_reason"] for c in report["checks"] if c["status"] == "skipped"}
     assert reasons["performance"] == "needs labelled data (pass --data)"
+
+
+def test_a_weights_only_check_runs_without_shape_or_data_and_the_others_say_what_they_need(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import save_file
+    from torch import nn
+
+    (tmp_path / "usermlp.py").write_text(
+        "from torch import nn\n\n"
+        "def make(input_shape=None, num_classes=3, normalization=None):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 3))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 3))
+    model = tmp_path / "net.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(model))
+    out = tmp_path / "spectral"
+    argv = ["audit", str(model), "--arch", "usermlp:make", "--out", str(out), "--quiet"]
+    assert main([*argv, "--checks", "spectral"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["checks"][0]["status"] == "ok"
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    reasons = {c["check"]: c["skip_reason"] for c in report["checks"] if c["status"] == "skipped"}
+    assert "pass --shape" in reasons["footprint"] and "pass --data" in reasons["performance"]
+    # the advice works: with the shape, the forward checks run
+    assert main([*argv, "--shape", "20", "--checks", "footprint"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["checks"][0]["status"] == "ok"

@@ -24,11 +24,13 @@ a flag and a CLI message never names a Python argument.
     │   ├── InputFileError           a file is missing, unreadable, truncated or corrupt
     │   │   ├── ModelFileError
     │   │   ├── DataFileError
-    │   │   └── UnsafePickleError    a pickle would execute code; pass --trust-pickle
+    │   │   └── UnsafeCodeError      loading would run code from the file; trust_code=True
+    │   │       └── UnsafePickleError    (a pickle; trust_pickle=True is the old name)
     │   ├── ArchitectureMismatchError
     │   ├── OptionError              an option/argument value is invalid
     │   ├── SpecError                input shape/domain does not fit the model or data
     │   ├── DataError                the data's content is invalid (NaN, labels out of range, empty)
+    │   ├── ModelError               the model's content is invalid (its outputs are NaN/Inf)
     │   ├── NotApplicableError       a compression step cannot apply to this model (search: skipped)
     │   └── PolicyFileError
     ├── PolicyViolation              exit code 1 (a threshold failed; not an error of input)
@@ -50,12 +52,14 @@ __all__ = [
     "EdgeproofError",
     "InputFileError",
     "InternalError",
+    "ModelError",
     "ModelFileError",
     "NotApplicableError",
     "OptionError",
     "PolicyFileError",
     "PolicyViolation",
     "SpecError",
+    "UnsafeCodeError",
     "UnsafePickleError",
     "UserError",
     "param",
@@ -65,19 +69,26 @@ __all__ = [
 _MARK = re.compile(r"\u27e8([^\u27e9]+)\u27e9")
 
 
-def param(name: str) -> str:
+def param(name: str, switch: bool = False) -> str:
     """Mark the library parameter ``name`` inside an error message.
 
-    ``str(error)`` shows the bare name; the CLI shows the flag that sets it
-    (:meth:`EdgeproofError.render`).
+    ``str(error)`` shows the bare name (``name=True`` for a ``switch``, a boolean parameter the
+    advice turns on); the CLI shows the flag that sets it (:meth:`EdgeproofError.render`).
     """
-    return f"\u27e8{name}\u27e9"
+    return f"\u27e8{name}{'=True' if switch else ''}\u27e9"
 
 
 def render_text(text: str, name_of: Callable[[str], str] | None = None) -> str:
     """``text`` with each :func:`param` marker replaced by ``name_of(parameter)`` (default: the
     parameter's own name). Skip reasons and other messages that name parameters go through it."""
-    return _MARK.sub(lambda m: (name_of or str)(m.group(1)), text)
+
+    def name(m: re.Match[str]) -> str:
+        marked = m.group(1)
+        if name_of is None:
+            return marked
+        return name_of(marked.removesuffix("=True"))
+
+    return _MARK.sub(name, text)
 
 
 class EdgeproofError(Exception):
@@ -92,7 +103,7 @@ class EdgeproofError(Exception):
 
     def parameters(self) -> list[str]:
         """The library parameters the message names."""
-        return _MARK.findall(super().__str__())
+        return [m.removesuffix("=True") for m in _MARK.findall(super().__str__())]
 
     def __str__(self) -> str:
         return self.render()
@@ -128,7 +139,12 @@ class DataFileError(InputFileError):
     """A data file cannot be loaded."""
 
 
-class UnsafePickleError(ModelFileError):
+class UnsafeCodeError(ModelFileError):
+    """Loading the file would run code from it (a pickle, a TorchScript op outside the allowlist,
+    a compiled AOTInductor library); refused unless the caller passes ``trust_code=True``."""
+
+
+class UnsafePickleError(UnsafeCodeError):
     """Loading the file would unpickle arbitrary objects (i.e. execute code from the file)."""
 
 
@@ -157,6 +173,10 @@ class SpecError(UserError):
 
 class DataError(UserError):
     """The data's content is invalid (NaN/Inf, labels out of range, empty)."""
+
+
+class ModelError(UserError):
+    """The model's content is invalid: e.g. it returns NaN or Inf logits (broken weights)."""
 
 
 class NotApplicableError(UserError):

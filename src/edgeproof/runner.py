@@ -8,11 +8,12 @@ duration; the report carries the seed, the versions and the thread count.
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -22,12 +23,13 @@ import numpy as np
 from edgeproof.checks import available_checks, get_check
 from edgeproof.checks.base import AuditContext, Check, seed_everything
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import SpecError, UserError, param, render_text
+from edgeproof.errors import OptionError, SpecError, UserError, param, render_text
 from edgeproof.models.loaded import LoadedModel
+from edgeproof.options import positive_int
 from edgeproof.report.report import Report
 from edgeproof.results import CheckResult
 from edgeproof.runtime.threads import resolve_threads, torch_threads
-from edgeproof.spec import InputKind, InputSpec, Norm, ThreatModel
+from edgeproof.spec import DomainSource, InputKind, InputSpec, Norm, ThreatModel
 
 __all__ = ["PlannedCheck", "audit", "plan_checks", "resolve_threat", "run_checks"]
 
@@ -57,34 +59,48 @@ def resolve_threat(
     kind: InputKind | None = None,
     norm: Norm = "linf",
     eps: Sequence[float] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> ThreatModel:
     """Build the one ThreatModel every check shares.
 
     Precedence for each field: explicit argument (a CLI flag) > model metadata > data.
     The data must fit the spec: a shape or class-count disagreement is a :class:`SpecError`.
+    ``mean``/``std`` (given together): the model expects ``(x − mean) / std`` per channel,
+    applied outside it (:attr:`InputSpec.outside_normalization`); data, domain and ε stay raw.
+    An explicit ``shape`` or ``domain`` that is itself invalid is an :class:`OptionError`
+    naming the parameter.
     """
+    if shape is not None:
+        shape = _check_shape(shape)
+    if domain is not None:
+        domain = _check_domain(domain)
+    if (mean is None) != (std is None):
+        given, missing = ("mean", "std") if std is None else ("std", "mean")
+        raise SpecError(
+            f"{param(given)} was given without {param(missing)}; the normalisation outside the "
+            f"model needs both, e.g. {param('mean')} 0.1307 {param('std')} 0.3081"
+        )
     base = model.spec
     if shape is None:
         shape = (
             base.shape if base is not None else (data.sample_shape if data is not None else None)
         )
-    if shape is None and model.can_forward:
-        raise SpecError(
-            f"{model.name}: the input shape is unknown (no metadata and no data); "
-            f"pass {param('shape')}, e.g. {param('shape')} 3,32,32"
-        )
     if shape is None:
-        shape = ()  # weights only, no data: only data-free checks run; none needs an input
+        # no metadata and no data: the data-free checks run; a check that needs an input says
+        # so in its skip reason (Check.skip_reason)
+        shape = ()
+    source: DomainSource = "declared"
     if domain is None:
         if base is not None:
-            domain = base.domain
+            domain, source = base.domain, "metadata"
         elif data is not None and data.domain is not None:
-            domain = data.domain
+            domain, source = data.domain, "data"
         elif data is not None:
             lo, hi = float(data.x.min()), float(data.x.max())
-            domain = (lo, hi if hi > lo else lo + 1.0)
+            domain, source = (lo, hi if hi > lo else lo + 1.0), "inferred"
         else:
-            domain = (0.0, 1.0)
+            domain, source = (0.0, 1.0), "default"
     if kind is None:
         if base is not None:
             kind = base.kind
@@ -116,12 +132,49 @@ def resolve_threat(
         normalization=base.normalization if base is not None else None,
         num_classes=num_classes,
         class_names=class_names,
+        domain_source=source,
+        outside_normalization=(
+            (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+            if mean is not None and std is not None
+            else base.outside_normalization
+            if base is not None
+            else None
+        ),
     )
     if eps is None:
         eps = tuple(round(f * spec.range, 6) for f in (0.01, 0.03, 0.1))
         if norm == "l2":
             eps = tuple(round(e * spec.numel**0.5 / 4, 6) for e in eps)
     return ThreatModel(input=spec, norm=norm, eps=tuple(eps))
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    from edgeproof import limits
+
+    dims = tuple(shape)
+    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise OptionError(
+            "shape", f"{list(dims)} is not a sample shape", "give positive integers, e.g. 3,32,32"
+        )
+    numel = math.prod(dims)
+    cap = limits.current().max_sample_elements
+    if numel > cap:
+        raise OptionError(
+            "shape",
+            f"{list(dims)} has {numel:,} values per sample, over max_sample_elements={cap:,}",
+            limits.how_to_raise("max_sample_elements"),
+        )
+    return dims
+
+
+def _check_domain(domain: Sequence[float]) -> tuple[float, float]:
+    values = tuple(domain)
+    ok = len(values) == 2 and all(isinstance(v, (int, float)) for v in values)
+    if not ok or not all(math.isfinite(v) for v in values) or not values[0] < values[1]:
+        raise OptionError(
+            "domain", f"{list(values)} is not a domain", "give two finite numbers lo < hi"
+        )
+    return float(values[0]), float(values[1])
 
 
 def _probe(model: LoadedModel, threat: ThreatModel, data: Dataset | None) -> None:
@@ -214,6 +267,11 @@ def _run_one(
     try:
         with torch_threads(resolve_threads(threads, parallel=check.parallel)):
             result = check.run(ctx)
+        # findings and the summary name library parameters as the caller wants them named
+        result.findings = [
+            replace(f, message=render_text(f.message, name_of)) for f in result.findings
+        ]
+        result.summary = render_text(result.summary, name_of)
     except UserError as exc:
         result = check.new_result(status="error", error=exc.render(name_of))
     except Exception as exc:  # a crashing check is recorded; the others still run
@@ -291,10 +349,12 @@ def audit(
     (see :func:`edgeproof.report.files.write_report`).
     """
     t_start = time.perf_counter()
+    batch_size = positive_int("batch_size", batch_size)
     if data is not None:
         data.validate()
     if threat is None:
         threat = resolve_threat(model, data)
+    model = model.for_spec(threat.input)
     _probe(model, threat, data)
     if checks is None:
         checks = available_checks()

@@ -73,6 +73,7 @@ from torch import nn
 
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.methods.stats import wilson_bounds
+from edgeproof.models.modules import eval_mode
 
 __all__ = [
     "ABSTAIN",
@@ -366,7 +367,7 @@ def _eval_mode(model: Classifier) -> Iterator[None]:
         return
     training = [m for m in model.modules() if m.training]
     if training:
-        model.eval()
+        eval_mode(model)  # an exported program's mode is in its graph: left as it is
     try:
         yield
     finally:

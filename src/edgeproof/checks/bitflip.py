@@ -9,9 +9,9 @@ copy of the model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -50,6 +50,13 @@ class BitflipCheck(Check):
 
     name = "bitflip"
     title = "Sign-bit flip fragility (Deep Neural Lesion)"
+    headline = ("dnl_ar_10", "onep_dnl_ar_10", "random_ar_10")
+    quick_settings: ClassVar[Mapping[str, Any]] = {
+        "random_seeds": 2,
+        "eval_samples": 48,
+        "noise_samples": 32,
+        "budgets": (1e-3,),
+    }
     description = (
         "Data-free sign-flip attack on the largest/most sensitive weights (Galil et al. 2025, "
         "DNL and 1P-DNL) against random flips, and the effect of protecting top-scored bits."
@@ -101,7 +108,7 @@ class BitflipCheck(Check):
         spec = ctx.model.spec or ctx.threat.input
         if ctx.data is not None:
             n = min(self.eval_samples, len(ctx.data))
-            x = torch.as_tensor(ctx.data.x[:n])
+            x = ctx.model.preprocess(torch.as_tensor(ctx.data.x[:n]))
             y = torch.as_tensor(ctx.data.y[:n])
             clean_acc = float((_forward(module, x, ctx.batch_size).argmax(1) == y).float().mean())
 
@@ -120,6 +127,7 @@ class BitflipCheck(Check):
         g = ctx.generator(salt=0xB17)
         lo, hi = spec.domain
         x = lo + (hi - lo) * torch.rand((self.noise_samples, *spec.shape), generator=g)
+        x = ctx.model.preprocess(x)
         clean = _forward(module, x, ctx.batch_size)
 
         def disruption(m: nn.Module) -> float:
@@ -135,9 +143,10 @@ class BitflipCheck(Check):
         return disruption, "top-1 change", info
 
     def run(self, ctx: AuditContext) -> CheckResult:
-        module = ctx.model.module
-        assert module is not None  # needs_gradients guarantees a module
-        module = module.eval()
+        # the user's network (outside normalisation applied to its inputs below), so that the
+        # flipped tensors carry the model's own parameter names
+        module = ctx.model.network
+        assert module is not None  # needs_gradients guarantees a module (loaded in eval mode)
         spec = ctx.model.spec or ctx.threat.input
         res = self.new_result()
         damage, label, info = self._damage(ctx, module)
@@ -310,18 +319,22 @@ def _curve_figure(
     ks: list[int], curves: dict[str, list[float]], sd: np.ndarray, label: str
 ) -> Figure:
     def draw() -> str:
-        from edgeproof.report.plots import new_figure, svg_of
+        from edgeproof.report.charts import Axis, Chart
+        from edgeproof.report.charts.colors import BLUE, GREY, ORANGE
 
-        fig, ax = new_figure(5.0, 3.0)
-        for key, style in (("DNL", "o-"), ("1P-DNL", "s-"), ("random (mean)", "^--")):
-            ax.plot(ks, curves[key], style, label=key, ms=3)
-        r = np.array(curves["random (mean)"])
-        ax.fill_between(ks, r - sd, r + sd, color="grey", alpha=0.2)
-        ax.set_xlabel("number of sign flips k")
-        ax.set_ylabel(f"{label} (%)")
-        ax.set_ylim(bottom=min(0.0, float(np.nanmin(r - sd))) if len(r) else 0.0)
-        ax.legend(fontsize=7)
-        return svg_of(fig)
+        r = np.array(curves["random (mean)"], dtype=float)
+        chart = Chart(
+            600,
+            340,
+            x=Axis("number of sign flips k", integer=True),
+            y=Axis(f"{label} (%)"),
+        )
+        chart.band(ks, r - sd, r + sd, color=GREY, opacity=0.22, label="random: ±1 sd over seeds")
+        chart.line(ks, r, color=GREY, dash="dashed", marker="triangle", label="random (mean)")
+        chart.line(ks, curves["DNL"], color=BLUE, marker="circle", label="DNL")
+        chart.line(ks, curves["1P-DNL"], color=ORANGE, marker="square", label="1P-DNL")
+        chart.legend(order=("DNL", "1P-DNL", "random (mean)"))
+        return chart.svg()
 
     return Figure(
         "curve",

@@ -37,7 +37,6 @@ BUILTIN_CHECKS: tuple[CheckInfo, ...] = (
         "Adversarial robustness",
         "edgeproof.checks.adversarial:AdversarialCheck",
         needs_data=True,
-        needs_gradients=True,
     ),
     CheckInfo(
         "corruption",
@@ -57,5 +56,24 @@ BUILTIN_CHECKS: tuple[CheckInfo, ...] = (
         "Randomised smoothing (certified L2 radius)",
         "edgeproof.checks.smoothing:SmoothingCheck",
         needs_data=True,
+    ),
+    CheckInfo(
+        "backdoor",
+        "Backdoor scan",
+        "edgeproof.checks.backdoor:BackdoorCheck",
+        needs_forward=False,
+    ),
+    CheckInfo(
+        "attribution",
+        "Attributions and their sanity",
+        "edgeproof.checks.attribution:AttributionCheck",
+        needs_data=True,
+    ),
+    CheckInfo(
+        "generalization",
+        "Generalization diagnostics (curvature, collapse, TIC)",
+        "edgeproof.checks.generalization:GeneralizationCheck",
+        needs_data=True,
+        needs_gradients=True,
     ),
 )

@@ -13,8 +13,8 @@ certifies small radii; the check says so when abstention is high.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -39,7 +39,6 @@ from edgeproof.errors import OptionError
 from edgeproof.methods.attacks.base import check_logits
 from edgeproof.methods.stats import bootstrap_interval, wilson_interval
 from edgeproof.models.loaded import LoadedModel
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = ["DEFAULT_SIGMA_FRACTION", "HIGH_ABSTENTION", "RADIUS_STEP_FRACTION", "SmoothingCheck"]
@@ -93,6 +92,7 @@ class SmoothingCheck(Check):
     needs_forward = True
     needs_gradients = False
     headline = ("average_certified_radius", "certified_accuracy@0", "abstention_rate")
+    quick_settings: ClassVar[Mapping[str, Any]] = {"n0": 10, "n": 100, "max_samples": 8}
 
     def __init__(
         self,
@@ -336,19 +336,27 @@ def _certificates_table(run: CertificationRun, labels: np.ndarray, ids: list[str
 
 def accuracy_figure(curve: StepCurve, table: CertifiedAccuracy, sigma: float) -> Figure:
     """The certified-accuracy step curve with the table's radii and their Wilson intervals."""
-    fig, ax = new_figure(5.0, 3.2)
-    ax.plot(curve.x, curve.y, color="tab:blue", lw=1.5, label=f"σ = {sigma:g}")
-    err = np.vstack([table.accuracy - table.ci_low, table.ci_high - table.accuracy])
-    ax.errorbar(table.radii, table.accuracy, yerr=err, fmt="o", ms=3, color="tab:blue", capsize=2)
-    ax.set_xlabel("L2 radius (input units)")
-    ax.set_ylabel("certified accuracy")
-    ax.set_ylim(0.0, 1.0)
-    ax.set_xlim(left=0.0)
-    ax.legend(loc="upper right", frameon=False)
+
+    def draw() -> str:
+        from edgeproof.report.charts import Axis, Chart
+        from edgeproof.report.charts.colors import BLUE
+
+        chart = Chart(
+            600,
+            340,
+            x=Axis("L2 radius (input units)", limits=(0.0, None)),
+            y=Axis("certified accuracy", limits=(0.0, 1.0)),
+        )
+        chart.line(curve.x, curve.y, color=BLUE, width=1.6, label=f"σ = {sigma:g}")
+        chart.errorbars(table.radii, table.ci_low, table.ci_high, color=BLUE, cap=3.0)
+        chart.scatter(table.radii, table.accuracy, color=BLUE, size=3.0, opacity=1.0,
+                      label=f"table radii, Wilson {table.level:.0%} CI")  # fmt: skip
+        return chart.svg()
+
     return Figure(
         "certified_accuracy",
         "Certified accuracy vs L2 radius",
-        svg_of(fig),
+        draw,
         description=f"exact step curve over the certified radii; points: the table's radii with "
         f"Wilson {table.level:.0%} intervals",
     )

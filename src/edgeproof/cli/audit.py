@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from edgeproof.report.terminal import print_summary
     from edgeproof.runner import audit, resolve_threat
 
+    options.check_outputs(
+        [options.report_folder(args.out)],
+        [*options.model_inputs(args), args.data, args.policy, args.baseline],
+    )
     policy = None
     if args.policy:
         from edgeproof.policy import load_policy

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from edgeproof.demo import run_demo
     from edgeproof.report.terminal import print_summary
 
+    options.check_outputs([options.report_folder(args.out)], [])
     result = run_demo(args.out, progress=not args.quiet, seed=args.seed, threads=args.threads)
     if not args.quiet:
         print_summary(result.report)

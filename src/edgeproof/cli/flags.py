@@ -17,6 +17,9 @@ FLAGS: dict[str, str] = {
     "arch": "--arch",
     "trust_code": "--trust-code",
     "trust_pickle": "--trust-pickle",
+    "allow_outside": "--allow-outside",
+    "raw": "--raw",
+    "out_dir": "--out",
     "spec": "--shape",
     # data
     "data": "--data",
@@ -30,6 +33,8 @@ FLAGS: dict[str, str] = {
     "shape": "--shape",
     "domain": "--domain",
     "kind": "--kind",
+    "mean": "--mean",
+    "std": "--std",
     "norm": "--norm",
     "eps": "--eps",
     # running

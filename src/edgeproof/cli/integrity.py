@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--x-key", default="x", help="npz input array name (default x)")
     p.add_argument("--y-key", default="y", help="npz label array name (default y)")
     p.add_argument("--label-column", default="label", help="csv label column (default label)")
+    p.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="allow sealing paths outside the seal's folder (stored as ../ paths)",
+    )
     options.add_threads(p, default="all cores")
     p.set_defaults(handler=_seal)
 
@@ -55,6 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("seal", type=Path, metavar="SEAL")
     p.add_argument("--pub", type=Path, help="require a valid signature by this public key")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="follow sealed paths that leave the seal's folder (only for seals you trust)",
+    )
     options.add_threads(p, default="all cores")
     p.set_defaults(handler=_verify)
 
@@ -109,8 +119,9 @@ def _seal(args: argparse.Namespace) -> int:
             f"{cs} is not a multiple of 4 in [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]",
             "use e.g. 65536",
         )
-    key = load_private_key(args.key) if args.key else None
     out = Path(args.out)
+    options.check_outputs([out], [*args.paths, args.key])
+    key = load_private_key(args.key) if args.key else None
     loader = {"x_key": args.x_key, "y_key": args.y_key, "label_column": args.label_column}
     seal = seal_paths(
         args.paths,
@@ -120,6 +131,7 @@ def _seal(args: argparse.Namespace) -> int:
         loader=loader,
         threads=args.threads,
         key=key,
+        allow_outside=args.allow_outside,
     )
     seal.write(out)
     for h in seal.headers:
@@ -136,7 +148,12 @@ def _verify(args: argparse.Namespace) -> int:
     seal = Seal.read(args.seal)
     pub = load_public_key(args.pub) if args.pub else None
     result = verify_seal(
-        seal, base_dir=args.seal.parent, public_key=pub, threads=args.threads, source=str(args.seal)
+        seal,
+        base_dir=args.seal.parent,
+        public_key=pub,
+        threads=args.threads,
+        source=str(args.seal),
+        allow_outside=args.allow_outside,
     )
     if args.json:
         json.dump(result.to_json(), sys.stdout, indent=1)
@@ -155,6 +172,8 @@ def _prove(args: argparse.Namespace) -> int:
     from edgeproof.integrity.proof import prove
     from edgeproof.integrity.seal import Seal
 
+    if args.out is not None:
+        options.check_outputs([args.out], [args.seal])
     proof = prove(Seal.read(args.seal), args.record_id, item=args.item)
     if args.out is None:
         json.dump(proof.to_json(), sys.stdout, indent=1)
@@ -187,6 +206,9 @@ def _verify_proof(args: argparse.Namespace) -> int:
 def _keygen(args: argparse.Namespace) -> int:
     from edgeproof.integrity.signing import generate_key
 
-    priv, pub = generate_key(Path(args.out), overwrite=args.force)
+    out = Path(args.out)
+    if not args.force:
+        options.check_outputs([out, out.with_name(out.name + ".pub")], [])
+    priv, pub = generate_key(out, overwrite=args.force)
     print(f"wrote private key {priv} (keep it secret) and public key {pub}")
     return 0

@@ -111,7 +111,29 @@ def load_model_arg(args: argparse.Namespace) -> LoadedModel:
     from edgeproof.models.loading import load_model
 
     trust = bool(args.trust_code or args.trust_pickle)
-    return load_model(args.model, arch=args.arch, trust_pickle=trust)
+    return load_model(args.model, arch=args.arch, trust_code=trust)
+
+
+def model_inputs(args: argparse.Namespace) -> list[str]:
+    """The files reading the model touches: the model and its sidecar metadata."""
+    from pathlib import Path
+
+    return [args.model, str(Path(args.model).with_suffix(".json"))]
+
+
+def check_outputs(outputs: list[Any], inputs: list[Any]) -> None:
+    """Refuse, before anything is read, an output that is, contains or would replace an input
+    (:func:`edgeproof.outputs.check_output_paths`)."""
+    from edgeproof.outputs import check_output_paths
+
+    check_output_paths(outputs, inputs)
+
+
+def report_folder(out: str) -> Any:
+    """The ``--out`` folder of a command that writes a report."""
+    from edgeproof.outputs import Output
+
+    return Output.folder(out, ["report.json", "report.html"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,6 +190,12 @@ def add_spec(p: argparse.ArgumentParser, *, threat: bool = True) -> None:
     g.add_argument(
         "--kind", choices=["image", "timeseries", "tabular"], help="kind of input signal"
     )
+    g.add_argument(
+        "--mean",
+        help="per-channel mean the model expects subtracted outside it, e.g. 0.485,0.456,0.406 "
+        "(with --std; edgeproof applies (x - mean) / std, data and eps stay in raw units)",
+    )
+    g.add_argument("--std", help="per-channel std of that normalisation, e.g. 0.229,0.224,0.225")
     if threat:
         g.add_argument(
             "--norm",
@@ -190,6 +218,8 @@ def spec_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "shape": csv_ints("shape", args.shape) if args.shape else None,
         "domain": csv_floats("domain", args.domain, 2) if args.domain else None,
         "kind": args.kind,
+        "mean": csv_floats("mean", args.mean) if args.mean else None,
+        "std": csv_floats("std", args.std) if args.std else None,
     }
     if hasattr(args, "eps"):
         out["norm"] = args.norm

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from edgeproof.methods.dnl import candidate_set, protect_set, validate_budget
     from edgeproof.runtime.threads import torch_threads
 
+    options.check_outputs([args.out], options.model_inputs(args))
     budget = validate_budget(args.budget, "budget")
     model = options.load_model_arg(args)
     if model.module is None or model.spec is None:

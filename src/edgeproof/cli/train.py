@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in ("", ".safetensors"):
         raise OptionError("out", f"{out} must end in .safetensors", "e.g. model.safetensors")
+    options.check_outputs([out, out.with_suffix(".json")], [args.data])
     data = options.load_data_arg(args, args.data)
     with torch_threads(args.threads or 1):
         trained = train_and_save(

@@ -14,14 +14,15 @@ Every form exposes its named weight tensors (``weights``), so data-free checks w
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
-from edgeproof.spec import InputSpec
+from edgeproof.errors import SpecError
+from edgeproof.spec import InputSpec, Normalization
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -47,6 +48,9 @@ class LoadedModel:
         arch: the architecture name (``zoo:resnet20`` or ``pkg.mod:fn``), if known.
         metadata: anything else the sidecar metadata said (training settings, etc.).
         warnings: things the loader noticed and fixed (e.g. "model was in train mode").
+        outside_normalization: ``(mean, std)`` edgeproof applies before the model (set by
+            :meth:`for_spec`); ``module`` then takes raw inputs and :attr:`network` is the
+            user's module, which takes normalised ones.
     """
 
     path: Path | None
@@ -58,6 +62,48 @@ class LoadedModel:
     arch: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    outside_normalization: Normalization | None = None
+    _network: torch.nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def network(self) -> torch.nn.Module | None:
+        """The user's module as loaded: without edgeproof's outside normalisation (weight-level
+        checks read and flip its parameters; it takes normalised inputs)."""
+        return self._network if self._network is not None else self.module
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the units :attr:`network` takes (normalised when the spec says so)."""
+        if self.outside_normalization is None:
+            return x
+        mean, std = (torch.tensor(v, dtype=x.dtype) for v in self.outside_normalization)
+        shape = (-1,) + (1,) * (x.dim() - 2) if x.dim() >= 2 else (-1,)
+        return (x - mean.view(shape)) / std.view(shape)
+
+    def for_spec(self, spec: InputSpec) -> LoadedModel:
+        """This model as an audit of ``spec`` runs it: when the spec declares a normalisation
+        outside the model, a view whose ``module`` takes raw inputs (``(x − mean) / std`` is
+        applied first, :class:`~edgeproof.models.modules.OutsideNormalized`) and whose ONNX
+        session is fed normalised inputs; otherwise the model itself."""
+        norm = spec.outside_normalization
+        if norm == self.outside_normalization:
+            return self
+        if self.outside_normalization is not None:
+            raise SpecError(
+                f"{self.name}: already normalised outside with {self.outside_normalization}; "
+                "pass the model as loaded"
+            )
+        from edgeproof.models.modules import OutsideNormalized
+
+        assert norm is not None
+        module = None if self.module is None else OutsideNormalized(self.module, *norm)
+        return replace(
+            self,
+            module=module,
+            outside_normalization=norm,
+            _network=self.module,
+            spec=self.spec.with_(outside_normalization=norm) if self.spec is not None else spec,
+            warnings=list(self.warnings),
+        )
 
     @property
     def name(self) -> str:
@@ -84,6 +130,9 @@ class LoadedModel:
 
     def predict_logits(self, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """Run inputs through the model in batches; returns float32 logits ``(N, K)``."""
+        from edgeproof.options import positive_int
+
+        batch_size = positive_int("batch_size", batch_size)
         xt = (
             torch.as_tensor(np.asarray(x, dtype=np.float32))
             if not isinstance(x, torch.Tensor)
@@ -97,7 +146,7 @@ class LoadedModel:
                     outs.append(out.detach().float().cpu().numpy())
         elif self.session is not None:
             inp = self.session.get_inputs()[0].name
-            xn = xt.detach().cpu().numpy().astype(np.float32)
+            xn = self.preprocess(xt.detach().float()).cpu().numpy().astype(np.float32)
             for i in range(0, xn.shape[0], batch_size):
                 res = self.session.run(None, {inp: xn[i : i + batch_size]})
                 outs.append(np.asarray(res[0], dtype=np.float32))
