@@ -468,3 +468,44 @@ def test_compress_modules_and_functions_stay_small() -> None:
     assert not big
     long = [f for p in files for f in _long_functions(p)]
     assert not long
+
+
+def test_a_normalisation_outside_the_model_is_applied_as_the_audit_applies_it(
+    registry: Callable[[str, Callable[..., Check]], None],
+) -> None:
+    def probe(ctx: AuditContext) -> CheckResult:
+        wrapped = float(ctx.model.network is not ctx.model.module)
+        return CheckResult(
+            "probe",
+            "probe",
+            metrics=[
+                Metric("eps", ctx.threat.eps[-1], "", None, "", False),
+                Metric("wrapped", wrapped, "", None, "", True),
+            ],
+        )
+
+    registry("probe", _factory("probe", probe))
+    module, spec, data = _wide_domain_model()
+    spec = spec.with_(outside_normalization=((0.5,), (1.5,)))
+    res = compress(module, spec, data, recipes=[Chain(Quantize())], checks=("probe",))
+    evaluation = data.subset(np.arange(48, 96))
+    with torch.no_grad():
+        x = (torch.from_numpy(evaluation.x) - 0.5) / 1.5
+        want = float((module(x).argmax(1).numpy() == evaluation.y).mean())
+    # built and measured in the network's units (a drop-in replacement for the module) ...
+    assert res.ledger.baseline.accuracy == pytest.approx(want)
+    # ... re-audited in raw units, the candidate normalised first, at the raw domain's ε
+    for row in res.ledger.rows:
+        assert row.trust_value("probe.wrapped") == 1.0
+        assert row.trust_value("probe.eps") == pytest.approx(0.3)
+
+
+def test_cli_compress_refuses_an_output_folder_holding_its_model(
+    digits_model_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeproof.cli import main
+
+    out = str(digits_model_path.parent)
+    code = main(["compress", str(digits_model_path), "--data", "builtin:digits", "--out", out])
+    err = capsys.readouterr().err
+    assert code == 2 and "contains the input" in err and "--out" in err

@@ -109,11 +109,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgeproof.compress.api import compress, write_artefacts
+    from edgeproof.compress.api import ARTEFACT_FILES, compress, write_artefacts
     from edgeproof.compress.earlyexit import EarlyExitConfig
     from edgeproof.compress.search import Budget
     from edgeproof.errors import param
+    from edgeproof.outputs import Output
     from edgeproof.runner import resolve_threat
+
+    options.check_outputs(
+        [Output.folder(args.out, ARTEFACT_FILES)],
+        [*options.model_inputs(args), args.data, args.eval],
+    )
 
     budget = Budget(
         max_drop=None if args.max_drop is None else parse_drop(args.max_drop),

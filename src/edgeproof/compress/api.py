@@ -41,7 +41,16 @@ from edgeproof.errors import InternalError, SpecError, param
 from edgeproof.results import CheckResult, Finding
 from edgeproof.spec import InputSpec, ThreatModel
 
-__all__ = ["CompressionResult", "compress", "write_artefacts"]
+__all__ = ["ARTEFACT_FILES", "CompressionResult", "compress", "write_artefacts"]
+
+ARTEFACT_FILES: tuple[str, ...] = (
+    "model.onnx",
+    "model.safetensors",
+    "compress.json",
+    "report.json",
+    "report.html",
+)
+"""The files :func:`write_artefacts` writes into its folder."""
 
 
 @dataclass

@@ -62,8 +62,12 @@ def measure(
     *,
     baseline: Candidate | None = None,
     build_s: float = 0.0,
+    audit_data: Dataset | None = None,
 ) -> Candidate:
-    """Measure one built candidate on ``data`` (per-class drift against ``baseline``)."""
+    """Measure one built candidate on ``data`` (per-class drift against ``baseline``).
+
+    ``data`` is in the units the artefact takes; ``audit_data`` (default ``data``) holds the
+    same records in the threat model's raw input units, for the re-audit."""
     art = built.artefact
     if art is None:
         raise ValueError(f"{name}: the chain built no artefact")  # Chain.apply always does
@@ -76,7 +80,7 @@ def measure(
     drift = tuple(a - b for a, b in zip(pc, base)) if base else tuple(0.0 for _ in pc)
     p50, p95 = art.latency(data.x, out, threads=threads)
     probe = RssProbe(art.onnx_bytes, data.x, threads=threads)  # runs during the re-audit
-    trust = _trust(art.module, data, settings)
+    trust = _trust(art.module, data if audit_data is None else audit_data, settings)
     rss = probe.result()
     return Candidate(
         name=name,

@@ -218,8 +218,9 @@ def reaudit(
 
     Each check is ``get_check(name, **settings[name])`` (default :data:`REAUDIT_SETTINGS`), run
     by :func:`~edgeproof.runner.run_checks` on one :class:`AuditContext` over
-    ``from_module(straight_through(fold_batchnorm(module)), threat.input)`` with
-    :func:`at_largest_eps` of ``threat``. Metrics are renamed ``<check>.<metric>``.
+    ``from_module(straight_through(fold_batchnorm(module)), threat.input)`` (as the audit runs
+    it: :meth:`~edgeproof.models.loaded.LoadedModel.for_spec`, so ``data`` is in raw input
+    units) with :func:`at_largest_eps` of ``threat``. Metrics are renamed ``<check>.<metric>``.
     """
     conf = REAUDIT_SETTINGS if settings is None else settings
     registered = set(available_checks())
@@ -240,7 +241,7 @@ def reaudit(
             "straight-through estimator for gradients (forward unchanged)"
         )
     ctx = AuditContext(
-        model=from_module(audited, threat.input),
+        model=from_module(audited, threat.input).for_spec(threat.input),
         data=data,
         threat=at_largest_eps(threat),
         seed=seed,

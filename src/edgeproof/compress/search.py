@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 from torch import nn
 
 from edgeproof.compress.context import BuildContext
@@ -28,7 +29,7 @@ from edgeproof.data.dataset import Dataset
 from edgeproof.errors import NotApplicableError, OptionError
 from edgeproof.spec import InputSpec, ThreatModel
 
-__all__ = ["Budget", "default_recipes", "resolve_compress_threat", "search"]
+__all__ = ["Budget", "default_recipes", "network_units", "resolve_compress_threat", "search"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,26 @@ def resolve_compress_threat(
     return resolve_threat(from_module(module, spec), data)
 
 
+def network_units(data: Dataset, module: nn.Module, threat: ThreatModel) -> Dataset:
+    """``data`` (in the audit's raw input units) as ``module`` takes it: normalised when the
+    threat model's input declares a normalisation applied outside the model
+    (:meth:`edgeproof.models.loaded.LoadedModel.preprocess`); ``data`` itself otherwise.
+
+    Candidates are built, calibrated and measured in the network's units (each is a drop-in
+    replacement for ``module``); the trust re-audit stays in raw units, the candidate wrapped
+    as the audit wraps the model (:meth:`~edgeproof.models.loaded.LoadedModel.for_spec`)."""
+    import torch
+
+    from edgeproof.models.loading import from_module
+
+    net = from_module(module, threat.input).for_spec(threat.input)
+    if net.module is module:
+        return data
+    with torch.no_grad():
+        x = net.preprocess(torch.from_numpy(np.ascontiguousarray(data.x, np.float32))).numpy()
+    return replace(data, x=np.ascontiguousarray(x, np.float32), domain=None)
+
+
 def search(
     module: nn.Module,
     spec: InputSpec,
@@ -83,17 +104,18 @@ def search(
     """Build and measure the baseline and every recipe within ``budget.time_budget_s``.
 
     ``threat``: the re-audit's threat model (default: what ``edgeproof audit`` resolves,
-    :func:`resolve_compress_threat`); every candidate is attacked at its largest ε.
+    :func:`resolve_compress_threat`); every candidate is attacked at its largest ε. ``calib``
+    and ``evaluation`` are in raw input units (:func:`network_units`).
     """
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
     module = module.eval()
     threat = resolve_compress_threat(module, spec, evaluation, threat)
-    ctx = BuildContext(spec, calib, threads=threads, seed=seed)
+    net_calib, net_eval = (network_units(d, module, threat) for d in (calib, evaluation))
+    ctx = BuildContext(spec, net_calib, threads=threads, seed=seed)
     settings = MeasureSettings(threat, tuple(checks), threads, seed)
-    base_chain = Chain()
-    base_built = base_chain.apply(module, ctx)
-    baseline = measure("fp32", "baseline", base_built, evaluation, settings)
+    base_built = Chain().apply(module, ctx)
+    baseline = measure("fp32", "baseline", base_built, net_eval, settings, audit_data=evaluation)
     ledger = Ledger(baseline, threat=at_largest_eps(threat))
     ledger.artefacts["fp32"] = base_built
     for chain in default_recipes() if recipes is None else recipes:
@@ -115,10 +137,11 @@ def search(
             chain.name,
             chain.technique,
             built,
-            evaluation,
+            net_eval,
             settings,
             baseline=baseline,
             build_s=build_s,
+            audit_data=evaluation,
         )
         ledger.candidates.append(cand)
         ledger.artefacts[cand.name] = built
