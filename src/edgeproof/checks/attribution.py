@@ -359,7 +359,7 @@ class AttributionCheck(Check):
             run = _Run(name)
             runs.append(run)
             if name in _GRADIENT and torch_model is None:
-                run.skipped = f"needs gradients, which a {ctx.model.format} model does not provide"
+                run.skipped = f"needs gradients, which {ctx.model.described} does not provide"
                 continue
             if name == "frequency_occlusion" and kind != "timeseries":
                 run.skipped = "frequency occlusion explains time series (time on the last axis)"
@@ -435,8 +435,8 @@ class AttributionCheck(Check):
             res.findings.append(
                 Finding(
                     "info",
-                    f"sanity tests need to re-initialise the weights, which a {ctx.model.format} "
-                    "model does not allow: the maps shown are unverified (give the PyTorch model "
+                    f"sanity tests need to re-initialise the weights, which {ctx.model.described} "
+                    "does not allow: the maps shown are unverified (give the PyTorch model "
                     "to run them)",
                 )
             )

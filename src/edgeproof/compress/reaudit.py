@@ -35,6 +35,7 @@ from edgeproof.compress.folding import fold_batchnorm, has_batchnorm
 from edgeproof.compress.simulate import ActFakeQuant
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import SpecError
+from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import from_module
 from edgeproof.results import CheckResult, CheckStatus, Metric
 from edgeproof.runner import run_checks
@@ -42,12 +43,14 @@ from edgeproof.spec import ThreatModel
 
 __all__ = [
     "REAUDIT_SETTINGS",
+    "REAUDIT_SETTINGS_GRAPH",
     "TRUST_CHECKS",
     "StraightThrough",
     "TrustAudit",
     "TrustCheck",
     "at_largest_eps",
     "reaudit",
+    "reaudit_graph",
     "straight_through",
 ]
 
@@ -72,6 +75,12 @@ REAUDIT_SETTINGS: dict[str, dict[str, Any]] = {
     },
 }
 """Small settings per check for re-auditing every candidate (checks not named: defaults)."""
+
+REAUDIT_SETTINGS_GRAPH: dict[str, dict[str, Any]] = {
+    **REAUDIT_SETTINGS,
+    "adversarial": {"attacks": ("square",), "square_queries": 200, "max_samples": 100},
+}
+"""The settings of a re-audit on a graph (forward only: the Square attack, 200 queries)."""
 
 
 @dataclass(frozen=True)
@@ -240,9 +249,57 @@ def reaudit(
             f"trust re-audit: {wrapped} activation fake-quantizers use a clipped "
             "straight-through estimator for gradients (forward unchanged)"
         )
+    model = from_module(audited, threat.input)
+    return _audit(model, threat, data, todo, conf, seed, threads, name_of, notes)
+
+
+def reaudit_graph(
+    onnx_bytes: bytes,
+    threat: ThreatModel,
+    data: Dataset,
+    *,
+    checks: Sequence[str] = TRUST_CHECKS,
+    seed: int = 0,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    threads: int | None = None,
+    name_of: Callable[[str], str] | None = None,
+) -> TrustAudit:
+    """:func:`reaudit` of a graph with no PyTorch form (a candidate quantized inside a
+    third-party ONNX model): the checks run on an ONNX Runtime session of the graph, so those
+    that need gradients or a module are skipped with their reason and ``adversarial`` runs its
+    gradient-free attack on the graph."""
+    from edgeproof.runtime.ort import make_session
+
+    conf = REAUDIT_SETTINGS_GRAPH if settings is None else settings
+    registered = set(available_checks())
+    notes = [f"not re-audited (check not registered): {c}" for c in checks if c not in registered]
+    todo = [c for c in checks if c in registered]
+    if not todo:
+        return TrustAudit(notes=tuple(notes))
+    notes.append("trust re-audit on the ONNX graph itself (forward only)")
+    model = LoadedModel(
+        path=None,
+        format="onnx",
+        session=make_session(onnx_bytes, threads=threads or 1),
+        spec=threat.input,
+    )
+    return _audit(model, threat, data, todo, conf, seed, threads, name_of, notes)
+
+
+def _audit(
+    model: LoadedModel,
+    threat: ThreatModel,
+    data: Dataset,
+    todo: Sequence[str],
+    conf: Mapping[str, Mapping[str, Any]],
+    seed: int,
+    threads: int | None,
+    name_of: Callable[[str], str] | None,
+    notes: list[str],
+) -> TrustAudit:
     ctx = AuditContext(
-        model=from_module(audited, threat.input).for_spec(threat.input),
-        data=data,
+        model=model.for_spec(threat.input),
+        data=data.in_units_of(threat.input),
         threat=at_largest_eps(threat),
         seed=seed,
     )

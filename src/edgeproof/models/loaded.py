@@ -67,6 +67,11 @@ class LoadedModel:
     _network: torch.nn.Module | None = field(default=None, repr=False)
 
     @property
+    def described(self) -> str:
+        """``an onnx model``, ``a torchscript model``: the format with its article, for messages."""
+        return f"{'an' if self.format[:1] in 'aeiou' else 'a'} {self.format} model"
+
+    @property
     def network(self) -> torch.nn.Module | None:
         """The user's module as loaded: without edgeproof's input transform (weight-level
         checks read and flip its parameters; it takes ``x · scale + shift``)."""

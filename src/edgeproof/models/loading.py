@@ -330,6 +330,7 @@ def _load_onnx(path: Path, spec: InputSpec | None) -> LoadedModel:
 
 def _onnx_initializer(path: Path, init: Any) -> torch.Tensor:
     """One ONNX initializer as a tensor, its declared dims checked against its data first."""
+    import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     name = init.name
@@ -366,6 +367,11 @@ def _onnx_initializer(path: Path, init: Any) -> torch.Tensor:
         )
     try:
         arr = numpy_helper.to_array(init)
+        if init.data_type in packed:
+            # 4-bit initializers come back as ml_dtypes' int4/uint4/float4 arrays, which torch
+            # cannot hold: widened to int8/uint8/float32, the same values
+            wide = {TensorProto.INT4: np.int8, TensorProto.UINT4: np.uint8}
+            arr = arr.astype(wide.get(init.data_type, np.float32))
         if arr.dtype.kind not in "biufc":
             raise TypeError(f"dtype {arr.dtype}")
         return torch.from_numpy(arr.copy())
@@ -653,7 +659,7 @@ def _check_fits(
 def _ignoring_arch(loaded: LoadedModel, arch: str | None) -> LoadedModel:
     if arch:
         loaded.warnings.append(
-            f"{loaded.name}: arch {arch} ignored: a {loaded.format} file carries its own "
+            f"{loaded.name}: arch {arch} ignored: {loaded.described[:-6]} file carries its own "
             "architecture"
         )
     return loaded
