@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from edgeproof.compress.recipes import EarlyExit, default_recipes, with_budget_d
 from edgeproof.compress.search import Budget, resolve_compress_threat, search
 from edgeproof.compress.steps import Chain
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import InternalError, SpecError, param
+from edgeproof.errors import InternalError, OptionError, SpecError, param
 from edgeproof.results import CheckResult, Finding
 from edgeproof.spec import InputSpec, ThreatModel
 
@@ -71,6 +71,29 @@ class CompressionResult:
     spec: InputSpec
     threat: ThreatModel
     arch: str | None = None
+
+    def choose(self, name: str) -> CompressionResult:
+        """This result with candidate ``name`` as the one written (e.g. an early-exit cascade
+        that is larger but faster than the budget's pick).
+
+        Raises:
+            OptionError: no candidate of that name (the message lists them).
+        """
+        rows = {c.name: c for c in self.ledger.rows}
+        if name not in rows:
+            raise OptionError(
+                "name", f"no candidate {name!r} in the ledger", f"use one of {', '.join(rows)}"
+            )
+        art = self.ledger.artefacts[name]
+        art = getattr(art, "artefact", art)  # a built chain, or a graph artefact
+        cand = rows[name]
+        base = self.ledger.baseline.accuracy
+        msg = (
+            f"{name} chosen by the caller (accuracy {cand.accuracy:.4f} vs baseline "
+            f"{base:.4f}, {cand.size_bytes} bytes)"
+        )
+        sel = Selection(cand, self.selection.met_budget and cand is self.selection.chosen, msg)
+        return replace(self, selection=sel, module=art.module, onnx_bytes=art.onnx_bytes)
 
     def errored_checks(self) -> list[tuple[str, TrustCheck]]:
         """``(candidate, check)`` for every re-audit check that refused its input or crashed."""
@@ -222,8 +245,6 @@ def compress_graph(
 
 
 def _with_x(data: Dataset, x: np.ndarray) -> Dataset:
-    from dataclasses import replace
-
     return replace(data, x=np.ascontiguousarray(x, np.float32), domain=None)
 
 
