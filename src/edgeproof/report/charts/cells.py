@@ -128,7 +128,7 @@ def colorbar_svg(
            fill=ramp(ramp_name, (k + 0.5) / n))
         for k in range(n)
     ]  # fmt: skip
-    out = [el("g", "".join(bands), stroke="none")]
+    out = [el("g", "".join(bands), stroke="none", shape_rendering="crispEdges")]
     out.append(
         el("rect", x=cb.x0, y=cb.y0, width=cb.width, height=cb.height, fill="none",
            stroke=AXIS_INK, stroke_width="0.8")
@@ -197,7 +197,8 @@ def raster_svg(
     opacity: float = 1.0,
 ) -> str:
     """Values normalised to [0, 1] (``(H, W)``, coloured by ``ramp_name``) or RGB in [0, 1]
-    (``(H, W, 3)``) filling ``r``, row 0 at the top: one rectangle per finite cell, or a PNG."""
+    (``(H, W, 3)``) filling ``r``, row 0 at the top: one rectangle per finite cell (drawn with
+    crisp edges, so no seam shows between neighbours), or a PNG."""
     if mode == "png":
         return _png(norm, ramp_name, r, opacity)
     h, w = norm.shape[:2]
@@ -216,7 +217,9 @@ def raster_svg(
                 el("rect", x=r.x0 + j * cw, y=r.y0 + i * ch, width=cw + 0.3, height=ch + 0.3,
                    fill=fill)
             )  # fmt: skip
-    return el("g", "".join(cells), stroke="none", opacity=None if opacity >= 1 else fmt(opacity))
+    # crisp edges: antialiased neighbours would let the background show through their seam
+    return el("g", "".join(cells), stroke="none", shape_rendering="crispEdges",
+              opacity=None if opacity >= 1 else fmt(opacity))  # fmt: skip
 
 
 @dataclass

@@ -199,7 +199,7 @@ class ImageGrid:
                 out.append(
                     text_el(short, tile.caption if short != tile.caption else None, x=cx,
                             y=y0 + ASCENT * TICK_SIZE, text_anchor="middle", fill=INK,
-                            class_="caption")
+                            class_="image-caption")
                 )  # fmt: skip
             out.append(self._tile_svg(tile, cx, y0 + cap_h + (self.cell - cell) / 2, cell))
         for r, name in enumerate(rows):
