@@ -133,7 +133,8 @@ def test_no_figure_class_is_styled_by_the_report_page(report: Report) -> None:
     from importlib import resources
 
     page = resources.files("edgeproof.report").joinpath("template.html").read_text("utf-8")
-    styled = set(re.findall(r"\.([a-zA-Z][\w-]*)", page[page.find("<style") : page.find("</style")]))
+    css = page[page.find("<style") : page.find("</style")]
+    styled = set(re.findall(r"\.([a-zA-Z][\w-]*)", css))
     used = {
         e.attrib["class"]
         for _, f in _figures(report)
