@@ -29,7 +29,7 @@ from edgeproof.compress.earlyexit import (
 )
 from edgeproof.compress.search import Budget
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import OptionError
+from edgeproof.errors import NotApplicableError, OptionError
 from edgeproof.methods.stats import wilson_interval
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.zoo import build_model
@@ -234,7 +234,7 @@ def test_exit_rule_rejects_a_wrong_threshold_count_and_an_unknown_criterion(
 def test_an_architecture_without_split_points_is_rejected_with_the_fix() -> None:
     module = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with pytest.raises(
-        OptionError, match=r"no split points are known for Sequential.*register_splitter"
+        NotApplicableError, match=r"no split points are known for Sequential.*register_splitter"
     ):
         attach_exits(module, (1, 8, 8), 10)
 

@@ -94,6 +94,7 @@ def test_search_measures_candidates_and_writes_the_chosen_artefacts(
         budget=Budget(max_drop=0.03, time_budget_s=60),
         recipes=recipes,
         checks=("calibration", "no-such-check"),
+        arch="zoo:lenet5",
     )
     ledger = result.ledger
     assert [c.name for c in ledger.candidates] == ["int8-percentile", "w4g32", "channels25+int8"]
@@ -105,14 +106,7 @@ def test_search_measures_candidates_and_writes_the_chosen_artefacts(
     assert int8.trust_value("calibration.ece") is not None
     assert any("no-such-check" in n for n in int8.notes)
     assert result.selection.met_budget
-    paths = write_artefacts(
-        result,
-        tmp_path,
-        spec=digits_model.spec,
-        source="digits",
-        arch="zoo:lenet5",
-        data=digits_train,
-    )
+    paths = write_artefacts(result, tmp_path, source="digits", data=digits_train)
     names = {p.name for p in paths}
     assert {"model.onnx", "model.safetensors", "compress.json", "report.json"} <= names
     # The written graph is the chosen candidate: same accuracy as its ledger row.

@@ -679,9 +679,9 @@ def test_builtin_loads_are_independent_copies() -> None:
 
 def test_unknown_builtin_lists_the_known_ones() -> None:
     with pytest.raises(DataFileError) as info:
-        load_data("builtin:mnist")
+        load_data("builtin:imagenet")
     assert str(info.value) == (
-        f"builtin:mnist: is not a built-in dataset. Use one of: {', '.join(builtin_names())}"
+        f"builtin:imagenet: is not a built-in dataset. Use one of: {', '.join(builtin_names())}"
     )
     assert "builtin:digits/train" in builtin_names()
 

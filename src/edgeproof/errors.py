@@ -31,6 +31,7 @@ a flag and a CLI message never names a Python argument.
     │   ├── SpecError                input shape/domain does not fit the model or data
     │   ├── DataError                the data's content is invalid (NaN, labels out of range, empty)
     │   ├── ModelError               the model's content is invalid (its outputs are NaN/Inf)
+    │   ├── NotApplicableError       a compression step cannot apply to this model (search: skipped)
     │   └── PolicyFileError
     ├── PolicyViolation              exit code 1 (a threshold failed; not an error of input)
     └── InternalError
@@ -53,6 +54,7 @@ __all__ = [
     "InternalError",
     "ModelError",
     "ModelFileError",
+    "NotApplicableError",
     "OptionError",
     "PolicyFileError",
     "PolicyViolation",
@@ -175,6 +177,15 @@ class DataError(UserError):
 
 class ModelError(UserError):
     """The model's content is invalid: e.g. it returns NaN or Inf logits (broken weights)."""
+
+
+class NotApplicableError(UserError):
+    """A compression step cannot apply to this model (e.g. no layer pair can lose channels, no
+    split points are known for early exits): not a misconfiguration, a property of the model.
+
+    The compression search records the candidate as skipped with this message as the reason;
+    called directly, the step's caller sees it like any other input error (exit code 2).
+    """
 
 
 class PolicyFileError(InputFileError):

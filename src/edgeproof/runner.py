@@ -29,7 +29,15 @@ from edgeproof.options import positive_int
 from edgeproof.report.report import Report
 from edgeproof.results import CheckResult
 from edgeproof.runtime.threads import resolve_threads, torch_threads
-from edgeproof.spec import DomainSource, InputKind, InputSpec, Norm, ThreatModel
+from edgeproof.spec import (
+    DomainSource,
+    InputKind,
+    InputSpec,
+    Norm,
+    ThreatModel,
+    check_feature_bounds,
+    inferred_feature_bounds,
+)
 
 __all__ = ["PlannedCheck", "audit", "plan_checks", "resolve_threat", "run_checks"]
 
@@ -61,6 +69,7 @@ def resolve_threat(
     eps: Sequence[float] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    feature_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> ThreatModel:
     """Build the one ThreatModel every check shares.
 
@@ -70,6 +79,13 @@ def resolve_threat(
     applied outside it (:attr:`InputSpec.outside_normalization`); data, domain and ε stay raw.
     An explicit ``shape`` or ``domain`` that is itself invalid is an :class:`OptionError`
     naming the parameter.
+
+    ``feature_bounds`` (lo, hi per feature or channel, raw units): the features live on
+    different scales; the audit then runs in fractions of each feature's range
+    (:attr:`InputSpec.feature_bounds`), and ε is a fraction of each range. Without a declared
+    domain, bounds or model metadata, tabular and time-series data get per-feature bounds
+    inferred from their own min/max (and the report says they were inferred); images get one
+    range.
     """
     if shape is not None:
         shape = _check_shape(shape)
@@ -90,17 +106,6 @@ def resolve_threat(
         # no metadata and no data: the data-free checks run; a check that needs an input says
         # so in its skip reason (Check.skip_reason)
         shape = ()
-    source: DomainSource = "declared"
-    if domain is None:
-        if base is not None:
-            domain, source = base.domain, "metadata"
-        elif data is not None and data.domain is not None:
-            domain, source = data.domain, "data"
-        elif data is not None:
-            lo, hi = float(data.x.min()), float(data.x.max())
-            domain, source = (lo, hi if hi > lo else lo + 1.0), "inferred"
-        else:
-            domain, source = (0.0, 1.0), "default"
     if kind is None:
         if base is not None:
             kind = base.kind
@@ -108,6 +113,43 @@ def resolve_threat(
             kind = cast(InputKind, data.kind)
         else:
             kind = _kind_of(tuple(shape))
+    bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    source: DomainSource = "declared"
+    if feature_bounds is not None:
+        bounds = check_feature_bounds(
+            (
+                tuple(float(v) for v in feature_bounds[0]),
+                tuple(float(v) for v in feature_bounds[1]),
+            ),
+            tuple(shape),
+        )
+    elif domain is None:
+        if base is not None:
+            domain, bounds = base.domain, base.feature_bounds
+            # a range the training data only suggested stays a suggestion: widened below
+            source = "inferred" if base.domain_source == "inferred" else "metadata"
+        elif data is not None and data.domain is not None:
+            domain, source = data.domain, "data"
+        elif data is not None and kind in ("tabular", "timeseries") and data.x.ndim >= 2:
+            bounds, source = inferred_feature_bounds(data.x), "inferred"
+        elif data is not None:
+            lo, hi = float(data.x.min()), float(data.x.max())
+            domain, source = (lo, hi if hi > lo else lo + 1.0), "inferred"
+        else:
+            domain, source = (0.0, 1.0), "default"
+    if source == "inferred" and base is not None and data is not None and data.x.size:
+        # inferred from the training data: the evaluation data may reach a little further
+        if bounds is not None and data.x.ndim >= 2 and data.x.shape[1] == len(bounds[0]):
+            seen = inferred_feature_bounds(data.x)
+            bounds = (
+                tuple(min(a, b) for a, b in zip(bounds[0], seen[0])),
+                tuple(max(a, b) for a, b in zip(bounds[1], seen[1])),
+            )
+        elif bounds is None and domain is not None:
+            domain = (min(domain[0], float(data.x.min())), max(domain[1], float(data.x.max())))
+    if bounds is not None:
+        domain = (0.0, 1.0)
+    assert domain is not None
     resolved_kind: InputKind = kind
     num_classes = base.num_classes if base is not None else None
     class_names = base.class_names if base is not None else None
@@ -133,6 +175,7 @@ def resolve_threat(
         num_classes=num_classes,
         class_names=class_names,
         domain_source=source,
+        feature_bounds=bounds,
         outside_normalization=(
             (tuple(float(v) for v in mean), tuple(float(v) for v in std))
             if mean is not None and std is not None
@@ -355,6 +398,8 @@ def audit(
     if threat is None:
         threat = resolve_threat(model, data)
     model = model.for_spec(threat.input)
+    if data is not None:
+        data = data.in_units_of(threat.input)
     _probe(model, threat, data)
     if checks is None:
         checks = available_checks()

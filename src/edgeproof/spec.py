@@ -27,7 +27,9 @@ __all__ = [
     "Norm",
     "Normalization",
     "ThreatModel",
+    "check_feature_bounds",
     "check_normalization",
+    "inferred_feature_bounds",
     "parse_eps_list",
 ]
 
@@ -39,6 +41,43 @@ Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 #: inferred from the data's own min/max, or the [0, 1] default
 DomainSource = Literal["declared", "metadata", "data", "inferred", "default"]
 _KINDS: tuple[str, ...] = ("image", "timeseries", "tabular")
+
+
+def inferred_feature_bounds(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-feature (axis 1: features or channels) min and max of the data ``(N, F, …)``; a
+    constant feature gets ``hi = lo + 1``."""
+    axes = (0, *range(2, x.ndim))
+    lo = np.min(x, axis=axes).astype(np.float64)
+    hi = np.max(x, axis=axes).astype(np.float64)
+    hi = np.where(hi > lo, hi, lo + 1.0)
+    return tuple(float(v) for v in lo), tuple(float(v) for v in hi)
+
+
+def check_feature_bounds(
+    bounds: tuple[tuple[float, ...], tuple[float, ...]], shape: tuple[int, ...] = ()
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Validate per-feature ``(lo, hi)``: one pair per feature/channel (``shape[0]``), finite,
+    every ``lo < hi``."""
+    lo, hi = bounds
+    if len(lo) != len(hi) or not lo:
+        raise SpecError(
+            f"{param('feature_bounds')}: {len(lo)} lower and {len(hi)} upper bounds; give one "
+            "lo,hi row per feature"
+        )
+    bad = [i for i, (a, b) in enumerate(zip(lo, hi)) if not (math.isfinite(a) and math.isfinite(b))]
+    bad += [i for i, (a, b) in enumerate(zip(lo, hi)) if math.isfinite(a) and a >= b]
+    if bad:
+        i = bad[0]
+        raise SpecError(
+            f"{param('feature_bounds')}: feature {i} has lo {lo[i]:g} and hi {hi[i]:g}; every "
+            "row needs finite lo < hi"
+        )
+    if shape and len(lo) != shape[0]:
+        raise SpecError(
+            f"{param('feature_bounds')} gives {len(lo)} features but the input has {shape[0]} "
+            f"(shape {list(shape)}); give one lo,hi row per feature (or channel)"
+        )
+    return bounds
 
 
 def check_normalization(normalization: Normalization, shape: tuple[int, ...] = ()) -> Normalization:
@@ -82,6 +121,11 @@ class InputSpec:
             always given to the model in the raw domain.
         domain_source: where ``domain`` came from (:data:`DomainSource`); findings that depend on
             the range say whether it was declared or inferred.
+        feature_bounds: ``(lo, hi)`` per feature (tabular) or channel (time series, images), in
+            raw units, when the features live on different scales (a wine's alcohol 11–15 % and
+            its proline 278–1680). The audit then runs in units of each feature's range: inputs
+            are ``u = (x − lo) / (hi − lo)``, ``domain`` is ``[0, 1]``, and ε is a fraction of
+            each feature's range (:meth:`input_affine` maps ``u`` back for the model).
         outside_normalization: ``(mean, std)`` per channel (one value each for every channel
             alike) that the model expects to have been applied *before* it — the torchvision
             convention of most published checkpoints. edgeproof then feeds the model
@@ -100,6 +144,7 @@ class InputSpec:
     class_names: tuple[str, ...] | None = None
     outside_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     domain_source: DomainSource = "declared"
+    feature_bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
         if any(int(s) <= 0 for s in self.shape):
@@ -131,6 +176,38 @@ class InputSpec:
             raise SpecError(f"{len(names)} class names given for {k} classes")
         if self.outside_normalization is not None:
             check_normalization(self.outside_normalization, self.shape)
+        if self.feature_bounds is not None:
+            check_feature_bounds(self.feature_bounds, self.shape)
+            if self.domain != (0.0, 1.0):
+                raise SpecError(
+                    "with per-feature bounds the audit runs in fractions of each feature's "
+                    f"range, so the domain must be (0, 1), not {self.domain}"
+                )
+
+    def input_affine(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """``(scale, shift)`` per channel such that the model is fed ``x·scale + shift`` for an
+        audit input ``x``: the per-feature range (``x_raw = lo + u·(hi − lo)``) composed with
+        the outside normalisation (``(x_raw − mean) / std``); ``None`` when neither is set."""
+        if self.feature_bounds is None and self.outside_normalization is None:
+            return None
+        n = max(
+            len(self.feature_bounds[0]) if self.feature_bounds else 1,
+            len(self.outside_normalization[0]) if self.outside_normalization else 1,
+        )
+
+        def per(values: tuple[float, ...]) -> list[float]:
+            return list(values) * n if len(values) == 1 else list(values)
+
+        scale, shift = [1.0] * n, [0.0] * n
+        if self.feature_bounds is not None:
+            lo, hi = per(self.feature_bounds[0]), per(self.feature_bounds[1])
+            scale = [h - lo_ for lo_, h in zip(lo, hi)]
+            shift = lo
+        if self.outside_normalization is not None:
+            mean, std = per(self.outside_normalization[0]), per(self.outside_normalization[1])
+            scale = [a / s for a, s in zip(scale, std)]
+            shift = [(b - m) / s for b, m, s in zip(shift, mean, std)]
+        return tuple(scale), tuple(shift)
 
     def domain_violation(self, x: np.ndarray) -> DomainViolation | None:
         """How ``x`` leaves the value domain (``None`` when every value lies inside it)."""
@@ -174,6 +251,11 @@ class InputSpec:
             "num_classes": self.num_classes,
             "class_names": None if self.class_names is None else list(self.class_names),
             "domain_source": self.domain_source,
+            "feature_bounds": (
+                None
+                if self.feature_bounds is None
+                else {"lo": list(self.feature_bounds[0]), "hi": list(self.feature_bounds[1])}
+            ),
             "outside_normalization": (
                 None
                 if self.outside_normalization is None
@@ -205,6 +287,15 @@ class InputSpec:
             raise TypeError(f"'kind' must be a string, got {kind!r}")
         normalization = _normalization_of(obj.get("normalization"), "normalization")
         outside = _normalization_of(obj.get("outside_normalization"), "outside_normalization")
+        fb = obj.get("feature_bounds")
+        bounds = (
+            None
+            if fb is None
+            else _normalization_of(
+                {"mean": fb["lo"], "std": fb["hi"]} if isinstance(fb, dict) else fb,
+                "feature_bounds",
+            )
+        )
         source = obj.get("domain_source", "declared")
         if source not in ("declared", "metadata", "data", "inferred", "default"):
             raise ValueError(f"'domain_source' {source!r} is not a known source")
@@ -225,6 +316,7 @@ class InputSpec:
             class_names=None if names is None else tuple(names),
             domain_source=source,
             outside_normalization=outside,
+            feature_bounds=bounds,
         )
 
 
@@ -263,6 +355,12 @@ class DomainViolation:
     fraction: float
 
     def message(self, data_name: str) -> str:
+        if self.spec.feature_bounds is not None:
+            return (
+                f"{data_name}: {self.fraction:.1%} of the input values lie outside their "
+                f"feature's bounds ({_DOMAIN_FROM[self.spec.domain_source]}); rescale the data "
+                f"to the range the model expects, or widen {param('feature_bounds')}"
+            )
         lo, hi = self.spec.domain
         head = (
             f"{data_name}: {self.fraction:.1%} of the input values lie outside the input domain "
@@ -334,8 +432,21 @@ class ThreatModel:
         if list(self.eps) != sorted(self.eps):
             object.__setattr__(self, "eps", tuple(sorted(self.eps)))
 
+    @property
+    def eps_units(self) -> str:
+        """What one unit of ε is: the input's own units, or a fraction of each feature's range
+        (with per-feature bounds, :attr:`InputSpec.feature_bounds`)."""
+        if self.input.feature_bounds is not None:
+            return "fraction of each feature's range"
+        return "input units"
+
     def to_json(self) -> dict[str, Any]:
-        return {"input": self.input.to_json(), "norm": self.norm, "eps": list(self.eps)}
+        return {
+            "input": self.input.to_json(),
+            "norm": self.norm,
+            "eps": list(self.eps),
+            "eps_units": self.eps_units,
+        }
 
 
 def parse_eps_list(text: str | Sequence[float], option: str = "eps") -> tuple[float, ...]:

@@ -151,7 +151,10 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
     lo, hi = np.log(T_BOUNDS[0]), np.log(T_BOUNDS[1])
     res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
-    return float(np.exp(res.x))
+    # perfectly separated records: the NLL falls all the way to the lower bound, and so flatly
+    # that Brent stops anywhere near it; the bound itself is the minimiser, deterministically
+    best = min((float(res.x), lo, hi), key=nll)
+    return float(np.exp(best))
 
 
 class CalibrationCheck(Check):

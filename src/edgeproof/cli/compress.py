@@ -1,17 +1,28 @@
-"""``edgeproof compress``: search compression candidates, re-audit each, write the chosen one."""
+"""``edgeproof compress``: search compression candidates, re-audit each, write the chosen one.
+
+The threat model of the re-audit is resolved exactly as ``edgeproof audit`` resolves it (the same
+``--shape --domain --kind --norm --eps`` options, the same defaults), and every candidate is
+attacked at its largest ε. The command exits like ``audit``: after writing everything, 2 when a
+re-audit check refused its input, 3 when one crashed (one stderr line per such check).
+"""
 
 from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeproof.cli import options
 from edgeproof.cli.app import formatter
 from edgeproof.errors import OptionError
 
-__all__ = ["parse_drop", "parse_size", "register", "run"]
+if TYPE_CHECKING:
+    from edgeproof.compress.api import CompressionResult
+
+__all__ = ["parse_drop", "parse_size", "register", "run", "trust_errors_exit"]
 
 
 def parse_drop(text: str) -> float:
@@ -60,7 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "re-audit it, and write the chosen one with the whole ledger.",
         epilog="example: edgeproof compress model.safetensors --arch zoo:cnn-lstm "
         "--data builtin:synth-ecg/train --eval builtin:synth-ecg --max-drop 1% "
-        "--max-size 200KB --time-budget 120 --early-exit --out runs/c",
+        "--max-size 200KB --time-budget 120 --early-exit --out runs/c  "
+        "(exit 2 when a re-audit check refused its input, 3 when one crashed)",
         formatter_class=formatter,
     )
     options.add_model(p, help="model file (.safetensors with sidecar, .pt2, TorchScript)")
@@ -92,15 +104,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="early-exit rule: max-softmax >= tau, or entropy <= T (default max-softmax)",
     )
     options.add_output(p, default=None, help="output folder")
+    options.add_spec(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgeproof.compress.api import compress, write_artefacts
+    from edgeproof.compress.api import ARTEFACT_FILES, compress, write_artefacts
     from edgeproof.compress.earlyexit import EarlyExitConfig
     from edgeproof.compress.search import Budget
     from edgeproof.errors import param
-    from edgeproof.spec import InputSpec
+    from edgeproof.outputs import Output
+    from edgeproof.runner import resolve_threat
+
+    options.check_outputs(
+        [Output.folder(args.out, ARTEFACT_FILES)],
+        [*options.model_inputs(args), args.data, args.eval],
+    )
 
     budget = Budget(
         max_drop=None if args.max_drop is None else parse_drop(args.max_drop),
@@ -114,38 +133,50 @@ def run(args: argparse.Namespace) -> int:
             f"{args.model}: compression needs a runnable PyTorch model",
             f"pass {param('arch')} zoo:NAME for a weights-only file",
         )
-    data = options.load_data_arg(args, args.data)
-    evaluation = options.load_data_arg(args, args.eval) if args.eval else None
-    spec = loaded.spec or InputSpec(
-        shape=data.sample_shape,
-        domain=data.domain or (0.0, 1.0),
-        kind=data.kind,  # type: ignore[arg-type]
-        num_classes=data.num_classes,
-    )
+    data = options.load_data_arg(args, args.data, kind=args.kind)
+    evaluation = options.load_data_arg(args, args.eval, kind=args.kind) if args.eval else None
+    held_out = evaluation if evaluation is not None else data
+    threat = resolve_threat(loaded, held_out, **options.spec_kwargs(args))
+    early_exit = None
+    if args.early_exit:
+        early_exit = EarlyExitConfig(criterion=args.exit_criterion.replace("-", "_"))
     t0 = time.perf_counter()
     result = compress(
         loaded.module,
-        spec,
+        threat.input,
         data,
         evaluation=evaluation,
         budget=budget,
+        threat=threat,
         threads=args.threads or 1,
         seed=args.seed,
+        early_exit=early_exit,
+        arch=loaded.arch,
         log=print,
-        early_exit=EarlyExitConfig(criterion=args.exit_criterion.replace("-", "_"))
-        if args.early_exit
-        else None,
     )
     write_artefacts(
         result,
         args.out,
-        spec=spec,
         source=str(args.model),
-        arch=args.arch or loaded.arch,
         data=data,
         seed=args.seed,
         duration_s=time.perf_counter() - t0,
     )
     print(result.selection.message)
     print(f"wrote {Path(args.out) / 'model.onnx'} and the ledger in {args.out}")
-    return 0
+    return trust_errors_exit(result)
+
+
+def trust_errors_exit(result: CompressionResult) -> int:
+    """One stderr line per re-audit check that ended in ``error``; the exit code they call for.
+
+    As ``edgeproof audit`` (:func:`edgeproof.cli.audit.check_errors_exit`): every candidate was
+    measured and everything is written by now; 3 when a check crashed (an internal failure, its
+    traceback is in compress.json), 2 when checks only refused their input, 0 when none did.
+    """
+    errored = result.errored_checks()
+    for name, t in errored:
+        print(f"edgeproof: error: {name}: {t.check}: {t.message}", file=sys.stderr)
+    if not errored:
+        return 0
+    return 3 if any(t.crashed for _, t in errored) else 2

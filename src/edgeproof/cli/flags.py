@@ -33,6 +33,7 @@ FLAGS: dict[str, str] = {
     "shape": "--shape",
     "domain": "--domain",
     "kind": "--kind",
+    "feature_bounds": "--feature-bounds",
     "mean": "--mean",
     "std": "--std",
     "norm": "--norm",

@@ -196,6 +196,13 @@ def add_spec(p: argparse.ArgumentParser, *, threat: bool = True) -> None:
         "(with --std; edgeproof applies (x - mean) / std, data and eps stay in raw units)",
     )
     g.add_argument("--std", help="per-channel std of that normalisation, e.g. 0.229,0.224,0.225")
+    g.add_argument(
+        "--feature-bounds",
+        metavar="FILE",
+        help="CSV of lo,hi rows, one per feature (or channel): the audit then measures eps "
+        "as a fraction of each feature's range (tabular data without a domain get the data's "
+        "own per-feature min/max)",
+    )
     if threat:
         g.add_argument(
             "--norm",
@@ -220,11 +227,18 @@ def spec_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "kind": args.kind,
         "mean": csv_floats("mean", args.mean) if args.mean else None,
         "std": csv_floats("std", args.std) if args.std else None,
+        "feature_bounds": _bounds(args.feature_bounds) if args.feature_bounds else None,
     }
     if hasattr(args, "eps"):
         out["norm"] = args.norm
         out["eps"] = parse_eps_list(args.eps) if args.eps else None
     return out
+
+
+def _bounds(path: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from edgeproof.data.bounds import read_feature_bounds
+
+    return read_feature_bounds(path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -251,7 +251,7 @@ def remove_channels(
     module: nn.Module, ratio: float, x_calib: np.ndarray
 ) -> tuple[fx.GraphModule, list[ChannelRemoval]]:
     """BatchNorm-folded copy of ``module`` with ``ratio`` of prunable output channels removed."""
-    from edgeproof.compress.quantize import fold_batchnorm
+    from edgeproof.compress.folding import fold_batchnorm
 
     check_ratio(ratio, "ratio")
     gm = fold_batchnorm(module)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from edgeproof.errors import SpecError
-from edgeproof.spec import InputSpec, Normalization
+from edgeproof.spec import InputSpec
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -48,9 +48,10 @@ class LoadedModel:
         arch: the architecture name (``zoo:resnet20`` or ``pkg.mod:fn``), if known.
         metadata: anything else the sidecar metadata said (training settings, etc.).
         warnings: things the loader noticed and fixed (e.g. "model was in train mode").
-        outside_normalization: ``(mean, std)`` edgeproof applies before the model (set by
-            :meth:`for_spec`); ``module`` then takes raw inputs and :attr:`network` is the
-            user's module, which takes normalised ones.
+        input_affine: ``(scale, shift)`` per channel edgeproof applies before the model (set by
+            :meth:`for_spec`: a normalisation outside the model, per-feature ranges); ``module``
+            then takes the audit's inputs and :attr:`network` is the user's module, which takes
+            ``x · scale + shift``.
     """
 
     path: Path | None
@@ -62,46 +63,47 @@ class LoadedModel:
     arch: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    outside_normalization: Normalization | None = None
+    input_affine: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     _network: torch.nn.Module | None = field(default=None, repr=False)
 
     @property
     def network(self) -> torch.nn.Module | None:
-        """The user's module as loaded: without edgeproof's outside normalisation (weight-level
-        checks read and flip its parameters; it takes normalised inputs)."""
+        """The user's module as loaded: without edgeproof's input transform (weight-level
+        checks read and flip its parameters; it takes ``x · scale + shift``)."""
         return self._network if self._network is not None else self.module
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` in the units :attr:`network` takes (normalised when the spec says so)."""
-        if self.outside_normalization is None:
+        """``x`` (the audit's units) in the units :attr:`network` takes."""
+        if self.input_affine is None:
             return x
-        mean, std = (torch.tensor(v, dtype=x.dtype) for v in self.outside_normalization)
+        scale, shift = (torch.tensor(v, dtype=x.dtype) for v in self.input_affine)
         shape = (-1,) + (1,) * (x.dim() - 2) if x.dim() >= 2 else (-1,)
-        return (x - mean.view(shape)) / std.view(shape)
+        return x * scale.view(shape) + shift.view(shape)
 
     def for_spec(self, spec: InputSpec) -> LoadedModel:
         """This model as an audit of ``spec`` runs it: when the spec declares a normalisation
-        outside the model, a view whose ``module`` takes raw inputs (``(x − mean) / std`` is
-        applied first, :class:`~edgeproof.models.modules.OutsideNormalized`) and whose ONNX
-        session is fed normalised inputs; otherwise the model itself."""
-        norm = spec.outside_normalization
-        if norm == self.outside_normalization:
+        outside the model or per-feature ranges (:meth:`InputSpec.input_affine`), a view whose
+        ``module`` takes the audit's inputs (the transform applied first,
+        :class:`~edgeproof.models.modules.InputAffine`) and whose ONNX session is fed the
+        transformed inputs; otherwise the model itself."""
+        affine = spec.input_affine()
+        if affine == self.input_affine:
             return self
-        if self.outside_normalization is not None:
+        if self.input_affine is not None:
             raise SpecError(
-                f"{self.name}: already normalised outside with {self.outside_normalization}; "
+                f"{self.name}: its inputs are already transformed by {self.input_affine}; "
                 "pass the model as loaded"
             )
-        from edgeproof.models.modules import OutsideNormalized
+        from edgeproof.models.modules import InputAffine
 
-        assert norm is not None
-        module = None if self.module is None else OutsideNormalized(self.module, *norm)
+        assert affine is not None
+        module = None if self.module is None else InputAffine(self.module, *affine)
         return replace(
             self,
             module=module,
-            outside_normalization=norm,
+            input_affine=affine,
             _network=self.module,
-            spec=self.spec.with_(outside_normalization=norm) if self.spec is not None else spec,
+            spec=spec,
             warnings=list(self.warnings),
         )
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 __all__ = [
-    "OutsideNormalized",
+    "InputAffine",
     "clone_module",
     "eval_mode",
     "frozen_copy",
@@ -54,7 +54,7 @@ def _jit_clone(module: M) -> M:
 
 def clone_module(module: M) -> M:
     """An independent copy of ``module`` (its own parameters, each an autograd leaf), including
-    a Python module that holds TorchScript submodules (e.g. :class:`OutsideNormalized`)."""
+    a Python module that holds TorchScript submodules (e.g. :class:`InputAffine`)."""
     if is_scripted(module):
         return _jit_clone(module)
     scripted: dict[str, nn.Module] = {}
@@ -69,29 +69,34 @@ def clone_module(module: M) -> M:
     return clone
 
 
-class OutsideNormalized(nn.Module):
-    """``model((x − mean) / std)``: a model that expects normalised inputs, fed raw ones.
+class InputAffine(nn.Module):
+    """``model(x · scale + shift)``, per channel: the audit's input units turned into the ones
+    the user's model takes — a normalisation the model expects outside it (``scale = 1/std``,
+    ``shift = −mean/std``) and/or per-feature ranges (inputs as fractions of each feature's
+    range: ``scale = hi − lo``, ``shift = lo``), composed by :meth:`InputSpec.input_affine`.
 
-    ``mean`` and ``std`` are per channel (dimension 1; one value = every channel alike) and
+    ``scale`` and ``shift`` are per channel (dimension 1; one value = every channel alike) and
     broadcast over the trailing dimensions. The user's module is ``self.model``, unchanged; its
     parameters appear under the ``model.`` prefix.
     """
 
-    mean: torch.Tensor
-    std: torch.Tensor
+    scale: torch.Tensor
+    shift: torch.Tensor
 
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(
+        self, model: nn.Module, scale: tuple[float, ...], shift: tuple[float, ...]
+    ) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
+        self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32))
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
         shape = (-1,) + (1,) * (x.dim() - 2) if x.dim() >= 2 else (-1,)
-        return (x - self.mean.view(shape)) / self.std.view(shape)
+        return x * self.scale.to(x.dtype).view(shape) + self.shift.to(x.dtype).view(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(self.normalize(x))
+        out: torch.Tensor = self.model(self.transform(x))
         return out
 
 
