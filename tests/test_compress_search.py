@@ -63,7 +63,7 @@ def test_pareto_figure_draws_every_candidate_labels_them_and_imports_no_matplotl
     root = ET.fromstring(svg)
     ns = "{http://www.w3.org/2000/svg}"
     assert root.tag == ns + "svg" and (fig.name, fig.title) == ("pareto", "Size vs accuracy")
-    tips = [t.text for e in root.iter(ns + "circle") for t in e.iter(ns + "title")]
+    tips = [t.text or "" for e in root.iter(ns + "circle") for t in e.iter(ns + "title")]
     assert sorted(tips) == ["c", "fp32", "int8", "prune50"]  # every point, named
     boxes = svg_text_boxes(svg)
     texts = {b.text for b in boxes}
