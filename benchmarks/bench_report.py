@@ -227,12 +227,12 @@ def main() -> None:
 
         results: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
         for _ in range(args.processes):
-            for version, src, names in (
+            for version, src, which in (
                 ("old", old_src, first),
                 ("new", new_src, CHECKS),
                 ("old", later_src, LATER),
             ):
-                results[version].append(_run_worker(src, model, args.rounds, names))
+                results[version].append(_run_worker(src, model, args.rounds, which))
         imports: dict[str, list[float]] = {"old": [], "new": []}
         for _ in range(args.imports):
             imports["old"].append(_import_time(old_src, "edgeproof.report.plots"))
