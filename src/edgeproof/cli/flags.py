@@ -28,6 +28,7 @@ FLAGS: dict[str, str] = {
     "x_key": "--x-key",
     "y_key": "--y-key",
     "label_column": "--label-column",
+    "header": "--header",
     "classes": "--classes",
     # input specification and threat model
     "shape": "--shape",

@@ -154,7 +154,19 @@ def add_data(
     g = p.add_argument_group("data files")
     g.add_argument("--x-key", default="x", help="array name of inputs in .npz (default x)")
     g.add_argument("--y-key", default="y", help="array name of labels in .npz (default y)")
-    g.add_argument("--label-column", default="label", help="label column in .csv (default label)")
+    g.add_argument(
+        "--label-column",
+        default="label",
+        help="label column in .csv: its header name, or its position (0-based; negative counts "
+        "from the end, -1 = last column) (default label)",
+    )
+    g.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the .csv's first row names the columns (default: detected; a first row "
+        "of numbers only is data)",
+    )
     g.add_argument("--classes", help="comma-separated class names, in label order")
 
 
@@ -165,6 +177,7 @@ def data_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "x_key": args.x_key,
         "y_key": args.y_key,
         "label_column": args.label_column,
+        "header": args.header,
         "classes": classes,
     }
 
