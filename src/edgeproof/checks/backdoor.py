@@ -22,6 +22,7 @@ from edgeproof.methods.backdoor import (
     BackdoorScan,
     FreeEagleConfig,
     NeuralCleanseConfig,
+    NotAClassifierError,
     ReversedTrigger,
     STRIPConfig,
     scan_model,
@@ -85,16 +86,19 @@ class BackdoorCheck(Check):
         clean_x = None
         if self.trigger_inversion and ctx.data is not None and ctx.model.module is not None:
             clean_x = ctx.data.x
-        scan = scan_model(
-            ctx.model,
-            detectors=self.detectors,
-            clean_x=clean_x,
-            freeeagle_config=self.freeeagle,
-            neural_cleanse_config=self.nc,
-            strip=self.strip,
-            max_clean_samples=self.max_clean_samples,
-            seed=ctx.seed,
-        )
+        try:
+            scan = scan_model(
+                ctx.model,
+                detectors=self.detectors,
+                clean_x=clean_x,
+                freeeagle_config=self.freeeagle,
+                neural_cleanse_config=self.nc,
+                strip=self.strip,
+                max_clean_samples=self.max_clean_samples,
+                seed=ctx.seed,
+            )
+        except NotAClassifierError as exc:  # not a refusal of bad input: the check does not apply
+            return self.new_result(status="skipped", skip_reason=str(exc))
         return self.to_result(scan, _class_names(ctx, scan.num_classes))
 
     def to_result(self, scan: BackdoorScan, classes: list[str]) -> CheckResult:

@@ -21,6 +21,10 @@ FLAGS: dict[str, str] = {
     "raw": "--raw",
     "out_dir": "--out",
     "spec": "--shape",
+    "input": "--input",
+    "input_values": "--input-value",
+    "output": "--output",
+    "scores": "--scores",
     # data
     "data": "--data",
     "x_calib": "--data",
