@@ -134,8 +134,8 @@ def add_interface(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--scores",
         choices=["logits", "probabilities"],
-        default="logits",
-        help="what that output holds (default logits); a single column is class 1's score",
+        help="what that output holds (default: logits; a single column, class 1's score, "
+        "must say which)",
     )
 
 
@@ -159,7 +159,7 @@ def interface_arg(args: argparse.Namespace) -> Any:
         input=getattr(args, "input", None),
         input_values=values,
         output=getattr(args, "output", None),
-        scores=getattr(args, "scores", "logits"),
+        scores=getattr(args, "scores", None),
     )
 
 

@@ -17,9 +17,10 @@ argument of :func:`edgeproof.models.loading.load_model`:
   refused with the fix.
 * ``output`` — which output holds the class scores (an index into the outputs). Required when
   the model has several outputs: the audit refuses to guess (:func:`outputs_error`).
-* ``scores`` — ``"logits"`` (default) or ``"probabilities"``. Probabilities are audited as
-  ``log p`` (``softmax(log p) = p``, so the predictions and calibration are the model's own); a
-  single column is a binary score of class 1: a logit ``z`` becomes ``[0, z]``
+* ``scores`` — ``"logits"`` or ``"probabilities"``; not given: several columns are logits and
+  a single column is refused (a logit and a probability cannot be told apart). Probabilities
+  are audited as ``log p`` (``softmax(log p) = p``, so the predictions and calibration are the
+  model's own); a single column is a binary score of class 1: a logit ``z`` becomes ``[0, z]``
   (``softmax = [1 − σ(z), σ(z)]``), a probability ``p`` becomes ``[log(1 − p), log p]``.
   Probabilities are clipped to ``[1e-12, 1]`` before the log.
 * ``reset`` — a method the model is asked to run before each call (default ``reset_states``,
@@ -70,13 +71,13 @@ class ModelInterface:
     input: str | None = None
     input_values: Mapping[str, float] = field(default_factory=dict)
     output: int | None = None
-    scores: Scores = "logits"
+    scores: Scores | None = None
     reset: str | None = "reset_states"
 
     def __post_init__(self) -> None:
         if self.output is not None and (isinstance(self.output, bool) or self.output < 0):
             raise OptionError("output", f"{self.output!r} is not an output index", "give 0, 1, ...")
-        if self.scores not in ("logits", "probabilities"):
+        if self.scores not in (None, "logits", "probabilities"):
             raise OptionError(
                 "scores", f"unknown value {self.scores!r}", "give logits or probabilities"
             )
@@ -86,10 +87,18 @@ class ModelInterface:
         return self == ModelInterface()
 
 
-def scores_to_logits(out: torch.Tensor, scores: Scores) -> torch.Tensor:
-    """The chosen output as ``(N, K)`` logits (see the module docstring)."""
+def scores_to_logits(out: torch.Tensor, scores: Scores | None, name: str = "model") -> torch.Tensor:
+    """The chosen output as ``(N, K)`` logits (see the module docstring). ``scores=None`` (not
+    declared) reads several columns as logits and refuses a single column (a logit or a
+    probability cannot be told apart)."""
     if out.dim() == 1:
         out = out.unsqueeze(1)
+    if scores is None and out.dim() == 2 and out.shape[-1] == 1:
+        raise SpecError(
+            f"{name}: the model returns one score per sample; if it is a binary score of "
+            f"class 1, say whether it is a logit or a probability with {param('scores')} "
+            "logits or probabilities"
+        )
     if scores == "probabilities":
         p = out.clamp(_EPS, 1.0)
         if out.shape[-1] == 1:
@@ -239,7 +248,7 @@ class BoundModule(nn.Module):
         if self.reset_method is not None:
             parts.append(f"{self.reset_method}() runs before every call (state kept between calls)")
         out = "the output" if interface.output is None else f"output {interface.output}"
-        parts.append(f"{out} is audited as {interface.scores}")
+        parts.append(f"{out} is audited as {interface.scores or 'logits'}")
         self.described = f"{name}: " + "; ".join(parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -263,7 +272,7 @@ class BoundModule(nn.Module):
                 f"{self.model_name}: the model returns one output, not {self.interface.output + 1}",
                 "drop the option or give 0",
             )
-        return scores_to_logits(out, self.interface.scores)
+        return scores_to_logits(out, self.interface.scores, self.model_name)
 
 
 def needs_binding(module: nn.Module, interface: ModelInterface) -> bool:
@@ -338,6 +347,7 @@ class BoundSession:
                 f"give 0..{len(outputs) - 1}",
             )
         self.output = outputs[index]
+        self.name = name
         said = [f"the data feeds input {data_name!r} {self.data_input.shape}"]
         for i in self.others:
             if i.name in interface.input_values:
@@ -346,7 +356,9 @@ class BoundSession:
                 said.append(f"{i.name} = {DEFAULTS[i.name]:g} (edgeproof's default)")
             else:
                 said.append(f"{i.name} = zeros {i.shape} (symbolic dimensions = batch)")
-        said.append(f"output {index} {self.output.name!r} is audited as {interface.scores}")
+        said.append(
+            f"output {index} {self.output.name!r} is audited as {interface.scores or 'logits'}"
+        )
         self.described = f"{name}: " + "; ".join(said)
 
     def get_inputs(self) -> list[Any]:
