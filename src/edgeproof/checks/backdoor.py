@@ -22,7 +22,6 @@ from edgeproof.methods.backdoor import (
     BackdoorScan,
     FreeEagleConfig,
     NeuralCleanseConfig,
-    NotAClassifierError,
     ReversedTrigger,
     STRIPConfig,
     scan_model,
@@ -82,23 +81,36 @@ class BackdoorCheck(Check):
         self.max_clean_samples = max_clean_samples
         self.trigger_inversion = bool(trigger_inversion)
 
+    def skip_reason(self, ctx: AuditContext) -> str | None:
+        """Also skipped for a model of fewer than 3 classes (a binary detector): the detectors
+        compare the classes of a classifier head with one another."""
+        reason = super().skip_reason(ctx)
+        if reason is not None:
+            return reason
+        k = ctx.threat.input.num_classes
+        if k is None and ctx.data is not None:
+            k = ctx.data.num_classes
+        if k is not None and k < 3:
+            return (
+                f"needs a classifier of at least 3 classes (the detectors compare classes with "
+                f"one another); this one has {k}"
+            )
+        return None
+
     def run(self, ctx: AuditContext) -> CheckResult:
         clean_x = None
         if self.trigger_inversion and ctx.data is not None and ctx.model.module is not None:
             clean_x = ctx.data.x
-        try:
-            scan = scan_model(
-                ctx.model,
-                detectors=self.detectors,
-                clean_x=clean_x,
-                freeeagle_config=self.freeeagle,
-                neural_cleanse_config=self.nc,
-                strip=self.strip,
-                max_clean_samples=self.max_clean_samples,
-                seed=ctx.seed,
-            )
-        except NotAClassifierError as exc:  # not a refusal of bad input: the check does not apply
-            return self.new_result(status="skipped", skip_reason=str(exc))
+        scan = scan_model(
+            ctx.model,
+            detectors=self.detectors,
+            clean_x=clean_x,
+            freeeagle_config=self.freeeagle,
+            neural_cleanse_config=self.nc,
+            strip=self.strip,
+            max_clean_samples=self.max_clean_samples,
+            seed=ctx.seed,
+        )
         return self.to_result(scan, _class_names(ctx, scan.num_classes))
 
     def to_result(self, scan: BackdoorScan, classes: list[str]) -> CheckResult:
