@@ -680,7 +680,8 @@ def _record_hashes(ds: Any, root: Path | None) -> tuple[str, list[bytes]]:
 def _load_dataset(source: str, loader: Mapping[str, str]) -> Any:
     from edgeproof.data.loading import load_data
 
-    return load_data(source, **loader)
+    options: dict[str, Any] = dict(loader)  # strings only (the seal's schema)
+    return load_data(source, **options)
 
 
 def _file_source(path: Path, name: str) -> SourceEntry:
