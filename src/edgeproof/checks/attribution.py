@@ -63,7 +63,7 @@ from edgeproof.methods.attribution.sanity import SanityVerdict, sanity_checks
 from edgeproof.methods.stats import bootstrap_interval, wilson_interval
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
-__all__ = ["AttributionCheck", "methods_for_kind"]
+__all__ = ["AttributionCheck", "given_baseline", "methods_for_kind"]
 
 _KIND_METHODS: dict[str, tuple[str, ...]] = {
     "image": ("integrated_gradients", "smoothgrad", "gradient_shap", "occlusion"),
@@ -139,6 +139,11 @@ class AttributionCheck(Check):
             stopping once it fits 95 % of the shuffled labels).
         threshold, level: sanity verdict threshold and confidence level (0.5, 0.95).
         figure_samples: per-sample maps shown (default 4).
+        target: explain this class index for every sample (default ``None``: the class the
+            model predicts for each sample).
+        baseline: the reference input of the point-baseline methods (IG, occlusion, feature
+            ablation): a number, or one sample of the input shape (default ``None``: the
+            per-kind baseline of the module docstring).
         internal_batch_size: rows per forward pass of the gradient methods (default 256).
         forward_batch_size: rows per forward pass of the gradient-free methods, which keep no
             activations for a backward pass (default: as many samples as fit in 16 MiB of
@@ -185,6 +190,8 @@ class AttributionCheck(Check):
         figure_samples: int = 4,
         internal_batch_size: int = 256,
         forward_batch_size: int | None = None,
+        target: int | None = None,
+        baseline: float | np.ndarray | None = None,
     ) -> None:
         super().__init__(
             methods=None if methods is None else list(methods),
@@ -214,6 +221,8 @@ class AttributionCheck(Check):
             figure_samples=figure_samples,
             internal_batch_size=internal_batch_size,
             forward_batch_size=forward_batch_size,
+            target=target,
+            baseline=None if baseline is None else _baseline_setting(baseline),
         )
         known = {n for names in _KIND_METHODS.values() for n in names}
         for m in methods or ():
@@ -271,6 +280,12 @@ class AttributionCheck(Check):
                 "forward_batch_size", f"{forward_batch_size} is too few", "use >= 1 or None"
             )
         self.forward_batch_size = forward_batch_size
+        if target is not None and (
+            isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0
+        ):
+            raise OptionError("target", f"{target!r} is not a class index", "use e.g. 0")
+        self.target = None if target is None else int(target)
+        self.baseline = baseline
 
     # --- planning -------------------------------------------------------------------------
 
@@ -343,9 +358,21 @@ class AttributionCheck(Check):
         x = torch.from_numpy(np.ascontiguousarray(data.x[index]))
         logits = torch.from_numpy(ctx.clean_logits()[index])
         target = logits.argmax(dim=1)
+        if self.target is not None:
+            if self.target >= k:
+                raise OptionError(
+                    "target",
+                    f"class {self.target} is outside the model's {k} classes",
+                    f"use a class index in 0..{k - 1}, or leave it unset (the predicted class)",
+                )
+            target = torch.full_like(target, self.target)
         shape = tuple(x.shape[1:])
         lo, hi = spec.domain
-        baseline = self._baseline(kind, data.x, shape, spec.domain)
+        baseline = (
+            self._baseline(kind, data.x, shape, spec.domain)
+            if self.baseline is None
+            else given_baseline(self.baseline, shape)
+        )
         bg_index = rng.choice(n, size=min(n, self.background_size), replace=False)
         background = torch.from_numpy(np.ascontiguousarray(data.x[bg_index]))
         rate = self.sample_rate
@@ -698,6 +725,40 @@ class AttributionCheck(Check):
             }
             figs.append(_image_samples_figure(xn[:s], maps, t[:s], class_names))
         return figs
+
+
+def given_baseline(baseline: float | np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+    """A caller's baseline as one sample of ``shape`` (a number fills it); an
+    :class:`OptionError` naming ``baseline`` for any other shape, or a non-finite value."""
+    if isinstance(baseline, (int, float, np.integer, np.floating)) and not isinstance(
+        baseline, bool
+    ):
+        b = np.full(shape, float(baseline), dtype=np.float32)
+    else:
+        b = np.asarray(baseline, dtype=np.float32)
+        if b.shape == (1, *shape):
+            b = b[0]
+        if b.shape != shape:
+            raise OptionError(
+                "baseline",
+                f"shape {list(b.shape)} does not fit inputs of shape {list(shape)}",
+                f"give a number or one sample of shape {list(shape)}",
+            )
+    if not np.all(np.isfinite(b)):
+        raise OptionError("baseline", "contains NaN or Inf", "give a finite baseline")
+    return torch.from_numpy(np.ascontiguousarray(b))
+
+
+def _baseline_setting(baseline: float | np.ndarray) -> Any:
+    """How a caller's baseline is recorded in the settings: the number, or its shape and range."""
+    if isinstance(baseline, (int, float, np.integer, np.floating)):
+        return float(baseline)
+    b = np.asarray(baseline, dtype=np.float64)
+    return {
+        "shape": list(b.shape),
+        "min": float(np.nanmin(b)) if b.size else None,
+        "max": float(np.nanmax(b)) if b.size else None,
+    }
 
 
 def _baseline_for(
