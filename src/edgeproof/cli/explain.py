@@ -62,9 +62,11 @@ def parse_baseline(text: str) -> Any:
             "give e.g. 0, or a .npy file holding one sample",
         )
     try:
-        with np.load(p, allow_pickle=False) as loaded:
-            arr = loaded[loaded.files[0]] if p.suffix == ".npz" else loaded
-            return np.asarray(arr, dtype=np.float32)
+        loaded = np.load(p, allow_pickle=False)
+        if p.suffix == ".npz":
+            with loaded:
+                return np.asarray(loaded[loaded.files[0]], dtype=np.float32)
+        return np.asarray(loaded, dtype=np.float32)
     except (OSError, ValueError, IndexError) as exc:
         raise OptionError("baseline", f"{p}: not a readable array ({exc})") from None
 
