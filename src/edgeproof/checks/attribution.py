@@ -493,7 +493,11 @@ class AttributionCheck(Check):
         ran = [r for r in runs if r.attribution is not None]
         tested = [r for r in ran if r.verdict is not None]
         flagged = [r for r in tested if r.verdict is not None and not r.verdict.depends_on_weights]
-        res.settings.update(samples=int(x.shape[0]), sample_index=index.tolist())
+        res.settings.update(
+            samples=int(x.shape[0]),
+            sample_index=index.tolist(),
+            explained_classes=sorted(set(target.tolist())),
+        )
         if tested:
             v0 = tested[0].verdict
             assert v0 is not None
