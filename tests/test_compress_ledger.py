@@ -232,6 +232,8 @@ def test_ledger_table_has_hessian_and_nc1_columns_for_every_candidate(
     idx = {c: i for i, c in enumerate(table.columns)}
     assert "hessian_top_eig" in idx and "nc1" in idx
     for row in table.rows:
-        assert row[idx["hessian_top_eig"]] > 0 and row[idx["nc1"]] > 0
+        lam, nc1 = row[idx["hessian_top_eig"]], row[idx["nc1"]]
+        assert isinstance(lam, float) and isinstance(nc1, float)
+        assert lam > 0 and nc1 > 0
     assert "Hessian of the mean cross-entropy" in table.description
     assert "ece" not in idx  # only the columns whose check ran
