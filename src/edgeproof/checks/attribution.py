@@ -2,7 +2,8 @@
 explanations depend on the model at all.
 
 The methods that fit the model and the kind of data run on a seeded subset of the samples
-(:mod:`edgeproof.methods.attribution`), each explaining the class the model predicts:
+(:mod:`edgeproof.methods.attribution`), each explaining the class the model predicts (or, with
+``target``, that class for every sample):
 
 * images — Integrated Gradients, SmoothGrad, GradientSHAP, sliding-window occlusion;
 * time series — the same, plus frequency-band occlusion;
@@ -11,8 +12,9 @@ The methods that fit the model and the kind of data run on a seeded subset of th
 Gradient methods need a PyTorch model; on an ONNX model they are skipped with the reason and the
 gradient-free ones (occlusion, feature ablation, KernelSHAP, frequency occlusion) still run.
 
-Baselines (stated, per kind): images take the low end of the input domain (black); time series
-the zero signal clipped into the domain; tabular data the per-feature mean of the data.
+Baselines (stated, per kind, unless the caller gives one as ``baseline``): images take the low
+end of the input domain (black); time series the zero signal clipped into the domain; tabular data
+the per-feature mean of the data.
 GradientSHAP's baseline distribution and KernelSHAP's background are seeded random subsets of the
 data. SmoothGrad's σ is ``smoothgrad_sigma`` × the domain's width (default 15 %).
 
