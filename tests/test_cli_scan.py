@@ -75,6 +75,9 @@ def _folder(population: Path, dest: Path, *, extras: bool = True) -> Path:
         module = load_model(lenet).module
         assert module is not None
         (dest / "exported.onnx").write_bytes(export_onnx(module, (1, 8, 8)).SerializeToString())
+        traced = torch.jit.trace(module, torch.zeros(1, 1, 8, 8))
+        torch.jit.save(traced, str(dest / "traced.pt"))  # pure tensor ops: loads without trust
+        torch.save(module, dest / "pickled.pt")  # a whole pickled module: runs code to load
         (dest / "notes.txt").write_text("not a model\n")
     return dest
 
@@ -136,29 +139,56 @@ def test_scan_ranks_every_model_groups_architectures_and_lists_what_it_could_not
     assert status["broken.safetensors"] == "unreadable"
     assert status["regressor.safetensors"] == "not-a-classifier"
     assert status["exported.onnx"] == "scanned"
-    assert sum(s == "scanned" for s in status.values()) == 5
+    assert status["traced.pt"] == "scanned"
+    assert status["pickled.pt"] == "unreadable"
+    assert sum(s == "scanned" for s in status.values()) == 6
     assert report["ignored"] == ["notes.txt"]  # sidecars and population.json are not listed
     regressor = next(m for m in report["models"] if m["file"] == "regressor.safetensors")
     assert "classifier" in regressor["reason"] and "1 output" in regressor["reason"]
+    pickled = next(m for m in report["models"] if m["file"] == "pickled.pt")
+    assert "--trust-code" in pickled["reason"]  # reasons name the CLI's flags
     groups = {g["arch"]: len(g["models"]) for g in report["architectures"]}
-    assert groups == {"zoo:mlp": 2, "zoo:lenet5": 2, "unknown architecture (onnx)": 1}
+    assert groups == {
+        "zoo:mlp": 2,
+        "zoo:lenet5": 2,
+        "unknown architecture (onnx)": 1,
+        "unknown architecture (torchscript)": 1,
+    }
     onnx = next(m for m in report["models"] if m["file"] == "exported.onnx")
     assert [d["detector"] for d in onnx["detectors"]] == ["final-layer"]
     assert "head-probe" in onnx["detectors_skipped"]
     scanned = [m for m in report["models"] if m["status"] == "scanned"]
     ratios = [m["ratio"] for m in scanned]
     assert ratios == sorted(ratios, reverse=True)  # ranked by threshold ratio
-    assert [m["rank"] for m in scanned] == [1, 2, 3, 4, 5]
+    assert [m["rank"] for m in scanned] == [1, 2, 3, 4, 5, 6]
     # every scanned model carries its evidence: the backdoor check's result
     assert all(m["evidence"]["check"] == "backdoor" for m in scanned)
     lines = captured.out.splitlines()
-    table = [ln.split()[1] for ln in lines[1:6]]
+    table = [ln.split()[1] for ln in lines[1:7]]
     assert table == [m["file"] for m in scanned]  # stdout is the same ranking
     assert "not scanned: broken.safetensors: unreadable" in captured.err
     assert "not scanned: regressor.safetensors: not-a-classifier" in captured.err
     html = (out / "report.html").read_text()
-    assert html.count('<section class="check"') == 5
+    assert html.count('<section class="check"') == 6
     assert "regressor.safetensors" in html and "<script>alert" not in html
+
+
+def test_scan_with_trust_code_loads_a_pickled_module(
+    population: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    module = load_model(next(population.glob("*mlp-000-clean.safetensors"))).module
+    torch.save(module, folder / "pickled.pt")
+    args = ["--out", str(tmp_path / "o"), "--jobs", "1", "--detectors", DETECTORS, "--quiet"]
+    assert main(["scan", str(folder), *args]) == 2  # nothing could be scanned without trust
+    code = main(["scan", str(folder), *args, "--trust-code", "--threshold", "final-layer=1e6"])
+    assert code == 0
+    (m,) = json.loads((tmp_path / "o" / "report.json").read_text())["models"]
+    assert m["status"] == "scanned" and m["format"] == "pickle"
+    assert [d["detector"] for d in m["detectors"]] == ["final-layer"]
+    assert "input shape" in m["detectors_skipped"]["head-probe"]  # no sidecar: no spec
+    assert "⟨" not in json.dumps(m)  # parameter markers are rendered
 
 
 def test_scan_exits_1_when_a_model_is_over_its_threshold(

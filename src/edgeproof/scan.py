@@ -41,7 +41,7 @@ import numpy as np
 
 from edgeproof.checks.backdoor import BackdoorCheck
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import InputFileError, OptionError, UserError
+from edgeproof.errors import InputFileError, OptionError, UserError, render_text
 from edgeproof.methods.backdoor import (
     DATA_FREE_DETECTORS,
     BackdoorScan,
@@ -92,6 +92,8 @@ class ScanSettings:
         max_clean_samples: at most this many clean samples per model (seeded subsample).
         trust_code: let model files run code (TorchScript outside the allowlist, pickles).
         seed: seeds every detector.
+        name_of: how the reasons name a library parameter (the CLI: its flag); a module-level
+            function, so that it travels to the workers.
     """
 
     detectors: tuple[str, ...] = DATA_FREE_DETECTORS
@@ -104,6 +106,7 @@ class ScanSettings:
     max_clean_samples: int = 128
     trust_code: bool = False
     seed: int = 0
+    name_of: Callable[[str], str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -251,6 +254,11 @@ class ScanReport:
             return None
         if m.file not in self._evidence:
             res = BackdoorCheck().to_result(m.scan, list(m.classes))
+            name_of = self.settings.name_of
+            res.findings = [
+                replace(f, message=render_text(f.message, name_of)) for f in res.findings
+            ]
+            res.summary = render_text(res.summary, name_of)
             res.title = f"{m.file} ({m.group})"
             res.duration_s = m.duration_s
             res.settings = {"file": m.file, "used_data": m.used_data, **self.settings.to_json()}
@@ -469,7 +477,9 @@ def _scan_file(
     try:
         model = load_model(path, trust_code=settings.trust_code)
     except UserError as exc:
-        return ModelScan(name, "unreadable", str(exc), duration_s=time.perf_counter() - t0)
+        return ModelScan(
+            name, "unreadable", exc.render(settings.name_of), duration_s=time.perf_counter() - t0
+        )
     except Exception as exc:  # a loader that failed on a broken file: still this file's problem
         return ModelScan(
             name,
@@ -511,10 +521,18 @@ def _scan_file(
         )
     except NotAClassifierError as exc:
         return replace(
-            base, status="not-a-classifier", reason=str(exc), duration_s=time.perf_counter() - t0
+            base,
+            status="not-a-classifier",
+            reason=exc.render(settings.name_of),
+            duration_s=time.perf_counter() - t0,
         )
     except UserError as exc:
-        return replace(base, status="refused", reason=str(exc), duration_s=time.perf_counter() - t0)
+        return replace(
+            base,
+            status="refused",
+            reason=exc.render(settings.name_of),
+            duration_s=time.perf_counter() - t0,
+        )
     except Exception as exc:
         return replace(
             base,
@@ -555,6 +573,7 @@ def scan_folder(
     trust_code: bool = False,
     seed: int = 0,
     progress: Callable[[ModelScan], None] | None = None,
+    name_of: Callable[[str], str] | None = None,
 ) -> ScanReport:
     """Scan every model file directly inside ``folder`` (module docstring).
 
@@ -571,6 +590,9 @@ def scan_folder(
         trust_code: let the model files run code (only for files you trust).
         seed: seeds every detector.
         progress: called with each file's outcome as it arrives.
+        name_of: how the reasons name a library parameter (default: by its name; the CLI passes
+            :func:`edgeproof.cli.flags.flag_of`). It travels to the worker processes, so it must
+            be a module-level function.
     """
     t0 = time.perf_counter()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -602,6 +624,7 @@ def scan_folder(
         max_clean_samples=max_clean_samples,
         trust_code=trust_code,
         seed=seed,
+        name_of=name_of,
     )
     clean_x = None
     if clean is not None:

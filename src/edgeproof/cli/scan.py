@@ -125,6 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgeproof.cli.flags import flag_of
     from edgeproof.report.scan import write_scan_report
     from edgeproof.runtime.threads import available_cores
     from edgeproof.scan import scan_folder
@@ -158,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         trust_code=bool(args.trust_code or args.trust_pickle),
         seed=args.seed,
         progress=progress,
+        name_of=flag_of,
     )
     files = write_scan_report(report, args.out)
     print_ranking(report)
