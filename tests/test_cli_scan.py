@@ -191,6 +191,47 @@ def test_scan_with_trust_code_loads_a_pickled_module(
     assert "⟨" not in json.dumps(m)  # parameter markers are rendered
 
 
+def test_scan_with_clean_data_inverts_triggers_where_the_samples_fit(
+    population: Path, tmp_path: Path
+) -> None:
+    """With --data, Neural Cleanse and STRIP run on the models the samples fit; an ONNX model
+    (no module) is scanned data-free, with the reason; the numbers are scan_model's."""
+    from edgeproof.methods.backdoor import scan_model
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    mlp = next(population.glob("*mlp-001-badnets.safetensors"))
+    for f in (mlp, mlp.with_suffix(".json")):
+        shutil.copy(f, folder / f.name)
+    module = load_model(mlp).module
+    assert module is not None
+    from edgeproof.compress.onnx_export import export_onnx
+
+    (folder / "exported.onnx").write_bytes(export_onnx(module, (1, 8, 8)).SerializeToString())
+    out = tmp_path / "o"
+    code = main(["scan", str(folder), "--out", str(out), "--jobs", "1", "--data",
+                 "builtin:digits", "--detectors", "final-layer", "--nc-epochs", "1",
+                 "--threshold", "final-layer=1e6", "--quiet"])  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["name"] == "builtin:digits"
+    models = {m["file"]: m for m in report["models"]}
+    scanned = models[mlp.name]
+    assert scanned["used_data"] is True
+    assert [d["detector"] for d in scanned["detectors"]] == ["final-layer", "neural-cleanse"]
+    nc = scanned["detectors"][1]
+    assert nc["threshold"] == 2.0 and "anomaly-index rule" in nc["threshold_source"]
+    assert code == (1 if nc["flagged"] else 0)
+    figures = {f["name"] for f in scanned["evidence"]["figures"]}
+    assert "reversed_trigger" in figures
+    assert "strip_flagged_fraction" in {m["name"] for m in scanned["evidence"]["metrics"]}
+    onnx = models["exported.onnx"]
+    assert onnx["used_data"] is False and "need the module" in onnx["notes"][0]
+    direct = scan_model(load_model(mlp), detectors=("final-layer",))
+    assert scanned["detectors"][0]["score"] == pytest.approx(
+        direct.verdict("final-layer").result.score, rel=1e-12
+    )
+
+
 def test_scan_exits_1_when_a_model_is_over_its_threshold(
     population: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
