@@ -129,9 +129,7 @@ def render_scan_html(report: ScanReport) -> str:
         header
         + _verdict(report)
         + _provenance(report)
-        + "<h3>Ranking</h3>"
         + _table(report.ranking_table())
-        + "<h3>By architecture</h3>"
         + _table(report.groups_table())
         + "<h3>Evidence per model</h3>"
         + "".join(sections)
