@@ -277,6 +277,7 @@ def test_scan_with_the_shipped_thresholds_names_their_calibration(
         (lambda p: None, [], "does not exist"),
         (lambda p: p.mkdir(), ["--detectors", "magic"], "--detectors"),
         (lambda p: p.mkdir(), ["--threshold", "final-layer:3"], "--threshold"),
+        (lambda p: p.mkdir(), ["--thresholds", "no-such-thresholds.json"], "thresholds file"),
     ],
 )
 def test_scan_refuses_bad_input_in_one_line_with_exit_2(
