@@ -143,6 +143,10 @@ def test_scan_ranks_every_model_groups_architectures_and_lists_what_it_could_not
     assert status["pickled.pt"] == "unreadable"
     assert sum(s == "scanned" for s in status.values()) == 6
     assert report["ignored"] == ["notes.txt"]  # sidecars and population.json are not listed
+    truth = {r["detector"]: r for r in report["ground_truth"]["detectors"]}
+    assert set(truth) == {"final-layer", "head-probe", "any"}  # from population.json's labels
+    assert all(r["false_positives"] == 0 and r["true_positives"] == 0 for r in truth.values())
+    assert truth["any"]["clean"] == 2  # the two clean members (the extras are unlabelled)
     regressor = next(m for m in report["models"] if m["file"] == "regressor.safetensors")
     assert "classifier" in regressor["reason"] and "1 output" in regressor["reason"]
     pickled = next(m for m in report["models"] if m["file"] == "pickled.pt")
@@ -247,6 +251,13 @@ def test_scan_exits_1_when_a_model_is_over_its_threshold(
     assert first["flagged_by"] == ["final-layer"]
     assert first["detectors"][0]["threshold_source"] == "-100 (given, not calibrated)"
     assert report["threshold_overrides"] == {"final-layer": -100.0}
+    (row, any_row) = report["ground_truth"]["detectors"]
+    assert row["detector"] == "final-layer" and any_row["detector"] == "any"
+    assert row["false_positives"] == row["clean"] == 2 and row["fpr"] == 1.0
+    assert row["fpr_ci"][0] < 1.0 == row["fpr_ci"][1]  # Wilson interval of 2/2
+    assert row["true_positives"] == row["backdoored"]  # every labelled backdoor is flagged too
+    out = capsys.readouterr().out
+    assert "population.json labels: final-layer: TPR" in out and "FPR 2/2" in out
     capsys.readouterr()
     code = main(["scan", str(folder), "--out", str(tmp_path / "scan"), "--jobs", "1",
                  "--detectors", "final-layer", "--threshold", "final-layer=100"])  # fmt: skip

@@ -21,6 +21,13 @@ exceed a threshold ≤ 0 as 0). Models without a ratio (not scanned) come last.
 
 Clean samples (``clean``) are used on the models whose input shape they fit (the others are
 scanned data-free, and the report says so), at most ``max_clean_samples`` of them.
+
+Ground truth: a folder written by ``edgeproof make-population`` holds a ``population.json`` with
+each model's label; the report then also measures each detector on this folder, as
+``benchmarks/bench_backdoor.py`` does on its evaluation population: TPR over the ``backdoored``
+models and FPR over the ``clean`` ones at the thresholds used, each with a 95 % Wilson interval,
+and the AUROC of the scores (Mann–Whitney, ties counted ½); ``attack-failed`` models count as
+neither. A ``population.json`` that cannot be read is noted and ignored.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from edgeproof.methods.backdoor import (
     shipped_thresholds,
 )
 from edgeproof.methods.backdoor.thresholds import POOLED
+from edgeproof.methods.stats import wilson_interval
 from edgeproof.models.loading import SUPPORTED_SUFFIXES, load_model
 from edgeproof.results import CheckResult, Table
 
@@ -222,6 +230,8 @@ class ScanReport:
     created: str
     duration_s: float = 0.0
     environment: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     _evidence: dict[str, CheckResult] = field(default_factory=dict, repr=False)
 
     @property
@@ -326,6 +336,82 @@ class ScanReport:
             rows,
         )
 
+    def truth_rows(self) -> list[dict[str, Any]]:
+        """Per detector (and ``any`` detector): TPR, FPR with Wilson intervals and AUROC on the
+        scanned models the folder's ``population.json`` labels (empty without labels)."""
+        if not self.labels:
+            return []
+        labelled = [
+            (m, self.labels[m.file])
+            for m in self.scanned
+            if self.labels.get(m.file) in ("clean", "backdoored")
+        ]
+        rows: list[dict[str, Any]] = []
+        for det in (*self.settings.detectors, "neural-cleanse", "any"):
+            pos: list[float] = []
+            neg: list[float] = []
+            tp = fp = 0
+            for m, label in labelled:
+                if det == "any":
+                    score: float | None = m.ratio
+                    flagged: bool | None = m.flagged
+                else:
+                    v = next((v for v in m.verdicts if v.result.detector == det), None)
+                    if v is None or v.flagged is None:
+                        continue
+                    score, flagged = float(v.result.score), bool(v.flagged)
+                if score is None:
+                    continue
+                score = math.inf if math.isnan(score) else score
+                (pos if label == "backdoored" else neg).append(score)
+                tp += int(label == "backdoored" and bool(flagged))
+                fp += int(label == "clean" and bool(flagged))
+            if not pos and not neg:
+                continue
+            tpr = wilson_interval(tp, len(pos)) if pos else None
+            fpr = wilson_interval(fp, len(neg)) if neg else None
+            rows.append(
+                {
+                    "detector": det,
+                    "backdoored": len(pos),
+                    "true_positives": tp,
+                    "tpr": tp / len(pos) if pos else None,
+                    "tpr_ci": None if tpr is None else [tpr.low, tpr.high],
+                    "clean": len(neg),
+                    "false_positives": fp,
+                    "fpr": fp / len(neg) if neg else None,
+                    "fpr_ci": None if fpr is None else [fpr.low, fpr.high],
+                    "auroc": _auroc(pos, neg),
+                }
+            )
+        return rows
+
+    def truth_table(self) -> Table | None:
+        rows = self.truth_rows()
+        if not rows:
+            return None
+
+        def rate(k: int, n: int, ci: list[float] | None) -> str:
+            return "—" if ci is None else f"{k}/{n} = {k / n:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+        return Table(
+            "ground_truth",
+            "Measured on this folder's population.json labels",
+            ["detector", "TPR [95% Wilson]", "FPR [95% Wilson]", "AUROC"],
+            [
+                [
+                    r["detector"],
+                    rate(r["true_positives"], r["backdoored"], r["tpr_ci"]),
+                    rate(r["false_positives"], r["clean"], r["fpr_ci"]),
+                    r["auroc"],
+                ]
+                for r in rows
+            ],
+            description="TPR over the models labelled backdoored, FPR over those labelled "
+            "clean, at the thresholds used; attack-failed models are left out. 'any': flagged "
+            "by at least one detector, AUROC of the threshold ratio.",
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": SCAN_FORMAT,
@@ -357,6 +443,17 @@ class ScanReport:
             ],
             "models": [self._model_json(i, m) for i, m in enumerate(self.models, 1)],
             "ignored": list(self.ignored),
+            "notes": list(self.notes),
+            "ground_truth": None
+            if not self.labels
+            else {
+                "source": "population.json",
+                "labels": dict(self.labels),
+                "detectors": [
+                    {k: (_num(v) if isinstance(v, float) else v) for k, v in r.items()}
+                    for r in self.truth_rows()
+                ],
+            },
         }
 
     def _model_json(self, rank: int, m: ModelScan) -> dict[str, Any]:
@@ -393,6 +490,15 @@ class ScanReport:
             "traceback": m.traceback,
             "evidence": None if ev is None else ev.to_json(),
         }
+
+
+def _auroc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
+    """P(score of a backdoored model > score of a clean one), ties ½ (Mann–Whitney U / n₁n₀)."""
+    if not pos or not neg:
+        return None
+    p = np.asarray(pos, dtype=np.float64)[:, None]
+    n = np.asarray(neg, dtype=np.float64)[None, :]
+    return float(np.mean((p > n) + 0.5 * (p == n)))
 
 
 def _num(v: float | None) -> float | None:
@@ -440,6 +546,23 @@ def model_files(folder: str | Path) -> tuple[list[Path], list[str]]:
             "give the folder that holds the models",
         )
     return models, other
+
+
+def _labels(root: Path) -> tuple[dict[str, str], list[str]]:
+    """``{file: label}`` from ``root/population.json`` (written by make-population), and notes."""
+    from edgeproof.structured import read_json
+
+    path = root / "population.json"
+    if not path.is_file():
+        return {}, []
+    try:
+        obj = read_json(path, what="population index")
+        if not isinstance(obj, dict) or obj.get("format") != "edgeproof-backdoor-population":
+            raise ValueError("not an edgeproof population index")
+        labels = {str(m["path"]): str(m["label"]) for m in obj["members"]}
+    except (UserError, ValueError, KeyError, TypeError) as exc:
+        return {}, [f"population.json ignored: {exc}"]
+    return labels, [f"ground truth from population.json ({len(labels)} labelled models)"]
 
 
 def with_overrides(thresholds: Thresholds, overrides: Mapping[str, float]) -> Thresholds:
@@ -638,6 +761,7 @@ def scan_folder(
         clean_x = np.ascontiguousarray(x)
     workers = min(jobs, len(files))
     results = _run(files, root, settings, clean_x, workers, progress)
+    labels, notes = _labels(root)
     report = ScanReport(
         folder=str(root),
         models=sorted(results, key=_rank_key),
@@ -649,6 +773,8 @@ def scan_folder(
         jobs=workers,
         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         environment=_environment(),
+        labels=labels,
+        notes=notes,
     )
     report.duration_s = time.perf_counter() - t0
     return report

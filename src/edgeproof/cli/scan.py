@@ -163,6 +163,11 @@ def run(args: argparse.Namespace) -> int:
     )
     files = write_scan_report(report, args.out)
     print_ranking(report)
+    for r in report.truth_rows():
+        tpr = "-" if r["tpr"] is None else f"{r['true_positives']}/{r['backdoored']}"
+        fpr = "-" if r["fpr"] is None else f"{r['false_positives']}/{r['clean']}"
+        auc = "-" if r["auroc"] is None else f"{r['auroc']:.2f}"
+        print(f"population.json labels: {r['detector']}: TPR {tpr}, FPR {fpr}, AUROC {auc}")
     print(f"report: {files.html}")
     for m in report.not_scanned:
         print(f"edgeproof: not scanned: {m.file}: {m.status}: {m.reason}", file=sys.stderr)

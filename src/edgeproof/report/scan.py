@@ -77,6 +77,7 @@ def _provenance(report: ScanReport) -> str:
     ]
     if report.overrides:
         items.append(("thresholds given", report.overrides))
+    items += [("note", n) for n in report.notes]
     data = (
         _kv(
             (k, v)
@@ -131,6 +132,7 @@ def render_scan_html(report: ScanReport) -> str:
         + _provenance(report)
         + _table(report.ranking_table())
         + _table(report.groups_table())
+        + (_table(truth) if (truth := report.truth_table()) is not None else "")
         + "<h3>Evidence per model</h3>"
         + "".join(sections)
         + _footer(report)
