@@ -28,6 +28,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "compress",
     "protect",
     "integrity",
+    "scan",
+    "population",
+    "explain",
 )
 
 
@@ -56,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
               edgeproof demo
               edgeproof audit model.safetensors --arch zoo:resnet20 --data val.npz --out runs/a
               edgeproof audit weights.safetensors            # data-free checks only
+              edgeproof scan models/ --out runs/scan         # backdoor scan of a folder
 
             exit codes: 0 ok, 1 policy/verification failed, 2 bad input (also: a check
             refused its input; the report is still written), 3 internal error"""),

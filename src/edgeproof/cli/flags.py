@@ -68,6 +68,25 @@ FLAGS: dict[str, str] = {
     "key": "--key",
     "public_key": "--pub",
     "item": "--item",
+    # scan
+    "jobs": "--jobs",
+    "detectors": "--detectors",
+    "threshold_overrides": "--threshold",
+    "thresholds": "--thresholds",
+    "freeeagle_steps": "--freeeagle-steps",
+    "nc_epochs": "--nc-epochs",
+    # make-population
+    "clean_per_arch": "--clean",
+    "backdoored_per_arch": "--backdoored",
+    "archs": "--archs",
+    "families": "--families",
+    "poison_rate": "--poison-rate",
+    # explain
+    "methods": "--methods",
+    "target": "--target",
+    "n_steps": "--n-steps",
+    "tolerance": "--tolerance",
+    "samples": "--samples",
 }
 
 

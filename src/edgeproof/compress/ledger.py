@@ -5,7 +5,8 @@ ONNX Runtime) and re-audited by :func:`edgeproof.compress.reaudit.reaudit`; this
 rows (:class:`Candidate`, :class:`SkippedCandidate`), the selection under a budget
 (:meth:`Ledger.select`), the ledger table with the headline trust columns
 (:data:`TRUST_COLUMNS`: ECE, robust accuracy at the threat model's largest ε, DNL bit-flip
-AR(10), verified accuracy when a ``certify`` check is registered) and the Pareto figure.
+AR(10), the loss Hessian's top eigenvalue and NC1 where the candidate has gradients, verified
+accuracy when a ``certify`` check is registered) and the Pareto figure.
 """
 
 from __future__ import annotations
@@ -70,6 +71,22 @@ TRUST_COLUMNS: tuple[TrustColumn, ...] = (
         "10 DNL sign flips (w -> -w) of the largest weights in the first 10 layers (bitflip "
         "check, up to 200 records), on the weights the exported graph holds (BatchNorm folded; "
         "dequantized grid values for quantized candidates); higher is more fragile",
+    ),
+    TrustColumn(
+        "hessian_top_eig",
+        "generalization.top_eigenvalue",
+        "hessian_top_eig: the largest eigenvalue of the Hessian of the mean cross-entropy over "
+        "the weights (sharpness; Lanczos, at most 30 steps, relative residual 1e-3, up to 200 "
+        "records; generalization check), on the candidate's PyTorch module (quantized "
+        "candidates: through the fake-quant simulation, activation rounding by the clipped "
+        "straight-through estimator); larger means weight perturbations cost more loss",
+    ),
+    TrustColumn(
+        "nc1",
+        "generalization.nc1",
+        "nc1: neural collapse NC1 = tr(Σ_W Σ_B⁺)/K of the penultimate features (Papyan et al. "
+        "2020; generalization check, same records); lower means tighter, better separated "
+        "classes",
     ),
     TrustColumn(
         "verified_acc",
