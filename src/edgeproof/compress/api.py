@@ -31,10 +31,11 @@ from torch import nn
 
 from edgeproof.atomic import atomic_write_bytes, atomic_write_text
 from edgeproof.compress.earlyexit.build import EarlyExitConfig
-from edgeproof.compress.ledger import Ledger, Selection, summary_metrics
+from edgeproof.compress.ledger import Ledger, summary_metrics
 from edgeproof.compress.reaudit import TRUST_CHECKS, TrustCheck
 from edgeproof.compress.recipes import EarlyExit, default_recipes, with_budget_drop
 from edgeproof.compress.search import Budget, resolve_compress_threat, search
+from edgeproof.compress.selection import Selection
 from edgeproof.compress.steps import Chain
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import InternalError, OptionError, SpecError, param
@@ -92,7 +93,8 @@ class CompressionResult:
             f"{name} chosen by the caller (accuracy {cand.accuracy:.4f} vs baseline "
             f"{base:.4f}, {cand.size_bytes} bytes)"
         )
-        sel = Selection(cand, self.selection.met_budget and cand is self.selection.chosen, msg)
+        met = self.selection.met_budget and cand is self.selection.chosen
+        sel = replace(self.selection, chosen=cand, met_budget=met, message=msg)
         return replace(self, selection=sel, module=art.module, onnx_bytes=art.onnx_bytes)
 
     def errored_checks(self) -> list[tuple[str, TrustCheck]]:
@@ -172,7 +174,7 @@ def compress(
         seed=seed,
         log=log,
     )
-    sel = ledger.select(budget.max_drop, budget.max_size)
+    sel = ledger.select(budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
     built = ledger.artefacts[sel.chosen.name]
     assert built.artefact is not None
     return CompressionResult(
@@ -239,7 +241,7 @@ def compress_graph(
         seed=seed,
         log=log,
     )
-    sel = ledger.select(budget.max_drop, budget.max_size)
+    sel = ledger.select(budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
     art = ledger.artefacts[sel.chosen.name]
     return CompressionResult(ledger, sel, None, art.onnx_bytes, budget, spec, threat, None)
 

@@ -223,13 +223,13 @@ def search_graph(
     src = model.SerializeToString()
     x_calib = np.ascontiguousarray(calib.x, np.float32)
     _check_runs(src, calib)
-    settings = MeasureSettings(threat, tuple(checks), threads, seed)
+    settings = MeasureSettings(threat, tuple(checks), threads, seed, confidence=budget.confidence)
     audit = evaluation if audit_evaluation is None else audit_evaluation
     base = OnnxGraphArtefact(src, src, notes=("the source graph, unchanged",))
     baseline = measure_artefact(
         "fp32", "baseline", base, evaluation, settings, notes=base.notes, audit_data=audit
     )
-    ledger = Ledger(baseline, threat=at_largest_eps(threat))
+    ledger = Ledger(baseline, threat=at_largest_eps(threat), classes=tuple(evaluation.classes))
     ledger.artefacts["fp32"] = base
     stats: dict[str, ActivationStats] | None = None
     for recipe in recipes:

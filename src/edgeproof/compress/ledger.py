@@ -11,20 +11,24 @@ AR(10), verified accuracy when a ``certify`` check is registered) and the Pareto
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeproof.compress.quantize import Parity
 from edgeproof.compress.reaudit import TrustCheck
+from edgeproof.methods.stats import paired_drop_interval
 from edgeproof.results import Figure, Interval, Metric, Table
 from edgeproof.spec import ThreatModel
+
+if TYPE_CHECKING:
+    from edgeproof.compress.selection import Selection
 
 __all__ = [
     "TRUST_COLUMNS",
     "Candidate",
     "Ledger",
-    "Selection",
+    "PairedDrop",
     "SkippedCandidate",
     "TrustColumn",
     "per_class_accuracy",
@@ -81,8 +85,48 @@ TRUST_COLUMNS: tuple[TrustColumn, ...] = (
 
 
 @dataclass(frozen=True)
+class PairedDrop:
+    """A candidate's accuracy drop against the baseline on the same evaluation records.
+
+    ``n10``: records the baseline gets right and the candidate wrong; ``n01``: the reverse.
+    ``interval``: the exact paired interval of the drop
+    (:func:`edgeproof.methods.stats.paired_drop_interval`: Clopper–Pearson on the discordant
+    pairs, the interval dual to the exact McNemar test).
+    """
+
+    n: int
+    n10: int
+    n01: int
+    interval: Interval
+
+    @property
+    def value(self) -> float:
+        return (self.n10 - self.n01) / self.n if self.n else 0.0
+
+    @classmethod
+    def between(cls, base: np.ndarray, cand: np.ndarray, level: float = 0.95) -> PairedDrop:
+        """From the per-record correctness of the baseline and the candidate (same records)."""
+        n10, n01 = int((base & ~cand).sum()), int((~base & cand).sum())
+        return cls(len(base), n10, n01, paired_drop_interval(n10, n01, len(base), level))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "drop": self.value,
+            "interval": self.interval.to_json(),
+            "records": self.n,
+            "baseline_only_correct": self.n10,
+            "candidate_only_correct": self.n01,
+        }
+
+
+@dataclass(frozen=True)
 class Candidate:
-    """One compressed model and everything measured about it."""
+    """One compressed model and everything measured about it.
+
+    ``drop`` is its accuracy drop against the baseline with the paired interval (``None`` for a
+    row built without per-record outcomes); ``correct`` the per-record top-1 correctness on the
+    evaluation records (not serialised); ``per_class_records`` the records of each class.
+    """
 
     name: str
     technique: str
@@ -106,10 +150,22 @@ class Candidate:
     trust_checks: tuple[TrustCheck, ...] = ()
     """How each re-audit check ended (a failed check is an error of this candidate)."""
     artefact_kind: str = "graph"
+    drop: PairedDrop | None = None
+    per_class_records: tuple[int, ...] = ()
+    correct: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def max_class_drop(self) -> float:
-        return float(-min(self.per_class_drift)) if self.per_class_drift else 0.0
+        drops = [-d for d in self.per_class_drift if d == d]  # NaN: a class with no record
+        return float(max(drops)) if drops else 0.0
+
+    @property
+    def worst_class(self) -> int | None:
+        """The class whose accuracy dropped most (``None`` when none dropped)."""
+        drift = [(d, k) for k, d in enumerate(self.per_class_drift) if d == d]
+        if not drift or min(drift)[0] >= 0:
+            return None
+        return min(drift)[1]
 
     def trust_value(self, name: str) -> float | None:
         for m in self.trust:
@@ -145,16 +201,9 @@ class Candidate:
             "expected_macs": self.expected_macs,
             "trust_checks": [t.to_json() for t in self.trust_checks],
             "artefact_kind": self.artefact_kind,
+            "drop": None if self.drop is None else self.drop.to_json(),
+            "per_class_records": list(self.per_class_records),
         }
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The chosen candidate and whether it met the budget."""
-
-    chosen: Candidate
-    met_budget: bool
-    message: str
 
 
 @dataclass(frozen=True)
@@ -177,7 +226,8 @@ class Ledger:
     """The baseline and every candidate, in the order they were built.
 
     ``threat`` is the threat model of the re-audit (its largest ε is the one attacked);
-    ``artefacts`` maps a name to the built candidate (not serialised).
+    ``classes`` the evaluation data's class names; ``artefacts`` maps a name to the built
+    candidate (not serialised).
     """
 
     baseline: Candidate
@@ -185,6 +235,7 @@ class Ledger:
     skipped: list[SkippedCandidate] = field(default_factory=list)
     artefacts: dict[str, Any] = field(default_factory=dict, repr=False)
     threat: ThreatModel | None = None
+    classes: tuple[str, ...] = ()
 
     @property
     def rows(self) -> list[Candidate]:
@@ -204,102 +255,108 @@ class Ledger:
         ]
         return sorted(front, key=lambda c: c.size_bytes)
 
-    def select(self, max_drop: float | None, max_size: int | None) -> Selection:
-        """Smallest candidate whose accuracy drop ≤ ``max_drop`` and size ≤ ``max_size``.
+    def select(
+        self,
+        max_drop: float | None,
+        max_size: int | None,
+        *,
+        max_class_drop: float | None = None,
+    ) -> Selection:
+        """The selection under this budget (:func:`edgeproof.compress.selection.select`: the
+        smallest candidate whose drop's paired upper bound is within ``max_drop``, whose size
+        is within ``max_size`` and no class of which dropped more than ``max_class_drop``)."""
+        from edgeproof.compress.selection import select
 
-        If none meets both, the best found is kept and reported: the most accurate candidate
-        within ``max_size`` if any fits, else the smallest candidate overall.
-        """
-        base = self.baseline.accuracy
-
-        def ok(c: Candidate) -> bool:
-            return (max_drop is None or base - c.accuracy <= max_drop + 1e-12) and (
-                max_size is None or c.size_bytes <= max_size
-            )
-
-        meeting = [c for c in self.rows if ok(c)]
-        if meeting:
-            best = min(meeting, key=lambda c: (c.size_bytes, -c.accuracy))
-            return Selection(
-                best,
-                True,
-                f"{best.name} meets the budget "
-                f"(accuracy {best.accuracy:.4f} vs baseline {base:.4f}, "
-                f"{best.size_bytes} bytes)",
-            )
-        fits = [c for c in self.rows if max_size is None or c.size_bytes <= max_size]
-        best = (
-            max(fits, key=lambda c: (c.accuracy, -c.size_bytes))
-            if fits
-            else min(self.rows, key=lambda c: c.size_bytes)
-        )
-        parts = []
-        if max_drop is not None:
-            parts.append(f"accuracy drop <= {max_drop:.2%}")
-        if max_size is not None:
-            parts.append(f"size <= {max_size} bytes")
-        return Selection(
-            best,
-            False,
-            f"no candidate meets the budget ({' and '.join(parts)}); "
-            f"kept the best found: {best.name} (accuracy {best.accuracy:.4f}, "
-            f"drop {base - best.accuracy:+.4f}, {best.size_bytes} bytes)",
+        return select(
+            self.rows, max_drop, max_size, max_class_drop=max_class_drop, classes=self.classes
         )
 
-    def table(self) -> Table:
+    def table(self, selection: Selection | None = None, *, notes: bool = True) -> Table:
+        """The ledger table, decision columns first: candidate, verdict (with ``selection``:
+        ``chosen``, ``meets budget`` or the refusal reasons), the drop with its paired interval,
+        the worst class's drop, size, accuracy with its Wilson interval, the trust columns,
+        then latency, memory, parity and (``notes``) the notes last. Long because it lays out
+        one row of every measured column."""
         present = {m.name for c in self.rows for m in c.trust}
         trust_cols = [t for t in TRUST_COLUMNS if t.metric in present]
         cols = [
             "candidate",
-            "technique",
+            *(["verdict"] if selection is not None else []),
+            "drop",
+            "drop_ci_low",
+            "drop_ci_high",
+            "max_class_drop",
+            "size_bytes",
             "accuracy",
             "acc_ci_low",
             "acc_ci_high",
-            "max_class_drop",
-            "size_bytes",
+            *[t.column for t in trust_cols],
             "p50_ms",
             "p95_ms",
             "threads",
             "peak_rss_mb",
             "parity_top1",
             "expected_macs",
-            *[t.column for t in trust_cols],
-            "notes",
+            "technique",
+            *(["notes"] if notes else []),
         ]
         rows = []
         for c in self.rows:
+            d = c.drop
             rows.append(
                 [
                     c.name,
-                    c.technique,
+                    *([_verdict(c, selection)] if selection is not None else []),
+                    round(self.baseline.accuracy - c.accuracy, 4),
+                    None if d is None else round(d.interval.low, 4),
+                    None if d is None else round(d.interval.high, 4),
+                    round(c.max_class_drop, 4),
+                    c.size_bytes,
                     round(c.accuracy, 4),
                     round(c.accuracy_ci.low, 4),
                     round(c.accuracy_ci.high, 4),
-                    round(c.max_class_drop, 4),
-                    c.size_bytes,
+                    *[_rounded(c.trust_value(t.metric)) for t in trust_cols],
                     round(c.latency_p50_ms, 4),
                     round(c.latency_p95_ms, 4),
                     c.threads,
                     None if c.peak_rss_mb is None else round(c.peak_rss_mb, 2),
                     None if c.parity is None else c.parity.top1_agreement,
                     None if c.expected_macs is None else round(c.expected_macs),
-                    *[_rounded(c.trust_value(t.metric)) for t in trust_cols],
-                    "; ".join([*_check_notes(c), *c.notes]),
+                    c.technique,
+                    *(["; ".join(_notes(c))] if notes else []),
                 ]
             )
         return Table(
-            "ledger",
-            "Compression ledger",
-            cols,
+            "ledger", "Compression ledger", cols, rows, self._table_description(trust_cols)
+        )
+
+    def _table_description(self, trust_cols: list[TrustColumn]) -> str:
+        level = next((c.drop.interval.level for c in self.rows if c.drop is not None), 0.95)
+        return " ".join(
+            [
+                "Accuracy, size, latency and memory measured on the exported ONNX graph in "
+                "ONNX Runtime (CPU, batch-1 latency); trust columns re-audited on the "
+                "candidate's PyTorch module (every trust metric is in compress.json).",
+                f"drop: baseline minus candidate accuracy on the same "
+                f"{self.baseline.drop.n if self.baseline.drop else '?'} evaluation records; "
+                f"drop_ci_low/high: its exact paired {level:.0%} interval (Clopper-Pearson on "
+                "the records only one of the two gets right, dual to the exact McNemar test); a "
+                "candidate meets the accuracy budget only when drop_ci_high is within it.",
+                "max_class_drop: the largest drop of one class's accuracy (point estimate).",
+                *[self._describe(t) + "." for t in trust_cols],
+            ]
+        )
+
+    def notes_table(self) -> Table:
+        """One row per note of a candidate (what the ledger table leaves out when ``notes`` is
+        false): re-audit checks that did not run, build notes."""
+        rows: list[list[Any]] = [[c.name, n] for c in self.rows for n in _notes(c)]
+        return Table(
+            "ledger_notes",
+            "Notes per candidate",
+            ["candidate", "note"],
             rows,
-            " ".join(
-                [
-                    "Accuracy, size, latency and memory measured on the exported ONNX graph in "
-                    "ONNX Runtime (CPU, batch-1 latency); trust columns re-audited on the "
-                    "candidate's PyTorch module (every trust metric is in compress.json).",
-                    *[self._describe(t) + "." for t in trust_cols],
-                ]
-            ),
+            "Re-audit checks that were skipped or failed, and how each candidate was built.",
         )
 
     def _describe(self, col: TrustColumn) -> str:
@@ -401,8 +458,9 @@ def summary_metrics(sel: Selection, base: Candidate) -> list[Metric]:
             "accuracy_drop",
             base.accuracy - c.accuracy,
             "",
-            None,
-            "baseline minus chosen accuracy",
+            None if c.drop is None else c.drop.interval,
+            "baseline minus chosen accuracy on the same evaluation records (interval: exact "
+            "paired, Clopper-Pearson on the records only one of them gets right, McNemar)",
             False,
         ),
         Metric("size_bytes", float(c.size_bytes), "B", None, "chosen ONNX graph size", False),
@@ -429,6 +487,26 @@ def summary_metrics(sel: Selection, base: Candidate) -> list[Metric]:
 
 def _rounded(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
+
+
+def _verdict(c: Candidate, selection: Selection) -> str:
+    if c is selection.chosen or c.name == selection.chosen.name:
+        return "chosen"
+    refusal = selection.refusal(c.name)
+    if refusal is None:
+        return "meets budget"
+    names = {
+        "drop_bound": "drop upper bound",
+        "drop": "drop",
+        "class_drop": "class drop",
+        "size": "size",
+        "no_outcomes": "no outcomes",
+    }
+    return "over: " + ", ".join(names.get(r, r) for r in refusal.reasons)
+
+
+def _notes(c: Candidate) -> list[str]:
+    return list(dict.fromkeys([*_check_notes(c), *c.notes]))
 
 
 def _check_notes(c: Candidate) -> list[str]:

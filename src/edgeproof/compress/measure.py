@@ -2,7 +2,9 @@
 
 Whatever the artefact (:mod:`edgeproof.compress.artefacts`: one graph or an early-exit cascade),
 a candidate is measured on **what ships, in ONNX Runtime**, on the evaluation records: top-1
-accuracy with a 95 % Wilson interval, per-class accuracy and its drift from the baseline, the
+accuracy with a 95 % Wilson interval, the drop against the baseline with its exact paired interval
+on the same records (:class:`~edgeproof.compress.ledger.PairedDrop`, at ``confidence``),
+per-class accuracy and its drift from the baseline, the
 size of the serialised graph, p50/p95 batch-1 latency (the artefact's own way to run, threads
 stated, :mod:`edgeproof.runtime`), the peak resident memory of a fresh process running the graph
 (:class:`edgeproof.runtime.memory.RssProbe`; that process runs while the re-audit does, after
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgeproof.compress.artefacts import Artefact
-from edgeproof.compress.ledger import Candidate, per_class_accuracy
+from edgeproof.compress.ledger import Candidate, PairedDrop, per_class_accuracy
 from edgeproof.compress.reaudit import TRUST_CHECKS, TrustAudit, reaudit, reaudit_graph
 from edgeproof.compress.steps import Built
 from edgeproof.data.dataset import Dataset
@@ -44,6 +46,7 @@ class MeasureSettings:
         audit_records: the first this many evaluation records are re-audited.
         reaudit_settings: per-check settings (default :data:`~edgeproof.compress.reaudit.
             REAUDIT_SETTINGS`).
+        confidence: the level of each drop's paired interval (two-sided).
     """
 
     threat: ThreatModel | None
@@ -52,6 +55,7 @@ class MeasureSettings:
     seed: int = 0
     audit_records: int = 200
     reaudit_settings: Mapping[str, Mapping[str, Any]] | None = None
+    confidence: float = 0.95
 
 
 def measure(
@@ -105,7 +109,9 @@ def measure_artefact(
     threads = settings.threads
     out = art.run(data.x, threads=threads)
     pred = out.logits.argmax(1)
-    correct = int((pred == data.y).sum())
+    hits = np.asarray(pred == data.y, dtype=bool)
+    correct = int(hits.sum())
+    base_hits = hits if baseline is None or baseline.correct is None else baseline.correct
     pc = per_class_accuracy(pred, data.y, data.num_classes)
     base = baseline.per_class_accuracy if baseline is not None else None
     drift = tuple(a - b for a, b in zip(pc, base)) if base else tuple(0.0 for _ in pc)
@@ -134,6 +140,9 @@ def measure_artefact(
         expected_macs=art.expected_macs(out),
         trust_checks=trust.checks,
         artefact_kind=art.kind,
+        drop=PairedDrop.between(base_hits, hits, settings.confidence),
+        per_class_records=tuple(int((data.y == k).sum()) for k in range(data.num_classes)),
+        correct=hits,
     )
 
 

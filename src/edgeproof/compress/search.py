@@ -29,20 +29,50 @@ from edgeproof.data.dataset import Dataset
 from edgeproof.errors import NotApplicableError, OptionError
 from edgeproof.spec import InputSpec, ThreatModel
 
-__all__ = ["Budget", "default_recipes", "network_units", "resolve_compress_threat", "search"]
+__all__ = [
+    "CLASS_DROP_DEFAULT",
+    "CLASS_DROP_MULTIPLE",
+    "Budget",
+    "default_recipes",
+    "network_units",
+    "resolve_compress_threat",
+    "search",
+]
+
+
+CLASS_DROP_MULTIPLE = 3.0
+"""Default per-class budget: this many times the overall ``max_drop``."""
+CLASS_DROP_DEFAULT = 0.05
+"""Default per-class budget without a ``max_drop``: 5 points."""
 
 
 @dataclass(frozen=True)
 class Budget:
-    """The user's budget: accuracy drop (absolute, fraction), size (bytes), search time (s)."""
+    """The user's budget: accuracy drop (absolute, fraction), per-class drop, size (bytes),
+    search time (s), and the confidence of the drop's interval.
+
+    A candidate meets ``max_drop`` only when the upper end of the two-sided ``confidence``
+    interval of its drop against the baseline — the exact paired interval on the same
+    evaluation records (:func:`edgeproof.methods.stats.paired_drop_interval`) — is within it.
+    ``max_class_drop``: the largest drop of any one class's accuracy (a point estimate: the
+    classes of an evaluation split are small); ``None`` means :attr:`class_drop_limit`'s
+    default, ``CLASS_DROP_MULTIPLE`` (3) × ``max_drop``, or ``CLASS_DROP_DEFAULT`` (5 points)
+    without a ``max_drop``.
+    """
 
     max_drop: float | None = None
     max_size: int | None = None
     time_budget_s: float = 120.0
+    max_class_drop: float | None = None
+    confidence: float = 0.95
 
     def __post_init__(self) -> None:
         if self.max_drop is not None and not 0.0 <= self.max_drop <= 1.0:
             raise OptionError("max_drop", f"{self.max_drop} is not in [0, 1]", "use e.g. 1%")
+        if self.max_class_drop is not None and not 0.0 <= self.max_class_drop <= 1.0:
+            raise OptionError(
+                "max_class_drop", f"{self.max_class_drop} is not in [0, 1]", "use e.g. 3%"
+            )
         if self.max_size is not None and self.max_size <= 0:
             raise OptionError(
                 "max_size", f"{self.max_size} bytes is not positive", "use e.g. 200KB"
@@ -51,6 +81,19 @@ class Budget:
             raise OptionError(
                 "time_budget_s", f"{self.time_budget_s} s is not positive", "use e.g. 120"
             )
+        if not 0.5 <= self.confidence < 1.0:
+            raise OptionError(
+                "confidence", f"{self.confidence} is not in [0.5, 1)", "use e.g. 0.95"
+            )
+
+    @property
+    def class_drop_limit(self) -> float:
+        """The per-class drop held in the selection: ``max_class_drop`` or its default."""
+        if self.max_class_drop is not None:
+            return self.max_class_drop
+        if self.max_drop is not None:
+            return min(1.0, CLASS_DROP_MULTIPLE * self.max_drop)
+        return CLASS_DROP_DEFAULT
 
 
 def resolve_compress_threat(
@@ -115,10 +158,10 @@ def search(
     threat = resolve_compress_threat(module, spec, evaluation, threat)
     net_calib, net_eval = (network_units(d, module, threat) for d in (calib, evaluation))
     ctx = BuildContext(spec, net_calib, threads=threads, seed=seed)
-    settings = MeasureSettings(threat, tuple(checks), threads, seed)
+    settings = MeasureSettings(threat, tuple(checks), threads, seed, confidence=budget.confidence)
     base_built = Chain().apply(module, ctx)
     baseline = measure("fp32", "baseline", base_built, net_eval, settings, audit_data=evaluation)
-    ledger = Ledger(baseline, threat=at_largest_eps(threat))
+    ledger = Ledger(baseline, threat=at_largest_eps(threat), classes=tuple(evaluation.classes))
     ledger.artefacts["fp32"] = base_built
     for chain in default_recipes() if recipes is None else recipes:
         elapsed = time.perf_counter() - t0
