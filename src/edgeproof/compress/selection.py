@@ -176,7 +176,7 @@ def _met_message(
     n = base.drop.n if base.drop is not None else 0
     if best is base and refusals:
         msg = (
-            f"no compressed candidate can be shown to meet the budget on these {n} evaluation "
+            f"no compressed candidate can be shown to meet the budget on these {n:,} evaluation "
             f"records; kept {base.name} (the uncompressed baseline, {base.size_bytes} bytes)"
         )
         closest = _resolvable(refusals)
@@ -186,7 +186,7 @@ def _met_message(
     worst = "" if best.worst_class is None else f", worst class -{_pct(best.max_class_drop)}"
     msg = (
         f"{best.name} meets the budget ({drop_text(best)}{worst}; accuracy {best.accuracy:.4f} "
-        f"vs baseline {base.accuracy:.4f} on {n} records, {best.size_bytes} bytes)"
+        f"vs baseline {base.accuracy:.4f} on {n:,} records, {best.size_bytes} bytes)"
     )
     if smaller:
         msg += f"; smaller candidates not chosen: {_listed(smaller)}"
