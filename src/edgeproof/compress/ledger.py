@@ -364,15 +364,17 @@ class Ledger:
         norm = "?" if self.threat is None else self.threat.norm
         return col.description.format(eps=eps, norm=norm)
 
-    def pareto_figure(self) -> Figure:
+    def pareto_figure(self, chosen: str | None = None) -> Figure:
+        """Size against accuracy; ``chosen`` (a candidate name) ringed in green."""
         rows, front = self.rows, self.pareto()
+        mark = next((c for c in rows if c.name == chosen), None)
         return Figure(
             "pareto",
             "Size vs accuracy",
-            lambda: _pareto_svg(rows, front),
+            lambda: _pareto_svg(rows, front, mark),
             "Each point is one candidate's exported graph (ONNX Runtime top-1 accuracy with its "
             "95% Wilson interval); vermillion: the Pareto front (no candidate both smaller and "
-            "more accurate).",
+            "more accurate)" + ("; green ring: the chosen candidate." if mark else "."),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -385,13 +387,13 @@ class Ledger:
         }
 
 
-def _pareto_svg(rows: list[Candidate], front: list[Candidate]) -> str:
+def _pareto_svg(rows: list[Candidate], front: list[Candidate], mark: Candidate | None) -> str:
     """Accuracy against exported size with each accuracy's 95% Wilson interval; the front joined
     by a line. Names label the points, the front's first (a name that fits nowhere without
     overlap is left out and stays the point's tooltip). The size axis is logarithmic when the
     sizes span more than a factor of 10 (int8, pruned and fp32 graphs then keep apart)."""
     from edgeproof.report.charts import Axis, Chart
-    from edgeproof.report.charts.colors import BLUE, GREY, VERMILLION
+    from edgeproof.report.charts.colors import BLUE, GREEN, GREY, VERMILLION
 
     on_front = {id(c) for c in front}
     rest = [c for c in rows if id(c) not in on_front]
@@ -431,7 +433,9 @@ def _pareto_svg(rows: list[Candidate], front: list[Candidate]) -> str:
             label="dominated",
             point_labels=[c.name for c in rest],
         )
-    chart.legend(order=("Pareto front", "dominated", "95% CI (Wilson)"))
+    if mark is not None:
+        chart.scatter(*xy([mark]), color=GREEN, size=7.0, opacity=0.45, label="chosen")
+    chart.legend(order=("chosen", "Pareto front", "dominated", "95% CI (Wilson)"))
     return chart.svg()
 
 

@@ -16,7 +16,7 @@ evaluation records.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,11 +68,13 @@ def measure(
     baseline: Candidate | None = None,
     build_s: float = 0.0,
     audit_data: Dataset | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> Candidate:
     """Measure one built candidate on ``data`` (per-class drift against ``baseline``).
 
     ``data`` is in the units the artefact takes; ``audit_data`` (default ``data``) holds the
-    same records in the threat model's raw input units, for the re-audit."""
+    same records in the threat model's raw input units, for the re-audit. ``on_stage`` is
+    told ``"measure"`` then ``"re-audit"`` as each begins (progress)."""
     art = built.artefact
     if art is None:
         raise ValueError(f"{name}: the chain built no artefact")  # Chain.apply always does
@@ -87,6 +89,7 @@ def measure(
         baseline=baseline,
         build_s=build_s,
         audit_data=audit_data,
+        on_stage=on_stage,
     )
 
 
@@ -102,11 +105,14 @@ def measure_artefact(
     baseline: Candidate | None = None,
     build_s: float = 0.0,
     audit_data: Dataset | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> Candidate:
     """:func:`measure` of an artefact: its PyTorch form re-audited, or — an artefact with no
     PyTorch form (``module`` is ``None``: a third-party graph) — the graph itself
     (:func:`~edgeproof.compress.reaudit.reaudit_graph`)."""
+    stage = on_stage or (lambda _stage: None)
     threads = settings.threads
+    stage("measure")
     out = art.run(data.x, threads=threads)
     pred = out.logits.argmax(1)
     hits = np.asarray(pred == data.y, dtype=bool)
@@ -117,6 +123,7 @@ def measure_artefact(
     drift = tuple(a - b for a, b in zip(pc, base)) if base else tuple(0.0 for _ in pc)
     p50, p95 = art.latency(data.x, out, threads=threads)
     probe = RssProbe(art.onnx_bytes, data.x, threads=threads)  # runs during the re-audit
+    stage("re-audit")
     trust = _trust(art, data if audit_data is None else audit_data, settings)
     rss = probe.result()
     return Candidate(

@@ -15,12 +15,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 from torch import nn
 
 from edgeproof.compress.context import BuildContext
-from edgeproof.compress.ledger import Ledger, SkippedCandidate
+from edgeproof.compress.ledger import Candidate, Ledger, SkippedCandidate
 from edgeproof.compress.measure import MeasureSettings, measure
 from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps
 from edgeproof.compress.recipes import default_recipes
@@ -33,8 +34,11 @@ __all__ = [
     "CLASS_DROP_DEFAULT",
     "CLASS_DROP_MULTIPLE",
     "Budget",
+    "Progress",
+    "candidate_line",
     "default_recipes",
     "network_units",
+    "progress_teller",
     "resolve_compress_threat",
     "search",
 ]
@@ -96,6 +100,11 @@ class Budget:
         return CLASS_DROP_DEFAULT
 
 
+Progress = Callable[[str, str, int, int], None]
+"""``progress(candidate, stage, index, total)``: candidate ``index`` of ``total`` (the baseline is
+0) enters ``stage`` — ``build``, ``measure``, ``re-audit`` — or ``done`` / ``skipped``."""
+
+
 def resolve_compress_threat(
     module: nn.Module, spec: InputSpec, data: Dataset | None, threat: ThreatModel | None
 ) -> ThreatModel:
@@ -145,8 +154,11 @@ def search(
     checks: tuple[str, ...] = TRUST_CHECKS,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Ledger:
     """Build and measure the baseline and every recipe within ``budget.time_budget_s``.
+
+    ``log`` is told one line per candidate; ``progress`` each stage (:data:`Progress`).
 
     ``threat``: the re-audit's threat model (default: what ``edgeproof audit`` resolves,
     :func:`resolve_compress_threat`); every candidate is attacked at its largest ε. ``calib``
@@ -159,23 +171,38 @@ def search(
     net_calib, net_eval = (network_units(d, module, threat) for d in (calib, evaluation))
     ctx = BuildContext(spec, net_calib, threads=threads, seed=seed)
     settings = MeasureSettings(threat, tuple(checks), threads, seed, confidence=budget.confidence)
+    chains = list(default_recipes() if recipes is None else recipes)
+    tell = progress_teller(progress, len(chains) + 1)
+    tell("fp32", 0, "build")
     base_built = Chain().apply(module, ctx)
-    baseline = measure("fp32", "baseline", base_built, net_eval, settings, audit_data=evaluation)
+    baseline = measure(
+        "fp32",
+        "baseline",
+        base_built,
+        net_eval,
+        settings,
+        audit_data=evaluation,
+        on_stage=lambda s: tell("fp32", 0, s),
+    )
+    tell("fp32", 0, "done")
     ledger = Ledger(baseline, threat=at_largest_eps(threat), classes=tuple(evaluation.classes))
     ledger.artefacts["fp32"] = base_built
-    for chain in default_recipes() if recipes is None else recipes:
+    for i, chain in enumerate(chains, start=1):
         elapsed = time.perf_counter() - t0
         if elapsed > budget.time_budget_s:
             why = f"not started: the time budget of {budget.time_budget_s:g} s was spent"
             ledger.skipped.append(SkippedCandidate(chain.name, chain.technique, why))
             say(f"{chain.name}: skipped, {why} ({elapsed:.0f} s elapsed)")
+            tell(chain.name, i, "skipped")
             continue
         tb = time.perf_counter()
+        tell(chain.name, i, "build")
         try:
             built = chain.apply(module, ctx)
         except NotApplicableError as exc:
             ledger.skipped.append(SkippedCandidate(chain.name, chain.technique, str(exc)))
             say(f"{chain.name}: skipped, not applicable: {exc}")
+            tell(chain.name, i, "skipped")
             continue
         build_s = time.perf_counter() - tb
         cand = measure(
@@ -187,12 +214,31 @@ def search(
             baseline=baseline,
             build_s=build_s,
             audit_data=evaluation,
+            on_stage=partial(tell, chain.name, i),
         )
         ledger.candidates.append(cand)
         ledger.artefacts[cand.name] = built
-        line = f"{cand.name}: accuracy {cand.accuracy:.4f}, {cand.size_bytes} B, "
-        line += f"p50 {cand.latency_p50_ms:.3f} ms"
-        if cand.expected_macs is not None:
-            line += f", expected MACs {cand.expected_macs:.0f}"
-        say(line)
+        tell(cand.name, i, "done")
+        say(candidate_line(cand))
     return ledger
+
+
+def progress_teller(progress: Progress | None, total: int) -> Callable[[str, int, str], None]:
+    """``progress`` as ``tell(candidate, index, stage)`` (a no-op without one)."""
+
+    def tell(name: str, index: int, stage: str) -> None:
+        if progress is not None:
+            progress(name, stage, index, total)
+
+    return tell
+
+
+def candidate_line(cand: Candidate) -> str:
+    """One line of a measured candidate: accuracy, the drop with its interval, size, latency."""
+    from edgeproof.compress.selection import drop_text
+
+    line = f"{cand.name}: accuracy {cand.accuracy:.4f}, {drop_text(cand)}, {cand.size_bytes} B, "
+    line += f"p50 {cand.latency_p50_ms:.3f} ms"
+    if cand.expected_macs is not None:
+        line += f", expected MACs {cand.expected_macs:.0f}"
+    return line
