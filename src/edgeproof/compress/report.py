@@ -18,7 +18,7 @@ from edgeproof.results import CheckResult, Finding, Metric, Severity, Table
 if TYPE_CHECKING:
     from edgeproof.compress.api import CompressionResult
 
-__all__ = ["candidate_section", "ledger_section"]
+__all__ = ["candidate_section", "compact_ledger", "ledger_section"]
 
 
 def _selection_finding(result: CompressionResult) -> Finding:
@@ -56,6 +56,47 @@ def _skipped_table(result: CompressionResult) -> Table:
     )
 
 
+def _pts(v: float) -> str:
+    return f"{v * 100:+.2f}"
+
+
+def _drop_cell(c: Candidate) -> str:
+    if c.drop is None:
+        return "—"
+    iv = c.drop.interval
+    return f"{_pts(c.drop.value)} [{_pts(iv.low)}, {_pts(iv.high)}]"
+
+
+def compact_ledger(result: CompressionResult) -> Table:
+    """The ledger as a reader scans it, one short line per candidate: verdict, drop with its
+    paired interval and the worst class's drop (percentage points), size (KiB), accuracy with
+    its Wilson interval, every trust column, p50 latency. The full table is ``ledger_full``."""
+    ledger, sel = result.ledger, result.selection
+    full = ledger.table(sel, notes=False)
+    col = {c: i for i, c in enumerate(full.columns)}
+    trust = [c for c in ("ece", "robust_acc", "dnl_ar10_pct", "verified_acc") if c in col]
+    level = next((c.drop.interval.level for c in ledger.rows if c.drop is not None), 0.95)
+    rows = []
+    for c, row in zip(ledger.rows, full.rows, strict=True):
+        worst = "—" if c.worst_class is None else f"{c.max_class_drop * 100:.2f}"
+        acc = f"{c.accuracy:.3f} [{c.accuracy_ci.low:.3f}, {c.accuracy_ci.high:.3f}]"
+        rows.append(
+            [
+                c.name,
+                row[col["verdict"]],
+                _drop_cell(c),
+                worst,
+                round(c.size_bytes / 1024, 1),
+                acc,
+                *[row[col[t]] for t in trust],
+                round(c.latency_p50_ms, 3),
+            ]
+        )
+    cols = ["candidate", "verdict", f"drop pts [{level:.0%} paired CI]", "worst class pts"]
+    cols += ["size KiB", "accuracy [95% Wilson]", *trust, "p50 ms"]
+    return Table("ledger", "Compression ledger", cols, rows, full.description)
+
+
 def ledger_section(result: CompressionResult, duration_s: float = 0.0) -> CheckResult:
     """The ``compress`` section: selection, ledger, Pareto figure, refused and skipped rows."""
     sel, ledger = result.selection, result.ledger
@@ -68,7 +109,8 @@ def ledger_section(result: CompressionResult, duration_s: float = 0.0) -> CheckR
         )
         for name, t in result.errored_checks()
     ]
-    tables = [ledger.table(sel, notes=False)]
+    full = ledger.table(sel, notes=False)
+    tables = [compact_ledger(result)]
     if sel.refusals:
         tables.append(_refused_table(result))
     if ledger.skipped:
@@ -76,6 +118,7 @@ def ledger_section(result: CompressionResult, duration_s: float = 0.0) -> CheckR
     notes = ledger.notes_table()
     if notes.rows:
         tables.append(notes)
+    tables.append(Table("ledger_full", "Every measured column", full.columns, full.rows))
     budget = result.budget
     return CheckResult(
         check="compress",

@@ -24,48 +24,23 @@ __all__ = ["print_summary", "skipped_line", "summary_table"]
 _STYLE = {"chosen": "bold green", "meets budget": "green"}
 
 
-def _pct(v: object) -> str:
-    return "—" if not isinstance(v, (int, float)) else f"{v:.2%}"
-
-
-def _num(v: object) -> str:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return "—" if v is None else str(v)
-    return f"{v:,}" if isinstance(v, int) else f"{v:.4g}"
-
-
 def summary_table(result: CompressionResult) -> Table:
-    """Candidate, verdict, drop with its paired interval, worst class drop, size, accuracy,
-    every trust column of the ledger, p50 latency; the chosen row in bold green."""
-    ledger, sel = result.ledger, result.selection
-    t = ledger.table(sel, notes=False)
-    col = {c: i for i, c in enumerate(t.columns)}
-    trust = [c for c in ("ece", "robust_acc", "dnl_ar10_pct", "verified_acc") if c in col]
-    level = next((r.drop.interval.level for r in ledger.rows if r.drop is not None), 0.95)
+    """The compact ledger (:func:`edgeproof.compress.report.compact_ledger`: verdict, drop with
+    its paired interval, worst class, size, accuracy, every trust column, p50 latency); the
+    chosen row in bold green, refused ones' verdict in yellow."""
+    from edgeproof.compress.report import compact_ledger
+
+    t = compact_ledger(result)
     table = Table(title="edgeproof compress", title_justify="left")
-    table.add_column("candidate")
-    table.add_column("verdict")
-    table.add_column(f"drop [{level:.0%} paired CI]", justify="right")
-    table.add_column("worst class", justify="right")
-    table.add_column("size B", justify="right")
-    table.add_column("accuracy", justify="right")
-    for c in trust:
-        table.add_column(c, justify="right")
-    table.add_column("p50 ms", justify="right")
+    for j, c in enumerate(t.columns):
+        table.add_column(c, justify="left" if j < 2 else "right", overflow="fold")
     for row in t.rows:
-        verdict = str(row[col["verdict"]])
-        drop = f"{_pct(row[col['drop']])} [{_pct(row[col['drop_ci_low']])}, "
-        drop += f"{_pct(row[col['drop_ci_high']])}]"
-        table.add_row(
-            Text(str(row[col["candidate"]]), style=_STYLE.get(verdict, "")),
-            Text(verdict, style=_STYLE.get(verdict, "yellow")),
-            Text(drop),
-            Text(_pct(row[col["max_class_drop"]])),
-            Text(_num(row[col["size_bytes"]])),
-            Text(_num(row[col["accuracy"]])),
-            *[Text(_num(row[col[c]])) for c in trust],
-            Text(_num(row[col["p50_ms"]])),
-        )
+        verdict = str(row[1])
+        style = _STYLE.get(verdict, "")
+        cells = [Text("—" if v is None else str(v)) for v in row]
+        cells[0].stylize(style)
+        cells[1].stylize(_STYLE.get(verdict, "yellow"))
+        table.add_row(*cells)
     return table
 
 

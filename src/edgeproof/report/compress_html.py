@@ -89,12 +89,12 @@ def _ledger(c: CheckResult, chosen: str) -> str:
     parts.extend(h._table(by_name[n]) for n in ("refused", "skipped") if n in by_name)
     if c.metrics:
         parts.append(h._metrics_table(c.metrics))
-    if "ledger_notes" in by_name:
-        parts.append(
-            "<details><summary>Notes per candidate "
-            f"({len(by_name['ledger_notes'].rows)})</summary>"
-            f"{h._table(by_name['ledger_notes'])}</details>"
-        )
+    for name, what in (("ledger_notes", "Notes per candidate"), ("ledger_full", "Every column")):
+        if name in by_name:
+            parts.append(
+                f"<details><summary>{what} ({len(by_name[name].rows)} rows)</summary>"
+                f"{h._table(by_name[name])}</details>"
+            )
     parts.append("</section>")
     return "".join(parts)
 
