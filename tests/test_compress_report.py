@@ -7,7 +7,6 @@ import copy
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from rich.console import Console
 
@@ -47,7 +46,7 @@ def test_the_compress_report_leads_with_the_ledger_and_shows_both_data_sets(
     assert first.check == "compress" and first.tables[0].name == "ledger"
     assert [f.name for f in first.figures] == ["pareto"]
     ledger = first.tables[0]
-    assert ledger.columns[:3] == ["candidate", "verdict", "drop pts [95% paired CI]"]
+    assert ledger.columns[:3] == ["candidate", "verdict", "drop pts [95% CI]"]
     assert "ece" in ledger.columns
     verdicts = {r[0]: r[1] for r in ledger.rows}
     assert verdicts[result.selection.chosen.name] == "chosen"
@@ -79,7 +78,7 @@ def test_the_terminal_summary_has_the_trust_columns_and_the_selection(
     con = Console(width=200, record=True)
     print_summary(result, con)
     text = con.export_text()
-    assert "drop pts [95% paired CI]" in text and "ece" in text
+    assert "95% upper %" in text and "ece" in text
     assert "int8-percentile" in text and "chosen" in text
     assert result.selection.message.split(" (")[0] in text
     assert "no candidate skipped (2 measured)" in text

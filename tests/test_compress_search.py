@@ -14,6 +14,7 @@ from edgeproof.cli.compress import parse_drop, parse_size
 from edgeproof.compress.api import compress, write_artefacts
 from edgeproof.compress.ledger import Candidate, Ledger, PairedDrop
 from edgeproof.compress.search import Budget, default_recipes
+from edgeproof.compress.selection import select
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.methods.stats import paired_drop_interval, wilson_interval
@@ -84,13 +85,13 @@ def test_pareto_figure_draws_every_candidate_labels_them_and_imports_no_matplotl
 
 def test_selection_picks_the_smallest_candidate_within_budget() -> None:
     ledger = Ledger(_cand("fp32", 0.95, 1000), [_cand("a", 0.945, 300), _cand("c", 0.80, 100)])
-    sel = ledger.select(0.01, None)
+    sel = select(ledger, 0.01, None)
     assert sel.met_budget and sel.chosen.name == "a"
 
 
 def test_unmeetable_budget_says_so_and_keeps_the_best_found() -> None:
     ledger = Ledger(_cand("fp32", 0.95, 1000), [_cand("a", 0.90, 300), _cand("c", 0.80, 100)])
-    sel = ledger.select(0.001, 200)
+    sel = select(ledger, 0.001, 200)
     assert not sel.met_budget
     assert sel.chosen.name == "c"  # the only candidate within the size limit
     assert sel.message.startswith(

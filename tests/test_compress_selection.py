@@ -6,6 +6,7 @@ import pytest
 
 from edgeproof.compress.ledger import Candidate, Ledger, PairedDrop
 from edgeproof.compress.search import Budget
+from edgeproof.compress.selection import select
 from edgeproof.errors import OptionError
 from edgeproof.methods.stats import paired_drop_interval, wilson_interval
 
@@ -50,7 +51,7 @@ def test_a_drop_within_the_budget_whose_paired_upper_bound_is_not_is_refused() -
     # The case: 284 records, 3 lost and 2 gained, 0.35 points against a 1 % budget.
     int8 = _row("int8", 26_000, n=284, lost=3, gained=2)
     assert int8.drop is not None and int8.drop.value < 0.01 < int8.drop.interval.high
-    sel = _ledger(int8, n=284).select(0.01, None)
+    sel = select(_ledger(int8, n=284), 0.01, None)
     assert sel.chosen.name == "fp32"
     refusal = sel.refusal("int8")
     assert refusal is not None and refusal.reasons == ("drop_bound",)
@@ -63,18 +64,18 @@ def test_a_drop_within_the_budget_whose_paired_upper_bound_is_not_is_refused() -
 
 
 def test_the_same_rates_on_enough_records_meet_the_budget() -> None:
-    need = _ledger(_row("int8", 26_000, n=284, lost=3, gained=2), n=284).select(0.01, None)
+    need = select(_ledger(_row("int8", 26_000, n=284, lost=3, gained=2), n=284), 0.01, None)
     assert need.records_needed is not None
     n = need.records_needed
     lost, gained = round(3 * n / 284), round(2 * n / 284)
-    sel = _ledger(_row("int8", 26_000, n=n, lost=lost, gained=gained), n=n).select(0.01, None)
+    sel = select(_ledger(_row("int8", 26_000, n=n, lost=lost, gained=gained), n=n), 0.01, None)
     assert sel.met_budget and sel.chosen.name == "int8" and not sel.refusals
     assert sel.message.startswith("int8 meets the budget (drop 0.34% [")
     assert f"on {n:,} records" in sel.message
 
 
 def test_a_point_drop_over_the_budget_is_refused_as_such_with_no_record_count() -> None:
-    sel = _ledger(_row("w4", 15_000, n=300, lost=6, gained=2), n=300).select(0.01, None)
+    sel = select(_ledger(_row("w4", 15_000, n=300, lost=6, gained=2), n=300), 0.01, None)
     refusal = sel.refusal("w4")
     assert refusal is not None and refusal.reasons == ("drop",)
     assert refusal.records_needed is None and sel.records_needed is None
@@ -85,7 +86,9 @@ def test_a_candidate_hiding_one_class_drop_behind_the_average_is_not_chosen() ->
     drift = (0.0,) * 9 + (-0.0556,)
     w4 = _row("w4g32", 15_000, n=4000, lost=11, drift=drift)  # 0.28 points overall
     int8 = _row("int8", 26_000, n=4000, lost=8)
-    sel = _ledger(w4, int8, n=4000).select(0.01, None, max_class_drop=Budget(0.01).class_drop_limit)
+    sel = select(
+        _ledger(w4, int8, n=4000), 0.01, None, max_class_drop=Budget(0.01).class_drop_limit
+    )
     assert sel.met_budget and sel.chosen.name == "int8"
     refusal = sel.refusal("w4g32")
     assert refusal is not None and refusal.reasons == ("class_drop",)
@@ -93,7 +96,7 @@ def test_a_candidate_hiding_one_class_drop_behind_the_average_is_not_chosen() ->
     assert "over the per-class limit of 3.00%, behind an overall drop of 0.28%" in refusal.message
     assert "smaller candidates not chosen: w4g32 (class 9 drops 5.56%" in sel.message
     # without a per-class limit the average hides it
-    assert _ledger(w4, int8, n=4000).select(0.01, None).chosen.name == "w4g32"
+    assert select(_ledger(w4, int8, n=4000), 0.01, None).chosen.name == "w4g32"
 
 
 def test_the_ledger_table_marks_the_chosen_row_and_why_the_others_were_not() -> None:
@@ -103,8 +106,8 @@ def test_the_ledger_table_marks_the_chosen_row_and_why_the_others_were_not() -> 
         _row("int8", 26_000, n=4000, lost=8),
         n=4000,
     )
-    sel = ledger.select(0.01, None, max_class_drop=0.03)
-    table = ledger.table(sel, notes=False)
+    sel = select(ledger, 0.01, None, max_class_drop=0.03)
+    table = ledger.table(sel.verdicts(ledger.rows), notes=False)
     assert table.columns[:5] == ["candidate", "verdict", "drop", "drop_ci_low", "drop_ci_high"]
     assert "notes" not in table.columns
     verdicts = {r[0]: r[1] for r in table.rows}

@@ -174,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
     threat = resolve_threat(loaded, held_out, **options.spec_kwargs(args))
     t0 = time.perf_counter()
     console = Console(stderr=args.json, highlight=False)
+    if not console.is_terminal:  # a log file or a pipe: wide enough for the ledger table
+        console = Console(stderr=args.json, highlight=False, width=140)
     with _progress(not args.quiet, console) as (progress, say):
         common: dict[str, Any] = dict(
             evaluation=evaluation,

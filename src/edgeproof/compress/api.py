@@ -35,7 +35,7 @@ from edgeproof.compress.ledger import Ledger
 from edgeproof.compress.reaudit import TRUST_CHECKS, TrustCheck
 from edgeproof.compress.recipes import EarlyExit, default_recipes, with_budget_drop
 from edgeproof.compress.search import Budget, Progress, resolve_compress_threat, search
-from edgeproof.compress.selection import Selection
+from edgeproof.compress.selection import Selection, select
 from edgeproof.compress.steps import Chain
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import InternalError, OptionError, SpecError, param
@@ -225,7 +225,7 @@ def compress(
         log=log,
         progress=progress,
     )
-    sel = ledger.select(budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
+    sel = select(ledger, budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
     built = ledger.artefacts[sel.chosen.name]
     assert built.artefact is not None
     art = built.artefact
@@ -297,7 +297,7 @@ def compress_graph(
         log=log,
         progress=progress,
     )
-    sel = ledger.select(budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
+    sel = select(ledger, budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
     art = ledger.artefacts[sel.chosen.name]
     return CompressionResult(ledger, sel, None, art.onnx_bytes, budget, spec, threat, None, parts)
 

@@ -1,17 +1,18 @@
-"""The trust ledger: one typed row per compression candidate, the Pareto front, and selection.
+"""The trust ledger: one typed row per compression candidate, the Pareto front, the table.
 
 Rows are measured by :func:`edgeproof.compress.measure.measure` (on the artefact that ships, in
 ONNX Runtime) and re-audited by :func:`edgeproof.compress.reaudit.reaudit`; this module keeps the
-rows (:class:`Candidate`, :class:`SkippedCandidate`), the selection under a budget
-(:meth:`Ledger.select`), the ledger table with the headline trust columns
-(:data:`TRUST_COLUMNS`: ECE, robust accuracy at the threat model's largest ε, DNL bit-flip
-AR(10), verified accuracy when a ``certify`` check is registered) and the Pareto figure.
+rows (:class:`Candidate`, :class:`SkippedCandidate`, :class:`PairedDrop`), the ledger table
+with the headline trust columns (:data:`TRUST_COLUMNS`: ECE, robust accuracy at the threat
+model's largest ε, DNL bit-flip AR(10), verified accuracy when a ``certify`` check is
+registered) and the Pareto figure. Selection under a budget is :mod:`edgeproof.compress.selection`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +22,6 @@ from edgeproof.methods.stats import paired_drop_interval
 from edgeproof.results import Figure, Interval, Metric, Table
 from edgeproof.spec import ThreatModel
 
-if TYPE_CHECKING:
-    from edgeproof.compress.selection import Selection
-
 __all__ = [
     "TRUST_COLUMNS",
     "Candidate",
@@ -32,7 +30,6 @@ __all__ = [
     "SkippedCandidate",
     "TrustColumn",
     "per_class_accuracy",
-    "summary_metrics",
 ]
 
 
@@ -255,25 +252,11 @@ class Ledger:
         ]
         return sorted(front, key=lambda c: c.size_bytes)
 
-    def select(
-        self,
-        max_drop: float | None,
-        max_size: int | None,
-        *,
-        max_class_drop: float | None = None,
-    ) -> Selection:
-        """The selection under this budget (:func:`edgeproof.compress.selection.select`: the
-        smallest candidate whose drop's paired upper bound is within ``max_drop``, whose size
-        is within ``max_size`` and no class of which dropped more than ``max_class_drop``)."""
-        from edgeproof.compress.selection import select
-
-        return select(
-            self.rows, max_drop, max_size, max_class_drop=max_class_drop, classes=self.classes
-        )
-
-    def table(self, selection: Selection | None = None, *, notes: bool = True) -> Table:
-        """The ledger table, decision columns first: candidate, verdict (with ``selection``:
-        ``chosen``, ``meets budget`` or the refusal reasons), the drop with its paired interval,
+    def table(self, verdicts: Mapping[str, str] | None = None, *, notes: bool = True) -> Table:
+        """The ledger table, decision columns first: candidate, verdict (with ``verdicts``, a
+        candidate name → verdict map such as :meth:`Selection.verdicts
+        <edgeproof.compress.selection.Selection.verdicts>`: ``chosen``, ``meets budget`` or the
+        refusal reasons), the drop with its paired interval,
         the worst class's drop, size, accuracy with its Wilson interval, the trust columns,
         then latency, memory, parity and (``notes``) the notes last. Long because it lays out
         one row of every measured column."""
@@ -281,7 +264,7 @@ class Ledger:
         trust_cols = [t for t in TRUST_COLUMNS if t.metric in present]
         cols = [
             "candidate",
-            *(["verdict"] if selection is not None else []),
+            *(["verdict"] if verdicts is not None else []),
             "drop",
             "drop_ci_low",
             "drop_ci_high",
@@ -306,7 +289,7 @@ class Ledger:
             rows.append(
                 [
                     c.name,
-                    *([_verdict(c, selection)] if selection is not None else []),
+                    *([verdicts.get(c.name, "")] if verdicts is not None else []),
                     round(self.baseline.accuracy - c.accuracy, 4),
                     None if d is None else round(d.interval.low, 4),
                     None if d is None else round(d.interval.high, 4),
@@ -447,66 +430,8 @@ def per_class_accuracy(pred: np.ndarray, y: np.ndarray, k: int) -> tuple[float, 
     return tuple(out)
 
 
-def summary_metrics(sel: Selection, base: Candidate) -> list[Metric]:
-    c = sel.chosen
-    return [
-        Metric(
-            "accuracy",
-            c.accuracy,
-            "",
-            c.accuracy_ci,
-            "top-1 of the chosen model (ONNX Runtime)",
-            True,
-        ),
-        Metric(
-            "accuracy_drop",
-            base.accuracy - c.accuracy,
-            "",
-            None if c.drop is None else c.drop.interval,
-            "baseline minus chosen accuracy on the same evaluation records (interval: exact "
-            "paired, Clopper-Pearson on the records only one of them gets right, McNemar)",
-            False,
-        ),
-        Metric("size_bytes", float(c.size_bytes), "B", None, "chosen ONNX graph size", False),
-        Metric(
-            "size_ratio",
-            c.size_bytes / max(base.size_bytes, 1),
-            "",
-            None,
-            "chosen / baseline ONNX size",
-            False,
-        ),
-        Metric(
-            "latency_p50_ms",
-            c.latency_p50_ms,
-            "ms",
-            None,
-            "batch-1 p50 latency",
-            False,
-            {"threads": c.threads},
-        ),
-        Metric("budget_met", float(sel.met_budget), "", None, "1 if the budget was met", True),
-    ]
-
-
 def _rounded(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
-
-
-def _verdict(c: Candidate, selection: Selection) -> str:
-    if c is selection.chosen or c.name == selection.chosen.name:
-        return "chosen"
-    refusal = selection.refusal(c.name)
-    if refusal is None:
-        return "meets budget"
-    names = {
-        "drop_bound": "drop upper bound",
-        "drop": "drop",
-        "class_drop": "class drop",
-        "size": "size",
-        "no_outcomes": "no outcomes",
-    }
-    return "over: " + ", ".join(names.get(r, r) for r in refusal.reasons)
 
 
 def _notes(c: Candidate) -> list[str]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgeproof.compress.ledger import Candidate, summary_metrics
+from edgeproof.compress.ledger import Candidate
+from edgeproof.compress.selection import summary_metrics
 from edgeproof.results import CheckResult, Finding, Metric, Severity, Table
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def compact_ledger(result: CompressionResult) -> Table:
     paired interval and the worst class's drop (percentage points), size (KiB), accuracy with
     its Wilson interval, every trust column, p50 latency. The full table is ``ledger_full``."""
     ledger, sel = result.ledger, result.selection
-    full = ledger.table(sel, notes=False)
+    full = ledger.table(sel.verdicts(ledger.rows), notes=False)
     col = {c: i for i, c in enumerate(full.columns)}
     trust = [c for c in ("ece", "robust_acc", "dnl_ar10_pct", "verified_acc") if c in col]
     level = next((c.drop.interval.level for c in ledger.rows if c.drop is not None), 0.95)
@@ -92,9 +93,14 @@ def compact_ledger(result: CompressionResult) -> Table:
                 round(c.latency_p50_ms, 3),
             ]
         )
-    cols = ["candidate", "verdict", f"drop pts [{level:.0%} paired CI]", "worst class pts"]
-    cols += ["size KiB", "accuracy [95% Wilson]", *trust, "p50 ms"]
-    return Table("ledger", "Compression ledger", cols, rows, full.description)
+    cols = ["candidate", "verdict", f"drop pts [{level:.0%} CI]", "worst class pts"]
+    cols += ["KiB", "accuracy [95% CI]", *trust, "p50 ms"]
+    desc = (
+        f"drop: baseline minus candidate accuracy in percentage points, with its exact paired "
+        f"{level:.0%} interval (McNemar); accuracy with its 95% Wilson interval; KiB: the "
+        "ONNX graph. " + full.description
+    )
+    return Table("ledger", "Compression ledger", cols, rows, desc)
 
 
 def ledger_section(result: CompressionResult, duration_s: float = 0.0) -> CheckResult:
@@ -109,7 +115,7 @@ def ledger_section(result: CompressionResult, duration_s: float = 0.0) -> CheckR
         )
         for name, t in result.errored_checks()
     ]
-    full = ledger.table(sel, notes=False)
+    full = ledger.table(sel.verdicts(ledger.rows), notes=False)
     tables = [compact_ledger(result)]
     if sel.refusals:
         tables.append(_refused_table(result))

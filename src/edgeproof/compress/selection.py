@@ -26,10 +26,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgeproof.compress.ledger import Candidate
+from edgeproof.compress.ledger import Candidate, Ledger
 from edgeproof.methods.stats import records_to_resolve
+from edgeproof.results import Metric
 
-__all__ = ["Refusal", "Selection", "select"]
+__all__ = ["Refusal", "Selection", "select", "summary_metrics"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,11 @@ class Selection:
     """Evaluation records that would let the closest refused candidate be shown to meet the
     accuracy budget (``None``: none would, or none was refused on its bound alone)."""
 
+    def verdicts(self, rows: Sequence[Candidate]) -> dict[str, str]:
+        """``chosen``, ``meets budget`` or ``over: <reasons>`` for each row (the ledger table's
+        verdict column, :meth:`Ledger.table <edgeproof.compress.ledger.Ledger.table>`)."""
+        return {c.name: _verdict(c, self) for c in rows}
+
     def refusal(self, name: str) -> Refusal | None:
         return next((r for r in self.refusals if r.candidate == name), None)
 
@@ -78,6 +84,24 @@ class Selection:
             "refusals": [r.to_json() for r in self.refusals],
             "records_needed": self.records_needed,
         }
+
+
+_REASON_NAMES = {
+    "drop_bound": "drop upper bound",
+    "drop": "drop",
+    "class_drop": "class drop",
+    "size": "size",
+    "no_outcomes": "no outcomes",
+}
+
+
+def _verdict(c: Candidate, selection: Selection) -> str:
+    if c.name == selection.chosen.name:
+        return "chosen"
+    refusal = selection.refusal(c.name)
+    if refusal is None:
+        return "meets budget"
+    return "over: " + ", ".join(_REASON_NAMES.get(r, r) for r in refusal.reasons)
 
 
 def _pct(x: float) -> str:
@@ -194,14 +218,14 @@ def _met_message(
 
 
 def select(
-    rows: Sequence[Candidate],
+    ledger: Ledger,
     max_drop: float | None,
     max_size: int | None,
     *,
     max_class_drop: float | None = None,
-    classes: Sequence[str] = (),
 ) -> Selection:
-    """Select from ``rows`` (the baseline first) under the budget; see the module docstring."""
+    """Select from the ledger's rows under the budget; see the module docstring."""
+    rows, classes = ledger.rows, ledger.classes
     base = rows[0]
     refusals = {
         c.name: r
@@ -237,3 +261,45 @@ def select(
     if closest is not None:
         msg += f". Closest: {closest.candidate}, {closest.message}"
     return Selection(best, False, msg, ordered, need)
+
+
+def summary_metrics(sel: Selection, base: Candidate) -> list[Metric]:
+    c = sel.chosen
+    return [
+        Metric(
+            "accuracy",
+            c.accuracy,
+            "",
+            c.accuracy_ci,
+            "top-1 of the chosen model (ONNX Runtime)",
+            True,
+        ),
+        Metric(
+            "accuracy_drop",
+            base.accuracy - c.accuracy,
+            "",
+            None if c.drop is None else c.drop.interval,
+            "baseline minus chosen accuracy on the same evaluation records (interval: exact "
+            "paired, Clopper-Pearson on the records only one of them gets right, McNemar)",
+            False,
+        ),
+        Metric("size_bytes", float(c.size_bytes), "B", None, "chosen ONNX graph size", False),
+        Metric(
+            "size_ratio",
+            c.size_bytes / max(base.size_bytes, 1),
+            "",
+            None,
+            "chosen / baseline ONNX size",
+            False,
+        ),
+        Metric(
+            "latency_p50_ms",
+            c.latency_p50_ms,
+            "ms",
+            None,
+            "batch-1 p50 latency",
+            False,
+            {"threads": c.threads},
+        ),
+        Metric("budget_met", float(sel.met_budget), "", None, "1 if the budget was met", True),
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -24,24 +25,45 @@ __all__ = ["print_summary", "skipped_line", "summary_table"]
 _STYLE = {"chosen": "bold green", "meets budget": "green"}
 
 
-def summary_table(result: CompressionResult) -> Table:
-    """The compact ledger (:func:`edgeproof.compress.report.compact_ledger`: verdict, drop with
-    its paired interval, worst class, size, accuracy, every trust column, p50 latency); the
-    chosen row in bold green, refused ones' verdict in yellow."""
-    from edgeproof.compress.report import compact_ledger
+def _f(v: float | None, digits: int = 3) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
 
-    t = compact_ledger(result)
-    table = Table(title="edgeproof compress", title_justify="left")
-    for j, c in enumerate(t.columns):
-        table.add_column(c, justify="left" if j < 2 else "right", overflow="fold")
-    for row in t.rows:
-        verdict = str(row[1])
-        style = _STYLE.get(verdict, "")
-        cells = [Text("—" if v is None else str(v)) for v in row]
-        cells[0].stylize(style)
-        cells[1].stylize(_STYLE.get(verdict, "yellow"))
-        table.add_row(*cells)
+
+def summary_table(result: CompressionResult) -> Table:
+    """One line per candidate: verdict, drop and the upper end of its paired interval (what the
+    budget is held to), worst class's drop, size, accuracy, every trust column of the ledger,
+    p50 latency (percentages in points); the chosen row in bold green, refusals in yellow."""
+    ledger, sel = result.ledger, result.selection
+    full = ledger.table(sel.verdicts(ledger.rows), notes=False)
+    col = {c: i for i, c in enumerate(full.columns)}
+    trust = [c for c in ("ece", "robust_acc", "dnl_ar10_pct", "verified_acc") if c in col]
+    level = next((c.drop.interval.level for c in ledger.rows if c.drop is not None), 0.95)
+    table = Table(title="edgeproof compress", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("candidate", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    for name in ("drop %", f"{level:.0%} upper %", "worst class %", "KiB", "accuracy"):
+        table.add_column(name, justify="right")
+    for name in (*trust, "p50 ms"):
+        table.add_column(name, justify="right")
+    for c, row in zip(ledger.rows, full.rows, strict=True):
+        verdict = str(row[col["verdict"]])
+        style = _STYLE.get(verdict, "yellow")
+        table.add_row(
+            Text(c.name, style=_STYLE.get(verdict, "")),
+            Text(verdict.replace("meets budget", "meets"), style=style),
+            Text("—" if c.drop is None else f"{c.drop.value * 100:+.2f}"),
+            Text("—" if c.drop is None else f"{c.drop.interval.high * 100:+.2f}"),
+            Text("—" if c.worst_class is None else f"{c.max_class_drop * 100:.2f}"),
+            Text(f"{c.size_bytes / 1024:.1f}"),
+            Text(_f(c.accuracy)),
+            *[Text(_f(_value(row[col[t]]))) for t in trust],
+            Text(_f(c.latency_p50_ms)),
+        )
     return table
+
+
+def _value(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _group(skipped: Sequence[SkippedCandidate]) -> dict[str, list[str]]:

@@ -23,6 +23,9 @@ __all__ = ["render_compress_body"]
 
 _STYLE = (
     "<style>"
+    "main { max-width: 1320px; }"
+    'table.data[data-name="ledger"] { font-size: 13px; }'
+    'table.data[data-name="ledger"] td, table.data[data-name="ledger"] th { padding: 3px 7px; }'
     'table.data[data-name="ledger"] td, table.data[data-name="ledger"] th'
     " { white-space: nowrap; }"
     'table.data[data-name="ledger"] tr.chosen td { background: var(--ok-bg); font-weight: 600; }'
