@@ -215,7 +215,8 @@ def search_graph(
 
     ``calib`` and ``evaluation`` are in the units the graph takes; ``audit_evaluation``
     (default ``evaluation``) holds the same records in the threat model's raw units, for the
-    re-audit (the graph wrapped as the audit wraps it).
+    re-audit (the graph wrapped as the audit wraps it). Long because it runs the baseline and
+    every recipe through the same stages, with their progress and skip records, inline.
 
     Raises:
         SpecError: the graph does not take the data's sample shape.

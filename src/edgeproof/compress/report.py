@@ -10,14 +10,29 @@ reason. :func:`candidate_section` holds one candidate's detail.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from edgeproof.compress.ledger import Candidate
-from edgeproof.compress.selection import summary_metrics
+from edgeproof.compress.ledger import Candidate, Ledger
+from edgeproof.compress.reaudit import TrustCheck
+from edgeproof.compress.search import Budget
+from edgeproof.compress.selection import Selection, summary_metrics
 from edgeproof.results import CheckResult, Finding, Metric, Severity, Table
 
-if TYPE_CHECKING:
-    from edgeproof.compress.api import CompressionResult
+
+class CompressionResult(Protocol):
+    """What these sections read of :class:`edgeproof.compress.api.CompressionResult` (a
+    protocol, so this module does not import the api that imports it)."""
+
+    ledger: Ledger
+    selection: Selection
+    budget: Budget
+
+    @property
+    def data(self) -> Sequence[Any]: ...
+
+    def errored_checks(self) -> list[tuple[str, TrustCheck]]: ...
+
 
 __all__ = ["candidate_section", "compact_ledger", "ledger_section"]
 
