@@ -56,6 +56,7 @@ FLAGS: dict[str, str] = {
     "lr": "--lr",
     # compress
     "max_drop": "--max-drop",
+    "max_class_drop": "--max-class-drop",
     "max_size": "--max-size",
     "time_budget_s": "--time-budget",
     "early_exit": "--early-exit",

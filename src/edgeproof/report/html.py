@@ -479,6 +479,14 @@ def _template() -> Template:
 def render_html(report: Report) -> str:
     """Render ``report`` as one self-contained HTML page (inline CSS and SVG, no network)."""
     model_name = report.model.get("name") or report.model.get("path") or "model"
+    if report.kind == "compress":  # leads with the ledger (edgeproof.report.compress_html)
+        from edgeproof.report.compress_html import render_compress_body
+
+        return _template().substitute(
+            title=_e(f"edgeproof compression: {model_name}"),
+            generator=_e(f"{report.tool} {report.tool_version}"),
+            body=render_compress_body(report),
+        )
     header = (
         '<header class="top"><h1>edgeproof audit report</h1>'
         f'<div class="muted"><strong>{_e(model_name)}</strong> · {_e(report.created)} · '
