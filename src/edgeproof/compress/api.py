@@ -269,6 +269,15 @@ def compress_graph(
 
     budget = budget or Budget()
     proto = onnx.load_from_string(model)
+    inits = {i.name for i in proto.graph.initializer}
+    feeds = [i.name for i in proto.graph.input if i.name not in inits]
+    if len(feeds) != 1:
+        raise SpecError(
+            f"the ONNX graph takes {len(feeds)} inputs ({', '.join(feeds)}); "
+            "compression calibrates and measures graphs with one input (the data) — audit it "
+            f"instead, choosing the data's input with {param('input')}, or export the model "
+            "with its other inputs folded in as constants"
+        )
     given = evaluation is not None
     if evaluation is None:
         calib, evaluation = _split(data, calib_size)
