@@ -327,9 +327,10 @@ def test_html_verdict_says_pass_when_every_rule_is_met() -> None:
 
 
 def test_html_orders_findings_by_severity_and_colours_them(page: str) -> None:
-    crit = page.index('<li class="critical">')
-    warn = page.index('<li class="warning">')
-    info = page.index('<li class="info">')
+    section = page[page.index("<section") :]
+    crit = section.index('<li class="critical"')
+    warn = section.index('<li class="warning"')
+    info = section.index('<li class="info"')
     assert crit < warn < info
 
 

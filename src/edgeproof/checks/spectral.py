@@ -209,12 +209,13 @@ def _f(v: float, nd: int = 4) -> float | None:
 def _layer_table(layers: list[LayerSpectrum]) -> Table:
     cols = [
         "layer",
+        "flags",
+        "alpha",
         "kind",
         "N",
         "M",
         "rf",
         "evals",
-        "alpha",
         "sigma_alpha",
         "D",
         "xmin",
@@ -227,7 +228,6 @@ def _layer_table(layers: list[LayerSpectrum]) -> Table:
         "mp_lambda_plus",
         "mp_spikes",
         "mp_softrank",
-        "flags",
     ]
     rows: list[list[Any]] = []
     for s in layers:
@@ -235,12 +235,13 @@ def _layer_table(layers: list[LayerSpectrum]) -> Table:
         rows.append(
             [
                 s.name,
+                ", ".join(s.flags),
+                _f(fit.alpha) if fit else None,
                 s.kind,
                 s.n,
                 s.m,
                 s.rf,
                 s.num_evals,
-                _f(fit.alpha) if fit else None,
                 _f(fit.sigma) if fit else None,
                 _f(fit.D) if fit else None,
                 _f(fit.xmin, 6) if fit else None,
@@ -253,7 +254,6 @@ def _layer_table(layers: list[LayerSpectrum]) -> Table:
                 _f(mp.lambda_plus, 6) if mp else None,
                 mp.num_spikes if mp else None,
                 _f(mp.mp_softrank) if mp else None,
-                ", ".join(s.flags),
             ]
         )
     return Table(
@@ -261,7 +261,13 @@ def _layer_table(layers: list[LayerSpectrum]) -> Table:
         "Per-layer spectral metrics",
         cols,
         rows,
-        "mp_* in units of λ/N; α by Clauset–Shalizi–Newman with WeightWatcher's xmin search",
+        "flags: over-trained (α below the check's over_trained_alpha, default 2), "
+        "under-trained (α above under_trained_alpha, default 6), poor fit, too few eigenvalues "
+        "or fit failed; N × M: each slice of the weight matrix (N ≥ M), rf: the number of "
+        "slices (a convolution's kernel positions), evals: eigenvalues of the ESD; alpha ± "
+        "sigma_alpha, D (Kolmogorov–Smirnov distance) and xmin: the power-law fit of the ESD "
+        "tail by Clauset–Shalizi–Newman with WeightWatcher's xmin search; mp_*: the "
+        "Marchenko–Pastur fit, in units of λ/N",
     )
 
 
