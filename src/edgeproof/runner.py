@@ -301,13 +301,16 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
     if not enabled:
         yield None
         return
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # on stderr: stdout stays for what a command prints as its result (--json)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         _count_column(),
         TimeElapsedColumn(),
+        console=Console(stderr=True),
         transient=False,
     ) as bar:
         yield bar
@@ -472,7 +475,12 @@ def _baseline_result(baseline: Report, results: list[CheckResult]) -> CheckResul
     res = CheckResult(check="baseline", title="Baseline comparison (poisoning symptom)")
     try:
         res.findings = list(compare_per_class(baseline, current))
-        res.summary = f"{len(res.findings)} finding(s) against the baseline of {baseline.created}"
+        res.summary = (
+            f"{len(res.findings)} finding(s) against the baseline of {baseline.created}"
+            if res.findings
+            else f"nothing flagged against the baseline of {baseline.created}: every class's "
+            "recall lies within its baseline interval"
+        )
     except Exception as exc:  # recorded like any failing check
         res.status = "error"
         res.error = f"{type(exc).__name__}: {exc}"

@@ -155,10 +155,11 @@ class SpectralCheck(Check):
             names = [s.name for s in analysis.layers if flag in s.flags]
             if names:
                 t = cfg.over_trained_alpha if flag == "over-trained" else cfg.under_trained_alpha
+                labels = [_layer_label(s) for s in analysis.layers if flag in s.flags]
                 res.findings.append(
                     Finding(
                         sev,  # type: ignore[arg-type]
-                        f"{len(names)} layer(s) {text.format(t=t)}: {', '.join(names[:8])}"
+                        f"{len(names)} layer(s) {text.format(t=t)}: {', '.join(labels[:8])}"
                         + (" …" if len(names) > 8 else ""),
                         {"layers": names},
                     )
@@ -234,7 +235,7 @@ def _layer_table(layers: list[LayerSpectrum]) -> Table:
         fit, mp = s.fit, s.mp
         rows.append(
             [
-                s.name,
+                _layer_name(s),
                 ", ".join(s.flags),
                 _f(fit.alpha) if fit else None,
                 s.kind,
@@ -274,8 +275,13 @@ def _layer_table(layers: list[LayerSpectrum]) -> Table:
 def _layer_label(s: LayerSpectrum) -> str:
     """A layer's name for people: its module path (the parameter's name when the path is a bare
     index of a ``Sequential``, ``1`` → ``1.weight``) and its kind, ``features.0 (conv2d)``."""
+    return f"{_layer_name(s)} ({s.kind})"
+
+
+def _layer_name(s: LayerSpectrum) -> str:
+    """The module path, or the parameter's name when the path is a bare ``Sequential`` index."""
     bare = all(part.isdigit() for part in s.name.split("."))
-    return f"{s.tensor if bare and s.tensor else s.name} ({s.kind})"
+    return s.tensor if bare and s.tensor else s.name
 
 
 def _alpha_figure(analysis: SpectralAnalysis) -> Figure:
