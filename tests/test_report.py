@@ -47,6 +47,7 @@ def make_report(*, policy_passed: bool = False, error_message: str = "ValueError
         title="Performance",
         status="ok",
         summary="accuracy 95.3% on 360 records",
+        headline=("accuracy", "macro_f1"),
         metrics=[
             Metric(
                 "accuracy",

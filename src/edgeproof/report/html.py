@@ -1,9 +1,12 @@
 """The HTML report: one self-contained file that opens with no network.
 
-Layout: a summary first (model, data, threat model, verdict, headline metrics with confidence
-intervals, policy rules), a navigation list of the checks, then one section per check (status,
-metrics, findings, tables, figures, settings) and a provenance footer (seed, versions, threads,
-timing). Styles live inline in ``template.html``; figures are the inline SVG already stored in
+Layout: a summary first (verdict, model, data, threat model, then every critical and warning
+finding and every check error linked to its evidence, the headline metrics each check declares
+with their confidence intervals and the abbreviations they use, policy rules), a navigation list
+of the checks, then one section per check (status, findings, metrics, tables with the decision
+columns first and long ones scrolling, figures, settings), collapsed unless it holds a warning, a
+critical finding or an error, and a provenance footer (seed, versions, threads, timing).
+Styles live inline in ``template.html``; figures are the inline SVG already stored in
 :class:`~edgeproof.results.Figure`. Every piece of text from the report is escaped
 (:func:`html.escape`): check names, messages and evidence can come from users.
 
