@@ -184,11 +184,21 @@ class CheckResult(JsonFields):
     #: kept only when the check crashed (raised something other than a UserError, i.e. a bug)
     traceback: str | None = None
     duration_s: float = 0.0
+    #: the names of the one to three metrics a reader acts on (:attr:`Check.headline`), shown
+    #: first in the report; empty: the first metric stands for the check
+    headline: tuple[str, ...] = ()
 
     @property
     def crashed(self) -> bool:
         """The check failed with an internal error (not by refusing bad input)."""
         return self.status == "error" and self.traceback is not None
+
+    def headline_metrics(self) -> list[Metric]:
+        """The metrics named in :attr:`headline` that the check produced, in that order; the
+        first metric when none is declared (or none of those declared was produced)."""
+        by_name = {m.name: m for m in self.metrics}
+        chosen = [by_name[h] for h in self.headline if h in by_name]
+        return chosen or self.metrics[:1]
 
     def metric(self, name: str) -> Metric:
         """The metric called ``name``; KeyError if absent."""
@@ -213,4 +223,5 @@ class CheckResult(JsonFields):
             error=obj.get("error"),
             traceback=obj.get("traceback"),
             duration_s=float(obj.get("duration_s", 0.0)),
+            headline=tuple(str(h) for h in obj.get("headline", ())),
         )

@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(args.debug)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # a reader gone by now is a BrokenPipeError here, not at exit
         return code
     except EdgeproofError as exc:
         if debug:

@@ -61,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     options.add_threads(a, default="1, or all cores for the checks that gain from them")
     options.add_quiet(a)
+    options.add_json(a, what="the report (report.json)")
     options.add_spec(a)
     a.set_defaults(handler=run)
 
@@ -105,9 +106,12 @@ def run(args: argparse.Namespace) -> int:
     if policy is not None:
         report.policy = policy.apply(report)
     files = write_report(report, args.out)
+    console = options.summary_console(args)
     if not args.quiet:
-        print_summary(report)
-    print(f"report: {files.html}")
+        print_summary(report, console)
+    console.print(f"report: {files.html}", highlight=False, soft_wrap=True)
+    if args.json:
+        options.emit_file(files.json)
     code = check_errors_exit(report)
     if report.policy is not None and not report.policy.passed:
         failed = [r.message for r in report.policy.rules if not r.passed]
