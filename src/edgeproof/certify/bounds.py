@@ -52,7 +52,8 @@ from torch import Tensor
 
 from edgeproof.certify import ops as O
 from edgeproof.certify.graph import BoundGraph
-from edgeproof.certify.sets import InputSet
+from edgeproof.certify.patches import Patches
+from edgeproof.certify.sets import Box, InputSet
 from edgeproof.errors import OptionError
 
 __all__ = [
@@ -116,6 +117,8 @@ class BoundState:
     splits: dict[int, Tensor] = field(default_factory=dict)
     infeasible: Tensor | None = None
     max_elements: int = 1 << 25
+    #: per CROWN-bounded node, the form coefficients reach each nonlinear node in (see backward)
+    forms: dict[int, dict[int, tuple[object, ...]]] = field(default_factory=dict)
     _relax: dict[int, object] = field(default_factory=dict)
 
     @property
@@ -234,35 +237,102 @@ def _node_ibp(state: BoundState, idx: int) -> Interval:
 # Backward pass
 
 
+Coef = Tensor | Patches
+
+
+def _dense(a: Coef, shape: tuple[int, ...]) -> Tensor:
+    return a.dense(shape) if isinstance(a, Patches) else a
+
+
+def _accumulate(acc: dict[int, Coef], i: int, new: Coef, shape: tuple[int, ...]) -> None:
+    old = acc.get(i)
+    if old is None:
+        acc[i] = new
+        return
+    if isinstance(old, Patches) and isinstance(new, Patches):
+        both = old.add(new)
+        if both is not None:
+            acc[i] = both
+            return
+    acc[i] = _dense(old, shape) + _dense(new, shape)
+
+
+def _patch_step(
+    state: BoundState,
+    idx: int,
+    a: Patches,
+    alpha: dict[int, Tensor] | None,
+) -> tuple[list[Coef | None], Tensor | None] | None:
+    """One backward step of patches through node ``idx`` (``None``: no patch form)."""
+    graph = state.graph
+    node = graph.nodes[idx]
+    op = node.op
+    if len(node.shape) != 3 or a.covers(node.shape[1], node.shape[2]):
+        return None
+    if isinstance(op, O.Conv) and op.dim == 2:
+        in_shape = graph.nodes[node.inputs[0]].shape
+        new = a.conv_backward(
+            op.weight, op.stride, op.padding, op.dilation, op.groups, (in_shape[1], in_shape[2])
+        )
+        c = None if op.bias is None else a.data.sum((3, 4)) @ op.bias
+        return [new], c
+    if isinstance(op, O.Elementwise):
+        data = a.data if op.scale is None else a.data * a.window(op.scale)
+        c = None if op.shift is None else (a.data * a.window(op.shift)).sum((2, 3, 4))
+        return [a.with_data(data)], c
+    if isinstance(op, O.Add):
+        return [a, a], None
+    if isinstance(op, O.Sub):
+        return [a, a.with_data(-a.data)], None
+    if isinstance(op, O.Activation):
+        rel = state.relaxation(idx)
+        assert isinstance(rel, O.Relaxation)
+        dl = a.window(rel.lower_slope)
+        du = a.window(rel.upper_slope)
+        al = None if alpha is None else alpha.get(idx)
+        if al is not None and rel.unstable is not None:
+            dl = torch.where(a.window(rel.unstable.to(a.data.dtype)) > 0, al, dl)
+        lb_w = None if rel.lower_bias is None else a.window(rel.lower_bias)
+        ub_w = None if rel.upper_bias is None else a.window(rel.upper_bias)
+        new, c = O.apply_lines(a.data, dl, lb_w, du, ub_w, feature_dims=3)
+        return [a.with_data(new)], c
+    return None
+
+
 def backward(
     state: BoundState,
     start: int,
-    a0: Tensor,
+    a0: Coef,
     *,
     alpha: dict[int, Tensor] | None = None,
     extra: dict[int, Tensor] | None = None,
     keep_input: bool = False,
+    forms: dict[int, tuple[object, ...]] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Lower bounds of ``a0·z_start`` over the input set, ``(B, R)``.
 
     Args:
         state: bounds of every node the relaxations need.
         start: the node whose linear function is bounded.
-        a0: coefficients ``(B, R, *shape_start)``.
-        alpha: per optimisable node, free lower slopes ``(B, R, *shape)`` (max pools:
+        a0: coefficients ``(B, R, *shape_start)``, or :class:`Patches`.
+        alpha: per optimisable node, free lower slopes ``(B, R, *shape)`` (as patches
+            ``(B, R, C, Kh, Kw)`` where the coefficients reach the node as patches; max pools:
             ``(B, R, C, window, L)``).
         extra: per node, coefficients ``(B, R, *shape)`` added to that node's (β-CROWN split
             terms); nodes after ``start`` are ignored.
         keep_input: also return the coefficients at the input ``(B, R, *input_shape)``.
+        forms: if given, filled with the form in which coefficients reach each nonlinear node:
+            ``("dense",)`` or ``("patch", stride, pad, kernel)``.
     """
     graph = state.graph
-    b, r = int(a0.shape[0]), int(a0.shape[1])
-    acc: dict[int, Tensor] = {start: a0}
+    data = a0.data if isinstance(a0, Patches) else a0
+    b, r = int(data.shape[0]), int(data.shape[1])
+    acc: dict[int, Coef] = {start: a0}
     if extra:
         for k, v in extra.items():
             if k <= start:
-                acc[k] = acc[k] + v if k in acc else v
-    bias = torch.zeros(b, r, dtype=a0.dtype)
+                _accumulate(acc, k, v, graph.nodes[k].shape)
+    bias = torch.zeros(b, r, dtype=data.dtype)
     for idx in range(start, 0, -1):
         a = acc.pop(idx, None)
         if a is None:
@@ -270,16 +340,29 @@ def backward(
         node = graph.nodes[idx]
         op = node.op
         assert op is not None
+        if isinstance(a, Patches):
+            step = _patch_step(state, idx, a, alpha)
+            if step is not None:
+                if forms is not None and not isinstance(op, O.LinearOp):
+                    forms[idx] = ("patch", a.stride, a.pad, a.kernel)
+                news, c = step
+                if c is not None:
+                    bias = bias + c
+                for inp, na in zip(node.inputs, news):
+                    if na is not None:
+                        _accumulate(acc, inp, na, graph.nodes[inp].shape)
+                continue
+            a = a.dense(node.shape)
         if isinstance(op, O.LinearOp):
             new, c = op.backward(a.reshape(b * r, *node.shape))
             if c is not None:
                 bias = bias + c.view(b, r)
-            for inp, na in zip(node.inputs, new):
-                if na is None:
-                    continue
-                na = na.reshape(b, r, *graph.nodes[inp].shape)
-                acc[inp] = acc[inp] + na if inp in acc else na
+            for inp, nd in zip(node.inputs, new):
+                if nd is not None:
+                    _accumulate(acc, inp, nd.reshape(b, r, *graph.nodes[inp].shape), graph.nodes[inp].shape)
             continue
+        if forms is not None:
+            forms[idx] = ("dense",)
         rel = state.relaxation(idx)
         if isinstance(op, O.Activation):
             assert isinstance(rel, O.Relaxation)
@@ -291,11 +374,18 @@ def backward(
             na, c = op.backward_windows(a, lower, upper, upper_const)
         if c is not None:
             bias = bias + c
-        inp = node.inputs[0]
-        acc[inp] = acc[inp] + na if inp in acc else na
+        _accumulate(acc, node.inputs[0], na, graph.nodes[node.inputs[0]].shape)
     a_in = acc.pop(0, None)
     if a_in is None:
         return bias, None
+    if isinstance(a_in, Patches):
+        if isinstance(state.iset, Box) and not keep_input:
+            lo, hi = state.iset.box()
+            centre, radius = (hi + lo) / 2, (hi - lo) / 2
+            d = a_in.data
+            lb = (d * a_in.window(centre)).sum((2, 3, 4)) - (d.abs() * a_in.window(radius)).sum((2, 3, 4))
+            return bias + lb, None
+        a_in = a_in.dense(graph.nodes[0].shape)
     return bias + state.iset.lower(a_in), (a_in if keep_input else None)
 
 
@@ -336,12 +426,37 @@ def row_plan(graph: BoundGraph, idx: int, ref: Interval) -> RowPlan:
     )
 
 
+_PATCH_OPS = (O.Conv, O.Elementwise, O.Add, O.Sub)
+
+
+def _patch_start(graph: BoundGraph, idx: int) -> bool:
+    """Whether CROWN rows of node ``idx`` start as patches (a 2-D feature map produced by a
+    convolution, an elementwise map or a residual sum)."""
+    node = graph.nodes[idx]
+    op = node.op
+    if len(node.shape) != 3 or node.shape[1] * node.shape[2] <= 1:
+        return False
+    if isinstance(op, O.Conv):
+        return op.dim == 2
+    return isinstance(op, _PATCH_OPS)
+
+
+def _widest_patch(graph: BoundGraph, idx: int) -> int:
+    """A size estimate (values per row) for chunking patch rows: the widest channel count
+    times the receptive field area, capped by the map size."""
+    widest = 1
+    for n in graph.nodes[: idx + 1]:
+        widest = max(widest, n.numel if len(n.shape) != 3 else n.shape[0] * min(n.shape[1] * n.shape[2], 256))
+    return widest
+
+
 def _crown_node(
     state: BoundState,
     idx: int,
     base: Interval,
     plan: RowPlan,
     alpha: dict[int, Tensor] | None = None,
+    forms: dict[int, tuple[object, ...]] | None = None,
 ) -> Interval:
     """CROWN bounds of the neurons ``plan`` of node ``idx``; the others keep ``base``.
 
@@ -355,20 +470,36 @@ def _crown_node(
     if m == 0:
         return base
     dtype = lower.dtype
-    half = max(1, _rows_per_chunk(state, idx, b) // 2)
+    use_patches = _patch_start(state.graph, idx)
+    if use_patches:
+        c_, h_, w_ = node.shape
+        chunk = max(1, state.max_elements // max(1, b * _widest_patch(state.graph, idx)))
+    else:
+        chunk = _rows_per_chunk(state, idx, b)
+    half = max(1, chunk // 2)
     for s in range(0, m, half):
         idx_c = plan.index[:, s : s + half]
         h = int(idx_c.shape[1])
-        a0 = torch.zeros(b, 2 * h, n, dtype=dtype)
-        a0[:, :h].scatter_(2, idx_c.unsqueeze(-1), 1.0)
-        a0[:, h:].scatter_(2, idx_c.unsqueeze(-1), -1.0)
+        a0: Coef
+        if use_patches:
+            ch = idx_c // (h_ * w_)
+            pi = (idx_c // w_) % h_
+            pj = idx_c % w_
+            onehot = torch.zeros(b, h, c_, dtype=dtype).scatter_(2, ch.unsqueeze(-1), 1.0)
+            pdata = torch.cat([onehot, -onehot], dim=1).view(b, 2 * h, c_, 1, 1)
+            a0 = Patches(pdata, torch.cat([pi, pi], 1), torch.cat([pj, pj], 1), (1, 1), (0, 0))
+        else:
+            dense0 = torch.zeros(b, 2 * h, n, dtype=dtype)
+            dense0[:, :h].scatter_(2, idx_c.unsqueeze(-1), 1.0)
+            dense0[:, h:].scatter_(2, idx_c.unsqueeze(-1), -1.0)
+            a0 = dense0.view(b, 2 * h, *node.shape)
         al = None
         if alpha is not None:
             al = {
                 j: torch.cat([v[:, s : s + h], v[:, m + s : m + s + h]], dim=1)
                 for j, v in alpha.items()
             }
-        lb, _ = backward(state, idx, a0.view(b, 2 * h, *node.shape), alpha=al)
+        lb, _ = backward(state, idx, a0, alpha=al, forms=forms)
         ok = plan.valid[:, s : s + h]
         lower = lower.scatter(1, idx_c, torch.where(ok, lb[:, :h], lower.gather(1, idx_c)))
         upper = upper.scatter(1, idx_c, torch.where(ok, -lb[:, h:], upper.gather(1, idx_c)))
@@ -430,7 +561,8 @@ def intermediate_bounds(
             bounds = _tighten(state, idx, bounds, ref)
         if idx in use_crown:
             plan = row_plan(graph, idx, bounds)
-            bounds = _tighten(state, idx, _crown_node(state, idx, bounds, plan), ref)
+            forms = state.forms.setdefault(idx, {})
+            bounds = _tighten(state, idx, _crown_node(state, idx, bounds, plan, forms=forms), ref)
         state.bounds[idx] = bounds
 
 
@@ -633,28 +765,47 @@ class _Adam:
 
 
 def init_alpha(
-    state: BoundState, rows: int, start: int | None = None
+    state: BoundState, rows: int, start: int | None = None, plan: RowPlan | None = None
 ) -> tuple[dict[int, Tensor], dict[int, Tensor | None]]:
     """Initial α of a backward pass from ``start`` (default: the output) with ``rows`` rows:
-    CROWN's lower slopes of unstable ReLUs ``(B, rows, *shape)`` and the one-hot max-pool
-    coefficients ``(B, rows, C, window, L)``. Returns the α tensors and, per node, the simplex
-    validity mask (``None`` for ReLUs)."""
+    CROWN's lower slopes of unstable ReLUs ``(B, rows, *shape)`` — or, where the coefficients
+    from ``start`` reach a ReLU as patches, their windows ``(B, rows, C, Kh, Kw)`` (``plan``
+    gives the rows' neurons; rows are the plan's lower rows then its upper rows) — and the
+    one-hot max-pool coefficients ``(B, rows, C, window, L)``. Returns the α tensors and, per
+    node, the simplex validity mask (``None`` for ReLUs)."""
     graph = state.graph
     b = state.batch
     alphas: dict[int, Tensor] = {}
     masks: dict[int, Tensor | None] = {}
     root = graph.output if start is None else start
+    forms = state.forms.get(root, {}) if start is not None else {}
     ancestors = _ancestors(graph, root)
     for n in graph.nodes:
         if n.index not in ancestors or n.op is None or n.index == root:
             continue
         op = n.op
+        form = forms.get(n.index, ("dense",))
         if isinstance(op, O.Activation) and op.optimisable:
             rel = state.relaxation(n.index)
             assert isinstance(rel, O.Relaxation)
             if rel.unstable is None or not bool(rel.unstable.any()):
                 continue
-            alphas[n.index] = rel.lower_slope.unsqueeze(1).expand(b, rows, *n.shape).clone()
+            if form[0] == "patch":
+                assert plan is not None and start is not None
+                _, stride, pad, kernel = form
+                _c, _h, w_ = graph.nodes[start].shape
+                pos = plan.index
+                pi, pj = (pos // w_) % _h, pos % w_
+                probe = Patches(
+                    torch.zeros(b, 2 * plan.rows, 1, *kernel, dtype=rel.lower_slope.dtype),  # type: ignore[misc]
+                    torch.cat([pi, pi], 1),
+                    torch.cat([pj, pj], 1),
+                    stride,  # type: ignore[arg-type]
+                    pad,  # type: ignore[arg-type]
+                )
+                alphas[n.index] = probe.window(rel.lower_slope).clone()
+            else:
+                alphas[n.index] = rel.lower_slope.unsqueeze(1).expand(b, rows, *n.shape).clone()
             masks[n.index] = None
         elif isinstance(op, O.MaxPool) and op.padding == (0, 0):
             onehot, upper, _uc, valid = state.relaxation(n.index)  # type: ignore[misc]
@@ -703,7 +854,7 @@ def optimise_alpha(state: BoundState, a0: Tensor, settings: AlphaSettings) -> Te
             if plan.rows == 0:
                 continue
             plans[k] = plan
-            al, ms = init_alpha(state, 2 * plan.rows, start=k)
+            al, ms = init_alpha(state, 2 * plan.rows, start=k, plan=plan)
             if al:
                 inter[k], inter_masks[k] = al, ms
     params = list(final_alpha.values()) + [a for d in inter.values() for a in d.values()]
