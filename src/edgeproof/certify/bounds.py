@@ -43,7 +43,7 @@ rows are processed in chunks so that no coefficient tensor exceeds ``max_element
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -407,12 +407,22 @@ class RowPlan:
         return int(self.index.shape[1])
 
 
-def row_plan(graph: BoundGraph, idx: int, ref: Interval) -> RowPlan:
+def _sparse_safe(graph: BoundGraph, idx: int) -> bool:
+    """Bounds of stable neurons of node ``idx`` cannot change any relaxation: every consumer
+    is a ReLU whose output bounds nothing needs (a max pool reading them would use the values)."""
+    if not _relu_only_consumers(graph, idx):
+        return False
+    need = _needed(graph)
+    return not any(need[c] for c in graph.consumers[idx])
+
+
+def row_plan(graph: BoundGraph, idx: int, ref: Interval, *, sparse: bool | None = None) -> RowPlan:
     """Which neurons of node ``idx`` CROWN bounds given the bounds ``ref`` it already has: the
-    unstable ones (``l < 0 < u``) when every consumer is a ReLU, else all of them."""
+    unstable ones (``l < 0 < u``) when ``sparse`` (default: when every consumer is a ReLU, the
+    rule of auto_LiRPA), else all of them."""
     b = int(ref[0].shape[0])
     n = graph.nodes[idx].numel
-    if _relu_only_consumers(graph, idx):
+    if _relu_only_consumers(graph, idx) if sparse is None else sparse:
         lo, hi = ref[0].reshape(b, n), ref[1].reshape(b, n)
         unstable = (lo < 0) & (hi > 0)
         counts = unstable.sum(1)
@@ -571,6 +581,7 @@ def _joint_intermediate(
     ref: list[Interval | None],
     plans: dict[int, RowPlan],
     alphas: dict[int, dict[int, Tensor]],
+    before: Callable[[BoundState, int], None] | None = None,
 ) -> None:
     """Intermediate bounds for α-CROWN's joint optimisation: the needed nodes only; CROWN
     nodes bound their fixed rows ``plans`` with slopes ``alphas[node]`` and keep ``ref`` (the
@@ -582,6 +593,8 @@ def _joint_intermediate(
         if idx in plans:
             base = ref[idx]
             assert base is not None
+            if before is not None:
+                before(state, idx)
             b = _crown_node(state, idx, base, plans[idx], alphas.get(idx))
             state.bounds[idx] = _tighten(state, idx, b, None)
         elif node.op is not None and node.op.ibp_intermediate and need[idx]:
@@ -745,6 +758,13 @@ class _Adam:
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
 
+    def add(self, params: Sequence[Tensor]) -> None:
+        """Optimise more parameters from now on (their moments start at zero)."""
+        for p in params:
+            self.params.append(p)
+            self.m.append(torch.zeros_like(p))
+            self.v.append(torch.zeros_like(p))
+
     def step(self, sign: float = 1.0) -> None:
         """One step *descending* the gradient (``sign=-1`` ascends)."""
         self.t += 1
@@ -765,7 +785,11 @@ class _Adam:
 
 
 def init_alpha(
-    state: BoundState, rows: int, start: int | None = None, plan: RowPlan | None = None
+    state: BoundState,
+    rows: int,
+    start: int | None = None,
+    plan: RowPlan | None = None,
+    kinds: tuple[str, ...] = ("relu", "maxpool"),
 ) -> tuple[dict[int, Tensor], dict[int, Tensor | None]]:
     """Initial α of a backward pass from ``start`` (default: the output) with ``rows`` rows:
     CROWN's lower slopes of unstable ReLUs ``(B, rows, *shape)`` — or, where the coefficients
@@ -785,7 +809,7 @@ def init_alpha(
             continue
         op = n.op
         form = forms.get(n.index, ("dense",))
-        if isinstance(op, O.Activation) and op.optimisable:
+        if isinstance(op, O.Activation) and op.optimisable and "relu" in kinds:
             rel = state.relaxation(n.index)
             assert isinstance(rel, O.Relaxation)
             if rel.unstable is None or not bool(rel.unstable.any()):
@@ -807,7 +831,7 @@ def init_alpha(
             else:
                 alphas[n.index] = rel.lower_slope.unsqueeze(1).expand(b, rows, *n.shape).clone()
             masks[n.index] = None
-        elif isinstance(op, O.MaxPool) and op.padding == (0, 0):
+        elif isinstance(op, O.MaxPool) and op.padding == (0, 0) and "maxpool" in kinds:
             onehot, upper, _uc, valid = state.relaxation(n.index)  # type: ignore[misc]
             if bool((upper.sum(2) > 0).all()):
                 continue  # every window is linear: nothing to optimise
@@ -838,11 +862,16 @@ def optimise_alpha(state: BoundState, a0: Tensor, settings: AlphaSettings) -> Te
     ``settings.iterations`` bound evaluations, a projected Adam step after each but the last
     (auto_LiRPA's loop). With ``settings.intermediate`` the slopes of every intermediate CROWN
     bound (per start node, per row, per neuron) are optimised jointly through the final bound,
-    as auto_LiRPA's ``alpha-CROWN`` does: each iteration recomputes the intermediate bounds of
-    the neurons the first CROWN pass left unstable, intersected with that pass's bounds.
+    as auto_LiRPA's ``alpha-CROWN`` does: each iteration recomputes the intermediate bounds —
+    of the neurons the first CROWN pass left unstable where only their stability matters (every
+    consumer a ReLU whose output bounds nothing reads), of every neuron otherwise (a max pool's
+    relaxation reads the values) — and uses them as they are (auto_LiRPA's iterations). ReLU
+    slopes start at CROWN's; max-pool coefficients start one-hot at the window maximum of the
+    lower bounds of the first iteration (auto_LiRPA initialises them lazily, too).
     """
     graph = state.graph
-    final_alpha, final_masks = init_alpha(state, int(a0.shape[1]))
+    rows = int(a0.shape[1])
+    final_alpha, final_masks = init_alpha(state, rows, kinds=("relu",))
     inter: dict[int, dict[int, Tensor]] = {}
     inter_masks: dict[int, dict[int, Tensor | None]] = {}
     plans: dict[int, RowPlan] = {}
@@ -850,15 +879,20 @@ def optimise_alpha(state: BoundState, a0: Tensor, settings: AlphaSettings) -> Te
         for k in crown_nodes(graph, state.iset):
             ref = state.bounds[k]
             assert ref is not None
-            plan = row_plan(graph, k, ref)
+            plan = row_plan(graph, k, ref, sparse=_sparse_safe(graph, k))
             if plan.rows == 0:
                 continue
             plans[k] = plan
-            al, ms = init_alpha(state, 2 * plan.rows, start=k, plan=plan)
-            if al:
-                inter[k], inter_masks[k] = al, ms
+            if not state.forms.get(k):
+                # the first pass had no unstable row here: probe the coefficient forms
+                probe = RowPlan(plan.index[:, :1], plan.valid[:, :1])
+                with torch.no_grad():
+                    _crown_node(state, k, ref, probe, forms=state.forms.setdefault(k, {}))
+            al, ms = init_alpha(state, 2 * plan.rows, start=k, plan=plan, kinds=("relu",))
+            inter[k], inter_masks[k] = al, ms
+    has_pools = any(isinstance(n.op, O.MaxPool) for n in graph.nodes)
     params = list(final_alpha.values()) + [a for d in inter.values() for a in d.values()]
-    if not params:
+    if not params and not has_pools:
         with torch.no_grad():
             return backward(state, graph.output, a0)[0]
     for p in params:
@@ -866,26 +900,49 @@ def optimise_alpha(state: BoundState, a0: Tensor, settings: AlphaSettings) -> Te
     opt = _Adam(params, settings.lr, settings.lr_decay)
     best: Tensor | None = None
     ref = list(state.bounds)
+    joint = bool(plans)
+
+    def add_pools(cur: BoundState, k: int | None) -> None:
+        """Max-pool coefficients of start ``k`` (None: the output), one-hot at the current
+        relaxation, created just before their first use."""
+        if k is None:
+            al, ms = init_alpha(cur, rows, kinds=("maxpool",))
+            final_alpha.update(al)
+            final_masks.update(ms)
+        else:
+            plan = plans[k]
+            al, ms = init_alpha(cur, 2 * plan.rows, start=k, plan=plan, kinds=("maxpool",))
+            inter[k].update(al)
+            inter_masks[k].update(ms)
+        for p in al.values():
+            p.requires_grad_(True)
+        opt.add(list(al.values()))
+
     for it in range(settings.iterations):
         last = it == settings.iterations - 1
+        first = it == 0 and has_pools
         with torch.set_grad_enabled(not last):
-            if inter:
+            if joint:
                 cur = BoundState(
                     graph=graph,
                     iset=state.iset,
                     bounds=[None] * len(graph.nodes),
                     splits=state.splits,
                     max_elements=state.max_elements,
+                    forms=state.forms,
                 )
-                _joint_intermediate(cur, ref, plans, inter)
+                _joint_intermediate(cur, ref, plans, inter, add_pools if first else None)
             else:
                 cur = state
+            if first:
+                add_pools(cur, None)
             lb, _ = backward(cur, graph.output, a0, alpha=final_alpha)
         best = lb.detach() if best is None else torch.maximum(best, lb.detach())
         if last:
             break
-        (-lb.sum()).backward()  # type: ignore[no-untyped-call]
-        opt.step()
+        if lb.requires_grad:
+            (-lb.sum()).backward()  # type: ignore[no-untyped-call]
+            opt.step()
         clip_alpha(graph, final_alpha, final_masks)
         for k, d in inter.items():
             clip_alpha(graph, d, inter_masks[k])
