@@ -119,13 +119,13 @@ class BoundState:
     max_elements: int = 1 << 25
     #: per CROWN-bounded node, the form coefficients reach each nonlinear node in (see backward)
     forms: dict[int, dict[int, tuple[object, ...]]] = field(default_factory=dict)
-    _relax: dict[int, object] = field(default_factory=dict)
+    _relax: dict[int, O.Relaxation | O.PoolRelaxation] = field(default_factory=dict)
 
     @property
     def batch(self) -> int:
         return self.iset.batch
 
-    def relaxation(self, idx: int) -> object:
+    def relaxation(self, idx: int) -> O.Relaxation | O.PoolRelaxation:
         """The relaxation of nonlinear node ``idx`` from its input's bounds (cached)."""
         if idx not in self._relax:
             node = self.graph.nodes[idx]
@@ -294,8 +294,8 @@ def _patch_step(
             dl = torch.where(a.window(rel.unstable.to(a.data.dtype)) > 0, al, dl)
         lb_w = None if rel.lower_bias is None else a.window(rel.lower_bias)
         ub_w = None if rel.upper_bias is None else a.window(rel.upper_bias)
-        new, c = O.apply_lines(a.data, dl, lb_w, du, ub_w, feature_dims=3)
-        return [a.with_data(new)], c
+        lines, c = O.apply_lines(a.data, dl, lb_w, du, ub_w, feature_dims=3)
+        return [a.with_data(lines)], c
     return None
 
 
@@ -359,7 +359,9 @@ def backward(
                 bias = bias + c.view(b, r)
             for inp, nd in zip(node.inputs, new):
                 if nd is not None:
-                    _accumulate(acc, inp, nd.reshape(b, r, *graph.nodes[inp].shape), graph.nodes[inp].shape)
+                    _accumulate(
+                        acc, inp, nd.reshape(b, r, *graph.nodes[inp].shape), graph.nodes[inp].shape
+                    )
             continue
         if forms is not None:
             forms[idx] = ("dense",)
@@ -369,9 +371,9 @@ def backward(
             na, c = O.backward_elementwise(a, rel, None if alpha is None else alpha.get(idx))
         else:
             assert isinstance(op, O.MaxPool)
-            onehot, upper, upper_const, _valid = rel  # type: ignore[misc]
-            lower = alpha[idx] if alpha is not None and idx in alpha else onehot.unsqueeze(1)
-            na, c = op.backward_windows(a, lower, upper, upper_const)
+            assert isinstance(rel, O.PoolRelaxation)
+            lower = alpha[idx] if alpha is not None and idx in alpha else rel.lower.unsqueeze(1)
+            na, c = op.backward_windows(a, lower, rel.upper, rel.upper_const)
         if c is not None:
             bias = bias + c
         _accumulate(acc, node.inputs[0], na, graph.nodes[node.inputs[0]].shape)
@@ -383,7 +385,9 @@ def backward(
             lo, hi = state.iset.box()
             centre, radius = (hi + lo) / 2, (hi - lo) / 2
             d = a_in.data
-            lb = (d * a_in.window(centre)).sum((2, 3, 4)) - (d.abs() * a_in.window(radius)).sum((2, 3, 4))
+            lb = (d * a_in.window(centre)).sum((2, 3, 4)) - (d.abs() * a_in.window(radius)).sum(
+                (2, 3, 4)
+            )
             return bias + lb, None
         a_in = a_in.dense(graph.nodes[0].shape)
     return bias + state.iset.lower(a_in), (a_in if keep_input else None)
@@ -431,9 +435,7 @@ def row_plan(graph: BoundGraph, idx: int, ref: Interval, *, sparse: bool | None 
         index = order[:, :rows]
         valid = torch.arange(rows).unsqueeze(0) < counts.unsqueeze(1)
         return RowPlan(index, valid)
-    return RowPlan(
-        torch.arange(n).unsqueeze(0).expand(b, n), torch.ones(b, n, dtype=torch.bool)
-    )
+    return RowPlan(torch.arange(n).unsqueeze(0).expand(b, n), torch.ones(b, n, dtype=torch.bool))
 
 
 _PATCH_OPS = (O.Conv, O.Elementwise, O.Add, O.Sub)
@@ -456,7 +458,9 @@ def _widest_patch(graph: BoundGraph, idx: int) -> int:
     times the receptive field area, capped by the map size."""
     widest = 1
     for n in graph.nodes[: idx + 1]:
-        widest = max(widest, n.numel if len(n.shape) != 3 else n.shape[0] * min(n.shape[1] * n.shape[2], 256))
+        widest = max(
+            widest, n.numel if len(n.shape) != 3 else n.shape[0] * min(n.shape[1] * n.shape[2], 256)
+        )
     return widest
 
 
@@ -644,11 +648,14 @@ def prepare(
 ) -> BoundState:
     """Intermediate bounds of every node for ``method`` (the part shared by all specs)."""
     if method not in METHODS:
-        raise OptionError("method", f"unknown bound method {method!r}", f"use one of {', '.join(METHODS)}")
+        raise OptionError(
+            "method", f"unknown bound method {method!r}", f"use one of {', '.join(METHODS)}"
+        )
     if tuple(iset.shape) != tuple(graph.input_shape):
         raise OptionError(
             "x",
-            f"inputs of shape {list(iset.shape)} do not fit the model's input {list(graph.input_shape)}",
+            f"inputs of shape {list(iset.shape)} do not fit the model's input "
+            f"{list(graph.input_shape)}",
             "give inputs of the shape the model was traced with",
         )
     state = BoundState(
@@ -832,11 +839,12 @@ def init_alpha(
                 alphas[n.index] = rel.lower_slope.unsqueeze(1).expand(b, rows, *n.shape).clone()
             masks[n.index] = None
         elif isinstance(op, O.MaxPool) and op.padding == (0, 0) and "maxpool" in kinds:
-            onehot, upper, _uc, valid = state.relaxation(n.index)  # type: ignore[misc]
-            if bool((upper.sum(2) > 0).all()):
+            pr = state.relaxation(n.index)
+            assert isinstance(pr, O.PoolRelaxation)
+            if bool((pr.upper.sum(2) > 0).all()):
                 continue  # every window is linear: nothing to optimise
-            alphas[n.index] = onehot.unsqueeze(1).expand(b, rows, *onehot.shape[1:]).clone()
-            masks[n.index] = valid.unsqueeze(1)
+            alphas[n.index] = pr.lower.unsqueeze(1).expand(b, rows, *pr.lower.shape[1:]).clone()
+            masks[n.index] = pr.valid.unsqueeze(1)
     return alphas, masks
 
 
@@ -899,7 +907,7 @@ def optimise_alpha(state: BoundState, a0: Tensor, settings: AlphaSettings) -> Te
         p.requires_grad_(True)
     opt = _Adam(params, settings.lr, settings.lr_decay)
     best: Tensor | None = None
-    ref = list(state.bounds)
+    first_pass = list(state.bounds)
     joint = bool(plans)
 
     def add_pools(cur: BoundState, k: int | None) -> None:
@@ -931,7 +939,7 @@ def optimise_alpha(state: BoundState, a0: Tensor, settings: AlphaSettings) -> Te
                     max_elements=state.max_elements,
                     forms=state.forms,
                 )
-                _joint_intermediate(cur, ref, plans, inter, add_pools if first else None)
+                _joint_intermediate(cur, first_pass, plans, inter, add_pools if first else None)
             else:
                 cur = state
             if first:
@@ -941,7 +949,7 @@ def optimise_alpha(state: BoundState, a0: Tensor, settings: AlphaSettings) -> Te
         if last:
             break
         if lb.requires_grad:
-            (-lb.sum()).backward()  # type: ignore[no-untyped-call]
+            (-lb.sum()).backward()
             opt.step()
         clip_alpha(graph, final_alpha, final_masks)
         for k, d in inter.items():

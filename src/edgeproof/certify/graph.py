@@ -212,7 +212,9 @@ class Builder:
         try:
             v = torch.broadcast_to(v, (1, *shape)).clone()
         except RuntimeError:
-            raise self.fail(f"a constant of shape {list(v.shape)} does not broadcast to {list(shape)}") from None
+            raise self.fail(
+                f"a constant of shape {list(v.shape)} does not broadcast to {list(shape)}"
+            ) from None
         return self.add(O.Constant(v), [], name=f"{self.current}_const")
 
     def per_sample(self, value: Any, like: Var) -> Tensor:
@@ -225,7 +227,9 @@ class Builder:
         try:
             out_shape = torch.broadcast_shapes(t.shape, (1, *shape))
         except RuntimeError:
-            raise self.fail(f"a constant of shape {list(t.shape)} does not broadcast to {list(shape)}") from None
+            raise self.fail(
+                f"a constant of shape {list(t.shape)} does not broadcast to {list(shape)}"
+            ) from None
         if tuple(out_shape) != (1, *shape):
             raise self.fail(f"a constant of shape {list(t.shape)} changes the shape {list(shape)}")
         while t.dim() < len(shape) + 1:
@@ -296,7 +300,9 @@ def _op_label(node: fx.Node, gm: nn.Module) -> str:
     return getattr(t, "__name__", None) or str(t)
 
 
-def _interpret(gm: fx.GraphModule, input_shape: Sequence[int], example: Tensor, source: str) -> BoundGraph:
+def _interpret(
+    gm: fx.GraphModule, input_shape: Sequence[int], example: Tensor, source: str
+) -> BoundGraph:
     b = Builder(input_shape, example)
     env: dict[str, Any] = {}
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -310,7 +316,9 @@ def _interpret(gm: fx.GraphModule, input_shape: Sequence[int], example: Tensor, 
             elif node.args:  # a defaulted argument
                 env[node.name] = node.args[0]
             else:
-                raise b.fail("the model takes more than one input", "bound a model of one tensor input")
+                raise b.fail(
+                    "the model takes more than one input", "bound a model of one tensor input"
+                )
             continue
         if node.op == "get_attr":
             val = _fetch_attr(gm, str(node.target))
@@ -319,6 +327,8 @@ def _interpret(gm: fx.GraphModule, input_shape: Sequence[int], example: Tensor, 
         if node.op == "output":
             out_value = _resolve(node.args[0], env)
             continue
+        if not node.users:
+            continue  # dead code (e.g. the guard module torch.export adds)
         args = list(_resolve(node.args, env))
         kwargs = dict(_resolve(node.kwargs, env))
         if not _has_var(args) and not _has_var(kwargs):
@@ -329,7 +339,10 @@ def _interpret(gm: fx.GraphModule, input_shape: Sequence[int], example: Tensor, 
         out_value = out_value[0]
     if not isinstance(out_value, Var):
         b.current, b.current_op = "output", "output"
-        raise b.fail("the model's output is not one tensor that depends on the input", "bound a model returning one logits tensor")
+        raise b.fail(
+            "the model's output is not one tensor that depends on the input",
+            "bound a model returning one logits tensor",
+        )
     nodes = _prune(b.nodes, out_value.index)
     return BoundGraph(nodes=nodes, output=len(nodes) - 1, source=source)
 
@@ -346,7 +359,9 @@ def _evaluate(gm: nn.Module, node: fx.Node, args: list[Any], kwargs: dict[str, A
         return fn(*args, **kwargs)
 
 
-def _build(b: Builder, gm: nn.Module, node: fx.Node, args: list[Any], kwargs: dict[str, Any]) -> Any:
+def _build(
+    b: Builder, gm: nn.Module, node: fx.Node, args: list[Any], kwargs: dict[str, Any]
+) -> Any:
     if node.op == "call_module":
         mod = gm.get_submodule(str(node.target))
         mb = _module_builder(mod)
@@ -384,6 +399,24 @@ def _prune(nodes: list[Node], out: int) -> list[Node]:
 # Optimisation passes
 
 
+def _per_channel(
+    t: Tensor | None, shape: tuple[int, ...], channels: int, conv: bool
+) -> Tensor | None:
+    """``t`` (broadcast to ``(1, *shape)``) as one value per output channel, or ``None`` when it
+    varies within a channel (then it cannot fold into the layer's bias)."""
+    if t is None:
+        return None
+    full = torch.broadcast_to(t, (1, *shape))
+    if conv:
+        flat = full.reshape(1, channels, -1)
+        if not bool((flat == flat[:, :, :1]).all()):
+            return None
+        return flat[0, :, 0]
+    if len(shape) != 1:
+        return None
+    return full.reshape(-1)
+
+
 def _fold_affine_into_linear(g: BoundGraph) -> BoundGraph:
     """Fold an elementwise per-channel affine node (BatchNorm) into the Conv/Dense feeding it
     when that layer has no other consumer: ``W' = s·W``, ``b' = s·b + t`` (exact)."""
@@ -401,21 +434,9 @@ def _fold_affine_into_linear(g: BoundGraph) -> BoundGraph:
         channels = src.op.weight.shape[0]
         scale, shift = n.op.scale, n.op.shift
 
-        def per_channel(t: Tensor | None, node: Node = n, c: int = channels) -> Tensor | None:
-            if t is None:
-                return None
-            full = torch.broadcast_to(t, (1, *node.shape))
-            flat = full.reshape(1, c, -1) if isinstance(src.op, O.Conv) else full.reshape(1, -1)
-            if isinstance(src.op, O.Conv):
-                if not bool((flat == flat[:, :, :1]).all()):
-                    return None
-                return flat[0, :, 0]
-            if len(node.shape) != 1:
-                return None
-            return flat[0]
-
-        s = per_channel(scale)
-        t = per_channel(shift)
+        conv = isinstance(src.op, O.Conv)
+        s = _per_channel(scale, n.shape, channels, conv)
+        t = _per_channel(shift, n.shape, channels, conv)
         if (scale is not None and s is None) or (shift is not None and t is None):
             continue
         w = src.op.weight
@@ -492,7 +513,9 @@ def trace(
         raise OptionError("module", f"expected a torch.nn.Module, got {type(module).__name__}")
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s <= 0 for s in shape):
-        raise OptionError("input_shape", f"{list(shape)} is not a valid per-sample shape", "give e.g. (1, 28, 28)")
+        raise OptionError(
+            "input_shape", f"{list(shape)} is not a valid per-sample shape", "give e.g. (1, 28, 28)"
+        )
     was_training = module.training
     module.eval()
     try:
@@ -505,7 +528,7 @@ def trace(
         except Exception as fx_error:  # fx raises many types for untraceable code
             try:
                 ep = torch.export.export(module, (example,))
-                gm = ep.module()  # type: ignore[assignment]
+                gm = ep.module()
                 source = "export"
             except Exception as exc:
                 raise OptionError(
@@ -523,7 +546,9 @@ def trace(
             want = module(example)
             got = graph.forward(example)
         if not isinstance(want, Tensor) or want.shape != got.shape:
-            raise InternalError(f"bound graph output shape {list(got.shape)} differs from the model's")
+            raise InternalError(
+                f"bound graph output shape {list(got.shape)} differs from the model's"
+            )
         scale = float(want.abs().max()) + 1.0
         err = float((want - got).abs().max())
         if not err <= check_tol * scale:
@@ -632,7 +657,15 @@ def _conv(
     st = _tuple(stride, d)
     fn = F.conv2d if d == 2 else F.conv1d
     with torch.no_grad():
-        ex = fn(b.example(x), weight.detach(), None if bias is None else bias.detach(), st, pad, dil, groups)
+        ex = fn(
+            b.example(x),
+            weight.detach(),
+            None if bias is None else bias.detach(),
+            st,
+            pad,
+            dil,
+            groups,
+        )
     op = O.Conv(
         weight.detach(),
         None if bias is None else bias.detach(),
@@ -657,7 +690,10 @@ def _batchnorm(
     training: bool,
 ) -> Var:
     if training or mean is None or var is None:
-        raise b.fail("BatchNorm in training mode (batch statistics) has no per-sample bound", "put the model in eval mode")
+        raise b.fail(
+            "BatchNorm in training mode (batch statistics) has no per-sample bound",
+            "put the model in eval mode",
+        )
     shape = b.shape(x)
     c = shape[0]
     view = (1, c) + (1,) * (len(shape) - 1)
@@ -684,7 +720,9 @@ def _linear_fn(b: Builder, x: Var, fn: Callable[[Tensor], Tensor], name: str) ->
     return b.add(O.LinearFn(fn, b.shape(x), name), [x])
 
 
-def _maxpool(b: Builder, x: Var, kernel: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool) -> Var:
+def _maxpool(
+    b: Builder, x: Var, kernel: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool
+) -> Var:
     d = len(b.shape(x)) - 1
     if d not in (1, 2):
         raise b.fail(f"{d}-D max pooling is not supported")
@@ -704,10 +742,7 @@ def _maxpool(b: Builder, x: Var, kernel: Any, stride: Any, padding: Any, dilatio
 def _binary(b: Builder, kind: str, x: Any, y: Any, alpha: Any = 1) -> Any:
     """``x (+|-|*|/) y`` where at least one side is a traced tensor."""
     if alpha != 1:
-        if isinstance(y, Var):
-            y = _elementwise(b, y, scale=float(alpha))
-        else:
-            y = y * alpha
+        y = _elementwise(b, y, scale=float(alpha)) if isinstance(y, Var) else y * alpha
     xv, yv = isinstance(x, Var), isinstance(y, Var)
     if kind == "add":
         if xv and yv:
@@ -747,7 +782,10 @@ def _same_shape_pair(b: Builder, op: O.BoundOp, x: Var, y: Var) -> Var:
 
 
 def _broadcast(b: Builder, x: Var, shape: tuple[int, ...]) -> Var:
-    return _linear_fn(b, x, lambda t, s=shape: t.expand(t.shape[0], *s), "expand")
+    def expand(t: Tensor) -> Tensor:
+        return t.expand(t.shape[0], *shape)
+
+    return _linear_fn(b, x, expand, "expand")
 
 
 def _register_builtins() -> None:
@@ -761,7 +799,9 @@ def _register_builtins() -> None:
         assert isinstance(m, (nn.Conv1d, nn.Conv2d))
         if m.padding_mode != "zeros":
             raise b.fail(f"padding_mode={m.padding_mode!r} is not supported (only zeros)")
-        return _conv(b, _need_var(b, args[0]), m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+        return _conv(
+            b, _need_var(b, args[0]), m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups
+        )
 
     def bn_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
         assert isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -769,7 +809,9 @@ def _register_builtins() -> None:
             raise b.fail("BatchNorm without running statistics uses batch statistics")
         w = m.weight if m.affine else None
         bias = m.bias if m.affine else None
-        return _batchnorm(b, _need_var(b, args[0]), m.running_mean, m.running_var, w, bias, m.eps, False)
+        return _batchnorm(
+            b, _need_var(b, args[0]), m.running_mean, m.running_var, w, bias, m.eps, False
+        )
 
     def normalize_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
         assert isinstance(m, Normalize)
@@ -811,7 +853,9 @@ def _register_builtins() -> None:
         assert isinstance(m, (nn.MaxPool1d, nn.MaxPool2d))
         if m.return_indices:
             raise b.fail("max pooling returning indices is not supported")
-        return _maxpool(b, _need_var(b, args[0]), m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+        return _maxpool(
+            b, _need_var(b, args[0]), m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode
+        )
 
     for cls, fn in (
         (nn.Linear, linear_m),
@@ -841,6 +885,7 @@ def _register_builtins() -> None:
         register_module(cls, fn)
 
     aten = torch.ops.aten
+    t: Any
 
     # --- arithmetic
     def arith(kind: str) -> FunctionBuilder:
@@ -894,7 +939,9 @@ def _register_builtins() -> None:
         register_function(t, s_f("tanh"))
 
     def clamp_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return _clamp(b, _need_var(b, args[0]), _arg(args, kwargs, 1, "min"), _arg(args, kwargs, 2, "max"))
+        return _clamp(
+            b, _need_var(b, args[0]), _arg(args, kwargs, 1, "min"), _arg(args, kwargs, 2, "max")
+        )
 
     for t in (torch.clamp, torch.clip, "clamp", "clip", aten.clamp, aten.clip):
         register_function(t, clamp_f)
@@ -941,7 +988,15 @@ def _register_builtins() -> None:
     def same_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
         return args[0]
 
-    for t in ("contiguous", "clone", "detach", aten.clone, aten.contiguous, aten.alias, aten.detach):
+    for t in (
+        "contiguous",
+        "clone",
+        "detach",
+        aten.clone,
+        aten.contiguous,
+        aten.alias,
+        aten.detach,
+    ):
         register_function(t, same_f)
 
     def dropout_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -954,7 +1009,11 @@ def _register_builtins() -> None:
 
     def permute_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
         x = _need_var(b, args[0])
-        dims = args[1:] if len(args) > 2 or isinstance(_arg(args, kwargs, 1, "dims"), int) else _arg(args, kwargs, 1, "dims")
+        dims = (
+            args[1:]
+            if len(args) > 2 or isinstance(_arg(args, kwargs, 1, "dims"), int)
+            else _arg(args, kwargs, 1, "dims")
+        )
         nd = len(b.shape(x)) + 1
         dims = [int(d) % nd for d in dims]
         if dims[0] != 0:
@@ -1011,7 +1070,11 @@ def _register_builtins() -> None:
             raise b.fail("indexing that selects along the batch dimension")
         if any(isinstance(k, (Tensor, Var)) or k is None for k in key):
             raise b.fail("indexing by tensors or None is not supported")
-        return _linear_fn(b, x, lambda t, k=idx: t[k], "slice")
+
+        def select(t: Tensor) -> Tensor:
+            return t[idx]
+
+        return _linear_fn(b, x, select, "slice")
 
     register_function(operator.getitem, getitem_f)
 
@@ -1021,7 +1084,12 @@ def _register_builtins() -> None:
         if dim % (len(b.shape(x)) + 1) == 0:
             raise b.fail("slicing along the batch dimension")
         rest = args[1:]
-        return _linear_fn(b, x, lambda t, r=rest: aten.slice.Tensor(t, *r), "slice")
+
+        def sliced(t: Tensor) -> Tensor:
+            out: Tensor = aten.slice.Tensor(t, *rest)
+            return out
+
+        return _linear_fn(b, x, sliced, "slice")
 
     register_function(aten.slice, slice_f)
 
@@ -1032,7 +1100,11 @@ def _register_builtins() -> None:
         value = _arg(args, kwargs, 3, "value", 0.0)
         if mode != "constant" or (value or 0.0) != 0.0:
             raise b.fail("only zero constant padding is supported")
-        return _linear_fn(b, x, lambda t, p=pad: F.pad(t, p), "pad")
+
+        def padded(t: Tensor) -> Tensor:
+            return F.pad(t, pad)
+
+        return _linear_fn(b, x, padded, "pad")
 
     for t in (F.pad, aten.constant_pad_nd, aten.pad):
         register_function(t, pad_f)
@@ -1099,7 +1171,9 @@ def _register_builtins() -> None:
 
     # --- linear layers
     def linear_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return _dense(b, _need_var(b, args[0]), _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias"))
+        return _dense(
+            b, _need_var(b, args[0]), _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+        )
 
     for t in (F.linear, aten.linear):
         register_function(t, linear_f)
@@ -1171,14 +1245,16 @@ def _register_builtins() -> None:
     register_function(F.batch_norm, bn_f)
 
     def aten_bn(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        # aten.batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn)
+        # aten.batch_norm(input, weight, bias, running_mean, running_var, training, momentum,
+        # eps, cudnn_enabled)
         x = _need_var(b, args[0])
         return _batchnorm(b, x, args[3], args[4], args[1], args[2], float(args[7]), bool(args[5]))
 
     register_function(aten.batch_norm, aten_bn)
 
     def aten_bn_legit(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        # (input, weight, bias, running_mean, running_var, momentum, eps) -> (out, save_mean, save_rstd)
+        # (input, weight, bias, running_mean, running_var, momentum, eps)
+        # -> (out, save_mean, save_rstd)
         x = _need_var(b, args[0])
         out = _batchnorm(b, x, args[3], args[4], args[1], args[2], float(args[6]), False)
         return (out, None, None)

@@ -47,6 +47,7 @@ __all__ = [
     "LinearOp",
     "MaxPool",
     "Permute",
+    "PoolRelaxation",
     "ReLU",
     "Relaxation",
     "Reshape",
@@ -180,8 +181,12 @@ class Conv(LinearOp):
         k = weight.shape[2:]
         self.output_padding = tuple(
             self.in_shape[1 + i]
-            - ((self.out_shape[1 + i] - 1) * self.stride[i] - 2 * self.padding[i]
-               + self.dilation[i] * (k[i] - 1) + 1)
+            - (
+                (self.out_shape[1 + i] - 1) * self.stride[i]
+                - 2 * self.padding[i]
+                + self.dilation[i] * (k[i] - 1)
+                + 1
+            )
             for i in range(self.dim)
         )
 
@@ -201,8 +206,14 @@ class Conv(LinearOp):
     def backward(self, a: Tensor) -> tuple[list[Tensor | None], Tensor | None]:
         if self.dim == 2:
             new = conv_transpose2d_fast(
-                a, self.weight, self.stride, self.padding, self.output_padding, self.groups,
-                self.dilation, self.in_shape[1:],
+                a,
+                self.weight,
+                self.stride,
+                self.padding,
+                self.output_padding,
+                self.groups,
+                self.dilation,
+                self.in_shape[1:],
             )
         else:
             new = F.conv_transpose1d(
@@ -243,15 +254,36 @@ def conv_transpose2d_fast(
         n = a.shape[0]
         k1, k2 = weight.shape[2], weight.shape[3]
         cols = torch.matmul(weight.reshape(cout, cin * k1 * k2).t(), a.reshape(n, cout, -1))
-        return F.fold(cols, (h, w), (k1, k2), dilation=tuple(dilation), padding=tuple(padding), stride=tuple(stride))
+        return F.fold(
+            cols,
+            (h, w),
+            (k1, k2),
+            dilation=tuple(dilation),
+            padding=tuple(padding),
+            stride=tuple(stride),
+        )
     if h * w >= 100:
         a = a.contiguous(memory_format=torch.channels_last)
         out = F.conv_transpose2d(
-            a, weight, None, tuple(stride), tuple(padding), tuple(output_padding), groups, tuple(dilation)
+            a,
+            weight,
+            None,
+            tuple(stride),
+            tuple(padding),
+            tuple(output_padding),
+            groups,
+            tuple(dilation),
         )
         return out.contiguous()
     return F.conv_transpose2d(
-        a, weight, None, tuple(stride), tuple(padding), tuple(output_padding), groups, tuple(dilation)
+        a,
+        weight,
+        None,
+        tuple(stride),
+        tuple(padding),
+        tuple(output_padding),
+        groups,
+        tuple(dilation),
     )
 
 
@@ -404,7 +436,7 @@ class Cat(LinearOp):
         )
 
     def backward(self, a: Tensor) -> tuple[list[Tensor | None], Tensor | None]:
-        return list(torch.split(a, self.sizes, dim=self.dim + 1)), None
+        return list(torch.split(a, list(self.sizes), dim=self.dim + 1)), None
 
 
 class Constant(LinearOp):
@@ -434,9 +466,7 @@ class LinearFn(LinearOp):
     kind = "linear-fn"
     ibp_intermediate = False
 
-    def __init__(
-        self, fn: Callable[[Tensor], Tensor], in_shape: Sequence[int], name: str
-    ) -> None:
+    def __init__(self, fn: Callable[[Tensor], Tensor], in_shape: Sequence[int], name: str) -> None:
         self.fn = fn
         self.in_shape = tuple(in_shape)
         self.kind = name
@@ -474,6 +504,18 @@ class Relaxation:
     upper_slope: Tensor
     upper_bias: Tensor | None
     unstable: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class PoolRelaxation:
+    """A max pool's lines per window: one-hot lower coefficients ``lower`` and upper
+    coefficients ``upper`` ``(B, C, window, L)``, the upper constant ``upper_const``
+    ``(B, C, L)``, and ``valid`` ``(B, C, window, L)`` (False on padding)."""
+
+    lower: Tensor
+    upper: Tensor
+    upper_const: Tensor
+    valid: Tensor
 
 
 class Activation(BoundOp):
@@ -591,7 +633,9 @@ class LeakyReLU(ReLU):
         big = (du > 0.5).to(lo.dtype)
         dl = big + (1 - big) * a
         # stable neurons: exact lines
-        dl = torch.where(lo >= 0, torch.ones_like(dl), torch.where(hi <= 0, torch.full_like(dl, a), dl))
+        dl = torch.where(
+            lo >= 0, torch.ones_like(dl), torch.where(hi <= 0, torch.full_like(dl, a), dl)
+        )
         unstable = (lo < 0) & (hi > 0)
         return Relaxation(dl, None, du, bu, unstable)
 
@@ -679,13 +723,9 @@ class SShaped(Activation):
         convex = hi <= 0
         concave = lo >= 0
         du = torch.where(convex, chord, torch.where(concave, t_slope, up_cross))
-        bu = torch.where(
-            convex, c_bias_lo, torch.where(concave, t_bias, f_lo - up_cross * lo)
-        )
+        bu = torch.where(convex, c_bias_lo, torch.where(concave, t_bias, f_lo - up_cross * lo))
         dl = torch.where(convex, t_slope, torch.where(concave, chord, low_cross))
-        bl = torch.where(
-            convex, t_bias, torch.where(concave, c_bias_lo, f_hi - low_cross * hi)
-        )
+        bl = torch.where(convex, t_bias, torch.where(concave, c_bias_lo, f_hi - low_cross * hi))
         zero = torch.zeros_like(lo)
         du = torch.where(tiny, zero, du)
         dl = torch.where(tiny, zero, dl)
@@ -801,9 +841,8 @@ class MaxPool(BoundOp):
         cols = F.unfold(x2, self.kernel, stride=self.stride)  # (B, C*win, L)
         return cols.view(b, c, self.window, -1)
 
-    def relax_windows(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """One-hot lower coefficients, upper coefficients ``(B, C, win, L)``, the upper
-        constant ``(B, C, L)`` and a validity mask of the window positions (padding excluded)."""
+    def relax_windows(self, lo: Tensor, hi: Tensor) -> PoolRelaxation:
+        """The relaxation of every window from the input bounds ``(B, C, *spatial)``."""
         lw = self._unfold(lo, -math.inf)
         uw = self._unfold(hi, -math.inf)
         max_l, idx = lw.max(dim=2, keepdim=True)
@@ -812,9 +851,11 @@ class MaxPool(BoundOp):
         max_u_others = others.max(dim=2, keepdim=True).values
         dominant = max_l >= max_u_others
         upper = onehot * dominant.to(lw.dtype)
-        upper_const = torch.where(dominant, torch.zeros_like(max_l), uw.max(dim=2, keepdim=True).values)
+        upper_const = torch.where(
+            dominant, torch.zeros_like(max_l), uw.max(dim=2, keepdim=True).values
+        )
         valid = torch.isfinite(self._unfold(torch.zeros_like(lo), -math.inf))
-        return onehot, upper, upper_const.squeeze(2), valid
+        return PoolRelaxation(onehot, upper, upper_const.squeeze(2), valid)
 
     def fold(self, cols: Tensor) -> Tensor:
         """``(N, C, win, L)`` window coefficients → ``(N, *in_shape)`` (sums overlaps)."""

@@ -52,7 +52,12 @@ class Patches:
     def offsets(self) -> tuple[Tensor, Tensor]:
         return self.pos_i * self.stride[0] - self.pad[0], self.pos_j * self.stride[1] - self.pad[1]
 
-    def with_data(self, data: Tensor, stride: tuple[int, int] | None = None, pad: tuple[int, int] | None = None) -> Patches:
+    def with_data(
+        self,
+        data: Tensor,
+        stride: tuple[int, int] | None = None,
+        pad: tuple[int, int] | None = None,
+    ) -> Patches:
         return Patches(
             data,
             self.pos_i,
@@ -88,7 +93,7 @@ class Patches:
         h, w = int(m.shape[-2]), int(m.shape[-1])
         kh, kw = self.kernel
         rows, cols, inside = self._grid(h, w)
-        flat = (rows.clamp(0, h - 1).unsqueeze(-1) * w + cols.clamp(0, w - 1).unsqueeze(-2))
+        flat = rows.clamp(0, h - 1).unsqueeze(-1) * w + cols.clamp(0, w - 1).unsqueeze(-2)
         idx = flat.reshape(b, r, 1, kh * kw)
         c = int(m.shape[1])
         src = m.reshape(m.shape[0], 1, c, h * w).expand(b, r, c, h * w)
@@ -146,7 +151,10 @@ class Patches:
             new = new.view(b * r, cin, k1, k2)
         else:
             k1, k2 = weight.shape[2], weight.shape[3]
-            out = ((kh - 1) * stride[0] + dilation[0] * (k1 - 1) + 1, (kw - 1) * stride[1] + dilation[1] * (k2 - 1) + 1)
+            out = (
+                (kh - 1) * stride[0] + dilation[0] * (k1 - 1) + 1,
+                (kw - 1) * stride[1] + dilation[1] * (k2 - 1) + 1,
+            )
             new = conv_transpose2d_fast(d, weight, stride, (0, 0), (0, 0), groups, dilation, out)
         new = new.view(b, r, *new.shape[1:])
         st = (self.stride[0] * stride[0], self.stride[1] * stride[1])

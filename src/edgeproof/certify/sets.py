@@ -103,7 +103,11 @@ class Box(InputSet):
                 "give lower and upper tensors of the same shape (batch first)",
             )
         if lo.dim() < 2:
-            raise OptionError("lower", f"shape {list(lo.shape)} has no batch dimension", "give (B, *shape) tensors")
+            raise OptionError(
+                "lower",
+                f"shape {list(lo.shape)} has no batch dimension",
+                "give (B, *shape) tensors",
+            )
         if not (bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all())):
             raise OptionError("lower", "the box has NaN or infinite corners", "give finite bounds")
         bad = lo > hi
@@ -111,7 +115,8 @@ class Box(InputSet):
             n = int(bad.sum())
             raise OptionError(
                 "lower",
-                f"lower > upper at {n} position(s) (e.g. {float(lo[bad][0]):g} > {float(hi[bad][0]):g})",
+                f"lower > upper at {n} position(s) "
+                f"(e.g. {float(lo[bad][0]):g} > {float(hi[bad][0]):g})",
                 "give lower <= upper elementwise",
             )
         self.lo = lo
@@ -228,7 +233,11 @@ class Segment(InputSet):
                 "give the segment's two end points with the same shape (batch first)",
             )
         if start.dim() < 2:
-            raise OptionError("start", f"shape {list(start.shape)} has no batch dimension", "give (B, *shape) tensors")
+            raise OptionError(
+                "start",
+                f"shape {list(start.shape)} has no batch dimension",
+                "give (B, *shape) tensors",
+            )
         b = start.shape[0]
         self.start = start
         self.end = end
@@ -281,11 +290,19 @@ class Segment(InputSet):
 
 
 def _check_eps(eps: float | Tensor, batch: int, dtype: torch.dtype) -> Tensor:
-    e = eps.detach().to(dtype).reshape(-1) if isinstance(eps, Tensor) else torch.tensor([float(eps)], dtype=dtype)
+    e = (
+        eps.detach().to(dtype).reshape(-1)
+        if isinstance(eps, Tensor)
+        else torch.tensor([float(eps)], dtype=dtype)
+    )
     if e.numel() == 1:
         e = e.expand(batch).clone()
     if e.numel() != batch:
-        raise OptionError("eps", f"{e.numel()} per-sample values for {batch} samples", "give one ε or one per sample")
+        raise OptionError(
+            "eps",
+            f"{e.numel()} per-sample values for {batch} samples",
+            "give one ε or one per sample",
+        )
     if not bool(torch.isfinite(e).all()) or bool((e < 0).any()):
         bad = e[~torch.isfinite(e) | (e < 0)][0]
         raise OptionError("eps", f"ε={float(bad):g} is negative or not finite", "give ε >= 0")
