@@ -43,11 +43,11 @@ def _interval_states(
     return states
 
 
-def exact_min(
+def exact_min_enumerated(
     model: nn.Sequential, c: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> tuple[float, np.ndarray]:
-    """Exact ``min c·f(x)`` over ``lo ≤ x ≤ hi`` and a minimiser (neurons that interval
-    arithmetic proves stable are not enumerated)."""
+    """Exact ``min c·f(x)`` over ``lo ≤ x ≤ hi`` and a minimiser, by enumerating activation
+    patterns (neurons that interval arithmetic proves stable are not enumerated)."""
     ws = layers(model)
     states = _interval_states(ws, lo, hi)
     free = [np.flatnonzero(s == 0) for s in states]
@@ -80,6 +80,78 @@ def exact_min(
         if res.status == 0 and res.fun + const < best:
             best, arg = float(res.fun + const), res.x
     return best, arg
+
+
+def exact_min(
+    model: nn.Sequential, c: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Exact ``min c·f(x)`` over ``lo ≤ x ≤ hi`` and a minimiser, as one mixed-integer LP
+    (Tjeng et al. 2019): a binary per unstable ReLU with big-M constraints from interval
+    bounds (``y ≥ z, y ≥ 0, y ≤ z − l(1 − δ), y ≤ u·δ``)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    ws = layers(model)
+    d = lo.size
+    # interval bounds of every pre-activation
+    pre = []
+    cc, rr = (hi + lo) / 2, (hi - lo) / 2
+    for w, b in ws[:-1]:
+        zc, zr = w @ cc + b, np.abs(w) @ rr
+        pre.append((zc - zr, zc + zr))
+        yl, yu = np.maximum(zc - zr, 0), np.maximum(zc + zr, 0)
+        cc, rr = (yu + yl) / 2, (yu - yl) / 2
+    sizes = [w.shape[0] for w, _ in ws[:-1]]
+    # variables: x (d) | per layer: y (n), delta (n)
+    n_var = d + 2 * sum(sizes)
+    rows: list[np.ndarray] = []
+    lb_c: list[float] = []
+    ub_c: list[float] = []
+    lower = np.concatenate([lo, *[np.concatenate([np.zeros(n), np.zeros(n)]) for n in sizes]])
+    upper = np.concatenate([hi, *[np.concatenate([np.maximum(u, 0), np.ones(n)]) for (_, u), n in zip(pre, sizes)]])
+    integrality = np.concatenate([np.zeros(d), *[np.concatenate([np.zeros(n), np.ones(n)]) for n in sizes]])
+    prev = (0, d)
+    off = d
+    for (w, b), (zl, zu), n in zip(ws[:-1], pre, sizes):
+        ys, ds = off, off + n
+        for j in range(n):
+            zrow = np.zeros(n_var)
+            zrow[prev[0] : prev[1]] = w[j]  # z_j = zrow·v + b_j
+            y = np.zeros(n_var)
+            y[ys + j] = 1
+            dl = np.zeros(n_var)
+            dl[ds + j] = 1
+            if zl[j] >= 0:  # y = z
+                rows.append(y - zrow)
+                lb_c.append(b[j])
+                ub_c.append(b[j])
+            elif zu[j] <= 0:  # y = 0
+                rows.append(y)
+                lb_c.append(0.0)
+                ub_c.append(0.0)
+            else:
+                rows.append(y - zrow)  # y >= z
+                lb_c.append(b[j])
+                ub_c.append(np.inf)
+                rows.append(y - zrow - zl[j] * dl)  # y <= z - l (1 - delta)
+                lb_c.append(-np.inf)
+                ub_c.append(b[j] - zl[j])
+                rows.append(y - zu[j] * dl)  # y <= u delta
+                lb_c.append(-np.inf)
+                ub_c.append(0.0)
+        prev = (ys, ys + n)
+        off = ds + n
+    w, b = ws[-1]
+    obj = np.zeros(n_var)
+    obj[prev[0] : prev[1]] = c @ w
+    res = milp(
+        obj,
+        constraints=LinearConstraint(np.array(rows), lb_c, ub_c),
+        integrality=integrality,
+        bounds=Bounds(lower, upper),
+        options={"mip_rel_gap": 0.0},
+    )
+    assert res.status == 0, res.message
+    return float(res.fun + c @ b), res.x[:d]
 
 
 def _relaxed_lp(

@@ -308,6 +308,7 @@ def backward(
     extra: dict[int, Tensor] | None = None,
     keep_input: bool = False,
     forms: dict[int, tuple[object, ...]] | None = None,
+    capture: dict[int, Tensor | None] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Lower bounds of ``a0·z_start`` over the input set, ``(B, R)``.
 
@@ -323,6 +324,8 @@ def backward(
         keep_input: also return the coefficients at the input ``(B, R, *input_shape)``.
         forms: if given, filled with the form in which coefficients reach each nonlinear node:
             ``("dense",)`` or ``("patch", stride, pad, kernel)``.
+        capture: if given, its keys are nodes whose incoming coefficients ``(B, R, *shape)``
+            (those of the node's output) are stored in it (branching heuristics).
     """
     graph = state.graph
     data = a0.data if isinstance(a0, Patches) else a0
@@ -340,6 +343,8 @@ def backward(
         node = graph.nodes[idx]
         op = node.op
         assert op is not None
+        if capture is not None and idx in capture:
+            capture[idx] = _dense(a, node.shape).detach()
         if isinstance(a, Patches):
             step = _patch_step(state, idx, a, alpha)
             if step is not None:

@@ -39,6 +39,7 @@ __all__ = [
     "BoundGraph",
     "Builder",
     "Node",
+    "maxpool_as_relus",
     "register_function",
     "register_module",
     "trace",
@@ -1281,3 +1282,75 @@ def _register_builtins() -> None:
 
 
 _register_builtins()
+
+
+def maxpool_as_relus(graph: BoundGraph) -> BoundGraph:
+    """An equivalent graph whose max pools are trees of ReLUs, ``max(a, b) = b + relu(a − b)``.
+
+    Each window element becomes a strided slice of the pool's input (a linear node); the k·k
+    slices are reduced pairwise, so a k×k pool costs ``k² − 1`` ReLU layers. The result is a
+    ReLU network (where the original was one with max pools), on which branch-and-bound on ReLU
+    splits is complete. Only pools without padding are rewritten (padded ones are refused).
+    """
+    if not any(isinstance(n.op, O.MaxPool) for n in graph.nodes):
+        return graph
+    nodes: list[Node] = []
+    remap: dict[int, int] = {}
+
+    def add(
+        name: str, op: O.BoundOp | None, inputs: tuple[int, ...], shape: tuple[int, ...]
+    ) -> int:
+        idx = len(nodes)
+        nodes.append(Node(idx, name, op, inputs, shape))
+        return idx
+
+    for n in graph.nodes:
+        ins = tuple(remap[i] for i in n.inputs)
+        op = n.op
+        if not isinstance(op, O.MaxPool):
+            remap[n.index] = add(n.name, op, ins, n.shape)
+            continue
+        if op.padding != (0, 0):
+            raise OptionError(
+                "module",
+                f"node '{n.name}' (max pooling with padding) cannot be rewritten into ReLUs",
+                "use a pool without padding for branch-and-bound",
+            )
+        (kh, kw), (sh, sw) = op.kernel, op.stride
+        in_shape = graph.nodes[n.inputs[0]].shape
+        out_sp = n.shape[1:]
+        ho = out_sp[0] if op.dim == 2 else 1
+        wo = out_sp[-1]
+        parts: list[int] = []
+        for i in range(kh):
+            for j in range(kw):
+
+                def window(
+                    t: Tensor,
+                    i: int = i,
+                    j: int = j,
+                    one_d: bool = op.dim == 1,
+                    geometry: tuple[int, int, int, int] = (sh, sw, ho, wo),
+                ) -> Tensor:
+                    s_h, s_w, h_o, w_o = geometry
+                    t2 = t.unsqueeze(-2) if one_d else t
+                    out = t2[
+                        ..., i : i + s_h * (h_o - 1) + 1 : s_h, j : j + s_w * (w_o - 1) + 1 : s_w
+                    ]
+                    return out.squeeze(-2) if one_d else out
+
+                lf = O.LinearFn(window, in_shape, "pool_window")
+                parts.append(add(f"{n.name}_w{i}{j}", lf, ins, n.shape))
+        level = 0
+        while len(parts) > 1:
+            nxt: list[int] = []
+            for a, b in zip(parts[0::2], parts[1::2]):
+                d = add(f"{n.name}_d{level}", O.Sub(), (a, b), n.shape)
+                r = add(f"{n.name}_r{level}", O.ReLU(), (d,), n.shape)
+                nxt.append(add(f"{n.name}_m{level}", O.Add(), (b, r), n.shape))
+                level += 1
+            if len(parts) % 2:
+                nxt.append(parts[-1])
+            parts = nxt
+        remap[n.index] = parts[0]
+    return BoundGraph(nodes=nodes, output=remap[graph.output], source=graph.source)
