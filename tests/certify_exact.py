@@ -107,8 +107,12 @@ def exact_min(
     lb_c: list[float] = []
     ub_c: list[float] = []
     lower = np.concatenate([lo, *[np.concatenate([np.zeros(n), np.zeros(n)]) for n in sizes]])
-    upper = np.concatenate([hi, *[np.concatenate([np.maximum(u, 0), np.ones(n)]) for (_, u), n in zip(pre, sizes)]])
-    integrality = np.concatenate([np.zeros(d), *[np.concatenate([np.zeros(n), np.ones(n)]) for n in sizes]])
+    upper = np.concatenate(
+        [hi, *[np.concatenate([np.maximum(u, 0), np.ones(n)]) for (_, u), n in zip(pre, sizes)]]
+    )
+    integrality = np.concatenate(
+        [np.zeros(d), *[np.concatenate([np.zeros(n), np.ones(n)]) for n in sizes]]
+    )
     prev = (0, d)
     off = d
     for (w, b), (zl, zu), n in zip(ws[:-1], pre, sizes):

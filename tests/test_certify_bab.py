@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from certify_exact import exact_min, mlp
 from torch import nn
 
+from certify_exact import exact_min, mlp
 from edgeproof.certify.bab import BabSettings, branch_and_bound
 from edgeproof.certify.bounds import AlphaSettings, compute_bounds, margin_spec
 from edgeproof.certify.graph import maxpool_as_relus, trace
@@ -50,7 +50,9 @@ def test_branch_and_bound_agrees_with_exhaustive_enumeration(seed: int, eps: flo
     else:
         assert res.counterexample is not None and res.margin is not None
         assert res.margin < 0
-        assert bool(((res.counterexample >= s.lo - 1e-9) & (res.counterexample <= s.hi + 1e-9)).all())
+        assert bool(
+            ((res.counterexample >= s.lo - 1e-9) & (res.counterexample <= s.hi + 1e-9)).all()
+        )
         with torch.no_grad():
             out = model(res.counterexample)
         assert float(spec[0, 0] @ out[0]) == pytest.approx(res.margin)
@@ -68,7 +70,9 @@ def test_branch_and_bound_on_a_maxpool_network_splits_the_rewritten_relus() -> N
         assert torch.allclose(g2.forward(x), model(x), atol=1e-6)
     assert sum(n.op is not None and n.op.kind == "relu" for n in g2.nodes) == 4  # 1 + 3 per pool
     spec = margin_spec(model(x[:1]).argmax(1), 2)
-    res = branch_and_bound(g, model, linf_ball(x[:1], 0.05), spec, BabSettings(budget_s=10, input_split_dims=0))
+    res = branch_and_bound(
+        g, model, linf_ball(x[:1], 0.05), spec, BabSettings(budget_s=10, input_split_dims=0)
+    )
     assert res.verdict in ("verified", "falsified")
 
 
@@ -95,7 +99,9 @@ def test_branch_and_bound_refuses_a_network_that_is_not_piecewise_linear() -> No
     g = trace(model, (6,))
     x = torch.rand(1, 6)
     spec = margin_spec(model(x).argmax(1), 2)
-    with pytest.raises(OptionError, match=r"bab_budget_s: .*node '_1' \(tanh\) is not piecewise-linear"):
+    with pytest.raises(
+        OptionError, match=r"bab_budget_s: .*node '_1' \(tanh\) is not piecewise-linear"
+    ):
         branch_and_bound(g, model, linf_ball(x, 0.2), spec, BabSettings(budget_s=1, pgd_steps=1))
 
 
@@ -106,7 +112,11 @@ def test_branch_and_bound_returns_unknown_with_a_sound_bound_when_the_budget_end
     exact, _ = exact_min(model, spec[0, 0].numpy(), s.lo[0].numpy(), s.hi[0].numpy())
     g = trace(model, (2,)).to(torch.float64)
     res = branch_and_bound(
-        g, model, s, spec, BabSettings(budget_s=0.0, input_split_dims=0, pgd_steps=0, pgd_restarts=1)
+        g,
+        model,
+        s,
+        spec,
+        BabSettings(budget_s=0.0, input_split_dims=0, pgd_steps=0, pgd_restarts=1),
     )
     assert res.verdict == "unknown"
     assert res.lower_bound <= exact
@@ -114,7 +124,11 @@ def test_branch_and_bound_returns_unknown_with_a_sound_bound_when_the_budget_end
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"budget_s": -1.0}, "bab_budget_s"), ({"batch_domains": 0}, "bab_batch"), ({"iterations": 0}, "bab_iterations")],
+    [
+        ({"budget_s": -1.0}, "bab_budget_s"),
+        ({"batch_domains": 0}, "bab_batch"),
+        ({"iterations": 0}, "bab_iterations"),
+    ],
 )
 def test_bad_branch_and_bound_settings_are_refused(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(OptionError, match=match):

@@ -478,16 +478,16 @@ def _relu_split(
         )  # parents' bounds hold too
         # counterexample candidates: the minimisers of each domain's worst row
         if batch.a_in is not None:
-            worst = lb.argmin(1)
-            cand = sets.minimiser(batch.a_in)[torch.arange(d), worst]
-            m = _margins(model_fn, cand, spec).min(1).values
-            k = int(m.argmin())
-            if float(m[k]) < 0:
+            worst_rows = lb.argmin(1)
+            cand = sets.minimiser(batch.a_in)[torch.arange(d), worst_rows]
+            cm = _margins(model_fn, cand, spec).min(1).values
+            k = int(cm.argmin())
+            if float(cm[k]) < 0:
                 return BabResult(
                     "falsified",
                     float(lb.min()),
                     cand[k : k + 1],
-                    float(m[k]),
+                    float(cm[k]),
                     count,
                     time.perf_counter() - t0,
                     "relu-split",

@@ -835,6 +835,11 @@ class MaxPool(BoundOp):
         """``(B, C, *spatial)`` → ``(B, C, window, L)`` windows (padding filled with ``fill``)."""
         x2 = self._as2d(x)
         b, c = x2.shape[0], x2.shape[1]
+        if self.tiles:
+            (kh, kw) = self.kernel
+            ho, wo = x2.shape[2] // kh, x2.shape[3] // kw
+            t = x2[:, :, : ho * kh, : wo * kw].reshape(b, c, ho, kh, wo, kw)
+            return t.permute(0, 1, 3, 5, 2, 4).reshape(b, c, kh * kw, ho * wo)
         ph, pw = self.padding
         if ph or pw:
             x2 = F.pad(x2, (pw, pw, ph, ph), value=fill)
@@ -857,11 +862,25 @@ class MaxPool(BoundOp):
         valid = torch.isfinite(self._unfold(torch.zeros_like(lo), -math.inf))
         return PoolRelaxation(onehot, upper, upper_const.squeeze(2), valid)
 
+    @property
+    def tiles(self) -> bool:
+        """Windows tile the input without overlap or padding (stride = kernel): unfold and
+        fold are then reshapes."""
+        return self.stride == self.kernel and self.padding == (0, 0)
+
     def fold(self, cols: Tensor) -> Tensor:
         """``(N, C, win, L)`` window coefficients → ``(N, *in_shape)`` (sums overlaps)."""
         n, c = cols.shape[0], cols.shape[1]
         h = self.in_shape[1] if self.dim == 2 else 1
         w = self.in_shape[-1]
+        if self.tiles:
+            (kh, kw) = self.kernel
+            ho, wo = h // kh, w // kw
+            t = cols.reshape(n, c, kh, kw, ho, wo).permute(0, 1, 4, 2, 5, 3)
+            t = t.reshape(n, c, ho * kh, wo * kw)
+            if ho * kh != h or wo * kw != w:
+                t = F.pad(t, (0, w - wo * kw, 0, h - ho * kh))
+            return t.reshape(n, *self.in_shape)
         out = F.fold(
             cols.reshape(n, c * self.window, -1),
             (h, w),

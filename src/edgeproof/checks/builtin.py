@@ -6,6 +6,7 @@ from edgeproof.checks import register_check
 from edgeproof.checks.adversarial import AdversarialCheck
 from edgeproof.checks.bitflip import BitflipCheck
 from edgeproof.checks.calibration import CalibrationCheck
+from edgeproof.checks.certify import CertifyCheck
 from edgeproof.checks.corruption import CorruptionCheck
 from edgeproof.checks.fisher import FisherCheck
 from edgeproof.checks.footprint import FootprintCheck
@@ -19,6 +20,7 @@ for _cls in (
     SpectralCheck,
     BitflipCheck,
     AdversarialCheck,
+    CertifyCheck,
     CorruptionCheck,
     FisherCheck,
 ):

@@ -89,7 +89,9 @@ TRUST_COLUMNS: tuple[TrustColumn, ...] = (
     TrustColumn(
         "verified_acc",
         "certify.verified_accuracy",
-        "verified_acc: certified accuracy at the threat model's ε (certify check)",
+        "verified_acc: fraction of up to 50 seeded records proved robust by CROWN at the threat "
+        "model's largest ε (certify check; fake-quant candidates bounded through their "
+        "quantizers)",
     ),
 )
 
@@ -109,6 +111,7 @@ REAUDIT_SETTINGS: dict[str, dict[str, Any]] = {
         "budgets": (),
         "eval_samples": 200,
     },
+    "certify": {"methods": ("crown",), "max_samples": 50, "pgd_steps": 10},
 }
 """Small settings per check for re-auditing every candidate (checks not named: defaults)."""
 
