@@ -548,6 +548,16 @@ def backward_elementwise(
     return apply_lines(a, dl, rel.lower_bias, du, rel.upper_bias, feature_dims=a.dim() - 2)
 
 
+def _rowdot(x: Tensor, w: Tensor, feature_dims: int) -> Tensor:
+    """``Σ x·w`` over the last ``feature_dims`` dimensions; ``x`` is ``(B, R, ...)`` and ``w``
+    broadcasts against it (a per-problem map ``(B|1, 1, ...)`` becomes one batched product)."""
+    b, r = x.shape[0], x.shape[1]
+    if w.dim() == x.dim() and w.shape[1] == 1:
+        wf = w.expand(b, 1, *x.shape[2:]).reshape(b, -1, 1)
+        return torch.bmm(x.reshape(b, r, -1), wf).squeeze(-1)
+    return torch.linalg.vecdot(x.reshape(b, r, -1), w.expand_as(x).reshape(b, r, -1))
+
+
 def apply_lines(
     a: Tensor,
     dl: Tensor,
@@ -558,18 +568,18 @@ def apply_lines(
     feature_dims: int,
 ) -> tuple[Tensor, Tensor | None]:
     """``a⁺·dl + a⁻·du`` and the constant ``Σ a⁺·bl + a⁻·bu`` over the last
-    ``feature_dims`` dimensions (written as ``a·du + a⁺·(dl − du)``: one clamp, no boolean
-    masks, which are several times slower on CPU). Biases broadcast like the slopes."""
+    ``feature_dims`` dimensions (written without boolean masks, which are several times slower
+    on CPU; the constants are batched dot products). Biases broadcast like the slopes."""
     pos = a.clamp(min=0)
-    new = a * du + pos * (dl - du)
+    neg = a - pos
+    new = torch.addcmul(neg * du, pos, dl)
     bias: Tensor | None = None
-    dims = tuple(range(a.dim() - feature_dims, a.dim()))
     if bu is not None:
         bub = bu.unsqueeze(1) if bu.dim() == a.dim() - 1 else bu
-        bias = (a * bub).sum(dims) - (pos * bub).sum(dims)
+        bias = _rowdot(neg, bub, feature_dims)
     if bl is not None:
         blb = bl.unsqueeze(1) if bl.dim() == a.dim() - 1 else bl
-        lb = (pos * blb).sum(dims)
+        lb = _rowdot(pos, blb, feature_dims)
         bias = lb if bias is None else bias + lb
     return new, bias
 

@@ -28,6 +28,41 @@ from edgeproof.certify.ops import conv_transpose2d_fast
 
 __all__ = ["Patches"]
 
+#: largest transfer matrix (values) used for the transposed convolution of windows
+_TRANSFER_LIMIT = 1 << 21
+_TRANSFERS: dict[tuple[object, ...], Tensor] = {}
+
+
+def _transfer(
+    weight: Tensor,
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    kernel: tuple[int, int],
+) -> Tensor:
+    """The matrix ``(C_out·Kh·Kw, C_in·K'h·K'w)`` of the uncropped transposed convolution of a
+    ``Kh×Kw`` window (the transposed convolution of the identity basis), cached per weight."""
+    key = (
+        weight.data_ptr(),
+        tuple(weight.shape),
+        weight.dtype,
+        tuple(stride),
+        tuple(dilation),
+        groups,
+        kernel,
+    )
+    t = _TRANSFERS.get(key)
+    if t is None:
+        c = weight.shape[0]
+        n = c * kernel[0] * kernel[1]
+        eye = torch.eye(n, dtype=weight.dtype).view(n, c, *kernel)
+        t = F.conv_transpose2d(eye, weight, None, tuple(stride), 0, 0, groups, tuple(dilation))
+        t = t.reshape(n, -1).contiguous()
+        if len(_TRANSFERS) > 64:
+            _TRANSFERS.clear()
+        _TRANSFERS[key] = t
+    return t
+
 
 @dataclass
 class Patches:
@@ -144,17 +179,21 @@ class Patches:
         """Move the windows back through a 2-D convolution (no bias)."""
         b, r, c, kh, kw = self.data.shape
         d = self.data.reshape(b * r, c, kh, kw)
+        k1, k2 = weight.shape[2], weight.shape[3]
+        out = (
+            (kh - 1) * stride[0] + dilation[0] * (k1 - 1) + 1,
+            (kw - 1) * stride[1] + dilation[1] * (k2 - 1) + 1,
+        )
+        cin = weight.shape[1] * groups
         if kh == 1 and kw == 1 and groups == 1 and tuple(dilation) == (1, 1):
             # one position: the transposed convolution is a matrix product
-            cin, k1, k2 = weight.shape[1], weight.shape[2], weight.shape[3]
             new = torch.matmul(d.reshape(b * r, c), weight.reshape(c, cin * k1 * k2))
             new = new.view(b * r, cin, k1, k2)
+        elif c * kh * kw * cin * out[0] * out[1] <= _TRANSFER_LIMIT:
+            # no cropping, so every row's window maps through the same matrix: one product
+            t = _transfer(weight, stride, dilation, groups, (kh, kw))
+            new = torch.matmul(d.reshape(b * r, -1), t).view(b * r, cin, *out)
         else:
-            k1, k2 = weight.shape[2], weight.shape[3]
-            out = (
-                (kh - 1) * stride[0] + dilation[0] * (k1 - 1) + 1,
-                (kw - 1) * stride[1] + dilation[1] * (k2 - 1) + 1,
-            )
             new = conv_transpose2d_fast(d, weight, stride, (0, 0), (0, 0), groups, dilation, out)
         new = new.view(b, r, *new.shape[1:])
         st = (self.stride[0] * stride[0], self.stride[1] * stride[1])
