@@ -45,6 +45,7 @@ rows are processed in chunks so that no coefficient tensor exceeds ``max_element
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -127,6 +128,24 @@ class BoundState:
     @property
     def batch(self) -> int:
         return self.iset.batch
+
+    def subset(self, index: Tensor) -> BoundState:
+        """The state of the problems ``index`` (bounds, splits and cached relaxations sliced)."""
+        sub = BoundState(
+            graph=self.graph,
+            iset=self.iset.select(index),
+            bounds=[None if b is None else (b[0][index], b[1][index]) for b in self.bounds],
+            splits={k: v[index] for k, v in self.splits.items()},
+            max_elements=self.max_elements,
+            forms=self.forms,
+        )
+        for k, rel in self._relax.items():
+            sliced = {
+                f.name: (None if getattr(rel, f.name) is None else getattr(rel, f.name)[index])
+                for f in dataclasses.fields(rel)
+            }
+            sub._relax[k] = dataclasses.replace(rel, **sliced)  # type: ignore[arg-type]
+        return sub
 
     def relaxation(self, idx: int) -> O.Relaxation | O.PoolRelaxation:
         """The relaxation of nonlinear node ``idx`` from its input's bounds (cached)."""
@@ -549,6 +568,51 @@ def _tighten(
     return lo, hi
 
 
+#: rows × widest map above which problems are bounded one at a time (measured faster for
+#: ResNet-8 on 3×16×16 than a batch of two: the tensors no longer fit any cache anyway)
+_PER_PROBLEM_WORK = 1 << 22
+
+
+def _groups(counts: Tensor) -> list[Tensor]:
+    """Problems grouped so that padding every group's rows to its largest count wastes at most
+    a quarter of the work (sorted by count, greedily)."""
+    order = torch.argsort(counts, descending=True, stable=True)
+    groups: list[list[int]] = []
+    for i in order.tolist():
+        c = int(counts[i])
+        if groups:
+            g = groups[-1]
+            top = int(counts[g[0]])
+            if top * (len(g) + 1) <= 1.25 * (sum(int(counts[j]) for j in g) + c):
+                g.append(i)
+                continue
+        groups.append([i])
+    return [torch.tensor(sorted(g)) for g in groups]
+
+
+def _crown_grouped(state: BoundState, idx: int, base: Interval, plan: RowPlan) -> Interval:
+    """:func:`_crown_node` for a batch, with problems of very different unstable counts bounded
+    in separate groups (rows are padded to a group's largest count), and large problems one at
+    a time."""
+    forms = state.forms.setdefault(idx, {})
+    counts = plan.valid.sum(1)
+    b = state.batch
+    widest = max(n.numel for n in state.graph.nodes[: idx + 1])
+    big = plan.rows * widest >= _PER_PROBLEM_WORK
+    if b == 1 or (not big and plan.rows * b <= 1.25 * int(counts.sum())):
+        return _crown_node(state, idx, base, plan, forms=forms)
+    lower, upper = base[0].clone(), base[1].clone()
+    groups = [torch.tensor([i]) for i in range(b)] if big else _groups(counts)
+    for g in groups:
+        rows = int(counts[g].max())
+        if rows == 0:
+            continue
+        sub_plan = RowPlan(plan.index[g, :rows], plan.valid[g, :rows])
+        lo, hi = _crown_node(state.subset(g), idx, (base[0][g], base[1][g]), sub_plan, forms=forms)
+        lower[g], upper[g] = lo, hi
+    return lower, upper
+
+
 def crown_nodes(graph: BoundGraph, iset: InputSet) -> list[int]:
     """The nodes CROWN bounds (needed, not derived by IBP, not exact by IBP)."""
     need = _needed(graph)
@@ -583,8 +647,7 @@ def intermediate_bounds(
             bounds = _tighten(state, idx, bounds, ref)
         if idx in use_crown:
             plan = row_plan(graph, idx, bounds)
-            forms = state.forms.setdefault(idx, {})
-            bounds = _tighten(state, idx, _crown_node(state, idx, bounds, plan, forms=forms), ref)
+            bounds = _tighten(state, idx, _crown_grouped(state, idx, bounds, plan), ref)
         state.bounds[idx] = bounds
 
 

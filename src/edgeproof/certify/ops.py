@@ -247,7 +247,10 @@ def conv_transpose2d_fast(
     """``conv_transpose2d`` of many rows, by the fastest of three equal computations on one CPU
     thread (measured for the shapes bound propagation produces): for 1–3 output channels a
     matrix product followed by ``fold`` (oneDNN's kernel is slow there); for maps of 100+
-    positions the channels-last kernel; otherwise the default one."""
+    positions the channels-last kernel, whose output stays channels-last (the elementwise steps
+    that follow keep that layout, so the next transposed convolution needs no conversion;
+    converting back and forth would cost more than the kernel saves); otherwise the default
+    one."""
     cout, cin = weight.shape[0], weight.shape[1] * groups
     h, w = int(out_hw[0]), int(out_hw[1])
     if groups == 1 and cin <= 3:
@@ -264,7 +267,7 @@ def conv_transpose2d_fast(
         )
     if h * w >= 100:
         a = a.contiguous(memory_format=torch.channels_last)
-        out = F.conv_transpose2d(
+        return F.conv_transpose2d(
             a,
             weight,
             None,
@@ -274,7 +277,6 @@ def conv_transpose2d_fast(
             groups,
             tuple(dilation),
         )
-        return out.contiguous()
     return F.conv_transpose2d(
         a,
         weight,
@@ -548,14 +550,33 @@ def backward_elementwise(
     return apply_lines(a, dl, rel.lower_bias, du, rel.upper_bias, feature_dims=a.dim() - 2)
 
 
+def _channels_inner(x: Tensor) -> bool:
+    """``(B, R, C, H, W)`` coefficients in channels-last order (the channel stride is 1)."""
+    return x.dim() == 5 and x.stride(2) == 1 and not x.is_contiguous()
+
+
+def _match_layout(m: Tensor, like: Tensor) -> Tensor:
+    """A broadcast map ``(B|1, 1|R, C, H, W)`` in the memory order of ``like``: with channels
+    innermost where ``like`` is channels-last, so elementwise steps stream both alike."""
+    if m.dim() == 5 and _channels_inner(like) and m.stride(2) != 1:
+        return m.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    return m
+
+
 def _rowdot(x: Tensor, w: Tensor, feature_dims: int) -> Tensor:
     """``Σ x·w`` over the last ``feature_dims`` dimensions; ``x`` is ``(B, R, ...)`` and ``w``
-    broadcasts against it (a per-problem map ``(B|1, 1, ...)`` becomes one batched product)."""
+    broadcasts against it. A per-problem map ``(B|1, 1, ...)`` becomes one batched matrix
+    product (no temporary); channels-last coefficients are read in their own order."""
     b, r = x.shape[0], x.shape[1]
     if w.dim() == x.dim() and w.shape[1] == 1:
-        wf = w.expand(b, 1, *x.shape[2:]).reshape(b, -1, 1)
-        return torch.bmm(x.reshape(b, r, -1), wf).squeeze(-1)
-    return torch.linalg.vecdot(x.reshape(b, r, -1), w.expand_as(x).reshape(b, r, -1))
+        if _channels_inner(x):
+            xv = x.permute(0, 1, 3, 4, 2)
+            wv = w.expand(b, 1, *x.shape[2:]).permute(0, 1, 3, 4, 2)
+        else:
+            xv, wv = x, w.expand(b, 1, *x.shape[2:])
+        if xv.is_contiguous():
+            return torch.bmm(xv.reshape(b, r, -1), wv.reshape(b, -1, 1)).squeeze(-1)
+    return (x * w).sum(tuple(range(x.dim() - feature_dims, x.dim())))
 
 
 def apply_lines(
@@ -568,17 +589,20 @@ def apply_lines(
     feature_dims: int,
 ) -> tuple[Tensor, Tensor | None]:
     """``a⁺·dl + a⁻·du`` and the constant ``Σ a⁺·bl + a⁻·bu`` over the last
-    ``feature_dims`` dimensions (written without boolean masks, which are several times slower
-    on CPU; the constants are batched dot products). Biases broadcast like the slopes."""
+    ``feature_dims`` dimensions. Written as ``a·du + a⁺·(dl − du)`` and
+    ``Σ a·bu − Σ a⁺·bu (+ Σ a⁺·bl)`` — one clamp, one product, one in-place fused multiply-add
+    and batched dot products: these steps are memory-bound, and boolean masks are several times
+    slower on CPU. Maps broadcast like the slopes."""
+    dl, du = _match_layout(dl, a), _match_layout(du, a)
     pos = a.clamp(min=0)
-    neg = a - pos
-    new = torch.addcmul(neg * du, pos, dl)
+    new = a * du
+    new.addcmul_(pos, dl - du)
     bias: Tensor | None = None
     if bu is not None:
-        bub = bu.unsqueeze(1) if bu.dim() == a.dim() - 1 else bu
-        bias = _rowdot(neg, bub, feature_dims)
+        bub = _match_layout(bu.unsqueeze(1) if bu.dim() == a.dim() - 1 else bu, a)
+        bias = _rowdot(a, bub, feature_dims) - _rowdot(pos, bub, feature_dims)
     if bl is not None:
-        blb = bl.unsqueeze(1) if bl.dim() == a.dim() - 1 else bl
+        blb = _match_layout(bl.unsqueeze(1) if bl.dim() == a.dim() - 1 else bl, a)
         lb = _rowdot(pos, blb, feature_dims)
         bias = lb if bias is None else bias + lb
     return new, bias

@@ -189,8 +189,12 @@ class Patches:
             # one position: the transposed convolution is a matrix product
             new = torch.matmul(d.reshape(b * r, c), weight.reshape(c, cin * k1 * k2))
             new = new.view(b * r, cin, k1, k2)
-        elif c * kh * kw * cin * out[0] * out[1] <= _TRANSFER_LIMIT:
+        elif (
+            c * kh * kw * cin * out[0] * out[1] <= _TRANSFER_LIMIT
+            and out[0] * out[1] <= 4 * k1 * k2
+        ):
             # no cropping, so every row's window maps through the same matrix: one product
+            # (dense, so at most ~4x the flops of the convolution; no per-row overhead)
             t = _transfer(weight, stride, dilation, groups, (kh, kw))
             new = torch.matmul(d.reshape(b * r, -1), t).view(b * r, cin, *out)
         else:
