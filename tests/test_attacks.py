@@ -227,7 +227,7 @@ def test_pgd_with_restarts_but_no_random_start_is_rejected() -> None:
 
 
 def test_budget_rejects_unknown_norm_and_bad_eps() -> None:
-    with pytest.raises(OptionError, match="--norm: unknown norm 'l1'"):
+    with pytest.raises(OptionError, match="norm: unknown norm 'l1'"):
         Budget("l1", 0.1)  # type: ignore[arg-type]
     with pytest.raises(OptionError, match="must be positive"):
         Budget("linf", -0.1)

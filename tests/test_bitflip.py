@@ -98,7 +98,7 @@ def test_protect_set_json_has_header_and_top_bits(
 
 @pytest.mark.parametrize("budget", [0.0, -0.1, 1.5, float("nan")])
 def test_budget_outside_unit_interval_is_an_option_error(budget: float) -> None:
-    with pytest.raises(OptionError, match=r"--budget: budget .* is outside \(0, 1\]"):
+    with pytest.raises(OptionError, match=r"budget: budget .* is outside \(0, 1\]"):
         validate_budget(budget)
 
 
@@ -112,23 +112,18 @@ def test_data_free_run_reports_output_disruption(digits_model: LoadedModel) -> N
 
 
 def test_protect_command_writes_json_and_rejects_bad_budget(
-    digits_model_path: Path, tmp_path: Path
+    digits_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import argparse
+    from edgeproof.cli import main
 
-    from edgeproof.diagnostics.commands import add_commands
-
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers())
     out = tmp_path / "p.json"
-    args = parser.parse_args(
-        ["protect", str(digits_model_path), "--budget", "0.001", "--out", str(out)]
-    )
-    assert args.handler(args) == 0
+    assert main(["protect", str(digits_model_path), "--budget", "0.001", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["budget"] == 0.001
-    bad = parser.parse_args(["protect", str(digits_model_path), "--budget", "2", "--out", str(out)])
-    with pytest.raises(OptionError, match=r"--budget: budget '2' is outside \(0, 1\]"):
-        bad.handler(bad)
+    capsys.readouterr()
+    code = main(["protect", str(digits_model_path), "--budget", "2", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--budget: budget '2' is outside (0, 1]" in err
 
 
 def test_flips_reach_parameters_stored_as_non_contiguous_views() -> None:

@@ -15,7 +15,7 @@ from edgeproof.checks import available_checks, get_check
 from edgeproof.checks.base import AuditContext
 from edgeproof.checks.certify import CertifyCheck
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import OptionError, SpecError
+from edgeproof.errors import OptionError, SpecError, param
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import from_module
 from edgeproof.models.zoo import build_model
@@ -111,7 +111,7 @@ def test_certify_check_skips_without_data_gradients_or_a_boundable_model(
     check = CertifyCheck()
     assert digits_model.spec is not None
     ctx = AuditContext(model=digits_model, data=None, threat=ThreatModel(digits_model.spec))
-    assert check.skip_reason(ctx) == "needs labelled data (pass --data)"
+    assert check.skip_reason(ctx) == f"needs labelled data (pass {param('data')})"
     weights_only = LoadedModel(path=None, format="weights-only", spec=digits_model.spec)
     assert "needs a runnable model" in str(check.skip_reason(_ctx(weights_only, digits_test)))
     spec = InputSpec((1, 64), num_classes=3)
@@ -209,8 +209,8 @@ def test_certify_model_bounds_a_fake_quant_simulation(
     digits_model: LoadedModel, digits_test: Dataset
 ) -> None:
     from edgeproof.checks.certify import _register_compress_quantizers
-    from edgeproof.compress.ledger import straight_through
-    from edgeproof.compress.quantize import ActFakeQuant
+    from edgeproof.compress.reaudit import straight_through
+    from edgeproof.compress.simulate import ActFakeQuant
 
     assert digits_model.module is not None and digits_model.spec is not None
     base = copy.deepcopy(digits_model.module)

@@ -141,3 +141,35 @@ def test_batchnorm_in_training_mode_is_traced_in_eval_mode_without_changing_the_
     x = torch.randn(6, 3)
     with torch.no_grad():
         assert torch.allclose(g.forward(x), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["torchscript", "torch-export", "input-affine-torchscript"])
+def test_torchscript_exported_and_wrapped_models_trace_like_the_module(form: str) -> None:
+    from edgeproof.models.modules import InputAffine
+
+    model = _randomise_batchnorm(build_model("resnet8", (3, 8, 8), 4))
+    x = torch.rand(5, 3, 8, 8)
+    if form == "torch-export":
+        dim = torch.export.Dim("batch", max=64)
+        loaded: nn.Module = torch.export.export(
+            model, (x[:2],), dynamic_shapes=({0: dim},)
+        ).module()
+    else:
+        loaded = torch.jit.script(model)
+    if form == "input-affine-torchscript":
+        loaded = InputAffine(loaded, (2.0, 1.0, 0.5), (-0.5, 0.0, 0.25)).eval()
+    graph = trace(loaded, (3, 8, 8))
+    with torch.no_grad():
+        want = loaded(x)
+    assert torch.allclose(graph.forward(x), want, atol=1e-5)
+    assert any(isinstance(n.op, O.ReLU) for n in graph.nodes)
+
+
+def test_a_model_returning_nan_is_refused_as_a_broken_model() -> None:
+    from edgeproof.errors import ModelError
+
+    model = build_model("mlp", (1, 8, 8), 3).eval()
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.dim() > 1).view(-1)[0] = float("nan")
+    with pytest.raises(ModelError, match="NaN or Inf"):
+        trace(model, (1, 8, 8))

@@ -1,4 +1,5 @@
-"""The adversarial check: curve, metrics, gradient-masking findings, bad input, ONNX skip."""
+"""The adversarial check: curve, metrics, gradient-masking findings, bad input, and the Square
+Attack on forward-only (ONNX) models."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from torch import nn
 from edgeproof.checks import get_check
 from edgeproof.checks.adversarial import AdversarialCheck, AttackData
 from edgeproof.checks.base import AuditContext
+from edgeproof.compress.onnx_export import export_onnx
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import SpecError
+from edgeproof.errors import OptionError, SpecError
 from edgeproof.methods.attacks.curve import RobustnessCurve
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import from_module
 from edgeproof.runner import audit
+from edgeproof.runtime.ort import make_session
 from edgeproof.spec import InputSpec, ThreatModel
 
 
@@ -137,8 +140,8 @@ def test_adversarial_check_rejects_data_outside_the_declared_domain(
     wide.x = digits_test.x * 2.0
     with pytest.raises(
         SpecError,
-        match=r"inputs span \[0, 2\] but the declared input domain is "
-        r"\[0, 1\].*--domain 0,2",
+        match=r"of the input values lie outside the input domain \[0, 1\].*the data span "
+        r"\[0, 2\]; rescale the data into \[0, 1\] \(e\.g\. multiply by 0\.5\)",
     ):
         AdversarialCheck().run(_ctx(digits_model, wide))
 
@@ -157,26 +160,119 @@ def test_adversarial_check_rejects_a_model_whose_output_is_not_logits_of_the_cla
         AdversarialCheck().run(_ctx(five, digits_test))
 
 
-def test_onnx_model_skips_gradient_checks_with_the_reason_and_still_runs_corruption(
+def test_onnx_model_gets_square_and_skips_only_the_gradient_checks_with_the_reason(
     digits_model: LoadedModel, digits_test: Dataset
 ) -> None:
     assert digits_model.spec is not None
     model = onnx_linear_model(digits_model.spec, 10)
+    adversarial = AdversarialCheck(square_queries=30, bisection_steps=2, max_samples=60)
     report = audit(
         model,
         digits_test,
-        ["adversarial", "fisher", "corruption"],
+        [adversarial, "fisher", "corruption"],
         threat=ThreatModel(digits_model.spec, "linf", (0.03,)),
     )
     by_name = {r.check: r for r in report.checks}
-    for name in ("adversarial", "fisher"):
-        assert by_name[name].status == "skipped"
-        assert by_name[name].skip_reason == "needs gradients, which a onnx model does not provide"
+    assert by_name["fisher"].status == "skipped"
+    assert by_name["fisher"].skip_reason == "needs gradients, which a onnx model does not provide"
+    adv = by_name["adversarial"]
+    assert adv.status == "ok"
+    assert adv.settings["attacks_run"] == ["square"]
+    why = "needs gradients, which a onnx model does not provide"
+    assert adv.settings["attacks_not_run"] == {"fgsm": why, "pgd": why, "apgd": why}
+    assert adv.findings[0].message.startswith(
+        "forward-only model: ran Square(n_queries=30, p_init=0.8, n_restarts=1, loss='margin')"
+    )
+    assert "fgsm, pgd, apgd need gradients" in adv.findings[0].message
+    assert "no gradients: score-based attack only" in adv.summary
+    assert "Square succeeded" in adv.metric("median_minimal_eps").description
     assert by_name["corruption"].status == "ok"
     assert by_name["corruption"].tables[0].rows
 
 
+def test_adversarial_check_is_skipped_without_a_forward_pass_or_without_data(
+    digits_model: LoadedModel, digits_test: Dataset
+) -> None:
+    assert digits_model.spec is not None
+    weights = LoadedModel(
+        path=None, format="weights-only", weights=dict(digits_model.weights), spec=digits_model.spec
+    )
+    threat = ThreatModel(digits_model.spec, "linf", (0.03,))
+    no_forward = audit(weights, digits_test, ["adversarial"], threat=threat).checks[0]
+    assert no_forward.status == "skipped"
+    assert no_forward.skip_reason is not None and "needs a runnable model" in no_forward.skip_reason
+    no_data = audit(digits_model, None, ["adversarial"], threat=threat).checks[0]
+    assert no_data.status == "skipped" and no_data.skip_reason == "needs labelled data (pass data)"
+
+
+@pytest.fixture(scope="module")
+def digits_onnx(digits_model: LoadedModel) -> LoadedModel:
+    """The digits LeNet-5 exported to ONNX, loaded as a forward-only model."""
+    assert digits_model.module is not None and digits_model.spec is not None
+    proto = export_onnx(copy.deepcopy(digits_model.module), digits_model.spec.shape)
+    return LoadedModel(
+        path=None, format="onnx", session=make_session(proto), spec=digits_model.spec
+    )
+
+
+def test_square_on_the_onnx_export_gives_the_robust_accuracy_of_the_pytorch_model(
+    digits_model: LoadedModel, digits_onnx: LoadedModel, digits_test: Dataset
+) -> None:
+    def check(attacks: tuple[str, ...]) -> AdversarialCheck:
+        return AdversarialCheck(
+            attacks=attacks, square_queries=150, bisection_steps=0, max_samples=150
+        )
+
+    on_onnx = check(("fgsm", "pgd", "apgd")).run(_ctx(digits_onnx, digits_test, (0.05, 0.1)))
+    on_torch = check(("square",)).run(_ctx(digits_model, digits_test, (0.05, 0.1)))
+    assert on_onnx.settings["attacks_run"] == ["square"] and "attacks_run" not in on_torch.settings
+    for name in ("clean_accuracy", "robust_accuracy@0.05", "robust_accuracy@0.1"):
+        a, b = on_onnx.metric(name), on_torch.metric(name)
+        assert abs(a.value - b.value) <= 2 / 150  # float32 rounding may flip a step or two
+        assert a.ci is not None and a.ci.low <= b.value <= a.ci.high
+    clean = on_onnx.metric("clean_accuracy").value
+    assert clean > on_onnx.metric("robust_accuracy@0.1").value  # the attack does something
+    queries = on_onnx.metric("square_mean_queries")
+    assert queries.unit == "queries" and 1 <= queries.value <= 150 and queries.ci is not None
+    table = on_onnx.tables[0]
+    assert table.columns[1] == "square robust acc" and table.columns[-1].startswith("square mean")
+    worst = table.rows[-1][table.columns.index("worst-case robust acc")]
+    assert isinstance(worst, float) and worst <= 0.1
+    assert "no sign of a failing attack" in on_onnx.findings[-1].message
+
+
+def test_square_next_to_gradient_attacks_flags_gradient_masking(
+    digits_model: LoadedModel, digits_test: Dataset
+) -> None:
+    assert digits_model.module is not None and digits_model.spec is not None
+    masked = from_module(_Saturated(copy.deepcopy(digits_model.module)), digits_model.spec)
+    check = AdversarialCheck(
+        attacks=("fgsm", "pgd", "square"),
+        pgd_random_start=False,
+        square_queries=100,
+        bisection_steps=0,
+        max_samples=80,
+    )
+    res = check.run(_ctx(masked, digits_test, (0.1,)))
+    warnings = [f.message for f in res.findings if f.severity == "warning"]
+    assert any(
+        m.startswith("square (gradient-free) fooled") and "gradient masking" in m for m in warnings
+    )
+    # with Square in the worst case, accuracy reaches chance at the diameter: no chance warning
+    assert not any("any input in the domain is reachable" in m for m in warnings)
+
+
+def test_square_settings_errors_name_the_check_setting() -> None:
+    with pytest.raises(OptionError, match=r"^square_queries: 0 is not a positive number"):
+        AdversarialCheck(square_queries=0)
+    with pytest.raises(OptionError, match=r"^square_p_init: 2\.0 is outside \(0, 1\]"):
+        AdversarialCheck(square_p_init=2.0)
+
+
 def test_adversarial_check_is_registered_with_its_settings() -> None:
-    check = get_check("adversarial", pgd_steps=3, attacks=["pgd"])
+    check = get_check("adversarial", pgd_steps=3, attacks=["pgd", "square"], square_queries=50)
     assert isinstance(check, AdversarialCheck)
-    assert check.settings["pgd_steps"] == 3 and check.needs_gradients and check.needs_data
+    assert check.settings["pgd_steps"] == 3 and check.settings["square_queries"] == 50
+    # forward-only models get Square: a forward pass and data are needed, gradients are not
+    assert check.needs_data and check.needs_forward and not check.needs_gradients
+    assert [a.name for a in check.attacks] == ["pgd", "square"]

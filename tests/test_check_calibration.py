@@ -18,7 +18,7 @@ from edgeproof.checks.calibration import (
     fit_temperature,
 )
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import CheckFailed, OptionError
+from edgeproof.errors import ModelError, OptionError
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.spec import InputSpec, ThreatModel
 
@@ -173,5 +173,5 @@ def test_digits_model_gets_diagram_and_serialisable_result(digits_model, digits_
 def test_non_finite_logits_fail_the_check_with_a_count() -> None:
     logits = np.zeros((4, 3))
     logits[1, 2] = np.nan
-    with pytest.raises(CheckFailed, match="1 of 4 records give NaN or Inf logits"):
+    with pytest.raises(ModelError, match="1 of 4 records give NaN or Inf logits"):
         CalibrationCheck(resamples=10).run(_ctx(logits, np.array([0, 1, 2, 0])))

@@ -16,7 +16,7 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from edgeproof.checks.base import AuditContext
 from edgeproof.checks.performance import PerformanceCheck
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import CheckFailed
+from edgeproof.errors import ModelError
 from edgeproof.methods.stats import wilson_interval
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.results import CheckResult
@@ -163,5 +163,5 @@ def test_digits_model_result_is_complete_and_serialisable(digits_model, digits_t
 def test_non_finite_logits_fail_the_check_with_a_count() -> None:
     ctx = _ctx_with_predictions(np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b"])
     ctx.cache["clean_logits"][2, 0] = np.inf
-    with pytest.raises(CheckFailed, match="1 of 3 records give NaN or Inf logits"):
+    with pytest.raises(ModelError, match="1 of 3 records give NaN or Inf logits"):
         PerformanceCheck().run(ctx)

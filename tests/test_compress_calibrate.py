@@ -84,7 +84,7 @@ def test_activation_qparams_match_onnxruntime_uint8_formula() -> None:
 
 
 def test_unknown_calibration_method_names_the_option() -> None:
-    with pytest.raises(OptionError, match="--calibration: unknown method 'kl'"):
+    with pytest.raises(OptionError, match="calibration: unknown method 'kl'"):
         RangeObserver("kl")
 
 
@@ -104,3 +104,55 @@ def test_int4_group_scales_cover_each_group_separately() -> None:
     assert np.allclose(q[:, :32], 7)  # the small first group keeps full resolution
     deq = fake_quantize_weight(m, 0, 4, group_size=32)
     assert np.allclose(deq, m)
+
+
+def _reference_entropy_threshold(v: np.ndarray, mn: float) -> float:
+    """The reference loop itself: every threshold from 128 bins up, smallest KL, ties to the
+    largest threshold (``kl <= best``), as pytorch-quantization's ``_compute_amax_entropy``."""
+    from edgeproof.compress.calibrate import _abs_hist, _kl_at
+
+    hist, edges = _abs_hist(v)
+    hist[0] = hist[1]
+    levels = 256 if mn >= 0 else 128
+    tails = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])
+    best_kl, best_i = np.inf, 2048
+    for i in range(128, 2049):
+        kl = _kl_at(hist, tails, i, levels, float(hist.sum()))
+        if kl is not None and kl <= best_kl:
+            best_kl, best_i = kl, i
+    return float(edges[best_i])
+
+
+@pytest.mark.parametrize(
+    "kind", ["relu", "normal", "heavy", "few-values", "spike-and-outliers", "exponential"]
+)
+def test_vectorised_entropy_threshold_is_the_reference_loops(kind: str) -> None:
+    from edgeproof.compress.calibrate import _entropy_threshold
+
+    rng = np.random.default_rng(7)
+    v = {
+        "relu": np.maximum(rng.standard_normal(50_000), 0),
+        "normal": rng.standard_normal(50_000),
+        "heavy": rng.laplace(size=20_000) ** 3,
+        "few-values": rng.integers(0, 5, 5_000).astype(np.float64),
+        "spike-and-outliers": np.r_[np.zeros(5_000), rng.random(10) * 100],
+        "exponential": np.r_[rng.exponential(size=30_000), [1000.0, 900.0]],
+    }[kind]
+    mn = float(v.min())
+    assert _entropy_threshold(v, mn) == _reference_entropy_threshold(v, mn)
+
+
+def test_one_set_of_statistics_serves_every_method_like_its_own_observer(
+    heavy_tailed: np.ndarray,
+) -> None:
+    from edgeproof.compress.calibrate import ActivationStats
+
+    stats = ActivationStats()
+    for chunk in np.array_split(heavy_tailed, 5):
+        stats.observe(chunk)
+    for method in ("minmax", "percentile", "entropy", "mse"):
+        own = RangeObserver(method)
+        for chunk in np.array_split(heavy_tailed, 5):
+            own.observe(chunk)
+        assert stats.range(method) == own.range()
+    assert stats.range("entropy") is stats.range("entropy")  # computed once

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 
@@ -11,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgeproof.compress.commands import add_commands, compress
+from edgeproof.cli import build_parser
+from edgeproof.compress.api import compress
 from edgeproof.compress.earlyexit import (
     EarlyExitConfig,
     EarlyExitModel,
@@ -29,7 +29,7 @@ from edgeproof.compress.earlyexit import (
 )
 from edgeproof.compress.search import Budget
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import OptionError
+from edgeproof.errors import NotApplicableError, OptionError
 from edgeproof.methods.stats import wilson_interval
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.zoo import build_model
@@ -227,14 +227,14 @@ def test_exit_rule_rejects_a_wrong_threshold_count_and_an_unknown_criterion(
         OptionError, match=r"1 thresholds for 2 exits.*one threshold per early exit"
     ):
         cascade_predict(digits_exits, ExitRule("max_softmax", (0.9,)), digits_test.x[:4])
-    with pytest.raises(OptionError, match="--exit-criterion: unknown criterion 'margin'"):
+    with pytest.raises(OptionError, match="criterion: unknown criterion 'margin'"):
         ExitRule("margin", (0.9, 0.9))  # type: ignore[arg-type]
 
 
 def test_an_architecture_without_split_points_is_rejected_with_the_fix() -> None:
     module = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with pytest.raises(
-        OptionError, match=r"no split points are known for Sequential.*register_splitter"
+        NotApplicableError, match=r"no split points are known for Sequential.*register_splitter"
     ):
         attach_exits(module, (1, 8, 8), 10)
 
@@ -266,8 +266,7 @@ def test_compress_adds_an_early_exit_row_with_wilson_ci_and_expected_macs(
 
 
 def test_cli_maps_early_exit_options() -> None:
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(
         [
             "compress",

@@ -10,14 +10,9 @@ import torch
 
 from edgeproof.checks import get_check
 from edgeproof.checks.base import AuditContext
-from edgeproof.compress.ledger import (
-    TRUST_COLUMNS,
-    Ledger,
-    StraightThrough,
-    reaudit,
-    straight_through,
-)
+from edgeproof.compress.ledger import TRUST_COLUMNS, Ledger
 from edgeproof.compress.quantize import QuantConfig, quantize
+from edgeproof.compress.reaudit import StraightThrough, reaudit, straight_through
 from edgeproof.compress.search import Budget, default_recipes, search
 from edgeproof.data.dataset import Dataset
 from edgeproof.data.loading import load_data
@@ -25,6 +20,7 @@ from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import from_module
 from edgeproof.models.train import accuracy, spec_from_data, train_model
 from edgeproof.models.zoo import build_model
+from edgeproof.runner import resolve_threat
 from edgeproof.spec import ThreatModel
 
 
@@ -69,12 +65,13 @@ def test_reaudit_gives_ece_robust_accuracy_and_dnl_ar10_for_an_int8_candidate(
 ) -> None:
     assert digits_model.spec is not None
     audit = digits_test.subset(np.arange(100))
-    metrics, notes = reaudit(
+    result = reaudit(
         int8_sim,
-        digits_model.spec,
+        resolve_threat(digits_model, audit),
         audit,
         checks=("calibration", "adversarial", "bitflip", "certify-not-registered"),
     )
+    metrics, notes = result.metrics, result.notes
     by_name = {m.name: m.value for m in metrics}
     for col in TRUST_COLUMNS[:3]:
         assert col.metric in by_name, col.metric
@@ -86,19 +83,22 @@ def test_reaudit_gives_ece_robust_accuracy_and_dnl_ar10_for_an_int8_candidate(
     assert "not re-audited (check not registered): certify-not-registered" in notes
 
 
-def test_a_failing_check_is_a_note_and_the_others_still_run(
+def test_a_refusing_check_is_a_failed_check_of_the_candidate_and_the_others_still_run(
     int8_sim: torch.nn.Module, digits_model: LoadedModel, digits_test: Dataset
 ) -> None:
-    assert digits_model.spec is not None
-    metrics, notes = reaudit(
+    audit = digits_test.subset(np.arange(50))
+    result = reaudit(
         int8_sim,
-        digits_model.spec,
-        digits_test.subset(np.arange(50)),
+        resolve_threat(digits_model, audit),
+        audit,
         checks=("bitflip", "calibration"),
         settings={"bitflip": {"max_k": 0}, "calibration": {"resamples": 20}},
     )
-    assert any(n.startswith("bitflip failed: OptionError: --max-k") for n in notes)
-    assert any(m.name == "calibration.ece" for m in metrics)
+    [failed] = result.errored
+    assert failed.check == "bitflip" and failed.message is not None
+    assert failed.message.startswith("bitflip.max_k") and not failed.crashed
+    assert [c.status for c in result.checks] == ["error", "ok"]
+    assert any(m.name == "calibration.ece" for m in result.metrics)
 
 
 def test_batchnorm_models_are_reaudited_with_the_exported_folded_weights(
@@ -108,10 +108,17 @@ def test_batchnorm_models_are_reaudited_with_the_exported_folded_weights(
     module = build_model("resnet8", (1, 8, 8), 10).eval()
     spec = spec_from_data(digits_test)
     audit = digits_test.subset(np.arange(40))
-    metrics, notes = reaudit(
-        module, spec, audit, checks=("calibration",), settings={"calibration": {"resamples": 20}}
+    result = reaudit(
+        module,
+        ThreatModel(spec, eps=(0.1,)),
+        audit,
+        checks=("calibration",),
+        settings={"calibration": {"resamples": 20}},
     )
-    assert "trust re-audit on the BatchNorm-folded module (the weights the ONNX holds)" in notes
+    metrics = result.metrics
+    assert (
+        "trust re-audit on the BatchNorm-folded module (the weights the ONNX holds)" in result.notes
+    )
     direct = get_check("calibration", resamples=20).run(
         AuditContext(from_module(module, spec), audit, ThreatModel(spec))
     )
@@ -161,13 +168,13 @@ def test_non_contiguous_weights_such_as_low_rank_factors_still_get_a_bitflip_aud
     module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
     module[1].weight = torch.nn.Parameter(torch.randn(64, 10).t())  # a transposed view
     spec = spec_from_data(digits_test)
-    metrics, notes = reaudit(
+    result = reaudit(
         module,
-        spec,
+        ThreatModel(spec, eps=(0.1,)),
         digits_test.subset(np.arange(40)),
         checks=("bitflip",),
         settings={"bitflip": {"max_k": 2, "random_seeds": 1, "budgets": ()}},
     )
-    assert not any("failed" in n for n in notes), notes
-    assert any(m.name == "bitflip.dnl_ar_2" for m in metrics)
+    assert [c.status for c in result.checks] == ["ok"], result.checks
+    assert any(m.name == "bitflip.dnl_ar_2" for m in result.metrics)
     assert not module[1].weight.is_contiguous()  # the candidate itself is untouched

@@ -9,7 +9,9 @@ import onnx
 import pytest
 import torch
 
+from edgeproof.compress.context import BuildContext
 from edgeproof.compress.mixed import (
+    AllocationSettings,
     SizeModel,
     allocate,
     layer_sensitivity,
@@ -17,7 +19,7 @@ from edgeproof.compress.mixed import (
     sigma_clusters,
 )
 from edgeproof.compress.quantize import fold_batchnorm
-from edgeproof.compress.search import default_recipes
+from edgeproof.compress.recipes import default_recipes
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.models.loaded import LoadedModel
@@ -85,8 +87,8 @@ def test_size_model_predicts_the_serialised_onnx_size(
         SHAPE,
         digits_train.x[:64],
         digits_train.y[:64],
+        AllocationSettings(max_size=sizes.estimate(plan)),
         size_model=sizes,
-        max_size=sizes.estimate(plan),
     )
     assert abs(a.size_bytes - a.estimated_size) <= 8
 
@@ -100,7 +102,7 @@ def test_allocator_respects_a_size_budget_and_runs_in_onnxruntime(
         SHAPE,
         digits_train.x[:128],
         digits_train.y[:128],
-        max_size=budget,
+        AllocationSettings(max_size=budget),
         size_model=sizes,
         x_eval=digits_test.x,
         y_eval=digits_test.y,
@@ -124,11 +126,16 @@ def test_a_size_budget_nobody_can_meet_says_so_and_keeps_the_smallest_plan(
     lenet: torch.nn.Module, digits_train: Dataset, sizes: SizeModel
 ) -> None:
     a = allocate(
-        lenet, SHAPE, digits_train.x[:64], digits_train.y[:64], max_size=1000, size_model=sizes
+        lenet,
+        SHAPE,
+        digits_train.x[:64],
+        digits_train.y[:64],
+        AllocationSettings(max_size=1000),
+        size_model=sizes,
     )
     assert not a.met_size and not a.met_budget
     assert dict(a.bits) == sizes.smallest_plan
-    assert "--max-size 1000 B cannot be met: the smallest plan (4 bits wherever that saves " in (
+    assert "max_size 1000 B cannot be met: the smallest plan (4 bits wherever that saves " in (
         a.message
     )
     assert a.size_bytes == pytest.approx(sizes.smallest, abs=8)
@@ -157,7 +164,7 @@ def test_allocator_never_lowers_a_layer_whose_4_bit_form_is_larger() -> None:
     assert sizes.smallest_plan == {"conv": 4 if sizes.saving("conv") > 0 else 8, "fc1": 4, "fc2": 8}
     assert sizes.smallest < sizes.estimate({n: 4 for n in sizes.layer_bytes})
     # an impossible budget: lower everything that helps, nothing that hurts
-    a = allocate(module, SHAPE, x, max_size=100, size_model=sizes)
+    a = allocate(module, SHAPE, x, settings=AllocationSettings(max_size=100), size_model=sizes)
     assert a.bits["fc2"] == 8 and dict(a.bits) == sizes.smallest_plan
     assert a.size_bytes == pytest.approx(sizes.smallest, abs=8)
     # every step that lowers bits makes the estimated plan smaller
@@ -171,10 +178,10 @@ def test_allocator_never_lowers_a_layer_whose_4_bit_form_is_larger() -> None:
 def test_simulation_uses_per_channel_scales_for_8_bit_and_groups_for_4_bit(
     lenet: torch.nn.Module,
 ) -> None:
-    from edgeproof.compress.mixed import _Simulator
+    from edgeproof.compress.mixed.sensitivity import PlanSimulator
     from edgeproof.compress.weights import fake_quantize_weight
 
-    sim = _Simulator(lenet, 32)
+    sim = PlanSimulator(lenet, 32)
     name = max(sim.layers, key=lambda ly: ly.params).name
     w = dict(sim.model.named_modules())[name].weight.detach().numpy()
     got8 = sim._q[(name, 8)][0].numpy()
@@ -192,14 +199,13 @@ def test_an_accuracy_budget_nobody_can_meet_says_so_and_keeps_the_best_found(
         lenet,
         SHAPE,
         digits_train.x[:64],
-        max_size=sizes.smallest,
-        max_drop=0.0,
+        settings=AllocationSettings(max_size=sizes.smallest, max_drop=0.0),
         size_model=sizes,
         x_eval=digits_test.x,
     )
     assert a.met_size and not a.met_accuracy
     assert a.fp32_accuracy == 1.0 and a.accuracy < 1.0
-    assert "--max-drop 0.0000 not met: best found drops" in a.message
+    assert "max_drop 0.0000 not met: best found drops" in a.message
     assert a.quantized.onnx_model is not None
 
 
@@ -207,7 +213,12 @@ def test_accuracy_budget_alone_shrinks_only_while_the_drop_holds(
     lenet: torch.nn.Module, digits_train: Dataset, sizes: SizeModel
 ) -> None:
     a = allocate(
-        lenet, SHAPE, digits_train.x[:128], digits_train.y[:128], max_drop=0.02, size_model=sizes
+        lenet,
+        SHAPE,
+        digits_train.x[:128],
+        digits_train.y[:128],
+        AllocationSettings(max_drop=0.02),
+        size_model=sizes,
     )
     assert a.met_accuracy
     assert {s.reason for s in a.steps} <= {"accuracy", "shrink"}
@@ -219,8 +230,9 @@ def test_allocation_is_deterministic_under_seed(
 ) -> None:
     budget = (sizes.smallest + sizes.estimate({})) // 2
     x, y = digits_train.x[:200], digits_train.y[:200]
-    a = allocate(lenet, SHAPE, x, y, max_size=budget, size_model=sizes, samples=48, seed=3)
-    b = allocate(lenet, SHAPE, x, y, max_size=budget, size_model=sizes, samples=48, seed=3)
+    settings = AllocationSettings(max_size=budget, samples=48, seed=3)
+    a = allocate(lenet, SHAPE, x, y, settings, size_model=sizes)
+    b = allocate(lenet, SHAPE, x, y, settings, size_model=sizes)
     assert a.bits == b.bits and a.steps == b.steps and a.sensitivity == b.sensitivity
     assert a.quantized.onnx_bytes() == b.quantized.onnx_bytes()
 
@@ -228,13 +240,13 @@ def test_allocation_is_deterministic_under_seed(
 def test_bad_budgets_and_bits_name_the_option(
     lenet: torch.nn.Module, digits_train: Dataset
 ) -> None:
-    with pytest.raises(OptionError, match=r"--max-drop: 1.5 is not in \[0, 1\]"):
-        allocate(lenet, SHAPE, digits_train.x[:8], max_drop=1.5)
-    with pytest.raises(OptionError, match=r"--max-size: 0 bytes is not positive"):
-        allocate(lenet, SHAPE, digits_train.x[:8], max_size=0)
-    with pytest.raises(OptionError, match=r"--bits: 3-bit sensitivity is not supported"):
+    with pytest.raises(OptionError, match=r"max_drop: 1.5 is not in \[0, 1\]"):
+        allocate(lenet, SHAPE, digits_train.x[:8], settings=AllocationSettings(max_drop=1.5))
+    with pytest.raises(OptionError, match=r"max_size: 0 bytes is not positive"):
+        allocate(lenet, SHAPE, digits_train.x[:8], settings=AllocationSettings(max_size=0))
+    with pytest.raises(OptionError, match=r"bits: 3-bit sensitivity is not supported"):
         layer_sensitivity(lenet, digits_train.x[:8], bits=(3,))
-    with pytest.raises(SpecError, match=r"--data: calibration data has sample shape \(1, 16\)"):
+    with pytest.raises(SpecError, match=r"x_calib: calibration data has sample shape \(1, 16\)"):
         allocate(lenet, SHAPE, np.zeros((4, 1, 16), np.float32))
 
 
@@ -244,11 +256,12 @@ def test_search_recipes_include_mixed_precision_candidates_that_execute() -> Non
     x = np.random.default_rng(1).standard_normal((32, 1, 32)).astype(np.float32)
     recipes = {r.name: r for r in default_recipes()}
     assert {"mixed-s50", "mixed-d1"} <= set(recipes)
-    built = recipes["mixed-s50"].build(module, InputSpec(shape=(1, 32)), x, x[:8])
-    assert built.settings["scheme"] == "mixed"
+    calib = Dataset(x, np.zeros(len(x), np.int64), ["a", "b", "c"], "random", "npz")
+    built = recipes["mixed-s50"].apply(module, BuildContext(InputSpec(shape=(1, 32)), calib))
+    assert built.settings["scheme"] == "mixed" and built.artefact is not None
     bits = built.settings["bits"]
     layers = quantizable_layers(fold_batchnorm(module))
     assert isinstance(bits, dict) and set(bits) == {ly.name for ly in layers}
     assert {ly.kind for ly in layers} == {"conv", "lstm", "linear"}
-    logits = run_session(make_session(built.onnx_bytes), x[:4])[0]
+    logits = run_session(make_session(built.artefact.onnx_bytes), x[:4])[0]
     assert logits.shape == (4, 3)

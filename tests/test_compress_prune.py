@@ -32,9 +32,9 @@ def test_unstructured_magnitude_pruning_reaches_the_ratio(ratio: float) -> None:
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, float("nan")])
 def test_pruning_ratio_outside_unit_interval_names_the_option(bad: float) -> None:
-    with pytest.raises(OptionError, match=r"--sparsity: pruning ratio .* is outside \[0, 1\)"):
+    with pytest.raises(OptionError, match=r"ratio: pruning ratio .* is outside \[0, 1\)"):
         prune_unstructured(_mlp(), bad)
-    with pytest.raises(OptionError, match="--channel-ratio"):
+    with pytest.raises(OptionError, match="ratio"):
         remove_channels(_mlp(), bad, np.zeros((4, 16), np.float32))
 
 

@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from edgeproof.compress.onnx_export import pack_int4
+from edgeproof.compress.qdq import pack_int4
 from edgeproof.compress.quantize import QuantConfig, fold_batchnorm, quantize
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import SpecError
@@ -97,7 +97,7 @@ def test_lstm_is_listed_as_left_in_float_for_static_int8_and_quantized_weight_on
 
 def test_calibration_data_of_the_wrong_shape_names_the_option(digits_model: LoadedModel) -> None:
     assert digits_model.module is not None
-    with pytest.raises(SpecError, match=r"--data: calibration data has sample shape \(1, 16\)"):
+    with pytest.raises(SpecError, match=r"x_calib: calibration data has sample shape \(1, 16\)"):
         quantize(digits_model.module, (1, 8, 8), np.zeros((4, 1, 16), np.float32), QuantConfig())
 
 
@@ -260,3 +260,28 @@ def test_int8_reduced_range_stores_seven_bit_weights_and_keeps_parity(
     assert ints and max(int(np.abs(a).max()) for a in ints) == qmax
     if reduce_range:  # 7-bit weights cannot saturate the 16-bit pair sums on any x86 CPU
         assert q.parity is not None and q.parity.max_abs_logit_diff < 1e-3
+
+
+def test_candidates_sharing_one_prepared_module_are_the_ones_built_alone(
+    digits_model: LoadedModel, digits_train: Dataset, digits_test: Dataset
+) -> None:
+    from edgeproof.compress.quantize import Prepared
+
+    module = copy.deepcopy(digits_model.module)
+    assert module is not None
+    x = digits_train.x[:48]
+    prep = Prepared(module, (1, 8, 8), x)
+    xt = torch.from_numpy(digits_test.x[:64])
+    for cfg in (
+        QuantConfig("int8"),  # auto: every method on the shared statistics
+        QuantConfig("int8", "minmax"),
+        QuantConfig("int8", "percentile", percentile=99.9),
+        QuantConfig("w4", group_size=16),
+    ):
+        shared = quantize(module, (1, 8, 8), x, cfg, prepared=prep)
+        alone = quantize(module, (1, 8, 8), x, cfg)
+        assert shared.onnx_bytes() == alone.onnx_bytes(), cfg
+        assert shared.ranges == alone.ranges and shared.config == alone.config
+        with torch.no_grad():
+            assert torch.equal(shared.sim(xt), alone.sim(xt))
+    assert prep.onnx_stats() is prep.onnx_stats()  # ONNX Runtime calibrated once

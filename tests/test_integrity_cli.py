@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edgeproof.cli import build_parser
 from edgeproof.errors import UserError
-from edgeproof.integrity.commands import add_commands
 
 
 def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="edgeproof")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
+    """Run one command's handler (errors propagate, as the library raised them)."""
+    args = build_parser().parse_args(list(argv))
     code: int = args.handler(args)
     return code
 
@@ -101,13 +99,26 @@ def test_prove_and_verify_proof_round_trip(
     assert run("verify-proof", str(proof)) == 1
 
 
-def test_wrong_key_and_unknown_record_are_usage_errors(sealed: Path) -> None:
+def test_seal_signed_by_another_key_or_unsigned_fails_verification_with_exit_1(
+    sealed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run("keygen", "--out", str(sealed / "other")) == 0
-    with pytest.raises(UserError, match="signed by another key"):
-        run("verify", str(sealed / "s.json"), "--pub", str(sealed / "other.pub"))
+    assert run("verify", str(sealed / "s.json"), "--pub", str(sealed / "other.pub")) == 1
+    assert "signed by ANOTHER KEY" in capsys.readouterr().out
+    obj = json.loads((sealed / "s.json").read_text())
+    obj["signature"] = None
+    (sealed / "s.json").write_text(json.dumps(obj))
+    assert run("verify", str(sealed / "s.json"), "--pub", str(sealed / "k.pub")) == 1
+    assert "seal is NOT SIGNED" in capsys.readouterr().out
+
+
+def test_unknown_record_and_existing_key_are_usage_errors(sealed: Path) -> None:
     with pytest.raises(UserError, match="'nope#1' is not a record id"):
         run("prove", str(sealed / "s.json"), "nope#1")
     with pytest.raises(UserError, match="already exists; refusing to overwrite a private key"):
         run("keygen", "--out", str(sealed / "k"))
-    with pytest.raises(UserError, match="--chunk-size: 1000 is not a multiple of 4"):
+    with pytest.raises(UserError, match="chunk_size: 1000 is not a multiple of 4") as exc:
         run("seal", str(sealed / "w.bin"), "--out", str(sealed / "t.json"), "--chunk-size", "1000")
+    from edgeproof.cli.flags import render
+
+    assert render(exc.value).startswith("--chunk-size: 1000 is not a multiple of 4")

@@ -166,7 +166,7 @@ def test_arch_given_for_a_self_describing_format_is_ignored_with_a_warning(
 ) -> None:
     loaded = load_model(files["onnx"], arch="zoo:mlp")
     assert loaded.warnings == [
-        "lenet.onnx: --arch zoo:mlp ignored: a onnx file carries its own architecture"
+        "lenet.onnx: arch zoo:mlp ignored: a onnx file carries its own architecture"
     ]
 
 
@@ -238,7 +238,7 @@ def test_pickle_with_code_is_not_executed_without_trust_pickle(tmp_path: Path) -
     path = tmp_path / "evil.pt"
     torch.save({"weights": torch.zeros(2), "payload": _MakesMarker(marker)}, path)
     with pytest.raises(
-        UnsafePickleError, match=r"evil\.pt: .*pickled Python objects.*--trust-pickle"
+        UnsafePickleError, match=r"evil\.pt: .*pickled Python objects.*trust_code=True"
     ):
         load_model(path)
     assert not marker.exists()
@@ -258,7 +258,7 @@ def test_plain_python_pickle_is_not_executed_either(tmp_path: Path) -> None:
 def test_full_module_pickle_needs_the_flag_and_loads_with_it(
     files: dict[str, Path], model: nn.Module, inputs: torch.Tensor
 ) -> None:
-    with pytest.raises(UnsafePickleError, match="--trust-pickle"):
+    with pytest.raises(UnsafePickleError, match="trust_code=True"):
         load_model(files["full"])
     loaded = load_model(files["full"], trust_pickle=True)
     assert loaded.format == "pickle"
@@ -346,7 +346,7 @@ def test_truncated_pt2_is_reported(files: dict[str, Path], tmp_path: Path) -> No
     data = files["export"].read_bytes()
     path = tmp_path / "cut.pt2"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelFileError, match=r"cut\.pt2: not a loadable torch\.export program"):
+    with pytest.raises(ModelFileError, match=r"cut\.pt2: .*torch\.export (archive|program)"):
         load_model(path)
 
 
@@ -376,7 +376,7 @@ def test_sidecar_that_is_not_json_is_named(files: dict[str, Path], tmp_path: Pat
     path = tmp_path / "m.safetensors"
     shutil.copy(files["safetensors"], path)
     path.with_suffix(".json").write_text("{not json")
-    with pytest.raises(ModelFileError, match=r"m\.json: sidecar metadata is not valid JSON"):
+    with pytest.raises(ModelFileError, match=r"m\.json: the sidecar metadata is not valid JSON"):
         load_model(path)
 
 

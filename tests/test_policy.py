@@ -80,6 +80,6 @@ def test_bad_policy_files_are_rejected_with_the_reason(
     assert needle in str(err.value)
 
 
-def test_missing_policy_file_names_the_option(tmp_path: Path) -> None:
-    with pytest.raises(PolicyFileError, match=r"no such policy file\. check the --policy path"):
+def test_missing_policy_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(PolicyFileError, match=r"nope\.toml: no such policy file\. check the path"):
         load_policy(tmp_path / "nope.toml")

@@ -27,7 +27,7 @@ from edgeproof.report import (
     write_html,
     write_report,
 )
-from edgeproof.report.plots import new_figure, svg_of
+from edgeproof.report.charts import Axis, Chart
 from edgeproof.results import CheckResult, Figure, Finding, Interval, Metric, Table
 from edgeproof.spec import InputSpec, ThreatModel
 
@@ -35,11 +35,9 @@ MALICIOUS = "<script>alert('pwned')</script>"
 
 
 def _figure_svg() -> str:
-    fig, ax = new_figure(3.0, 2.0)
-    ax.plot([0.0, 0.01, 0.03, 0.1], [0.95, 0.9, 0.7, 0.2], marker="o")
-    ax.set_xlabel("ε")
-    ax.set_ylabel("robust accuracy")
-    return svg_of(fig)
+    chart = Chart(300, 200, x=Axis("ε"), y=Axis("robust accuracy"))
+    chart.line([0.0, 0.01, 0.03, 0.1], [0.95, 0.9, 0.7, 0.2], marker="circle")
+    return chart.svg()
 
 
 def make_report(*, policy_passed: bool = False, error_message: str = "ValueError: boom") -> Report:
@@ -254,7 +252,7 @@ def test_read_json_rejects_unknown_schema_version_naming_both_versions(
 def test_read_json_rejects_a_file_that_is_not_json(tmp_path: Path) -> None:
     path = tmp_path / "report.json"
     path.write_text("{not json")
-    with pytest.raises(InputFileError, match="not a readable JSON report"):
+    with pytest.raises(InputFileError, match=r"report\.json: the report file is not valid JSON"):
         Report.read_json(path)
 
 
@@ -429,3 +427,24 @@ def test_terminal_summary_prints_markup_in_messages_literally() -> None:
     text = _terminal(r)
     assert "[bold red]not markup[/]" in text
     assert "PASS (all 2 rules met)" in text
+
+
+def test_a_figure_is_drawn_once_and_only_when_its_svg_is_asked_for() -> None:
+    calls: list[int] = []
+
+    def draw() -> str:
+        calls.append(1)
+        return '<svg xmlns="http://www.w3.org/2000/svg"></svg>'
+
+    fig = Figure("f", "F", draw)
+    assert not fig.drawn and calls == []
+    assert fig.to_json()["svg"].startswith("<svg") and fig.svg.startswith("<svg")
+    assert fig.drawn and calls == [1]
+
+
+def test_an_audit_without_a_written_report_draws_no_figure(digits_model, digits_test) -> None:  # type: ignore[no-untyped-def]
+    from edgeproof.runner import audit
+
+    report = audit(digits_model, digits_test, ["performance", "calibration", "spectral"])
+    figures = [f for c in report.checks for f in c.figures]
+    assert figures and not any(f.drawn for f in figures)

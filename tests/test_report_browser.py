@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from edgeproof.report import render_html
-from edgeproof.report.plots import new_figure, svg_of
+from edgeproof.report.charts import Axis, Chart
 from edgeproof.report.report import PolicyOutcome, PolicyRuleResult, Report
 from edgeproof.results import CheckResult, Figure, Finding, Interval, Metric, Table
 from edgeproof.spec import InputSpec, ThreatModel
@@ -83,10 +83,8 @@ _PROBE = """<script>
 
 
 def _report() -> Report:
-    fig, ax = new_figure(4.0, 2.5)
-    ax.plot([0.0, 0.01, 0.03, 0.1], [0.95, 0.9, 0.7, 0.2], marker="o")
-    ax.set_xlabel("ε")
-    ax.set_ylabel("accuracy")
+    chart = Chart(400, 250, x=Axis("ε"), y=Axis("accuracy"))
+    chart.line([0.0, 0.01, 0.03, 0.1], [0.95, 0.9, 0.7, 0.2], marker="circle")
     ok = CheckResult(
         "performance",
         "Performance",
@@ -95,7 +93,7 @@ def _report() -> Report:
         metrics=[Metric("accuracy", 0.953, "fraction", Interval(0.93, 0.97), "top-1")],
         findings=[Finding("critical", "<script>alert(1)</script>"), Finding("warning", "low")],
         tables=[Table("t", "Per class", ["class", "recall"], [["0", 1.0], ["8", 0.81]])],
-        figures=[Figure("curve", "Robust accuracy", svg_of(fig))],
+        figures=[Figure("curve", "Robust accuracy", chart.svg())],
         settings={"level": 0.95},
         duration_s=0.4,
     )

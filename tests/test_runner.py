@@ -68,7 +68,7 @@ def test_checks_that_need_data_are_skipped_without_it_with_the_reason() -> None:
         threat=resolve_threat(_model(), None, shape=(4,)),
     )
     assert report.checks[0].status == "skipped"
-    assert report.checks[0].skip_reason == "needs labelled data (pass --data)"
+    assert report.checks[0].skip_reason == "needs labelled data (pass data)"
 
 
 def test_weights_only_model_skips_forward_checks() -> None:

@@ -198,7 +198,7 @@ def test_weights_without_any_matrix_raise_a_clear_error() -> None:
 
 
 def test_unknown_mode_is_an_option_error() -> None:
-    with pytest.raises(OptionError, match="--spectral-mode: unknown mode 'fast'"):
+    with pytest.raises(OptionError, match=r"spectral\.mode: unknown mode 'fast'"):
         SpectralConfig(mode="fast")  # type: ignore[arg-type]
 
 

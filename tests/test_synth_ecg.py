@@ -59,5 +59,5 @@ def test_heart_rate_classes_differ_in_beats_per_window() -> None:
 
 
 def test_unknown_split_names_the_option() -> None:
-    with pytest.raises(OptionError, match="--data: builtin:synth-ecg has no split 'val'"):
+    with pytest.raises(OptionError, match="data: builtin:synth-ecg has no split 'val'"):
         synth_ecg("val")

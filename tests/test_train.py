@@ -127,9 +127,9 @@ def test_save_model_writes_safetensors_and_the_documented_sidecar(
 
 
 def test_bad_training_options_name_the_option(small: Dataset) -> None:
-    with pytest.raises(OptionError, match="--epochs: must be >= 1, got 0"):
+    with pytest.raises(OptionError, match="epochs: must be >= 1, got 0"):
         train_model("zoo:mlp", small, epochs=0)
-    with pytest.raises(OptionError, match="--lr: must be > 0"):
+    with pytest.raises(OptionError, match="lr: must be > 0"):
         train_model("zoo:mlp", small, lr=-1.0)
 
 

@@ -77,13 +77,13 @@ def run_demo(
 ) -> DemoResult:
     """Train-or-reuse the demo model, audit it on the digits test split, write the report.
 
-    ``threads``: torch intra-op threads (default 1: the demo model is tiny, and one thread is
-    faster than two for it, markedly so on a busy machine).
+    ``threads``: the CPU threads the audit may use (default: one per check, all cores for the
+    checks that gain from them); training runs on one thread unless ``threads`` is given.
     """
     with torch_threads(threads or 1):
         model, cached, seconds = demo_model(cache)
-        data = load_data("builtin:digits")
-        report = audit(model, data, seed=seed, out_dir=out_dir, progress=progress)
+    data = load_data("builtin:digits")
+    report = audit(model, data, seed=seed, out_dir=out_dir, progress=progress, threads=threads)
     files = write_report(report, out_dir)
     assert model.path is not None
     return DemoResult(report, files, model.path, cached, seconds)

@@ -12,6 +12,11 @@ Two branches, kept apart on purpose:
 Third-party exceptions (safetensors, numpy, onnxruntime, torch) are converted at the boundary
 where edgeproof calls them, so callers only ever catch ``EdgeproofError`` subclasses.
 
+Messages name **library parameters**, marked with :func:`param` (``param("eps")``): ``str(exc)``
+shows the parameter's name (``eps``), and the CLI renders the same message with its own flag
+(``--eps``) through one table (:meth:`EdgeproofError.render`), so a library message never names
+a flag and a CLI message never names a Python argument.
+
 ::
 
     EdgeproofError
@@ -19,11 +24,14 @@ where edgeproof calls them, so callers only ever catch ``EdgeproofError`` subcla
     │   ├── InputFileError           a file is missing, unreadable, truncated or corrupt
     │   │   ├── ModelFileError
     │   │   ├── DataFileError
-    │   │   └── UnsafePickleError    a pickle would execute code; pass --trust-pickle
+    │   │   └── UnsafeCodeError      loading would run code from the file; trust_code=True
+    │   │       └── UnsafePickleError    (a pickle; trust_pickle=True is the old name)
     │   ├── ArchitectureMismatchError
     │   ├── OptionError              an option/argument value is invalid
     │   ├── SpecError                input shape/domain does not fit the model or data
     │   ├── DataError                the data's content is invalid (NaN, labels out of range, empty)
+    │   ├── ModelError               the model's content is invalid (its outputs are NaN/Inf)
+    │   ├── NotApplicableError       a compression step cannot apply to this model (search: skipped)
     │   └── PolicyFileError
     ├── PolicyViolation              exit code 1 (a threshold failed; not an error of input)
     └── InternalError
@@ -32,6 +40,8 @@ where edgeproof calls them, so callers only ever catch ``EdgeproofError`` subcla
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -42,20 +52,61 @@ __all__ = [
     "EdgeproofError",
     "InputFileError",
     "InternalError",
+    "ModelError",
     "ModelFileError",
+    "NotApplicableError",
     "OptionError",
     "PolicyFileError",
     "PolicyViolation",
     "SpecError",
+    "UnsafeCodeError",
     "UnsafePickleError",
     "UserError",
+    "param",
+    "render_text",
 ]
+
+_MARK = re.compile(r"\u27e8([^\u27e9]+)\u27e9")
+
+
+def param(name: str, switch: bool = False) -> str:
+    """Mark the library parameter ``name`` inside an error message.
+
+    ``str(error)`` shows the bare name (``name=True`` for a ``switch``, a boolean parameter the
+    advice turns on); the CLI shows the flag that sets it (:meth:`EdgeproofError.render`).
+    """
+    return f"\u27e8{name}{'=True' if switch else ''}\u27e9"
+
+
+def render_text(text: str, name_of: Callable[[str], str] | None = None) -> str:
+    """``text`` with each :func:`param` marker replaced by ``name_of(parameter)`` (default: the
+    parameter's own name). Skip reasons and other messages that name parameters go through it."""
+
+    def name(m: re.Match[str]) -> str:
+        marked = m.group(1)
+        if name_of is None:
+            return marked
+        return name_of(marked.removesuffix("=True"))
+
+    return _MARK.sub(name, text)
 
 
 class EdgeproofError(Exception):
     """Base of every error edgeproof raises on purpose."""
 
     exit_code: int = 3
+
+    def render(self, name_of: Callable[[str], str] | None = None) -> str:
+        """The message with each :func:`param` marker replaced by ``name_of(parameter)``
+        (default: the parameter's own name)."""
+        return render_text(super().__str__(), name_of)
+
+    def parameters(self) -> list[str]:
+        """The library parameters the message names."""
+        return [m.removesuffix("=True") for m in _MARK.findall(super().__str__())]
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class UserError(EdgeproofError):
@@ -88,7 +139,12 @@ class DataFileError(InputFileError):
     """A data file cannot be loaded."""
 
 
-class UnsafePickleError(ModelFileError):
+class UnsafeCodeError(ModelFileError):
+    """Loading the file would run code from it (a pickle, a TorchScript op outside the allowlist,
+    a compiled AOTInductor library); refused unless the caller passes ``trust_code=True``."""
+
+
+class UnsafePickleError(UnsafeCodeError):
     """Loading the file would unpickle arbitrary objects (i.e. execute code from the file)."""
 
 
@@ -97,11 +153,15 @@ class ArchitectureMismatchError(UserError):
 
 
 class OptionError(UserError):
-    """An option or argument has an invalid value: ``--<option>: <problem>. <fix>``."""
+    """A parameter has an invalid value: ``<parameter>: <problem>. <fix>``.
+
+    ``option`` is the library parameter (``eps``, ``max_drop``, ``adversarial.max_samples``);
+    the CLI shows the flag that sets it.
+    """
 
     def __init__(self, option: str, problem: str, fix: str = "") -> None:
         self.option = option
-        text = f"{option}: {problem}"
+        text = f"{param(option)}: {problem}"
         if fix:
             text += f". {fix}"
         super().__init__(text)
@@ -113,6 +173,19 @@ class SpecError(UserError):
 
 class DataError(UserError):
     """The data's content is invalid (NaN/Inf, labels out of range, empty)."""
+
+
+class ModelError(UserError):
+    """The model's content is invalid: e.g. it returns NaN or Inf logits (broken weights)."""
+
+
+class NotApplicableError(UserError):
+    """A compression step cannot apply to this model (e.g. no layer pair can lose channels, no
+    split points are known for early exits): not a misconfiguration, a property of the model.
+
+    The compression search records the candidate as skipped with this message as the reason;
+    called directly, the step's caller sees it like any other input error (exit code 2).
+    """
 
 
 class PolicyFileError(InputFileError):

@@ -22,13 +22,13 @@ from __future__ import annotations
 import math
 import operator
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeproof.errors import PolicyFileError
 from edgeproof.report.report import PolicyOutcome, PolicyRuleResult, Report
+from edgeproof.structured import read_toml
 
 __all__ = ["Policy", "PolicyRule", "load_policy"]
 
@@ -107,43 +107,56 @@ class Policy:
 
 
 def load_policy(path: str | Path) -> Policy:
-    """Read and validate a policy TOML file (see the module docstring for the format)."""
+    """Read and validate a policy TOML file (see the module docstring for the format).
+
+    The file is read within the document limits (size, nesting; :mod:`edgeproof.limits`);
+    every problem is one :class:`PolicyFileError` line naming the file.
+    """
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PolicyFileError(p, "no such policy file", "check the --policy path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyFileError(p, f"cannot be read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyFileError(p, f"is not valid TOML ({exc})") from None
+    raw = read_toml(p, error=PolicyFileError, what="policy file")
     table = raw.get("thresholds")
     if not isinstance(table, dict) or not table:
         raise PolicyFileError(
             p,
             "has no [thresholds] table",
-            'add e.g.\n[thresholds]\n"performance.accuracy" = ">= 0.95"',
+            'add a [thresholds] table with rules such as "performance.accuracy" = ">= 0.95"',
         )
     rules: list[PolicyRule] = []
     for metric, text in table.items():
         if not _METRIC.match(metric):
             raise PolicyFileError(
                 p,
-                f"rule key {metric!r} is not '<check>.<metric>'",
+                f"rule key {metric[:80]!r} is not '<check>.<metric>'",
                 'write e.g. "performance.accuracy"',
             )
-        match = _RULE.match(str(text)) if isinstance(text, str) else None
+        match = _RULE.match(text) if isinstance(text, str) and len(text) <= 100 else None
         if match is None:
+            shown = repr(text) if len(repr(text)) <= 80 else repr(text)[:77] + "..."
             raise PolicyFileError(
                 p,
-                f"rule {metric} = {text!r} is not '<op> <number>'",
+                f"rule {metric} = {shown} is not '<op> <number>'",
                 'write e.g. ">= 0.95" with op one of >=, >, <=, <, ==',
             )
         op, num, pct = match.groups()
         value = float(num) / (100.0 if pct else 1.0)
+        if not math.isfinite(value):
+            raise PolicyFileError(p, f"rule {metric} has a threshold that is not finite")
         rules.append(PolicyRule(metric, op, value))
     options = raw.get("options", {})
-    use_bound = (
-        bool(options.get("use_confidence_bound", False)) if isinstance(options, dict) else False
-    )
+    if not isinstance(options, dict):
+        raise PolicyFileError(
+            p, "[options] is not a table", "write [options] with key = value lines"
+        )
+    unknown = [k for k in options if k != "use_confidence_bound"]
+    if unknown:
+        raise PolicyFileError(
+            p, f"[options] has an unknown key {unknown[0][:40]!r}", "known: use_confidence_bound"
+        )
+    use_bound = options.get("use_confidence_bound", False)
+    if not isinstance(use_bound, bool):
+        raise PolicyFileError(
+            p,
+            f"options.use_confidence_bound is {use_bound!r}, not true or false",
+            "write use_confidence_bound = true (no quotes)",
+        )
     return Policy(source=str(p), rules=tuple(rules), use_confidence_bound=use_bound)

@@ -9,7 +9,7 @@ validates against ``report/report.schema.json``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -172,14 +172,45 @@ class Table:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Figure:
-    """A figure embedded in the report as inline SVG (self-contained, no network)."""
+    """A figure embedded in the report as inline SVG (self-contained, no network).
+
+    ``source`` is the SVG text, or a zero-argument function that draws it: a check hands over
+    the drawing, and it runs once, when the SVG is first asked for (:attr:`svg` — writing a
+    report, rendering the HTML). An audit whose figures nobody reads (a compression candidate's
+    re-audit, a library call that only wants numbers) never draws them.
+    """
 
     name: str
     title: str
-    svg: str
+    source: str | Callable[[], str]
     description: str = ""
+
+    @property
+    def svg(self) -> str:
+        """The SVG text, drawn on first use."""
+        if callable(self.source):
+            object.__setattr__(self, "source", self.source())
+        assert isinstance(self.source, str)
+        return self.source
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Figure):
+            return NotImplemented
+        return (self.name, self.title, self.svg, self.description) == (
+            other.name,
+            other.title,
+            other.svg,
+            other.description,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # equal figures may be drawn at different times
+
+    @property
+    def drawn(self) -> bool:
+        """True once the SVG exists (given as text, or drawn by :attr:`svg`)."""
+        return isinstance(self.source, str)
 
     def to_json(self) -> dict[str, Any]:
         return {

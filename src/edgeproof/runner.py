@@ -8,11 +8,12 @@ duration; the report carries the seed, the versions and the thread count.
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -22,13 +23,23 @@ import numpy as np
 from edgeproof.checks import available_checks, get_check
 from edgeproof.checks.base import AuditContext, Check, seed_everything
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import SpecError, UserError
+from edgeproof.errors import OptionError, SpecError, UserError, param, render_text
 from edgeproof.models.loaded import LoadedModel
+from edgeproof.options import positive_int
 from edgeproof.report.report import Report
 from edgeproof.results import CheckResult
-from edgeproof.spec import InputKind, InputSpec, Norm, ThreatModel
+from edgeproof.runtime.threads import resolve_threads, torch_threads
+from edgeproof.spec import (
+    DomainSource,
+    InputKind,
+    InputSpec,
+    Norm,
+    ThreatModel,
+    check_feature_bounds,
+    inferred_feature_bounds,
+)
 
-__all__ = ["PlannedCheck", "audit", "plan_checks", "resolve_threat"]
+__all__ = ["PlannedCheck", "audit", "plan_checks", "resolve_threat", "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -56,34 +67,45 @@ def resolve_threat(
     kind: InputKind | None = None,
     norm: Norm = "linf",
     eps: Sequence[float] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    feature_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> ThreatModel:
     """Build the one ThreatModel every check shares.
 
     Precedence for each field: explicit argument (a CLI flag) > model metadata > data.
     The data must fit the spec: a shape or class-count disagreement is a :class:`SpecError`.
+    ``mean``/``std`` (given together): the model expects ``(x − mean) / std`` per channel,
+    applied outside it (:attr:`InputSpec.outside_normalization`); data, domain and ε stay raw.
+    An explicit ``shape`` or ``domain`` that is itself invalid is an :class:`OptionError`
+    naming the parameter.
+
+    ``feature_bounds`` (lo, hi per feature or channel, raw units): the features live on
+    different scales; the audit then runs in fractions of each feature's range
+    (:attr:`InputSpec.feature_bounds`), and ε is a fraction of each range. Without a declared
+    domain, bounds or model metadata, tabular and time-series data get per-feature bounds
+    inferred from their own min/max (and the report says they were inferred); images get one
+    range.
     """
+    if shape is not None:
+        shape = _check_shape(shape)
+    if domain is not None:
+        domain = _check_domain(domain)
+    if (mean is None) != (std is None):
+        given, missing = ("mean", "std") if std is None else ("std", "mean")
+        raise SpecError(
+            f"{param(given)} was given without {param(missing)}; the normalisation outside the "
+            f"model needs both, e.g. {param('mean')} 0.1307 {param('std')} 0.3081"
+        )
     base = model.spec
     if shape is None:
         shape = (
             base.shape if base is not None else (data.sample_shape if data is not None else None)
         )
-    if shape is None and model.can_forward:
-        raise SpecError(
-            f"{model.name}: the input shape is unknown (no metadata and no data); "
-            "pass --shape, e.g. --shape 3,32,32"
-        )
     if shape is None:
-        shape = ()  # weights only, no data: only data-free checks run; none needs an input
-    if domain is None:
-        if base is not None:
-            domain = base.domain
-        elif data is not None and data.domain is not None:
-            domain = data.domain
-        elif data is not None:
-            lo, hi = float(data.x.min()), float(data.x.max())
-            domain = (lo, hi if hi > lo else lo + 1.0)
-        else:
-            domain = (0.0, 1.0)
+        # no metadata and no data: the data-free checks run; a check that needs an input says
+        # so in its skip reason (Check.skip_reason)
+        shape = ()
     if kind is None:
         if base is not None:
             kind = base.kind
@@ -91,6 +113,43 @@ def resolve_threat(
             kind = cast(InputKind, data.kind)
         else:
             kind = _kind_of(tuple(shape))
+    bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    source: DomainSource = "declared"
+    if feature_bounds is not None:
+        bounds = check_feature_bounds(
+            (
+                tuple(float(v) for v in feature_bounds[0]),
+                tuple(float(v) for v in feature_bounds[1]),
+            ),
+            tuple(shape),
+        )
+    elif domain is None:
+        if base is not None:
+            domain, bounds = base.domain, base.feature_bounds
+            # a range the training data only suggested stays a suggestion: widened below
+            source = "inferred" if base.domain_source == "inferred" else "metadata"
+        elif data is not None and data.domain is not None:
+            domain, source = data.domain, "data"
+        elif data is not None and kind in ("tabular", "timeseries") and data.x.ndim >= 2:
+            bounds, source = inferred_feature_bounds(data.x), "inferred"
+        elif data is not None:
+            lo, hi = float(data.x.min()), float(data.x.max())
+            domain, source = (lo, hi if hi > lo else lo + 1.0), "inferred"
+        else:
+            domain, source = (0.0, 1.0), "default"
+    if source == "inferred" and base is not None and data is not None and data.x.size:
+        # inferred from the training data: the evaluation data may reach a little further
+        if bounds is not None and data.x.ndim >= 2 and data.x.shape[1] == len(bounds[0]):
+            seen = inferred_feature_bounds(data.x)
+            bounds = (
+                tuple(min(a, b) for a, b in zip(bounds[0], seen[0])),
+                tuple(max(a, b) for a, b in zip(bounds[1], seen[1])),
+            )
+        elif bounds is None and domain is not None:
+            domain = (min(domain[0], float(data.x.min())), max(domain[1], float(data.x.max())))
+    if bounds is not None:
+        domain = (0.0, 1.0)
+    assert domain is not None
     resolved_kind: InputKind = kind
     num_classes = base.num_classes if base is not None else None
     class_names = base.class_names if base is not None else None
@@ -98,7 +157,7 @@ def resolve_threat(
         if data.sample_shape != tuple(shape):
             raise SpecError(
                 f"{data.name}: samples have shape {list(data.sample_shape)} but the model expects "
-                f"{list(shape)}; reshape the data or pass --shape"
+                f"{list(shape)}; reshape the data or pass {param('shape')}"
             )
         if num_classes is not None and data.num_classes > num_classes:
             raise SpecError(
@@ -115,12 +174,50 @@ def resolve_threat(
         normalization=base.normalization if base is not None else None,
         num_classes=num_classes,
         class_names=class_names,
+        domain_source=source,
+        feature_bounds=bounds,
+        outside_normalization=(
+            (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+            if mean is not None and std is not None
+            else base.outside_normalization
+            if base is not None
+            else None
+        ),
     )
     if eps is None:
         eps = tuple(round(f * spec.range, 6) for f in (0.01, 0.03, 0.1))
         if norm == "l2":
             eps = tuple(round(e * spec.numel**0.5 / 4, 6) for e in eps)
     return ThreatModel(input=spec, norm=norm, eps=tuple(eps))
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    from edgeproof import limits
+
+    dims = tuple(shape)
+    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise OptionError(
+            "shape", f"{list(dims)} is not a sample shape", "give positive integers, e.g. 3,32,32"
+        )
+    numel = math.prod(dims)
+    cap = limits.current().max_sample_elements
+    if numel > cap:
+        raise OptionError(
+            "shape",
+            f"{list(dims)} has {numel:,} values per sample, over max_sample_elements={cap:,}",
+            limits.how_to_raise("max_sample_elements"),
+        )
+    return dims
+
+
+def _check_domain(domain: Sequence[float]) -> tuple[float, float]:
+    values = tuple(domain)
+    ok = len(values) == 2 and all(isinstance(v, (int, float)) for v in values)
+    if not ok or not all(math.isfinite(v) for v in values) or not values[0] < values[1]:
+        raise OptionError(
+            "domain", f"{list(values)} is not a domain", "give two finite numbers lo < hi"
+        )
+    return float(values[0]), float(values[1])
 
 
 def _probe(model: LoadedModel, threat: ThreatModel, data: Dataset | None) -> None:
@@ -138,7 +235,7 @@ def _probe(model: LoadedModel, threat: ThreatModel, data: Dataset | None) -> Non
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError(
             f"{model.name}: an input of shape {list(spec.shape)} does not fit the model "
-            f"({first[:200]}); pass --shape or data of the right shape"
+            f"({first[:200]}); pass {param('shape')} or data of the right shape"
         ) from None
     if out.ndim != 2 or out.shape[0] != 1:
         raise SpecError(
@@ -202,13 +299,24 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
         yield bar
 
 
-def _run_one(check: Check, ctx: AuditContext) -> CheckResult:
+def _run_one(
+    check: Check,
+    ctx: AuditContext,
+    threads: int | None = None,
+    name_of: Callable[[str], str] | None = None,
+) -> CheckResult:
     t0 = time.perf_counter()
     seed_everything(ctx.seed)
     try:
-        result = check.run(ctx)
+        with torch_threads(resolve_threads(threads, parallel=check.parallel)):
+            result = check.run(ctx)
+        # findings and the summary name library parameters as the caller wants them named
+        result.findings = [
+            replace(f, message=render_text(f.message, name_of)) for f in result.findings
+        ]
+        result.summary = render_text(result.summary, name_of)
     except UserError as exc:
-        result = check.new_result(status="error", error=str(exc))
+        result = check.new_result(status="error", error=exc.render(name_of))
     except Exception as exc:  # a crashing check is recorded; the others still run
         result = check.new_result(
             status="error",
@@ -217,6 +325,40 @@ def _run_one(check: Check, ctx: AuditContext) -> CheckResult:
         )
     result.duration_s = time.perf_counter() - t0
     return result
+
+
+def run_checks(
+    checks: Sequence[Check],
+    ctx: AuditContext,
+    *,
+    threads: int | None = None,
+    progress: bool = False,
+    name_of: Callable[[str], str] | None = None,
+) -> list[CheckResult]:
+    """Plan ``checks`` on ``ctx`` and run each that can run, in isolation: the one runner loop
+    behind :func:`audit` and the compression ledger's re-audit of every candidate.
+
+    A check that cannot run is ``skipped`` with its reason; one that refuses its input
+    (:class:`~edgeproof.errors.UserError`) or crashes is ``error`` (a crash keeps its traceback,
+    :attr:`CheckResult.crashed`); the others still run. Each runs seeded from ``ctx.seed`` with
+    its thread count (:func:`~edgeproof.runtime.threads.resolve_threads`).
+    """
+    results: list[CheckResult] = []
+    with _progress_bar(progress) as bar:
+        for p in plan_checks(checks, ctx):
+            if p.skip_reason is not None:
+                reason = render_text(p.skip_reason, name_of)
+                results.append(p.check.new_result(status="skipped", skip_reason=reason))
+                continue
+            if bar is not None:
+                task = bar.add_task(p.check.name, total=None)
+                ctx.progress = _RichProgress(bar, task)
+            res = _run_one(p.check, ctx, threads, name_of)
+            if bar is not None:
+                status = {"ok": "[green]ok", "error": "[red]error"}.get(res.status, res.status)
+                bar.update(task, description=f"{p.check.name} {status}", total=1, completed=1)
+            results.append(res)
+    return results
 
 
 def audit(
@@ -228,10 +370,19 @@ def audit(
     seed: int = 0,
     out_dir: str | Path | None = None,
     batch_size: int = 256,
+    threads: int | None = None,
     progress: bool = False,
     baseline: Report | None = None,
+    name_of: Callable[[str], str] | None = None,
 ) -> Report:
     """Audit ``model`` on ``data`` with ``checks`` (names or Check objects; default: all).
+
+    ``name_of``: how the report's messages (skip reasons, a check's refusal of its input) name
+    a library parameter (default: by its name; the CLI names its flags instead).
+
+    ``threads``: the CPU threads every check may use; by default each check runs on one thread
+    unless it gains from more (:attr:`Check.parallel`, :func:`~edgeproof.runtime.threads.
+    resolve_threads`).
 
     ``baseline``: the report of an earlier (sealed, known-good) audit of the same model family;
     per-class accuracy shifts beyond their confidence intervals while overall accuracy holds are
@@ -241,10 +392,14 @@ def audit(
     (see :func:`edgeproof.report.files.write_report`).
     """
     t_start = time.perf_counter()
+    batch_size = positive_int("batch_size", batch_size)
     if data is not None:
         data.validate()
     if threat is None:
         threat = resolve_threat(model, data)
+    model = model.for_spec(threat.input)
+    if data is not None:
+        data = data.in_units_of(threat.input)
     _probe(model, threat, data)
     if checks is None:
         checks = available_checks()
@@ -257,21 +412,7 @@ def audit(
         out_dir=None if out_dir is None else Path(out_dir),
         batch_size=batch_size,
     )
-    planned = plan_checks(instances, ctx)
-    results: list[CheckResult] = []
-    with _progress_bar(progress) as bar:
-        for p in planned:
-            if p.skip_reason is not None:
-                results.append(p.check.new_result(status="skipped", skip_reason=p.skip_reason))
-                continue
-            if bar is not None:
-                task = bar.add_task(p.check.name, total=None)
-                ctx.progress = _RichProgress(bar, task)
-            res = _run_one(p.check, ctx)
-            if bar is not None:
-                status = {"ok": "[green]ok", "error": "[red]error"}.get(res.status, res.status)
-                bar.update(task, description=f"{p.check.name} {status}", total=1, completed=1)
-            results.append(res)
+    results = run_checks(instances, ctx, threads=threads, progress=progress, name_of=name_of)
     if baseline is not None:
         results.append(_baseline_result(baseline, results))
     model_info: dict[str, Any] = {

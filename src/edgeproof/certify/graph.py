@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from edgeproof.certify import ops as O
-from edgeproof.errors import InternalError, OptionError
+from edgeproof.errors import InternalError, ModelError, OptionError
+from edgeproof.models.modules import eval_mode, is_scripted, set_training
 
 __all__ = [
     "BoundGraph",
@@ -490,6 +491,23 @@ def _merge_elementwise(g: BoundGraph) -> BoundGraph:
 # Entry point
 
 
+def _has_scripted(module: nn.Module) -> bool:
+    return any(is_scripted(m) for m in module.modules())
+
+
+def _capture(module: nn.Module, example: Tensor) -> tuple[fx.GraphModule, str]:
+    """The module's graph: by ``torch.fx`` symbolic tracing; a module that is or holds
+    TorchScript (which fx cannot trace and ``torch.export`` does not take) by recording the ATen
+    operations its interpreter dispatches on ``example`` (``make_fx``, concrete shapes: the
+    builders read per-sample shapes from the example, whose batch is ``_EXAMPLE_BATCH``)."""
+    if _has_scripted(module):
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        with torch.no_grad():
+            return make_fx(module)(example), "torchscript"
+    return fx.GraphModule(module, _Tracer().trace(module)), "fx"
+
+
 def trace(
     module: nn.Module,
     input_shape: Sequence[int],
@@ -518,14 +536,13 @@ def trace(
             "input_shape", f"{list(shape)} is not a valid per-sample shape", "give e.g. (1, 28, 28)"
         )
     was_training = module.training
-    module.eval()
+    eval_mode(module)
     try:
         dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
         gen = torch.Generator().manual_seed(0)
         example = torch.rand((_EXAMPLE_BATCH, *shape), generator=gen, dtype=dtype)
         try:
-            gm: fx.GraphModule = fx.GraphModule(module, _Tracer().trace(module))
-            source = "fx"
+            gm, source = _capture(module, example)
         except Exception as fx_error:  # fx raises many types for untraceable code
             try:
                 ep = torch.export.export(module, (example,))
@@ -546,6 +563,11 @@ def trace(
         with torch.no_grad():
             want = module(example)
             got = graph.forward(example)
+        if isinstance(want, Tensor) and not bool(torch.isfinite(want).all()):
+            raise ModelError(
+                "the model returns NaN or Inf on inputs inside its domain (broken weights?); "
+                "nothing can be certified about it: check the weights file"
+            )
         if not isinstance(want, Tensor) or want.shape != got.shape:
             raise InternalError(
                 f"bound graph output shape {list(got.shape)} differs from the model's"
@@ -559,7 +581,7 @@ def trace(
             )
         return graph
     finally:
-        module.train(was_training)
+        set_training(module, was_training)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1170,6 +1192,20 @@ def _register_builtins() -> None:
     for t in (F.max_pool1d, F.max_pool2d, aten.max_pool1d, aten.max_pool2d):
         register_function(t, maxpool_f)
 
+    def maxpool_indices_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        # ATen's pooling with indices (what TorchScript dispatches for MaxPool2d): the values
+        # are bounded; the indices (unused by the models this sees) are not a tensor we bound
+        x = _need_var(b, args[0])
+        k = _arg(args, kwargs, 1, "kernel_size")
+        st = _arg(args, kwargs, 2, "stride")
+        pad = _arg(args, kwargs, 3, "padding", 0)
+        dil = _arg(args, kwargs, 4, "dilation", 1)
+        ceil = bool(_arg(args, kwargs, 5, "ceil_mode", False))
+        return (_maxpool(b, x, k, st, pad, dil, ceil), None)
+
+    for t in (aten.max_pool1d_with_indices, aten.max_pool2d_with_indices):
+        register_function(t, maxpool_indices_f)
+
     # --- linear layers
     def linear_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
         return _dense(
@@ -1261,6 +1297,15 @@ def _register_builtins() -> None:
         return (out, None, None)
 
     register_function(aten._native_batch_norm_legit_no_training, aten_bn_legit)
+
+    def aten_native_bn(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        # native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum,
+        # eps) -> (out, save_mean, save_invstd); what TorchScript dispatches for BatchNorm
+        x = _need_var(b, args[0])
+        out = _batchnorm(b, x, args[3], args[4], args[1], args[2], float(args[7]), bool(args[5]))
+        return (out, None, None)
+
+    register_function(aten.native_batch_norm, aten_native_bn)
 
     def size_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
         x = _need_var(b, args[0])

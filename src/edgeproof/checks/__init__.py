@@ -1,61 +1,126 @@
 """Checks: one module per analysis, registered by name.
 
 ``available_checks()`` lists the registered names in report order; ``get_check(name, **settings)``
-builds one. Third-party checks register with :func:`register_check`.
+builds one; ``check_info(name)`` says what a check needs without importing it (the built-in
+checks are described by :data:`edgeproof.checks.builtin.BUILTIN_CHECKS` and imported on first
+use). Third-party checks register with :func:`register_check`.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from edgeproof.checks.base import AuditContext, Check, FunctionCheck
 from edgeproof.errors import OptionError
 
+if TYPE_CHECKING:
+    from edgeproof.checks.base import Check
+
 __all__ = [
-    "AuditContext",
-    "Check",
-    "FunctionCheck",
+    "CheckInfo",
     "available_checks",
+    "check_class",
+    "check_info",
     "get_check",
     "register_check",
 ]
 
-_REGISTRY: dict[str, Callable[..., Check]] = {}
+
+@dataclass(frozen=True)
+class CheckInfo:
+    """A check's identity and needs, readable without importing its module.
+
+    ``target`` is ``"package.module:ClassName"``; the conformance suite checks that the class's
+    own attributes say the same.
+    """
+
+    name: str
+    title: str
+    target: str
+    needs_data: bool = False
+    needs_forward: bool = True
+    needs_gradients: bool = False
+    needs_architecture: bool = False
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        flags = (
+            ("data", self.needs_data),
+            ("forward", self.needs_forward),
+            ("gradients", self.needs_gradients),
+            ("architecture", self.needs_architecture),
+        )
+        return tuple(n for n, f in flags if f)
+
+
+_INFO: dict[str, CheckInfo] = {}
+_FACTORIES: dict[str, Callable[..., Check]] = {}
+_loaded = False
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from edgeproof.checks.builtin import BUILTIN_CHECKS
+
+    for info in BUILTIN_CHECKS:
+        _INFO.setdefault(info.name, info)
 
 
 def register_check(name: str, factory: Callable[..., Check]) -> None:
-    """Register a check class (or factory) under ``name``; later registrations replace earlier."""
-    _REGISTRY[name] = factory
+    """Register a check class (or factory) under ``name``; later registrations replace earlier.
+
+    A factory that is not a :class:`~edgeproof.checks.base.Check` subclass is described by the
+    attributes of the instance it builds with no settings.
+    """
+    _load_builtin()
+    from edgeproof.checks.base import Check
+
+    probe: Any = factory if isinstance(factory, type) and issubclass(factory, Check) else factory()
+    _INFO[name] = CheckInfo(
+        name=name,
+        title=str(getattr(probe, "title", name)),
+        target=f"{factory.__module__}:{getattr(factory, '__qualname__', name)}",
+        needs_data=bool(probe.needs_data),
+        needs_forward=bool(probe.needs_forward),
+        needs_gradients=bool(probe.needs_gradients),
+        needs_architecture=bool(probe.needs_architecture),
+    )
+    _FACTORIES[name] = factory
 
 
 def available_checks() -> list[str]:
     """Names of all registered checks, in report order."""
     _load_builtin()
-    return list(_REGISTRY)
+    return list(_INFO)
+
+
+def check_info(name: str) -> CheckInfo:
+    """What check ``name`` is and needs (no import of its module)."""
+    _load_builtin()
+    try:
+        return _INFO[name]
+    except KeyError:
+        raise OptionError(
+            "checks", f"unknown check {name!r}", f"choose from {', '.join(_INFO)}"
+        ) from None
+
+
+def check_class(name: str) -> Callable[..., Check]:
+    """The class (or factory) registered as ``name``, importing its module on first use."""
+    info = check_info(name)
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        module, _, attr = info.target.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+        _FACTORIES[name] = factory
+    return factory
 
 
 def get_check(name: str, **settings: Any) -> Check:
     """Instantiate the registered check ``name`` with ``settings``."""
-    _load_builtin()
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise OptionError(
-            "--checks",
-            f"unknown check {name!r}",
-            f"choose from {', '.join(_REGISTRY)}",
-        ) from None
-    return factory(**settings)
-
-
-_loaded = False
-
-
-def _load_builtin() -> None:
-    """Import the built-in check modules once (each registers itself on import)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    from edgeproof.checks import builtin  # noqa: F401
+    return check_class(name)(**settings)

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 
 from edgeproof.data.dataset import Dataset
+from edgeproof.errors import ModelError, param
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.results import CheckResult
 from edgeproof.spec import ThreatModel
@@ -103,11 +104,22 @@ class AuditContext:
         return g
 
     def clean_logits(self) -> np.ndarray:
-        """Logits of the model on the whole dataset, computed once per audit."""
+        """Logits of the model on the whole dataset, computed once per audit.
+
+        Raises :class:`~edgeproof.errors.ModelError` when some record's logits are NaN or Inf:
+        no prediction, probability or gradient is defined for it, whatever the check.
+        """
         if "clean_logits" not in self.cache:
             data = self.require_data()
             self.cache["clean_logits"] = self.model.predict_logits(data.x, self.batch_size)
         out: np.ndarray = self.cache["clean_logits"]
+        bad = int((~np.isfinite(out).all(axis=1)).sum()) if out.size else 0
+        if bad:
+            raise ModelError(
+                f"{self.model.name}: {bad} of {out.shape[0]} records give NaN or Inf logits, so "
+                "their prediction is undefined; the model's output is broken (check its weights "
+                "for NaN/Inf and that the data is in the model's input domain)"
+            )
         return out
 
 
@@ -129,6 +141,12 @@ class Check(ABC):
     needs_architecture: bool = False
     #: the one to three metric names a reader acts on, shown first in the report
     headline: tuple[str, ...] = ()
+    #: settings that make the check quick on a small model (the conformance suite runs every
+    #: check with them; also a starting point for a fast preview)
+    quick_settings: ClassVar[Mapping[str, Any]] = {}
+    #: the check's work was measured to run faster on more threads: with no ``threads`` given,
+    #: the runner lets it use every core (others run on one thread)
+    parallel: bool = False
 
     def __init__(self, **settings: Any) -> None:
         self.settings: dict[str, Any] = dict(settings)
@@ -140,9 +158,14 @@ class Check(ABC):
         """
         m = ctx.model
         if self.needs_data and ctx.data is None:
-            return "needs labelled data (pass --data)"
+            return f"needs labelled data (pass {param('data')})"
         if self.needs_forward and not m.can_forward:
-            return "needs a runnable model, but only weights were given (pass --arch)"
+            return f"needs a runnable model, but only weights were given (pass {param('arch')})"
+        if self.needs_forward and not ctx.threat.input.shape_known:
+            return (
+                "needs the input shape, which neither the model's metadata nor data give "
+                f"(pass {param('shape')}, e.g. {param('shape')} 3,32,32)"
+            )
         if self.needs_gradients and not m.has_gradients:
             return f"needs gradients, which a {m.format} model does not provide"
         if self.needs_architecture and not m.has_architecture:

@@ -9,9 +9,9 @@ copy of the model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,7 +30,6 @@ from edgeproof.methods.dnl import (
     select_flips,
     validate_budget,
 )
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Interval, JSONScalar, Metric, Table
 
 __all__ = ["DEFAULT_BUDGETS", "BitflipCheck"]
@@ -51,6 +50,13 @@ class BitflipCheck(Check):
 
     name = "bitflip"
     title = "Sign-bit flip fragility (Deep Neural Lesion)"
+    headline = ("dnl_ar_10", "onep_dnl_ar_10", "random_ar_10")
+    quick_settings: ClassVar[Mapping[str, Any]] = {
+        "random_seeds": 2,
+        "eval_samples": 48,
+        "noise_samples": 32,
+        "budgets": (1e-3,),
+    }
     description = (
         "Data-free sign-flip attack on the largest/most sensitive weights (Galil et al. 2025, "
         "DNL and 1P-DNL) against random flips, and the effect of protecting top-scored bits."
@@ -69,12 +75,12 @@ class BitflipCheck(Check):
         protect_budget: float = 1e-4,
     ) -> None:
         for b in budgets:
-            validate_budget(b, "--budgets")
+            validate_budget(b, "bitflip.budgets")
         validate_budget(protect_budget)
         if max_k < 1:
-            raise OptionError("--max-k", f"{max_k} flips", "use 1 or more")
+            raise OptionError("bitflip.max_k", f"{max_k} flips", "use 1 or more")
         if num_layers < 1:
-            raise OptionError("--num-layers", f"{num_layers} layers", "use 1 or more")
+            raise OptionError("bitflip.num_layers", f"{num_layers} layers", "use 1 or more")
         super().__init__(
             num_layers=num_layers,
             max_k=max_k,
@@ -102,7 +108,7 @@ class BitflipCheck(Check):
         spec = ctx.model.spec or ctx.threat.input
         if ctx.data is not None:
             n = min(self.eval_samples, len(ctx.data))
-            x = torch.as_tensor(ctx.data.x[:n])
+            x = ctx.model.preprocess(torch.as_tensor(ctx.data.x[:n]))
             y = torch.as_tensor(ctx.data.y[:n])
             clean_acc = float((_forward(module, x, ctx.batch_size).argmax(1) == y).float().mean())
 
@@ -121,6 +127,7 @@ class BitflipCheck(Check):
         g = ctx.generator(salt=0xB17)
         lo, hi = spec.domain
         x = lo + (hi - lo) * torch.rand((self.noise_samples, *spec.shape), generator=g)
+        x = ctx.model.preprocess(x)
         clean = _forward(module, x, ctx.batch_size)
 
         def disruption(m: nn.Module) -> float:
@@ -136,9 +143,10 @@ class BitflipCheck(Check):
         return disruption, "top-1 change", info
 
     def run(self, ctx: AuditContext) -> CheckResult:
-        module = ctx.model.module
-        assert module is not None  # needs_gradients guarantees a module
-        module = module.eval()
+        # the user's network (outside normalisation applied to its inputs below), so that the
+        # flipped tensors carry the model's own parameter names
+        module = ctx.model.network
+        assert module is not None  # needs_gradients guarantees a module (loaded in eval mode)
         spec = ctx.model.spec or ctx.threat.input
         res = self.new_result()
         damage, label, info = self._damage(ctx, module)
@@ -310,18 +318,27 @@ class BitflipCheck(Check):
 def _curve_figure(
     ks: list[int], curves: dict[str, list[float]], sd: np.ndarray, label: str
 ) -> Figure:
-    fig, ax = new_figure(5.0, 3.0)
-    for key, style in (("DNL", "o-"), ("1P-DNL", "s-"), ("random (mean)", "^--")):
-        ax.plot(ks, curves[key], style, label=key, ms=3)
-    r = np.array(curves["random (mean)"])
-    ax.fill_between(ks, r - sd, r + sd, color="grey", alpha=0.2)
-    ax.set_xlabel("number of sign flips k")
-    ax.set_ylabel(f"{label} (%)")
-    ax.set_ylim(bottom=min(0.0, float(np.nanmin(r - sd))) if len(r) else 0.0)
-    ax.legend(fontsize=7)
+    def draw() -> str:
+        from edgeproof.report.charts import Axis, Chart
+        from edgeproof.report.charts.colors import BLUE, GREY, ORANGE
+
+        r = np.array(curves["random (mean)"], dtype=float)
+        chart = Chart(
+            600,
+            340,
+            x=Axis("number of sign flips k", integer=True),
+            y=Axis(f"{label} (%)"),
+        )
+        chart.band(ks, r - sd, r + sd, color=GREY, opacity=0.22, label="random: ±1 sd over seeds")
+        chart.line(ks, r, color=GREY, dash="dashed", marker="triangle", label="random (mean)")
+        chart.line(ks, curves["DNL"], color=BLUE, marker="circle", label="DNL")
+        chart.line(ks, curves["1P-DNL"], color=ORANGE, marker="square", label="1P-DNL")
+        chart.legend(order=("DNL", "1P-DNL", "random (mean)"))
+        return chart.svg()
+
     return Figure(
         "curve",
         f"{label} vs number of sign flips",
-        svg_of(fig),
+        draw,
         "DNL / 1P-DNL targeted flips vs random flips (band: ±1 sd over seeds)",
     )

@@ -29,16 +29,17 @@ netcal issue #48); the tests check that over- and under-confident logits move T 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from edgeproof.checks.base import AuditContext, Check
-from edgeproof.errors import CheckFailed, OptionError
+from edgeproof.errors import OptionError
 from edgeproof.methods.stats import bootstrap_interval
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = [
@@ -150,7 +151,10 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
     lo, hi = np.log(T_BOUNDS[0]), np.log(T_BOUNDS[1])
     res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
-    return float(np.exp(res.x))
+    # perfectly separated records: the NLL falls all the way to the lower bound, and so flatly
+    # that Brent stops anywhere near it; the bound itself is the minimiser, deterministically
+    best = min((float(res.x), lo, hi), key=nll)
+    return float(np.exp(best))
 
 
 class CalibrationCheck(Check):
@@ -165,6 +169,8 @@ class CalibrationCheck(Check):
 
     name = "calibration"
     title = "Calibration"
+    headline = ("ece", "ece_after_temperature", "nll")
+    quick_settings: ClassVar[Mapping[str, Any]] = {"resamples": 20}
     description = "Whether predicted confidence matches accuracy; temperature scaling."
     needs_data = True
 
@@ -189,15 +195,9 @@ class CalibrationCheck(Check):
         logits = ctx.clean_logits().astype(np.float64)
         y = data.y
         n = int(y.shape[0])
-        bad = int((~np.isfinite(logits).all(axis=1)).sum())
-        if bad:
-            raise CheckFailed(
-                f"{bad} of {n} records give NaN or Inf logits, so no probability is defined; "
-                "the model's output is broken (check its weights and input domain)"
-            )
         if logits.shape[1] <= int(y.max()):
             raise OptionError(
-                "--data",
+                "data",
                 f"labels go up to {int(y.max())} but the model has {logits.shape[1]} outputs",
                 "use data whose labels match the model's classes",
             )
@@ -448,44 +448,64 @@ class CalibrationCheck(Check):
         return out
 
     def _diagram(self, stats: BinStats, ece: float) -> Figure:
-        fig, ax = new_figure(4.6, 4.6)
-        ax.remove()
-        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-        width = stats.upper - stats.lower
-        has = stats.count > 0
-        top.bar(
-            stats.lower[has],
-            stats.accuracy[has],
-            width=width[has],
-            align="edge",
-            color="#4C72B0",
-            edgecolor="white",
-            label="accuracy",
-        )
-        top.bar(
-            stats.lower[has],
-            (stats.confidence - stats.accuracy)[has],
-            bottom=stats.accuracy[has],
-            width=width[has],
-            align="edge",
-            color="#DD8452",
-            alpha=0.45,
-            edgecolor="white",
-            label="gap to confidence",
-        )
-        top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
-        top.set_ylim(0, 1)
-        top.set_ylabel("accuracy in bin")
-        top.legend(loc="upper left", frameon=False)
-        top.set_title(f"ECE {ece:.3f}")
-        bottom.bar(stats.lower, stats.count, width=width, align="edge", color="#55A868")
-        bottom.set_xlim(0, 1)
-        bottom.set_xlabel("top-label confidence")
-        bottom.set_ylabel("records")
+        def draw() -> str:
+            from edgeproof.report.charts import Axis, Chart, Panels
+            from edgeproof.report.charts.colors import BLUE, GREY, SKY, VERMILLION
+
+            has = stats.count > 0
+            lo, hi = stats.lower[has], stats.upper[has]
+            acc, conf, n = stats.accuracy[has], stats.confidence[has], stats.count[has]
+            width = hi - lo
+            tips = [
+                f"confidence {a:.2f}–{b:.2f}: {int(c)} records, accuracy {p:.3f}, "
+                f"mean confidence {q:.3f}"
+                for a, b, c, p, q in zip(lo, hi, n, acc, conf)
+            ]
+            top = Chart(
+                560,
+                310,
+                x=Axis(limits=(0.0, 1.0)),
+                y=Axis("accuracy in bin", limits=(0.0, 1.0)),
+                title=f"ECE {ece:.3f}",
+            )
+            top.bars(lo, acc, width=width, align="edge", color=BLUE, label="accuracy",
+                     tooltips=tips)  # fmt: skip
+            over, under = conf > acc, acc > conf
+            top.bars(
+                lo[over],
+                (conf - acc)[over],
+                width=width[over],
+                align="edge",
+                bottom=acc[over],
+                color=VERMILLION,
+                label="gap: over-confident",
+            )
+            top.bars(
+                lo[under],
+                (acc - conf)[under],
+                width=width[under],
+                align="edge",
+                bottom=conf[under],
+                color=SKY,
+                label="gap: under-confident",
+            )
+            top.line([0.0, 1.0], [0.0, 1.0], color=GREY, width=1.0, dash="dashed",
+                     label="perfect calibration")  # fmt: skip
+            bottom = Chart(
+                560,
+                150,
+                x=Axis("top-label confidence", limits=(0.0, 1.0)),
+                y=Axis("records", scale="log", limits=(0.5, None)),
+            )
+            bottom.bars(lo, n, width=width, align="edge", bottom=None, color=GREY, tooltips=tips)
+            return Panels([top, bottom]).svg()
+
         return Figure(
             "reliability_diagram",
             "Reliability diagram",
-            svg_of(fig),
-            description="per-bin accuracy against confidence (diagonal = perfectly calibrated), "
-            "and the number of records per bin (same bins)",
+            draw,
+            description="per-bin accuracy against mean confidence (diagonal = perfectly "
+            "calibrated); the gap is vermillion where confidence exceeds accuracy (over-confident) "
+            "and light blue where accuracy exceeds confidence (under-confident); below, the "
+            "records per bin (same bins, log scale)",
         )

@@ -10,8 +10,8 @@ attack could not break (PGD robust accuracy). Verified accuracies carry Wilson i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import nn
@@ -21,9 +21,8 @@ from edgeproof.certify.graph import BoundGraph, Builder, register_module
 from edgeproof.certify.ops import UniformQuantizer
 from edgeproof.checks.adversarial import attack_data
 from edgeproof.checks.base import AuditContext, Check
-from edgeproof.errors import OptionError
+from edgeproof.errors import ModelError, OptionError
 from edgeproof.methods.stats import wilson_interval
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = ["CertifyCheck"]
@@ -32,7 +31,7 @@ _GRAPH_KEY = "certify:graph"
 
 
 def _register_compress_quantizers(module: nn.Module) -> None:
-    """Bound edgeproof's own activation fake-quantizers (``compress.quantize.ActFakeQuant`` and
+    """Bound edgeproof's own activation fake-quantizers (``compress.simulate.ActFakeQuant`` and
     the ledger's ``StraightThrough`` wrapper) as uniform quantizers, imported only when the
     model contains them."""
     names = {
@@ -42,8 +41,8 @@ def _register_compress_quantizers(module: nn.Module) -> None:
     }
     if not names & {"ActFakeQuant", "StraightThrough"}:
         return
-    from edgeproof.compress.ledger import StraightThrough
-    from edgeproof.compress.quantize import ActFakeQuant
+    from edgeproof.compress.reaudit import StraightThrough
+    from edgeproof.compress.simulate import ActFakeQuant
 
     def fake_quant(b: Builder, m: nn.Module, args: list[Any]) -> Any:
         fq = m.fq if isinstance(m, StraightThrough) else m
@@ -85,6 +84,11 @@ class CertifyCheck(Check):
     needs_gradients = True
     needs_architecture = True
     headline = ("verified_accuracy", "verification_gap")
+    quick_settings: ClassVar[Mapping[str, Any]] = {
+        "methods": ("ibp", "crown"),
+        "max_samples": 16,
+        "pgd_steps": 10,
+    }
 
     def __init__(
         self,
@@ -142,12 +146,12 @@ class CertifyCheck(Check):
         reason = super().skip_reason(ctx)
         if reason is not None:
             return reason
-        if not ctx.threat.input.shape_known:
-            return "needs the input shape (pass data or --input-shape)"
         try:
             self._graph(ctx)
         except OptionError as exc:
             return f"the bound engine cannot bound this model ({exc})"
+        except ModelError:
+            return None  # broken weights: run() raises it again, recorded as this check's error
         return None
 
     def run(self, ctx: AuditContext) -> CheckResult:
@@ -155,7 +159,7 @@ class CertifyCheck(Check):
         graph = self._graph(ctx)
         eps = tuple(ctx.threat.eps)
         result = certify_model(
-            ad.model,
+            ad.gradient_model(),
             ad.x,
             ad.y,
             ctx.threat.input,
@@ -367,28 +371,53 @@ class CertifyCheck(Check):
 
 
 def _figure(result: CertifyResult, level: float) -> Figure:
-    fig, ax = new_figure(5.5, 3.4)
-    eps = np.array(result.eps)
     n = max(1, result.n)
+    labels = [f"{e:g}" for e in result.eps]
     ver = np.array([r.count("verified") for r in result.per_eps]) / n
     fal = np.array([r.count("falsified") for r in result.per_eps]) / n
     unk = np.array([r.count("unknown") for r in result.per_eps]) / n
-    x = np.arange(eps.size)
-    ax.bar(x, ver, color="tab:green", label="verified")
-    ax.bar(x, unk, bottom=ver, color="tab:gray", alpha=0.6, label="unknown")
-    ax.bar(x, fal, bottom=ver + unk, color="tab:red", alpha=0.8, label="falsified")
-    for m in result.methods:
-        acc = [float(r.methods[m].verified.sum()) / n for r in result.per_eps]
-        ax.plot(x, acc, marker="o", lw=1, label=f"verified by {m}")
-    ax.set_xticks(x, [f"{e:g}" for e in eps])
-    ax.set_xlabel(f"ε ({result.norm})")
-    ax.set_ylabel("fraction of samples")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7, frameon=False)
+    per_method = {
+        m: [float(r.methods[m].verified.sum()) / n for r in result.per_eps] for m in result.methods
+    }
+
+    def draw() -> str:
+        from edgeproof.report.charts import Axis, Chart
+        from edgeproof.report.charts.colors import (
+            BLACK,
+            BLUE,
+            GREEN,
+            GREY,
+            ORANGE,
+            PURPLE,
+            SKY,
+            VERMILLION,
+        )
+
+        lines = (BLUE, ORANGE, PURPLE, SKY, BLACK)
+
+        chart = Chart(
+            560,
+            320,
+            x=Axis(f"ε ({result.norm})", scale="category", categories=tuple(labels), grid=False),
+            y=Axis("fraction of samples", limits=(0, 1)),
+        )
+        chart.bars(labels, ver, color=GREEN, label="verified")
+        chart.bars(labels, unk, bottom=ver, color=GREY, opacity=0.6, label="unknown")
+        chart.bars(labels, fal, bottom=ver + unk, color=VERMILLION, opacity=0.8, label="falsified")
+        for i, (m, acc) in enumerate(per_method.items()):
+            chart.line(
+                np.arange(len(labels)),
+                acc,
+                color=lines[i % len(lines)],
+                marker="circle",
+                label=f"by {m}",
+            )
+        return chart.svg()
+
     return Figure(
         "verdicts",
         "Verified / unknown / falsified vs ε",
-        svg_of(fig),
+        draw,
         description=f"stacked fractions of {result.n} samples; lines: verified accuracy per method "
         f"(intervals in the metrics, {round(level * 100)}% Wilson)",
     )

@@ -11,8 +11,8 @@ per-corruption mean over severities carries a bootstrap interval over records. S
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -28,7 +28,6 @@ from edgeproof.methods.corruptions import (
     registered_corruptions,
 )
 from edgeproof.methods.stats import bootstrap_interval, wilson_interval
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = ["CorruptionCheck"]
@@ -57,6 +56,8 @@ class CorruptionCheck(Check):
 
     name = "corruption"
     title = "Corruption robustness"
+    headline = ("mean_corruption_accuracy",)
+    quick_settings: ClassVar[Mapping[str, Any]] = {"severities": (1, 3)}
     description = "Accuracy under noise, blur, brightness/contrast or sensor faults, by severity."
     needs_data = True
 
@@ -105,7 +106,7 @@ class CorruptionCheck(Check):
         k = spec.num_classes if spec.num_classes is not None else data.num_classes
         clean_logits = ctx.clean_logits()
         check_logits(clean_logits, k, ctx.model.name)
-        check_domain(data.x, spec.domain, data.name)
+        check_domain(data.x, spec, data.name)
         res = self.new_result()
         chosen, skipped = self._chosen(spec.kind, spec.shape)
         n = len(data)
@@ -249,28 +250,38 @@ class CorruptionCheck(Check):
     def _figure(
         self, curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], clean: float
     ) -> Figure:
-        fig, ax = new_figure(5.5, 3.4)
-        sev = np.asarray(self.severities)
-        for name, (acc, low, high) in curves.items():
-            ax.errorbar(
-                sev,
-                acc,
-                yerr=[acc - low, high - acc],
-                marker="o",
-                ms=3,
-                lw=1,
-                capsize=2,
-                label=name,
+        severities = tuple(self.severities)
+
+        def draw() -> str:
+            from edgeproof.report.charts import Axis, Chart
+            from edgeproof.report.charts.colors import BLACK, series_color, series_dash
+
+            sev = np.asarray(severities, dtype=float)
+            chart = Chart(
+                640,
+                360,
+                x=Axis("severity", integer=True, limits=(sev.min() - 0.4, sev.max() + 0.4)),
+                y=Axis("accuracy", limits=(-0.02, 1.02)),
             )
-        ax.axhline(clean, color="black", ls=":", lw=1, label="clean")
-        ax.set_xticks(sev)
-        ax.set_xlabel("severity")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=7, frameon=False)
+            chart.hline(clean, color=BLACK, width=1.0, dash="dotted", label="clean")
+            names = list(curves)
+            # a small horizontal dodge keeps the intervals of different corruptions apart
+            dodge = 0.05 if len(names) > 1 else 0.0
+            for i, name in enumerate(names):
+                acc, low, high = curves[name]
+                x = sev + (i - (len(names) - 1) / 2) * dodge
+                color = series_color(i)
+                chart.errorbars(x, low, high, color=color, cap=2.5)
+                chart.line(x, acc, color=color, dash=series_dash(i), marker="circle",
+                           marker_size=2.8, label=name)  # fmt: skip
+            hardest = sorted(names, key=lambda n: float(np.mean(curves[n][0])))
+            chart.legend(order=(*hardest, "clean"))
+            return chart.svg()
+
         return Figure(
             "corruption_accuracy",
             "Accuracy vs severity",
-            svg_of(fig),
-            description=f"{round(self.level * 100)}% Wilson intervals as error bars",
+            draw,
+            description=f"{round(self.level * 100)}% Wilson intervals as error bars (points "
+            "shifted a little sideways so the intervals stay apart); legend: hardest first",
         )

@@ -9,6 +9,9 @@ bisection as the ``adversarial`` check, shared through the audit cache). A sensi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 import numpy as np
 
 from edgeproof.checks.adversarial import attack_data, shared_minimal_eps
@@ -17,7 +20,6 @@ from edgeproof.errors import OptionError
 from edgeproof.methods.attacks import PGD
 from edgeproof.methods.fisher import fisher_lambda_max, spearman_with_ci
 from edgeproof.methods.stats import bootstrap_interval
-from edgeproof.report.plots import plt, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = ["FisherCheck"]
@@ -38,6 +40,12 @@ class FisherCheck(Check):
 
     name = "fisher"
     title = "Fisher-information sensitivity"
+    headline = ("spearman_lambda_max_vs_minimal_eps", "median_lambda_max")
+    quick_settings: ClassVar[Mapping[str, Any]] = {
+        "pgd_steps": 3,
+        "bisection_steps": 2,
+        "max_samples": 16,
+    }
     description = "Exact λ_max of the input-space Fisher and its correlation with minimal PGD ε."
     needs_data = True
     needs_gradients = True
@@ -72,11 +80,12 @@ class FisherCheck(Check):
 
     def run(self, ctx: AuditContext) -> CheckResult:
         ad = attack_data(ctx, self.max_samples)
+        module = ad.gradient_model()  # the runner skips models without gradients
         res = self.new_result()
         mins = shared_minimal_eps(
             ctx,
             ad,
-            pgd=self.pgd,
+            attack=self.pgd,
             iterations=self.bisection_steps,
             upper=None,
             batch_size=ctx.batch_size,
@@ -92,7 +101,7 @@ class FisherCheck(Check):
                 )
             )
             return res
-        lam = fisher_lambda_max(ad.model, ad.x[np.flatnonzero(ok)], batch_size=self.batch_size)
+        lam = fisher_lambda_max(module, ad.x[np.flatnonzero(ok)], batch_size=self.batch_size)
         eps = mins.values[ok]
         res.settings.update(
             samples=int(ok.sum()), norm=ad.norm, pgd=repr(self.pgd), minimal_eps_upper=mins.upper
@@ -163,18 +172,36 @@ class FisherCheck(Check):
         return res
 
     def _figure(self, lam: np.ndarray, eps: np.ndarray, norm: str) -> Figure:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(7.0, 3.0), layout="constrained")
-        loglam = np.log10(np.maximum(lam, 1e-30))
-        a1.hist(loglam, bins=30, color="tab:blue", alpha=0.8)
-        a1.set_xlabel("log10 λ_max(F(x))")
-        a1.set_ylabel("samples")
-        a2.scatter(loglam, eps, s=6, alpha=0.6)
-        a2.set_xlabel("log10 λ_max(F(x))")
-        a2.set_ylabel(f"minimal PGD ε ({norm})")
+        def draw() -> str:
+            from edgeproof.report.charts import Axis, Chart, Panels
+            from edgeproof.report.charts.colors import BLUE
+
+            pos = np.isfinite(lam) & (lam > 0)
+            dropped = int((~pos).sum())
+            note = f" ({dropped} with λ_max = 0 not shown)" if dropped else ""
+            top = Chart(640, 200, x=Axis(scale="log"), y=Axis("samples", integer=True),
+                        title=f"λ_max of {int(pos.sum())} samples{note}")  # fmt: skip
+            if pos.any():
+                lo, hi = float(lam[pos].min()), float(lam[pos].max())
+                if hi <= lo:
+                    lo, hi = lo / 2, hi * 2
+                edges = np.logspace(np.log10(lo), np.log10(hi), 31)
+                counts, _ = np.histogram(lam[pos], bins=edges)
+                top.histogram(edges, counts, color=BLUE)
+            ok = pos & np.isfinite(eps)
+            bottom = Chart(
+                640,
+                260,
+                x=Axis("λ_max(F(x)), largest eigenvalue of the input-space Fisher", scale="log"),
+                y=Axis(f"minimal PGD ε ({norm})"),
+            )
+            bottom.scatter(lam[ok], eps[ok], color=BLUE, size=2.2, opacity=0.55)
+            return Panels([top, bottom]).svg()
+
         return Figure(
             "lambda_max",
             "λ_max distribution and minimal ε",
-            svg_of(fig),
-            description="left: distribution over correctly classified samples; right: "
-            "λ_max vs the per-sample minimal PGD ε",
+            draw,
+            description="top: distribution over correctly classified samples (log-spaced "
+            "bins); bottom: λ_max vs the per-sample minimal PGD ε (same x axis)",
         )

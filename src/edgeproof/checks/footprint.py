@@ -37,9 +37,9 @@ What is counted, and how (stated because tools differ):
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -70,6 +70,13 @@ class FootprintCheck(Check):
 
     name = "footprint"
     title = "Footprint"
+    headline = ("parameters", "macs", "latency_p50_b1_ms")
+    quick_settings: ClassVar[Mapping[str, Any]] = {
+        "budget_s": 0.02,
+        "warmup": 1,
+        "min_runs": 3,
+        "max_runs": 20,
+    }
     description = "Size, MACs, latency and memory of the model on this machine."
     needs_data = False
     needs_forward = True

@@ -17,12 +17,13 @@ Definitions follow scikit-learn (``confusion_matrix``, ``precision_recall_fscore
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 import numpy as np
 
 from edgeproof.checks.base import AuditContext, Check
-from edgeproof.errors import CheckFailed
 from edgeproof.methods.stats import wilson_bounds, wilson_interval
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = ["ClassScores", "PerformanceCheck", "class_scores", "confusion_matrix"]
@@ -91,6 +92,8 @@ class PerformanceCheck(Check):
 
     name = "performance"
     title = "Performance"
+    headline = ("accuracy", "min_class_recall", "macro_f1")
+    quick_settings: ClassVar[Mapping[str, Any]] = {}
     description = (
         "Accuracy, per-class recall and precision with Wilson intervals, confusion matrix."
     )
@@ -106,12 +109,6 @@ class PerformanceCheck(Check):
         logits = ctx.clean_logits()
         y = data.y
         n = int(y.shape[0])
-        bad = int((~np.isfinite(logits).all(axis=1)).sum())
-        if bad:
-            raise CheckFailed(
-                f"{bad} of {n} records give NaN or Inf logits, so their prediction is undefined; "
-                "the model's output is broken (check its weights and input domain)"
-            )
         k = max(int(logits.shape[1]), data.num_classes, int(y.max()) + 1 if n else 0)
         names = list(data.classes) + [str(i) for i in range(len(data.classes), k)]
         pred = logits.argmax(axis=1)
@@ -178,6 +175,21 @@ class PerformanceCheck(Check):
             )
         )
         res.figures.append(self._heatmap(sc.cm, names))
+        violation = ctx.threat.input.domain_violation(data.x)
+        if violation is not None:
+            res.findings.append(
+                Finding(
+                    "warning",
+                    violation.message(data.name)
+                    + "; these numbers describe the model on inputs it was not built for",
+                    {
+                        "fraction_outside": violation.fraction,
+                        "data_range": [violation.data_min, violation.data_max],
+                        "domain": list(ctx.threat.input.domain),
+                        "domain_source": ctx.threat.input.domain_source,
+                    },
+                )
+            )
         res.findings.extend(self._findings(sc, names, acc, acc_ci.low, acc_ci.high, pct))
 
         res.summary = (
@@ -279,35 +291,48 @@ class PerformanceCheck(Check):
         return out
 
     def _heatmap(self, cm: np.ndarray, names: list[str]) -> Figure:
-        k = cm.shape[0]
-        size = min(7.0, 2.5 + 0.35 * k)
-        fig, ax = new_figure(size + 0.8, size)
-        rows = cm.sum(axis=1, keepdims=True)
-        frac = cm / np.maximum(rows, 1)
-        im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
-        fig.colorbar(im, ax=ax, label="fraction of true class")
-        if k <= 20:
-            ticks = np.arange(k)
-            ax.set_xticks(ticks, names, rotation=90 if k > 6 else 0)
-            ax.set_yticks(ticks, names)
-            for i in range(k):
-                for j in range(k):
-                    if cm[i, j]:
-                        ax.text(
-                            j,
-                            i,
-                            str(int(cm[i, j])),
-                            ha="center",
-                            va="center",
-                            fontsize=7,
-                            color="white" if frac[i, j] > 0.5 else "black",
-                        )
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
+        def draw() -> str:
+            from edgeproof.report.charts import Axis, Chart
+
+            k = cm.shape[0]
+            frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+            cell = 34.0 if k <= 12 else max(4.0, 480.0 / k)
+            side = cell * k
+            chart = Chart(
+                min(1000.0, side + 330),
+                side + 60,
+                x=Axis("predicted class"),
+                y=Axis("true class"),
+            )
+            counts = [[str(int(v)) if v else "" for v in row] for row in cm] if k <= 20 else None
+            tips = (
+                [
+                    [
+                        f"true {names[i]}, predicted {names[j]}: {int(cm[i, j])} "
+                        f"({frac[i, j]:.1%} of true {names[i]})"
+                        for j in range(k)
+                    ]
+                    for i in range(k)
+                ]
+                if k <= 30
+                else None
+            )
+            chart.heatmap(
+                frac,
+                rows=names,
+                cols=names,
+                vmin=0.0,
+                vmax=1.0,
+                annotations=counts,
+                colorbar="fraction of true class",
+                tooltips=tips,
+            )
+            return chart.svg()
+
         return Figure(
             "confusion_matrix",
             "Confusion matrix",
-            svg_of(fig),
+            draw,
             description="row-normalised (colour = fraction of the true class); numbers are counts",
         )
 

@@ -9,7 +9,8 @@ normalisation in force is written into the result's settings and description.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -24,7 +25,6 @@ from edgeproof.methods.spectral import (
     analyze_inventory,
     most_extreme,
 )
-from edgeproof.report.plots import new_figure, svg_of
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = ["SpectralCheck", "inventory_of"]
@@ -34,8 +34,8 @@ def inventory_of(ctx: AuditContext) -> LayerInventory:
     """Layers of the audited model: from its module if there is one, else from its tensors."""
     model = ctx.model
     source = str(model.path) if model.path is not None else model.name
-    if model.module is not None:
-        inv = layers_from_module(model.module, source=source)
+    if model.network is not None:
+        inv = layers_from_module(model.network, source=source)
     else:
         inv = layers_from_tensors(model.weights, source=source)
     if not inv.layers:
@@ -53,11 +53,14 @@ class SpectralCheck(Check):
 
     name = "spectral"
     title = "Weight spectra (heavy-tailed self-regularisation)"
+    headline = ("mean_alpha", "over_trained_layers", "under_trained_layers")
+    quick_settings: ClassVar[Mapping[str, Any]] = {}
     description = (
         "Power-law fit of each weight matrix's eigenvalue spectrum (Martin & Mahoney; "
         "WeightWatcher 0.7.7 method), Marchenko–Pastur bulk, over/under-training flags."
     )
     needs_forward = False
+    parallel = True  # the eigen-solves run on a thread pool (docs/benchmarks/spectral.md)
 
     def __init__(
         self, mode: SpectralMode = "default", esd_layer: str | None = None, **settings: Any
@@ -193,7 +196,7 @@ class SpectralCheck(Check):
             if s.name == self.esd_layer or s.tensor == self.esd_layer:
                 return s
         raise OptionError(
-            "--esd-layer",
+            "spectral.esd_layer",
             f"no analysed layer named {self.esd_layer!r}",
             f"choose one of {', '.join(s.name for s in analysis.layers[:10])}",
         )
@@ -262,69 +265,126 @@ def _layer_table(layers: list[LayerSpectrum]) -> Table:
     )
 
 
+def _layer_label(s: LayerSpectrum) -> str:
+    """A layer's name for people: its module path (the parameter's name when the path is a bare
+    index of a ``Sequential``, ``1`` → ``1.weight``) and its kind, ``features.0 (conv2d)``."""
+    bare = all(part.isdigit() for part in s.name.split("."))
+    return f"{s.tensor if bare and s.tensor else s.name} ({s.kind})"
+
+
 def _alpha_figure(analysis: SpectralAnalysis) -> Figure:
     cfg = analysis.config
-    fig, ax = new_figure(6.0, 3.0)
-    layers = analysis.fitted()
-    x = np.arange(len(layers))
-    a = np.array([s.alpha for s in layers])
-    colors = [
-        "#c0392b"
-        if v < cfg.over_trained_alpha
-        else "#7f8c8d"
-        if v > cfg.under_trained_alpha
-        else "#2c7fb8"
-        for v in a
-    ]
-    ax.bar(x, a, color=colors)
-    ax.axhline(cfg.over_trained_alpha, color="#c0392b", lw=0.8, ls="--")
-    ax.axhline(cfg.under_trained_alpha, color="#7f8c8d", lw=0.8, ls="--")
-    ax.set_xlabel("layer (definition order)")
-    ax.set_ylabel("power-law α")
-    if len(layers) <= 30:
-        ax.set_xticks(x, [s.name for s in layers], rotation=70, fontsize=6)
+
+    def draw() -> str:
+        from edgeproof.report.charts import Axis, Chart
+        from edgeproof.report.charts.colors import BLUE, GREY, VERMILLION
+
+        layers = analysis.fitted()
+        names = [_layer_label(s) for s in layers]
+        # two layers with one label (a gate split shares its tensor) stay apart
+        names = [n if names.count(n) == 1 else f"{n} #{i}" for i, n in enumerate(names)]
+        a = np.array([s.alpha for s in layers])
+        over, under = cfg.over_trained_alpha, cfg.under_trained_alpha
+        colors = [VERMILLION if v < over else GREY if v > under else BLUE for v in a]
+        row = 22.0 if len(layers) <= 40 else 15.0
+        chart = Chart(
+            680,
+            max(180.0, 96 + row * len(layers)),
+            x=Axis("power-law α", limits=(0.0, max(float(a.max()) * 1.12, under * 1.08))),
+            y=Axis(scale="category", categories=tuple(names)),
+        )
+        chart.vline(over, color=VERMILLION, width=1.0, dash="dashed")
+        chart.vline(under, color=GREY, width=1.0, dash="dashed")
+        chart.barh(
+            names,
+            a,
+            thickness=0.66,
+            color=colors,
+            tooltips=[
+                f"{s.name} ({s.kind}, tensor {s.tensor}): α {s.alpha:.3f}"
+                + (f"; {', '.join(s.flags)}" if s.flags else "")
+                for s in layers
+            ],
+        )
+        if len(layers) <= 40:
+            for n, v in zip(names, a):
+                chart.text(float(v), n, f"{v:.2f}", dx=4)
+        chart.key(f"α < {over:g}: over-trained", VERMILLION)
+        chart.key(f"{over:g} ≤ α ≤ {under:g}", BLUE)
+        chart.key(f"α > {under:g}: under-trained", GREY)
+        return chart.svg()
+
     return Figure(
         "alpha",
         "Power-law α per layer",
-        svg_of(fig),
-        f"red: α < {cfg.over_trained_alpha} (over-trained); grey: α > "
-        f"{cfg.under_trained_alpha} (under-trained)",
+        draw,
+        f"layers in definition order; vermillion: α < {cfg.over_trained_alpha} (over-trained); "
+        f"grey: α > {cfg.under_trained_alpha} (under-trained); dashed lines at the thresholds",
     )
 
 
 def esd_figure(s: LayerSpectrum) -> Figure:
-    """Log–log ESD of one layer with the fitted power-law tail and the MP bulk density."""
-    fig, ax = new_figure(5.0, 3.2)
-    ev = s.evals[s.evals > 1e-5]
-    if ev.size >= 2:
-        bins = np.logspace(np.log10(ev.min()), np.log10(ev.max()), 60)
-        ax.hist(ev, bins=bins.tolist(), density=True, color="#9ecae1", label="ESD")
-        if s.fit is not None and s.fit.status == "ok":
-            a, xmin, frac = s.fit.alpha, s.fit.xmin, s.fit.n_tail / ev.size
-            xs = np.logspace(np.log10(xmin), np.log10(ev.max()), 100)
-            ax.plot(
-                xs, frac * (a - 1) / xmin * (xs / xmin) ** (-a), "r--", label=f"power law α={a:.2f}"
-            )
-            ax.axvline(xmin, color="r", lw=0.6)
-        if s.mp is not None and s.mp.sigma2 > 0:
-            big, small = max(s.n, s.m), min(s.n, s.m)
-            q = small / big
-            lo = s.mp.sigma2 * (1 - math.sqrt(q)) ** 2
-            hi = s.mp.lambda_plus
-            xs = np.linspace(max(lo, 1e-12), hi, 200)
-            dens = np.sqrt(np.clip((hi - xs) * (xs - lo), 0, None)) / (
-                2 * math.pi * s.mp.sigma2 * q * xs
-            )
-            bulk = 1 - s.mp.num_spikes / max(s.num_evals, 1)
-            ax.plot(xs * big, bulk * dens / big, color="#31a354", label="MP bulk")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("eigenvalue λ")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=7)
+    """Log–log ESD of one layer with the fitted power-law tail and the MP bulk density.
+
+    The histogram has ``clip(⌈2√n⌉, 10, 60)`` log-spaced bins over the n eigenvalues above 1e-5
+    (density per unit λ, as ``numpy.histogram(density=True)``); the y axis spans the non-empty
+    bins (curves outside are clipped).
+    """
+
+    def draw() -> str:
+        from edgeproof.report.charts import Axis, Chart
+        from edgeproof.report.charts.colors import GREEN, SKY, VERMILLION
+
+        ev = s.evals[s.evals > 1e-5]
+        xlim: tuple[float | None, float | None] | None = None
+        ylim: tuple[float | None, float | None] | None = None
+        hist: tuple[np.ndarray, np.ndarray] | None = None
+        if ev.size >= 2:
+            nbins = int(np.clip(math.ceil(2 * math.sqrt(ev.size)), 10, 60))
+            bins = np.logspace(np.log10(ev.min()), np.log10(ev.max()), nbins + 1)
+            dens, _ = np.histogram(ev, bins=bins, density=True)
+            hist = (bins, dens)
+            pos = dens[dens > 0]
+            xlim = (float(bins[0]) / 1.15, float(bins[-1]) * 1.15)
+            ylim = (float(pos.min()) / 3, float(pos.max()) * 2.5)
+        chart = Chart(
+            600,
+            340,
+            x=Axis("eigenvalue λ", scale="log", limits=xlim),
+            y=Axis("density", scale="log", limits=ylim),
+        )
+        if hist is not None:
+            chart.histogram(hist[0], hist[1], bottom=None, color=SKY, label="ESD")
+            if s.fit is not None and s.fit.status == "ok":
+                a, xmin, frac = s.fit.alpha, s.fit.xmin, s.fit.n_tail / ev.size
+                xs = np.logspace(np.log10(xmin), np.log10(ev.max()), 100)
+                chart.line(
+                    xs,
+                    frac * (a - 1) / xmin * (xs / xmin) ** (-a),
+                    color=VERMILLION,
+                    width=1.8,
+                    dash="dashed",
+                    label=f"power law α = {a:.2f}",
+                )
+                chart.vline(xmin, color=VERMILLION, width=1.0, dash=None,
+                            label=f"tail start xmin = {xmin:.3g}")  # fmt: skip
+            if s.mp is not None and s.mp.sigma2 > 0:
+                big, small = max(s.n, s.m), min(s.n, s.m)
+                q = small / big
+                lo = s.mp.sigma2 * (1 - math.sqrt(q)) ** 2
+                hi = s.mp.lambda_plus
+                xs = np.linspace(max(lo, 1e-12), hi, 200)
+                dens_mp = np.sqrt(np.clip((hi - xs) * (xs - lo), 0, None)) / (
+                    2 * math.pi * s.mp.sigma2 * q * xs
+                )
+                bulk = 1 - s.mp.num_spikes / max(s.num_evals, 1)
+                chart.line(xs * big, bulk * dens_mp / big, color=GREEN, width=1.6,
+                           label="Marchenko–Pastur bulk")  # fmt: skip
+        return chart.svg()
+
     return Figure(
         "esd",
-        f"ESD of {s.name}",
-        svg_of(fig),
+        f"ESD of {_layer_label(s)}",
+        draw,
         "log–log eigenvalue density, fitted power-law tail (from xmin) and Marchenko–Pastur bulk",
     )

@@ -1,13 +1,24 @@
-"""Compression with a trust ledger: quantize, prune, factor; measure and re-audit every candidate.
+"""Compression with a trust ledger: recipes as chains of steps, one measurement, one audit path.
 
-``compress(module, spec, data, budget=Budget(max_drop=0.01))`` searches candidates and selects one;
+``compress(module, spec, data, budget=Budget(max_drop=0.01))`` searches candidates — each a
+:class:`Chain` of :class:`Step` objects, e.g. ``Chain(Prune(0.5, "magnitude"),
+Quantize(QuantConfig("int8")))`` — measures every one the same way (:func:`measure`), re-audits
+it through the audit's own runner at the threat model's largest ε, and selects one;
 ``quantize(module, shape, x_calib, QuantConfig("int8", "mse"))`` is one int8/int4 quantization
 (PyTorch simulation + ONNX Runtime QDQ graph + parity). The CLI is ``edgeproof compress``
-(:func:`edgeproof.compress.commands.add_commands`).
+(:mod:`edgeproof.cli.compress`).
+
+Layout: ``steps`` (Step, Chain, Built), ``recipes`` (the steps, the default search), ``context``
+(shared caches), ``artefacts`` (graph, cascade), ``measure``, ``reaudit``, ``ledger`` (rows,
+selection, table, figure), ``search``, ``api``; the methods: ``calibrate``, ``weights``,
+``folding``, ``simulate``, ``onnx_export``, ``qdq``, ``quantize``, ``prune``, ``lowrank``,
+``mixed/``, ``earlyexit/``.
 """
 
-from edgeproof.compress.calibrate import CALIBRATION_METHODS, RangeObserver
-from edgeproof.compress.commands import CompressionResult, add_commands, compress, write_artefacts
+from edgeproof.compress.api import CompressionResult, compress, write_artefacts
+from edgeproof.compress.artefacts import Artefact, CascadeArtefact, GraphArtefact
+from edgeproof.compress.calibrate import CALIBRATION_METHODS, ActivationStats, RangeObserver
+from edgeproof.compress.context import BuildContext
 from edgeproof.compress.earlyexit import (
     EarlyExitConfig,
     ExitRule,
@@ -15,34 +26,74 @@ from edgeproof.compress.earlyexit import (
     build_early_exit,
     calibrate_thresholds,
 )
-from edgeproof.compress.ledger import Candidate, Ledger, Selection
+from edgeproof.compress.ledger import Candidate, Ledger, Selection, SkippedCandidate
 from edgeproof.compress.lowrank import factorize_lowrank
-from edgeproof.compress.mixed import Allocation, SensitivityReport, allocate, layer_sensitivity
+from edgeproof.compress.measure import MeasureSettings, measure
+from edgeproof.compress.mixed import (
+    Allocation,
+    AllocationSettings,
+    SensitivityReport,
+    allocate,
+    layer_sensitivity,
+)
 from edgeproof.compress.prune import (
     prune_n_m,
     prune_unstructured,
     recalibrate_batchnorm,
     remove_channels,
 )
-from edgeproof.compress.quantize import Parity, QuantConfig, QuantizedModel, quantize
-from edgeproof.compress.search import Budget, default_recipes, search
+from edgeproof.compress.quantize import Parity, Prepared, QuantConfig, QuantizedModel, quantize
+from edgeproof.compress.reaudit import TRUST_CHECKS, TrustAudit, TrustCheck, reaudit
+from edgeproof.compress.recipes import (
+    EarlyExit,
+    LowRank,
+    MixedPrecision,
+    Prune,
+    PruneNM,
+    Quantize,
+    RemoveChannels,
+    default_recipes,
+)
+from edgeproof.compress.search import Budget, search
+from edgeproof.compress.steps import Built, Chain, Step
 
 __all__ = [
     "CALIBRATION_METHODS",
+    "TRUST_CHECKS",
+    "ActivationStats",
     "Allocation",
+    "AllocationSettings",
+    "Artefact",
     "Budget",
+    "BuildContext",
+    "Built",
     "Candidate",
+    "CascadeArtefact",
+    "Chain",
     "CompressionResult",
+    "EarlyExit",
     "EarlyExitConfig",
     "ExitRule",
+    "GraphArtefact",
     "Ledger",
+    "LowRank",
+    "MeasureSettings",
+    "MixedPrecision",
     "Parity",
+    "Prepared",
+    "Prune",
+    "PruneNM",
     "QuantConfig",
+    "Quantize",
     "QuantizedModel",
     "RangeObserver",
+    "RemoveChannels",
     "Selection",
     "SensitivityReport",
-    "add_commands",
+    "SkippedCandidate",
+    "Step",
+    "TrustAudit",
+    "TrustCheck",
     "allocate",
     "attach_exits",
     "build_early_exit",
@@ -51,9 +102,11 @@ __all__ = [
     "default_recipes",
     "factorize_lowrank",
     "layer_sensitivity",
+    "measure",
     "prune_n_m",
     "prune_unstructured",
     "quantize",
+    "reaudit",
     "recalibrate_batchnorm",
     "remove_channels",
     "search",

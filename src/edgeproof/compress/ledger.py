@@ -1,51 +1,34 @@
 """The trust ledger: one typed row per compression candidate, the Pareto front, and selection.
 
-Every candidate is measured on its **exported ONNX graph in ONNX Runtime** (the artefact that
-ships): top-1 accuracy with a 95 % Wilson interval, per-class accuracy drift vs the baseline, size
-of the serialised graph, p50/p95 latency at batch 1 (threads stated), and the peak resident memory
-of a fresh process running the graph (:func:`edgeproof.runtime.memory.probe_peak_rss_mib`).
-Trust metrics come from the
-registered checks re-run on the candidate's PyTorch module by :func:`reaudit`, with the small
-settings of :data:`REAUDIT_SETTINGS` so a search over a dozen candidates stays fast; the headline
-trust columns of the ledger table are :data:`TRUST_COLUMNS` (ECE, robust accuracy at the threat
-model's ε, DNL bit-flip AR(10), verified accuracy when a ``certify`` check is registered).
-
-Quantized candidates are audited through their PyTorch fake-quant simulation. Rounding has zero
-gradient, so gradient attacks on it would be masked (robust accuracy = clean accuracy, a false
-result). :func:`straight_through` wraps every activation fake-quantizer in the *clipped
-straight-through estimator* (Bengio et al. 2013, arXiv 1308.3432; Hubara et al. 2016): the
-forward value is the fake-quantized one bit for bit, the gradient is the identity inside the
-quantizer's representable range and zero outside it. The attack is therefore a white-box attack
-on the quantized model itself, not a transfer from the fp32 model.
+Rows are measured by :func:`edgeproof.compress.measure.measure` (on the artefact that ships, in
+ONNX Runtime) and re-audited by :func:`edgeproof.compress.reaudit.reaudit`; this module keeps the
+rows (:class:`Candidate`, :class:`SkippedCandidate`), the selection under a budget
+(:meth:`Ledger.select`), the ledger table with the headline trust columns
+(:data:`TRUST_COLUMNS`: ECE, robust accuracy at the threat model's largest ε, DNL bit-flip
+AR(10), verified accuracy when a ``certify`` check is registered) and the Pareto figure.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from edgeproof.compress.quantize import ActFakeQuant, Parity
-from edgeproof.data.dataset import Dataset
+from edgeproof.compress.quantize import Parity
+from edgeproof.compress.reaudit import TrustCheck
 from edgeproof.results import Figure, Interval, Metric, Table
-from edgeproof.spec import InputSpec, ThreatModel
+from edgeproof.spec import ThreatModel
 
 __all__ = [
-    "REAUDIT_SETTINGS",
     "TRUST_COLUMNS",
     "Candidate",
     "Ledger",
     "Selection",
-    "StraightThrough",
+    "SkippedCandidate",
     "TrustColumn",
     "per_class_accuracy",
-    "reaudit",
-    "straight_through",
+    "summary_metrics",
 ]
 
 
@@ -56,7 +39,8 @@ class TrustColumn:
     Attributes:
         column: the column name in :meth:`Ledger.table`.
         metric: the ``<check>.<metric>`` name in :attr:`Candidate.trust`.
-        description: what the number is and how it was measured (goes in the table description).
+        description: what the number is and how it was measured (goes in the table
+            description); ``{eps}`` and ``{norm}`` stand for the re-audit's ε and norm.
     """
 
     column: str
@@ -74,7 +58,8 @@ TRUST_COLUMNS: tuple[TrustColumn, ...] = (
         "robust_acc",
         "adversarial.robust_accuracy",
         "robust_acc: accuracy under the worst of FGSM and PGD-10 at the threat model's largest ε "
-        "(adversarial check, up to 100 seeded records); quantized candidates are attacked "
+        "= {eps} ({norm}; adversarial check, up to 100 seeded records); quantized candidates "
+        "are attacked "
         "white-box through their fake-quant simulation with a clipped straight-through "
         "estimator for the activation rounding (no transfer from fp32)",
     ),
@@ -89,31 +74,10 @@ TRUST_COLUMNS: tuple[TrustColumn, ...] = (
     TrustColumn(
         "verified_acc",
         "certify.verified_accuracy",
-        "verified_acc: fraction of up to 50 seeded records proved robust by CROWN at the threat "
-        "model's largest ε (certify check; fake-quant candidates bounded through their "
-        "quantizers)",
+        "verified_acc: certified accuracy at the threat model's largest ε = {eps} ({norm}; "
+        "certify check)",
     ),
 )
-
-REAUDIT_SETTINGS: dict[str, dict[str, Any]] = {
-    "calibration": {"n_bins": 15, "resamples": 100},
-    "adversarial": {
-        "attacks": ("fgsm", "pgd"),
-        "pgd_steps": 10,
-        "pgd_restarts": 1,
-        "bisection_steps": 0,
-        "max_samples": 100,
-    },
-    "bitflip": {
-        "num_layers": 10,
-        "max_k": 10,
-        "random_seeds": 2,
-        "budgets": (),
-        "eval_samples": 200,
-    },
-    "certify": {"methods": ("crown",), "max_samples": 50, "pgd_steps": 10},
-}
-"""Small settings per check for re-auditing every candidate (checks not named: defaults)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +103,9 @@ class Candidate:
     build_s: float = 0.0
     expected_macs: float | None = None
     """Expected MACs per sample (early-exit candidates; ``None`` when not measured)."""
+    trust_checks: tuple[TrustCheck, ...] = ()
+    """How each re-audit check ended (a failed check is an error of this candidate)."""
+    artefact_kind: str = "graph"
 
     @property
     def max_class_drop(self) -> float:
@@ -176,6 +143,8 @@ class Candidate:
             "notes": list(self.notes),
             "build_s": self.build_s,
             "expected_macs": self.expected_macs,
+            "trust_checks": [t.to_json() for t in self.trust_checks],
+            "artefact_kind": self.artefact_kind,
         }
 
 
@@ -188,15 +157,34 @@ class Selection:
     message: str
 
 
+@dataclass(frozen=True)
+class SkippedCandidate:
+    """A recipe the search did not measure, and why (not applicable, or the time budget)."""
+
+    name: str
+    technique: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.reason}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "technique": self.technique, "reason": self.reason}
+
+
 @dataclass
 class Ledger:
-    """The baseline and every candidate, in the order they were built."""
+    """The baseline and every candidate, in the order they were built.
+
+    ``threat`` is the threat model of the re-audit (its largest ε is the one attacked);
+    ``artefacts`` maps a name to the built candidate (not serialised).
+    """
 
     baseline: Candidate
     candidates: list[Candidate] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[SkippedCandidate] = field(default_factory=list)
     artefacts: dict[str, Any] = field(default_factory=dict, repr=False)
-    """name → the built candidate (module + ONNX bytes); not serialised."""
+    threat: ThreatModel | None = None
 
     @property
     def rows(self) -> list[Candidate]:
@@ -296,7 +284,7 @@ class Ledger:
                     None if c.parity is None else c.parity.top1_agreement,
                     None if c.expected_macs is None else round(c.expected_macs),
                     *[_rounded(c.trust_value(t.metric)) for t in trust_cols],
-                    "; ".join(c.notes),
+                    "; ".join([*_check_notes(c), *c.notes]),
                 ]
             )
         return Table(
@@ -309,41 +297,53 @@ class Ledger:
                     "Accuracy, size, latency and memory measured on the exported ONNX graph in "
                     "ONNX Runtime (CPU, batch-1 latency); trust columns re-audited on the "
                     "candidate's PyTorch module (every trust metric is in compress.json).",
-                    *[t.description + "." for t in trust_cols],
+                    *[self._describe(t) + "." for t in trust_cols],
                 ]
             ),
         )
 
-    def pareto_figure(self) -> Figure:
-        from edgeproof.report.plots import new_figure, svg_of
+    def _describe(self, col: TrustColumn) -> str:
+        eps = "?" if self.threat is None else f"{self.threat.eps[-1]:g}"
+        norm = "?" if self.threat is None else self.threat.norm
+        return col.description.format(eps=eps, norm=norm)
 
-        fig, ax = new_figure()
-        front = self.pareto()
-        for c in self.rows:
-            ax.scatter(
-                c.size_bytes / 1024, c.accuracy, s=18, color="C3" if c in front else "C0", zorder=3
+    def pareto_figure(self) -> Figure:
+        def draw() -> str:
+            from edgeproof.report.plots import new_figure, svg_of
+
+            fig, ax = new_figure()
+            front = self.pareto()
+            for c in self.rows:
+                ax.scatter(
+                    c.size_bytes / 1024,
+                    c.accuracy,
+                    s=18,
+                    color="C3" if c in front else "C0",
+                    zorder=3,
+                )
+                ax.annotate(
+                    c.name,
+                    (c.size_bytes / 1024, c.accuracy),
+                    fontsize=6,
+                    xytext=(3, 2),
+                    textcoords="offset points",
+                )
+            ax.plot(
+                [c.size_bytes / 1024 for c in front],
+                [c.accuracy for c in front],
+                color="C3",
+                lw=1,
+                label="Pareto front",
             )
-            ax.annotate(
-                c.name,
-                (c.size_bytes / 1024, c.accuracy),
-                fontsize=6,
-                xytext=(3, 2),
-                textcoords="offset points",
-            )
-        ax.plot(
-            [c.size_bytes / 1024 for c in front],
-            [c.accuracy for c in front],
-            color="C3",
-            lw=1,
-            label="Pareto front",
-        )
-        ax.set_xlabel("ONNX size (KiB)")
-        ax.set_ylabel("top-1 accuracy (ONNX Runtime)")
-        ax.legend(loc="lower right")
+            ax.set_xlabel("ONNX size (KiB)")
+            ax.set_ylabel("top-1 accuracy (ONNX Runtime)")
+            ax.legend(loc="lower right")
+            return svg_of(fig)
+
         return Figure(
             "pareto",
             "Size vs accuracy",
-            svg_of(fig),
+            draw,
             "Each point is one candidate's exported graph; red: Pareto front.",
         )
 
@@ -352,7 +352,8 @@ class Ledger:
             "baseline": self.baseline.to_json(),
             "candidates": [c.to_json() for c in self.candidates],
             "pareto": [c.name for c in self.pareto()],
-            "skipped": list(self.skipped),
+            "skipped": [s.to_json() for s in self.skipped],
+            "reaudit_threat": None if self.threat is None else self.threat.to_json(),
         }
 
 
@@ -409,131 +410,10 @@ def _rounded(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
 
 
-class StraightThrough(nn.Module):
-    """A fake-quantizer with the clipped straight-through estimator as its gradient.
-
-    Forward: exactly ``fq(x)``. Backward: ``∂y/∂x = 1`` where ``x`` lies inside the quantizer's
-    representable range ``[(0 - zp)·s, (255 - zp)·s]``, ``0`` outside (Bengio et al. 2013).
-    """
-
-    def __init__(self, fq: ActFakeQuant) -> None:
-        super().__init__()
-        self.fq = fq
-        self.lo = (0 - fq.zero_point) * fq.scale
-        self.hi = (255 - fq.zero_point) * fq.scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fq(x)
-        if not (torch.is_grad_enabled() and x.requires_grad):
-            return y
-        inside = ((x >= self.lo) & (x <= self.hi)).to(x.dtype)
-        return y.detach() + (x - x.detach()) * inside
-
-
-def straight_through(module: nn.Module) -> tuple[nn.Module, int]:
-    """A copy of ``module`` whose calibrated activation fake-quantizers are wrapped in
-    :class:`StraightThrough`; returns ``(copy, number wrapped)`` (the module itself if none)."""
-    names = [
-        n for n, m in module.named_modules() if isinstance(m, ActFakeQuant) and m.observer is None
+def _check_notes(c: Candidate) -> list[str]:
+    """The re-audit checks that did not end ``ok``, for the table's notes column."""
+    return [
+        f"trust check {t.check} {'skipped' if t.status == 'skipped' else 'failed'}: {t.message}"
+        for t in c.trust_checks
+        if t.status != "ok"
     ]
-    if not names:
-        return module, 0
-    out = copy.deepcopy(module)
-    for name in names:
-        parent_name, _, attr = name.rpartition(".")
-        parent = out.get_submodule(parent_name) if parent_name else out
-        fq = getattr(parent, attr)
-        setattr(parent, attr, StraightThrough(fq))
-    return out, len(names)
-
-
-def _as_exported(module: nn.Module) -> tuple[nn.Module, bool]:
-    """``module`` with BatchNorm folded into the preceding Conv/Linear as in the exported graph
-    (``fold_batchnorm``; function-preserving), so weight-level checks such as DNL see the
-    deployed weights for every candidate alike; ``(module, False)`` if it has no BatchNorm or
-    cannot be traced."""
-    from edgeproof.compress.quantize import fold_batchnorm
-    from edgeproof.errors import SpecError
-
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
-        return module, False
-    try:
-        return fold_batchnorm(module), True
-    except SpecError:
-        return module, False
-
-
-def reaudit(
-    module: nn.Module,
-    spec: InputSpec,
-    data: Dataset,
-    *,
-    checks: tuple[str, ...],
-    seed: int = 0,
-    threat: ThreatModel | None = None,
-    settings: Mapping[str, Mapping[str, Any]] | None = None,
-) -> tuple[list[Metric], list[str]]:
-    """Re-run the registered ``checks`` on one candidate; returns its metrics and notes.
-
-    Each check is built with ``get_check(name, **settings[name])`` (default
-    :data:`REAUDIT_SETTINGS`) and run on one shared :class:`AuditContext` over
-    ``from_module(straight_through(fold_batchnorm(module)), spec)`` (BatchNorm folded as in the
-    exported graph, only when the module has BatchNorm); the threat model is reduced to its largest
-    ε (the spec's budget) so the attack runs once per candidate. Metrics are renamed
-    ``<check>.<metric>``. A check that is not registered, skips, or fails is recorded as a note
-    and the others still run.
-    """
-    from edgeproof.checks import available_checks, get_check
-    from edgeproof.checks.base import AuditContext
-    from edgeproof.models.loading import from_module
-
-    conf = REAUDIT_SETTINGS if settings is None else settings
-    notes: list[str] = []
-    metrics: list[Metric] = []
-    registered = set(available_checks())
-    missing = [c for c in checks if c not in registered]
-    if missing:
-        notes.append(f"not re-audited (check not registered): {', '.join(missing)}")
-    todo = [c for c in checks if c in registered]
-    if not todo:
-        return metrics, notes
-    audited, folded = _as_exported(module)
-    if folded:
-        notes.append("trust re-audit on the BatchNorm-folded module (the weights the ONNX holds)")
-    audited, wrapped = straight_through(audited)
-    if wrapped:
-        notes.append(
-            f"trust re-audit: {wrapped} activation fake-quantizers use a clipped "
-            "straight-through estimator for gradients (forward unchanged)"
-        )
-    base = threat if threat is not None else ThreatModel(spec)
-    ctx = AuditContext(
-        model=from_module(audited, spec),
-        data=data,
-        threat=ThreatModel(base.input, base.norm, (base.eps[-1],)),
-        seed=seed,
-    )
-    for name in todo:
-        try:
-            check = get_check(name, **dict(conf.get(name, {})))
-            reason = check.skip_reason(ctx)
-            if reason:
-                notes.append(f"{name} skipped: {reason}")
-                continue
-            res = check.run(ctx)
-        except Exception as exc:  # a failing check is recorded, the others still run
-            notes.append(f"{name} failed: {type(exc).__name__}: {exc}")
-            continue
-        for m in res.metrics:
-            metrics.append(
-                Metric(
-                    f"{name}.{m.name}",
-                    m.value,
-                    m.unit,
-                    m.ci,
-                    m.description,
-                    m.higher_is_better,
-                    m.settings,
-                )
-            )
-    return metrics, notes

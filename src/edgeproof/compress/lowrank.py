@@ -84,7 +84,7 @@ def factorize_lowrank(
 
     Layers whose smaller dimension is below ``min_dim`` are left alone (reported, not factored).
     """
-    from edgeproof.compress.quantize import fold_batchnorm
+    from edgeproof.compress.folding import fold_batchnorm
 
     gm = fold_batchnorm(module)
     report: list[LowRankLayer] = []

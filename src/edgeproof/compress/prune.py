@@ -47,7 +47,7 @@ __all__ = [
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
-def check_ratio(ratio: float, option: str = "--sparsity") -> float:
+def check_ratio(ratio: float, option: str = "ratio") -> float:
     """Validate a pruning ratio in [0, 1)."""
     if not (isinstance(ratio, (int, float)) and math.isfinite(ratio) and 0.0 <= ratio < 1.0):
         raise OptionError(
@@ -105,9 +105,9 @@ def prune_unstructured(
     """A copy of ``module`` with ``ratio`` of each Conv/Linear weight tensor set to zero."""
     check_ratio(ratio)
     if method not in ("magnitude", "ec"):
-        raise OptionError("--prune-method", f"unknown method {method!r}", "use magnitude or ec")
+        raise OptionError("method", f"unknown method {method!r}", "use magnitude or ec")
     if method == "ec" and x_calib is None:
-        raise OptionError("--data", "elimination-compensation needs calibration data")
+        raise OptionError("x_calib", "elimination-compensation needs calibration data")
     m = copy.deepcopy(module).eval()
     stats = _input_stats(m, x_calib) if method == "ec" and x_calib is not None else {}
     with torch.no_grad():
@@ -139,7 +139,7 @@ def prune_unstructured(
 def prune_n_m(module: nn.Module, n: int = 2, m: int = 4) -> nn.Module:
     """A copy with N:M sparsity: in each group of ``m`` consecutive inputs keep ``n`` largest."""
     if not (0 < n < m):
-        raise OptionError("--n-m", f"N:M = {n}:{m} is invalid", "use 0 < N < M, e.g. 2:4")
+        raise OptionError("n", f"N:M = {n}:{m} is invalid", "use 0 < N < M, e.g. 2:4")
     out = copy.deepcopy(module).eval()
     with torch.no_grad():
         for mod in out.modules():
@@ -251,9 +251,9 @@ def remove_channels(
     module: nn.Module, ratio: float, x_calib: np.ndarray
 ) -> tuple[fx.GraphModule, list[ChannelRemoval]]:
     """BatchNorm-folded copy of ``module`` with ``ratio`` of prunable output channels removed."""
-    from edgeproof.compress.quantize import fold_batchnorm
+    from edgeproof.compress.folding import fold_batchnorm
 
-    check_ratio(ratio, "--channel-ratio")
+    check_ratio(ratio, "ratio")
     gm = fold_batchnorm(module)
     stats = _input_stats(gm, x_calib)
     lstm_means = _lstm_input_means(gm, x_calib)

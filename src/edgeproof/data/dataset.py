@@ -8,14 +8,17 @@ so integrity seals can name a changed record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeproof.errors import DataError
 
 __all__ = ["Dataset"]
+
+if TYPE_CHECKING:
+    from edgeproof.spec import InputSpec
 
 
 @dataclass
@@ -50,6 +53,18 @@ class Dataset:
         self.y = np.asarray(self.y).astype(np.int64, copy=False)
         if not self.ids:
             self.ids = [f"{i}" for i in range(len(self.y))]
+
+    def in_units_of(self, spec: InputSpec) -> Dataset:
+        """This dataset in the units of an audit of ``spec``: with per-feature bounds
+        (:attr:`InputSpec.feature_bounds`) each feature as a fraction of its range,
+        ``(x − lo) / (hi − lo)``, domain ``[0, 1]``; otherwise the dataset itself."""
+        if spec.feature_bounds is None:
+            return self
+        lo, hi = (np.asarray(v, dtype=np.float64) for v in spec.feature_bounds)
+        view = (1, -1) + (1,) * (self.x.ndim - 2)
+        x = (self.x - lo.reshape(view)) / (hi - lo).reshape(view)
+        metadata = {**self.metadata, "scaled_to_feature_bounds": True}
+        return replace(self, x=x.astype(np.float32), domain=(0.0, 1.0), metadata=metadata)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])

@@ -134,7 +134,7 @@ def load_data(
             data = load_image_folder(path, classes=classes)
     if kind is not None and data.kind != kind:
         raise OptionError(
-            "--kind",
+            "kind",
             f"{data.name} holds {data.kind} records of shape {data.sample_shape}, not {kind}",
             "Drop the option or give data of that kind",
         )

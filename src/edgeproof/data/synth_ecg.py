@@ -231,7 +231,7 @@ def synth_ecg(split: str = "test") -> Dataset:
         from edgeproof.errors import OptionError
 
         raise OptionError(
-            "--data",
+            "data",
             f"builtin:synth-ecg has no split {split!r}",
             "use builtin:synth-ecg or builtin:synth-ecg/train",
         )

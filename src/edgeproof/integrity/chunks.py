@@ -78,7 +78,9 @@ def default_threads() -> int:
 @contextmanager
 def hashing_pool(threads: int | None = None) -> Iterator[Executor | None]:
     """A thread pool for :func:`digest_blob` (``None`` when one thread is asked for)."""
-    n = default_threads() if threads is None else threads
+    from edgeproof.options import positive_int
+
+    n = default_threads() if threads is None else positive_int("threads", threads)
     if n <= 1:
         yield None
         return

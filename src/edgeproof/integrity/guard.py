@@ -14,7 +14,6 @@ and check its signature with ``edgeproof verify --pub`` in the release process.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from edgeproof.integrity.seal import (
 )
 from edgeproof.integrity.sources import DTYPE_ITEMSIZE, _tensor_bytes, torch_dtype_name
 from edgeproof.models.loaded import LoadedModel
+from edgeproof.structured import read_json
 
 __all__ = ["GuardReport", "ProtectEntry", "WeightGuard", "WeightTamperError", "load_protect_set"]
 
@@ -57,12 +57,7 @@ def load_protect_set(source: str | Path | Mapping[str, Any]) -> tuple[ProtectEnt
     if isinstance(source, Mapping):
         obj: Any = source
     else:
-        try:
-            obj = json.loads(Path(source).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputFileError(source, "no such protect-set file", "check the path") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputFileError(source, f"is not readable JSON ({exc})") from None
+        obj = read_json(Path(source), error=InputFileError, what="protect-set file")
     entries = obj.get("tensors") if isinstance(obj, Mapping) else None
     if not isinstance(entries, list):
         raise InputFileError(

@@ -27,6 +27,7 @@ from edgeproof.integrity.seal import (
     seal_message,
 )
 from edgeproof.integrity.signing import Signature, fingerprint, signature_valid
+from edgeproof.structured import check_depth, read_json
 
 __all__ = ["InclusionProof", "ProofCheck", "ProofFileError", "prove", "verify_proof"]
 
@@ -79,6 +80,9 @@ class InclusionProof:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], source: str | Path = "<proof>") -> InclusionProof:
+        """Parse a proof, checking every field's type (hex digests, integer ranges, the leaf's
+        fields for its kind) so a malformed proof fails here, with the file named."""
+        check_depth(obj, source, error=ProofFileError, what="proof")
         if not isinstance(obj, Mapping) or obj.get("proof_version") != PROOF_VERSION:
             got = obj.get("proof_version") if isinstance(obj, Mapping) else None
             raise ProofFileError(
@@ -87,22 +91,45 @@ class InclusionProof:
                 "re-create it with `edgeproof prove`",
             )
         try:
-            sig = obj["signature"]
+            kind = _field(obj, "leaf_kind", str)
+            if kind not in _LEAF_FIELDS:
+                raise ValueError(f"leaf_kind {kind!r} is not one of {', '.join(_LEAF_FIELDS)}")
+            leaf = _field(obj, "leaf", dict)
+            for name, check in _LEAF_FIELDS[kind].items():
+                if name not in leaf:
+                    raise KeyError(f"leaf.{name}")
+                if not check(leaf[name]):
+                    raise ValueError(f"leaf.{name} = {str(leaf[name])[:40]!r} is malformed")
+            path = _field(obj, "audit_path", list)
+            if len(path) > _MAX_PATH or not all(_is_hex32(h) for h in path):
+                raise ValueError("audit_path must be at most 64 hex SHA-256 digests")
+            items = _field(obj, "items", list)
+            headers = tuple(_header(h) for h in items)
+            root = _field(obj, "seal_root", str)
+            if not _is_hex32(root):
+                raise ValueError("seal_root is not a hex SHA-256 digest")
+            leaf_index = _nonneg(obj, "leaf_index")
+            tree_size = _nonneg(obj, "tree_size")
+            if leaf_index >= tree_size:
+                raise ValueError(f"leaf_index {leaf_index} is not below tree_size {tree_size}")
+            sig = obj.get("signature")
+            if sig is not None and not isinstance(sig, Mapping):
+                raise TypeError("signature must be an object or null")
             return cls(
-                obj["leaf_kind"],
-                dict(obj["leaf"]),
-                int(obj["leaf_index"]),
-                int(obj["tree_size"]),
-                tuple(bytes.fromhex(h) for h in obj["audit_path"]),
-                int(obj["item_index"]),
-                tuple(ItemHeader.from_json(h) for h in obj["items"]),
-                bytes.fromhex(obj["seal_root"]),
-                None if sig is None else Signature.from_json(sig),
+                kind,
+                dict(leaf),
+                leaf_index,
+                tree_size,
+                tuple(bytes.fromhex(h) for h in path),
+                _nonneg(obj, "item_index"),
+                headers,
+                bytes.fromhex(root),
+                None if sig is None else Signature.from_json(dict(sig)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProofFileError(
                 source,
-                f"is not a valid proof ({type(exc).__name__}: {exc})",
+                f"is not a valid proof ({type(exc).__name__}: {str(exc)[:160]})",
                 "re-create it with `edgeproof prove`",
             ) from None
 
@@ -112,13 +139,62 @@ class InclusionProof:
     @classmethod
     def read(cls, path: str | Path) -> InclusionProof:
         p = Path(path)
-        try:
-            obj = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ProofFileError(p, "no such proof file", "check the path") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ProofFileError(p, f"is not readable JSON ({exc})") from None
+        obj = read_json(p, error=ProofFileError, what="proof file", allow_nan=False)
         return cls.from_json(obj, p)
+
+
+_MAX_PATH = 64
+
+
+def _is_hex32(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def _is_int(v: Any, minimum: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+_LEAF_FIELDS: dict[str, dict[str, Any]] = {
+    "record": {
+        "record_id": lambda v: isinstance(v, str),
+        "content_sha256": _is_hex32,
+        "label": lambda v: isinstance(v, str),
+    },
+    "tensor-chunk": {
+        "tensor": lambda v: isinstance(v, str),
+        "dtype": lambda v: isinstance(v, str),
+        "shape": lambda v: isinstance(v, list) and all(_is_int(d) for d in v),
+        "chunk": _is_int,
+        "sha256": _is_hex32,
+    },
+}
+"""The fields each leaf kind must carry, with their checks."""
+
+
+def _field(obj: Mapping[str, Any], key: str, typ: type) -> Any:
+    value = obj[key]
+    if not isinstance(value, typ):
+        raise TypeError(f"{key} must be a {typ.__name__}")
+    return value
+
+
+def _nonneg(obj: Mapping[str, Any], key: str) -> int:
+    value = obj[key]
+    if not _is_int(value):
+        raise ValueError(f"{key} must be a non-negative integer")
+    return int(value)
+
+
+def _header(h: Any) -> ItemHeader:
+    if not isinstance(h, Mapping):
+        raise TypeError("items must be objects")
+    if h.get("kind") not in ("model", "dataset", "file"):
+        raise ValueError(f"item kind {str(h.get('kind'))[:20]!r} is unknown")
+    if not isinstance(h.get("path"), str) or not isinstance(h.get("format"), str):
+        raise TypeError("item path and format must be strings")
+    if not _is_hex32(h.get("root")) or not _is_int(h.get("leaves")):
+        raise ValueError("item root must be a hex SHA-256 digest and leaves an integer")
+    return ItemHeader.from_json(h)
 
 
 @dataclass(frozen=True)
@@ -176,8 +252,8 @@ def _find_leaf(it: Any, key: str) -> tuple[str, dict[str, Any], int] | None:
                 "content_sha256": it.content_sha256[i].hex(),
                 "label": it.classes[it.labels[i]],
             },
-            i + 1,
-        )  # leaf 0 is the header
+            it.first_record_leaf + i,
+        )  # the header and the sources come first
     if isinstance(it, ModelItem) and "#" in key:
         name, _, chunk_text = key.rpartition("#")
         if not chunk_text.isdigit():

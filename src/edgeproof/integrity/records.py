@@ -7,12 +7,16 @@ so no record can be passed off as a tensor chunk or an id as part of a label.
 
 Leaves:
 
-* dataset header — format, how record content is read, sample shape, class names;
+* dataset header — format, how record content is read, sample shape, class names, the kind of
+  input, the value domain and the loader options (everything that decides what an audit reads);
+* dataset source — one file (or archive member) the dataset is read from: name, size, SHA-256
+  of its bytes (every member of an ``.npz``, each IDX/CIFAR/CSV file, the class-name list);
 * dataset record — record id, SHA-256 of the record's content, label (the class *name*, so a
   relabel and a permuted class list both change the leaf);
 * tensor chunk — tensor name, dtype (safetensors names: ``F32``, ``BF16``, ``I8`` …), shape,
   chunk index, SHA-256 of the chunk's raw little-endian bytes;
 * metadata — a key and a value (safetensors ``__metadata__``, the ONNX graph without weights);
+* file header — a raw file's size in bytes;
 * file chunk — chunk index and SHA-256 of a raw file's bytes;
 * item — one sealed path: kind, path, format, its root and leaf count (the seal's top tree).
 """
@@ -20,6 +24,7 @@ Leaves:
 from __future__ import annotations
 
 import functools
+import json
 import struct
 from collections.abc import Sequence
 
@@ -28,9 +33,11 @@ __all__ = [
     "dataset_header_leaf",
     "encode_leaf",
     "file_chunk_leaf",
+    "file_header_leaf",
     "item_leaf",
     "metadata_leaf",
     "record_leaf",
+    "source_leaf",
     "tensor_chunk_leaf",
 ]
 
@@ -66,10 +73,34 @@ def encode_leaf(tag: str, *fields: Field) -> bytes:
 
 
 def dataset_header_leaf(
-    fmt: str, content: str, sample_shape: Sequence[int], classes: Sequence[str]
+    fmt: str,
+    content: str,
+    sample_shape: Sequence[int],
+    classes: Sequence[str],
+    input_kind: str,
+    domain: tuple[float, float] | None,
+    loader: Sequence[tuple[str, str]],
 ) -> bytes:
-    """The first leaf of a dataset: what a record is and what its labels mean."""
-    return encode_leaf("edgeproof/dataset/1", fmt, content, sample_shape, "\x1f".join(classes))
+    """The first leaf of a dataset: what a record is, what its labels and values mean, and the
+    loader options that select them. Class names and loader options (sorted by key) are JSON
+    arrays, so no list of names can pass for another; the domain is ``repr`` of each float
+    (exact round trip) or ``none``."""
+    dom = "none" if domain is None else f"{float(domain[0])!r},{float(domain[1])!r}"
+    return encode_leaf(
+        "edgeproof/dataset/2",
+        fmt,
+        content,
+        sample_shape,
+        json.dumps(list(classes), ensure_ascii=False),
+        input_kind,
+        dom,
+        json.dumps(sorted([k, v] for k, v in loader), ensure_ascii=False),
+    )
+
+
+def source_leaf(name: str, nbytes: int, sha256: bytes) -> bytes:
+    """One file or archive member a dataset is read from."""
+    return encode_leaf("edgeproof/source/1", name, nbytes, sha256)
 
 
 def record_leaf(record_id: str, content_sha256: bytes, label: str) -> bytes:
@@ -87,6 +118,11 @@ def tensor_chunk_leaf(
 def metadata_leaf(key: str, value_sha256: bytes) -> bytes:
     """A named piece of a model file that is not a tensor (hash of its canonical bytes)."""
     return encode_leaf("edgeproof/metadata/1", key, value_sha256)
+
+
+def file_header_leaf(nbytes: int) -> bytes:
+    """The first leaf of a raw file: its size (so truncation and growth change the root)."""
+    return encode_leaf("edgeproof/file-header/1", nbytes)
 
 
 def file_chunk_leaf(chunk: int, chunk_sha256: bytes) -> bytes:

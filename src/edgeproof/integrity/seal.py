@@ -10,19 +10,33 @@ not *what*:
   i.e. ~80 KB for a 100 MB model. Verify names the tensor and element range of every changed chunk,
   and for a chunk where one 32-bit word changed, the element, the bit (31 = sign for float32) and
   the value before and after (:mod:`edgeproof.integrity.chunks`).
-* **dataset** (every format :func:`edgeproof.data.loading.load_data` reads): per record — id,
-  SHA-256 of its content, label — ~110 bytes of JSON per record, ~5.5 MB for 50k records. Content
-  is the record's raw file bytes for image folders (any byte of the file counts, decoding cannot
-  hide a change) and the record's float32 array bytes as loaded (C order, little-endian) for the
-  array formats, whose files pack many records together. Verify says, per record id, whether the
-  content, the label, or both changed, and which records were added or removed.
-* **file** (anything else, or ``raw=True``): chunk digests of the file's bytes; verify names the
-  byte range (and the bit, for a single-word change).
+  The model's sidecar metadata (``<stem>.json``, which names its architecture, input domain and
+  classes) is committed as one metadata digest when it exists, so adding, removing or editing it
+  is a change.
+* **dataset** (every format :func:`edgeproof.data.loading.load_data` reads): a header (format,
+  sample shape, class names, input kind, value domain, loader options), one *source* per file or
+  archive member the data is read from (name, size, SHA-256: every member of an ``.npz`` —
+  ``domain``, ``classes`` and any unused array included —, each IDX/CIFAR/CSV file, CIFAR's class
+  list), then per record — id, SHA-256 of its content, label — ~110 bytes of JSON per record,
+  ~5.5 MB for 50k records. Content is the record's raw file bytes for image folders (any byte of
+  the file counts, decoding cannot hide a change) and the record's float32 array bytes as loaded
+  (C order, little-endian) for the array formats, whose files pack many records together. Verify
+  says, per record id, whether the content, the label, or both changed, which records were added
+  or removed, and which sources changed.
+* **file** (anything else, or ``raw=True``): the file's size and chunk digests of its bytes; verify
+  names the byte range (and the bit, for a single-word change).
+
+Paths are stored relative to the seal's folder; ``seal_paths`` refuses a path outside it and
+``verify_seal`` refuses an absolute path, a ``..`` escape or a symlink out of it, unless
+``allow_outside=True``. A sealed path that vanished or can no longer be read is a verification
+*failure* (``VerifyResult.ok`` is false), as is a signature by another key than the one pinned,
+or a missing signature when a key is pinned.
 
 Leaf encodings are in :mod:`edgeproof.integrity.records`. The top root is the MTH of one leaf per
 item; an optional Ed25519 signature covers :meth:`Seal.message` (top root and every item's root).
-Reading a seal checks it against the schema and that every stored digest list reproduces its item
-root, so a hand-edited seal is rejected before any comparison.
+Reading a seal checks its size and nesting (:mod:`edgeproof.limits`), the schema, and that every
+stored digest list reproduces its item root, so a hand-edited seal is rejected before any
+comparison.
 """
 
 from __future__ import annotations
@@ -46,9 +60,11 @@ import torch
 
 from edgeproof._version import __version__
 from edgeproof.atomic import atomic_write_text
-from edgeproof.errors import DataFileError, InputFileError, ModelFileError, UserError
+from edgeproof.errors import InputFileError, ModelFileError, OptionError, UserError, param
 from edgeproof.integrity.chunks import (
     DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
     ChunkDigest,
     digest_blob,
     hashing_pool,
@@ -58,9 +74,11 @@ from edgeproof.integrity.merkle import leaf_hash, merkle_root
 from edgeproof.integrity.records import (
     dataset_header_leaf,
     file_chunk_leaf,
+    file_header_leaf,
     item_leaf,
     metadata_leaf,
     record_leaf,
+    source_leaf,
     tensor_chunk_leaf,
 )
 from edgeproof.integrity.signing import Signature, sign, signature_valid
@@ -73,8 +91,11 @@ from edgeproof.integrity.sources import (
     read_safetensors,
     tensors_of_weights,
 )
+from edgeproof.options import positive_int, threads_or_default
+from edgeproof.structured import check_depth, parse_json, read_text
 
 __all__ = [
+    "LOADER_OPTIONS",
     "SCHEMA_VERSION",
     "BitFlip",
     "DatasetItem",
@@ -90,6 +111,7 @@ __all__ = [
     "SealedPathError",
     "SignatureCheck",
     "SignatureKeyError",
+    "SourceEntry",
     "TensorChange",
     "TensorEntry",
     "VerifyResult",
@@ -101,9 +123,12 @@ __all__ = [
     "verify_seal",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 MODEL_FORMATS = {".safetensors": "safetensors", ".onnx": "onnx"}
 DATA_SUFFIXES = {".npz", ".csv", ".tsv", ".idx"}
+LOADER_OPTIONS = ("x_key", "y_key", "label_column", "kind")
+"""The ``load_data`` options a seal records (and commits) for each dataset."""
+_HASH_BLOCK = 1 << 20
 
 
 class SealFileError(InputFileError):
@@ -115,7 +140,8 @@ class SealedPathError(InputFileError):
 
 
 class SignatureKeyError(UserError):
-    """The seal is unsigned or signed by another key than the one given."""
+    """Kept for callers that catch it; :func:`verify_seal` now reports an unsigned seal or one
+    signed by another key as a verification failure (``SignatureCheck.status``)."""
 
 
 # ---------------------------------------------------------------------------------------- items
@@ -159,8 +185,20 @@ class ModelItem:
 
 
 @dataclass(frozen=True)
+class SourceEntry:
+    """A file or archive member a dataset is read from: name, size and SHA-256 of its bytes."""
+
+    name: str
+    nbytes: int
+    sha256: bytes
+
+    def leaf(self) -> bytes:
+        return source_leaf(self.name, self.nbytes, self.sha256)
+
+
+@dataclass(frozen=True)
 class DatasetItem:
-    """A sealed dataset: a header leaf, then one leaf per record in dataset order."""
+    """A sealed dataset: a header leaf, one leaf per source, then one per record in order."""
 
     path: str
     format: str
@@ -171,16 +209,36 @@ class DatasetItem:
     content_sha256: tuple[bytes, ...]
     labels: tuple[int, ...]
     loader: Mapping[str, str] = field(default_factory=dict)
+    input_kind: str = "image"
+    domain: tuple[float, float] | None = None
+    sources: tuple[SourceEntry, ...] = ()
     kind: Literal["dataset"] = "dataset"
 
     def header_leaf(self) -> bytes:
-        return dataset_header_leaf(self.format, self.content, self.sample_shape, self.classes)
+        return dataset_header_leaf(
+            self.format,
+            self.content,
+            self.sample_shape,
+            self.classes,
+            self.input_kind,
+            self.domain,
+            tuple(self.loader.items()),
+        )
 
     def record_leaf(self, i: int) -> bytes:
         return record_leaf(self.ids[i], self.content_sha256[i], self.classes[self.labels[i]])
 
+    @property
+    def first_record_leaf(self) -> int:
+        """Index of record 0's leaf (after the header and the sources)."""
+        return 1 + len(self.sources)
+
     def leaves(self) -> list[bytes]:
-        return [self.header_leaf(), *(self.record_leaf(i) for i in range(len(self.ids)))]
+        return [
+            self.header_leaf(),
+            *(src.leaf() for src in self.sources),
+            *(self.record_leaf(i) for i in range(len(self.ids))),
+        ]
 
 
 @dataclass(frozen=True)
@@ -194,7 +252,10 @@ class FileItem:
     kind: Literal["file"] = "file"
 
     def leaves(self) -> list[bytes]:
-        return [file_chunk_leaf(i, c.sha256) for i, c in enumerate(self.chunks)]
+        return [
+            file_header_leaf(self.nbytes),
+            *(file_chunk_leaf(i, c.sha256) for i, c in enumerate(self.chunks)),
+        ]
 
 
 SealItem = ModelItem | DatasetItem | FileItem
@@ -279,6 +340,12 @@ def _item_to_json(item: SealItem, root: bytes) -> dict[str, Any]:
             sample_shape=list(item.sample_shape),
             classes=list(item.classes),
             loader=dict(item.loader),
+            input_kind=item.input_kind,
+            domain=None if item.domain is None else list(item.domain),
+            sources=[
+                {"name": src.name, "bytes": src.nbytes, "sha256": src.sha256.hex()}
+                for src in item.sources
+            ],
             records={
                 "ids": list(item.ids),
                 "content_sha256": [h.hex() for h in item.content_sha256],
@@ -288,6 +355,17 @@ def _item_to_json(item: SealItem, root: bytes) -> dict[str, Any]:
     else:
         head.update(bytes=item.nbytes, chunks=_digests_json(item.chunks))
     return head
+
+
+def _loader_from(obj: Any) -> dict[str, str]:
+    if not isinstance(obj, Mapping):
+        raise TypeError("loader must be an object")
+    unknown = [k for k in obj if k not in LOADER_OPTIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown loader option {unknown[0]!r} (known: {', '.join(LOADER_OPTIONS)})"
+        )
+    return {str(k): str(v) for k, v in obj.items()}
 
 
 def _item_from_json(obj: Mapping[str, Any]) -> SealItem:
@@ -319,7 +397,13 @@ def _item_from_json(obj: Mapping[str, Any]) -> SealItem:
             tuple(rec["ids"]),
             tuple(bytes.fromhex(h) for h in rec["content_sha256"]),
             tuple(int(v) for v in rec["labels"]),
-            dict(obj.get("loader", {})),
+            _loader_from(obj.get("loader", {})),
+            str(obj["input_kind"]),
+            None if obj["domain"] is None else (float(obj["domain"][0]), float(obj["domain"][1])),
+            tuple(
+                SourceEntry(str(src["name"]), int(src["bytes"]), bytes.fromhex(src["sha256"]))
+                for src in obj["sources"]
+            ),
         )
     return FileItem(obj["path"], int(obj["bytes"]), _digests_from(obj["chunks"]))
 
@@ -334,6 +418,8 @@ class Seal:
     tool_version: str = __version__
     signature: Signature | None = None
     schema_version: str = SCHEMA_VERSION
+    source: str = field(default="<seal>", compare=False)
+    """Where the seal was read from (for messages; not part of the seal)."""
 
     @cached_property
     def item_roots(self) -> tuple[bytes, ...]:
@@ -379,10 +465,20 @@ class Seal:
             "signature": None if self.signature is None else self.signature.to_json(),
         }
 
-    def write(self, path: str | Path) -> Path:
-        """Write the seal atomically (validated against the schema first)."""
+    def write(self, path: str | Path, *, base_dir: str | Path | None = None) -> Path:
+        """Write the seal atomically (validated against the schema first).
+
+        Refuses (``OptionError("out", ...)``) to write over, or into, anything the seal covers:
+        item paths are taken relative to ``base_dir`` (default: the seal's folder, the
+        convention of :func:`seal_paths`).
+        """
         import jsonschema
 
+        from edgeproof.outputs import check_output_paths
+
+        base = Path(path).parent if base_dir is None else Path(base_dir)
+        sealed = [base / it.path for it in self.items if not it.path.startswith("builtin:")]
+        check_output_paths([Path(path)], sealed)
         obj = self.to_json()
         jsonschema.validate(obj, load_schema())
         return atomic_write_text(path, json.dumps(obj, separators=(",", ":")) + "\n")
@@ -392,6 +488,7 @@ class Seal:
         """Parse, schema-check and self-check a seal object."""
         import jsonschema
 
+        check_depth(obj, source, error=SealFileError, what="seal")
         version = obj.get("schema_version") if isinstance(obj, Mapping) else None
         if version != SCHEMA_VERSION:
             raise SealFileError(
@@ -417,16 +514,18 @@ class Seal:
                 created=obj["created"],
                 tool_version=obj["tool_version"],
                 signature=None if sig is None else Signature.from_json(sig),
+                source=str(source),
             )
             for it in seal.items:
                 _check_lengths(it)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            roots = seal.item_roots
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
             raise SealFileError(
                 source,
-                f"has a malformed digest list ({type(exc).__name__}: {exc})",
+                f"is malformed ({type(exc).__name__}: {str(exc)[:160]})",
                 "regenerate it with `edgeproof seal`",
             ) from None
-        for it, r, stored in zip(seal.items, seal.item_roots, obj["items"]):
+        for it, r, stored in zip(seal.items, roots, obj["items"]):
             if r.hex() != stored["root"]:
                 raise SealFileError(
                     source,
@@ -446,14 +545,8 @@ class Seal:
     def read(cls, path: str | Path) -> Seal:
         """Load a seal file (see :meth:`from_json`)."""
         p = Path(path)
-        try:
-            obj = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SealFileError(p, "no such seal file", "check the path") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SealFileError(
-                p, f"is not a readable JSON seal ({exc})", "give the file `edgeproof seal` wrote"
-            ) from None
+        text = read_text(p, error=SealFileError, what="seal file", limit="max_seal_bytes")
+        obj = parse_json(text, p, error=SealFileError, what="seal", allow_nan=False)
         return cls.from_json(obj, p)
 
 
@@ -509,9 +602,30 @@ def _tensor_entries(ts: TensorSet, chunk_size: int, pool: Any) -> tuple[TensorEn
     )
 
 
-def _model_item(path: str, ts: TensorSet, chunk_size: int, pool: Any) -> ModelItem:
-    meta = tuple((k, hashlib.sha256(v).digest()) for k, v in sorted(ts.metadata.items()))
-    return ModelItem(path, ts.format, _tensor_entries(ts, chunk_size, pool), meta)
+def _model_item(
+    path: str, ts: TensorSet, chunk_size: int, pool: Any, extra: Sequence[tuple[str, bytes]] = ()
+) -> ModelItem:
+    meta = [(k, hashlib.sha256(v).digest()) for k, v in sorted(ts.metadata.items())]
+    meta += [(k, hashlib.sha256(v).digest()) for k, v in extra]
+    return ModelItem(path, ts.format, _tensor_entries(ts, chunk_size, pool), tuple(sorted(meta)))
+
+
+def _sidecar_meta(model: Path) -> list[tuple[str, bytes]]:
+    """The model's sidecar ``<stem>.json`` as a metadata value (``[]`` if there is none)."""
+    side = model.with_suffix(".json")
+    if not side.is_file():
+        return []
+    try:
+        return [(f"sidecar {side.name}", _bounded_bytes(side, "max_document_bytes"))]
+    except OSError as exc:
+        raise SealedPathError(side, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _bounded_bytes(path: Path, limit: str) -> bytes:
+    from edgeproof import limits
+
+    limits.check(SealedPathError, path, limit, "the file", path.stat().st_size)
+    return path.read_bytes()
 
 
 def model_item_from_weights(
@@ -522,8 +636,8 @@ def model_item_from_weights(
     threads: int | None = None,
 ) -> ModelItem:
     """Seal in-memory weights (``LoadedModel.weights`` or a ``state_dict``) as a model item."""
-    with hashing_pool(threads) as pool:
-        return _model_item(path, tensors_of_weights(weights), chunk_size, pool)
+    with hashing_pool(threads_or_default("threads", threads)) as pool:
+        return _model_item(path, tensors_of_weights(weights), _chunk_size(chunk_size), pool)
 
 
 @contextmanager
@@ -556,6 +670,63 @@ def _load_dataset(source: str, loader: Mapping[str, str]) -> Any:
     return load_data(source, **loader)
 
 
+def _file_source(path: Path, name: str) -> SourceEntry:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+            size += len(block)
+    return SourceEntry(name, size, digest.digest())
+
+
+def _dataset_sources(source: str, fmt: str) -> tuple[SourceEntry, ...]:
+    """Every file (and ``.npz`` member) the loader reads for this dataset, hashed."""
+    if source.startswith("builtin:") or fmt == "imagefolder":
+        return ()  # built-ins ship with the code; image records are their files' bytes
+    from edgeproof.data.formats.cifar import batch_files
+    from edgeproof.data.formats.idx import labels_path_for
+
+    p = Path(source)
+    try:
+        if fmt == "npz":
+            return (_file_source(p, p.name), *_npz_members(p))
+        if fmt == "idx":
+            labels = labels_path_for(p)
+            return (_file_source(p, p.name), _file_source(labels, labels.name))
+        if fmt == "cifar10":
+            folder = p if p.is_dir() else p.parent
+            files = batch_files(p) if p.is_dir() else [p]
+            meta = folder / "batches.meta.txt"
+            out = [_file_source(f, f.name) for f in files]
+            if meta.is_file():
+                out.append(_file_source(meta, meta.name))
+            return tuple(out)
+        return (_file_source(p, p.name),) if p.is_file() else ()
+    except OSError as exc:
+        raise SealedPathError(p, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _npz_members(path: Path) -> list[SourceEntry]:
+    from edgeproof.errors import DataFileError
+    from edgeproof.zipfiles import ZIP_ERRORS, ZipArchive
+
+    out = []
+    with ZipArchive(path, DataFileError, what=".npz archive") as zf:
+        for name in zf.names():
+            digest = hashlib.sha256()
+            size = 0
+            try:
+                with zf.open(name) as fh:
+                    while block := fh.read(_HASH_BLOCK):
+                        digest.update(block)
+                        size += len(block)
+            except ZIP_ERRORS as exc:
+                raise DataFileError(path, f"member {name!r} cannot be read ({exc})") from None
+            out.append(SourceEntry(f"{path.name}:{name}", size, digest.digest()))
+    return out
+
+
 def _dataset_item(rel: str, source: str, loader: Mapping[str, str], ds: Any = None) -> DatasetItem:
     if ds is None:
         ds = _load_dataset(source, loader)
@@ -571,6 +742,9 @@ def _dataset_item(rel: str, source: str, loader: Mapping[str, str], ds: Any = No
         tuple(hashes),
         tuple(int(v) for v in ds.y),
         dict(loader),
+        str(ds.kind),
+        None if ds.domain is None else (float(ds.domain[0]), float(ds.domain[1])),
+        _dataset_sources(source, ds.format),
     )
 
 
@@ -589,8 +763,45 @@ def _classify(path: Path, raw: bool) -> str:
     return "file"
 
 
-def _rel(path: Path, base: Path) -> str:
+def _inside(path: Path, base: Path) -> bool:
+    """True if ``path`` (symlinks resolved) is ``base`` or lies under it."""
+    try:
+        path.resolve().relative_to(base.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _rel(path: Path, base: Path, allow_outside: bool) -> str:
+    if not allow_outside and not _inside(path, base):
+        raise SealedPathError(
+            path,
+            f"is outside the seal's folder {base.resolve()} (symlinks resolved)",
+            "write the seal into a folder that contains everything it seals, or pass "
+            f"{param('allow_outside', switch=True)} to store a ../ path",
+        )
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+
+def _chunk_size(chunk_size: Any) -> int:
+    cs = positive_int("chunk_size", chunk_size, minimum=MIN_CHUNK_SIZE, maximum=MAX_CHUNK_SIZE)
+    if cs % 4:
+        raise OptionError("chunk_size", f"{cs} is not a multiple of 4", "use e.g. 65536")
+    return cs
+
+
+def _loader_options(loader: Mapping[str, str] | None) -> dict[str, str]:
+    opts = dict(loader or {})
+    for key, value in opts.items():
+        if key not in LOADER_OPTIONS:
+            raise OptionError(
+                "loader",
+                f"unknown dataset loader option {key!r}",
+                f"use only {', '.join(LOADER_OPTIONS)}",
+            )
+        if not isinstance(value, str):
+            raise OptionError("loader", f"option {key}={value!r} is not a string")
+    return opts
 
 
 def seal_paths(
@@ -602,25 +813,34 @@ def seal_paths(
     loader: Mapping[str, str] | None = None,
     threads: int | None = None,
     key: Any = None,
+    allow_outside: bool = False,
 ) -> Seal:
     """Seal model files, datasets and raw files.
 
     Args:
         paths: files or folders; ``builtin:<name>`` datasets too. ``.safetensors``/``.onnx`` are
-            sealed as models, folders and ``.npz``/``.csv``/IDX files as datasets, anything else
-            as raw files. A folder with ``raw=True`` seals every file under it as a raw file.
+            sealed as models (with their sidecar ``.json``, if any), folders and
+            ``.npz``/``.csv``/IDX files as datasets, anything else as raw files. A folder with
+            ``raw=True`` seals every file under it as a raw file.
         base_dir: paths are stored relative to this folder (the seal file's folder), so the seal
             and the artefacts can move together.
         chunk_size: bytes per tensor/file chunk (multiple of 4, 4–256 KiB).
         raw: seal everything as raw file bytes, no format parsing.
-        loader: ``load_data`` keyword options for datasets (``x_key``, ``y_key``, ``label_column``).
+        loader: ``load_data`` options for datasets, from :data:`LOADER_OPTIONS` (``x_key``,
+            ``y_key``, ``label_column``, ``kind``); committed in the seal.
         threads: hashing threads (default: CPU count, at most 8).
         key: an ``Ed25519PrivateKey`` to sign the seal with.
+        allow_outside: allow paths outside ``base_dir`` (stored as ``../`` paths).
+
+    Raises:
+        OptionError: ``chunk_size``, ``threads`` or ``loader`` is invalid.
+        SealedPathError: a path does not exist or lies outside ``base_dir``.
     """
     base = Path(base_dir)
+    cs = _chunk_size(chunk_size)
+    opts = _loader_options(loader)
     items: list[SealItem] = []
-    opts = dict(loader or {})
-    with hashing_pool(threads) as pool:
+    with hashing_pool(threads_or_default("threads", threads)) as pool:
         for given in paths:
             text = str(given)
             if text.startswith("builtin:"):
@@ -632,17 +852,18 @@ def seal_paths(
             kind = _classify(p, raw)
             if kind == "file" and p.is_dir():
                 for f in sorted(q for q in p.rglob("*") if q.is_file()):
-                    items.append(_file_item(_rel(f, base), f, chunk_size, pool))
+                    items.append(_file_item(_rel(f, base, allow_outside), f, cs, pool))
             elif kind == "file":
-                items.append(_file_item(_rel(p, base), p, chunk_size, pool))
+                items.append(_file_item(_rel(p, base, allow_outside), p, cs, pool))
             elif kind == "model":
+                rel = _rel(p, base, allow_outside)
                 with _open_model(p, MODEL_FORMATS[p.suffix.lower()]) as ts:
-                    items.append(_model_item(_rel(p, base), ts, chunk_size, pool))
+                    items.append(_model_item(rel, ts, cs, pool, _sidecar_meta(p)))
             else:
-                items.append(_dataset_item(_rel(p, base), str(p), opts))
+                items.append(_dataset_item(_rel(p, base, allow_outside), str(p), opts))
     if not items:
         raise SealedPathError(str(paths), "nothing to seal", "give at least one file or folder")
-    seal = Seal(tuple(items), chunk_size, datetime.now(UTC).isoformat(timespec="seconds"))
+    seal = Seal(tuple(items), cs, datetime.now(UTC).isoformat(timespec="seconds"))
     return seal.signed(key) if key is not None else seal
 
 
@@ -815,15 +1036,36 @@ class ItemVerification:
 
 @dataclass(frozen=True)
 class SignatureCheck:
-    """Whether the seal is signed, and whether the signature holds (and by whose key)."""
+    """Whether the seal is signed, and whether the signature holds (and by whose key).
 
-    status: Literal["unsigned", "valid", "invalid"]
+    ``status``: ``unsigned`` (no signature, none required), ``valid``, ``invalid`` (the seal was
+    altered after signing), ``wrong-key`` (valid or not, made by another key than the pinned
+    one), ``missing`` (a key was pinned but the seal carries no signature). Only ``unsigned``
+    and ``valid`` let a verification pass.
+    """
+
+    status: Literal["unsigned", "valid", "invalid", "wrong-key", "missing"]
     fingerprint: str | None = None
     pinned: bool = False
+    expected: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("unsigned", "valid")
 
     def message(self) -> str:
         if self.status == "unsigned":
             return "seal is not signed"
+        if self.status == "missing":
+            return (
+                f"seal is NOT SIGNED, but a signature by {self.expected} is required: the "
+                "signature was stripped or the seal is not the published one"
+            )
+        if self.status == "wrong-key":
+            return (
+                f"seal is signed by ANOTHER KEY ({self.fingerprint}), not by the expected "
+                f"{self.expected}: do not trust it"
+            )
         who = "the expected key" if self.pinned else "the key embedded in the seal (not pinned)"
         if self.status == "valid":
             return f"signature valid, by {who} {self.fingerprint}"
@@ -841,10 +1083,10 @@ class VerifyResult:
 
     @property
     def ok(self) -> bool:
-        return self.signature.status != "invalid" and all(i.ok for i in self.items)
+        return self.signature.ok and all(i.ok for i in self.items)
 
     def messages(self) -> list[str]:
-        out = [] if self.signature.status != "invalid" else [self.signature.message()]
+        out = [] if self.signature.ok else [self.signature.message()]
         for it in self.items:
             out.extend(it.messages())
         return out
@@ -950,19 +1192,37 @@ def compare_tensors(
     return regions, tchanges
 
 
-def _resolve(item: SealItem, base: Path) -> Path:
-    p = base / item.path
-    if not p.exists():
-        raise SealedPathError(
-            p,
-            f"was sealed as a {item.kind} ({item.format}) but no longer exists",
-            "restore it, or re-seal without it",
+class _Unreadable(Exception):
+    """A sealed path vanished or cannot be read as what was sealed (a verification failure)."""
+
+    def __init__(self, note: str) -> None:
+        super().__init__(note)
+        self.note = note
+
+
+def _resolve(item: SealItem, base: Path, allow_outside: bool, source: str) -> Path:
+    """The sealed path on disk; refuses one that leaves the seal's folder."""
+    rel = Path(item.path)
+    escapes = rel.is_absolute() or bool(rel.drive) or ".." in rel.parts
+    p = base / rel
+    if not allow_outside and (escapes or not _inside(p, base)):
+        raise SealFileError(
+            source,
+            f"item path {item.path!r} leaves the seal's folder {base.resolve()} "
+            "(absolute, '..' or a symlink out); edgeproof does not read outside it",
+            f"pass {param('allow_outside', switch=True)} only if you trust the seal",
         )
+    if not p.exists():
+        raise _Unreadable(f"was sealed as a {item.kind} ({item.format}) but no longer exists")
     return p
 
 
+def _failed(item: SealItem, root: bytes, note: str) -> ItemVerification:
+    return ItemVerification(item.path, item.kind, item.format, root, b"", notes=(note,))
+
+
 def _verify_model(
-    item: ModelItem, root: bytes, base: Path, chunk_size: int, pool: Any
+    item: ModelItem, root: bytes, base: Path, chunk_size: int, pool: Any, opts: _Where
 ) -> ItemVerification:
     if item.format not in ("safetensors", "onnx"):
         raise SealedPathError(
@@ -970,17 +1230,15 @@ def _verify_model(
             f"was sealed from an in-memory model ({item.format}), not a file",
             "check it with edgeproof.integrity.WeightGuard instead",
         )
-    p = _resolve(item, base)
+    p = _resolve(item, base, opts.allow_outside, opts.source)
     try:
         with _open_model(p, item.format) as ts:
-            current = _model_item(item.path, ts, chunk_size, pool)
+            current = _model_item(item.path, ts, chunk_size, pool, _sidecar_meta(p))
             blobs = {b.name: b.data for b in ts.tensors}
             regions, tchanges = compare_tensors(item.path, item, current, blobs, chunk_size)
     except ModelFileError as exc:
-        raise SealedPathError(
-            p,
-            f"was sealed as a {item.format} model but can no longer be read as one ({exc.problem})",
-            "restore the sealed file, or re-seal it",
+        raise _Unreadable(
+            f"was sealed as a {item.format} model but can no longer be read as one ({exc.problem})"
         ) from None
     return ItemVerification(
         item.path, item.kind, item.format, root, _root(current), tuple(regions), tuple(tchanges)
@@ -988,17 +1246,20 @@ def _verify_model(
 
 
 def _verify_file(
-    item: FileItem, root: bytes, base: Path, chunk_size: int, pool: Any
+    item: FileItem, root: bytes, base: Path, chunk_size: int, pool: Any, opts: _Where
 ) -> ItemVerification:
-    p = _resolve(item, base)
+    p = _resolve(item, base, opts.allow_outside, opts.source)
     if not p.is_file():
-        raise SealedPathError(p, "was sealed as a file but is now a folder", "restore the file")
+        raise _Unreadable("was sealed as a file but is now a folder")
     notes: list[str] = []
-    with read_file(p) as mv:
-        current = FileItem(item.path, len(mv), tuple(digest_blob(mv, chunk_size, pool)))
-        regions = _diff_chunks(
-            item.path, None, None, None, item.chunks, current.chunks, mv, chunk_size
-        )
+    try:
+        with read_file(p) as mv:
+            current = FileItem(item.path, len(mv), tuple(digest_blob(mv, chunk_size, pool)))
+            regions = _diff_chunks(
+                item.path, None, None, None, item.chunks, current.chunks, mv, chunk_size
+            )
+    except OSError as exc:
+        raise _Unreadable(f"cannot be read ({exc.strerror or exc})") from None
     if current.nbytes != item.nbytes:
         notes.append(f"size changed {item.nbytes} → {current.nbytes} bytes")
     return ItemVerification(
@@ -1014,24 +1275,20 @@ def _verify_file(
     )
 
 
-def _verify_dataset(item: DatasetItem, root: bytes, base: Path) -> ItemVerification:
+def _verify_dataset(item: DatasetItem, root: bytes, base: Path, opts: _Where) -> ItemVerification:
     builtin = item.path.startswith("builtin:")
-    source = item.path if builtin else str(_resolve(item, base))
+    source = item.path if builtin else str(_resolve(item, base, opts.allow_outside, opts.source))
     try:
         ds = _load_dataset(source, item.loader)
-    except DataFileError as exc:
-        raise SealedPathError(
-            source,
-            f"was sealed as a {item.format} dataset but can no longer be read ({exc})",
-            "restore the sealed data, or re-seal it",
+        current = _dataset_item(item.path, source, item.loader, ds)
+    except UserError as exc:  # unreadable now: truncated, corrupt, invalid labels, ...
+        changed = _source_notes(item.sources, _sources_if_readable(source, item.format))
+        raise _Unreadable(
+            f"was sealed as a {item.format} dataset but can no longer be read ({exc})"
+            + (f"; {'; '.join(changed)}" if changed else "")
         ) from None
     if ds.format != item.format:
-        raise SealedPathError(
-            source,
-            f"was sealed as a {item.format} dataset but now reads as {ds.format}",
-            "restore the sealed data, or re-seal it",
-        )
-    current = _dataset_item(item.path, source, item.loader, ds)
+        raise _Unreadable(f"was sealed as a {item.format} dataset but now reads as {ds.format}")
     notes: list[str] = []
     if current.classes != item.classes:
         notes.append(f"class list changed {list(item.classes)} → {list(current.classes)}")
@@ -1041,6 +1298,11 @@ def _verify_dataset(item: DatasetItem, root: bytes, base: Path) -> ItemVerificat
         )
     if current.content != item.content:
         notes.append(f"record content is now read as {current.content}, sealed as {item.content}")
+    if current.input_kind != item.input_kind:
+        notes.append(f"input kind changed {item.input_kind} → {current.input_kind}")
+    if current.domain != item.domain:
+        notes.append(f"value domain changed {item.domain} → {current.domain}")
+    notes += _source_notes(item.sources, current.sources)
     records = _diff_records(item, current)
     old_pos = {rid: i for i, rid in enumerate(item.ids)}
     common = [rid for rid in current.ids if rid in old_pos]
@@ -1057,6 +1319,35 @@ def _verify_dataset(item: DatasetItem, root: bytes, base: Path) -> ItemVerificat
         tuple(records),
         tuple(notes),
     )
+
+
+def _sources_if_readable(source: str, fmt: str) -> tuple[SourceEntry, ...]:
+    try:
+        return _dataset_sources(source, fmt)
+    except (UserError, OSError):
+        return ()
+
+
+def _source_notes(sealed: Sequence[SourceEntry], current: Sequence[SourceEntry]) -> list[str]:
+    old = {s.name: s for s in sealed}
+    new = {s.name: s for s in current}
+    out = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if b is None:
+            out.append(f"source {name!r} is missing")
+        elif a is None:
+            out.append(f"source {name!r} was added; it is not in the seal")
+        elif a != b:
+            size = f" (size {a.nbytes} → {b.nbytes} bytes)" if a.nbytes != b.nbytes else ""
+            out.append(f"source {name!r} changed{size}")
+    return out
+
+
+@dataclass(frozen=True)
+class _Where:
+    source: str
+    allow_outside: bool
 
 
 def _diff_records(old: DatasetItem, new: DatasetItem) -> list[RecordChange]:
@@ -1104,27 +1395,24 @@ def _diff_records(old: DatasetItem, new: DatasetItem) -> list[RecordChange]:
 def check_signature(seal: Seal, public_key: bytes | None) -> SignatureCheck:
     """Check the seal's signature, pinned to ``public_key`` if given.
 
-    Raises:
-        SignatureKeyError: ``public_key`` was given but the seal is unsigned or signed by
-            another key.
+    With ``public_key``, a seal that is unsigned (``missing``) or signed by another key
+    (``wrong-key``) fails, like an altered one (``invalid``): all three are verification
+    failures, never a pass.
     """
     from edgeproof.integrity.signing import fingerprint
 
     sig = seal.signature
+    expected = None if public_key is None else fingerprint(public_key)
     if sig is None:
         if public_key is not None:
-            raise SignatureKeyError(
-                f"the seal is not signed, but --pub {fingerprint(public_key)} was given; "
-                "re-seal with --key, or verify without --pub"
-            )
+            return SignatureCheck("missing", None, True, expected)
         return SignatureCheck("unsigned")
     if public_key is not None and sig.public_key != public_key:
-        raise SignatureKeyError(
-            f"the seal is signed by another key ({sig.fingerprint}), not by the --pub key "
-            f"({fingerprint(public_key)}); get the seal from its publisher or the right public key"
-        )
+        return SignatureCheck("wrong-key", sig.fingerprint, True, expected)
     ok = signature_valid(sig, seal.message())
-    return SignatureCheck("valid" if ok else "invalid", sig.fingerprint, public_key is not None)
+    return SignatureCheck(
+        "valid" if ok else "invalid", sig.fingerprint, public_key is not None, expected
+    )
 
 
 def verify_seal(
@@ -1133,25 +1421,34 @@ def verify_seal(
     base_dir: str | Path = ".",
     public_key: bytes | None = None,
     threads: int | None = None,
-    source: str = "<seal>",
+    source: str | None = None,
+    allow_outside: bool = False,
 ) -> VerifyResult:
     """Recompute every item of ``seal`` from disk and localise every difference.
 
-    Reads only; never writes. Paths resolve against ``base_dir`` (the seal file's folder).
+    Reads only; never writes. Paths resolve against ``base_dir`` (the seal file's folder) and
+    may not leave it unless ``allow_outside``. A sealed path that vanished or can no longer be
+    read is a failed item (``ok`` false, with a note), not an exception.
 
     Raises:
-        SealedPathError: a sealed path vanished or changed format (bad input, exit code 2).
-        SignatureKeyError: ``public_key`` given and the seal is unsigned or signed by another key.
+        SealFileError: an item path leaves ``base_dir`` (and ``allow_outside`` is false).
+        SealedPathError: an item was sealed from an in-memory model, not a file.
+        OptionError: ``threads`` is not a positive integer.
     """
     sig = check_signature(seal, public_key)
     base = Path(base_dir)
+    source = seal.source if source is None else source
+    where = _Where(str(source), allow_outside)
     results: list[ItemVerification] = []
-    with hashing_pool(threads) as pool:
+    with hashing_pool(threads_or_default("threads", threads)) as pool:
         for item, root in zip(seal.items, seal.item_roots):
-            if isinstance(item, ModelItem):
-                results.append(_verify_model(item, root, base, seal.chunk_size, pool))
-            elif isinstance(item, FileItem):
-                results.append(_verify_file(item, root, base, seal.chunk_size, pool))
-            else:
-                results.append(_verify_dataset(item, root, base))
+            try:
+                if isinstance(item, ModelItem):
+                    results.append(_verify_model(item, root, base, seal.chunk_size, pool, where))
+                elif isinstance(item, FileItem):
+                    results.append(_verify_file(item, root, base, seal.chunk_size, pool, where))
+                else:
+                    results.append(_verify_dataset(item, root, base, where))
+            except _Unreadable as exc:
+                results.append(_failed(item, root, exc.note))
     return VerifyResult(source, seal.root, tuple(results), sig)

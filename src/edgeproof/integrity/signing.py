@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from edgeproof.atomic import atomic_write_bytes
-from edgeproof.errors import InputFileError
+from edgeproof.errors import InputFileError, param
 
 __all__ = [
     "KeyFileError",
@@ -63,7 +63,11 @@ class Signature:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Signature:
-        return cls(bytes.fromhex(obj["public_key"]), bytes.fromhex(obj["value"]), obj["algorithm"])
+        """Parse; raises ``KeyError``/``TypeError``/``ValueError`` for a malformed signature."""
+        algorithm = obj["algorithm"]
+        if not isinstance(algorithm, str):
+            raise TypeError("signature algorithm must be a string")
+        return cls(bytes.fromhex(obj["public_key"]), bytes.fromhex(obj["value"]), algorithm)
 
 
 def public_bytes(key: Ed25519PublicKey) -> bytes:
@@ -84,7 +88,7 @@ def generate_key(out: str | Path, *, overwrite: bool = False) -> tuple[Path, Pat
         raise KeyFileError(
             priv_path,
             "already exists; refusing to overwrite a private key",
-            "choose another --out path, or delete the old key first",
+            f"choose another {param('out')} path, or delete the old key first",
         )
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
@@ -103,13 +107,26 @@ def generate_key(out: str | Path, *, overwrite: bool = False) -> tuple[Path, Pat
     return priv_path, pub_path
 
 
+_MAX_KEY_BYTES = 64 * 1024
+
+
+def _line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+
+
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        if path.is_dir():
+            raise KeyFileError(path, "is a folder, not a key file", _KEYGEN_FIX)
+        with path.open("rb") as fh:
+            data = fh.read(_MAX_KEY_BYTES + 1)
     except FileNotFoundError:
         raise KeyFileError(path, "no such key file", _KEYGEN_FIX) from None
     except OSError as exc:
         raise KeyFileError(path, f"cannot be read ({exc.strerror})") from None
+    if len(data) > _MAX_KEY_BYTES:
+        raise KeyFileError(path, "is too large to be a PEM key", _KEYGEN_FIX)
+    return data
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
@@ -117,9 +134,11 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     p = Path(path)
     try:
         key = serialization.load_pem_private_key(_read(p), password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(
-            p, f"is not an unencrypted PEM private key ({exc})", _KEYGEN_FIX
+            p,
+            f"is not an unencrypted PEM private key ({_line(exc)})",
+            _KEYGEN_FIX,
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(p, f"is a {type(key).__name__}, not an Ed25519 key", _KEYGEN_FIX)
@@ -137,8 +156,8 @@ def load_public_key(path: str | Path) -> bytes:
                 raise TypeError(type(priv).__name__)
             return public_bytes(priv.public_key())
         pub = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(p, f"is not an Ed25519 PEM key ({exc})", _KEYGEN_FIX) from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise KeyFileError(p, f"is not an Ed25519 PEM key ({_line(exc)})", _KEYGEN_FIX) from None
     if not isinstance(pub, Ed25519PublicKey):
         raise KeyFileError(p, f"is a {type(pub).__name__}, not an Ed25519 key", _KEYGEN_FIX)
     return public_bytes(pub)

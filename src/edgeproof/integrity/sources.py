@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeproof.errors import ModelFileError
+from edgeproof.errors import ModelFileError, param
 
 __all__ = [
     "DTYPE_ITEMSIZE",
@@ -154,6 +154,13 @@ def read_safetensors(path: str | Path) -> Iterator[TensorSet]:
         blobs = []
         for name in sorted(keys):
             h = header[name]
+            if str(h.get("dtype")) not in DTYPE_ITEMSIZE:
+                raise ModelFileError(
+                    p,
+                    f"tensor {name!r} has dtype {h.get('dtype')}, which a model seal does not "
+                    "cover",
+                    f"seal the file as raw bytes ({param('raw', switch=True)})",
+                )
             a, b = h["data_offsets"]
             blobs.append(
                 TensorBlob(
@@ -196,7 +203,7 @@ def read_onnx(path: str | Path) -> TensorSet:
             raise ModelFileError(
                 p,
                 f"initializer {init.name!r} has dtype {arr.dtype}, which cannot be sealed",
-                "seal the file as raw bytes with --raw",
+                f"seal the file as raw bytes ({param('raw', switch=True)})",
             )
         data = le.reshape(-1).view(np.uint8).data.cast("B")
         blobs.append(TensorBlob(init.name, name, tuple(int(s) for s in arr.shape), data))

@@ -27,7 +27,6 @@ Flips are always applied to a deep copy of the module; the caller's model is nev
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +41,8 @@ from torch import nn
 from edgeproof.atomic import atomic_write_text
 from edgeproof.errors import OptionError
 from edgeproof.methods.layers import layers_from_module
+from edgeproof.models.modules import clone_module, eval_mode
+from edgeproof.options import positive_int
 
 __all__ = [
     "PROTECT_FORMAT",
@@ -119,7 +120,11 @@ def candidate_set(
 
     ``input_shape`` (sample shape, no batch) is needed for ``1p-dnl``. The module is not modified
     (gradients are taken on a copy).
+
+    Raises:
+        OptionError: ``num_layers`` is not a positive integer.
     """
+    num_layers = positive_int("num_layers", num_layers)
     inv = layers_from_module(module)
     params = dict(module.named_parameters())
     order: list[str] = []
@@ -136,7 +141,7 @@ def candidate_set(
         raise OptionError(
             "input_shape", "1P-DNL needs the input shape", "pass the model's InputSpec"
         )
-    work = copy.deepcopy(module).eval()
+    work = eval_mode(clone_module(module))
     wparams = dict(work.named_parameters())
     for p in work.parameters():
         p.requires_grad_(False)
@@ -216,8 +221,8 @@ def random_flips(cands: CandidateSet, k: int, seed: int) -> list[SignFlip]:
 
 
 def apply_flips(module: nn.Module, flips: Sequence[SignFlip]) -> nn.Module:
-    """A deep copy of ``module`` with the sign of each flipped parameter negated."""
-    work = copy.deepcopy(module)
+    """A copy of ``module`` with the sign of each flipped parameter negated."""
+    work = clone_module(module)
     flip_in_place(dict(work.named_parameters()), flips)
     return work
 
@@ -245,7 +250,7 @@ def kl_and_flip_rate(clean: torch.Tensor, logits: torch.Tensor) -> tuple[float, 
     return float(rate.float().mean()), float(kl.mean())
 
 
-def validate_budget(budget: float, option: str = "--budget") -> float:
+def validate_budget(budget: float, option: str = "budget") -> float:
     """A protect budget must be a fraction in (0, 1]."""
     try:
         b = float(budget)
@@ -316,7 +321,7 @@ def ar_curve(
     module: nn.Module, flips: Sequence[SignFlip], evaluate: Evaluator, ks: Sequence[int]
 ) -> list[float]:
     """``evaluate`` after the first ``k`` flips, for each ``k`` (one copy, flipped in turn)."""
-    work = copy.deepcopy(module)
+    work = clone_module(module)
     params = dict(work.named_parameters())
     out: list[float] = []
     done = 0

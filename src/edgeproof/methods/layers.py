@@ -245,8 +245,15 @@ def _skip_reason_for(t: torch.Tensor) -> str:
 def layers_from_module(module: nn.Module, *, source: str = "model") -> LayerInventory:
     """Discover analysable layers of a PyTorch module, in definition order.
 
-    ``source`` names the model in error messages (NaN weights).
+    ``source`` names the model in error messages (NaN weights). A module whose layers are not
+    Python modules of the known types (TorchScript, a ``torch.export`` program: their
+    submodules are compiled or inlined) is read from its own parameters by
+    :func:`layers_from_tensors` instead.
     """
+    if isinstance(module, torch.jit.ScriptModule) or not any(
+        isinstance(m, mtype) for m in module.modules() for mtype, _ in _RULES
+    ):
+        return layers_from_tensors(dict(module.named_parameters()), source=source)
     inv = LayerInventory()
     used: set[str] = set()
     index = 0

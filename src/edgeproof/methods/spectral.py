@@ -127,10 +127,12 @@ class SpectralConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("default", "ww-compat"):
             raise OptionError(
-                "--spectral-mode", f"unknown mode {self.mode!r}", "use 'default' or 'ww-compat'"
+                "spectral.mode", f"unknown mode {self.mode!r}", "use 'default' or 'ww-compat'"
             )
         if self.min_evals < 2:
-            raise OptionError("--min-evals", f"{self.min_evals} is too small", "use 2 or more")
+            raise OptionError(
+                "spectral.min_evals", f"{self.min_evals} is too small", "use 2 or more"
+            )
 
     @property
     def conv2d_scale(self) -> float:

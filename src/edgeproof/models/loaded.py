@@ -14,13 +14,14 @@ Every form exposes its named weight tensors (``weights``), so data-free checks w
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
+from edgeproof.errors import SpecError
 from edgeproof.spec import InputSpec
 
 if TYPE_CHECKING:
@@ -47,6 +48,10 @@ class LoadedModel:
         arch: the architecture name (``zoo:resnet20`` or ``pkg.mod:fn``), if known.
         metadata: anything else the sidecar metadata said (training settings, etc.).
         warnings: things the loader noticed and fixed (e.g. "model was in train mode").
+        input_affine: ``(scale, shift)`` per channel edgeproof applies before the model (set by
+            :meth:`for_spec`: a normalisation outside the model, per-feature ranges); ``module``
+            then takes the audit's inputs and :attr:`network` is the user's module, which takes
+            ``x · scale + shift``.
     """
 
     path: Path | None
@@ -58,6 +63,49 @@ class LoadedModel:
     arch: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    input_affine: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    _network: torch.nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def network(self) -> torch.nn.Module | None:
+        """The user's module as loaded: without edgeproof's input transform (weight-level
+        checks read and flip its parameters; it takes ``x · scale + shift``)."""
+        return self._network if self._network is not None else self.module
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (the audit's units) in the units :attr:`network` takes."""
+        if self.input_affine is None:
+            return x
+        scale, shift = (torch.tensor(v, dtype=x.dtype) for v in self.input_affine)
+        shape = (-1,) + (1,) * (x.dim() - 2) if x.dim() >= 2 else (-1,)
+        return x * scale.view(shape) + shift.view(shape)
+
+    def for_spec(self, spec: InputSpec) -> LoadedModel:
+        """This model as an audit of ``spec`` runs it: when the spec declares a normalisation
+        outside the model or per-feature ranges (:meth:`InputSpec.input_affine`), a view whose
+        ``module`` takes the audit's inputs (the transform applied first,
+        :class:`~edgeproof.models.modules.InputAffine`) and whose ONNX session is fed the
+        transformed inputs; otherwise the model itself."""
+        affine = spec.input_affine()
+        if affine == self.input_affine:
+            return self
+        if self.input_affine is not None:
+            raise SpecError(
+                f"{self.name}: its inputs are already transformed by {self.input_affine}; "
+                "pass the model as loaded"
+            )
+        from edgeproof.models.modules import InputAffine
+
+        assert affine is not None
+        module = None if self.module is None else InputAffine(self.module, *affine)
+        return replace(
+            self,
+            module=module,
+            input_affine=affine,
+            _network=self.module,
+            spec=spec,
+            warnings=list(self.warnings),
+        )
 
     @property
     def name(self) -> str:
@@ -84,6 +132,9 @@ class LoadedModel:
 
     def predict_logits(self, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """Run inputs through the model in batches; returns float32 logits ``(N, K)``."""
+        from edgeproof.options import positive_int
+
+        batch_size = positive_int("batch_size", batch_size)
         xt = (
             torch.as_tensor(np.asarray(x, dtype=np.float32))
             if not isinstance(x, torch.Tensor)
@@ -97,7 +148,7 @@ class LoadedModel:
                     outs.append(out.detach().float().cpu().numpy())
         elif self.session is not None:
             inp = self.session.get_inputs()[0].name
-            xn = xt.detach().cpu().numpy().astype(np.float32)
+            xn = self.preprocess(xt.detach().float()).cpu().numpy().astype(np.float32)
             for i in range(0, xn.shape[0], batch_size):
                 res = self.session.run(None, {inp: xn[i : i + batch_size]})
                 outs.append(np.asarray(res[0], dtype=np.float32))

@@ -39,7 +39,7 @@ from edgeproof.atomic import atomic_write_bytes, atomic_write_text
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import DataError, OptionError
 from edgeproof.models.zoo import Normalization, Normalize, arch_from_string
-from edgeproof.spec import InputKind, InputSpec
+from edgeproof.spec import DomainSource, InputKind, InputSpec, inferred_feature_bounds
 
 __all__ = [
     "SIDECAR_FORMAT",
@@ -113,14 +113,20 @@ def channel_normalization(x: np.ndarray) -> Normalization:
 def spec_from_data(data: Dataset, normalization: Normalization | None = None) -> InputSpec:
     """The :class:`InputSpec` of a dataset: its shape, kind, classes and value domain.
 
-    The domain is the loader's declared ``Dataset.domain``, else the data's ``[min, max]``.
+    The domain is the loader's declared ``Dataset.domain``; without one, tabular and
+    time-series data get per-feature bounds from their own min/max (features on different
+    scales), images the data's ``[min, max]`` (both recorded as inferred).
     """
+    kind: InputKind = data.kind if data.kind in ("image", "timeseries", "tabular") else "image"  # type: ignore[assignment]
+    bounds = None
+    source: DomainSource = "data"
     if data.domain is not None:
         domain = (float(data.domain[0]), float(data.domain[1]))
+    elif kind in ("tabular", "timeseries") and data.x.ndim >= 2:
+        domain, bounds, source = (0.0, 1.0), inferred_feature_bounds(data.x), "inferred"
     else:
         lo, hi = float(np.min(data.x)), float(np.max(data.x))
-        domain = (lo, hi if hi > lo else lo + 1.0)
-    kind: InputKind = data.kind if data.kind in ("image", "timeseries", "tabular") else "image"  # type: ignore[assignment]
+        domain, source = (lo, hi if hi > lo else lo + 1.0), "inferred"
     return InputSpec(
         shape=data.sample_shape,
         domain=domain,
@@ -128,6 +134,8 @@ def spec_from_data(data: Dataset, normalization: Normalization | None = None) ->
         normalization=normalization,
         num_classes=data.num_classes,
         class_names=tuple(str(c) for c in data.classes),
+        domain_source=source,
+        feature_bounds=bounds,
     )
 
 
@@ -160,11 +168,11 @@ def train_model(
     The global torch RNG state and the deterministic-algorithms setting are restored afterwards.
     """
     if epochs < 1:
-        raise OptionError("--epochs", f"must be >= 1, got {epochs}")
+        raise OptionError("epochs", f"must be >= 1, got {epochs}")
     if batch_size < 1:
-        raise OptionError("--batch-size", f"must be >= 1, got {batch_size}")
+        raise OptionError("batch_size", f"must be >= 1, got {batch_size}")
     if not lr > 0:
-        raise OptionError("--lr", f"must be > 0, got {lr}")
+        raise OptionError("lr", f"must be > 0, got {lr}")
     data.validate()
     normalization = channel_normalization(data.x)
     x_all = torch.from_numpy(data.x)

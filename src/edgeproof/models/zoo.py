@@ -50,7 +50,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgeproof.errors import ArchitectureMismatchError, OptionError
+from edgeproof.errors import ArchitectureMismatchError, OptionError, param
+from edgeproof.models.catalog import ZOO_DESCRIPTIONS
 
 __all__ = [
     "ZOO",
@@ -147,7 +148,7 @@ class LeNet5(nn.Sequential):
         c, h, w = input_shape
         if h < 4 or w < 4:
             raise OptionError(
-                "--arch",
+                "arch",
                 f"zoo:lenet5 needs images of at least 4x4, got {h}x{w}",
                 "use zoo:mlp for smaller inputs",
             )
@@ -352,13 +353,13 @@ class ZooEntry:
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (
-        ZooEntry("mlp", MLP, None, "2 hidden layers (128, 64), any input shape"),
-        ZooEntry("lenet5", LeNet5, 3, "LeNet-5 (ReLU, max-pool), images (C,H,W) >= 4x4"),
-        ZooEntry("resnet8", _resnet_cifar(1), 3, "CIFAR ResNet-8 (He et al. 2016, option B)"),
-        ZooEntry("resnet20", _resnet_cifar(3), 3, "CIFAR ResNet-20 (He et al. 2016, option B)"),
-        ZooEntry("resnet18", _resnet18, 3, "ImageNet ResNet-18; 3x3 stem below 64x64"),
-        ZooEntry("cnn1d", CNN1D, 2, "1-D CNN for time series (C,T)"),
-        ZooEntry("cnn-lstm", CNNLSTM, 2, "Conv1d + LSTM for time series (C,T)"),
+        ZooEntry("mlp", MLP, None, ZOO_DESCRIPTIONS["mlp"]),
+        ZooEntry("lenet5", LeNet5, 3, ZOO_DESCRIPTIONS["lenet5"]),
+        ZooEntry("resnet8", _resnet_cifar(1), 3, ZOO_DESCRIPTIONS["resnet8"]),
+        ZooEntry("resnet20", _resnet_cifar(3), 3, ZOO_DESCRIPTIONS["resnet20"]),
+        ZooEntry("resnet18", _resnet18, 3, ZOO_DESCRIPTIONS["resnet18"]),
+        ZooEntry("cnn1d", CNN1D, 2, ZOO_DESCRIPTIONS["cnn1d"]),
+        ZooEntry("cnn-lstm", CNNLSTM, 2, ZOO_DESCRIPTIONS["cnn-lstm"]),
     )
 }
 
@@ -389,21 +390,21 @@ def build_model(
     entry = ZOO.get(key)
     if entry is None:
         raise OptionError(
-            "--arch",
+            "arch",
             f"unknown zoo architecture {name!r}",
             f"use one of {', '.join('zoo:' + n for n in ZOO)}",
         )
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s <= 0 for s in shape):
-        raise OptionError("--arch", f"zoo:{key}: input shape {shape} is invalid")
+        raise OptionError("arch", f"zoo:{key}: input shape {shape} is invalid")
     if entry.input_rank is not None and len(shape) != entry.input_rank:
         raise OptionError(
-            "--arch",
+            "arch",
             f"zoo:{key} takes {_RANK_WORDS[entry.input_rank]} but the input shape is {shape}",
             "pick an architecture for this kind of input (zoo:mlp takes any shape)",
         )
     if num_classes < 1:
-        raise OptionError("--arch", f"zoo:{key}: num_classes must be >= 1, got {num_classes}")
+        raise OptionError("arch", f"zoo:{key}: num_classes must be >= 1, got {num_classes}")
     torch_module = entry.build(shape, int(num_classes), normalization)
     return torch_module.eval()
 
@@ -425,14 +426,15 @@ def arch_from_string(
     if arch.startswith("zoo:"):
         if input_shape is None:
             raise OptionError(
-                "--spec",
+                "spec",
                 f"{arch} needs the input shape",
-                "keep the sidecar .json next to the weights or pass --spec with the shape",
+                f"keep the sidecar .json next to the weights or pass {param('spec')} with the "
+                "shape",
             )
         return build_model(arch, input_shape, num_classes, normalization)
     if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", arch):
         raise OptionError(
-            "--arch",
+            "arch",
             f"{arch!r} is neither zoo:NAME nor package.module:callable",
             f"use e.g. zoo:resnet20 (zoo: {', '.join(ZOO)}) or mypkg.models:build",
         )
@@ -441,16 +443,16 @@ def arch_from_string(
         target: object = importlib.import_module(mod_name)
     except ImportError as exc:
         raise OptionError(
-            "--arch",
+            "arch",
             f"cannot import module {mod_name!r} ({exc})",
             "make sure the package is installed or on PYTHONPATH",
         ) from None
     for part in attr.split("."):
         if not hasattr(target, part):
-            raise OptionError("--arch", f"module {mod_name!r} has no attribute {attr!r}")
+            raise OptionError("arch", f"module {mod_name!r} has no attribute {attr!r}")
         target = getattr(target, part)
     if not callable(target):
-        raise OptionError("--arch", f"{arch} is not callable")
+        raise OptionError("arch", f"{arch} is not callable")
     offered = {
         "input_shape": input_shape,
         "num_classes": num_classes,
@@ -464,10 +466,18 @@ def arch_from_string(
         kwargs = offered
     else:
         kwargs = {k: v for k, v in offered.items() if k in params}
-    module = target(**kwargs)
+    try:
+        module = target(**kwargs)
+    except Exception as exc:  # user code the user named: its failure is a bad --arch value
+        raise OptionError(
+            "arch",
+            f"{arch} raised {type(exc).__name__} when called to build the model "
+            f"({str(exc).strip().splitlines()[0][:120] if str(exc).strip() else 'no message'})",
+            "name a callable that builds and returns a torch.nn.Module",
+        ) from None
     if not isinstance(module, nn.Module):
         raise OptionError(
-            "--arch",
+            "arch",
             f"{arch} returned {type(module).__name__}, not a torch.nn.Module",
             "the callable must build and return the model",
         )
@@ -505,7 +515,8 @@ def infer_build_args(
     def fail(what: str) -> ArchitectureMismatchError:
         return ArchitectureMismatchError(
             f"zoo:{key}: cannot infer {what} from the weights; keep the sidecar .json written by "
-            "`edgeproof train` next to the .safetensors, or pass --spec with the input shape"
+            f"`edgeproof train` next to the .safetensors, or pass {param('spec')} with the input "
+            "shape"
         )
 
     if not two_d:

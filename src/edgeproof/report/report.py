@@ -21,6 +21,7 @@ from edgeproof._version import __version__
 from edgeproof.atomic import atomic_write_text
 from edgeproof.errors import InputFileError
 from edgeproof.results import CheckResult, Metric
+from edgeproof.structured import read_json
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -218,31 +219,37 @@ class Report:
 
     @classmethod
     def read_json(cls, path: str | Path) -> Report:
-        """Load and validate a ``report.json``."""
+        """Load and validate a ``report.json`` (e.g. a baseline) written by edgeproof.
+
+        Read within the document limits (size, nesting; :mod:`edgeproof.limits`), checked
+        against the schema; every problem is one :class:`InputFileError` line naming the file.
+        """
         import jsonschema
 
         p = Path(path)
-        try:
-            obj = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputFileError(p, "no such report file", "check the path") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputFileError(p, f"not a readable JSON report ({exc})") from None
+        obj = read_json(p, error=InputFileError, what="report file")
         version_ = obj.get("schema_version") if isinstance(obj, dict) else None
         if version_ != SCHEMA_VERSION:
             raise InputFileError(
                 p,
-                f"report schema version {version_!r} is not supported (this edgeproof reads "
-                f"{SCHEMA_VERSION})",
+                f"report schema version {str(version_)[:20]!r} is not supported (this edgeproof "
+                f"reads {SCHEMA_VERSION})",
                 "re-run the audit with this version",
             )
         try:
             jsonschema.validate(obj, load_schema())
         except jsonschema.ValidationError as exc:
             raise InputFileError(
-                p, f"does not match the report schema at {exc.json_path}: {exc.message}"
+                p,
+                f"does not match the report schema at {exc.json_path}: "
+                f"{exc.message.splitlines()[0][:160]}",
             ) from None
-        return cls.from_json(obj)
+        try:
+            return cls.from_json(obj)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise InputFileError(
+                p, f"is not a readable report ({type(exc).__name__}: {str(exc)[:120]})"
+            ) from None
 
 
 def load_schema() -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["path_bytes", "peak_rss_mib", "probe_peak_rss_mib"]
+__all__ = ["RssProbe", "path_bytes", "peak_rss_mib", "probe_peak_rss_mib"]
 
 
 def peak_rss_mib() -> float:
@@ -42,27 +42,59 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def probe_peak_rss_mib(onnx_bytes: bytes, x: np.ndarray, *, threads: int = 1) -> float | None:
-    """Peak RSS (MiB) of a fresh Python process that loads the graph in ONNX Runtime and runs
-    one batch of up to 64 records (``ru_maxrss``; includes the Python + ORT runtime itself).
-    ``None`` if the probe process fails."""
-    import subprocess
-    import tempfile
+class RssProbe:
+    """A fresh Python process that loads a graph in ONNX Runtime, runs one batch of up to 64
+    records and reports its peak RSS (``ru_maxrss``; includes the Python + ORT runtime itself).
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model = os.path.join(tmp, "m.onnx")
-        data = os.path.join(tmp, "x.npy")
+    Started on construction; :meth:`result` waits for it. Starting the probe before other work
+    and collecting it after lets that work run meanwhile (the probe is another process: it
+    measures its own memory, whatever this one does)."""
+
+    def __init__(self, onnx_bytes: bytes, x: np.ndarray, *, threads: int = 1) -> None:
+        import subprocess
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory()
+        model = os.path.join(self._tmp.name, "m.onnx")
+        data = os.path.join(self._tmp.name, "x.npy")
         with open(model, "wb") as fh:
             fh.write(onnx_bytes)
         np.save(data, np.ascontiguousarray(x[:64], np.float32))
+        self._proc: subprocess.Popen[str] | None
         try:
-            res = subprocess.run(
+            self._proc = subprocess.Popen(
                 [sys.executable, "-c", _RSS_PROBE, model, str(threads), data],
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
                 text=True,
-                timeout=120,
-                check=True,
             )
-            return int(res.stdout.strip().splitlines()[-1]) / 1024.0
-        except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+        except OSError:
+            self._proc = None
+
+    def result(self, timeout: float = 120.0) -> float | None:
+        """Peak RSS in MiB, or ``None`` if the probe process failed."""
+        import subprocess
+
+        try:
+            if self._proc is None:
+                return None
+            out, _ = self._proc.communicate(timeout=timeout)
+            if self._proc.returncode != 0:
+                return None
+            return int(out.strip().splitlines()[-1]) / 1024.0
+        except subprocess.TimeoutExpired:
+            assert self._proc is not None
+            self._proc.kill()
+            self._proc.communicate()
             return None
+        except (ValueError, IndexError):
+            return None
+        finally:
+            self._tmp.cleanup()
+
+
+def probe_peak_rss_mib(onnx_bytes: bytes, x: np.ndarray, *, threads: int = 1) -> float | None:
+    """Peak RSS (MiB) of a fresh Python process that loads the graph in ONNX Runtime and runs
+    one batch of up to 64 records (:class:`RssProbe`, waited for). ``None`` if the probe
+    process fails."""
+    return RssProbe(onnx_bytes, x, threads=threads).result()

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import onnx
+import torch
 
-from edgeproof.errors import InternalError
+from edgeproof.errors import InternalError, SpecError
 from edgeproof.runtime.latency import LatencyStats, measure_latency
 
-__all__ = ["make_session", "per_record_latency_ms", "run_session", "session_latency"]
+__all__ = [
+    "make_session",
+    "per_record_latency_ms",
+    "run_session",
+    "session_forward",
+    "session_latency",
+]
 
 
 def make_session(
@@ -50,6 +58,59 @@ def run_session(session: object, x: np.ndarray, batch_size: int = 256) -> list[n
         for j, r in enumerate(res):
             parts[j].append(np.asarray(r))
     return [np.concatenate(p, axis=0) for p in parts]
+
+
+def session_forward(
+    session: object, *, batch_size: int | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``session`` as a function ``Tensor -> Tensor``: a batch of inputs to its first output.
+
+    The batch is fed to the session's first input as a contiguous float32 array (whatever the
+    tensor's dtype and memory layout); the first output comes back as a float32 tensor on the
+    CPU. No gradient flows through it: it is what forward-only attacks
+    (:class:`edgeproof.methods.attacks.Square`) call, on an fp32 export or a quantized QDQ graph
+    alike. The batch is cut into chunks of ``batch_size`` (default: whole), or of the graph's
+    batch dimension where the graph fixes it (a graph exported for batch 1 is run record by
+    record).
+
+    Raises:
+        SpecError: if the inputs do not have the rank or a fixed dimension the graph declares.
+        InternalError: if ONNX Runtime fails on inputs of the declared shape.
+    """
+    first = session.get_inputs()[0]  # type: ignore[attr-defined]
+    name = str(first.name)
+    declared = list(first.shape)
+    fixed_batch = declared[0] if declared and isinstance(declared[0], int) else None
+    chunk = fixed_batch or batch_size
+
+    def check(shape: tuple[int, ...]) -> None:
+        bad = len(shape) != len(declared) or any(
+            isinstance(d, int) and d != s for d, s in zip(declared[1:], shape[1:], strict=False)
+        )
+        if bad:
+            raise SpecError(
+                f"the ONNX graph's input {name!r} has shape {declared} but the inputs have shape "
+                f"{list(shape)}; give data of the model's input shape"
+            )
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        check(tuple(arr.shape))
+        step = chunk or max(arr.shape[0], 1)
+        parts = []
+        try:
+            for i in range(0, arr.shape[0], step):
+                res = session.run(None, {name: arr[i : i + step]})  # type: ignore[attr-defined]
+                parts.append(np.asarray(res[0], dtype=np.float32))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise InternalError(
+                f"ONNX Runtime failed on inputs of shape {list(arr.shape)}: {exc}"
+            ) from exc
+        if not parts:  # an empty batch: no call, no logits
+            return torch.zeros((0, 0), dtype=torch.float32)
+        return torch.from_numpy(np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0])
+
+    return forward
 
 
 def session_latency(

@@ -7,7 +7,31 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["torch_threads"]
+__all__ = ["available_cores", "resolve_threads", "torch_threads"]
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(requested: int | None, *, parallel: bool) -> int:
+    """The thread count one piece of work runs with.
+
+    ``requested`` (the user's ``threads``) wins. Without it: all available cores for work that
+    was measured to gain from them (``parallel``, e.g. the spectral check's eigen-solves), and
+    1 for everything else — small models, attacks, bit flips and training run faster on one
+    thread on this class of machine, whose second core only adds contention
+    (``docs/benchmarks/threads.md``).
+    """
+    if requested is not None:
+        return int(requested)
+    return available_cores() if parallel else 1
 
 
 @contextmanager

@@ -4,9 +4,12 @@ Each record is 1 label byte followed by 3072 pixel bytes (1024 red, 1024 green, 
 by row), so a batch file holds ``N * 3073`` bytes. Input: one batch file, or a directory holding
 ``data_batch_<n>.bin`` / ``test_batch.bin`` files (all of them are read, training batches in
 order, then the test batch — point at ``test_batch.bin`` to audit on the test split only).
-Class names come from ``batches.meta.txt`` next to the batches, else the standard CIFAR-10
-names. Images are ``(3, 32, 32)`` in ``[0, 1]``; ids are ``"<batch stem>#<index>"``, e.g.
-``"data_batch_1#9999"``. The python-pickle version of CIFAR is not read (unpickling is unsafe).
+Class names come from ``batches.meta.txt`` next to the batches (UTF-8, one name per line), else
+the standard CIFAR-10 names. Images are ``(3, 32, 32)`` in ``[0, 1]``; ids are
+``"<batch stem>#<index>"``, e.g. ``"data_batch_1#9999"``. The python-pickle version of CIFAR is
+not read (unpickling is unsafe). The record count follows from the file sizes, which are
+checked against ``max_array_bytes`` (as stored and as float32) before any file is read; a
+sparse 30 GB file is refused, not read.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeproof import limits
 from edgeproof.data.dataset import Dataset
+from edgeproof.data.formats.labels import check_class_count
 from edgeproof.errors import DataFileError
+from edgeproof.structured import read_text
 
 __all__ = ["CIFAR10_CLASSES", "batch_files", "load_cifar10"]
 
@@ -61,12 +67,19 @@ def load_cifar10(path: Path, *, classes: Sequence[str] | None = None) -> Dataset
             "Extract cifar-10-binary.tar.gz and point at its cifar-10-batches-bin folder",
         )
     counts = [_record_count(file) for file in files]
-    x = np.empty((sum(counts), 3, 32, 32), dtype=np.float32)
+    total = sum(counts)
+    limits.check(DataFileError, path, "max_array_bytes", "the batches", total * _RECORD)
+    limits.check(
+        DataFileError, path, "max_array_bytes", "the images as float32", total * _PIXELS * 4
+    )
+    x = np.empty((total, 3, 32, 32), dtype=np.float32)
     y = np.empty(sum(counts), dtype=np.int64)
     ids: list[str] = []
     start = 0
     for file, count in zip(files, counts):
-        records = np.frombuffer(file.read_bytes(), dtype=np.uint8).reshape(count, _RECORD)
+        records = np.frombuffer(_read(file, count * _RECORD), dtype=np.uint8).reshape(
+            count, _RECORD
+        )
         stop = start + count
         y[start:stop] = records[:, 0]
         np.divide(records[:, 1:].reshape(count, 3, 32, 32), np.float32(255), out=x[start:stop])
@@ -88,7 +101,10 @@ def load_cifar10(path: Path, *, classes: Sequence[str] | None = None) -> Dataset
 
 
 def _record_count(file: Path) -> int:
-    size = file.stat().st_size
+    try:
+        size = file.stat().st_size
+    except OSError as exc:
+        raise DataFileError(file, f"cannot be read ({exc.strerror or exc})") from None
     count, extra = divmod(size, _RECORD)
     if extra:
         raise DataFileError(
@@ -100,11 +116,22 @@ def _record_count(file: Path) -> int:
     return count
 
 
+def _read(file: Path, size: int) -> bytes:
+    try:
+        with file.open("rb") as fh:
+            data = fh.read(size + 1)
+    except OSError as exc:
+        raise DataFileError(file, f"cannot be read ({exc.strerror or exc})") from None
+    if len(data) != size:
+        raise DataFileError(file, "changed size while being read", "Re-extract the batch")
+    return data
+
+
 def _meta_classes(folder: Path) -> list[str]:
     meta = folder / "batches.meta.txt"
-    if meta.is_file():
-        names = [line.strip() for line in meta.read_text(encoding="utf-8").splitlines()]
-        names = [n for n in names if n]
-        if names:
-            return names
-    return list(CIFAR10_CLASSES)
+    if not meta.is_file():
+        return list(CIFAR10_CLASSES)
+    text = read_text(meta, error=DataFileError, what="class-name list", limit="max_document_bytes")
+    names = [n for n in (line.strip() for line in text.splitlines()) if n]
+    check_class_count(len(names), str(meta), "the class-name list")
+    return names or list(CIFAR10_CLASSES)

@@ -4,7 +4,8 @@ The header row is required (it names the columns). Every column except the label
 feature and must hold numbers; the first cell that does not is reported by column name and line.
 Labels may be integer indices or class names (classes are then the sorted unique names, unless
 ``classes`` is given). Blank lines are skipped. Records are ``tabular`` with shape ``(F,)``; ids are
-``"<file name>#<record>"`` counting data rows from 0.
+``"<file name>#<record>"`` counting data rows from 0. The file may be at most ``max_text_bytes``
+(:mod:`edgeproof.limits`): parsed cells take tens of times their text size in memory.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeproof import limits
 from edgeproof.data.dataset import Dataset
 from edgeproof.data.formats.labels import encode_labels
 from edgeproof.errors import DataFileError
@@ -26,6 +28,11 @@ def load_csv(
     path: Path, *, label_column: str = "label", classes: Sequence[str] | None = None
 ) -> Dataset:
     """Read a CSV file with a header row into a tabular :class:`Dataset` (not yet validated)."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+    limits.check(DataFileError, path, "max_text_bytes", "the CSV file", size)
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
@@ -41,6 +48,8 @@ def load_csv(
         raise DataFileError(path, "is not UTF-8 text", "Save the CSV as UTF-8") from exc
     except csv.Error as exc:
         raise DataFileError(path, f"is not valid CSV ({exc})", "Fix the quoting") from exc
+    except OSError as exc:
+        raise DataFileError(path, f"cannot be read ({exc.strerror or exc})") from exc
 
     if header is None:
         raise DataFileError(

@@ -9,6 +9,10 @@ convention: ``*-images-idx3-ubyte`` → ``*-labels-idx1-ubyte`` (also ``*-images
 with or without ``.gz``. ``uint8`` images are scaled by 1/255 into ``[0, 1]``. Record ids are
 ``"<images file name without .gz>#<index>"``, e.g. ``"t10k-images-idx3-ubyte#5"``, so gzipping
 the file does not change them.
+
+The header is read first and the data size it declares is checked against ``max_array_bytes``
+(:mod:`edgeproof.limits`) before anything else is read; a gzip file is inflated only up to that
+size (plus one byte, to tell trailing data), so a gzip bomb costs its declared size at most.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from edgeproof import limits
 from edgeproof.data.dataset import Dataset
 from edgeproof.data.formats.labels import encode_labels
 from edgeproof.data.formats.layout import arrange
@@ -42,35 +48,42 @@ _REFETCH = "Re-download or re-extract the file"
 
 def read_idx(path: Path) -> np.ndarray:
     """Return the array stored in one IDX file (gzip-compressed if the name ends in ``.gz``)."""
-    raw = _read_bytes(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _TYPES:
-        raise DataFileError(
-            path,
-            f"is not an IDX file (first bytes {raw[:4].hex() or 'missing'}; "
-            "expected 0000, a type code 08/09/0b/0c/0d/0e and the number of dimensions)",
-            "Give an MNIST-format IDX file such as t10k-images-idx3-ubyte",
-        )
-    dtype = _TYPES[raw[2]]
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataFileError(
-            path,
-            f"is truncated: its header needs {header} bytes but the file has {len(raw)}",
-            _REFETCH,
-        )
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    count = math.prod(dims)
-    expected = header + count * dtype.itemsize
-    if len(raw) != expected:
-        problem = "is truncated" if len(raw) < expected else "has trailing bytes"
+    with _open(path) as fh:
+        head = _read(fh, path, 4)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _TYPES:
+            raise DataFileError(
+                path,
+                f"is not an IDX file (first bytes {head[:4].hex() or 'missing'}; "
+                "expected 0000, a type code 08/09/0b/0c/0d/0e and the number of dimensions)",
+                "Give an MNIST-format IDX file such as t10k-images-idx3-ubyte",
+            )
+        dtype = _TYPES[head[2]]
+        ndim = head[3]
+        header = 4 + 4 * ndim
+        raw_dims = _read(fh, path, 4 * ndim)
+        if len(raw_dims) < 4 * ndim:
+            raise DataFileError(
+                path,
+                f"is truncated: its header needs {header} bytes but the file has "
+                f"{4 + len(raw_dims)}",
+                _REFETCH,
+            )
+        dims = struct.unpack(f">{ndim}I", raw_dims)
+        count = math.prod(dims)
+        nbytes = count * dtype.itemsize
+        limits.check(DataFileError, path, "max_array_bytes", f"data of shape {tuple(dims)}", nbytes)
+        data = _read(fh, path, nbytes + 1)
+    expected = header + nbytes
+    if len(data) != nbytes:
+        problem = "is truncated" if len(data) < nbytes else "has trailing bytes"
+        size = f"{header + len(data)} bytes" if len(data) <= nbytes else "more"
         raise DataFileError(
             path,
             f"{problem}: the header declares {dtype.name} data of shape {tuple(dims)}, i.e. "
-            f"{expected} bytes, but the file has {len(raw)} bytes",
+            f"{expected} bytes, but the file has {size}",
             _REFETCH,
         )
-    return np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(dims)
+    return np.frombuffer(bytearray(data), dtype=dtype, count=count).reshape(dims)
 
 
 def labels_path_for(images: Path) -> Path:
@@ -122,6 +135,7 @@ def load_idx(
             "labels; use the labels file of the same split"
         )
     y, class_names = encode_labels(labels, classes, source=source)
+    limits.check(DataFileError, path, "max_array_bytes", "the inputs as float32", images.size * 4)
     arranged = arrange(images, kind, source=source)
     scaled = arranged.x.dtype == np.uint8
     x = arranged.x.astype(np.float32)
@@ -146,13 +160,18 @@ def load_idx(
     )
 
 
-def _read_bytes(path: Path) -> bytes:
-    if path.name.endswith(".gz"):
-        try:
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataFileError(
-                path, "is not a readable gzip file (truncated or corrupt)", _REFETCH
-            ) from exc
-    return path.read_bytes()
+def _open(path: Path) -> BinaryIO:
+    try:
+        if path.name.endswith(".gz"):
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        return path.open("rb")
+    except OSError as exc:
+        raise DataFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _read(fh: BinaryIO, path: Path, n: int) -> bytes:
+    try:
+        return fh.read(n)
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        what = "a readable gzip file" if path.name.endswith(".gz") else "readable"
+        raise DataFileError(path, f"is not {what} (truncated or corrupt)", _REFETCH) from exc

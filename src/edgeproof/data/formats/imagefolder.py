@@ -7,17 +7,25 @@ images must share one size. Grayscale images give 1 channel and colour images 3;
 mixes them, grayscale images are repeated to 3 channels. 8-bit values are scaled by 1/255 and
 16-bit values by 1/65535 into ``[0, 1]``. Ids are the paths relative to ``root`` in POSIX form,
 e.g. ``"cat/img3.png"``.
+
+Sizes are read from the image headers first (no decoding): one image may have at most
+``max_image_pixels`` pixels and the whole folder as float32 at most ``max_array_bytes``
+(:mod:`edgeproof.limits`), checked before the output array is allocated. Pillow's own
+decompression-bomb guard applies too; its warning is not shown (the limit here is lower).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeproof import limits
 from edgeproof.data.dataset import Dataset
+from edgeproof.data.formats.labels import check_class_count
 from edgeproof.errors import DataFileError
 
 __all__ = ["IMAGE_SUFFIXES", "load_image_folder"]
@@ -52,6 +60,7 @@ def load_image_folder(root: Path, *, classes: Sequence[str] | None = None) -> Da
         names = folders
     if not names:
         raise DataFileError(root, "has no class sub-folders", _LAYOUT)
+    check_class_count(len(names), str(root), "the class folders")
 
     files: list[tuple[Path, int]] = []
     for label, name in enumerate(names):
@@ -71,6 +80,13 @@ def load_image_folder(root: Path, *, classes: Sequence[str] | None = None) -> Da
         with _open(Image, path) as image:
             size = image.size
             mode = image.mode
+        limits.check(
+            DataFileError,
+            path,
+            "max_image_pixels",
+            f"an image of {size[0]}x{size[1]}",
+            size[0] * size[1],
+        )
         if mode == "F":
             raise DataFileError(
                 path, "has floating-point pixels (mode F)", "Save 8-bit or 16-bit images"
@@ -88,6 +104,13 @@ def load_image_folder(root: Path, *, classes: Sequence[str] | None = None) -> Da
     assert first is not None  # files is non-empty here
     width, height = first[1]
     channels = 3 if colour else 1
+    limits.check(
+        DataFileError,
+        root,
+        "max_array_bytes",
+        f"{len(files)} images of {width}x{height}x{channels} as float32",
+        len(files) * channels * width * height * 4,
+    )
 
     # Pass 2: decode straight into the output array.
     x = np.empty((len(files), channels, height, width), dtype=np.float32)
@@ -95,7 +118,7 @@ def load_image_folder(root: Path, *, classes: Sequence[str] | None = None) -> Da
         with _open(Image, path) as image:
             try:
                 x[i] = _pixels(image, channels)
-            except OSError as exc:
+            except (OSError, ValueError, SyntaxError, MemoryError) as exc:
                 raise DataFileError(
                     path, "is not a readable image (truncated or corrupt)", "Replace or remove it"
                 ) from exc
@@ -129,7 +152,15 @@ def _relative(path: Path, root: Path) -> str:
 
 def _open(image_module: Any, path: Path) -> Any:
     try:
-        return image_module.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", image_module.DecompressionBombWarning)
+            return image_module.open(path)
+    except image_module.DecompressionBombError as exc:
+        raise DataFileError(
+            path,
+            f"is larger than Pillow decodes ({str(exc)[:100]})",
+            "Resize the image; edgeproof's own limit is max_image_pixels",
+        ) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataFileError(
             path,

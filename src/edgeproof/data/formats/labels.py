@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edgeproof import limits
 from edgeproof.errors import DataError
 
-__all__ = ["encode_labels"]
+__all__ = ["check_class_count", "decode_names", "encode_labels"]
 
 
 def encode_labels(
@@ -38,7 +39,7 @@ def encode_labels(
             "for one-hot labels save y.argmax(axis=1)"
         )
     if arr.dtype.kind == "S":
-        arr = np.char.decode(arr, "utf-8")
+        arr = np.asarray(decode_names(arr, source=f"{source}: labels"))
     if arr.dtype.kind == "U":
         names = np.char.strip(arr)
         try:
@@ -65,7 +66,41 @@ def encode_labels(
     if classes is not None:
         return y, [str(c) for c in classes]
     top = int(y.max()) if y.size else -1
+    check_class_count(top + 1, source, "the largest label")
     return y, [str(i) for i in range(top + 1)]
+
+
+def decode_names(values: np.ndarray, *, source: str) -> list[str]:
+    """Class names (or label strings) from a ``bytes`` (UTF-8) or ``str`` array, flattened.
+
+    Raises:
+        DataError: the bytes are not UTF-8, or the array is not strings/numbers.
+    """
+    flat = np.asarray(values).reshape(-1)
+    if flat.dtype.kind == "S":
+        out = []
+        for i, raw in enumerate(flat.tolist()):
+            try:
+                out.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise DataError(
+                    f"{source}: entry {i} is not UTF-8 text ({raw[:20]!r}); store the names as "
+                    "UTF-8 strings"
+                ) from None
+        return out
+    if flat.dtype.kind not in "USiuf":
+        raise DataError(f"{source}: has dtype {flat.dtype}; store the names as strings")
+    return [str(v) for v in flat.tolist()]
+
+
+def check_class_count(count: int, source: str, what: str) -> None:
+    """Refuse a class count over ``max_classes`` (before a class list is built)."""
+    cap = limits.current().max_classes
+    if count > cap:
+        raise DataError(
+            f"{source}: {what} implies {count:,} classes, over the limit max_classes={cap:,}; "
+            f"fix the labels, or {limits.how_to_raise('max_classes')}"
+        )
 
 
 def _integral(values: np.ndarray) -> bool:
@@ -76,6 +111,7 @@ def _encode_names(
     names: np.ndarray, classes: Sequence[str] | None, *, source: str
 ) -> tuple[np.ndarray, list[str]]:
     class_names = [str(c) for c in classes] if classes is not None else sorted(set(names.tolist()))
+    check_class_count(len(class_names), source, "the distinct label names")
     index = {name: i for i, name in enumerate(class_names)}
     y = np.empty(names.shape[0], dtype=np.int64)
     for i, name in enumerate(names.tolist()):

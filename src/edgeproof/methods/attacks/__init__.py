@@ -1,8 +1,10 @@
-"""Adversarial attacks on the shared ThreatModel: FGSM, PGD, APGD-CE; robust-accuracy curves and
-minimal ε by bisection.
+"""Adversarial attacks on the shared ThreatModel: FGSM, PGD, APGD-CE (gradient attacks) and the
+Square Attack (score-based, forward passes only); robust-accuracy curves and minimal ε by
+bisection.
 
-Attacks are registered by name (``fgsm``, ``pgd``, ``apgd``); third-party attacks register with
-:func:`register_attack` and can then be named in the ``adversarial`` check's ``attacks`` setting.
+Attacks are registered by name (``fgsm``, ``pgd``, ``apgd``, ``square``); third-party attacks
+register with :func:`register_attack` and can then be named in the ``adversarial`` check's
+``attacks`` setting.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from edgeproof.methods.attacks.base import (
     Attack,
     AttackResult,
     Budget,
+    Forward,
     check_domain,
     check_logits,
     frozen_copy,
@@ -24,6 +27,7 @@ from edgeproof.methods.attacks.curve import RobustnessCurve, robustness_curve
 from edgeproof.methods.attacks.fgsm import FGSM
 from edgeproof.methods.attacks.minimal_eps import MinimalEps, minimal_eps
 from edgeproof.methods.attacks.pgd import PGD
+from edgeproof.methods.attacks.square import Square
 
 __all__ = [
     "APGD",
@@ -32,8 +36,10 @@ __all__ = [
     "Attack",
     "AttackResult",
     "Budget",
+    "Forward",
     "MinimalEps",
     "RobustnessCurve",
+    "Square",
     "attack_names",
     "check_domain",
     "check_logits",
@@ -44,7 +50,12 @@ __all__ = [
     "robustness_curve",
 ]
 
-_ATTACKS: dict[str, Callable[..., Attack]] = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD}
+_ATTACKS: dict[str, Callable[..., Attack]] = {
+    "fgsm": FGSM,
+    "pgd": PGD,
+    "apgd": APGD,
+    "square": Square,
+}
 
 
 def register_attack(name: str, factory: Callable[..., Attack]) -> None:

@@ -12,7 +12,6 @@ onto the ε-ball around the clean input and then clipped to the domain ``[lo, hi
 
 from __future__ import annotations
 
-import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -23,13 +22,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeproof.errors import OptionError, SpecError
-from edgeproof.spec import Norm, ThreatModel
+from edgeproof.errors import OptionError, SpecError, param
+from edgeproof.models.modules import frozen_copy
+from edgeproof.spec import InputSpec, Norm, ThreatModel
 
 __all__ = [
     "Attack",
     "AttackResult",
     "Budget",
+    "Forward",
     "as_layout",
     "check_domain",
     "check_logits",
@@ -40,6 +41,10 @@ __all__ = [
 ]
 
 _NORMS = ("linf", "l2")
+
+#: what a forward-only attack calls: a batch of raw inputs to a ``(batch, K)`` logits tensor (an
+#: ``nn.Module``, or :func:`edgeproof.runtime.ort.session_forward` over an ONNX Runtime session)
+Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 def diameter(norm: str, domain: tuple[float, float], numel: int) -> float:
@@ -66,12 +71,13 @@ class Budget:
     def __post_init__(self) -> None:
         if self.norm not in _NORMS:
             raise OptionError(
-                "--norm", f"unknown norm {self.norm!r}", f"use one of {', '.join(_NORMS)}"
+                "norm", f"unknown norm {self.norm!r}", f"use one of {', '.join(_NORMS)}"
             )
         lo, hi = self.domain
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
             raise SpecError(
-                f"input domain {self.domain!r} is invalid: need finite lo < hi (e.g. --domain 0,1)"
+                f"input domain {self.domain!r} is invalid: need finite lo < hi "
+                f"(e.g. {param('domain')} 0,1)"
             )
         values = (
             self.eps.detach().double().reshape(-1)
@@ -83,7 +89,7 @@ class Budget:
             or not bool(torch.isfinite(values).all())
             or bool((values <= 0).any())
         ):
-            raise OptionError("--eps", f"ε={self.eps} must be positive finite number(s)")
+            raise OptionError("eps", f"ε={self.eps} must be positive finite number(s)")
 
     @classmethod
     def from_threat(cls, threat: ThreatModel, eps: float | torch.Tensor) -> Budget:
@@ -107,7 +113,7 @@ class Budget:
         top = float(self.eps.max()) if isinstance(self.eps, torch.Tensor) else float(self.eps)
         if top > limit * (1 + 1e-9):
             raise OptionError(
-                "--eps",
+                "eps",
                 f"ε={top:g} exceeds the {self.norm} diameter {limit:g} of the input domain "
                 f"{list(self.domain)}",
                 "give ε in the units of the domain (e.g. 8/255 for images in [0,1])",
@@ -121,16 +127,25 @@ class AttackResult:
     Attributes:
         x_adv: adversarial inputs, same shape as the clean batch, inside the budget.
         success: ``(N,)`` bool — the model's top-1 prediction on ``x_adv`` differs from the label.
+        queries: ``(N,)`` int64 — model queries spent on each sample, for attacks that count
+            them (score-based ones such as Square); ``None`` for the others.
     """
 
     x_adv: torch.Tensor
     success: torch.Tensor
+    queries: torch.Tensor | None = None
 
 
 class Attack(ABC):
-    """Base class of the attacks: settings in the constructor, work in :meth:`perturb`."""
+    """Base class of the attacks: settings in the constructor, work in :meth:`perturb`.
+
+    ``needs_gradients`` says whether the attack differentiates the model (then ``model`` must be
+    an ``nn.Module``); an attack that sets it to False only calls ``model`` on batches of inputs,
+    so any :data:`Forward` callable will do (an ONNX Runtime session, a quantized graph).
+    """
 
     name: ClassVar[str]
+    needs_gradients: ClassVar[bool] = True
 
     @abstractmethod
     def perturb(
@@ -167,23 +182,6 @@ def with_restarts(
     return AttackResult(x_out.contiguous(), fooled)
 
 
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``module`` whose parameters do not require gradients.
-
-    Attacks differentiate with respect to the input only; freezing the parameters keeps autograd
-    from recording (and computing) weight gradients. The caller's module is left untouched. Where
-    the module cannot be deep-copied (some compiled forms), it is used as is in eval mode and the
-    attacks still take gradients with respect to the input only.
-    """
-    try:
-        frozen = copy.deepcopy(module)
-    except Exception:  # fall back to the original; gradients are still wrt the input only
-        return module.eval()
-    frozen.eval()
-    frozen.requires_grad_(False)
-    return frozen
-
-
 def misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``(N,)`` bool: the top-1 prediction of ``model`` on ``x`` is not ``y``."""
     with torch.no_grad():
@@ -202,21 +200,17 @@ def check_logits(logits: np.ndarray | torch.Tensor, num_classes: int, model_name
         )
 
 
-def check_domain(x: np.ndarray, domain: tuple[float, float], data_name: str) -> None:
-    """Raise :class:`SpecError` if the clean inputs leave the declared input domain.
+def check_domain(x: np.ndarray, spec: InputSpec, data_name: str) -> None:
+    """Raise :class:`SpecError` if the clean inputs leave the input domain.
 
     Attacks and corruptions clip to the domain, so a clean input outside it would be changed by
-    the clipping alone, and ε would be measured in the wrong units.
+    the clipping alone, and ε would be measured in the wrong units. The advice depends on where
+    the domain came from (:class:`~edgeproof.spec.DomainViolation`).
     """
-    if x.size == 0:
-        return
-    lo, hi = float(np.min(x)), float(np.max(x))
-    tol = 1e-6 * max(1.0, domain[1] - domain[0])
-    if lo < domain[0] - tol or hi > domain[1] + tol:
+    violation = spec.domain_violation(x)
+    if violation is not None:
         raise SpecError(
-            f"{data_name}: inputs span [{lo:g}, {hi:g}] but the declared input domain is "
-            f"[{domain[0]:g}, {domain[1]:g}]; attacks clip to the domain, so pass the data's "
-            f"range with --domain {lo:g},{hi:g} (or rescale the data into the domain)"
+            violation.message(data_name) + "; attacks and corruptions clip to the domain"
         )
 
 

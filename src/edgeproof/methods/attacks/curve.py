@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
-from edgeproof.methods.attacks.base import Attack, Budget
+from edgeproof.methods.attacks.base import Attack, Budget, Forward
 from edgeproof.methods.stats import wilson_interval
 from edgeproof.results import Interval
 from edgeproof.spec import Norm
@@ -45,6 +44,9 @@ class RobustnessCurve:
         clean_correct: ``(N,)`` bool, the clean prediction is right.
         fooled: ``(A, E, N)`` bool, attack ``a`` at ``eps[e]`` found a misclassified input for
             sample ``n`` (always False where the clean prediction is wrong).
+        queries: ``(A, E, N)`` int64, model queries attack ``a`` spent on sample ``n`` at
+            ``eps[e]`` (0 where the clean prediction is wrong: not attacked), −1 for attacks
+            that do not count queries; ``None`` when no attack counts them.
     """
 
     norm: Norm
@@ -52,6 +54,7 @@ class RobustnessCurve:
     attacks: tuple[str, ...]
     clean_correct: np.ndarray
     fooled: np.ndarray
+    queries: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -82,9 +85,26 @@ class RobustnessCurve:
         a, b = self.attacks.index(weak), self.attacks.index(strong)
         return (self.fooled[a] & ~self.fooled[b]).sum(axis=1)
 
+    def counts_queries(self, attack: str) -> bool:
+        """Whether ``attack`` reported the queries it spent per sample."""
+        if self.queries is None:
+            return False
+        return bool((self.queries[self.attacks.index(attack)] >= 0).all())
+
+    def mean_queries(self, attack: str, e: int, *, fooled_only: bool = True) -> float:
+        """Mean queries of ``attack`` at ``eps[e]`` per attacked sample (NaN if none, or if it
+        does not count them); with ``fooled_only`` over the samples it fooled (the paper's
+        "average queries of successful attacks")."""
+        if not self.counts_queries(attack):
+            return float("nan")
+        a = self.attacks.index(attack)
+        rows = self.clean_correct & (self.fooled[a, e] if fooled_only else True)
+        q = self.queries[a, e][rows] if self.queries is not None else np.zeros(0)
+        return float(q.mean()) if q.size else float("nan")
+
 
 def robustness_curve(
-    model: nn.Module,
+    model: Forward,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -98,8 +118,10 @@ def robustness_curve(
     """Run every attack at every ε on the correctly classified samples of ``(x, y)``.
 
     ``model`` should be an eval-mode module with frozen parameters
-    (:func:`edgeproof.methods.attacks.base.frozen_copy`). Batches of ``batch_size``; the random
-    numbers of each (attack, ε, batch) come from their own seeded generator.
+    (:func:`edgeproof.methods.attacks.base.frozen_copy`), or, when every attack is forward-only
+    (``needs_gradients`` False), any :data:`~edgeproof.methods.attacks.base.Forward` callable.
+    Batches of ``batch_size``; the random numbers of each (attack, ε, batch) come from their own
+    seeded generator.
     """
     n = x.shape[0]
     with torch.no_grad():
@@ -112,6 +134,8 @@ def robustness_curve(
     idx = np.flatnonzero(correct)
     eps_t = tuple(float(e) for e in eps)
     fooled = np.zeros((len(attacks), len(eps_t), n), dtype=bool)
+    queries = np.zeros((len(attacks), len(eps_t), n), dtype=np.int64)
+    counted = [idx.size > 0] * len(attacks)  # unknown (not counted) if nothing was attacked
     xc, yc = x[idx], y[idx]
     for ai, attack in enumerate(attacks):
         for ei, e in enumerate(eps_t):
@@ -119,12 +143,19 @@ def robustness_curve(
             for bi, start in enumerate(range(0, idx.size, batch_size)):
                 xb, yb = xc[start : start + batch_size], yc[start : start + batch_size]
                 g = attack_generator(seed, zlib.crc32(attack.name.encode()), ei, bi)
-                res = attack.perturb(model, xb, yb, budget, generator=g)
-                fooled[ai, ei, idx[start : start + batch_size]] = res.success.numpy()
+                res = attack.perturb(model, xb, yb, budget, generator=g)  # type: ignore[arg-type]
+                rows = idx[start : start + batch_size]
+                fooled[ai, ei, rows] = res.success.numpy()
+                if res.queries is not None:
+                    queries[ai, ei, rows] = res.queries.numpy()
+                else:  # the attack does not count its queries
+                    counted[ai] = False
+    queries[[ai for ai, ok in enumerate(counted) if not ok]] = -1
     return RobustnessCurve(
         norm=norm,
         eps=eps_t,
         attacks=tuple(a.name for a in attacks),
         clean_correct=correct,
         fooled=fooled,
+        queries=queries if any(counted) else None,
     )

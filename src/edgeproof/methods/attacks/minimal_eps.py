@@ -1,7 +1,8 @@
-"""Per-sample minimal adversarial ε, by bisection with PGD at each ε.
+"""Per-sample minimal adversarial ε, by bisection with an attack (PGD, or Square on forward-only
+models) at each ε.
 
 For each correctly classified sample, bisect ``[0, upper]`` for ``iterations`` rounds: run the
-attack (PGD by default) with a per-sample ε at the midpoint; if it finds a misclassified input the
+attack with a per-sample ε at the midpoint; if it finds a misclassified input the
 upper end moves down, else the lower end moves up. The reported value is the upper end — the
 smallest ε at which the attack *succeeded* — so it is an upper bound on the true minimal ε (the
 attack is not exact), resolved to ``upper / 2**iterations``. All samples are bisected together in
@@ -17,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from edgeproof.errors import OptionError
-from edgeproof.methods.attacks.base import Attack, Budget
+from edgeproof.methods.attacks.base import Attack, Budget, Forward
 from edgeproof.methods.attacks.curve import attack_generator
 from edgeproof.spec import Norm
 
@@ -55,7 +55,7 @@ class MinimalEps:
 
 
 def minimal_eps(
-    model: nn.Module,
+    model: Forward,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -67,7 +67,11 @@ def minimal_eps(
     seed: int = 0,
     batch_size: int = 256,
 ) -> MinimalEps:
-    """Bisect the minimal ε of ``attack`` for every sample of ``(x, y)``."""
+    """Bisect the minimal ε of ``attack`` for every sample of ``(x, y)``.
+
+    ``model`` is an ``nn.Module`` for gradient attacks; a forward-only attack (Square) takes any
+    :data:`~edgeproof.methods.attacks.base.Forward` callable.
+    """
     if iterations < 1:
         raise OptionError("bisection_steps", f"{iterations} is too few", "use >= 1, e.g. 10")
     if not upper > 0:
@@ -94,7 +98,8 @@ def minimal_eps(
                 sl = slice(s, s + batch_size)
                 budget = Budget(norm=norm, eps=eps[sl], domain=domain)
                 g = attack_generator(seed, 7_919, salt, bi)
-                out[sl] = attack.perturb(model, xc[sl], yc[sl], budget, generator=g).success
+                res = attack.perturb(model, xc[sl], yc[sl], budget, generator=g)  # type: ignore[arg-type]
+                out[sl] = res.success
             return out
 
         top = fooled_at(hi, 0)

@@ -1,0 +1,273 @@
+"""The ``backdoor`` check: is there a backdoor in this classifier, and which class does it target?
+
+A thin adapter over :func:`edgeproof.methods.backdoor.scan_model`. Always (data-free): the
+final-layer indicators (weights only), head random probing and FreeEagle (with a runnable module);
+with data: Neural Cleanse trigger inversion and STRIP, within the budget in the settings. Scores
+are compared with thresholds calibrated on clean models (shipped ``thresholds.json``; the finding
+says which architecture's threshold and at which false-positive rate). A model whose last layer is
+not a classifier head is refused with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgeproof.checks.base import AuditContext, Check
+from edgeproof.errors import param
+from edgeproof.methods.backdoor import (
+    DATA_FREE_DETECTORS,
+    BackdoorScan,
+    FreeEagleConfig,
+    NeuralCleanseConfig,
+    ReversedTrigger,
+    STRIPConfig,
+    scan_model,
+)
+from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
+
+__all__ = ["BackdoorCheck"]
+
+_METRIC = {
+    "final-layer": "final_layer_score",
+    "head-probe": "head_probe_score",
+    "freeeagle": "freeeagle_score",
+    "neural-cleanse": "neural_cleanse_anomaly_index",
+}
+
+
+class BackdoorCheck(Check):
+    """Data-free backdoor triage, plus trigger inversion and STRIP when data is given."""
+
+    name = "backdoor"
+    title = "Backdoor scan"
+    description = (
+        "Final-layer indicators, head random probing and FreeEagle (data-free), Neural Cleanse "
+        "and STRIP (with clean samples); thresholds calibrated on clean model populations."
+    )
+    needs_forward = False  # the final-layer indicators work on weights alone
+    headline = ("flagged_detectors", "final_layer_score", "freeeagle_score")
+    quick_settings: ClassVar[Mapping[str, Any]] = {"freeeagle_steps": 20, "nc_epochs": 2}
+
+    def __init__(
+        self,
+        detectors: tuple[str, ...] = DATA_FREE_DETECTORS,
+        freeeagle_steps: int = 1000,
+        nc_epochs: int = 20,
+        nc_max_seconds: float | None = 30.0,
+        strip_samples: int = 20,
+        strip_fpr: float = 0.01,
+        max_clean_samples: int = 128,
+        trigger_inversion: bool = False,
+        **settings: Any,
+    ) -> None:
+        super().__init__(
+            trigger_inversion=trigger_inversion,
+            detectors=list(detectors),
+            freeeagle_steps=freeeagle_steps,
+            nc_epochs=nc_epochs,
+            nc_max_seconds=nc_max_seconds,
+            strip_samples=strip_samples,
+            strip_fpr=strip_fpr,
+            max_clean_samples=max_clean_samples,
+            **settings,
+        )
+        self.detectors = tuple(detectors)
+        self.freeeagle = FreeEagleConfig(steps=freeeagle_steps)
+        self.nc = NeuralCleanseConfig(epochs=nc_epochs, max_seconds=nc_max_seconds)
+        self.strip = STRIPConfig(num_samples=strip_samples, fpr=strip_fpr)
+        self.max_clean_samples = max_clean_samples
+        self.trigger_inversion = bool(trigger_inversion)
+
+    def run(self, ctx: AuditContext) -> CheckResult:
+        clean_x = None
+        if self.trigger_inversion and ctx.data is not None and ctx.model.module is not None:
+            clean_x = ctx.data.x
+        scan = scan_model(
+            ctx.model,
+            detectors=self.detectors,
+            clean_x=clean_x,
+            freeeagle_config=self.freeeagle,
+            neural_cleanse_config=self.nc,
+            strip=self.strip,
+            max_clean_samples=self.max_clean_samples,
+            seed=ctx.seed,
+        )
+        return self.to_result(scan, _class_names(ctx, scan.num_classes))
+
+    def to_result(self, scan: BackdoorScan, classes: list[str]) -> CheckResult:
+        res = self.new_result()
+        flagged = scan.flagged_by
+        res.metrics.append(
+            Metric(
+                "flagged_detectors",
+                float(len(flagged)),
+                "detectors",
+                description="detectors whose model score is above their calibrated threshold",
+                higher_is_better=False,
+            )
+        )
+        for v in scan.verdicts:
+            det = v.result.detector
+            res.metrics.append(
+                Metric(
+                    _METRIC[det],
+                    float(v.result.score),
+                    "",
+                    description=f"{det} model score; threshold {v.threshold_source}",
+                    higher_is_better=False,
+                    settings=dict(v.result.settings),
+                )
+            )
+            if v.flagged:
+                t = v.result.suspected_target
+                res.findings.append(
+                    Finding(
+                        "critical" if det in ("freeeagle", "neural-cleanse") else "warning",
+                        f"{det} suspects a backdoor targeting class {classes[t]!r} (score "
+                        f"{v.result.score:.3g} > threshold {v.threshold_source}). Do not deploy "
+                        "before checking where this model came from; with clean data, run Neural "
+                        f"Cleanse ({param('backdoor.trigger_inversion')}=true) and inspect the "
+                        "reconstructed trigger.",
+                        {
+                            "detector": det,
+                            "suspected_target": t,
+                            "suspected_target_name": classes[t],
+                            "score": v.result.score,
+                            "threshold": v.threshold,
+                            "per_class": v.result.per_class,
+                        },
+                    )
+                )
+        if scan.strip is not None:
+            s = scan.strip
+            res.metrics.append(
+                Metric(
+                    "strip_flagged_fraction",
+                    s.flagged_fraction,
+                    "",
+                    description=(
+                        f"fraction of {s.n_tested} given inputs STRIP flags as trojaned at a "
+                        f"threshold set for FPR {s.threshold.fpr:g} on the other half"
+                    ),
+                    higher_is_better=False,
+                )
+            )
+            if s.flagged_fraction > max(3 * s.threshold.fpr, 0.05):
+                res.findings.append(
+                    Finding(
+                        "warning",
+                        f"STRIP flags {s.flagged_fraction:.0%} of the given inputs as trojaned "
+                        f"(expected about {s.threshold.fpr:.0%} on clean data): the data may "
+                        "contain triggered inputs, or the model is unusually confident under "
+                        "superimposition",
+                        {"flagged_fraction": s.flagged_fraction, "threshold": s.threshold.value},
+                    )
+                )
+        if not flagged:
+            res.findings.append(
+                Finding(
+                    "info",
+                    "No detector flags a backdoor at its calibrated threshold. The detectors "
+                    "miss some backdoors (see docs/benchmarks/backdoor.md for their measured "
+                    "true-positive rates); this is triage, not proof.",
+                    {"detectors": [v.result.detector for v in scan.verdicts]},
+                )
+            )
+        for det, why in scan.skipped.items():
+            res.findings.append(Finding("info", f"{det} did not run: {why}", {"detector": det}))
+        res.tables.append(_per_class_table(scan, classes))
+        res.figures.append(_anomaly_figure(scan, classes))
+        if scan.triggers:
+            nc = scan.verdict("neural-cleanse").result
+            best = min(scan.triggers, key=lambda t: t.l1)
+            res.figures.append(_trigger_figure(best, classes, nc.score))
+        res.summary = (
+            f"flagged by {', '.join(flagged)} (suspected target {classes[scan.suspected_target]!r})"
+            if flagged and scan.suspected_target is not None
+            else f"no detector flagged ({len(scan.verdicts)} ran)"
+        )
+        return res
+
+
+def _class_names(ctx: AuditContext, k: int) -> list[str]:
+    names = None
+    if ctx.model.spec is not None and ctx.model.spec.class_names:
+        names = list(ctx.model.spec.class_names)
+    if names is None and ctx.data is not None:
+        names = list(ctx.data.classes)
+    if names is None or len(names) != k:
+        names = [str(i) for i in range(k)]
+    return names
+
+
+def _per_class_table(scan: BackdoorScan, classes: list[str]) -> Table:
+    dets = [v.result.detector for v in scan.verdicts]
+    rows: list[list[str | float]] = []
+    for c in range(scan.num_classes):
+        rows.append([classes[c], *[float(v.result.per_class[c]) for v in scan.verdicts]])
+    return Table(
+        "per_class_anomaly",
+        "Per-class anomaly (higher = more suspicious)",
+        ["class", *dets],
+        rows,
+        description="final-layer / head-probe: robust z; freeeagle: (tendency − Q3)/IQR; "
+        "neural-cleanse: (median − mask L1)/(1.4826·MAD).",
+    )
+
+
+def _anomaly_figure(scan: BackdoorScan, classes: list[str]) -> Figure:
+    def draw() -> str:
+        from edgeproof.report.plots import new_figure, svg_of
+
+        fig, ax = new_figure(5.5, 3.0)
+        n = len(scan.verdicts)
+        width = 0.8 / max(n, 1)
+        xs = np.arange(scan.num_classes)
+        for i, v in enumerate(scan.verdicts):
+            ax.bar(xs + i * width, v.result.per_class, width, label=v.result.detector)
+        ax.set_xticks(xs + width * (n - 1) / 2, classes, rotation=45, ha="right")
+        ax.set_ylabel("per-class anomaly")
+        ax.legend(fontsize=7)
+        return svg_of(fig)
+
+    return Figure("per_class_anomaly", "Per-class anomaly by detector", draw)
+
+
+def _trigger_figure(trig: ReversedTrigger, classes: list[str], index: float) -> Figure:
+    title = (
+        f"Neural Cleanse: smallest trigger, class {classes[trig.target]!r} "
+        f"(mask L1 {trig.l1:.2f}, anomaly index {index:.2f})"
+    )
+
+    def draw() -> str:
+        from edgeproof.report.plots import new_figure, svg_of
+
+        stamp = trig.mask * trig.pattern
+        if trig.mask.ndim == 3:  # images: mask, pattern, mask·pattern
+            fig, _ = new_figure(6.0, 2.2)
+            fig.clear()
+            axes = fig.subplots(1, 3)
+            pat = trig.pattern.mean(axis=0) if trig.pattern.shape[0] != 3 else trig.pattern
+            st = stamp.mean(axis=0) if stamp.shape[0] != 3 else stamp
+            for ax, img, name in zip(
+                axes, (trig.mask[0], pat, st), ("mask", "pattern", "mask·pattern")
+            ):
+                if img.ndim == 3:
+                    ax.imshow(np.transpose(np.clip(img, 0, 1), (1, 2, 0)))
+                else:
+                    ax.imshow(img, cmap="gray")
+                ax.set_title(name, fontsize=8)
+                ax.set_axis_off()
+        else:  # time series: the stamp over time per channel, the mask beneath
+            fig, ax = new_figure(6.0, 2.6)
+            for c in range(stamp.shape[0]):
+                ax.plot(stamp[c], lw=0.8, label=f"mask·pattern ch{c}")
+            ax.plot(trig.mask[0], lw=0.8, color="k", alpha=0.5, label="mask")
+            ax.set_xlabel("time step")
+            ax.legend(fontsize=7)
+        return svg_of(fig)
+
+    return Figure("reversed_trigger", title, draw)

@@ -1,0 +1,182 @@
+"""``edgeproof compress``: search compression candidates, re-audit each, write the chosen one.
+
+The threat model of the re-audit is resolved exactly as ``edgeproof audit`` resolves it (the same
+``--shape --domain --kind --norm --eps`` options, the same defaults), and every candidate is
+attacked at its largest ε. The command exits like ``audit``: after writing everything, 2 when a
+re-audit check refused its input, 3 when one crashed (one stderr line per such check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeproof.cli import options
+from edgeproof.cli.app import formatter
+from edgeproof.errors import OptionError
+
+if TYPE_CHECKING:
+    from edgeproof.compress.api import CompressionResult
+
+__all__ = ["parse_drop", "parse_size", "register", "run", "trust_errors_exit"]
+
+
+def parse_drop(text: str) -> float:
+    """``"1%"`` → 0.01, ``"0.5%"`` → 0.005, ``"0.02"`` → 0.02 (absolute accuracy drop)."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        raise OptionError(
+            "max_drop", f"{text!r} is not a number or percentage", "use e.g. 1% or 0.01"
+        ) from None
+    if not 0.0 <= value <= 1.0:
+        raise OptionError("max_drop", f"{text!r} is outside [0%, 100%]", "use e.g. 1%")
+    return value
+
+
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "KIB": 1024,
+    "MIB": 1024**2,
+    "GIB": 1024**3,
+}
+
+
+def parse_size(text: str) -> int:
+    """``"200KB"`` → 200000, ``"1.5MiB"`` → 1572864, ``"4096"`` → 4096 bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = m.group(2).upper() if m else ""
+    if m is None or unit not in _UNITS:
+        raise OptionError("max_size", f"{text!r} is not a size", "use e.g. 200KB, 1.5MiB or 4096")
+    value = int(float(m.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise OptionError("max_size", f"{text!r} is not positive", "use e.g. 200KB")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compress",
+        help="quantize/prune/factor a model, re-audit every candidate, pick one under a budget",
+        description="Search compression candidates, measure each on its exported ONNX graph, "
+        "re-audit it, and write the chosen one with the whole ledger.",
+        epilog="example: edgeproof compress model.safetensors --arch zoo:cnn-lstm "
+        "--data builtin:synth-ecg/train --eval builtin:synth-ecg --max-drop 1% "
+        "--max-size 200KB --time-budget 120 --early-exit --out runs/c  "
+        "(exit 2 when a re-audit check refused its input, 3 when one crashed)",
+        formatter_class=formatter,
+    )
+    options.add_model(p, help="model file (.safetensors with sidecar, .pt2, TorchScript)")
+    options.add_data(p, required=True, help="calibration data (npz/csv/builtin:NAME)")
+    p.add_argument(
+        "--eval",
+        default=None,
+        help="evaluation data (default: the part of --data not used to calibrate)",
+    )
+    p.add_argument("--max-drop", default=None, help="largest accuracy drop allowed, e.g. 1%%")
+    p.add_argument("--max-size", default=None, help="largest ONNX size, e.g. 200KB")
+    p.add_argument(
+        "--time-budget",
+        type=options.positive_float,
+        default=120.0,
+        help="search time in seconds (default 120)",
+    )
+    options.add_threads(p, default="1")
+    options.add_seed(p)
+    p.add_argument(
+        "--early-exit",
+        action="store_true",
+        help="also try exit heads at intermediate blocks (zoo backbones), thresholds to --max-drop",
+    )
+    p.add_argument(
+        "--exit-criterion",
+        choices=("max-softmax", "entropy"),
+        default="max-softmax",
+        help="early-exit rule: max-softmax >= tau, or entropy <= T (default max-softmax)",
+    )
+    options.add_output(p, default=None, help="output folder")
+    options.add_spec(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgeproof.compress.api import ARTEFACT_FILES, compress, write_artefacts
+    from edgeproof.compress.earlyexit import EarlyExitConfig
+    from edgeproof.compress.search import Budget
+    from edgeproof.errors import param
+    from edgeproof.outputs import Output
+    from edgeproof.runner import resolve_threat
+
+    options.check_outputs(
+        [Output.folder(args.out, ARTEFACT_FILES)],
+        [*options.model_inputs(args), args.data, args.eval],
+    )
+
+    budget = Budget(
+        max_drop=None if args.max_drop is None else parse_drop(args.max_drop),
+        max_size=None if args.max_size is None else parse_size(args.max_size),
+        time_budget_s=float(args.time_budget),
+    )
+    loaded = options.load_model_arg(args)
+    if loaded.module is None:
+        raise OptionError(
+            "arch",
+            f"{args.model}: compression needs a runnable PyTorch model",
+            f"pass {param('arch')} zoo:NAME for a weights-only file",
+        )
+    data = options.load_data_arg(args, args.data, kind=args.kind)
+    evaluation = options.load_data_arg(args, args.eval, kind=args.kind) if args.eval else None
+    held_out = evaluation if evaluation is not None else data
+    threat = resolve_threat(loaded, held_out, **options.spec_kwargs(args))
+    early_exit = None
+    if args.early_exit:
+        early_exit = EarlyExitConfig(criterion=args.exit_criterion.replace("-", "_"))
+    t0 = time.perf_counter()
+    result = compress(
+        loaded.module,
+        threat.input,
+        data,
+        evaluation=evaluation,
+        budget=budget,
+        threat=threat,
+        threads=args.threads or 1,
+        seed=args.seed,
+        early_exit=early_exit,
+        arch=loaded.arch,
+        log=print,
+    )
+    write_artefacts(
+        result,
+        args.out,
+        source=str(args.model),
+        data=data,
+        seed=args.seed,
+        duration_s=time.perf_counter() - t0,
+    )
+    print(result.selection.message)
+    print(f"wrote {Path(args.out) / 'model.onnx'} and the ledger in {args.out}")
+    return trust_errors_exit(result)
+
+
+def trust_errors_exit(result: CompressionResult) -> int:
+    """One stderr line per re-audit check that ended in ``error``; the exit code they call for.
+
+    As ``edgeproof audit`` (:func:`edgeproof.cli.audit.check_errors_exit`): every candidate was
+    measured and everything is written by now; 3 when a check crashed (an internal failure, its
+    traceback is in compress.json), 2 when checks only refused their input, 0 when none did.
+    """
+    errored = result.errored_checks()
+    for name, t in errored:
+        print(f"edgeproof: error: {name}: {t.check}: {t.message}", file=sys.stderr)
+    if not errored:
+        return 0
+    return 3 if any(t.crashed for _, t in errored) else 2

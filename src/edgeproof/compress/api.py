@@ -1,0 +1,294 @@
+"""Compression as a library call: search candidates, select one, write it and its ledger.
+
+:func:`compress` returns a :class:`CompressionResult`; ``edgeproof compress``
+(:mod:`edgeproof.cli.compress`) maps each option onto one of its arguments.
+:func:`write_artefacts` writes, each file atomically, into ``out``:
+
+* ``model.onnx`` — the chosen candidate's graph (QDQ for quantized candidates; the all-exits
+  graph for an early-exit cascade);
+* ``model.safetensors`` — its PyTorch state dict (for quantized candidates: the dequantized
+  weights of the simulation) with edgeproof model metadata in the header: the source
+  architecture, and ``arch`` itself only when this state dict loads into it;
+* ``compress.json`` — chosen candidate, budget, selection message, threat model and the whole
+  ledger;
+* ``report.json`` (+ ``report.html`` when the HTML renderer is available) — a Report with one
+  ``compress`` check holding the ledger table and the Pareto figure. A report that does not match
+  its schema is an internal error (raised), never a silent omission.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeproof.atomic import atomic_write_bytes, atomic_write_text
+from edgeproof.compress.earlyexit.build import EarlyExitConfig
+from edgeproof.compress.ledger import Ledger, Selection, summary_metrics
+from edgeproof.compress.reaudit import TRUST_CHECKS, TrustCheck
+from edgeproof.compress.recipes import EarlyExit, default_recipes, with_budget_drop
+from edgeproof.compress.search import Budget, resolve_compress_threat, search
+from edgeproof.compress.steps import Chain
+from edgeproof.data.dataset import Dataset
+from edgeproof.errors import InternalError, SpecError, param
+from edgeproof.results import CheckResult, Finding
+from edgeproof.spec import InputSpec, ThreatModel
+
+__all__ = ["ARTEFACT_FILES", "CompressionResult", "compress", "write_artefacts"]
+
+ARTEFACT_FILES: tuple[str, ...] = (
+    "model.onnx",
+    "model.safetensors",
+    "compress.json",
+    "report.json",
+    "report.html",
+)
+"""The files :func:`write_artefacts` writes into its folder."""
+
+
+@dataclass
+class CompressionResult:
+    """The ledger, the selection, the chosen module and graph, and what produced them.
+
+    ``threat`` is the threat model of the re-audit (attacked at its largest ε); ``arch`` the
+    source model's architecture (``zoo:lenet5``), if known.
+    """
+
+    ledger: Ledger
+    selection: Selection
+    module: nn.Module
+    onnx_bytes: bytes
+    budget: Budget
+    spec: InputSpec
+    threat: ThreatModel
+    arch: str | None = None
+
+    def errored_checks(self) -> list[tuple[str, TrustCheck]]:
+        """``(candidate, check)`` for every re-audit check that refused its input or crashed."""
+        return [
+            (c.name, t) for c in self.ledger.rows for t in c.trust_checks if t.status == "error"
+        ]
+
+
+def _split(data: Dataset, calib_size: int) -> tuple[Dataset, Dataset]:
+    n = len(data)
+    if n < 4:
+        raise SpecError(
+            f"{param('data')}: {data.name} has {n} records; compression needs at least 4 "
+            "(half calibrate, half evaluate)"
+        )
+    k = min(calib_size, n // 2)
+    return data.subset(np.arange(k)), data.subset(np.arange(k, n))
+
+
+def compress(
+    module: nn.Module,
+    spec: InputSpec,
+    data: Dataset,
+    *,
+    evaluation: Dataset | None = None,
+    budget: Budget | None = None,
+    threat: ThreatModel | None = None,
+    threads: int = 1,
+    calib_size: int = 256,
+    checks: tuple[str, ...] = TRUST_CHECKS,
+    seed: int = 0,
+    recipes: Sequence[Chain] | None = None,
+    early_exit: EarlyExitConfig | None = None,
+    arch: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> CompressionResult:
+    """Search, measure and select: the library form of ``edgeproof compress``.
+
+    Without ``evaluation`` the first ``min(calib_size, N/2)`` records of ``data`` calibrate and
+    the rest evaluate (so calibration and evaluation never share a record). ``threat``: the
+    re-audit's threat model; ``None`` means what ``edgeproof audit`` resolves for this model and
+    the evaluation data (ε = 1, 3, 10 % of the domain width), attacked at its largest ε.
+    ``recipes``: the chains to try (default :func:`~edgeproof.compress.recipes.default_recipes`);
+    ``early_exit`` puts ``Chain(EarlyExit(early_exit))`` first (its ``max_drop`` defaults to the
+    budget's, 1 % without one).
+    """
+    budget = budget or Budget()
+    if tuple(data.sample_shape) != tuple(spec.shape):
+        raise SpecError(
+            f"{param('data')}: {data.name} has sample shape {data.sample_shape} but the model "
+            f"expects {spec.shape}; pass data shaped like the model input"
+        )
+    if evaluation is None:
+        calib, evaluation = _split(data, calib_size)
+    else:
+        calib = data.subset(np.arange(min(calib_size, len(data))))
+    threat = resolve_compress_threat(module, spec, evaluation, threat)
+    if threat.input.shape != tuple(spec.shape):
+        raise SpecError(
+            f"{param('shape')}: the threat model's input shape {threat.input.shape} is not the "
+            f"model's {spec.shape}; build the threat model on the model's input specification"
+        )
+    chains = list(default_recipes() if recipes is None else recipes)
+    if early_exit is not None:
+        chains.insert(0, Chain(EarlyExit(with_budget_drop(early_exit, budget.max_drop))))
+    ledger = search(
+        module,
+        spec,
+        calib,
+        evaluation,
+        budget,
+        recipes=chains,
+        threat=threat,
+        threads=threads,
+        checks=checks,
+        seed=seed,
+        log=log,
+    )
+    sel = ledger.select(budget.max_drop, budget.max_size)
+    built = ledger.artefacts[sel.chosen.name]
+    assert built.artefact is not None
+    return CompressionResult(
+        ledger, sel, built.artefact.module, built.artefact.onnx_bytes, budget, spec, threat, arch
+    )
+
+
+def write_artefacts(
+    result: CompressionResult,
+    out: str | Path,
+    *,
+    source: str,
+    data: Dataset,
+    seed: int = 0,
+    duration_s: float = 0.0,
+) -> list[Path]:
+    """Write model.onnx, model.safetensors, compress.json and report.json (+ html), each
+    atomically.
+
+    Raises:
+        InternalError: the report does not match its schema (a bug: the other files are
+            written, the message says which field).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [atomic_write_bytes(out / "model.onnx", result.onnx_bytes)]
+    paths.append(atomic_write_bytes(out / "model.safetensors", _safetensors(result)))
+    meta = _compress_json(result, source)
+    paths.append(atomic_write_text(out / "compress.json", json.dumps(meta, indent=2, default=str)))
+    report = _report(result, source, data, seed, duration_s)
+    try:
+        paths.append(report.write_json(out / "report.json"))
+    except Exception as exc:  # jsonschema.ValidationError: our own bug, said as such
+        raise InternalError(
+            f"report.json of the compression does not match the report schema ({exc}); the "
+            f"other files were written to {out}"
+        ) from exc
+    try:
+        from edgeproof.report.html import write_html
+    except ImportError:  # the HTML renderer is optional
+        return paths
+    paths.append(write_html(report, out / "report.html"))
+    return paths
+
+
+def _arch_fits(result: CompressionResult, tensors: dict[str, torch.Tensor]) -> bool:
+    """Whether the chosen state dict loads into the source architecture unchanged."""
+    if result.arch is None:
+        return False
+    from edgeproof.models.zoo import arch_from_string
+
+    spec = result.spec
+    try:
+        ref = arch_from_string(result.arch, spec.shape, spec.num_classes or 1, spec.normalization)
+    except Exception:  # an architecture we cannot rebuild here cannot be claimed to fit
+        return False
+    want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    return want == {k: tuple(v.shape) for k, v in tensors.items()}
+
+
+def _safetensors(result: CompressionResult) -> bytes:
+    from safetensors.torch import save as st_save
+
+    tensors = {
+        k: v.detach().cpu().contiguous().clone()
+        for k, v in result.module.state_dict().items()
+        if isinstance(v, torch.Tensor)
+    }
+    spec = result.spec
+    header = {
+        "format": "edgeproof-model",
+        "version": 1,
+        "arch": result.arch if _arch_fits(result, tensors) else None,
+        "source_arch": result.arch,
+        "spec": spec.to_json(),
+        "classes": None if spec.class_names is None else list(spec.class_names),
+        "candidate": result.selection.chosen.name,
+    }
+    return st_save(tensors, metadata={"edgeproof": json.dumps(header)})
+
+
+def _compress_json(result: CompressionResult, source: str) -> dict[str, Any]:
+    sel = result.selection
+    return {
+        "format": "edgeproof-compressed",
+        "source_model": source,
+        "arch": result.arch,
+        "candidate": sel.chosen.to_json(),
+        "budget": {
+            "max_drop": result.budget.max_drop,
+            "max_size": result.budget.max_size,
+            "time_budget_s": result.budget.time_budget_s,
+        },
+        "met_budget": sel.met_budget,
+        "selection": sel.message,
+        "spec": result.spec.to_json(),
+        "threat": result.threat.to_json(),
+        "ledger": result.ledger.to_json(),
+    }
+
+
+def _report(
+    result: CompressionResult, source: str, data: Dataset, seed: int, duration_s: float
+) -> Any:
+    from edgeproof.report.report import Report
+
+    sel, ledger = result.selection, result.ledger
+    findings = [
+        Finding("info" if sel.met_budget else "warning", sel.message, {"chosen": sel.chosen.name})
+    ]
+    findings += [
+        Finding(
+            "warning",
+            f"{name}: trust check {t.check} failed: {t.message}",
+            {"candidate": name, "check": t.check, "crashed": t.crashed},
+        )
+        for name, t in result.errored_checks()
+    ]
+    findings += [Finding("info", str(s), s.to_json()) for s in ledger.skipped]
+    check = CheckResult(
+        check="compress",
+        title="Compression ledger",
+        status="ok",
+        summary=sel.message,
+        metrics=summary_metrics(sel, ledger.baseline),
+        findings=findings,
+        tables=[ledger.table()],
+        figures=[ledger.pareto_figure()],
+        settings={
+            "threads": sel.chosen.threads,
+            "max_drop": result.budget.max_drop,
+            "max_size": result.budget.max_size,
+        },
+        duration_s=duration_s,
+    )
+    return Report(
+        model={"path": source, "arch": result.arch, "chosen": sel.chosen.name},
+        data=data.to_json(),
+        threat=result.threat.to_json(),
+        checks=[check],
+        seed=seed,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        duration_s=duration_s,
+    )

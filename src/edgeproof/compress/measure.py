@@ -1,0 +1,121 @@
+"""One measurement for every candidate: :func:`measure`.
+
+Whatever the artefact (:mod:`edgeproof.compress.artefacts`: one graph or an early-exit cascade),
+a candidate is measured on **what ships, in ONNX Runtime**, on the evaluation records: top-1
+accuracy with a 95 % Wilson interval, per-class accuracy and its drift from the baseline, the
+size of the serialised graph, p50/p95 batch-1 latency (the artefact's own way to run, threads
+stated, :mod:`edgeproof.runtime`), the peak resident memory of a fresh process running the graph
+(:class:`edgeproof.runtime.memory.RssProbe`; that process runs while the re-audit does, after
+the latency is measured), the agreement of its PyTorch form with
+what runs (parity), expected MACs where the cost depends on the input — and the trust re-audit
+of its PyTorch form (:func:`edgeproof.compress.reaudit.reaudit`) on the first ``audit_records``
+evaluation records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeproof.compress.ledger import Candidate, per_class_accuracy
+from edgeproof.compress.reaudit import TRUST_CHECKS, TrustAudit, reaudit
+from edgeproof.compress.steps import Built
+from edgeproof.data.dataset import Dataset
+from edgeproof.methods.stats import wilson_interval
+from edgeproof.runtime.memory import RssProbe
+from edgeproof.spec import ThreatModel
+
+__all__ = ["MeasureSettings", "measure"]
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How every candidate of a search is measured.
+
+    Attributes:
+        threat: the threat model of the re-audit (at its largest ε); ``None``: no re-audit.
+        checks: the checks re-run on every candidate.
+        threads: CPU threads of ONNX Runtime (latency, RSS) and of the re-audit.
+        seed: the re-audit's seed.
+        audit_records: the first this many evaluation records are re-audited.
+        reaudit_settings: per-check settings (default :data:`~edgeproof.compress.reaudit.
+            REAUDIT_SETTINGS`).
+    """
+
+    threat: ThreatModel | None
+    checks: tuple[str, ...] = TRUST_CHECKS
+    threads: int = 1
+    seed: int = 0
+    audit_records: int = 200
+    reaudit_settings: Mapping[str, Mapping[str, Any]] | None = None
+
+
+def measure(
+    name: str,
+    technique: str,
+    built: Built,
+    data: Dataset,
+    settings: MeasureSettings,
+    *,
+    baseline: Candidate | None = None,
+    build_s: float = 0.0,
+    audit_data: Dataset | None = None,
+) -> Candidate:
+    """Measure one built candidate on ``data`` (per-class drift against ``baseline``).
+
+    ``data`` is in the units the artefact takes; ``audit_data`` (default ``data``) holds the
+    same records in the threat model's raw input units, for the re-audit."""
+    art = built.artefact
+    if art is None:
+        raise ValueError(f"{name}: the chain built no artefact")  # Chain.apply always does
+    threads = settings.threads
+    out = art.run(data.x, threads=threads)
+    pred = out.logits.argmax(1)
+    correct = int((pred == data.y).sum())
+    pc = per_class_accuracy(pred, data.y, data.num_classes)
+    base = baseline.per_class_accuracy if baseline is not None else None
+    drift = tuple(a - b for a, b in zip(pc, base)) if base else tuple(0.0 for _ in pc)
+    p50, p95 = art.latency(data.x, out, threads=threads)
+    probe = RssProbe(art.onnx_bytes, data.x, threads=threads)  # runs during the re-audit
+    trust = _trust(art.module, data if audit_data is None else audit_data, settings)
+    rss = probe.result()
+    return Candidate(
+        name=name,
+        technique=technique,
+        settings={**built.settings, **art.settings(data.x, data.y, out, threads=threads)},
+        accuracy=correct / max(len(data), 1),
+        accuracy_ci=wilson_interval(correct, len(data)),
+        per_class_accuracy=pc,
+        per_class_drift=drift,
+        size_bytes=len(art.onnx_bytes),
+        latency_p50_ms=p50,
+        latency_p95_ms=p95,
+        threads=threads,
+        peak_rss_mb=rss,
+        trust=trust.metrics,
+        parity=art.parity(data.x, out),
+        float_nodes=art.float_nodes,
+        notes=tuple(dict.fromkeys([*built.notes, *trust.notes])),
+        build_s=build_s,
+        expected_macs=art.expected_macs(out),
+        trust_checks=trust.checks,
+        artefact_kind=art.kind,
+    )
+
+
+def _trust(module: Any, data: Dataset, settings: MeasureSettings) -> TrustAudit:
+    if settings.threat is None or not settings.checks:
+        return TrustAudit()
+    audit = data.subset(np.arange(min(settings.audit_records, len(data))))
+    return reaudit(
+        module,
+        settings.threat,
+        audit,
+        checks=settings.checks,
+        seed=settings.seed,
+        settings=settings.reaudit_settings,
+        threads=settings.threads,
+    )

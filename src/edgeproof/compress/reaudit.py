@@ -1,0 +1,264 @@
+"""The trust re-audit of a compression candidate: the audit's own runner, the caller's threat.
+
+Every candidate is re-audited by :func:`edgeproof.runner.run_checks` — the one plan/skip/isolate
+loop behind ``edgeproof audit`` — on an :class:`~edgeproof.checks.base.AuditContext` over its
+PyTorch module, with the caller's :class:`~edgeproof.spec.ThreatModel` reduced to its largest ε
+(so each attack runs once per candidate) and the small settings of :data:`REAUDIT_SETTINGS`.
+A check that is not registered is noted; one that cannot run is ``skipped`` with its reason; one
+that refuses its input or crashes is a failed check of that candidate (:class:`TrustCheck`,
+status ``error``, ``crashed`` for an internal failure), as in an audit, and the others still run.
+
+What is audited is what ships: BatchNorm folded into the preceding layer as in the exported
+graph (:func:`~edgeproof.compress.folding.fold_batchnorm`, only when the module has BatchNorm),
+so weight-level checks such as DNL see the deployed weights. Quantized candidates are audited
+through their PyTorch fake-quant simulation. Rounding has zero gradient, so gradient attacks on
+it would be masked (robust accuracy = clean accuracy, a false result): :func:`straight_through`
+wraps every activation fake-quantizer in the *clipped straight-through estimator* (Bengio et al.
+2013, arXiv 1308.3432; Hubara et al. 2016): the forward value is the fake-quantized one bit for
+bit, the gradient is the identity inside the quantizer's representable range and zero outside
+it. The attack is therefore a white-box attack on the quantized model itself.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeproof.checks import available_checks, check_info, get_check
+from edgeproof.checks.base import AuditContext, Check
+from edgeproof.compress.folding import fold_batchnorm, has_batchnorm
+from edgeproof.compress.simulate import ActFakeQuant
+from edgeproof.data.dataset import Dataset
+from edgeproof.errors import SpecError
+from edgeproof.models.loading import from_module
+from edgeproof.results import CheckResult, CheckStatus, Metric
+from edgeproof.runner import run_checks
+from edgeproof.spec import ThreatModel
+
+__all__ = [
+    "REAUDIT_SETTINGS",
+    "TRUST_CHECKS",
+    "StraightThrough",
+    "TrustAudit",
+    "TrustCheck",
+    "at_largest_eps",
+    "reaudit",
+    "straight_through",
+]
+
+TRUST_CHECKS: tuple[str, ...] = ("calibration", "adversarial", "bitflip", "certify")
+"""The registered checks re-run on every candidate (those not registered are noted)."""
+
+REAUDIT_SETTINGS: dict[str, dict[str, Any]] = {
+    "calibration": {"n_bins": 15, "resamples": 100},
+    "adversarial": {
+        "attacks": ("fgsm", "pgd"),
+        "pgd_steps": 10,
+        "pgd_restarts": 1,
+        "bisection_steps": 0,
+        "max_samples": 100,
+    },
+    "bitflip": {
+        "num_layers": 10,
+        "max_k": 10,
+        "random_seeds": 2,
+        "budgets": (),
+        "eval_samples": 200,
+    },
+}
+"""Small settings per check for re-auditing every candidate (checks not named: defaults)."""
+
+
+@dataclass(frozen=True)
+class TrustCheck:
+    """How one re-audit check ended on one candidate.
+
+    ``message`` is the skip reason or the error; ``traceback`` is kept only for a crash (an
+    internal failure, exit code 3), not for a check that refused its input (exit code 2).
+    """
+
+    check: str
+    status: CheckStatus
+    message: str | None = None
+    traceback: str | None = None
+    duration_s: float = 0.0
+
+    @property
+    def crashed(self) -> bool:
+        return self.status == "error" and self.traceback is not None
+
+    @classmethod
+    def of(cls, result: CheckResult) -> TrustCheck:
+        return cls(
+            result.check,
+            result.status,
+            result.error or result.skip_reason,
+            result.traceback,
+            result.duration_s,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "status": self.status,
+            "message": self.message,
+            "crashed": self.crashed,
+            "traceback": self.traceback,
+            "duration_s": self.duration_s,
+        }
+
+
+@dataclass(frozen=True)
+class TrustAudit:
+    """The re-audit of one candidate: its metrics (``<check>.<metric>``), how each check
+    ended, and notes on what was audited."""
+
+    metrics: tuple[Metric, ...] = ()
+    checks: tuple[TrustCheck, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def errored(self) -> tuple[TrustCheck, ...]:
+        return tuple(c for c in self.checks if c.status == "error")
+
+
+def at_largest_eps(threat: ThreatModel) -> ThreatModel:
+    """``threat`` with only its largest ε (the budget every candidate is attacked at)."""
+    return ThreatModel(threat.input, threat.norm, (threat.eps[-1],))
+
+
+class StraightThrough(nn.Module):
+    """A fake-quantizer with the clipped straight-through estimator as its gradient.
+
+    Forward: exactly ``fq(x)``. Backward: ``∂y/∂x = 1`` where ``x`` lies inside the quantizer's
+    representable range ``[(0 - zp)·s, (255 - zp)·s]``, ``0`` outside (Bengio et al. 2013).
+    """
+
+    def __init__(self, fq: ActFakeQuant) -> None:
+        super().__init__()
+        self.fq = fq
+        self.lo = (0 - fq.zero_point) * fq.scale
+        self.hi = (255 - fq.zero_point) * fq.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fq(x)
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return y
+        inside = ((x >= self.lo) & (x <= self.hi)).to(x.dtype)
+        return y.detach() + (x - x.detach()) * inside
+
+
+def straight_through(module: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of ``module`` whose calibrated activation fake-quantizers are wrapped in
+    :class:`StraightThrough`; returns ``(copy, number wrapped)`` (the module itself if none)."""
+    names = [
+        n for n, m in module.named_modules() if isinstance(m, ActFakeQuant) and m.observer is None
+    ]
+    if not names:
+        return module, 0
+    out = copy.deepcopy(module)
+    for name in names:
+        parent_name, _, attr = name.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        setattr(parent, attr, StraightThrough(getattr(parent, attr)))
+    return out, len(names)
+
+
+def _as_exported(module: nn.Module) -> tuple[nn.Module, bool]:
+    """``module`` with BatchNorm folded as in the exported graph; ``(module, False)`` if it has
+    no BatchNorm or cannot be traced."""
+    if not has_batchnorm(module):
+        return module, False
+    try:
+        return fold_batchnorm(module), True
+    except SpecError:
+        return module, False
+
+
+class _Refused(Check):
+    """A registered check whose settings were refused at construction: it runs as the error it
+    raised, so the runner records it like any other failure (refused input or crash)."""
+
+    needs_forward = False
+
+    def __init__(self, name: str, error: Exception) -> None:
+        super().__init__()
+        self.name = name
+        self.title = check_info(name).title
+        self._error = error
+
+    def run(self, ctx: AuditContext) -> CheckResult:
+        raise self._error
+
+
+def _instance(name: str, settings: Mapping[str, Any]) -> Check:
+    try:
+        return get_check(name, **dict(settings))
+    except Exception as exc:  # recorded by the runner as this check's failure
+        return _Refused(name, exc)
+
+
+def reaudit(
+    module: nn.Module,
+    threat: ThreatModel,
+    data: Dataset,
+    *,
+    checks: Sequence[str] = TRUST_CHECKS,
+    seed: int = 0,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    threads: int | None = None,
+    name_of: Callable[[str], str] | None = None,
+) -> TrustAudit:
+    """Re-run the registered ``checks`` on one candidate through the audit runner.
+
+    Each check is ``get_check(name, **settings[name])`` (default :data:`REAUDIT_SETTINGS`), run
+    by :func:`~edgeproof.runner.run_checks` on one :class:`AuditContext` over
+    ``from_module(straight_through(fold_batchnorm(module)), threat.input)`` (as the audit runs
+    it: :meth:`~edgeproof.models.loaded.LoadedModel.for_spec`, so ``data`` is in raw input
+    units) with :func:`at_largest_eps` of ``threat``. Metrics are renamed ``<check>.<metric>``.
+    """
+    conf = REAUDIT_SETTINGS if settings is None else settings
+    registered = set(available_checks())
+    missing = [c for c in checks if c not in registered]
+    notes: list[str] = []
+    if missing:
+        notes.append(f"not re-audited (check not registered): {', '.join(missing)}")
+    todo = [c for c in checks if c in registered]
+    if not todo:
+        return TrustAudit(notes=tuple(notes))
+    audited, folded = _as_exported(module)
+    if folded:
+        notes.append("trust re-audit on the BatchNorm-folded module (the weights the ONNX holds)")
+    audited, wrapped = straight_through(audited)
+    if wrapped:
+        notes.append(
+            f"trust re-audit: {wrapped} activation fake-quantizers use a clipped "
+            "straight-through estimator for gradients (forward unchanged)"
+        )
+    ctx = AuditContext(
+        model=from_module(audited, threat.input).for_spec(threat.input),
+        data=data,
+        threat=at_largest_eps(threat),
+        seed=seed,
+    )
+    instances = [_instance(name, conf.get(name, {})) for name in todo]
+    results = run_checks(instances, ctx, threads=threads, name_of=name_of)
+    metrics = [
+        Metric(
+            f"{r.check}.{m.name}",
+            m.value,
+            m.unit,
+            m.ci,
+            m.description,
+            m.higher_is_better,
+            m.settings,
+        )
+        for r in results
+        for m in r.metrics
+    ]
+    return TrustAudit(tuple(metrics), tuple(TrustCheck.of(r) for r in results), tuple(notes))

@@ -1,1 +1,0 @@
-"""The ``protect`` command (moves to the CLI package)."""
