@@ -31,7 +31,8 @@ from edgeproof.certify.bab import BabResult, BabSettings, branch_and_bound
 from edgeproof.certify.bounds import METHODS, AlphaSettings, Method, compute_bounds, margin_spec
 from edgeproof.certify.graph import BoundGraph, trace
 from edgeproof.certify.sets import InputSet, l2_ball, linf_ball
-from edgeproof.errors import InternalError, OptionError, SpecError
+from edgeproof.errors import InternalError, OptionError, SpecError, param
+from edgeproof.models.modules import eval_mode, set_training
 from edgeproof.spec import InputSpec, Norm
 
 __all__ = ["CertifyResult", "EpsResult", "MethodResult", "Verdict", "certify_model"]
@@ -160,6 +161,22 @@ def _threat_set(norm: str, x: Tensor, eps: float, domain: tuple[float, float]) -
     return linf_ball(x, eps, domain) if norm == "linf" else l2_ball(x, eps, domain)
 
 
+def _check_bab_applies(graph: BoundGraph, spec: InputSpec, settings: BabSettings) -> None:
+    """Refuse branch-and-bound up front (not at the first open sample) where it cannot run:
+    ReLU splitting on a model that is not piecewise-linear, with too many input dimensions
+    for input splitting."""
+    if graph.piecewise_linear or math.prod(spec.shape) <= settings.input_split_dims:
+        return
+    bad = next(n for n in graph.nodes if n.op is not None and not n.op.piecewise_linear)
+    assert bad.op is not None
+    raise OptionError(
+        "bab_budget_s",
+        f"branch-and-bound splits ReLUs, but node '{bad.name}' ({bad.op.kind}) is not "
+        "piecewise-linear",
+        f"set {param('bab_budget_s')} to 0 (bound without branching) or bound a ReLU network",
+    )
+
+
 def certify_model(
     module: nn.Module,
     x: Tensor | np.ndarray,
@@ -243,7 +260,7 @@ def certify_model(
             f"[{lo:g}, {hi:g}]; give inputs in the domain or the domain of the data"
         )
     was_training = module.training
-    module.eval()
+    eval_mode(module)
     try:
         g = graph if graph is not None else trace(module, spec.shape)
         with torch.no_grad():
@@ -257,6 +274,7 @@ def certify_model(
         if bab_budget_s > 0:
             base = vars(bab) if bab is not None else {}
             bab_settings = BabSettings(**{**base, "budget_s": bab_budget_s})
+            _check_bab_applies(g, spec, bab_settings)
         run = _Run(
             module=module,
             graph=g,
@@ -281,7 +299,7 @@ def certify_model(
             per_eps.append(r)
             broken = np.where(broken > 0, broken, r.broken_by)
     finally:
-        module.train(was_training)
+        set_training(module, was_training)
     return CertifyResult(
         norm=norm,
         domain=spec.domain,

@@ -291,6 +291,7 @@ class CertifyCheck(Check):
             "verified",
             *[f"verified by {m}" for m in result.methods],
             "falsified",
+            "counterexamples",
             "unknown",
             "pgd robust",
             "branch-and-bound runs",
@@ -305,6 +306,7 @@ class CertifyCheck(Check):
                     r.count("verified"),
                     *[int(mr.verified.sum()) for mr in r.methods.values()],
                     r.count("falsified"),
+                    int((r.broken_by > 0).sum()),
                     r.count("unknown"),
                     int((result.clean_correct & ~r.pgd_fooled).sum()),
                     len(r.bab),
@@ -318,7 +320,8 @@ class CertifyCheck(Check):
             cols,
             rows,
             description="counts of samples; verified = by any method; falsified = misclassified, "
-            "or a counterexample checked by a forward pass (PGD or branch-and-bound)",
+            "or a counterexample checked by a forward pass (PGD or branch-and-bound); "
+            "counterexamples = correctly classified samples with such a counterexample",
         )
 
     def _samples_table(self, result: CertifyResult, index: np.ndarray) -> Table:
