@@ -5,7 +5,8 @@ ONNX Runtime) and re-audited by :func:`edgeproof.compress.reaudit.reaudit`; this
 rows (:class:`Candidate`, :class:`SkippedCandidate`), the selection under a budget
 (:meth:`Ledger.select`), the ledger table with the headline trust columns
 (:data:`TRUST_COLUMNS`: ECE, robust accuracy at the threat model's largest ε, DNL bit-flip
-AR(10), verified accuracy when a ``certify`` check is registered) and the Pareto figure.
+AR(10), verified accuracy at its smallest ε when a ``certify`` check is registered) and the
+Pareto figure.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class TrustColumn:
         column: the column name in :meth:`Ledger.table`.
         metric: the ``<check>.<metric>`` name in :attr:`Candidate.trust`.
         description: what the number is and how it was measured (goes in the table
-            description); ``{eps}`` and ``{norm}`` stand for the re-audit's ε and norm.
+            description); ``{eps}`` and ``{norm}`` stand for the re-audit's ε and norm,
+            ``{certify_eps}`` for the ε ``certify`` proves at (the smallest).
     """
 
     column: str
@@ -74,8 +76,10 @@ TRUST_COLUMNS: tuple[TrustColumn, ...] = (
     TrustColumn(
         "verified_acc",
         "certify.verified_accuracy",
-        "verified_acc: certified accuracy at the threat model's largest ε = {eps} ({norm}; "
-        "certify check)",
+        "verified_acc: fraction of up to 50 seeded records proved robust by CROWN at the threat "
+        "model's smallest ε = {certify_eps} ({norm}; certify check, no branch-and-bound); for "
+        "quantized candidates, proved for the PyTorch fake-quant simulation (its rounding "
+        "enclosed soundly), not for the integer ONNX graph",
     ),
 )
 
@@ -177,7 +181,9 @@ class Ledger:
     """The baseline and every candidate, in the order they were built.
 
     ``threat`` is the threat model of the re-audit (its largest ε is the one attacked);
-    ``artefacts`` maps a name to the built candidate (not serialised).
+    ``certify_threat`` the one ``certify`` proves at (the smallest ε,
+    :data:`~edgeproof.compress.reaudit.TRUST_EPS`); ``artefacts`` maps a name to the built
+    candidate (not serialised).
     """
 
     baseline: Candidate
@@ -185,6 +191,7 @@ class Ledger:
     skipped: list[SkippedCandidate] = field(default_factory=list)
     artefacts: dict[str, Any] = field(default_factory=dict, repr=False)
     threat: ThreatModel | None = None
+    certify_threat: ThreatModel | None = None
 
     @property
     def rows(self) -> list[Candidate]:
@@ -305,7 +312,9 @@ class Ledger:
     def _describe(self, col: TrustColumn) -> str:
         eps = "?" if self.threat is None else f"{self.threat.eps[-1]:g}"
         norm = "?" if self.threat is None else self.threat.norm
-        return col.description.format(eps=eps, norm=norm)
+        ct = self.certify_threat
+        certify_eps = "?" if ct is None else f"{ct.eps[0]:g}"
+        return col.description.format(eps=eps, norm=norm, certify_eps=certify_eps)
 
     def pareto_figure(self) -> Figure:
         def draw() -> str:
@@ -354,6 +363,9 @@ class Ledger:
             "pareto": [c.name for c in self.pareto()],
             "skipped": [s.to_json() for s in self.skipped],
             "reaudit_threat": None if self.threat is None else self.threat.to_json(),
+            "certify_threat": None
+            if self.certify_threat is None
+            else self.certify_threat.to_json(),
         }
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from edgeproof.compress.context import BuildContext
 from edgeproof.compress.ledger import Ledger, SkippedCandidate
 from edgeproof.compress.measure import MeasureSettings, measure
-from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps
+from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps, at_smallest_eps
 from edgeproof.compress.recipes import default_recipes
 from edgeproof.compress.steps import Chain
 from edgeproof.data.dataset import Dataset
@@ -116,7 +116,7 @@ def search(
     settings = MeasureSettings(threat, tuple(checks), threads, seed)
     base_built = Chain().apply(module, ctx)
     baseline = measure("fp32", "baseline", base_built, net_eval, settings, audit_data=evaluation)
-    ledger = Ledger(baseline, threat=at_largest_eps(threat))
+    ledger = Ledger(baseline, threat=at_largest_eps(threat), certify_threat=at_smallest_eps(threat))
     ledger.artefacts["fp32"] = base_built
     for chain in default_recipes() if recipes is None else recipes:
         elapsed = time.perf_counter() - t0
