@@ -47,6 +47,14 @@ BUILTIN_CHECKS: tuple[CheckInfo, ...] = (
         needs_architecture=True,
     ),
     CheckInfo(
+        "property",
+        "Decision stability along transforms",
+        "edgeproof.checks.property:PropertyCheck",
+        needs_data=True,
+        needs_gradients=True,
+        needs_architecture=True,
+    ),
+    CheckInfo(
         "corruption",
         "Corruption robustness",
         "edgeproof.checks.corruption:CorruptionCheck",

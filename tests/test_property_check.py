@@ -1,0 +1,45 @@
+"""The ``property`` check: decision stability of the digits model along transform segments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeproof.checks import get_check
+from edgeproof.checks.base import AuditContext
+from edgeproof.checks.property import parse_transform
+from edgeproof.data.dataset import Dataset
+from edgeproof.errors import OptionError
+from edgeproof.models.loaded import LoadedModel
+from edgeproof.spec import ThreatModel
+
+
+def test_the_digits_model_is_proved_stable_under_slight_darkening_and_refuted_under_blackout(
+    digits_model: LoadedModel, digits_test: Dataset
+) -> None:
+    assert digits_model.spec is not None
+    check = get_check(
+        "property",
+        transforms=("darken:0.02", "darken:1.0", "blur:0.5"),
+        max_samples=16,
+        methods=("crown",),
+        bab_budget_s=0.0,
+    )
+    data = digits_test.subset(np.arange(40))
+    res = check.run(AuditContext(digits_model, data, ThreatModel(digits_model.spec)))
+    m = {x.name: x.value for x in res.metrics}
+    assert m["stable_fraction.darken:0.02"] >= 0.75
+    assert m["unstable_fraction.darken:1.0"] >= 0.5  # a black image is one digit only
+    assert m["stable_fraction"] == min(v for k, v in m.items() if k.startswith("stable_fraction."))
+    table = next(t for t in res.tables if t.name == "transforms")
+    for row in table.rows:
+        assert sum(int(str(v)) for v in row[1:4]) == 16  # verified + falsified + unknown = n
+    assert any("darken:1.0" in f.message and f.severity == "warning" for f in res.findings)
+    assert res.figures[0].svg.startswith("<svg")
+
+
+@pytest.mark.parametrize("text", ["sharpen:1", "darken", "contrast:0.5", "blur:x"])
+def test_a_bad_transform_names_the_setting(text: str) -> None:
+    with pytest.raises(OptionError, match="transforms"):
+        parse_transform(text)
+    assert parse_transform("contrast:0.5:1.5") == ("contrast", (0.5, 1.5))
