@@ -43,3 +43,29 @@ def test_a_bad_transform_names_the_setting(text: str) -> None:
     with pytest.raises(OptionError, match="transforms"):
         parse_transform(text)
     assert parse_transform("contrast:0.5:1.5") == ("contrast", (0.5, 1.5))
+
+
+def test_monotonicity_is_decided_over_the_domain_box_of_a_tabular_model() -> None:
+    import torch
+    from torch import nn
+
+    from edgeproof.models.loading import from_module
+    from edgeproof.spec import InputSpec
+
+    torch.manual_seed(0)
+    net = nn.Linear(4, 2)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, 0.5, -0.2, 0.0], [-1.0, 0.0, 0.3, 0.1]]))
+        net.bias.zero_()
+    spec = InputSpec((4,), domain=(0.0, 1.0), kind="tabular", num_classes=2)
+    x = np.random.default_rng(0).random((10, 4), dtype=np.float32)
+    data = Dataset(x, (x[:, 0] < 0.5).astype(np.int64), ["a", "b"], "t", "npz", kind="tabular")
+    ctx = AuditContext(from_module(net.eval(), spec), data, ThreatModel(spec))
+    quick = {"transforms": ("darken:0.1",), "max_samples": 10, "methods": ("crown",)}
+    ok = get_check("property", **quick, monotone_features=(0, 1), monotone_output=0).run(ctx)
+    assert next(m.value for m in ok.metrics if m.name == "monotone") == 1.0
+    bad = get_check("property", **quick, monotone_features=(2,), monotone_output=0).run(ctx)
+    assert next(m.value for m in bad.metrics if m.name == "monotone") == 0.0
+    row = next(t for t in bad.tables if t.name == "monotonicity").rows[0]
+    assert row[1] == "falsified" and "x[2]" in str(row[4])
+    assert any(f.message.startswith("not monotone") for f in bad.findings)

@@ -24,6 +24,7 @@ from edgeproof.certify.properties import (
     brightness,
     contrast,
     darken,
+    monotonicity,
     segment_stability,
 )
 from edgeproof.certify.sets import Segment
@@ -78,6 +79,11 @@ class PropertyCheck(Check):
         methods: bound methods (default ``("crown", "alpha-crown")``).
         bab_budget_s: per-segment branch-and-bound budget for segments left open (default 0.5).
         grid: points of the ``t`` grid searched for a counterexample (default 33).
+        monotone_features: flat input indices; when given, also decide whether output
+            ``monotone_output`` is monotone in each of them over the whole input domain box
+            (:func:`~edgeproof.certify.properties.monotonicity`; default none).
+        monotone_output: the output of that claim (default 0).
+        monotone_increasing: non-decreasing (default) or non-increasing.
         level: confidence level of the intervals (default 0.95).
     """
 
@@ -111,6 +117,9 @@ class PropertyCheck(Check):
         methods: Sequence[str] = ("crown", "alpha-crown"),
         bab_budget_s: float = 0.5,
         grid: int = 33,
+        monotone_features: Sequence[int] = (),
+        monotone_output: int = 0,
+        monotone_increasing: bool = True,
         level: float = 0.95,
     ) -> None:
         super().__init__(
@@ -119,8 +128,14 @@ class PropertyCheck(Check):
             methods=list(methods),
             bab_budget_s=bab_budget_s,
             grid=grid,
+            monotone_features=list(monotone_features),
+            monotone_output=monotone_output,
+            monotone_increasing=monotone_increasing,
             level=level,
         )
+        self.monotone_features = tuple(int(j) for j in monotone_features)
+        self.monotone_output = int(monotone_output)
+        self.monotone_increasing = bool(monotone_increasing)
         if not transforms:
             raise OptionError("transforms", "no transform given", "use e.g. darken:0.3")
         self.transforms = tuple((t, *parse_transform(t)) for t in transforms)
@@ -160,12 +175,77 @@ class PropertyCheck(Check):
         res.tables.append(self._samples(verdicts, ad.index))
         res.findings.extend(self._findings(counts, verdicts, skipped, n))
         res.figures.append(_figure(counts, n))
+        if self.monotone_features:
+            self._monotone(res, module, ad.x, ad.domain, ctx.seed)
         worst = min(counts, key=lambda k: counts[k]["verified"]) if counts else None
         res.summary = (
             f"correct and stable on every transform segment: {_all_stable(verdicts, n)} of {n}"
             + (f"; least stable: {worst}" if worst else "")
         )
         return res
+
+    def _monotone(
+        self, res: CheckResult, module: torch.nn.Module, x: torch.Tensor, domain: Any, seed: int
+    ) -> None:
+        lo = torch.full(tuple(x.shape[1:]), float(domain[0]))
+        hi = torch.full(tuple(x.shape[1:]), float(domain[1]))
+        r = monotonicity(
+            module,
+            lo,
+            hi,
+            self.monotone_features,
+            self.monotone_output,
+            increasing=self.monotone_increasing,
+            methods=self.methods,
+            bab_budget_s=self.bab_budget_s,
+            seed=seed,
+        )
+        way = "non-decreasing" if self.monotone_increasing else "non-increasing"
+        claim = (
+            f"output {self.monotone_output} {way} in features {list(self.monotone_features)} "
+            f"over the domain box [{domain[0]:g}, {domain[1]:g}]^n (tolerance 1e-5)"
+        )
+        value = {"verified": 1.0, "falsified": 0.0}.get(r.verdict, float("nan"))
+        res.metrics.append(
+            Metric(
+                "monotone",
+                value,
+                unit="verdict",
+                description=f"1 proved, 0 refuted, NaN unknown: {claim}",
+                higher_is_better=True,
+                settings={"features": list(self.monotone_features), "output": self.monotone_output},
+            )
+        )
+        row: list[Any] = [claim, r.verdict, r.decided_by, round(r.lower_bound, 6)]
+        if r.counterexample is not None:
+            a, b = r.counterexample
+            changed = [int(j) for j in np.flatnonzero(np.abs(b - a).reshape(-1) > 0)]
+            row.append(
+                ", ".join(
+                    f"x[{j}] {a.reshape(-1)[j]:.4g} → {b.reshape(-1)[j]:.4g}" for j in changed
+                )
+            )
+            res.findings.append(
+                Finding(
+                    "warning",
+                    f"not monotone: {claim} is refuted by a checked pair (the output moves the "
+                    f"wrong way by {-((r.margin or 0.0) - 1e-5):.4g})",
+                    {"pair": row[-1]},
+                )
+            )
+        else:
+            row.append("")
+        res.tables.append(
+            Table(
+                "monotonicity",
+                "Monotonicity",
+                ["claim", "verdict", "decided by", "lower bound", "counterexample"],
+                [row],
+                description="lower bound: proved min of the output change plus the tolerance over "
+                "the two-copy graph (> 0 verifies); counterexample: the pair, checked by a forward "
+                "pass",
+            )
+        )
 
     def _metrics(self, counts: dict[str, dict[str, int]], n: int) -> list[Metric]:
         out: list[Metric] = []
