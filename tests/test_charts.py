@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from edgeproof.report.charts import (
     Axis,
     Chart,
+    ImageGrid,
     Panels,
     TextBox,
     format_log,
@@ -325,3 +326,116 @@ def test_panels_share_the_x_axis_and_align_the_plots() -> None:
     assert not [b for b in boxes if b.role == "axis-label" and b.text == "confidence"
                 and b.y0 < top_h]  # fmt: skip
     assert _overlapping(boxes) == []
+
+
+# ---------------------------------------------------------------- colour scales and images
+
+
+def test_diverging_ramp_is_neutral_at_its_centre_and_reversible() -> None:
+    from edgeproof.report.charts import ramp
+
+    assert ramp("rdbu", 0.5) == ramp("rdbu_r", 0.5) == "#f7f7f7"
+    assert ramp("rdbu", 0.0) == ramp("rdbu_r", 1.0) == "#67001f"  # dark red
+    assert ramp("rdbu", 1.0) == ramp("rdbu_r", 0.0) == "#053061"  # dark blue
+    assert ramp("gray", 0.0) == "#000000" and ramp("gray", 1.0) == "#ffffff"
+    with pytest.raises(ValueError, match="unknown colour ramp 'jet'"):
+        ramp("jet", 0.5)
+
+
+def _fills(svg: str) -> list[str]:
+    return [e.attrib["fill"] for e in ET.fromstring(svg).iter(SVG + "rect") if "fill" in e.attrib]
+
+
+def test_a_symmetric_image_scale_puts_zero_on_the_neutral_colour_and_leaves_nan_empty() -> None:
+    a = np.array([[-2.0, 0.0], [np.nan, 2.0]])
+    c = Chart(300, 240)
+    c.image(a, vmin=-2, vmax=2, color_ramp="rdbu_r")
+    cells = ET.fromstring(c.svg()).find(f".//{SVG}g[@stroke='none']")
+    assert cells is not None
+    assert [r.attrib["fill"] for r in cells] == ["#053061", "#f7f7f7", "#67001f"]  # NaN: none
+
+
+def test_an_rgb_image_keeps_its_colours_and_gets_no_colour_bar() -> None:
+    rgb = np.zeros((2, 2, 3))
+    rgb[0, 0] = (1.0, 0.0, 0.0)
+    rgb[1, 1] = (0.0, 0.0, 2.0)  # clipped to 1
+    c = Chart(300, 240)
+    c.image(rgb, colorbar="ignored")
+    svg = c.svg()
+    assert {"#ff0000", "#000000", "#0000ff"} <= set(_fills(svg)) and "ignored" not in svg
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, 3\)"):
+        c.image(np.zeros((2, 2, 4)))
+
+
+def test_an_image_colour_bar_has_ticks_that_fit_its_height() -> None:
+    for height in (110, 400):
+        c = Chart(560, height, x=Axis("time"), y=Axis("signal"))
+        c.image(np.linspace(-1, 1, 50)[None, :], extent=(0, 50, -1, 1), vmin=-1, vmax=1,
+                color_ramp="rdbu_r", mode="png", opacity=0.7, colorbar="attribution")  # fmt: skip
+        svg = c.svg()
+        f = chart_layout.layout(c, Options())[0]
+        assert f.cbar is not None and f.cbar[0].x0 > f.plot.x1
+        assert 'opacity="0.7"' in svg and "attribution" in svg
+        ticks = [b for b in c.text_boxes() if b.role == "tick-label" and b.x0 > f.cbar[0].x1]
+        assert len(ticks) >= 2 and _overlapping(c.text_boxes()) == []
+        assert max(b.x1 for b in c.text_boxes()) <= f.width
+
+
+def test_polyline_inside_the_plot_is_one_run_and_a_crossing_one_is_clipped() -> None:
+    from edgeproof.report.charts.geometry import Rect, clip_polyline
+
+    r = Rect(0, 0, 10, 10)
+    xs, ys = np.linspace(1, 9, 500), np.linspace(2, 8, 500)
+    (run,) = clip_polyline(xs, ys, r)
+    assert len(run) == 500 and run[0] == (1.0, 2.0) and run[-1] == (9.0, 8.0)
+    runs = clip_polyline([1, 5, 15, 5], [5, 5, 5, 5], r)
+    assert runs == [[(1.0, 5.0), (5.0, 5.0), (10.0, 5.0)], [(10.0, 5.0), (5.0, 5.0)]]
+
+
+# ---------------------------------------------------------------- image grid
+
+
+def _grid() -> ImageGrid:
+    rng = np.random.default_rng(0)
+    g = ImageGrid(cols=3, cell=60, max_width=420)
+    g.scale("attr", color_ramp="rdbu_r", vmin=-1, vmax=1, colorbar="mean attribution")
+    g.scale("input", color_ramp="gray")
+    names = ["zero", "one", "a class with a very long name indeed", "three"]
+    for n in names:
+        g.add(rng.uniform(-1, 1, (8, 8)), scale="attr", caption=n)
+    g.add(rng.uniform(0, 1, (4, 8)), scale="input", caption="wide")
+    g.add(np.ones((3, 3, 3)) * 0.5, caption="rgb")
+    g.labels(rows=["first row", "second row"])
+    return g
+
+
+def test_image_grid_lays_out_captions_rows_and_one_colour_bar_without_overlap() -> None:
+    g = _grid()
+    svg = g.svg()
+    boxes = g.text_boxes()
+    assert _overlapping(boxes) == []
+    roles = {b.role for b in boxes}
+    assert {"image-caption", "row-label", "tick-label", "axis-label"} <= roles
+    long = next(b for b in boxes if b.role == "image-caption" and "…" in b.text)
+    assert "<title>a class with a very long name indeed</title>" in svg
+    captions = sorted((b for b in boxes if b.role == "image-caption"), key=lambda b: (b.y0, b.x0))
+    assert [b.text for b in captions][:2] == ["zero", "one"] and long.width < 100
+    assert sum(1 for b in boxes if b.role == "axis-label") == 1  # the gray scale names no bar
+    root = ET.fromstring(svg)
+    assert float(root.attrib["width"]) <= 420 and "#808080" in svg  # the RGB tile's grey
+
+
+def test_image_grid_pixels_are_square_and_an_image_needs_a_scale() -> None:
+    g = ImageGrid(cols=1, cell=80)
+    g.scale("s", vmin=0, vmax=1)
+    g.add(np.zeros((4, 8)), scale="s")
+    root = ET.fromstring(g.svg())
+    cells = [r for r in root.iter(SVG + "rect") if r.attrib.get("fill") == "#440154"]
+    assert len(cells) == 32
+    w = {round(float(r.attrib["width"]), 1) for r in cells}
+    h = {round(float(r.attrib["height"]), 1) for r in cells}
+    assert w == h == {10.3}  # 80 px / 8 pixels, plus the 0.3 px overlap against seams
+    with pytest.raises(ValueError, match="needs a scale added first"):
+        g.add(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="finite vmin < vmax"):
+        g.scale("flat", vmin=1, vmax=1)

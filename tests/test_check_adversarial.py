@@ -174,11 +174,11 @@ def test_onnx_model_gets_square_and_skips_only_the_gradient_checks_with_the_reas
     )
     by_name = {r.check: r for r in report.checks}
     assert by_name["fisher"].status == "skipped"
-    assert by_name["fisher"].skip_reason == "needs gradients, which a onnx model does not provide"
+    assert by_name["fisher"].skip_reason == "needs gradients, which an onnx model does not provide"
     adv = by_name["adversarial"]
     assert adv.status == "ok"
     assert adv.settings["attacks_run"] == ["square"]
-    why = "needs gradients, which a onnx model does not provide"
+    why = "needs gradients, which an onnx model does not provide"
     assert adv.settings["attacks_not_run"] == {"fgsm": why, "pgd": why, "apgd": why}
     assert adv.findings[0].message.startswith(
         "forward-only model: ran Square(n_queries=30, p_init=0.8, n_restarts=1, loss='margin')"

@@ -103,7 +103,7 @@ def test_onnx_model_skips_gradient_methods_with_the_reason_and_still_occludes(
     methods = {row[0]: row for row in res.tables[0].rows}
     for name in ("integrated_gradients", "smoothgrad", "gradient_shap"):
         assert methods[name][1] == "skipped"
-        assert methods[name][2] == "needs gradients, which a onnx model does not provide"
+        assert methods[name][2] == "needs gradients, which an onnx model does not provide"
     assert methods["occlusion"][1] == "ran"
     assert {f.name for f in res.figures} == {"class_means_occlusion", "samples"}
     assert any("sanity tests need to re-initialise the weights" in f.message for f in res.findings)

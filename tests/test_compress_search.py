@@ -47,6 +47,38 @@ def test_pareto_front_holds_exactly_the_non_dominated_candidates() -> None:
     assert [c.name for c in ledger.pareto()] == ["c", "a", "fp32"]
 
 
+def test_pareto_figure_draws_every_candidate_labels_them_and_imports_no_matplotlib() -> None:
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+
+    from edgeproof.report.charts import svg_text_boxes
+
+    ledger = Ledger(
+        _cand("fp32", 0.95, 100_000),
+        [_cand("int8", 0.94, 26_000), _cand("prune50", 0.90, 60_000), _cand("c", 0.80, 9_000)],
+    )
+    fig = ledger.pareto_figure()
+    svg = fig.svg
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == ns + "svg" and (fig.name, fig.title) == ("pareto", "Size vs accuracy")
+    tips = [t.text or "" for e in root.iter(ns + "circle") for t in e.iter(ns + "title")]
+    assert sorted(tips) == ["c", "fp32", "int8", "prune50"]  # every point, named
+    boxes = svg_text_boxes(svg)
+    texts = {b.text for b in boxes}
+    assert {"fp32", "int8", "c", "Pareto front", "dominated", "ONNX size (KiB)"} <= texts
+    assert {"10", "100"} <= texts  # sizes spanning more than 10x: decades on a log axis
+    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :] if a.overlaps(b)]
+    code = (
+        "import sys\n"
+        "import edgeproof.compress.ledger\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_selection_picks_the_smallest_candidate_within_budget() -> None:
     ledger = Ledger(_cand("fp32", 0.95, 1000), [_cand("a", 0.945, 300), _cand("c", 0.80, 100)])
     sel = ledger.select(0.01, None)

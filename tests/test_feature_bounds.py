@@ -120,3 +120,25 @@ def test_audit_inputs_are_fractions_of_each_features_range(wine: tuple[Path, Pat
     np.testing.assert_allclose(
         view.predict_logits(scaled.x), model.predict_logits(data.x), rtol=1e-4, atol=1e-4
     )
+
+
+def test_compress_on_per_feature_ranges_writes_a_model_the_audit_reads_back(
+    wine: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Candidates are built and measured on the raw features (the network's units), the re-audit
+    in fractions of each range; the written ONNX, audited again, has the accuracy compress
+    reported, and its forward-only attack starts from that same clean accuracy."""
+    model, train, test = wine
+    out = tmp_path / "c"
+    code = main(["compress", str(model), "--data", str(train), "--eval", str(test),
+                 "--time-budget", "5", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    picked = json.loads((out / "compress.json").read_text())["candidate"]
+    trust = {m["name"]: m["value"] for m in picked["trust"]}
+    assert trust["adversarial.clean_accuracy"] == pytest.approx(picked["accuracy"], abs=0.02)
+    code, report = _audit(out / "model.onnx", test, tmp_path / "a")
+    assert code == 0
+    assert report["threat"]["eps_units"] == "fraction of each feature's range"
+    metrics = {m["name"]: m["value"] for c in report["checks"] for m in c["metrics"]}
+    assert metrics["accuracy"] == pytest.approx(picked["accuracy"], abs=0.01)
+    assert metrics["clean_accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9)

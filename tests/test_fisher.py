@@ -97,4 +97,4 @@ def test_fisher_check_is_skipped_for_a_model_without_gradients(digits_test: Data
     spec = spec_from_data(digits_test)
     onnx_like = LoadedModel(path=None, format="onnx", session=object(), spec=spec)
     ctx = AuditContext(model=onnx_like, data=digits_test, threat=ThreatModel(spec))
-    assert FisherCheck().skip_reason(ctx) == "needs gradients, which a onnx model does not provide"
+    assert FisherCheck().skip_reason(ctx) == "needs gradients, which an onnx model does not provide"

@@ -425,7 +425,7 @@ def test_the_check_is_skipped_with_the_reason_for_a_model_without_gradients(
     onnx_like = LoadedModel(path=None, format="onnx", session=object(), spec=spec)
     ctx = AuditContext(model=onnx_like, data=digits_test, threat=ThreatModel(spec))
     reason = get_check("generalization").skip_reason(ctx)
-    assert reason == "needs gradients, which a onnx model does not provide"
+    assert reason == "needs gradients, which an onnx model does not provide"
 
 
 # ---------------------------------------------------------------------------------------------

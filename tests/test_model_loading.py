@@ -166,7 +166,7 @@ def test_arch_given_for_a_self_describing_format_is_ignored_with_a_warning(
 ) -> None:
     loaded = load_model(files["onnx"], arch="zoo:mlp")
     assert loaded.warnings == [
-        "lenet.onnx: arch zoo:mlp ignored: a onnx file carries its own architecture"
+        "lenet.onnx: arch zoo:mlp ignored: an onnx file carries its own architecture"
     ]
 
 

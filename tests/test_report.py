@@ -81,7 +81,7 @@ def make_report(*, policy_passed: bool = False, error_message: str = "ValueError
         check="gradients",
         title="Gradient attacks",
         status="skipped",
-        skip_reason="needs gradients, which a onnx model does not provide",
+        skip_reason="needs gradients, which an onnx model does not provide",
     )
     error = CheckResult(
         check="bitflip",
@@ -305,7 +305,7 @@ def test_html_shows_every_check_title_and_status_in_nav_and_section(
 
 
 def test_html_shows_skip_reason_and_error_with_collapsible_traceback(page: str) -> None:
-    assert "needs gradients, which a onnx model does not provide" in page
+    assert "needs gradients, which an onnx model does not provide" in page
     assert "ValueError: boom" in page
     assert re.search(r"<details><summary>Traceback</summary><pre>Traceback \(most recent", page)
 

@@ -48,6 +48,9 @@ PORTED = (
     "corruption",
     "fisher",
     "smoothing",
+    "backdoor",
+    "attribution",
+    "generalization",
 )
 FIGURES = {
     "confusion_matrix",
@@ -59,6 +62,12 @@ FIGURES = {
     "corruption_accuracy",
     "lambda_max",
     "certified_accuracy",
+    "per_class_anomaly",
+    "class_means_integrated_gradients",
+    "class_means_occlusion",
+    "samples",
+    "hessian_density",
+    "gradient_conflict",
 }
 # smaller sample counts where the defaults take seconds; the others run as in the demo
 _SETTINGS: dict[str, dict[str, Any]] = {
@@ -66,6 +75,17 @@ _SETTINGS: dict[str, dict[str, Any]] = {
     "bitflip": {"random_seeds": 2, "eval_samples": 96, "noise_samples": 32},
     "adversarial": {"pgd_steps": 5, "apgd_steps": 5, "square_queries": 50, "max_samples": 96},
     "smoothing": {"n0": 20, "n": 200, "max_samples": 64},
+    "backdoor": {"freeeagle_steps": 50},
+    # two methods without the sanity tests: which maps pass them depends on the model
+    "attribution": {
+        "methods": ("integrated_gradients", "occlusion"),
+        "sanity": False,
+        "max_samples": 24,
+        "ig_steps": 8,
+        "ig_max_steps": 32,
+        "figure_samples": 2,
+    },
+    "generalization": {"max_samples": 120, "iterations": 20, "probes": 12, "tic_probes": 3},
 }
 
 
@@ -105,6 +125,23 @@ def test_every_figure_is_self_contained_readable_and_has_no_text_on_text(report:
         boxes = svg_text_boxes(svg)
         assert len(boxes) >= 6, (check, fig.name)  # tick labels at least: a real chart
         assert _overlaps(boxes) == [], (check, fig.name)
+
+
+def test_no_figure_class_is_styled_by_the_report_page(report: Report) -> None:
+    # a page rule such as `.caption { font-size: 12.5px }` would restyle the SVG's text and
+    # break the layout's text metrics
+    from importlib import resources
+
+    page = resources.files("edgeproof.report").joinpath("template.html").read_text("utf-8")
+    css = page[page.find("<style") : page.find("</style")]
+    styled = set(re.findall(r"\.([a-zA-Z][\w-]*)", css))
+    used = {
+        e.attrib["class"]
+        for _, f in _figures(report)
+        for e in ET.fromstring(f.svg).iter()
+        if "class" in e.attrib
+    }
+    assert "tick-label" in used and used & styled == set()
 
 
 def test_no_figure_imports_matplotlib() -> None:

@@ -89,7 +89,7 @@ def test_onnx_like_model_skips_gradient_checks_naming_the_format() -> None:
     ctx = AuditContext(
         model=fake_onnx, data=None, threat=resolve_threat(fake_onnx, None, shape=(4,))
     )
-    assert check.skip_reason(ctx) == "needs gradients, which a onnx model does not provide"
+    assert check.skip_reason(ctx) == "needs gradients, which an onnx model does not provide"
 
 
 def test_spec_is_inferred_from_data_and_flags_take_precedence() -> None:

@@ -139,9 +139,14 @@ def attack_data(ctx: AuditContext, max_samples: int | None) -> AttackData:
     else:
         index = np.arange(n)
     frozen = frozen_copy(module) if module is not None else None
-    forward: Forward = (
-        frozen if frozen is not None else session_forward(session, batch_size=ctx.batch_size)
-    )
+    if frozen is not None:
+        forward: Forward = frozen
+    else:
+        run = session_forward(session, batch_size=ctx.batch_size)
+        # the session takes the network's units: the audit's input transform first
+        # (outside normalisation, per-feature ranges), as LoadedModel.predict_logits does
+        preprocess = ctx.model.preprocess
+        forward = run if ctx.model.input_affine is None else (lambda x: run(preprocess(x)))
     return AttackData(
         model=forward,
         x=torch.from_numpy(np.ascontiguousarray(data.x[index])),
@@ -341,7 +346,7 @@ class AdversarialCheck(Check):
             attack_objects=[repr(a) for a in attacks],
         )
         if not ad.has_gradients:
-            why = f"needs gradients, which a {ctx.model.format} model does not provide"
+            why = f"needs gradients, which {ctx.model.described} does not provide"
             res.settings.update(
                 gradients=False,
                 attacks_run=[a.name for a in attacks],
@@ -475,7 +480,7 @@ class AdversarialCheck(Check):
     ) -> Finding:
         ran = ", ".join(repr(a) for a in attacks)
         skipped = (
-            f"; {', '.join(left_out)} need gradients, which a {ctx.model.format} model does "
+            f"; {', '.join(left_out)} need gradients, which {ctx.model.described} does "
             "not provide, and did not run"
             if left_out
             else ""

@@ -359,7 +359,7 @@ class AttributionCheck(Check):
             run = _Run(name)
             runs.append(run)
             if name in _GRADIENT and torch_model is None:
-                run.skipped = f"needs gradients, which a {ctx.model.format} model does not provide"
+                run.skipped = f"needs gradients, which {ctx.model.described} does not provide"
                 continue
             if name == "frequency_occlusion" and kind != "timeseries":
                 run.skipped = "frequency occlusion explains time series (time on the last axis)"
@@ -435,8 +435,8 @@ class AttributionCheck(Check):
             res.findings.append(
                 Finding(
                     "info",
-                    f"sanity tests need to re-initialise the weights, which a {ctx.model.format} "
-                    "model does not allow: the maps shown are unverified (give the PyTorch model "
+                    f"sanity tests need to re-initialise the weights, which {ctx.model.described} "
+                    "does not allow: the maps shown are unverified (give the PyTorch model "
                     "to run them)",
                 )
             )
@@ -773,45 +773,40 @@ def _sym(v: np.ndarray) -> float:
     return m if np.isfinite(m) and m > 0 else 1.0
 
 
-def _montage(tiles: np.ndarray, cols: int) -> np.ndarray:
-    """``(n, h, w)`` tiles laid out ``cols`` wide with one NaN pixel between them."""
-    n, h, w = tiles.shape
-    rows = math.ceil(n / cols)
-    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
-    for j in range(n):
-        r, c = divmod(j, cols)
-        out[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = tiles[j]
-    return out
+def _cell(h: int, w: int, target: float = 72.0) -> float:
+    """A cell of about ``target`` px holding whole screen pixels per image pixel (≤ 128 px)."""
+    m = max(h, w)
+    return float(min(128, m * max(1, math.ceil(target / m))))
+
+
+def _decimals(v: float) -> int:
+    """Decimals that write numbers up to ``v`` in magnitude with two significant digits."""
+    return max(0, 1 - math.floor(math.log10(v))) if v > 0 and math.isfinite(v) else 2
 
 
 def _image_classes_figure(name: str, title: str, means: np.ndarray, names: list[str]) -> Figure:
-    """Per-class mean maps (channels summed) as one montage on one diverging colour scale."""
+    """Per-class mean maps (channels summed) as small multiples on one diverging colour scale."""
 
     def draw() -> str:
-        from edgeproof.report.plots import plt, svg_of
+        from edgeproof.report.charts import ImageGrid
 
         maps = means.reshape(means.shape[0], -1, *means.shape[-2:]).sum(axis=1)
         k, h, w = maps.shape
-        cols = min(k, 5)
-        rows = math.ceil(k / cols)
-        fig = plt.figure(figsize=(1.3 * cols + 1.0, 1.35 * rows + 0.2))
-        ax = fig.add_axes((0.02, 0.02, 0.8, 0.9))
         vmax = _sym(maps)
-        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
-        im = ax.imshow(_montage(maps, cols), cmap=cmap, vmin=-vmax, vmax=vmax)
+        grid = ImageGrid(cols=min(k, 5 if k <= 10 else 10), cell=_cell(h, w))
+        grid.scale("attr", color_ramp="rdbu_r", vmin=-vmax, vmax=vmax,
+                   colorbar="mean attribution")  # fmt: skip
         for j in range(k):
-            r, c = divmod(j, cols)
-            ax.text(c * (w + 1) + w / 2 - 0.5, r * (h + 1) - 0.6, names[j], ha="center", fontsize=7)
-        ax.set_axis_off()
-        fig.colorbar(im, cax=fig.add_axes((0.85, 0.1, 0.03, 0.75)))
-        return svg_of(fig)
+            grid.add(maps[j], scale="attr", caption=names[j],
+                     tooltip=f"predicted class {names[j]}")  # fmt: skip
+        return grid.svg()
 
     return Figure(
         f"class_means_{name}",
         f"{title}: mean attribution per predicted class",
         draw,
-        description="red raises the class score, blue lowers it; channels summed; one colour "
-        "scale for all classes",
+        description="red raises the class score, blue lowers it (white: no effect); channels "
+        "summed; one colour scale for all classes",
     )
 
 
@@ -821,43 +816,48 @@ def _image_samples_figure(
     target: np.ndarray,
     class_names: tuple[str, ...] | None,
 ) -> Figure:
-    """Inputs (grey) beside each shown method's map, every map on its own symmetric scale."""
+    """Inputs beside each shown method's map, every map on its own symmetric scale."""
 
     def draw() -> str:
-        from edgeproof.report.plots import plt, svg_of
+        from edgeproof.report.charts import ImageGrid
 
         s = xs.shape[0]
-        imgs = xs.reshape(s, -1, *xs.shape[-2:]).mean(axis=1)
-        h, w = imgs.shape[1:]
-        tiles = []
-        for i in range(s):
-            for m in maps.values():
-                mm = m[i].reshape(-1, h, w).sum(axis=0)
-                tiles.append(mm / _sym(mm))
-        cols = len(maps)
-        fig = plt.figure(figsize=(1.1 * (cols + 1) + 0.3, 1.1 * s + 0.4))
-        left = 1.0 / (cols + 1)
-        ax_in = fig.add_axes((0.01, 0.02, left - 0.02, 0.86))
-        ax_in.imshow(_montage(imgs, 1), cmap=plt.get_cmap("gray").with_extremes(bad="white"))
-        ax_in.set_axis_off()
-        ax_in.set_title("input → class", fontsize=7)
+        h, w = xs.shape[-2:]
+        chans = xs.reshape(s, -1, h, w)
+        finite = chans[np.isfinite(chans)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        hi = hi if hi > lo else lo + 1.0
+        rgb = chans.shape[1] == 3
+        grid = ImageGrid(cols=len(maps) + 1, cell=_cell(h, w))
+        grid.scale("input", color_ramp="gray", vmin=lo, vmax=hi)
+        grid.scale("map", color_ramp="rdbu_r", vmin=-1.0, vmax=1.0,
+                   colorbar="relative attribution")  # fmt: skip
+        rows = []
         for i in range(s):
             label = class_names[target[i]] if class_names else str(target[i])
-            ax_in.text(-0.8, i * (h + 1) + h / 2, label, ha="right", va="center", fontsize=7)
-        ax = fig.add_axes((left, 0.02, 1 - left - 0.01, 0.86))
-        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
-        ax.imshow(_montage(np.stack(tiles), cols), cmap=cmap, vmin=-1, vmax=1)
-        for j, title in enumerate(maps):
-            ax.text(j * (w + 1) + w / 2 - 0.5, -0.8, title, ha="center", fontsize=7)
-        ax.set_axis_off()
-        return svg_of(fig)
+            rows.append(f"class {label}")
+            if rgb:
+                grid.add(np.transpose((chans[i] - lo) / (hi - lo), (1, 2, 0)),
+                         tooltip=f"sample {i}, explained for class {label}")  # fmt: skip
+            else:
+                grid.add(chans[i].mean(axis=0), scale="input",
+                         tooltip=f"sample {i}, explained for class {label}")  # fmt: skip
+            for title, m in maps.items():
+                mm = m[i].reshape(-1, h, w).sum(axis=0)
+                peak = _sym(mm)
+                grid.add(mm / peak, scale="map",
+                         tooltip=f"{title}, sample {i}: max |attribution| {peak:.3g}")  # fmt: skip
+        grid.labels(rows=rows, cols=("input", *maps))
+        return grid.svg()
 
     return Figure(
         "samples",
         "Attribution maps of a few samples",
         draw,
-        description="each map on its own symmetric colour scale (red raises the predicted "
-        "class's score, blue lowers it)",
+        description="one sample per row, labelled with the class explained (the model's "
+        "prediction): the input (grey, or RGB), then each method's map divided by its largest "
+        "|attribution|, on one symmetric colour scale (red raises that class's score, blue "
+        "lowers it)",
     )
 
 
@@ -867,63 +867,80 @@ def _series_classes_figure(
     """Per class: the mean signal (first channel) as a line over the mean attribution as shading."""
 
     def draw() -> str:
-        from edgeproof.report.plots import plt, svg_of
+        from edgeproof.report.charts import Axis, Chart, Panels
+        from edgeproof.report.charts.colors import BLACK
 
         k = means.shape[0]
-        fig, axes = plt.subplots(k, 1, figsize=(6.0, 1.0 * k + 0.5), squeeze=False)
-        fig.subplots_adjust(left=0.12, right=0.98, top=0.97, bottom=0.5 / (1.0 * k + 0.5) + 0.02)
         attr = means.reshape(k, -1, means.shape[-1]).sum(axis=1)
         sig = x_means.reshape(k, -1, x_means.shape[-1])[:, 0]
+        steps = attr.shape[1]
         vmax = _sym(attr)
+        charts = []
         for j in range(k):
-            ax = axes[j, 0]
             lo, hi = float(sig[j].min()), float(sig[j].max())
             pad = 0.05 * (hi - lo or 1.0)
-            ax.imshow(
-                attr[j][None, :],
-                aspect="auto",
-                cmap="RdBu_r",
-                vmin=-vmax,
-                vmax=vmax,
-                extent=(0, attr.shape[1], lo - pad, hi + pad),
-                alpha=0.7,
+            last = j == k - 1
+            chart = Chart(
+                680,
+                130 + (36 if last else 0),
+                x=Axis("time step", limits=(0.0, float(steps)), grid=False),
+                y=Axis("mean input", limits=(lo - pad, hi + pad), grid=False),
+                title=names[j],
             )
-            ax.plot(np.arange(sig.shape[1]) + 0.5, sig[j], color="black", lw=0.8)
-            ax.set_ylabel(names[j], fontsize=7)
-            ax.tick_params(labelsize=6)
-        axes[-1, 0].set_xlabel("time step")
-        return svg_of(fig)
+            chart.image(attr[j][None, :], extent=(0.0, float(steps), lo - pad, hi + pad),
+                        vmin=-vmax, vmax=vmax, color_ramp="rdbu_r", mode="png", opacity=0.75,
+                        colorbar="attribution" if j == 0 else None)  # fmt: skip
+            chart.line(np.arange(steps) + 0.5, sig[j], color=BLACK, width=1.0)
+            charts.append(chart)
+        return Panels(charts, gap=2.0).svg()
 
     return Figure(
         f"class_means_{name}",
         f"{title}: mean signal and mean attribution per predicted class",
         draw,
-        description="line: mean input (first channel); shading: mean attribution over time, "
-        "channels summed (red raises the class score, blue lowers it)",
+        description="one panel per predicted class; line: mean input (first channel); shading: "
+        "mean attribution over time, channels summed, one colour scale for all classes (red "
+        "raises the class score, blue lowers it)",
     )
 
 
 def _bands_figure(title: str, labels: list[str], means: np.ndarray, names: list[str]) -> Figure:
     def draw() -> str:
-        from edgeproof.report.plots import new_figure, svg_of
+        from edgeproof.report.charts import Axis, Chart
 
         vals = means.reshape(means.shape[0], -1, means.shape[-1]).sum(axis=1)
-        fig, ax = new_figure(
-            width=max(4.0, 0.6 * len(labels) + 1.5), height=0.35 * len(names) + 1.4
-        )
         v = _sym(vals)
-        im = ax.imshow(vals, cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto")
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        fig.colorbar(im, ax=ax, label="score drop")
-        return svg_of(fig)
+        k, nb = vals.shape
+        cell = 44.0 if max(k, nb) <= 12 else max(8.0, 520.0 / max(k, nb))
+        dec = _decimals(v)
+        chart = Chart(
+            min(1000.0, cell * nb + 330),
+            cell * k + 150,
+            x=Axis("frequency band"),
+            y=Axis("predicted class"),
+        )
+        chart.heatmap(
+            vals,
+            rows=names,
+            cols=labels,
+            vmin=-v,
+            vmax=v,
+            color_ramp="rdbu_r",
+            annotations=[[f"{round(x, dec) + 0.0:.{dec}f}" for x in row] for row in vals],
+            colorbar="score drop",
+            tooltips=[
+                [f"class {names[i]}, band {labels[b]}: drop {vals[i, b]:.3g}" for b in range(nb)]
+                for i in range(k)
+            ],
+        )
+        return chart.svg()
 
     return Figure(
         "class_means_frequency_occlusion",
         f"{title}: mean score drop per band and predicted class",
         draw,
         description="how much the class score falls when the band is removed (red: the class "
-        "relies on the band)",
+        "relies on the band; blue: removing it raises the score)",
     )
 
 
@@ -933,35 +950,43 @@ def _tabular_figure(
     """Per class: horizontal bars of the mean attribution of the most important features."""
 
     def draw() -> str:
-        from edgeproof.report.plots import plt, svg_of
+        from edgeproof.report.charts import Axis, Chart, Panels
+        from edgeproof.report.charts.colors import BLUE, GREY, VERMILLION
 
         flat = means.reshape(means.shape[0], -1)
-        top = np.argsort(-np.abs(flat).mean(axis=0))[: min(12, flat.shape[1])][::-1]
+        top = np.argsort(-np.abs(flat).mean(axis=0), kind="stable")[: min(12, flat.shape[1])]
+        labels = [features[i] if i < len(features) else str(i) for i in top]
+        labels = [n if labels.count(n) == 1 else f"{n} #{i}" for n, i in zip(labels, top)]
         k = flat.shape[0]
-        fig, axes = plt.subplots(1, k, figsize=(2.0 * k + 2.0, 0.2 * top.size + 1.0), squeeze=False)
-        fig.subplots_adjust(
-            left=2.0 / (2.0 * k + 2.0), right=0.98, top=0.88, bottom=0.12, wspace=0.1
-        )
+        charts = []
         for j in range(k):
-            ax = axes[0, j]
             v = flat[j, top]
-            ax.barh(range(top.size), v, color=np.where(v >= 0, "tab:red", "tab:blue"))
-            ax.set_title(names[j], fontsize=8)
-            ax.set_yticks(
-                range(top.size),
-                [features[i] if i < len(features) else str(i) for i in top]
-                if j == 0
-                else [""] * top.size,
-                fontsize=6,
+            last = j == k - 1
+            chart = Chart(
+                640,
+                40 + 20 * top.size + (36 if last else 0),
+                x=Axis("mean attribution"),
+                y=Axis(scale="category", categories=tuple(labels)),
+                title=names[j],
             )
-            ax.axvline(0, color="black", lw=0.5)
-            ax.tick_params(axis="x", labelsize=6)
-        return svg_of(fig)
+            chart.vline(0.0, color=GREY, width=1.0, dash=None)
+            chart.barh(
+                labels,
+                v,
+                thickness=0.66,
+                color=[VERMILLION if x >= 0 else BLUE for x in v],
+                tooltips=[f"class {names[j]}, {f}: {x:.3g}" for f, x in zip(labels, v)],
+            )
+            if j == 0:
+                chart.key("raises the class score", VERMILLION)
+                chart.key("lowers it", BLUE)
+            charts.append(chart)
+        return Panels(charts, gap=2.0).svg()
 
     return Figure(
         f"class_means_{name}",
         f"{title}: mean attribution of the top features per predicted class",
         draw,
-        description="features ranked by mean |attribution| over classes; red raises the class "
-        "score, blue lowers it",
+        description="one panel per predicted class; features ranked by mean |attribution| over "
+        "classes, most important at the top; vermillion raises the class score, blue lowers it",
     )

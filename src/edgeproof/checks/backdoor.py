@@ -10,6 +10,7 @@ not a classifier head is refused with the reason.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -80,6 +81,22 @@ class BackdoorCheck(Check):
         self.strip = STRIPConfig(num_samples=strip_samples, fpr=strip_fpr)
         self.max_clean_samples = max_clean_samples
         self.trigger_inversion = bool(trigger_inversion)
+
+    def skip_reason(self, ctx: AuditContext) -> str | None:
+        """Also skipped for a model of fewer than 3 classes (a binary detector): the detectors
+        compare the classes of a classifier head with one another."""
+        reason = super().skip_reason(ctx)
+        if reason is not None:
+            return reason
+        k = ctx.threat.input.num_classes
+        if k is None and ctx.data is not None:
+            k = ctx.data.num_classes
+        if k is not None and k < 3:
+            return (
+                f"needs a classifier of at least 3 classes (the detectors compare classes with "
+                f"one another); this one has {k}"
+            )
+        return None
 
     def run(self, ctx: AuditContext) -> CheckResult:
         clean_x = None
@@ -220,20 +237,45 @@ def _per_class_table(scan: BackdoorScan, classes: list[str]) -> Table:
 
 def _anomaly_figure(scan: BackdoorScan, classes: list[str]) -> Figure:
     def draw() -> str:
-        from edgeproof.report.plots import new_figure, svg_of
+        from edgeproof.report.charts import Axis, Chart
+        from edgeproof.report.charts.colors import GREY
 
-        fig, ax = new_figure(5.5, 3.0)
-        n = len(scan.verdicts)
-        width = 0.8 / max(n, 1)
-        xs = np.arange(scan.num_classes)
+        k = scan.num_classes
+        n = max(len(scan.verdicts), 1)
+        width = 0.8 / n
+        chart = Chart(
+            min(1000.0, max(560.0, 140 + 14 * n * k)),
+            320,
+            x=Axis("class", scale="category", categories=tuple(classes[:k])),
+            y=Axis("per-class anomaly"),
+        )
+        chart.hline(0.0, color=GREY, width=1.0, dash=None)
+        xs = np.arange(k, dtype=float)
         for i, v in enumerate(scan.verdicts):
-            ax.bar(xs + i * width, v.result.per_class, width, label=v.result.detector)
-        ax.set_xticks(xs + width * (n - 1) / 2, classes, rotation=45, ha="right")
-        ax.set_ylabel("per-class anomaly")
-        ax.legend(fontsize=7)
-        return svg_of(fig)
+            det = v.result.detector
+            per = np.asarray(v.result.per_class, dtype=float)
+            chart.bars(
+                xs - 0.4 + (i + 0.5) * width,
+                per,
+                width=width,
+                label=det,
+                tooltips=[f"{det}, class {classes[c]}: {per[c]:.3g}" for c in range(k)],
+            )
+        return chart.svg()
 
-    return Figure("per_class_anomaly", "Per-class anomaly by detector", draw)
+    return Figure(
+        "per_class_anomaly",
+        "Per-class anomaly by detector",
+        draw,
+        description="each detector's per-class anomaly (higher = more suspicious; the scales "
+        "differ by detector, see the table)",
+    )
+
+
+def _cell(h: int, w: int, target: float) -> float:
+    """A cell of about ``target`` px holding whole screen pixels per image pixel (≤ 128 px)."""
+    m = max(h, w)
+    return float(min(128, m * max(1, math.ceil(target / m))))
 
 
 def _trigger_figure(trig: ReversedTrigger, classes: list[str], index: float) -> Figure:
@@ -241,33 +283,51 @@ def _trigger_figure(trig: ReversedTrigger, classes: list[str], index: float) -> 
         f"Neural Cleanse: smallest trigger, class {classes[trig.target]!r} "
         f"(mask L1 {trig.l1:.2f}, anomaly index {index:.2f})"
     )
+    stamp = trig.mask * trig.pattern
+    if trig.mask.ndim == 3:
+        description = (
+            "the reconstructed trigger: the mask (where it is stamped, 0–1), the pattern (what "
+            "is stamped; colour images as RGB clipped to 0–1, else channels averaged) and their "
+            "product, the stamp the model reacts to"
+        )
+    else:
+        description = (
+            "the reconstructed trigger over time: the stamp mask·pattern per channel (input "
+            "units) above the mask (0–1) that places it"
+        )
 
-    def draw() -> str:
-        from edgeproof.report.plots import new_figure, svg_of
+    def images() -> str:
+        from edgeproof.report.charts import ImageGrid
 
-        stamp = trig.mask * trig.pattern
-        if trig.mask.ndim == 3:  # images: mask, pattern, mask·pattern
-            fig, _ = new_figure(6.0, 2.2)
-            fig.clear()
-            axes = fig.subplots(1, 3)
-            pat = trig.pattern.mean(axis=0) if trig.pattern.shape[0] != 3 else trig.pattern
-            st = stamp.mean(axis=0) if stamp.shape[0] != 3 else stamp
-            for ax, img, name in zip(
-                axes, (trig.mask[0], pat, st), ("mask", "pattern", "mask·pattern")
-            ):
-                if img.ndim == 3:
-                    ax.imshow(np.transpose(np.clip(img, 0, 1), (1, 2, 0)))
-                else:
-                    ax.imshow(img, cmap="gray")
-                ax.set_title(name, fontsize=8)
-                ax.set_axis_off()
-        else:  # time series: the stamp over time per channel, the mask beneath
-            fig, ax = new_figure(6.0, 2.6)
-            for c in range(stamp.shape[0]):
-                ax.plot(stamp[c], lw=0.8, label=f"mask·pattern ch{c}")
-            ax.plot(trig.mask[0], lw=0.8, color="k", alpha=0.5, label="mask")
-            ax.set_xlabel("time step")
-            ax.legend(fontsize=7)
-        return svg_of(fig)
+        h, w = trig.mask.shape[-2:]
+        grid = ImageGrid(cols=3, cell=_cell(h, w, 96.0))
+        grid.scale("mask", color_ramp="gray", vmin=0.0, vmax=1.0, colorbar="mask")
+        grid.add(trig.mask[0], scale="mask", caption="mask")
+        if trig.pattern.shape[0] == 3:
+            for img, name in ((trig.pattern, "pattern"), (stamp, "mask·pattern")):
+                grid.add(np.transpose(np.clip(img, 0.0, 1.0), (1, 2, 0)), caption=name)
+        else:
+            pat, st = trig.pattern.mean(axis=0), stamp.mean(axis=0)
+            both = np.concatenate([pat.ravel(), st.ravel()])
+            both = both[np.isfinite(both)]
+            lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
+            hi = hi if hi > lo else lo + 1.0
+            grid.scale("value", color_ramp="gray", vmin=lo, vmax=hi, colorbar="input value")
+            grid.add(pat, scale="value", caption="pattern")
+            grid.add(st, scale="value", caption="mask·pattern")
+        return grid.svg()
 
-    return Figure("reversed_trigger", title, draw)
+    def series() -> str:
+        from edgeproof.report.charts import Axis, Chart, Panels
+        from edgeproof.report.charts.colors import GREY
+
+        t = np.arange(stamp.shape[-1], dtype=float)
+        top = Chart(640, 240, x=Axis(), y=Axis("mask·pattern"))
+        many = stamp.shape[0] > 1
+        for c in range(stamp.shape[0]):
+            top.line(t, stamp[c], width=1.0, label=f"channel {c}" if many else None)
+        bottom = Chart(640, 150, x=Axis("time step"), y=Axis("mask", limits=(0.0, 1.0)))
+        bottom.line(t, trig.mask[0], color=GREY, width=1.0)
+        return Panels([top, bottom]).svg()
+
+    return Figure("reversed_trigger", title, images if trig.mask.ndim == 3 else series, description)

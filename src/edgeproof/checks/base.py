@@ -167,9 +167,9 @@ class Check(ABC):
                 f"(pass {param('shape')}, e.g. {param('shape')} 3,32,32)"
             )
         if self.needs_gradients and not m.has_gradients:
-            return f"needs gradients, which a {m.format} model does not provide"
+            return f"needs gradients, which {m.described} does not provide"
         if self.needs_architecture and not m.has_architecture:
-            return f"needs the layer structure, which a {m.format} model does not provide"
+            return f"needs the layer structure, which {m.described} does not provide"
         return None
 
     @abstractmethod

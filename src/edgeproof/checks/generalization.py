@@ -564,24 +564,24 @@ def density_figure(d: SpectralDensity, top: Eigenpairs) -> Figure:
     """The SLQ eigenvalue density on a log scale, with the top eigenvalues marked."""
 
     def draw() -> str:
-        from edgeproof.report.plots import new_figure, svg_of
+        from edgeproof.report.charts import Axis, Chart
+        from edgeproof.report.charts.colors import BLUE, VERMILLION
 
-        fig, ax = new_figure()
         t = d.grid(4000)
-        # log10 on a linear axis: a log-scale axis costs seconds of mathtext tick labels
-        ax.plot(t, np.log10(d.density(t) + 1e-7), color="tab:blue", lw=0.8)
+        chart = Chart(600, 320, x=Axis("Hessian eigenvalue"), y=Axis("density + 1e-7", scale="log"))
+        chart.line(t, d.density(t) + 1e-7, color=BLUE, width=1.0, label="SLQ density")
         for v in top.values:
-            ax.axvline(float(v), color="tab:red", lw=0.6, ls="--")
-        ax.set_xlabel("Hessian eigenvalue")
-        ax.set_ylabel("log10 density (+1e-7)")
-        return svg_of(fig)
+            chart.vline(float(v), color=VERMILLION, width=1.0, dash="dashed",
+                        label="top eigenvalues (Lanczos)")  # fmt: skip
+        return chart.svg()
 
     return Figure(
         "hessian_density",
         "Hessian eigenvalue density (SLQ)",
         draw,
         description="stochastic Lanczos quadrature, Gaussian-broadened (σ² = 1e-5·max(1, "
-        "range)); dashed: the top eigenvalues from Lanczos",
+        "range)), on a log scale (1e-7 added so empty stretches stay on it); dashed: the top "
+        "eigenvalues from Lanczos",
     )
 
 
@@ -589,20 +589,35 @@ def conflict_figure(g: GradientConflict, names: list[str]) -> Figure:
     """Heat map of the per-class gradient cosine matrix."""
 
     def draw() -> str:
-        from edgeproof.report.plots import new_figure, svg_of
+        from edgeproof.report.charts import Axis, Chart
 
         k = len(names)
-        fig, ax = new_figure(width=max(3.2, 0.35 * k + 1.6), height=max(2.8, 0.35 * k + 1.0))
-        im = ax.imshow(g.cosine, cmap="RdBu", vmin=-1.0, vmax=1.0)
-        ax.set_xticks(range(k), names, rotation=90, fontsize=7)
-        ax.set_yticks(range(k), names, fontsize=7)
-        fig.colorbar(im, ax=ax, label="cosine")
-        return svg_of(fig)
+        cell = 36.0 if k <= 12 else max(4.0, 480.0 / k)
+        chart = Chart(min(1000.0, cell * k + 330), cell * k + 90, x=Axis("class"),
+                      y=Axis("class"))  # fmt: skip
+        cos = np.asarray(g.cosine, dtype=float)
+        chart.heatmap(
+            cos,
+            rows=names,
+            cols=names,
+            vmin=-1.0,
+            vmax=1.0,
+            color_ramp="rdbu",
+            annotations=[[f"{v:.2f}" for v in row] for row in cos] if k <= 12 else None,
+            colorbar="cosine",
+            tooltips=[
+                [f"classes {names[i]} and {names[j]}: cosine {cos[i, j]:.3f}" for j in range(k)]
+                for i in range(k)
+            ]
+            if k <= 30
+            else None,
+        )
+        return chart.svg()
 
     return Figure(
         "gradient_conflict",
         "Gradient conflict between classes",
         draw,
         description="cosine of the per-class mean loss gradients; red: classes pulling the "
-        "weights in opposite directions",
+        "weights in opposite directions, blue: in the same direction",
     )

@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgeproof.cli import options
 from edgeproof.cli.app import formatter
@@ -75,7 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(exit 2 when a re-audit check refused its input, 3 when one crashed)",
         formatter_class=formatter,
     )
-    options.add_model(p, help="model file (.safetensors with sidecar, .pt2, TorchScript)")
+    options.add_model(
+        p,
+        help="model file (.safetensors with sidecar, .pt2, TorchScript, or an ONNX graph: "
+        "quantized in place, re-audited forward-only)",
+    )
     options.add_data(p, required=True, help="calibration data (npz/csv/builtin:NAME)")
     p.add_argument(
         "--eval",
@@ -109,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgeproof.compress.api import ARTEFACT_FILES, compress, write_artefacts
+    from edgeproof.compress.api import ARTEFACT_FILES, compress, compress_graph, write_artefacts
     from edgeproof.compress.earlyexit import EarlyExitConfig
     from edgeproof.compress.search import Budget
     from edgeproof.errors import param
@@ -127,33 +131,49 @@ def run(args: argparse.Namespace) -> int:
         time_budget_s=float(args.time_budget),
     )
     loaded = options.load_model_arg(args)
-    if loaded.module is None:
+    graph = loaded.module is None and loaded.session is not None and loaded.path is not None
+    if loaded.module is None and not graph:
         raise OptionError(
             "arch",
             f"{args.model}: compression needs a runnable PyTorch model",
             f"pass {param('arch')} zoo:NAME for a weights-only file",
         )
+    if graph and args.early_exit:
+        raise OptionError(
+            "early_exit",
+            f"{args.model}: exit heads need a PyTorch backbone to train them on; an ONNX "
+            "graph is quantized in place",
+            f"leave out {param('early_exit', switch=True)}, or compress the PyTorch model",
+        )
     data = options.load_data_arg(args, args.data, kind=args.kind)
     evaluation = options.load_data_arg(args, args.eval, kind=args.kind) if args.eval else None
     held_out = evaluation if evaluation is not None else data
     threat = resolve_threat(loaded, held_out, **options.spec_kwargs(args))
-    early_exit = None
-    if args.early_exit:
-        early_exit = EarlyExitConfig(criterion=args.exit_criterion.replace("-", "_"))
     t0 = time.perf_counter()
-    result = compress(
-        loaded.module,
-        threat.input,
-        data,
+    common: dict[str, Any] = dict(
         evaluation=evaluation,
         budget=budget,
         threat=threat,
         threads=args.threads or 1,
         seed=args.seed,
-        early_exit=early_exit,
-        arch=loaded.arch,
         log=print,
     )
+    if graph:
+        assert loaded.path is not None
+        result = compress_graph(loaded.path.read_bytes(), threat.input, data, **common)
+    else:
+        assert loaded.module is not None
+        early_exit = None
+        if args.early_exit:
+            early_exit = EarlyExitConfig(criterion=args.exit_criterion.replace("-", "_"))
+        result = compress(
+            loaded.module,
+            threat.input,
+            data,
+            early_exit=early_exit,
+            arch=loaded.arch,
+            **common,
+        )
     write_artefacts(
         result,
         args.out,

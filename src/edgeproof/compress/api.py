@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,11 @@ from edgeproof.compress.recipes import EarlyExit, default_recipes, with_budget_d
 from edgeproof.compress.search import Budget, resolve_compress_threat, search
 from edgeproof.compress.steps import Chain
 from edgeproof.data.dataset import Dataset
-from edgeproof.errors import InternalError, SpecError, param
+from edgeproof.errors import InternalError, OptionError, SpecError, param
 from edgeproof.results import CheckResult, Finding
 from edgeproof.spec import InputSpec, ThreatModel
 
-__all__ = ["ARTEFACT_FILES", "CompressionResult", "compress", "write_artefacts"]
+__all__ = ["ARTEFACT_FILES", "CompressionResult", "compress", "compress_graph", "write_artefacts"]
 
 ARTEFACT_FILES: tuple[str, ...] = (
     "model.onnx",
@@ -58,17 +58,42 @@ class CompressionResult:
     """The ledger, the selection, the chosen module and graph, and what produced them.
 
     ``threat`` is the threat model of the re-audit (attacked at its largest ε); ``arch`` the
-    source model's architecture (``zoo:lenet5``), if known.
+    source model's architecture (``zoo:lenet5``), if known. ``module`` is ``None`` when the
+    source was a graph with no PyTorch form (:func:`compress_graph`): no ``model.safetensors``
+    is written then.
     """
 
     ledger: Ledger
     selection: Selection
-    module: nn.Module
+    module: nn.Module | None
     onnx_bytes: bytes
     budget: Budget
     spec: InputSpec
     threat: ThreatModel
     arch: str | None = None
+
+    def choose(self, name: str) -> CompressionResult:
+        """This result with candidate ``name`` as the one written (e.g. an early-exit cascade
+        that is larger but faster than the budget's pick).
+
+        Raises:
+            OptionError: no candidate of that name (the message lists them).
+        """
+        rows = {c.name: c for c in self.ledger.rows}
+        if name not in rows:
+            raise OptionError(
+                "name", f"no candidate {name!r} in the ledger", f"use one of {', '.join(rows)}"
+            )
+        art = self.ledger.artefacts[name]
+        art = getattr(art, "artefact", art)  # a built chain, or a graph artefact
+        cand = rows[name]
+        base = self.ledger.baseline.accuracy
+        msg = (
+            f"{name} chosen by the caller (accuracy {cand.accuracy:.4f} vs baseline "
+            f"{base:.4f}, {cand.size_bytes} bytes)"
+        )
+        sel = Selection(cand, self.selection.met_budget and cand is self.selection.chosen, msg)
+        return replace(self, selection=sel, module=art.module, onnx_bytes=art.onnx_bytes)
 
     def errored_checks(self) -> list[tuple[str, TrustCheck]]:
         """``(candidate, check)`` for every re-audit check that refused its input or crashed."""
@@ -155,6 +180,74 @@ def compress(
     )
 
 
+def compress_graph(
+    model: bytes,
+    spec: InputSpec,
+    data: Dataset,
+    *,
+    evaluation: Dataset | None = None,
+    budget: Budget | None = None,
+    threat: ThreatModel | None = None,
+    threads: int = 1,
+    calib_size: int = 256,
+    checks: tuple[str, ...] = TRUST_CHECKS,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> CompressionResult:
+    """:func:`compress` for a graph with no PyTorch form: a third-party ONNX model (serialised
+    bytes). The candidates are the quantizations written into that graph
+    (:mod:`edgeproof.compress.graph`), each measured on the evaluation records and re-audited
+    on the graph with the forward-only checks. ``data``/``evaluation`` are in raw input units;
+    with a normalisation outside the model or per-feature ranges in ``threat``, the graph is fed
+    the transformed records, as the audit feeds it.
+
+    Raises:
+        SpecError: the data do not have the graph's sample shape, or too few records.
+        ModelError: ONNX Runtime cannot load the graph.
+    """
+    import onnx
+
+    from edgeproof.compress.graph import search_graph
+    from edgeproof.models.loaded import LoadedModel
+    from edgeproof.runner import resolve_threat
+    from edgeproof.runtime.ort import make_session
+
+    budget = budget or Budget()
+    proto = onnx.load_from_string(model)
+    if evaluation is None:
+        calib, evaluation = _split(data, calib_size)
+    else:
+        calib = data.subset(np.arange(min(calib_size, len(data))))
+    loaded = LoadedModel(path=None, format="onnx", session=make_session(model), spec=spec)
+    if threat is None:
+        threat = resolve_threat(loaded, evaluation)
+    view = loaded.for_spec(threat.input)
+
+    def network_units(d: Dataset) -> Dataset:
+        x = torch.from_numpy(np.ascontiguousarray(d.in_units_of(threat.input).x, np.float32))
+        return d if view.input_affine is None else _with_x(d, view.preprocess(x).numpy())
+
+    ledger = search_graph(
+        proto,
+        network_units(calib),
+        network_units(evaluation),
+        budget,
+        threat,
+        audit_evaluation=evaluation,
+        threads=threads,
+        checks=checks,
+        seed=seed,
+        log=log,
+    )
+    sel = ledger.select(budget.max_drop, budget.max_size)
+    art = ledger.artefacts[sel.chosen.name]
+    return CompressionResult(ledger, sel, None, art.onnx_bytes, budget, spec, threat, None)
+
+
+def _with_x(data: Dataset, x: np.ndarray) -> Dataset:
+    return replace(data, x=np.ascontiguousarray(x, np.float32), domain=None)
+
+
 def write_artefacts(
     result: CompressionResult,
     out: str | Path,
@@ -174,7 +267,8 @@ def write_artefacts(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [atomic_write_bytes(out / "model.onnx", result.onnx_bytes)]
-    paths.append(atomic_write_bytes(out / "model.safetensors", _safetensors(result)))
+    if result.module is not None:
+        paths.append(atomic_write_bytes(out / "model.safetensors", _safetensors(result)))
     meta = _compress_json(result, source)
     paths.append(atomic_write_text(out / "compress.json", json.dumps(meta, indent=2, default=str)))
     report = _report(result, source, data, seed, duration_s)
@@ -211,6 +305,7 @@ def _arch_fits(result: CompressionResult, tensors: dict[str, torch.Tensor]) -> b
 def _safetensors(result: CompressionResult) -> bytes:
     from safetensors.torch import save as st_save
 
+    assert result.module is not None
     tensors = {
         k: v.detach().cpu().contiguous().clone()
         for k, v in result.module.state_dict().items()

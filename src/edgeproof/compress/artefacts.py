@@ -51,7 +51,8 @@ class Artefact(ABC):
 
     Attributes:
         kind: ``graph`` or ``cascade``.
-        module: the PyTorch module that is re-audited and whose state dict is written.
+        module: the PyTorch module that is re-audited and whose state dict is written;
+            ``None`` for a graph with no PyTorch form (a third-party ONNX model).
         onnx_bytes: the graph written as ``model.onnx``; its size is the candidate's size and
             a fresh process running it gives the peak RSS.
         float_nodes: ``op_type:name`` of the nodes ONNX Runtime still runs in float.
@@ -59,7 +60,7 @@ class Artefact(ABC):
     """
 
     kind: ClassVar[str]
-    module: nn.Module
+    module: nn.Module | None
     onnx_bytes: bytes
     float_nodes: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -99,6 +100,8 @@ class GraphArtefact(Artefact):
     """One ONNX graph and the PyTorch module it was exported from (or simulates)."""
 
     kind = "graph"
+
+    module: nn.Module
 
     def __init__(
         self,

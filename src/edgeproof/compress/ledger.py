@@ -317,43 +317,14 @@ class Ledger:
         return col.description.format(eps=eps, norm=norm, certify_eps=certify_eps)
 
     def pareto_figure(self) -> Figure:
-        def draw() -> str:
-            from edgeproof.report.plots import new_figure, svg_of
-
-            fig, ax = new_figure()
-            front = self.pareto()
-            for c in self.rows:
-                ax.scatter(
-                    c.size_bytes / 1024,
-                    c.accuracy,
-                    s=18,
-                    color="C3" if c in front else "C0",
-                    zorder=3,
-                )
-                ax.annotate(
-                    c.name,
-                    (c.size_bytes / 1024, c.accuracy),
-                    fontsize=6,
-                    xytext=(3, 2),
-                    textcoords="offset points",
-                )
-            ax.plot(
-                [c.size_bytes / 1024 for c in front],
-                [c.accuracy for c in front],
-                color="C3",
-                lw=1,
-                label="Pareto front",
-            )
-            ax.set_xlabel("ONNX size (KiB)")
-            ax.set_ylabel("top-1 accuracy (ONNX Runtime)")
-            ax.legend(loc="lower right")
-            return svg_of(fig)
-
+        rows, front = self.rows, self.pareto()
         return Figure(
             "pareto",
             "Size vs accuracy",
-            draw,
-            "Each point is one candidate's exported graph; red: Pareto front.",
+            lambda: _pareto_svg(rows, front),
+            "Each point is one candidate's exported graph (ONNX Runtime top-1 accuracy with its "
+            "95% Wilson interval); vermillion: the Pareto front (no candidate both smaller and "
+            "more accurate).",
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -367,6 +338,56 @@ class Ledger:
             if self.certify_threat is None
             else self.certify_threat.to_json(),
         }
+
+
+def _pareto_svg(rows: list[Candidate], front: list[Candidate]) -> str:
+    """Accuracy against exported size with each accuracy's 95% Wilson interval; the front joined
+    by a line. Names label the points, the front's first (a name that fits nowhere without
+    overlap is left out and stays the point's tooltip). The size axis is logarithmic when the
+    sizes span more than a factor of 10 (int8, pruned and fp32 graphs then keep apart)."""
+    from edgeproof.report.charts import Axis, Chart
+    from edgeproof.report.charts.colors import BLUE, GREY, VERMILLION
+
+    on_front = {id(c) for c in front}
+    rest = [c for c in rows if id(c) not in on_front]
+    kib = [c.size_bytes / 1024 for c in rows]
+    log = min(kib) > 0 and max(kib) / min(kib) > 10
+    chart = Chart(
+        600,
+        360,
+        x=Axis("ONNX size (KiB)", scale="log" if log else "linear"),
+        y=Axis("top-1 accuracy (ONNX Runtime)"),
+    )
+
+    def xy(cs: list[Candidate]) -> tuple[list[float], list[float]]:
+        return [c.size_bytes / 1024 for c in cs], [c.accuracy for c in cs]
+
+    chart.errorbars(
+        [c.size_bytes / 1024 for c in rows],
+        [c.accuracy_ci.low for c in rows],
+        [c.accuracy_ci.high for c in rows],
+        color=GREY,
+        label="95% CI (Wilson)",
+    )
+    chart.line(*xy(front), color=VERMILLION, width=1.2, label="Pareto front")
+    chart.scatter(
+        *xy(front),
+        color=VERMILLION,
+        size=3.5,
+        opacity=1.0,
+        point_labels=[c.name for c in front],
+    )
+    if rest:
+        chart.scatter(
+            *xy(rest),
+            color=BLUE,
+            size=3.5,
+            opacity=0.9,
+            label="dominated",
+            point_labels=[c.name for c in rest],
+        )
+    chart.legend(order=("Pareto front", "dominated", "95% CI (Wilson)"))
+    return chart.svg()
 
 
 def per_class_accuracy(pred: np.ndarray, y: np.ndarray, k: int) -> tuple[float, ...]:

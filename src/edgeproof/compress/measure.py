@@ -14,21 +14,22 @@ evaluation records.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from edgeproof.compress.artefacts import Artefact
 from edgeproof.compress.ledger import Candidate, per_class_accuracy
-from edgeproof.compress.reaudit import TRUST_CHECKS, TrustAudit, reaudit
+from edgeproof.compress.reaudit import TRUST_CHECKS, TrustAudit, reaudit, reaudit_graph
 from edgeproof.compress.steps import Built
 from edgeproof.data.dataset import Dataset
 from edgeproof.methods.stats import wilson_interval
 from edgeproof.runtime.memory import RssProbe
 from edgeproof.spec import ThreatModel
 
-__all__ = ["MeasureSettings", "measure"]
+__all__ = ["MeasureSettings", "measure", "measure_artefact"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,36 @@ def measure(
     art = built.artefact
     if art is None:
         raise ValueError(f"{name}: the chain built no artefact")  # Chain.apply always does
+    return measure_artefact(
+        name,
+        technique,
+        art,
+        data,
+        settings,
+        row_settings=built.settings,
+        notes=built.notes,
+        baseline=baseline,
+        build_s=build_s,
+        audit_data=audit_data,
+    )
+
+
+def measure_artefact(
+    name: str,
+    technique: str,
+    art: Artefact,
+    data: Dataset,
+    settings: MeasureSettings,
+    *,
+    row_settings: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
+    baseline: Candidate | None = None,
+    build_s: float = 0.0,
+    audit_data: Dataset | None = None,
+) -> Candidate:
+    """:func:`measure` of an artefact: its PyTorch form re-audited, or — an artefact with no
+    PyTorch form (``module`` is ``None``: a third-party graph) — the graph itself
+    (:func:`~edgeproof.compress.reaudit.reaudit_graph`)."""
     threads = settings.threads
     out = art.run(data.x, threads=threads)
     pred = out.logits.argmax(1)
@@ -80,12 +111,12 @@ def measure(
     drift = tuple(a - b for a, b in zip(pc, base)) if base else tuple(0.0 for _ in pc)
     p50, p95 = art.latency(data.x, out, threads=threads)
     probe = RssProbe(art.onnx_bytes, data.x, threads=threads)  # runs during the re-audit
-    trust = _trust(art.module, data if audit_data is None else audit_data, settings)
+    trust = _trust(art, data if audit_data is None else audit_data, settings)
     rss = probe.result()
     return Candidate(
         name=name,
         technique=technique,
-        settings={**built.settings, **art.settings(data.x, data.y, out, threads=threads)},
+        settings={**(row_settings or {}), **art.settings(data.x, data.y, out, threads=threads)},
         accuracy=correct / max(len(data), 1),
         accuracy_ci=wilson_interval(correct, len(data)),
         per_class_accuracy=pc,
@@ -98,7 +129,7 @@ def measure(
         trust=trust.metrics,
         parity=art.parity(data.x, out),
         float_nodes=art.float_nodes,
-        notes=tuple(dict.fromkeys([*built.notes, *trust.notes])),
+        notes=tuple(dict.fromkeys([*notes, *trust.notes])),
         build_s=build_s,
         expected_macs=art.expected_macs(out),
         trust_checks=trust.checks,
@@ -106,12 +137,22 @@ def measure(
     )
 
 
-def _trust(module: Any, data: Dataset, settings: MeasureSettings) -> TrustAudit:
+def _trust(art: Artefact, data: Dataset, settings: MeasureSettings) -> TrustAudit:
     if settings.threat is None or not settings.checks:
         return TrustAudit()
     audit = data.subset(np.arange(min(settings.audit_records, len(data))))
+    if art.module is None:
+        return reaudit_graph(
+            art.onnx_bytes,
+            settings.threat,
+            audit,
+            checks=settings.checks,
+            seed=settings.seed,
+            settings=settings.reaudit_settings,
+            threads=settings.threads,
+        )
     return reaudit(
-        module,
+        art.module,
         settings.threat,
         audit,
         checks=settings.checks,

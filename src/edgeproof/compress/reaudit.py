@@ -46,6 +46,7 @@ from edgeproof.compress.folding import fold_batchnorm, has_batchnorm
 from edgeproof.compress.simulate import ActFakeQuant
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import SpecError
+from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import from_module
 from edgeproof.results import CheckResult, CheckStatus, Metric
 from edgeproof.runner import run_checks
@@ -54,6 +55,7 @@ from edgeproof.spec import ThreatModel
 __all__ = [
     "QUANTIZED_CERTIFY_NOTE",
     "REAUDIT_SETTINGS",
+    "REAUDIT_SETTINGS_GRAPH",
     "TRUST_CHECKS",
     "TRUST_EPS",
     "StraightThrough",
@@ -62,6 +64,7 @@ __all__ = [
     "at_largest_eps",
     "at_smallest_eps",
     "reaudit",
+    "reaudit_graph",
     "straight_through",
 ]
 
@@ -87,6 +90,12 @@ REAUDIT_SETTINGS: dict[str, dict[str, Any]] = {
     "certify": {"methods": ("crown",), "max_samples": 50, "bab_budget_s": 0.0, "pgd_steps": 10},
 }
 """Small settings per check for re-auditing every candidate (checks not named: defaults)."""
+
+REAUDIT_SETTINGS_GRAPH: dict[str, dict[str, Any]] = {
+    **REAUDIT_SETTINGS,
+    "adversarial": {"attacks": ("square",), "square_queries": 200, "max_samples": 100},
+}
+"""The settings of a re-audit on a graph (forward only: the Square attack, 200 queries)."""
 
 TRUST_EPS: dict[str, Literal["smallest", "largest"]] = {"certify": "smallest"}
 """The ε of the threat model each check is re-audited at (checks not named: the largest)."""
@@ -272,7 +281,56 @@ def reaudit(
         )
     if wrapped and "certify" in todo:
         notes.append(QUANTIZED_CERTIFY_NOTE)
-    model = from_module(audited, threat.input).for_spec(threat.input)
+    model = from_module(audited, threat.input)
+    return _audit(model, threat, data, todo, conf, seed, threads, name_of, notes)
+
+
+def reaudit_graph(
+    onnx_bytes: bytes,
+    threat: ThreatModel,
+    data: Dataset,
+    *,
+    checks: Sequence[str] = TRUST_CHECKS,
+    seed: int = 0,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    threads: int | None = None,
+    name_of: Callable[[str], str] | None = None,
+) -> TrustAudit:
+    """:func:`reaudit` of a graph with no PyTorch form (a candidate quantized inside a
+    third-party ONNX model): the checks run on an ONNX Runtime session of the graph, so those
+    that need gradients or a module are skipped with their reason and ``adversarial`` runs its
+    gradient-free attack on the graph."""
+    from edgeproof.runtime.ort import make_session
+
+    conf = REAUDIT_SETTINGS_GRAPH if settings is None else settings
+    registered = set(available_checks())
+    notes = [f"not re-audited (check not registered): {c}" for c in checks if c not in registered]
+    todo = [c for c in checks if c in registered]
+    if not todo:
+        return TrustAudit(notes=tuple(notes))
+    notes.append("trust re-audit on the ONNX graph itself (forward only)")
+    model = LoadedModel(
+        path=None,
+        format="onnx",
+        session=make_session(onnx_bytes, threads=threads or 1),
+        spec=threat.input,
+    )
+    return _audit(model, threat, data, todo, conf, seed, threads, name_of, notes)
+
+
+def _audit(
+    model: LoadedModel,
+    threat: ThreatModel,
+    data: Dataset,
+    todo: Sequence[str],
+    conf: Mapping[str, Mapping[str, Any]],
+    seed: int,
+    threads: int | None,
+    name_of: Callable[[str], str] | None,
+    notes: list[str],
+) -> TrustAudit:
+    model = model.for_spec(threat.input)
+    data = data.in_units_of(threat.input)
     by_name: dict[str, CheckResult] = {}
     for where, reduce in (("largest", at_largest_eps), ("smallest", at_smallest_eps)):
         group = [name for name in todo if TRUST_EPS.get(name, "largest") == where]

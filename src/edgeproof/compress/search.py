@@ -69,7 +69,8 @@ def resolve_compress_threat(
 
 def network_units(data: Dataset, module: nn.Module, threat: ThreatModel) -> Dataset:
     """``data`` (in the audit's raw input units) as ``module`` takes it: normalised when the
-    threat model's input declares a normalisation applied outside the model
+    threat model's input declares a normalisation applied outside the model or per-feature
+    ranges (the raw data first put in the audit's units, :meth:`Dataset.in_units_of`)
     (:meth:`edgeproof.models.loaded.LoadedModel.preprocess`); ``data`` itself otherwise.
 
     Candidates are built, calibrated and measured in the network's units (each is a drop-in
@@ -83,7 +84,8 @@ def network_units(data: Dataset, module: nn.Module, threat: ThreatModel) -> Data
     if net.module is module:
         return data
     with torch.no_grad():
-        x = net.preprocess(torch.from_numpy(np.ascontiguousarray(data.x, np.float32))).numpy()
+        audit_units = data.in_units_of(threat.input).x
+        x = net.preprocess(torch.from_numpy(np.ascontiguousarray(audit_units, np.float32))).numpy()
     return replace(data, x=np.ascontiguousarray(x, np.float32), domain=None)
 
 

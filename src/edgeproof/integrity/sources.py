@@ -13,6 +13,7 @@ seal of the file it was loaded from.
 
 from __future__ import annotations
 
+import functools
 import json
 import mmap
 import struct
@@ -20,11 +21,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from edgeproof.errors import ModelFileError, param
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DTYPE_ITEMSIZE",
@@ -40,25 +44,22 @@ __all__ = [
 DTYPE_ITEMSIZE: dict[str, int] = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
     "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+    "I4": 1, "U4": 1,
 }  # fmt: skip
-"""Bytes per element for the safetensors dtype names used in seals."""
+"""Bytes per element for the safetensors dtype names used in seals (ONNX int4/uint4 sealed
+as one value per byte: ``I4``/``U4``)."""
 
 NUMPY_DTYPES: dict[str, str] = {
     "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
     "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
+    "I4": "i1", "U4": "u1",
 }  # fmt: skip
 """numpy dtypes for decoding element values (BF16/FP8 are decoded separately or not at all)."""
 
-_TORCH_NAMES: dict[torch.dtype, str] = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-    torch.uint8: "U8", torch.bool: "BOOL",
-}  # fmt: skip
-for _name, _sfname in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2")):
-    if hasattr(torch, _name):
-        _TORCH_NAMES[getattr(torch, _name)] = _sfname
-
-_NUMPY_NAMES: dict[str, str] = {np.dtype(v).str: k for k, v in NUMPY_DTYPES.items()}
+_NUMPY_NAMES: dict[str, str] = {
+    np.dtype(v).str: k for k, v in NUMPY_DTYPES.items() if k not in ("I4", "U4")
+}
+_FOUR_BIT: dict[str, str] = {"int4": "I4", "uint4": "U4"}
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,26 @@ class TensorSet:
     metadata: Mapping[str, bytes]
 
 
+@functools.cache
+def _torch_names() -> dict[torch.dtype, str]:
+    """torch dtype → safetensors name (torch imported here: sealing files does not need it)."""
+    import torch
+
+    names: dict[torch.dtype, str] = {
+        torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+        torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+        torch.uint8: "U8", torch.bool: "BOOL",
+    }  # fmt: skip
+    for name, sfname in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2")):
+        if hasattr(torch, name):
+            names[getattr(torch, name)] = sfname
+    return names
+
+
 def torch_dtype_name(dtype: torch.dtype) -> str:
     """The safetensors name of a torch dtype (``torch.float32`` → ``F32``)."""
     try:
-        return _TORCH_NAMES[dtype]
+        return _torch_names()[dtype]
     except KeyError:
         raise ModelFileError(
             "<in-memory model>",
@@ -93,6 +110,8 @@ def torch_dtype_name(dtype: torch.dtype) -> str:
 
 
 def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    import torch
+
     flat = t.detach().to("cpu").contiguous().reshape(-1)
     if flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
@@ -138,7 +157,7 @@ def read_safetensors(path: str | Path) -> Iterator[TensorSet]:
 
     p = Path(path)
     try:
-        with safe_open(str(p), framework="pt") as fh:
+        with safe_open(str(p), framework="numpy") as fh:  # header only: no torch import
             keys = set(fh.keys())
     except Exception as exc:  # safetensors raises its own error types and OSError
         raise ModelFileError(
@@ -197,8 +216,14 @@ def read_onnx(path: str | Path) -> TensorSet:
     blobs = []
     for init in model.graph.initializer:
         arr = np.ascontiguousarray(numpy_helper.to_array(init))
-        le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-        name = _NUMPY_NAMES.get(le.dtype.str)
+        if arr.dtype.name in _FOUR_BIT:
+            # int4/uint4 (ml_dtypes, one value per byte): sealed as their values, one byte each
+            # (the int8/uint8 widening; the graph records the 4-bit type)
+            name: str | None = _FOUR_BIT[arr.dtype.name]
+            le = arr.astype(np.int8 if "u" not in arr.dtype.name else np.uint8)
+        else:
+            le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+            name = _NUMPY_NAMES.get(le.dtype.str)
         if name is None:
             raise ModelFileError(
                 p,

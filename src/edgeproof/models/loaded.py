@@ -67,6 +67,11 @@ class LoadedModel:
     _network: torch.nn.Module | None = field(default=None, repr=False)
 
     @property
+    def described(self) -> str:
+        """``an onnx model``, ``a torchscript model``: the format with its article, for messages."""
+        return f"{'an' if self.format[:1] in 'aeiou' else 'a'} {self.format} model"
+
+    @property
     def network(self) -> torch.nn.Module | None:
         """The user's module as loaded: without edgeproof's input transform (weight-level
         checks read and flip its parameters; it takes ``x · scale + shift``)."""
@@ -145,6 +150,16 @@ class LoadedModel:
             with torch.inference_mode():
                 for i in range(0, xt.shape[0], batch_size):
                     out = self.module(xt[i : i + batch_size].float())
+                    if isinstance(out, (tuple, list)):
+                        from edgeproof.models.interface import outputs_error
+
+                        raise outputs_error(
+                            self.name,
+                            [
+                                f"tensor {tuple(o.shape)}" if hasattr(o, "shape") else "?"
+                                for o in out
+                            ],
+                        )
                     outs.append(out.detach().float().cpu().numpy())
         elif self.session is not None:
             inp = self.session.get_inputs()[0].name

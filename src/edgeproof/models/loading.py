@@ -64,6 +64,13 @@ from edgeproof.errors import (
 )
 from edgeproof.models.formats.export import load_export
 from edgeproof.models.formats.torchscript import load_torchscript
+from edgeproof.models.interface import (
+    ModelInterface,
+    bind_module,
+    bind_session,
+    needs_binding,
+    needs_session_binding,
+)
 from edgeproof.models.loaded import LoadedModel, ModelFormat
 from edgeproof.models.zoo import (
     ZOO,
@@ -77,7 +84,7 @@ from edgeproof.spec import InputSpec
 from edgeproof.structured import parse_json, read_json
 from edgeproof.zipfiles import ZipArchive, is_zip
 
-__all__ = ["SUPPORTED_SUFFIXES", "from_module", "load_model", "read_sidecar"]
+__all__ = ["SUPPORTED_SUFFIXES", "bind", "from_module", "load_model", "read_sidecar"]
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (
     ".safetensors",
@@ -105,6 +112,7 @@ def load_model(
     trust_code: bool = False,
     trust_pickle: bool = False,
     spec: InputSpec | None = None,
+    interface: ModelInterface | None = None,
 ) -> LoadedModel:
     """Load the model in ``path``.
 
@@ -118,6 +126,13 @@ def load_model(
             Only for files you trust.
         trust_pickle: the old name of ``trust_code`` (either one enables it).
         spec: the input specification; overrides the sidecar's.
+        interface: how to call a model whose forward is not ``logits = f(x)``: which input the
+            data feeds, values of the other inputs, which output holds the class scores and
+            whether they are probabilities (:mod:`edgeproof.models.interface`). Default: the
+            model's only input and output as logits; a forward with more required arguments,
+            an ONNX graph with several inputs or outputs, or a module with a ``reset_states``
+            method is bound with the defaults there, and how it is called is recorded in
+            :attr:`LoadedModel.warnings`.
 
     Raises:
         ModelFileError: missing, unsupported, truncated or corrupt file, or a sidecar/header
@@ -141,6 +156,12 @@ def load_model(
         )
     if arch is not None and not isinstance(arch, str):
         raise OptionError("arch", f"{arch!r} is not a string", "give e.g. arch='zoo:resnet20'")
+    return bind(_load(p, suffix, arch, trust, spec), interface or ModelInterface())
+
+
+def _load(
+    p: Path, suffix: str, arch: str | None, trust: bool, spec: InputSpec | None
+) -> LoadedModel:
     if suffix == ".safetensors":
         return _load_safetensors(p, arch, spec)
     if suffix == ".onnx":
@@ -151,6 +172,21 @@ def load_model(
     if kind == "torchscript":
         return _ignoring_arch(_load_torchscript(p, spec, trust), arch)
     return _load_pickle(p, arch, trust, spec)
+
+
+def bind(loaded: LoadedModel, interface: ModelInterface) -> LoadedModel:
+    """``loaded`` called as ``interface`` says (:mod:`edgeproof.models.interface`): its module
+    or ONNX session wrapped where needed, how it is called added to its warnings. A weights-only
+    model is returned as it is."""
+    if loaded.module is not None and needs_binding(loaded.module, interface):
+        bound = bind_module(loaded.module, interface, loaded.name)
+        loaded.module = bound
+        loaded.warnings.append(bound.described)
+    elif loaded.session is not None and needs_session_binding(loaded.session, interface):
+        session = bind_session(loaded.session, interface, loaded.name)
+        loaded.session = session
+        loaded.warnings.append(session.described)
+    return loaded
 
 
 def from_module(
@@ -330,6 +366,7 @@ def _load_onnx(path: Path, spec: InputSpec | None) -> LoadedModel:
 
 def _onnx_initializer(path: Path, init: Any) -> torch.Tensor:
     """One ONNX initializer as a tensor, its declared dims checked against its data first."""
+    import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     name = init.name
@@ -366,6 +403,11 @@ def _onnx_initializer(path: Path, init: Any) -> torch.Tensor:
         )
     try:
         arr = numpy_helper.to_array(init)
+        if init.data_type in packed:
+            # 4-bit initializers come back as ml_dtypes' int4/uint4/float4 arrays, which torch
+            # cannot hold: widened to int8/uint8/float32, the same values
+            wide = {TensorProto.INT4: np.int8, TensorProto.UINT4: np.uint8}
+            arr = arr.astype(wide.get(init.data_type, np.float32))
         if arr.dtype.kind not in "biufc":
             raise TypeError(f"dtype {arr.dtype}")
         return torch.from_numpy(arr.copy())
@@ -653,7 +695,7 @@ def _check_fits(
 def _ignoring_arch(loaded: LoadedModel, arch: str | None) -> LoadedModel:
     if arch:
         loaded.warnings.append(
-            f"{loaded.name}: arch {arch} ignored: a {loaded.format} file carries its own "
+            f"{loaded.name}: arch {arch} ignored: {loaded.described[:-6]} file carries its own "
             "architecture"
         )
     return loaded

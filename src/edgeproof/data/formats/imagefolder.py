@@ -40,7 +40,7 @@ def load_image_folder(root: Path, *, classes: Sequence[str] | None = None) -> Da
     """Read a class-per-folder image tree into a :class:`Dataset` (not yet validated)."""
     try:
         from PIL import Image
-    except ImportError as exc:  # Pillow ships with matplotlib, so this is rare
+    except ImportError as exc:  # Pillow is a dependency, so this is rare
         raise DataFileError(
             root, "reading image folders needs Pillow, which is not installed", "pip install pillow"
         ) from exc

@@ -17,13 +17,15 @@ script, no id, no external reference; raster images only as ``data:image/png`` U
 Modules: :mod:`.chart` (the public :class:`Chart`), :mod:`.axes` (:class:`Axis`, mapping, axis
 lines and labels), :mod:`.marks` and :mod:`.cells` (what is drawn), :mod:`.layout` (limits,
 margins, point labels, legend), :mod:`.panels` (stacked charts sharing an x axis),
+:mod:`.grid` (:class:`ImageGrid`: small multiples of images with colour bars),
 :mod:`.ticks`, :mod:`.text` (metrics and text boxes), :mod:`.colors`, :mod:`.svg`,
 :mod:`.geometry` (clipping, occupancy).
 """
 
 from edgeproof.report.charts.axes import Axis, Scale
 from edgeproof.report.charts.chart import Chart, LegendPosition
-from edgeproof.report.charts.colors import PALETTE, ramp, series_color, text_color_on
+from edgeproof.report.charts.colors import PALETTE, RAMPS, ramp, series_color, text_color_on
+from edgeproof.report.charts.grid import ImageGrid
 from edgeproof.report.charts.marks import Marker
 from edgeproof.report.charts.panels import Panels
 from edgeproof.report.charts.text import TextBox, svg_text_boxes, text_width, truncate
@@ -31,8 +33,10 @@ from edgeproof.report.charts.ticks import Ticks, format_log, linear_ticks, log_t
 
 __all__ = [
     "PALETTE",
+    "RAMPS",
     "Axis",
     "Chart",
+    "ImageGrid",
     "LegendPosition",
     "Marker",
     "Panels",

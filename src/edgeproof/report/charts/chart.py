@@ -437,22 +437,29 @@ class Chart:
         vmax: float | None = None,
         color_ramp: str = "viridis",
         mode: Literal["auto", "rects", "png"] = "auto",
+        opacity: float = 1.0,
+        colorbar: str | None = None,
     ) -> Chart:
         """A small 2-D array drawn as cells (row 0 at the top of ``extent = (x0, x1, y0, y1)``,
         default ``(-0.5, W-0.5, -0.5, H-0.5)``): SVG rectangles up to 32×32 cells, else one
-        PNG as a ``data:image/png`` URI (which the report's sanitiser allows)."""
+        PNG as a ``data:image/png`` URI (which the report's sanitiser allows). ``vmin``/``vmax``
+        default to the finite values' range; NaN cells are left empty. ``(H, W, 3)`` values are
+        RGB in [0, 1], drawn without a ramp. ``colorbar`` labels a colour bar right of the plot
+        (one per chart: the first image or heatmap that has one)."""
         v = np.asarray(values, dtype=float)
-        if v.ndim != 2 or v.size == 0:
-            raise ValueError(f"image needs a non-empty 2-D array, got shape {v.shape}")
-        h, w = v.shape
+        rgb = v.ndim == 3 and v.shape[2] == 3
+        if not (v.ndim == 2 or rgb) or v.size == 0:
+            raise ValueError(f"image needs a non-empty (H, W) or (H, W, 3) array, got {v.shape}")
+        h, w = v.shape[:2]
         ext = extent or (-0.5, w - 0.5, -0.5, h - 0.5)
         finite = v[np.isfinite(v)]
         lo = float(finite.min()) if vmin is None and finite.size else (vmin or 0.0)
         hi = float(finite.max()) if vmax is None and finite.size else (vmax or 1.0)
-        m: Literal["rects", "png"] = (
-            ("rects" if v.size <= 1024 else "png") if mode == "auto" else mode
-        )
-        self.marks.append(Image(None, v, ext, lo, hi, color_ramp, m))
+        if rgb:
+            lo, hi, colorbar = 0.0, 1.0, None
+        auto: Literal["rects", "png"] = "rects" if h * w <= 1024 else "png"
+        m = auto if mode == "auto" else mode
+        self.marks.append(Image(None, v, ext, lo, hi, color_ramp, m, opacity, colorbar))
         return self
 
     def text(

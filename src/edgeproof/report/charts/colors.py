@@ -1,11 +1,20 @@
-"""Colours: the Okabe–Ito palette for series, two sequential ramps, readable text on a fill.
+"""Colours: the Okabe–Ito palette for series, colour ramps, readable text on a fill.
 
 Okabe & Ito, "Color Universal Design" (2002/2008): eight colours distinguishable under the common
 colour-vision deficiencies. Series take them in the order of :data:`PALETTE` (blue, orange, bluish
 green, vermillion, reddish purple, sky blue, yellow — the low-contrast yellow last); after seven
-series the dash pattern changes (:func:`series_dash`). Ramps: ColorBrewer ``Blues`` (single hue,
-safe for every deficiency; light = low) and ``viridis`` (perceptually uniform), linearly
-interpolated between their published anchor colours.
+series the dash pattern changes (:func:`series_dash`).
+
+Ramps, linearly interpolated between their published anchor colours:
+
+* ``blues`` — ColorBrewer ``Blues`` (9 classes; single hue, safe for every deficiency; light =
+  low);
+* ``viridis`` — perceptually uniform, dark = low;
+* ``rdbu`` — ColorBrewer ``RdBu`` (11 classes, marked colour-blind safe by ColorBrewer): dark
+  red at 0, the neutral ``#f7f7f7`` exactly at 0.5, dark blue at 1; ``rdbu_r`` is it reversed
+  (blue low, red high). A diverging scale is centred on a value by making ``vmin``/``vmax``
+  symmetric about it (``-m, m`` centres 0 on the neutral colour);
+* ``gray`` — black at 0 to white at 1 (raw image intensities).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ __all__ = [
     "ORANGE",
     "PALETTE",
     "PURPLE",
+    "RAMPS",
     "SKY",
     "VERMILLION",
     "YELLOW",
@@ -54,7 +64,14 @@ _RAMPS: dict[str, tuple[str, ...]] = {
         "#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c",
         "#28ae80", "#5ec962", "#addc30", "#fde725",
     ),
+    "rdbu": (
+        "#67001f", "#b2182b", "#d6604d", "#f4a582", "#fddbc7", "#f7f7f7",
+        "#d1e5f0", "#92c5de", "#4393c3", "#2166ac", "#053061",
+    ),
+    "gray": ("#000000", "#ffffff"),
 }  # fmt: skip
+_RAMPS["rdbu_r"] = _RAMPS["rdbu"][::-1]
+RAMPS: tuple[str, ...] = tuple(_RAMPS)
 
 
 def series_color(i: int) -> str:
@@ -74,6 +91,8 @@ def _rgb(hex_color: str) -> tuple[int, int, int]:
 
 def ramp_rgb(name: str, t: float) -> tuple[int, int, int]:
     """The colour at ``t`` ∈ [0, 1] (clipped; NaN → 0) of ramp ``name`` as 8-bit RGB."""
+    if name not in _RAMPS:
+        raise ValueError(f"unknown colour ramp {name!r}; use one of {', '.join(_RAMPS)}")
     anchors: Sequence[str] = _RAMPS[name]
     t = 0.0 if t != t else min(1.0, max(0.0, t))
     pos = t * (len(anchors) - 1)
@@ -85,7 +104,7 @@ def ramp_rgb(name: str, t: float) -> tuple[int, int, int]:
 
 
 def ramp(name: str, t: float) -> str:
-    """The colour at ``t`` ∈ [0, 1] of ramp ``name`` (``"blues"`` or ``"viridis"``), as hex."""
+    """The colour at ``t`` ∈ [0, 1] of ramp ``name`` (one of :data:`RAMPS`), as hex."""
     r, g, b = ramp_rgb(name, t)
     return f"#{r:02x}{g:02x}{b:02x}"
 

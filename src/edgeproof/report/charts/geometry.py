@@ -92,11 +92,19 @@ def clip_polyline(
     xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray, r: Rect
 ) -> list[list[Point]]:
     """The runs of a polyline inside ``r``; non-finite points break the line."""
+    xa, ya = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    with np.errstate(invalid="ignore"):
+        inside = (xa >= r.x0) & (xa <= r.x1) & (ya >= r.y0) & (ya <= r.y1)  # False for NaN
+    if xa.size > 1 and inside.all():  # nothing to clip (the common case of a long series)
+        return [list(zip(xa.tolist(), ya.tolist()))]
     runs: list[list[Point]] = []
     cur: list[Point] = []
-    for i in range(len(xs) - 1):
-        a, b = (float(xs[i]), float(ys[i])), (float(xs[i + 1]), float(ys[i + 1]))
-        seg = clip_segment(a, b, r) if _finite(a) and _finite(b) else None
+    for i in range(len(xa) - 1):
+        a, b = (float(xa[i]), float(ya[i])), (float(xa[i + 1]), float(ya[i + 1]))
+        if inside[i] and inside[i + 1]:
+            seg: tuple[Point, Point] | None = (a, b)
+        else:
+            seg = clip_segment(a, b, r) if _finite(a) and _finite(b) else None
         if seg is None:
             if len(cur) > 1:
                 runs.append(cur)

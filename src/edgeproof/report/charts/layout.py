@@ -27,7 +27,7 @@ from edgeproof.report.charts.axes import (
     Options,
     category_width,
 )
-from edgeproof.report.charts.cells import Heatmap, colorbar_width
+from edgeproof.report.charts.cells import Heatmap, Image, colorbar_ticks, colorbar_width
 from edgeproof.report.charts.geometry import Occupancy, Rect
 from edgeproof.report.charts.marks import (
     Entry,
@@ -176,23 +176,30 @@ def frame(chart: Chart, opts: Options, legend: LegendAt) -> Frame:
     """Lay ``chart`` out with its legend ``legend`` (inside the plot, right of it, below it)."""
     entries = chart.entries()
     hm = next((m for m in chart.marks if isinstance(m, Heatmap)), None)
+    scaled = next(
+        (m for m in chart.marks if isinstance(m, Heatmap | Image) and m.colorbar is not None), None
+    )
     x, y = chart.x, chart.y
     xlim = opts.x_limits or limits(chart, x, "x")
     ylim = limits(chart, y, "y")
     th = text_height(TICK_SIZE)
     top = PAD + (text_height(TITLE_SIZE) + 6 if chart.title else 2)
     cbar_ticks = Ticks((), ())
-    cbar_w = 0.0
-    if hm is not None and hm.colorbar is not None:
-        cbar_ticks = linear_ticks(hm.vmin, hm.vmax, 6)
-        cbar_w = colorbar_width(cbar_ticks)
     leg_w, leg_h = legend_size(entries, None) if legend == "right" else (0.0, 0.0)
-    side = cbar_w + (leg_w + 12 if leg_w else 0.0)
+    leg_side = leg_w + 12 if leg_w else 0.0
+
+    def colorbar_side(height: float) -> tuple[Ticks, float]:
+        if scaled is None:
+            return Ticks((), ()), leg_side
+        t = colorbar_ticks(scaled.vmin, scaled.vmax, height)
+        return t, colorbar_width(t) + leg_side
+
+    cbar_ticks, side = colorbar_side(chart.height - top - 40.0)
     left, right, bottom = 48.0, 14.0, 40.0
     rotated = False
     xt = yt = Ticks((), ())
     for _ in range(4):
-        before = (left, right, bottom)
+        before = (left, right, bottom, side)
         plot_w = max(40.0, chart.width - left - right - side)
         plot_h = max(30.0, chart.height - top - bottom)
         xt = chart.ticks(x, *xlim, plot_w, True)
@@ -218,6 +225,7 @@ def frame(chart: Chart, opts: Options, legend: LegendAt) -> Frame:
         if legend == "below":
             bottom += legend_size(entries, chart.width - 2 * PAD)[1] + 8
         plot_h = max(30.0, chart.height - top - bottom)
+        cbar_ticks, side = colorbar_side(plot_h)
         yt = chart.ticks(y, *ylim, plot_h, False)
         if y.scale == "category":
             names = [truncate(s, TICK_SIZE, category_width(chart.width)) for s in y.categories]
@@ -235,7 +243,7 @@ def frame(chart: Chart, opts: Options, legend: LegendAt) -> Frame:
             right = max(right, over_r + PAD)
             left = max(left, over_l + PAD)
         right = max(right, opts.min_right - side)
-        if all(abs(u - v) < 0.01 for u, v in zip(before, (left, right, bottom))):
+        if all(abs(u - v) < 0.01 for u, v in zip(before, (left, right, bottom, side))):
             break
     plot_w = chart.width - left - right - side
     plot_h = chart.height - top - bottom
@@ -246,14 +254,15 @@ def frame(chart: Chart, opts: Options, legend: LegendAt) -> Frame:
         )
     plot = Rect(left, top, left + plot_w, top + plot_h)
     width, height = chart.width, chart.height
-    cbar = None
     if hm is not None:  # square cells; the chart shrinks around them
         nr, nc = hm.values.shape
         cell = min(plot_w / nc, plot_h / nr)
         plot = Rect(left, top, left + cell * nc, top + cell * nr)
-        if hm.colorbar is not None:
-            cbar = (Rect(plot.x1 + 16, plot.y0, plot.x1 + 30, plot.y1), cbar_ticks)
+        cbar_ticks, side = colorbar_side(plot.height)
         width, height = plot.x1 + right + side, plot.y1 + bottom
+    cbar = None
+    if scaled is not None:
+        cbar = (Rect(plot.x1 + 16, plot.y0, plot.x1 + 30, plot.y1), cbar_ticks)
     xmap = AxisMap(x.scale, *xlim, plot.x0, plot.x1)
     if y.scale == "category":
         ymap = AxisMap("category", *ylim, plot.y0, plot.y1)  # index 0 at the top

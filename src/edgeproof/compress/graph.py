@@ -1,0 +1,274 @@
+"""Compressing a graph edgeproof did not build: a third-party ONNX model.
+
+There is no PyTorch module to simulate, prune or factor, so the candidates are the quantizations
+that can be written into the given graph itself, with edgeproof's own calibration and QDQ
+placement (:mod:`edgeproof.compress.onnx_export`, :mod:`edgeproof.compress.qdq`):
+
+* ``int8-<method>`` — static int8: weights int8 symmetric per output channel (7-bit on CPUs
+  without VNNI, as for PyTorch models:
+  :func:`~edgeproof.compress.quantize.int8_needs_reduced_range`),
+  activations uint8 per tensor at every activation point, each range estimated from ONNX
+  Runtime's own values there on the calibration records (:class:`~edgeproof.compress.calibrate.
+  ActivationStats`: ``minmax``, ``percentile`` (99.99), ``entropy``, ``mse``);
+* ``w8`` — weight-only int8 per output channel (activations stay float);
+* ``w4g32`` — weight-only int4, groups of 32 along the reduction axis (opset 21 blocked
+  ``DequantizeLinear``, INT4 packed two per byte).
+
+Only ``Conv``/``Gemm``/``MatMul`` nodes whose weight is an initializer are quantized; a graph
+without one has no candidate (:class:`~edgeproof.errors.NotApplicableError`). Every candidate is
+measured like a PyTorch one (:func:`~edgeproof.compress.measure.measure`: accuracy with a Wilson
+interval, size, batch-1 latency, peak RSS) and re-audited **on the graph itself** with the
+forward-only checks (:func:`~edgeproof.compress.reaudit.reaudit_graph`: checks that need
+gradients are skipped with their reason; ``adversarial`` runs its gradient-free attack on the
+quantized graph). Parity is the candidate's agreement with the source graph.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgeproof.compress.artefacts import Artefact, Outputs
+from edgeproof.compress.calibrate import ActivationStats
+from edgeproof.compress.ledger import Ledger, SkippedCandidate
+from edgeproof.compress.measure import MeasureSettings, measure_artefact
+from edgeproof.compress.onnx_export import (
+    activation_points,
+    float_nodes,
+    quantizable_ops,
+    shared_points,
+    with_outputs,
+)
+from edgeproof.compress.qdq import build_qdq_model
+from edgeproof.compress.quantize import Parity, int8_needs_reduced_range
+from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps
+from edgeproof.compress.search import Budget
+from edgeproof.compress.simulate import shared_range
+from edgeproof.data.dataset import Dataset
+from edgeproof.errors import NotApplicableError, SpecError, param
+from edgeproof.runtime.ort import make_session, run_session, session_latency
+from edgeproof.spec import ThreatModel
+
+__all__ = ["GRAPH_RECIPES", "GraphRecipe", "OnnxGraphArtefact", "graph_candidate", "search_graph"]
+
+
+@dataclass(frozen=True)
+class GraphRecipe:
+    """One quantization of a given graph: ``scheme`` ``int8`` (static, with ``calibration``),
+    ``w8`` or ``w4`` (weight-only; ``group_size`` for 4-bit)."""
+
+    name: str
+    scheme: str
+    calibration: str | None = None
+    group_size: int | None = None
+
+    @property
+    def technique(self) -> str:
+        return {"int8": "ptq-int8", "w8": "weight-only-int8", "w4": "weight-only-int4"}[self.scheme]
+
+
+GRAPH_RECIPES: tuple[GraphRecipe, ...] = (
+    GraphRecipe("int8-percentile", "int8", "percentile"),
+    GraphRecipe("int8-entropy", "int8", "entropy"),
+    GraphRecipe("int8-minmax", "int8", "minmax"),
+    GraphRecipe("w8", "w8"),
+    GraphRecipe("w4g32", "w4", group_size=32),
+)
+"""The candidates tried on a third-party graph, in order."""
+
+
+class OnnxGraphArtefact(Artefact):
+    """A graph with no PyTorch form: run and timed as :class:`~edgeproof.compress.artefacts.
+    GraphArtefact` is, parity is its agreement with the source graph, and the re-audit runs on
+    the graph (:attr:`module` is ``None``)."""
+
+    kind = "graph"
+
+    def __init__(
+        self,
+        onnx_bytes: bytes,
+        reference: bytes,
+        *,
+        float_nodes: Sequence[str] = (),
+        notes: Sequence[str] = (),
+    ) -> None:
+        self.module = None
+        self.onnx_bytes = onnx_bytes
+        self.reference = reference
+        self.float_nodes = tuple(float_nodes)
+        self.notes = tuple(notes)
+
+    def run(self, x: np.ndarray, *, threads: int) -> Outputs:
+        return Outputs(run_session(make_session(self.onnx_bytes, threads=threads), x)[0])
+
+    def latency(self, x: np.ndarray, outputs: Outputs, *, threads: int) -> tuple[float, float]:
+        lat = session_latency(self.onnx_bytes, x[0], threads=threads)
+        return lat.p50_ms, lat.p95_ms
+
+    def parity(self, x: np.ndarray, outputs: Outputs) -> Parity:
+        if not len(x):
+            return Parity(1.0, 0.0, 0)
+        ref = run_session(make_session(self.reference), x)[0]
+        got = outputs.logits
+        agree = float(np.mean(ref.argmax(1) == got.argmax(1)))
+        return Parity(agree, float(np.max(np.abs(ref - got))), len(x))
+
+
+def _stats(model: onnx.ModelProto, x: np.ndarray) -> dict[str, ActivationStats]:
+    """Activation point → ONNX Runtime's values there on ``x``."""
+    points = activation_points(model, quantizable_ops(model))
+    sess = make_session(with_outputs(model, points), disable_optimizations=True)
+    names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
+    stats = {p: ActivationStats(keep_values=True) for p in points}
+    for i in range(0, x.shape[0], 128):
+        for n, arr in zip(names, run_session(sess, x[i : i + 128], batch_size=128)):
+            if n in stats:
+                stats[n].observe(arr)
+    return stats
+
+
+def graph_candidate(
+    model: onnx.ModelProto,
+    recipe: GraphRecipe,
+    stats: dict[str, ActivationStats] | None,
+    *,
+    percentile: float = 99.99,
+) -> onnx.ModelProto:
+    """``model`` with ``recipe``'s quantization written into it (a copy).
+
+    ``stats`` (:func:`_stats` on the calibration records) is needed for static int8.
+
+    Raises:
+        NotApplicableError: the graph has no ``Conv``/``Gemm``/``MatMul`` with a constant weight.
+    """
+    ops = quantizable_ops(model)
+    if not ops:
+        raise NotApplicableError(
+            "the graph has no Conv/Gemm/MatMul node with an initializer weight to quantize"
+        )
+    if recipe.scheme == "int8":
+        assert stats is not None and recipe.calibration is not None
+        shared = shared_points(model, list(stats))
+        own = {
+            p: s.range(recipe.calibration, percentile) for p, s in stats.items() if p not in shared
+        }
+        ranges = {
+            p: own[p] if p not in shared else shared_range(own[shared[p]], shared[p], s.extremes)
+            for p, s in stats.items()
+        }
+        bits = 7 if int8_needs_reduced_range() else 8
+        return build_qdq_model(
+            model,
+            activation_ranges={k: (r.lo, r.hi) for k, r in ranges.items()},
+            weight_bits={op.node: bits for op in ops},
+        )
+    bits = 4 if recipe.scheme == "w4" else 8
+    return build_qdq_model(
+        model,
+        activation_ranges=None,
+        weight_bits={op.node: bits for op in ops},
+        group_size=recipe.group_size,
+    )
+
+
+def _float_nodes(model: onnx.ModelProto) -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return [f"{n.op_type}:{n.name}" for n in float_nodes(model, str(Path(tmp) / "opt.onnx"))]
+
+
+def _check_runs(src: bytes, calib: Dataset) -> None:
+    try:
+        run_session(make_session(src), np.ascontiguousarray(calib.x[:2], np.float32))
+    except Exception as exc:  # ONNX Runtime's own error types: a shape/rank mismatch
+        raise SpecError(
+            f"{param('data')}: the graph cannot run on records of shape {calib.sample_shape} "
+            f"({str(exc).splitlines()[0][:200]}); pass data shaped like the graph's input"
+        ) from None
+
+
+_NOTE = "quantized in the given graph (no PyTorch form); re-audited on the graph"
+
+
+def search_graph(
+    model: onnx.ModelProto,
+    calib: Dataset,
+    evaluation: Dataset,
+    budget: Budget,
+    threat: ThreatModel,
+    *,
+    audit_evaluation: Dataset | None = None,
+    recipes: Sequence[GraphRecipe] = GRAPH_RECIPES,
+    threads: int = 1,
+    checks: tuple[str, ...] = TRUST_CHECKS,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> Ledger:
+    """Build and measure the source graph (the baseline) and every recipe within the budget.
+
+    ``calib`` and ``evaluation`` are in the units the graph takes; ``audit_evaluation``
+    (default ``evaluation``) holds the same records in the threat model's raw units, for the
+    re-audit (the graph wrapped as the audit wraps it).
+
+    Raises:
+        SpecError: the graph does not take the data's sample shape.
+    """
+    t0 = time.perf_counter()
+    say = log or (lambda _msg: None)
+    src = model.SerializeToString()
+    x_calib = np.ascontiguousarray(calib.x, np.float32)
+    _check_runs(src, calib)
+    settings = MeasureSettings(threat, tuple(checks), threads, seed)
+    audit = evaluation if audit_evaluation is None else audit_evaluation
+    base = OnnxGraphArtefact(src, src, notes=("the source graph, unchanged",))
+    baseline = measure_artefact(
+        "fp32", "baseline", base, evaluation, settings, notes=base.notes, audit_data=audit
+    )
+    ledger = Ledger(baseline, threat=at_largest_eps(threat))
+    ledger.artefacts["fp32"] = base
+    stats: dict[str, ActivationStats] | None = None
+    for recipe in recipes:
+        elapsed = time.perf_counter() - t0
+        if elapsed > budget.time_budget_s:
+            why = f"not started: the time budget of {budget.time_budget_s:g} s was spent"
+            ledger.skipped.append(SkippedCandidate(recipe.name, recipe.technique, why))
+            say(f"{recipe.name}: skipped, {why} ({elapsed:.0f} s elapsed)")
+            continue
+        tb = time.perf_counter()
+        try:
+            if recipe.scheme == "int8" and stats is None:
+                stats = _stats(model, x_calib)
+            q = graph_candidate(model, recipe, stats)
+        except NotApplicableError as exc:
+            ledger.skipped.append(SkippedCandidate(recipe.name, recipe.technique, str(exc)))
+            say(f"{recipe.name}: skipped, not applicable: {exc}")
+            continue
+        built = OnnxGraphArtefact(
+            q.SerializeToString(), src, float_nodes=_float_nodes(q), notes=(_NOTE,)
+        )
+        cand = measure_artefact(
+            recipe.name,
+            recipe.technique,
+            built,
+            evaluation,
+            settings,
+            row_settings=dict(
+                scheme=recipe.scheme, calibration=recipe.calibration, group_size=recipe.group_size
+            ),
+            notes=built.notes,
+            baseline=baseline,
+            build_s=time.perf_counter() - tb,
+            audit_data=audit,
+        )
+        ledger.candidates.append(cand)
+        ledger.artefacts[cand.name] = built
+        say(
+            f"{cand.name}: accuracy {cand.accuracy:.4f}, {cand.size_bytes} B, "
+            f"p50 {cand.latency_p50_ms:.3f} ms"
+        )
+    return ledger
