@@ -69,3 +69,20 @@ def test_monotonicity_is_decided_over_the_domain_box_of_a_tabular_model() -> Non
     row = next(t for t in bad.tables if t.name == "monotonicity").rows[0]
     assert row[1] == "falsified" and "x[2]" in str(row[4])
     assert any(f.message.startswith("not monotone") for f in bad.findings)
+
+
+def test_the_property_check_runs_only_when_asked_for() -> None:
+    from edgeproof.checks import available_checks, check_info, default_checks
+
+    assert "property" in available_checks() and "property" not in default_checks()
+    assert not check_info("property").default and check_info("certify").default
+    assert [c for c in available_checks() if c != "property"] == default_checks()
+
+
+def test_edgeproof_checks_marks_it_as_opt_in(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgeproof.cli import main
+
+    assert main(["checks"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "only with --checks" in lines["property"]
+    assert "only with --checks" not in lines["certify"]

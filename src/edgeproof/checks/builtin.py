@@ -53,6 +53,7 @@ BUILTIN_CHECKS: tuple[CheckInfo, ...] = (
         needs_data=True,
         needs_gradients=True,
         needs_architecture=True,
+        default=False,  # the transforms are the user's claim (and BaB costs seconds per sample)
     ),
     CheckInfo(
         "corruption",
