@@ -173,3 +173,20 @@ def test_a_model_returning_nan_is_refused_as_a_broken_model() -> None:
         next(p for p in model.parameters() if p.dim() > 1).view(-1)[0] = float("nan")
     with pytest.raises(ModelError, match="NaN or Inf"):
         trace(model, (1, 8, 8))
+
+
+def test_a_torchscript_program_that_branches_on_input_values_is_refused() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if bool(x.sum() > 2.0):
+                return self.fc(x)
+            return -self.fc(x)
+
+    # make_fx cannot record a branch on a traced value, or the recorded graph disagrees on
+    # other inputs: refused either way, never bounded as the branch one input took
+    with pytest.raises(OptionError, match=r"data-dependent control flow|branches on its input"):
+        trace(torch.jit.script(Branchy().eval()), (4,))

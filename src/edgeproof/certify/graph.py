@@ -499,7 +499,9 @@ def _capture(module: nn.Module, example: Tensor) -> tuple[fx.GraphModule, str]:
     """The module's graph: by ``torch.fx`` symbolic tracing; a module that is or holds
     TorchScript (which fx cannot trace and ``torch.export`` does not take) by recording the ATen
     operations its interpreter dispatches on ``example`` (``make_fx``, concrete shapes: the
-    builders read per-sample shapes from the example, whose batch is ``_EXAMPLE_BATCH``)."""
+    builders read per-sample shapes from the example, whose batch is ``_EXAMPLE_BATCH``). A
+    TorchScript branch on the input's *values* would be recorded for the example only; the
+    recorded graph is compared with the program on 64 more random inputs (:func:`trace`)."""
     if _has_scripted(module):
         from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -579,6 +581,21 @@ def trace(
                 f"the bound graph does not reproduce the model (max difference {err:.3g}); "
                 "this is a bug in edgeproof.certify"
             )
+        if source == "torchscript":
+            # make_fx records the operations one input ran: a branch on the input's values
+            # would be baked in. Compare on more points (evidence, not a proof; stated).
+            probe = torch.rand((64, *shape), generator=gen, dtype=dtype)
+            with torch.no_grad():
+                want, got = module(probe), graph.forward(probe)
+            err = float((want - got).abs().max())
+            if not err <= check_tol * (float(want.abs().max()) + 1.0):
+                raise OptionError(
+                    "module",
+                    "the TorchScript program computes something else on other inputs than "
+                    f"the operations recorded for one (max difference {err:.3g}): it branches "
+                    "on its input's values",
+                    "give the model as a PyTorch module or a torch.export program",
+                )
         return graph
     finally:
         set_training(module, was_training)
