@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from edgeproof.checks import available_checks, get_check
+from edgeproof.checks import default_checks, get_check
 from edgeproof.checks.base import AuditContext, Check, _NullProgress, seed_everything
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError, SpecError, UserError, param, render_text
@@ -440,7 +440,7 @@ def audit(
         data = data.in_units_of(threat.input)
     _probe(model, threat, data)
     if checks is None:
-        checks = available_checks()
+        checks = default_checks()
     instances = [get_check(c) if isinstance(c, str) else c for c in checks]
     ctx = AuditContext(
         model=model,

@@ -22,6 +22,7 @@ __all__ = ["COMMAND_MODULES", "Parser", "build_parser", "formatter", "main"]
 #: the command modules, in ``--help`` order
 COMMAND_MODULES: tuple[str, ...] = (
     "audit",
+    "certify",
     "demo",
     "checks",
     "train",
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
               edgeproof audit model.safetensors --arch zoo:resnet20 --data val.npz --out runs/a
               edgeproof audit weights.safetensors            # data-free checks only
               edgeproof scan models/ --out runs/scan         # backdoor scan of a folder
+              edgeproof certify model.safetensors --data val.npz --eps 0.01
 
             exit codes: 0 ok, 1 policy/verification failed, 2 bad input (also: a check
             refused its input; the report is still written), 3 internal error"""),

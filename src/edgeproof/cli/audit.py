@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument(
         "--checks",
-        help="comma-separated check names (default: all applicable; see `edgeproof checks`)",
+        help="comma-separated check names (default: all applicable, except those `edgeproof "
+        "checks` marks as only with --checks)",
     )
     options.add_output(a, default="runs/audit", help="output folder (default runs/audit)")
     a.add_argument("--policy", help="TOML file of metric thresholds; exit 1 if any fails")

@@ -48,7 +48,7 @@ from edgeproof.compress.onnx_export import (
 )
 from edgeproof.compress.qdq import build_qdq_model
 from edgeproof.compress.quantize import Parity, int8_needs_reduced_range
-from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps
+from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps, at_smallest_eps
 from edgeproof.compress.search import Budget, Progress, candidate_line, progress_teller
 from edgeproof.compress.simulate import shared_range
 from edgeproof.data.dataset import Dataset
@@ -240,7 +240,12 @@ def search_graph(
         audit_data=audit,
         on_stage=partial(tell, "fp32", 0),
     )
-    ledger = Ledger(baseline, threat=at_largest_eps(threat), classes=tuple(evaluation.classes))
+    ledger = Ledger(
+        baseline,
+        threat=at_largest_eps(threat),
+        classes=tuple(evaluation.classes),
+        certify_threat=at_smallest_eps(threat),
+    )
     ledger.artefacts["fp32"] = base
     stats: dict[str, ActivationStats] | None = None
     for i, recipe in enumerate(recipes, start=1):

@@ -5,8 +5,8 @@ ONNX Runtime) and re-audited by :func:`edgeproof.compress.reaudit.reaudit`; this
 rows (:class:`Candidate`, :class:`SkippedCandidate`, :class:`PairedDrop`), the ledger table
 with the headline trust columns (:data:`TRUST_COLUMNS`: ECE, robust accuracy at the threat
 model's largest ε, DNL bit-flip AR(10), the loss Hessian's top eigenvalue and NC1 where the
-candidate has gradients, verified accuracy when a ``certify`` check is registered) and the Pareto
-figure. Selection under a budget is :mod:`edgeproof.compress.selection`.
+candidate has gradients, verified accuracy at its smallest ε when a ``certify`` check is
+registered) and the Pareto figure. Selection under a budget is :mod:`edgeproof.compress.selection`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ class TrustColumn:
         column: the column name in :meth:`Ledger.table`.
         metric: the ``<check>.<metric>`` name in :attr:`Candidate.trust`.
         description: what the number is and how it was measured (goes in the table
-            description); ``{eps}`` and ``{norm}`` stand for the re-audit's ε and norm.
+            description); ``{eps}`` and ``{norm}`` stand for the re-audit's ε and norm,
+            ``{certify_eps}`` for the ε ``certify`` proves at (the smallest).
     """
 
     column: str
@@ -92,8 +93,10 @@ TRUST_COLUMNS: tuple[TrustColumn, ...] = (
     TrustColumn(
         "verified_acc",
         "certify.verified_accuracy",
-        "verified_acc: certified accuracy at the threat model's largest ε = {eps} ({norm}; "
-        "certify check)",
+        "verified_acc: fraction of up to 50 seeded records proved robust by CROWN at the threat "
+        "model's smallest ε = {certify_eps} ({norm}; certify check, no branch-and-bound); for "
+        "quantized candidates, proved for the PyTorch fake-quant simulation (its rounding "
+        "enclosed soundly), not for the integer ONNX graph",
     ),
 )
 
@@ -240,8 +243,9 @@ class Ledger:
     """The baseline and every candidate, in the order they were built.
 
     ``threat`` is the threat model of the re-audit (its largest ε is the one attacked);
-    ``classes`` the evaluation data's class names; ``artefacts`` maps a name to the built
-    candidate (not serialised).
+    ``classes`` the evaluation data's class names; ``certify_threat`` the one ``certify``
+    proves at (the smallest ε, :data:`~edgeproof.compress.reaudit.TRUST_EPS`); ``artefacts``
+    maps a name to the built candidate (not serialised).
     """
 
     baseline: Candidate
@@ -250,6 +254,7 @@ class Ledger:
     artefacts: dict[str, Any] = field(default_factory=dict, repr=False)
     threat: ThreatModel | None = None
     classes: tuple[str, ...] = ()
+    certify_threat: ThreatModel | None = None
 
     @property
     def rows(self) -> list[Candidate]:
@@ -362,7 +367,9 @@ class Ledger:
     def _describe(self, col: TrustColumn) -> str:
         eps = "?" if self.threat is None else f"{self.threat.eps[-1]:g}"
         norm = "?" if self.threat is None else self.threat.norm
-        return col.description.format(eps=eps, norm=norm)
+        ct = self.certify_threat
+        certify_eps = "?" if ct is None else f"{ct.eps[0]:g}"
+        return col.description.format(eps=eps, norm=norm, certify_eps=certify_eps)
 
     def pareto_figure(self, chosen: str | None = None) -> Figure:
         """Size against accuracy; ``chosen`` (a candidate name) ringed in green."""
@@ -384,6 +391,9 @@ class Ledger:
             "pareto": [c.name for c in self.pareto()],
             "skipped": [s.to_json() for s in self.skipped],
             "reaudit_threat": None if self.threat is None else self.threat.to_json(),
+            "certify_threat": None
+            if self.certify_threat is None
+            else self.certify_threat.to_json(),
         }
 
 

@@ -23,7 +23,7 @@ from torch import nn
 from edgeproof.compress.context import BuildContext
 from edgeproof.compress.ledger import Candidate, Ledger, SkippedCandidate
 from edgeproof.compress.measure import MeasureSettings, measure
-from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps
+from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps, at_smallest_eps
 from edgeproof.compress.recipes import default_recipes
 from edgeproof.compress.steps import Chain
 from edgeproof.data.dataset import Dataset
@@ -185,7 +185,12 @@ def search(
         on_stage=lambda s: tell("fp32", 0, s),
     )
     tell("fp32", 0, "done")
-    ledger = Ledger(baseline, threat=at_largest_eps(threat), classes=tuple(evaluation.classes))
+    ledger = Ledger(
+        baseline,
+        threat=at_largest_eps(threat),
+        classes=tuple(evaluation.classes),
+        certify_threat=at_smallest_eps(threat),
+    )
     ledger.artefacts["fp32"] = base_built
     for i, chain in enumerate(chains, start=1):
         elapsed = time.perf_counter() - t0
