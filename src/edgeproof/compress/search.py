@@ -185,12 +185,7 @@ def search(
         on_stage=lambda s: tell("fp32", 0, s),
     )
     tell("fp32", 0, "done")
-    ledger = Ledger(
-        baseline,
-        threat=at_largest_eps(threat),
-        classes=tuple(evaluation.classes),
-        certify_threat=at_smallest_eps(threat),
-    )
+    ledger = _ledger(baseline, threat, evaluation)
     ledger.artefacts["fp32"] = base_built
     for i, chain in enumerate(chains, start=1):
         elapsed = time.perf_counter() - t0
@@ -226,6 +221,16 @@ def search(
         tell(cand.name, i, "done")
         say(candidate_line(cand))
     return ledger
+
+
+def _ledger(baseline: Candidate, threat: ThreatModel, evaluation: Dataset) -> Ledger:
+    """An empty ledger over ``baseline``: attacked at the largest ε, certified at the smallest."""
+    return Ledger(
+        baseline,
+        threat=at_largest_eps(threat),
+        classes=tuple(evaluation.classes),
+        certify_threat=at_smallest_eps(threat),
+    )
 
 
 def progress_teller(progress: Progress | None, total: int) -> Callable[[str, int, str], None]:
