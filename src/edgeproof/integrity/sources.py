@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from edgeproof.errors import ModelFileError, param
+from edgeproof.extras import needs_extra
 
 __all__ = [
     "DTYPE_ITEMSIZE",
@@ -190,8 +191,9 @@ def read_safetensors(path: str | Path) -> Iterator[TensorSet]:
 
 def read_onnx(path: str | Path) -> TensorSet:
     """The initializers of an ONNX model plus its graph without weights (key ``onnx-graph``)."""
-    import onnx
-    from onnx import numpy_helper
+    with needs_extra("onnx", "to read the weights of an ONNX model"):
+        import onnx
+        from onnx import numpy_helper
 
     p = Path(path)
     try:
