@@ -1,0 +1,160 @@
+"""Optional dependencies: a missing extra is named in one line (exit code 2), everything outside
+the extra still imports, and pyproject.toml's extras match :data:`edgeproof.extras.EXTRAS`.
+
+A missing package is simulated in a subprocess with ``sys.modules[name] = None`` (the import
+then raises ``ModuleNotFoundError`` exactly as when the package is not installed).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import edgeproof
+from edgeproof.errors import MissingExtraError, UserError
+from edgeproof.extras import _DISTRIBUTION, EXTRAS, needs_extra
+
+SRC = Path(edgeproof.__file__).resolve().parents[1]
+PYPROJECT = SRC.parent / "pyproject.toml"
+
+
+def run_python(code: str, cwd: Path, *, blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter with ``blocked`` modules made unimportable."""
+    prelude = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked)
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+ONNX = ("onnx", "onnxruntime", "onnxscript")
+DATA = ("sklearn", "PIL")
+
+
+def test_missing_extra_is_a_user_error_naming_the_extra() -> None:
+    err = MissingExtraError("onnx", "onnxruntime", "to load an ONNX model")
+    assert isinstance(err, UserError) and err.exit_code == 2
+    assert str(err) == (
+        "onnxruntime is not installed (needed to load an ONNX model); "
+        "install it with: pip install 'edgeproof[onnx]'"
+    )
+
+
+def test_needs_extra_converts_only_the_extras_own_modules() -> None:
+    with pytest.raises(ModuleNotFoundError) as info:
+        with needs_extra("onnx", "to test"):
+            import edgeproof_no_such_module  # type: ignore[import-not-found]  # noqa: F401
+    assert not isinstance(info.value, MissingExtraError)
+    with pytest.raises(ValueError, match="unknown extra 'onx'"):
+        with needs_extra("onx", "to test"):
+            pass
+
+
+def test_compress_command_without_onnx_says_install_the_onnx_extra(tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"not a graph")
+    out = run_python(
+        """
+        from edgeproof.cli import main
+        sys.exit(main(["compress", "m.onnx", "--data", "builtin:digits", "--out", "c"]))
+        """,
+        tmp_path,
+        blocked=ONNX,
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines() == [
+        "edgeproof: error: onnx is not installed (needed to compress a model); "
+        "install it with: pip install 'edgeproof[onnx]'"
+    ]
+
+
+def test_audit_of_an_onnx_file_without_onnx_says_install_the_onnx_extra(tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"not a graph")
+    out = run_python(
+        """
+        from edgeproof.cli import main
+        sys.exit(main(["audit", "m.onnx", "--out", "a"]))
+        """,
+        tmp_path,
+        blocked=ONNX,
+    )
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.splitlines()) == 1
+    assert "needed to load an ONNX model" in out.stderr
+    assert "pip install 'edgeproof[onnx]'" in out.stderr
+
+
+def test_builtin_data_without_scikit_learn_names_the_data_extra(tmp_path: Path) -> None:
+    out = run_python(
+        """
+        from edgeproof.errors import MissingExtraError
+        from edgeproof.data.loading import load_data
+        try:
+            load_data("builtin:digits")
+        except MissingExtraError as exc:
+            print(exc.extra, exc.module, "|", exc)
+        """,
+        tmp_path,
+        blocked=DATA,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("data scikit-learn | scikit-learn is not installed")
+    assert "pip install 'edgeproof[data]'" in out.stdout
+
+
+# every module is imported with the extra blocked; compress is the one package that needs [onnx]
+_IMPORT_ALL = """
+import importlib, pkgutil
+import edgeproof
+failed = []
+def walk(pkg, prefix):
+    for m in pkgutil.iter_modules(pkg.__path__, prefix):
+        if m.name.endswith("__main__"):
+            continue
+        try:
+            mod = importlib.import_module(m.name)
+        except Exception as exc:
+            failed.append(f"{m.name}: {type(exc).__name__}: {exc}")
+            continue
+        if m.ispkg:
+            walk(mod, m.name + ".")
+walk(edgeproof, "edgeproof.")
+print("\\n".join(failed))
+"""
+
+
+@pytest.mark.slow  # imports every module of edgeproof in a fresh interpreter (~5-20 s)
+@pytest.mark.parametrize(
+    ("blocked", "allowed_failures"),
+    [(ONNX, ["edgeproof.compress"]), (DATA, [])],
+    ids=["without-onnx", "without-data"],
+)
+def test_modules_outside_an_extra_import_without_it(
+    tmp_path: Path, blocked: tuple[str, ...], allowed_failures: list[str]
+) -> None:
+    out = run_python(_IMPORT_ALL, tmp_path, blocked=blocked)
+    assert out.returncode == 0, out.stderr
+    failed = [line for line in out.stdout.splitlines() if line]
+    assert [f.split(":")[0] for f in failed] == allowed_failures, failed
+    for line in failed:  # and the one that fails names the extra
+        assert "MissingExtraError" in line and "edgeproof[onnx]" in line
+
+
+def test_pyproject_extras_match_the_guard_table() -> None:
+    if not PYPROJECT.exists():
+        pytest.skip("pyproject.toml is not beside the package (an installed wheel)")
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    for extra, modules in EXTRAS.items():
+        declared = {req.split(">")[0].split("=")[0].split("<")[0] for req in extras[extra]}
+        assert declared == {_DISTRIBUTION.get(m, m) for m in modules}, extra
+    assert extras["all"] == [f"edgeproof[{','.join(EXTRAS)}]"]
