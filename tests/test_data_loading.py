@@ -224,7 +224,7 @@ def test_csv_non_numeric_feature_names_column_and_line(tmp_path: Path) -> None:
         load_data(path)
     assert str(info.value) == (
         f"{path}: column 'city' has non-numeric value 'Paris' at line 3. Feature columns must "
-        "hold numbers; encode or drop the column, or name it as the label column"
+        "hold numbers; encode or drop the column, or make it the label column (label_column)"
     )
 
 
@@ -242,18 +242,7 @@ def test_csv_missing_label_column_lists_the_columns(tmp_path: Path) -> None:
         load_data(path)
     assert str(info.value) == (
         f"{path}: has no label column 'label' (columns: a, b, class). "
-        "Name the label column with label_column= (--label-column)"
-    )
-
-
-def test_csv_without_header_row_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "nh.csv"
-    path.write_text("1,2,0\n3,4,1\n")
-    with pytest.raises(DataFileError) as info:
-        load_data(path)
-    assert str(info.value) == (
-        f"{path}: has no header row (the first row is numbers). "
-        "Add a first row naming the columns, one of them 'label'"
+        "Name the label column with label_column, by name or by position (-1 for the last)"
     )
 
 
@@ -586,9 +575,9 @@ def test_unknown_extension_lists_the_supported_types(tmp_path: Path) -> None:
     with pytest.raises(DataFileError) as info:
         load_data(path)
     assert str(info.value) == (
-        f"{path}: has an unknown data file type (.parquet). Supported: .npz, .csv, "
-        "IDX (*-images-idx3-ubyte, optionally .gz), CIFAR-10 binary (*.bin or a folder of "
-        "batches), an image folder (one sub-folder per class), builtin:<name>"
+        f"{path}: has an unknown data file type (.parquet). Supported: .npz, "
+        ".csv (optionally .gz), IDX (*-images-idx3-ubyte, optionally .gz), CIFAR-10 binary "
+        "(*.bin or a folder of batches), an image folder (one sub-folder per class), builtin:<name>"
     )
     assert len(SUPPORTED) == 6
 
@@ -598,6 +587,7 @@ def test_unknown_extension_lists_the_supported_types(tmp_path: Path) -> None:
     [
         ("val.NPZ", "npz"),
         ("t.csv", "csv"),
+        ("t.CSV.GZ", "csv"),
         ("train-images-idx3-ubyte.gz", "idx"),
         ("train-images.idx3-ubyte", "idx"),
         ("test_batch.bin", "cifar10"),

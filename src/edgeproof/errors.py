@@ -20,23 +20,33 @@ a flag and a CLI message never names a Python argument.
 ::
 
     EdgeproofError
-    ├── UserError                    exit code 2
-    │   ├── InputFileError           a file is missing, unreadable, truncated or corrupt
+    ├── UserError                        exit code 2: your input is wrong
+    │   ├── InputFileError               a file is missing, unreadable, truncated or corrupt
     │   │   ├── ModelFileError
+    │   │   │   └── UnsafeCodeError      loading would run code from the file (trust_code=True)
+    │   │   │       └── UnsafePickleError    a pickle (trust_pickle=True is the old name)
     │   │   ├── DataFileError
-    │   │   └── UnsafeCodeError      loading would run code from the file; trust_code=True
-    │   │       └── UnsafePickleError    (a pickle; trust_pickle=True is the old name)
-    │   ├── ArchitectureMismatchError
-    │   ├── OptionError              an option/argument value is invalid
-    │   ├── SpecError                input shape/domain does not fit the model or data
-    │   ├── DataError                the data's content is invalid (NaN, labels out of range, empty)
-    │   ├── ModelError               the model's content is invalid (its outputs are NaN/Inf)
-    │   ├── NotApplicableError       a compression step cannot apply to this model (search: skipped)
-    │   ├── MissingExtraError        an optional dependency is not installed; names the extra
-    │   └── PolicyFileError
-    ├── PolicyViolation              exit code 1 (a threshold failed; not an error of input)
-    └── InternalError
+    │   │   ├── PolicyFileError
+    │   │   ├── SealFileError            (integrity.seal) a seal file is malformed or edited
+    │   │   ├── SealedPathError          (integrity.seal) a sealed path vanished or changed format
+    │   │   ├── ProofFileError           (integrity.proof)
+    │   │   └── KeyFileError             (integrity.signing)
+    │   ├── ArchitectureMismatchError    the weights do not fit the architecture
+    │   ├── OptionError                  an option/argument value is invalid
+    │   ├── SpecError                    input shape/domain does not fit the model or data
+    │   ├── DataError                    the data's content is invalid (NaN, labels out of range)
+    │   ├── ModelError                   the model's content is invalid (NaN/Inf outputs)
+    │   ├── NotApplicableError           a compression step cannot apply (search: skipped)
+    │   ├── MissingExtraError            an optional dependency is not installed (names the extra)
+    │   ├── NotAClassifierError          (methods.backdoor.head) the last layer is no class head
+    │   └── SignatureKeyError            (integrity.seal) kept for callers that catch it
+    ├── PolicyViolation                  exit code 1: a threshold failed (not an input error)
+    ├── WeightTamperError                exit code 1: (integrity.guard) weights differ from seal
+    └── InternalError                    exit code 3: a bug in edgeproof or a library it calls
         └── CheckFailed
+
+The tree above is checked against the classes themselves (``tests/test_errors.py``), and so is
+the copy in the README.
 """
 
 from __future__ import annotations

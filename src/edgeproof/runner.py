@@ -231,6 +231,8 @@ def _probe(model: LoadedModel, threat: ThreatModel, data: Dataset | None) -> Non
         x = np.full((1, *spec.shape), (spec.domain[0] + spec.domain[1]) / 2, dtype=np.float32)
     try:
         out = model.predict_logits(x, batch_size=1)
+    except UserError:
+        raise
     except Exception as exc:  # any framework error here means the input does not fit
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError(
@@ -241,6 +243,12 @@ def _probe(model: LoadedModel, threat: ThreatModel, data: Dataset | None) -> Non
         raise SpecError(
             f"{model.name}: the model returns shape {list(out.shape)} for one sample; "
             "edgeproof expects logits of shape (batch, classes)"
+        )
+    if data is not None and out.shape[1] == 1 < data.num_classes:
+        raise SpecError(
+            f"{model.name}: the model returns one score per sample and the data {data.name} has "
+            f"{data.num_classes} classes; if it is a binary score of class 1, say whether it is "
+            f"a logit or a probability with {param('scores')} logits or probabilities"
         )
     if data is not None and out.shape[1] < data.num_classes:
         raise SpecError(

@@ -82,6 +82,22 @@ class BackdoorCheck(Check):
         self.max_clean_samples = max_clean_samples
         self.trigger_inversion = bool(trigger_inversion)
 
+    def skip_reason(self, ctx: AuditContext) -> str | None:
+        """Also skipped for a model of fewer than 3 classes (a binary detector): the detectors
+        compare the classes of a classifier head with one another."""
+        reason = super().skip_reason(ctx)
+        if reason is not None:
+            return reason
+        k = ctx.threat.input.num_classes
+        if k is None and ctx.data is not None:
+            k = ctx.data.num_classes
+        if k is not None and k < 3:
+            return (
+                f"needs a classifier of at least 3 classes (the detectors compare classes with "
+                f"one another); this one has {k}"
+            )
+        return None
+
     def run(self, ctx: AuditContext) -> CheckResult:
         clean_x = None
         if self.trigger_inversion and ctx.data is not None and ctx.model.module is not None:

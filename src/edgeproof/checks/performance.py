@@ -297,7 +297,7 @@ class PerformanceCheck(Check):
             k = cm.shape[0]
             frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
             cell = 34.0 if k <= 12 else max(4.0, 480.0 / k)
-            side = cell * k
+            side = max(cell * k, 160.0)  # 2 classes with long names need room for the labels
             chart = Chart(
                 min(1000.0, side + 330),
                 side + 60,

@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
     )
     options.add_model(a, help="model file: .safetensors, .pt2, TorchScript .pt, .onnx, .pt/.pth")
+    options.add_interface(a)
     options.add_data(
         a,
         help="validation data: .npz, .csv, image folder, IDX, CIFAR-10 binary, "

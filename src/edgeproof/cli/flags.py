@@ -21,6 +21,10 @@ FLAGS: dict[str, str] = {
     "raw": "--raw",
     "out_dir": "--out",
     "spec": "--shape",
+    "input": "--input",
+    "input_values": "--input-value",
+    "output": "--output",
+    "scores": "--scores",
     # data
     "data": "--data",
     "x_calib": "--data",
@@ -28,6 +32,7 @@ FLAGS: dict[str, str] = {
     "x_key": "--x-key",
     "y_key": "--y-key",
     "label_column": "--label-column",
+    "header": "--header",
     "classes": "--classes",
     # input specification and threat model
     "shape": "--shape",

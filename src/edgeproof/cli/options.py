@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "add_data",
+    "add_interface",
     "add_model",
     "add_output",
     "add_quiet",
@@ -30,6 +31,7 @@ __all__ = [
     "csv_floats",
     "csv_ints",
     "data_kwargs",
+    "interface_arg",
     "load_data_arg",
     "load_model_arg",
     "spec_kwargs",
@@ -106,12 +108,67 @@ def add_model(p: argparse.ArgumentParser, *, help: str) -> None:
     )
 
 
+def add_interface(p: argparse.ArgumentParser) -> None:
+    """``--input --input-value --output --scores``: how to call a model whose forward is not
+    ``logits = f(x)`` (:class:`edgeproof.models.interface.ModelInterface`)."""
+    g = p.add_argument_group("model interface (models with several inputs or outputs)")
+    g.add_argument(
+        "--input",
+        metavar="NAME",
+        help="the model input the data feeds (an ONNX input or forward argument; default: the "
+        "first); the other inputs get --input-value, sr=16000, or zeros of their declared shape",
+    )
+    g.add_argument(
+        "--input-value",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="value of another scalar input, e.g. sr=16000 (repeatable)",
+    )
+    g.add_argument(
+        "--output",
+        type=at_least(0),
+        metavar="INDEX",
+        help="which output holds the class scores, for models with several outputs",
+    )
+    g.add_argument(
+        "--scores",
+        choices=["logits", "probabilities"],
+        help="what that output holds (default: logits; a single column, class 1's score, "
+        "must say which)",
+    )
+
+
+def interface_arg(args: argparse.Namespace) -> Any:
+    """The :class:`~edgeproof.models.interface.ModelInterface` of the interface options (the
+    default one for commands without them)."""
+    from edgeproof.models.interface import ModelInterface
+
+    values: dict[str, float] = {}
+    for item in getattr(args, "input_value", None) or []:
+        name, sep, text = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            values[name.strip()] = float(text)
+        except ValueError:
+            raise OptionError(
+                "input_values", f"{item!r} is not NAME=NUMBER", "e.g. sr=16000"
+            ) from None
+    return ModelInterface(
+        input=getattr(args, "input", None),
+        input_values=values,
+        output=getattr(args, "output", None),
+        scores=getattr(args, "scores", None),
+    )
+
+
 def load_model_arg(args: argparse.Namespace) -> LoadedModel:
-    """The model the ``add_model`` options name."""
+    """The model the ``add_model`` (and ``add_interface``) options name."""
     from edgeproof.models.loading import load_model
 
     trust = bool(args.trust_code or args.trust_pickle)
-    return load_model(args.model, arch=args.arch, trust_code=trust)
+    return load_model(args.model, arch=args.arch, trust_code=trust, interface=interface_arg(args))
 
 
 def model_inputs(args: argparse.Namespace) -> list[str]:
@@ -154,7 +211,19 @@ def add_data(
     g = p.add_argument_group("data files")
     g.add_argument("--x-key", default="x", help="array name of inputs in .npz (default x)")
     g.add_argument("--y-key", default="y", help="array name of labels in .npz (default y)")
-    g.add_argument("--label-column", default="label", help="label column in .csv (default label)")
+    g.add_argument(
+        "--label-column",
+        default="label",
+        help="label column in .csv: its header name, or its position (0-based; negative counts "
+        "from the end, -1 = last column) (default label)",
+    )
+    g.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the .csv's first row names the columns (default: detected; a first row "
+        "of numbers only is data)",
+    )
     g.add_argument("--classes", help="comma-separated class names, in label order")
 
 
@@ -165,6 +234,7 @@ def data_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "x_key": args.x_key,
         "y_key": args.y_key,
         "label_column": args.label_column,
+        "header": args.header,
         "classes": classes,
     }
 

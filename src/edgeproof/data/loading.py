@@ -7,7 +7,7 @@ source                                             format          reader
 =================================================  ==============  =================================
 ``builtin:<name>``                                 ``builtin``     :mod:`edgeproof.data.builtin`
 ``*.npz``                                          ``npz``         :mod:`.formats.npz`
-``*.csv``                                          ``csv``         :mod:`.formats.csvfile`
+``*.csv``, ``*.csv.gz``                            ``csv``         :mod:`.formats.csvfile`
 ``*-images-idx3-ubyte`` (``.gz``), IDX names       ``idx``         :mod:`.formats.idx`
 ``*.bin``, or a folder of CIFAR-10 batches         ``cifar10``     :mod:`.formats.cifar`
 any other folder (one sub-folder per class)        ``imagefolder`` :mod:`.formats.imagefolder`
@@ -48,7 +48,7 @@ __all__ = [
 
 SUPPORTED: tuple[str, ...] = (
     ".npz",
-    ".csv",
+    ".csv (optionally .gz)",
     "IDX (*-images-idx3-ubyte, optionally .gz)",
     "CIFAR-10 binary (*.bin or a folder of batches)",
     "an image folder (one sub-folder per class)",
@@ -70,7 +70,7 @@ def format_of(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".npz"):
         return "npz"
-    if name.endswith(".csv"):
+    if name.endswith((".csv", ".csv.gz")):
         return "csv"
     if name.endswith(".bin"):
         return "cifar10"
@@ -89,7 +89,8 @@ def load_data(
     *,
     x_key: str = "x",
     y_key: str = "y",
-    label_column: str = "label",
+    label_column: str | int = "label",
+    header: bool | None = None,
     classes: Sequence[str] | None = None,
     kind: str | None = None,
 ) -> Dataset:
@@ -100,7 +101,11 @@ def load_data(
             ``builtin:<name>`` (see :func:`edgeproof.data.builtin.builtin_names`).
         x_key: ``.npz`` only — the array holding the inputs.
         y_key: ``.npz`` only — the array holding the labels.
-        label_column: ``.csv`` only — the column holding the labels.
+        label_column: ``.csv`` only — the column holding the labels: its header name, or its
+            position (an ``int`` or an integer string naming no column; negative counts from
+            the end, ``-1`` is the last column).
+        header: ``.csv`` only — whether the first row names the columns; ``None`` (default)
+            detects it: a first row of numbers only is data.
         classes: class names, index = label. For string labels (csv/npz) this fixes the label
             order; for an image folder it picks and orders the class sub-folders; otherwise it
             names the integer labels. Default: from the file, else ``"0".."K-1"``.
@@ -125,7 +130,7 @@ def load_data(
         if fmt == "npz":
             data = load_npz(path, x_key=x_key, y_key=y_key, classes=classes, kind=kind)
         elif fmt == "csv":
-            data = load_csv(path, label_column=label_column, classes=classes)
+            data = load_csv(path, label_column=label_column, header=header, classes=classes)
         elif fmt == "idx":
             data = load_idx(path, classes=classes, kind=kind)
         elif fmt == "cifar10":

@@ -13,6 +13,7 @@ seal of the file it was loaded from.
 
 from __future__ import annotations
 
+import functools
 import json
 import mmap
 import struct
@@ -20,12 +21,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from edgeproof.errors import ModelFileError, param
 from edgeproof.extras import needs_extra
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DTYPE_ITEMSIZE",
@@ -53,15 +57,6 @@ NUMPY_DTYPES: dict[str, str] = {
 }  # fmt: skip
 """numpy dtypes for decoding element values (BF16/FP8 are decoded separately or not at all)."""
 
-_TORCH_NAMES: dict[torch.dtype, str] = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-    torch.uint8: "U8", torch.bool: "BOOL",
-}  # fmt: skip
-for _name, _sfname in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2")):
-    if hasattr(torch, _name):
-        _TORCH_NAMES[getattr(torch, _name)] = _sfname
-
 _NUMPY_NAMES: dict[str, str] = {
     np.dtype(v).str: k for k, v in NUMPY_DTYPES.items() if k not in ("I4", "U4")
 }
@@ -87,10 +82,26 @@ class TensorSet:
     metadata: Mapping[str, bytes]
 
 
+@functools.cache
+def _torch_names() -> dict[torch.dtype, str]:
+    """torch dtype → safetensors name (torch imported here: sealing files does not need it)."""
+    import torch
+
+    names: dict[torch.dtype, str] = {
+        torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+        torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+        torch.uint8: "U8", torch.bool: "BOOL",
+    }  # fmt: skip
+    for name, sfname in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2")):
+        if hasattr(torch, name):
+            names[getattr(torch, name)] = sfname
+    return names
+
+
 def torch_dtype_name(dtype: torch.dtype) -> str:
     """The safetensors name of a torch dtype (``torch.float32`` → ``F32``)."""
     try:
-        return _TORCH_NAMES[dtype]
+        return _torch_names()[dtype]
     except KeyError:
         raise ModelFileError(
             "<in-memory model>",
@@ -100,6 +111,8 @@ def torch_dtype_name(dtype: torch.dtype) -> str:
 
 
 def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    import torch
+
     flat = t.detach().to("cpu").contiguous().reshape(-1)
     if flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
@@ -145,7 +158,7 @@ def read_safetensors(path: str | Path) -> Iterator[TensorSet]:
 
     p = Path(path)
     try:
-        with safe_open(str(p), framework="pt") as fh:
+        with safe_open(str(p), framework="numpy") as fh:  # header only: no torch import
             keys = set(fh.keys())
     except Exception as exc:  # safetensors raises its own error types and OSError
         raise ModelFileError(

@@ -150,6 +150,16 @@ class LoadedModel:
             with torch.inference_mode():
                 for i in range(0, xt.shape[0], batch_size):
                     out = self.module(xt[i : i + batch_size].float())
+                    if isinstance(out, (tuple, list)):
+                        from edgeproof.models.interface import outputs_error
+
+                        raise outputs_error(
+                            self.name,
+                            [
+                                f"tensor {tuple(o.shape)}" if hasattr(o, "shape") else "?"
+                                for o in out
+                            ],
+                        )
                     outs.append(out.detach().float().cpu().numpy())
         elif self.session is not None:
             inp = self.session.get_inputs()[0].name

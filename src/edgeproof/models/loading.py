@@ -65,6 +65,13 @@ from edgeproof.errors import (
 from edgeproof.extras import needs_extra
 from edgeproof.models.formats.export import load_export
 from edgeproof.models.formats.torchscript import load_torchscript
+from edgeproof.models.interface import (
+    ModelInterface,
+    bind_module,
+    bind_session,
+    needs_binding,
+    needs_session_binding,
+)
 from edgeproof.models.loaded import LoadedModel, ModelFormat
 from edgeproof.models.zoo import (
     ZOO,
@@ -78,7 +85,7 @@ from edgeproof.spec import InputSpec
 from edgeproof.structured import parse_json, read_json
 from edgeproof.zipfiles import ZipArchive, is_zip
 
-__all__ = ["SUPPORTED_SUFFIXES", "from_module", "load_model", "read_sidecar"]
+__all__ = ["SUPPORTED_SUFFIXES", "bind", "from_module", "load_model", "read_sidecar"]
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (
     ".safetensors",
@@ -106,6 +113,7 @@ def load_model(
     trust_code: bool = False,
     trust_pickle: bool = False,
     spec: InputSpec | None = None,
+    interface: ModelInterface | None = None,
 ) -> LoadedModel:
     """Load the model in ``path``.
 
@@ -119,6 +127,13 @@ def load_model(
             Only for files you trust.
         trust_pickle: the old name of ``trust_code`` (either one enables it).
         spec: the input specification; overrides the sidecar's.
+        interface: how to call a model whose forward is not ``logits = f(x)``: which input the
+            data feeds, values of the other inputs, which output holds the class scores and
+            whether they are probabilities (:mod:`edgeproof.models.interface`). Default: the
+            model's only input and output as logits; a forward with more required arguments,
+            an ONNX graph with several inputs or outputs, or a module with a ``reset_states``
+            method is bound with the defaults there, and how it is called is recorded in
+            :attr:`LoadedModel.warnings`.
 
     Raises:
         ModelFileError: missing, unsupported, truncated or corrupt file, or a sidecar/header
@@ -142,6 +157,12 @@ def load_model(
         )
     if arch is not None and not isinstance(arch, str):
         raise OptionError("arch", f"{arch!r} is not a string", "give e.g. arch='zoo:resnet20'")
+    return bind(_load(p, suffix, arch, trust, spec), interface or ModelInterface())
+
+
+def _load(
+    p: Path, suffix: str, arch: str | None, trust: bool, spec: InputSpec | None
+) -> LoadedModel:
     if suffix == ".safetensors":
         return _load_safetensors(p, arch, spec)
     if suffix == ".onnx":
@@ -152,6 +173,21 @@ def load_model(
     if kind == "torchscript":
         return _ignoring_arch(_load_torchscript(p, spec, trust), arch)
     return _load_pickle(p, arch, trust, spec)
+
+
+def bind(loaded: LoadedModel, interface: ModelInterface) -> LoadedModel:
+    """``loaded`` called as ``interface`` says (:mod:`edgeproof.models.interface`): its module
+    or ONNX session wrapped where needed, how it is called added to its warnings. A weights-only
+    model is returned as it is."""
+    if loaded.module is not None and needs_binding(loaded.module, interface):
+        bound = bind_module(loaded.module, interface, loaded.name)
+        loaded.module = bound
+        loaded.warnings.append(bound.described)
+    elif loaded.session is not None and needs_session_binding(loaded.session, interface):
+        session = bind_session(loaded.session, interface, loaded.name)
+        loaded.session = session
+        loaded.warnings.append(session.described)
+    return loaded
 
 
 def from_module(
