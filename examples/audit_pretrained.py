@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 import sys
 
+from _common import parser, trained_model
 from torch import nn
 
-from _common import parser, trained_model
 from edgeproof import audit, get_check, load_data
 from edgeproof.models import from_module
 from edgeproof.models.zoo import Normalize

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from _common import parser, trained_model
+
 from edgeproof import audit, get_check, load_data, load_policy
 from edgeproof.report.files import write_report
 

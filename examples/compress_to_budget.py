@@ -14,8 +14,8 @@ import copy
 import sys
 
 import numpy as np
-
 from _common import parser, trained_model
+
 from edgeproof import load_data
 from edgeproof.compress import Budget, compress, write_artefacts
 from edgeproof.compress.recipes import default_recipes

@@ -1,6 +1,6 @@
 """Seal a release (model + data) with a signed Merkle seal, verify it, and localise a tamper.
 
-    python examples/seal_release.py --out runs/release
+python examples/seal_release.py --out runs/release
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import shutil
 import sys
 
 from _common import parser, trained_model
+
 from edgeproof.integrity import (
     Seal,
     generate_key,

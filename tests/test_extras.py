@@ -24,7 +24,9 @@ SRC = Path(edgeproof.__file__).resolve().parents[1]
 PYPROJECT = SRC.parent / "pyproject.toml"
 
 
-def run_python(code: str, cwd: Path, *, blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, cwd: Path, *, blocked: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     """``code`` in a fresh interpreter with ``blocked`` modules made unimportable."""
     prelude = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked)
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
@@ -52,13 +54,11 @@ def test_missing_extra_is_a_user_error_naming_the_extra() -> None:
 
 
 def test_needs_extra_converts_only_the_extras_own_modules() -> None:
-    with pytest.raises(ModuleNotFoundError) as info:
-        with needs_extra("onnx", "to test"):
-            import edgeproof_no_such_module  # type: ignore[import-not-found]  # noqa: F401
+    with pytest.raises(ModuleNotFoundError) as info, needs_extra("onnx", "to test"):
+        import edgeproof_no_such_module  # type: ignore[import-not-found]  # noqa: F401
     assert not isinstance(info.value, MissingExtraError)
-    with pytest.raises(ValueError, match="unknown extra 'onx'"):
-        with needs_extra("onx", "to test"):
-            pass
+    with pytest.raises(ValueError, match="unknown extra 'onx'"), needs_extra("onx", "to test"):
+        pass
 
 
 def test_compress_command_without_onnx_says_install_the_onnx_extra(tmp_path: Path) -> None:
