@@ -58,7 +58,7 @@ def _text(doc: str | None) -> str:
     return "\n".join(out)
 
 
-def _settings_table(cls: type) -> str:
+def _settings_table(cls: Any) -> str:
     sig = inspect.signature(cls.__init__)
     rows = []
     for p in list(sig.parameters.values())[1:]:
@@ -81,7 +81,7 @@ NEEDS = {
 
 
 def check_page(info: Any) -> str:
-    cls = check_class(info.name)
+    cls: Any = check_class(info.name)
     module = inspect.getmodule(cls)
     needs = [(flag, *NEEDS[flag]) for flag in NEEDS if getattr(cls, flag, False)]
     need_text = ", ".join(n[1] for n in needs) or "nothing beyond the model's weights"
@@ -204,7 +204,7 @@ def main(out: Path = OUT) -> None:
     index = ["# Checks", "", "| check | what it measures | needs |", "|---|---|---|"]
     for info in BUILTIN_CHECKS:
         write(f"checks/{info.name}.md", check_page(info), out)
-        cls = check_class(info.name)
+        cls: Any = check_class(info.name)
         needs = ", ".join(NEEDS[f][0] for f in NEEDS if getattr(cls, f, False)) or "weights"
         index.append(f"| [{info.title}]({info.name}.md) | {cls.description} | {needs} |")
     write("checks/index.md", "\n".join(index) + "\n", out)
