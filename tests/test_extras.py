@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import edgeproof
+from edgeproof._torch_version import torch_problem
 from edgeproof.errors import MissingExtraError, UserError
 from edgeproof.extras import _DISTRIBUTION, EXTRAS, needs_extra
 
@@ -158,3 +159,67 @@ def test_pyproject_extras_match_the_guard_table() -> None:
         declared = {req.split(">")[0].split("=")[0].split("<")[0] for req in extras[extra]}
         assert declared == {_DISTRIBUTION.get(m, m) for m in modules}, extra
     assert extras["all"] == [f"edgeproof[{','.join(EXTRAS)}]"]
+
+
+# -- the torch version --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["2.13.0", "2.13.0+cpu", "2.14.1", "2.14.1+cu130"])
+def test_torch_in_the_supported_range_is_accepted(version: str) -> None:
+    assert torch_problem(version) is None
+
+
+@pytest.mark.parametrize(
+    "version", ["2.12.1", "2.15.0", "2.15.0.dev20270101+cpu", "3.0.0", "1.13.1"]
+)
+def test_torch_outside_the_range_is_refused_naming_the_range(version: str) -> None:
+    problem = torch_problem(version)
+    assert problem is not None and "\n" not in problem
+    assert problem.startswith(f"edgeproof supports torch>=2.13,<2.15; torch {version} is installed")
+
+
+def test_missing_torch_says_which_to_install() -> None:
+    assert torch_problem(None) == (
+        "edgeproof needs torch (torch>=2.13,<2.15), which is not installed: "
+        "pip install 'torch>=2.13,<2.15'"
+    )
+
+
+def _fake_torch(tmp_path: Path, version: str) -> Path:
+    """A folder whose only content is a torch distribution's metadata (no torch module)."""
+    info = tmp_path / "fake" / f"torch-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n")
+    return info.parent
+
+
+def _with_fake_torch(tmp_path: Path, args: list[str], **env: str) -> subprocess.CompletedProcess:
+    path = f"{_fake_torch(tmp_path, '2.12.0')}{os.pathsep}{SRC}"
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_an_unsupported_torch_fails_import_edgeproof_in_one_line(tmp_path: Path) -> None:
+    out = _with_fake_torch(tmp_path, ["-c", "import edgeproof"])
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == (
+        "ImportError: edgeproof supports torch>=2.13,<2.15; torch 2.12.0 is installed: "
+        "pip install 'torch>=2.13,<2.15' (or set EDGEPROOF_ANY_TORCH=1 to try it anyway)"
+    )
+
+
+def test_the_command_with_an_unsupported_torch_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    out = _with_fake_torch(tmp_path, ["-m", "edgeproof", "--version"])
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        "edgeproof: error: edgeproof supports torch>=2.13,<2.15; torch 2.12.0 is installed: "
+        "pip install 'torch>=2.13,<2.15' (or set EDGEPROOF_ANY_TORCH=1 to try it anyway)"
+    ]
+    forced = _with_fake_torch(tmp_path, ["-m", "edgeproof", "--version"], EDGEPROOF_ANY_TORCH="1")
+    assert forced.returncode == 0 and forced.stdout.startswith("edgeproof ")
