@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["demo", "spectral", "attacks", "square", "compress", "compress_mixed", "seal"]
+ORDER = ["demo", "spectral", "attacks", "square", "certify", "compress", "compress_mixed", "seal"]
 
 
 def main() -> None:

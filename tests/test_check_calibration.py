@@ -11,11 +11,13 @@ import torch.nn.functional as F
 
 from edgeproof.checks.base import AuditContext
 from edgeproof.checks.calibration import (
+    T_BOUNDS,
     CalibrationCheck,
     adaptive_ece,
     equal_width_bin,
     expected_calibration_error,
     fit_temperature,
+    separated,
 )
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import ModelError, OptionError
@@ -175,3 +177,39 @@ def test_non_finite_logits_fail_the_check_with_a_count() -> None:
     logits[1, 2] = np.nan
     with pytest.raises(ModelError, match="1 of 4 records give NaN or Inf logits"):
         CalibrationCheck(resamples=10).run(_ctx(logits, np.array([0, 1, 2, 0])))
+
+
+def test_always_right_model_gets_no_temperature_at_bound_warning() -> None:
+    # every record right with a wide margin: NLL falls monotonically as T → 0
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 200)
+    logits = rng.normal(0, 1, (200, 4))
+    logits[np.arange(200), y] += 8.0
+    assert separated(logits, y)
+    res = CalibrationCheck(resamples=20).run(_ctx(logits, y))
+    assert res.metric("temperature").value == pytest.approx(T_BOUNDS[0])
+    assert not any("search bound" in f.message and f.severity == "warning" for f in res.findings)
+    info = [f for f in res.findings if "undetermined" in f.message]
+    assert len(info) == 1 and info[0].severity == "info"
+    assert res.metric("temperature").settings["determined"] is False
+
+
+def test_uninformative_logits_at_the_upper_bound_still_warn() -> None:
+    # logits unrelated to the labels: the NLL is lowest for a flat softmax, T runs to the top
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 300)
+    logits = rng.normal(0, 5, (300, 4))
+    assert not separated(logits, y)
+    res = CalibrationCheck(resamples=20).run(_ctx(logits, y))
+    assert res.metric("temperature").value == pytest.approx(T_BOUNDS[1], rel=1e-3)
+    warned = [f for f in res.findings if "search bound" in f.message]
+    assert len(warned) == 1 and warned[0].severity == "warning"
+    assert not any("undetermined" in f.message for f in res.findings)
+
+
+def test_separated_needs_a_strict_maximum_on_every_record() -> None:
+    y = np.array([0, 1])
+    assert separated(np.array([[2.0, 1.0], [0.0, 3.0]]), y)
+    assert not separated(np.array([[2.0, 2.0], [0.0, 3.0]]), y)  # a tie
+    assert not separated(np.array([[2.0, 1.0], [3.0, 0.0]]), y)  # one wrong
+    assert not separated(np.zeros((0, 2)), np.zeros(0, dtype=np.int64))

@@ -130,3 +130,32 @@ def test_bad_graph_inputs_are_one_line_errors(
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "f" / "model.onnx").exists()
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fc(x + state)
+        return out
+
+
+def test_a_graph_with_several_inputs_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "two.onnx"
+    torch.onnx.export(
+        _TwoInputs().eval(),
+        (torch.zeros(1, 4), torch.zeros(1, 4)),
+        str(path),
+        input_names=["x", "state"],
+        dynamo=False,
+    )
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((8, 4), np.float32), y=np.arange(8) % 3)
+    code = main(["compress", str(path), "--data", str(data), "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "takes 2 inputs (x, state)" in err and "--input" in err

@@ -178,3 +178,62 @@ def test_non_contiguous_weights_such_as_low_rank_factors_still_get_a_bitflip_aud
     assert [c.status for c in result.checks] == ["ok"], result.checks
     assert any(m.name == "bitflip.dnl_ar_2" for m in result.metrics)
     assert not module[1].weight.is_contiguous()  # the candidate itself is untouched
+
+
+def test_reaudit_measures_the_hessian_top_eigenvalue_and_nc1_within_its_budget(
+    int8_sim: torch.nn.Module, digits_model: LoadedModel, digits_test: Dataset
+) -> None:
+    """The ledger's flatness columns: λ₁ and NC1 only (no trace, TIC or conflict), the same
+    numbers the generalization check gives with the re-audit's settings, for fp32 and int8."""
+    from edgeproof.compress.reaudit import REAUDIT_SETTINGS
+
+    assert digits_model.module is not None and digits_model.spec is not None
+    audit = digits_test.subset(np.arange(100))
+    threat = resolve_threat(digits_model, audit)
+    fp32 = reaudit(digits_model.module, threat, audit, checks=("generalization",))
+    int8 = reaudit(int8_sim, threat, audit, checks=("generalization",))
+    for result in (fp32, int8):
+        assert [c.status for c in result.checks] == ["ok"], result.checks
+        by_name = {m.name: m for m in result.metrics}
+        lam = by_name["generalization.top_eigenvalue"]
+        assert lam.value > 0 and lam.settings["iterations"] <= 30
+        assert 0 < by_name["generalization.nc1"].value < 10
+        assert "generalization.hessian_trace" not in by_name
+        assert "generalization.tic" not in by_name
+    settings = REAUDIT_SETTINGS["generalization"]
+    direct = get_check("generalization", **settings).run(
+        AuditContext(from_module(digits_model.module, digits_model.spec), audit, threat)
+    )
+    fp32_values = {m.name: m.value for m in fp32.metrics}
+    assert fp32_values["generalization.top_eigenvalue"] == pytest.approx(
+        direct.metric("top_eigenvalue").value, rel=1e-6
+    )
+    assert fp32_values["generalization.nc1"] == pytest.approx(direct.metric("nc1").value, rel=1e-9)
+    # int8 moves the weights onto a grid: λ₁ changes, but stays of the same order
+    int8_lam = next(m.value for m in int8.metrics if m.name == "generalization.top_eigenvalue")
+    assert 0.2 < int8_lam / fp32_values["generalization.top_eigenvalue"] < 5
+
+
+def test_ledger_table_has_hessian_and_nc1_columns_for_every_candidate(
+    digits_model: LoadedModel, digits_train: Dataset, digits_test: Dataset
+) -> None:
+    assert digits_model.module is not None and digits_model.spec is not None
+    recipes = [r for r in default_recipes() if r.name == "int8-percentile"]
+    ledger: Ledger = search(
+        copy.deepcopy(digits_model.module),
+        digits_model.spec,
+        digits_train.subset(np.arange(128)),
+        digits_test.subset(np.arange(120)),
+        Budget(time_budget_s=60),
+        recipes=recipes,
+        checks=("generalization",),
+    )
+    table = ledger.table()
+    idx = {c: i for i, c in enumerate(table.columns)}
+    assert "hessian_top_eig" in idx and "nc1" in idx
+    for row in table.rows:
+        lam, nc1 = row[idx["hessian_top_eig"]], row[idx["nc1"]]
+        assert isinstance(lam, float) and isinstance(nc1, float)
+        assert lam > 0 and nc1 > 0
+    assert "Hessian of the mean cross-entropy" in table.description
+    assert "ece" not in idx  # only the columns whose check ran

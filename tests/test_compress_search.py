@@ -12,30 +12,34 @@ import pytest
 from edgeproof.cli import build_parser
 from edgeproof.cli.compress import parse_drop, parse_size
 from edgeproof.compress.api import compress, write_artefacts
-from edgeproof.compress.ledger import Candidate, Ledger
+from edgeproof.compress.ledger import Candidate, Ledger, PairedDrop
 from edgeproof.compress.search import Budget, default_recipes
+from edgeproof.compress.selection import select
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError, SpecError
-from edgeproof.methods.stats import wilson_interval
+from edgeproof.methods.stats import paired_drop_interval, wilson_interval
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.report.report import Report
 from edgeproof.runtime.ort import make_session, run_session
 
 
-def _cand(name: str, acc: float, size: int) -> Candidate:
+def _cand(name: str, acc: float, size: int, n: int = 1000) -> Candidate:
+    """A row scored on ``n`` records: below the 0.95 baseline by records it alone loses."""
+    lost = max(round((0.95 - acc) * n), 0)
     return Candidate(
         name,
         "t",
         {},
         acc,
-        wilson_interval(int(acc * 100), 100),
+        wilson_interval(int(acc * n), n),
         (acc,),
-        (0.0,),
+        (acc - 0.95,),
         size,
         1.0,
         1.0,
         1,
         None,
+        drop=PairedDrop(n, lost, 0, paired_drop_interval(lost, 0, n)),
     )
 
 
@@ -81,17 +85,17 @@ def test_pareto_figure_draws_every_candidate_labels_them_and_imports_no_matplotl
 
 def test_selection_picks_the_smallest_candidate_within_budget() -> None:
     ledger = Ledger(_cand("fp32", 0.95, 1000), [_cand("a", 0.945, 300), _cand("c", 0.80, 100)])
-    sel = ledger.select(0.01, None)
+    sel = select(ledger, 0.01, None)
     assert sel.met_budget and sel.chosen.name == "a"
 
 
 def test_unmeetable_budget_says_so_and_keeps_the_best_found() -> None:
     ledger = Ledger(_cand("fp32", 0.95, 1000), [_cand("a", 0.90, 300), _cand("c", 0.80, 100)])
-    sel = ledger.select(0.001, 200)
+    sel = select(ledger, 0.001, 200)
     assert not sel.met_budget
     assert sel.chosen.name == "c"  # the only candidate within the size limit
     assert sel.message.startswith(
-        "no candidate meets the budget (accuracy drop <= 0.10% and "
+        "no candidate meets the budget (accuracy drop <= 0.10% at its upper bound and "
         "size <= 200 bytes); kept the best found: c"
     )
 
@@ -138,6 +142,10 @@ def test_search_measures_candidates_and_writes_the_chosen_artefacts(
     assert int8.trust_value("calibration.ece") is not None
     assert any("no-such-check" in n for n in int8.notes)
     assert result.selection.met_budget
+    for row in ledger.rows:  # the paired drop counts the same records as the accuracies
+        assert row.drop is not None and row.drop.n == len(digits_test)
+        assert row.drop.value == pytest.approx(ledger.baseline.accuracy - row.accuracy)
+        assert row.drop.interval.low <= row.drop.value <= row.drop.interval.high
     paths = write_artefacts(result, tmp_path, source="digits", data=digits_train)
     names = {p.name for p in paths}
     assert {"model.onnx", "model.safetensors", "compress.json", "report.json"} <= names

@@ -392,6 +392,7 @@ def test_gradient_conflict_matrix_is_symmetric_with_unit_diagonal_and_matches_cl
         ({"iterations": 0}, "iterations"),
         ({"damping": -1e-3}, "damping"),
         ({"tol": 0.0}, "tol"),
+        ({"parts": ("trace", "hessian")}, "parts"),
     ],
 )
 def test_bad_check_settings_raise_one_line_option_errors_naming_the_parameter(

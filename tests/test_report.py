@@ -47,6 +47,7 @@ def make_report(*, policy_passed: bool = False, error_message: str = "ValueError
         title="Performance",
         status="ok",
         summary="accuracy 95.3% on 360 records",
+        headline=("accuracy", "macro_f1"),
         metrics=[
             Metric(
                 "accuracy",
@@ -327,9 +328,10 @@ def test_html_verdict_says_pass_when_every_rule_is_met() -> None:
 
 
 def test_html_orders_findings_by_severity_and_colours_them(page: str) -> None:
-    crit = page.index('<li class="critical">')
-    warn = page.index('<li class="warning">')
-    info = page.index('<li class="info">')
+    section = page[page.index("<section") :]
+    crit = section.index('<li class="critical"')
+    warn = section.index('<li class="warning"')
+    info = section.index('<li class="info"')
     assert crit < warn < info
 
 

@@ -8,6 +8,13 @@ all, ``beforeprint``), and writes what it saw as JSON into ``<pre id="__probe__"
 (``--enable-logging=stderr``) is a second net for "Uncaught" errors. A control page with a
 deliberate error proves the probe catches errors at all.
 
+A second probe (``tests/browser/overlap_probe.js``) opens every ``<details>``, takes one box per
+line of every HTML text node and one per character of every SVG ``<text>`` (mapped through its
+transform, so rotated labels keep small boxes; clipped by any scrolling ancestor), and lists the
+pairs of different texts whose boxes intersect by more than 1.5 px both ways. A control page
+with overlapping words and colliding tick labels proves it sees overlaps; adjacent rotated labels
+must not count as one.
+
 Skipped when chromium is not installed (CI installs it from ``.ci/apt-packages.txt``).
 """
 
@@ -150,6 +157,26 @@ def _probe(page_html: str, tmp: Path) -> tuple[dict[str, Any], str]:
     return json.loads(text), proc.stderr
 
 
+_OVERLAP_PROBE = (Path(__file__).parent / "browser" / "overlap_probe.js").read_text("utf-8")
+
+
+def _overlaps(page_html: str, tmp: Path, width: int = 1400) -> dict[str, Any]:
+    """What the overlap probe saw on ``page_html`` at ``width`` px: boxes, overlaps, height."""
+    page = tmp / "overlap.html"
+    script = f"<script>{_OVERLAP_PROBE}</script>"
+    page.write_text(page_html.replace("<head>", "<head>" + script, 1), encoding="utf-8")
+    proc = _chromium(
+        [f"--window-size={width},3000", "--virtual-time-budget=5000", "--dump-dom"], page, tmp
+    )
+    start = proc.stdout.find('<pre id="__probe__">')
+    assert start >= 0, f"no probe output (rc={proc.returncode}): {proc.stderr[-2000:]}"
+    end = proc.stdout.index("</pre>", start)
+    out: dict[str, Any] = json.loads(
+        html.unescape(proc.stdout[start + len('<pre id="__probe__">') : end])
+    )
+    return out
+
+
 def _uncaught(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if "CONSOLE" in ln and "Uncaught" in ln]
 
@@ -175,7 +202,8 @@ def test_report_page_has_no_script_error_and_loads_nothing(tmp_path: Path) -> No
     assert seen["resources"] == []  # inline CSS, inline SVG, no fonts, no scripts from anywhere
     # the optional script ran: expand/collapse all and open-everything-before-printing work
     assert seen["js_class"] is True
-    assert seen["details"] == 2  # the error's traceback and the ok check's settings
+    # three check sections, the error's traceback and the ok check's settings
+    assert seen["details"] == 5
     assert seen["expanded"] == seen["details"]
     assert seen["collapsed"] == 0
     assert seen["printed"] == seen["details"]
@@ -195,3 +223,57 @@ def test_report_page_renders_to_a_screenshot_and_a_pdf(tmp_path: Path) -> None:
     proc = _chromium([f"--print-to-pdf={pdf}", "--no-pdf-header-footer"], page, tmp_path)
     assert pdf.exists(), proc.stderr[-2000:]
     assert pdf.read_bytes()[:5] == b"%PDF-"
+
+
+_CONTROL = """<!DOCTYPE html><html><head><title>c</title></head><body>
+<div style="position:relative;height:40px">
+<span style="position:absolute;left:0;top:0">overlapping words</span>
+<span style="position:absolute;left:30px;top:2px">here too</span></div>
+<svg width="300" height="60" xmlns="http://www.w3.org/2000/svg">
+<text x="10" y="30" font-size="12">3×10⁻¹</text><text x="40" y="30" font-size="12">4×10⁻¹</text>
+</svg>
+<svg width="300" height="150" xmlns="http://www.w3.org/2000/svg">
+<text x="20" y="100" font-size="11" transform="rotate(-45 20 100)">features.0.weight</text>
+<text x="45" y="100" font-size="11" transform="rotate(-45 45 100)">features.3.weight</text>
+</svg><p>one line</p><p>the next line</p></body></html>"""
+
+
+@requires_chromium
+def test_overlap_probe_sees_overlapping_words_and_colliding_ticks_only(tmp_path: Path) -> None:
+    seen = _overlaps(_CONTROL, tmp_path, width=800)
+    assert seen["boxes"] > 20
+    pairs = sorted(seen["overlaps"])
+    assert len(pairs) == 2, pairs
+    assert '"overlapping words" overlaps "here too"' in pairs[1]
+    assert '"3×10⁻¹" overlaps "4×10⁻¹"' in pairs[0]
+
+
+@pytest.fixture(scope="module")
+def real_page(digits_model: Any, digits_test: Any) -> str:
+    """The HTML of an audit of the test LeNet-5 by the checks with the most figures and tables
+    (quick settings)."""
+    from edgeproof.checks import get_check
+    from edgeproof.runner import audit
+
+    names = ("performance", "calibration", "spectral", "bitflip", "adversarial", "corruption")
+    checks = [type(c)(**type(c).quick_settings) for c in map(get_check, names)]
+    report = audit(digits_model, digits_test, checks)
+    assert all(c.status == "ok" for c in report.checks), [c.error for c in report.checks]
+    return render_html(report)
+
+
+@requires_chromium
+@pytest.mark.slow  # audits a trained LeNet-5 with six real checks (~10 s) before rendering
+@pytest.mark.parametrize("width", [1400, 800])
+def test_report_of_real_checks_has_no_overlapping_text(
+    width: int, tmp_path: Path, real_page: str
+) -> None:
+    seen = _overlaps(real_page, tmp_path, width=width)
+    assert seen["boxes"] > 500  # every section was opened and measured
+    assert seen["overlaps"] == []
+
+
+@requires_chromium
+def test_synthetic_report_has_no_overlapping_text(tmp_path: Path) -> None:
+    seen = _overlaps(render_html(_report()), tmp_path)
+    assert seen["overlaps"] == []

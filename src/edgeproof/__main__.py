@@ -2,4 +2,5 @@ import sys
 
 from edgeproof.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned worker process (scan --jobs) re-imports it
+    sys.exit(main())

@@ -8,10 +8,11 @@ validates against ``report/report.schema.json``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from edgeproof.serialize import JsonFields
 
 __all__ = [
     "CheckResult",
@@ -30,47 +31,14 @@ Severity = Literal["info", "warning", "critical"]
 CheckStatus = Literal["ok", "skipped", "error"]
 
 
-def _num(v: float | None) -> float | None:
-    """JSON has no NaN/Inf: map them to None."""
-    if v is None:
-        return None
-    f = float(v)
-    return f if math.isfinite(f) else None
-
-
-def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays and tuples to plain JSON types (NaN → None)."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return _num(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy scalar / array, torch tensor
-        return _jsonable(value.tolist())
-    return str(value)
-
-
 @dataclass(frozen=True)
-class Interval:
+class Interval(JsonFields):
     """A confidence interval ``[low, high]`` at ``level`` computed by ``method``."""
 
-    low: float
-    high: float
+    low: float = field(metadata={"as": float})
+    high: float = field(metadata={"as": float})
     level: float = 0.95
     method: str = "wilson"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "low": _num(self.low),
-            "high": _num(self.high),
-            "level": self.level,
-            "method": self.method,
-        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Interval:
@@ -83,7 +51,7 @@ class Interval:
 
 
 @dataclass(frozen=True)
-class Metric:
+class Metric(JsonFields):
     """One number with its unit, optional confidence interval and provenance.
 
     ``name`` is local to the check (``accuracy``); the report addresses it as
@@ -91,23 +59,12 @@ class Metric:
     """
 
     name: str
-    value: float
+    value: float = field(metadata={"as": float})
     unit: str = ""
     ci: Interval | None = None
     description: str = ""
     higher_is_better: bool | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "value": _num(self.value),
-            "unit": self.unit,
-            "ci": None if self.ci is None else self.ci.to_json(),
-            "description": self.description,
-            "higher_is_better": self.higher_is_better,
-            "settings": _jsonable(dict(self.settings)),
-        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Metric:
@@ -123,19 +80,12 @@ class Metric:
 
 
 @dataclass(frozen=True)
-class Finding:
+class Finding(JsonFields):
     """Something a person should know or act on, with the evidence behind it."""
 
     severity: Severity
     message: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "severity": self.severity,
-            "message": self.message,
-            "evidence": _jsonable(dict(self.evidence)),
-        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Finding:
@@ -143,7 +93,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class Table:
+class Table(JsonFields):
     """A titled table; ``rows`` hold JSON scalars in the order of ``columns``."""
 
     name: str
@@ -151,15 +101,6 @@ class Table:
     columns: Sequence[str]
     rows: Sequence[Sequence[JSONScalar]]
     description: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "title": self.title,
-            "columns": list(self.columns),
-            "rows": [_jsonable(list(r)) for r in self.rows],
-            "description": self.description,
-        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Table:
@@ -226,7 +167,7 @@ class Figure:
 
 
 @dataclass
-class CheckResult:
+class CheckResult(JsonFields):
     """What one check produced, or why it did not run, or how it failed."""
 
     check: str
@@ -243,11 +184,21 @@ class CheckResult:
     #: kept only when the check crashed (raised something other than a UserError, i.e. a bug)
     traceback: str | None = None
     duration_s: float = 0.0
+    #: the names of the one to three metrics a reader acts on (:attr:`Check.headline`), shown
+    #: first in the report; empty: the first metric stands for the check
+    headline: tuple[str, ...] = ()
 
     @property
     def crashed(self) -> bool:
         """The check failed with an internal error (not by refusing bad input)."""
         return self.status == "error" and self.traceback is not None
+
+    def headline_metrics(self) -> list[Metric]:
+        """The metrics named in :attr:`headline` that the check produced, in that order; the
+        first metric when none is declared (or none of those declared was produced)."""
+        by_name = {m.name: m for m in self.metrics}
+        chosen = [by_name[h] for h in self.headline if h in by_name]
+        return chosen or self.metrics[:1]
 
     def metric(self, name: str) -> Metric:
         """The metric called ``name``; KeyError if absent."""
@@ -255,23 +206,6 @@ class CheckResult:
             if m.name == name:
                 return m
         raise KeyError(f"{self.check} has no metric {name!r}")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "check": self.check,
-            "title": self.title,
-            "status": self.status,
-            "summary": self.summary,
-            "metrics": [m.to_json() for m in self.metrics],
-            "findings": [f.to_json() for f in self.findings],
-            "tables": [t.to_json() for t in self.tables],
-            "figures": [f.to_json() for f in self.figures],
-            "settings": _jsonable(self.settings),
-            "skip_reason": self.skip_reason,
-            "error": self.error,
-            "traceback": self.traceback,
-            "duration_s": self.duration_s,
-        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> CheckResult:
@@ -289,4 +223,5 @@ class CheckResult:
             error=obj.get("error"),
             traceback=obj.get("traceback"),
             duration_s=float(obj.get("duration_s", 0.0)),
+            headline=tuple(str(h) for h in obj.get("headline", ())),
         )

@@ -20,8 +20,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from edgeproof.checks import available_checks, get_check
-from edgeproof.checks.base import AuditContext, Check, seed_everything
+from edgeproof.checks import default_checks, get_check
+from edgeproof.checks.base import AuditContext, Check, _NullProgress, seed_everything
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError, SpecError, UserError, param, render_text
 from edgeproof.models.loaded import LoadedModel
@@ -268,20 +268,40 @@ def plan_checks(checks: Sequence[Check], ctx: AuditContext) -> list[PlannedCheck
 
 
 class _RichProgress:
-    """Adapter from the check Progress protocol to one rich task."""
+    """Adapter from the check Progress protocol to one rich task: each ``start`` begins a stage
+    shown as ``check · stage`` with its own count; a check that never calls it shows a pulsing
+    bar and its elapsed time, no count."""
 
-    def __init__(self, progress: Any, task: Any) -> None:
+    def __init__(self, progress: Any, task: Any, name: str) -> None:
         self._p = progress
         self._task = task
+        self._name = name
+        self.counted = False
 
     def start(self, total: int, description: str = "") -> None:
-        kwargs: dict[str, Any] = {"total": total, "completed": 0}
-        if description:
-            kwargs["description"] = description
-        self._p.update(self._task, **kwargs)
+        label = f"{self._name} · {description}" if description else self._name
+        self.counted = True
+        self._p.update(
+            self._task, total=max(int(total), 0), completed=0, description=label, counted=True
+        )
 
     def advance(self, n: int = 1) -> None:
         self._p.advance(self._task, n)
+
+
+def _count_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class CountColumn(ProgressColumn):
+        """``done/total`` of the current stage, blank for a check that reports no units."""
+
+        def render(self, task: Any) -> Text:
+            if not task.fields.get("counted") or task.total is None:
+                return Text("")
+            return Text(f"{int(task.completed)}/{int(task.total)}", style="progress.download")
+
+    return CountColumn()
 
 
 @contextmanager
@@ -289,19 +309,16 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
     if not enabled:
         yield None
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # on stderr: stdout stays for what a command prints as its result (--json)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        _count_column(),
         TimeElapsedColumn(),
+        console=Console(stderr=True),
         transient=False,
     ) as bar:
         yield bar
@@ -332,6 +349,8 @@ def _run_one(
             traceback=traceback.format_exc(),
         )
     result.duration_s = time.perf_counter() - t0
+    if not result.headline:
+        result.headline = tuple(check.headline)
     return result
 
 
@@ -356,15 +375,26 @@ def run_checks(
         for p in plan_checks(checks, ctx):
             if p.skip_reason is not None:
                 reason = render_text(p.skip_reason, name_of)
-                results.append(p.check.new_result(status="skipped", skip_reason=reason))
+                results.append(
+                    p.check.new_result(
+                        status="skipped", skip_reason=reason, headline=tuple(p.check.headline)
+                    )
+                )
                 continue
+            hook = None
             if bar is not None:
-                task = bar.add_task(p.check.name, total=None)
-                ctx.progress = _RichProgress(bar, task)
+                task = bar.add_task(p.check.name, total=None, counted=False)
+                hook = _RichProgress(bar, task, p.check.name)
+                ctx.progress = hook
             res = _run_one(p.check, ctx, threads, name_of)
-            if bar is not None:
+            if bar is not None and hook is not None:
                 status = {"ok": "[green]ok", "error": "[red]error"}.get(res.status, res.status)
-                bar.update(task, description=f"{p.check.name} {status}", total=1, completed=1)
+                done = bar.tasks[bar.task_ids.index(task)]
+                total = done.total if hook.counted and done.total else 1
+                bar.update(
+                    task, description=f"{p.check.name} {status}", total=total, completed=total
+                )
+                ctx.progress = _NullProgress()
             results.append(res)
     return results
 
@@ -410,7 +440,7 @@ def audit(
         data = data.in_units_of(threat.input)
     _probe(model, threat, data)
     if checks is None:
-        checks = available_checks()
+        checks = default_checks()
     instances = [get_check(c) if isinstance(c, str) else c for c in checks]
     ctx = AuditContext(
         model=model,
@@ -453,7 +483,12 @@ def _baseline_result(baseline: Report, results: list[CheckResult]) -> CheckResul
     res = CheckResult(check="baseline", title="Baseline comparison (poisoning symptom)")
     try:
         res.findings = list(compare_per_class(baseline, current))
-        res.summary = f"{len(res.findings)} finding(s) against the baseline of {baseline.created}"
+        res.summary = (
+            f"{len(res.findings)} finding(s) against the baseline of {baseline.created}"
+            if res.findings
+            else f"nothing flagged against the baseline of {baseline.created}: every class's "
+            "recall lies within its baseline interval"
+        )
     except Exception as exc:  # recorded like any failing check
         res.status = "error"
         res.error = f"{type(exc).__name__}: {exc}"

@@ -23,6 +23,7 @@ __all__ = [
     "available_checks",
     "check_class",
     "check_info",
+    "default_checks",
     "get_check",
     "register_check",
 ]
@@ -33,7 +34,8 @@ class CheckInfo:
     """A check's identity and needs, readable without importing its module.
 
     ``target`` is ``"package.module:ClassName"``; the conformance suite checks that the class's
-    own attributes say the same.
+    own attributes say the same. ``default``: run by an audit that names no checks (``False``:
+    only when asked for by name, e.g. a property the user must choose).
     """
 
     name: str
@@ -43,6 +45,7 @@ class CheckInfo:
     needs_forward: bool = True
     needs_gradients: bool = False
     needs_architecture: bool = False
+    default: bool = True
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -97,6 +100,12 @@ def available_checks() -> list[str]:
     """Names of all registered checks, in report order."""
     _load_builtin()
     return list(_INFO)
+
+
+def default_checks() -> list[str]:
+    """The registered checks an audit runs when it names none (report order)."""
+    _load_builtin()
+    return [n for n, info in _INFO.items() if info.default]
 
 
 def check_info(name: str) -> CheckInfo:

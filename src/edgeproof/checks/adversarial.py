@@ -43,7 +43,7 @@ import torch
 from scipy.stats import binomtest
 from torch import nn
 
-from edgeproof.checks.base import AuditContext, Check
+from edgeproof.checks.base import AuditContext, Check, stage_progress
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.methods.attacks import (
     APGD,
@@ -193,6 +193,7 @@ def shared_minimal_eps(
             iterations=iterations,
             seed=ctx.seed,
             batch_size=batch_size,
+            progress=stage_progress(ctx, "minimal ε"),
         )
     out: MinimalEps = ctx.cache[key]
     return out
@@ -336,6 +337,7 @@ class AdversarialCheck(Check):
             attacks=attacks,
             seed=ctx.seed,
             batch_size=ctx.batch_size,
+            progress=stage_progress(ctx, "attacks × ε"),
         )
         res = self.new_result()
         res.settings.update(

@@ -2,7 +2,8 @@
 explanations depend on the model at all.
 
 The methods that fit the model and the kind of data run on a seeded subset of the samples
-(:mod:`edgeproof.methods.attribution`), each explaining the class the model predicts:
+(:mod:`edgeproof.methods.attribution`), each explaining the class the model predicts (or, with
+``target``, that class for every sample):
 
 * images — Integrated Gradients, SmoothGrad, GradientSHAP, sliding-window occlusion;
 * time series — the same, plus frequency-band occlusion;
@@ -11,8 +12,9 @@ The methods that fit the model and the kind of data run on a seeded subset of th
 Gradient methods need a PyTorch model; on an ONNX model they are skipped with the reason and the
 gradient-free ones (occlusion, feature ablation, KernelSHAP, frequency occlusion) still run.
 
-Baselines (stated, per kind): images take the low end of the input domain (black); time series
-the zero signal clipped into the domain; tabular data the per-feature mean of the data.
+Baselines (stated, per kind, unless the caller gives one as ``baseline``): images take the low
+end of the input domain (black); time series the zero signal clipped into the domain; tabular data
+the per-feature mean of the data.
 GradientSHAP's baseline distribution and KernelSHAP's background are seeded random subsets of the
 data. SmoothGrad's σ is ``smoothgrad_sigma`` × the domain's width (default 15 %).
 
@@ -63,7 +65,7 @@ from edgeproof.methods.attribution.sanity import SanityVerdict, sanity_checks
 from edgeproof.methods.stats import bootstrap_interval, wilson_interval
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
-__all__ = ["AttributionCheck", "methods_for_kind"]
+__all__ = ["AttributionCheck", "given_baseline", "methods_for_kind"]
 
 _KIND_METHODS: dict[str, tuple[str, ...]] = {
     "image": ("integrated_gradients", "smoothgrad", "gradient_shap", "occlusion"),
@@ -139,6 +141,11 @@ class AttributionCheck(Check):
             stopping once it fits 95 % of the shuffled labels).
         threshold, level: sanity verdict threshold and confidence level (0.5, 0.95).
         figure_samples: per-sample maps shown (default 4).
+        target: explain this class index for every sample (default ``None``: the class the
+            model predicts for each sample).
+        baseline: the reference input of the point-baseline methods (IG, occlusion, feature
+            ablation): a number, or one sample of the input shape (default ``None``: the
+            per-kind baseline of the module docstring).
         internal_batch_size: rows per forward pass of the gradient methods (default 256).
         forward_batch_size: rows per forward pass of the gradient-free methods, which keep no
             activations for a backward pass (default: as many samples as fit in 16 MiB of
@@ -185,6 +192,8 @@ class AttributionCheck(Check):
         figure_samples: int = 4,
         internal_batch_size: int = 256,
         forward_batch_size: int | None = None,
+        target: int | None = None,
+        baseline: float | np.ndarray | None = None,
     ) -> None:
         super().__init__(
             methods=None if methods is None else list(methods),
@@ -214,6 +223,8 @@ class AttributionCheck(Check):
             figure_samples=figure_samples,
             internal_batch_size=internal_batch_size,
             forward_batch_size=forward_batch_size,
+            target=target,
+            baseline=None if baseline is None else _baseline_setting(baseline),
         )
         known = {n for names in _KIND_METHODS.values() for n in names}
         for m in methods or ():
@@ -271,6 +282,12 @@ class AttributionCheck(Check):
                 "forward_batch_size", f"{forward_batch_size} is too few", "use >= 1 or None"
             )
         self.forward_batch_size = forward_batch_size
+        if target is not None and (
+            isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0
+        ):
+            raise OptionError("target", f"{target!r} is not a class index", "use e.g. 0")
+        self.target = None if target is None else int(target)
+        self.baseline = baseline
 
     # --- planning -------------------------------------------------------------------------
 
@@ -343,9 +360,21 @@ class AttributionCheck(Check):
         x = torch.from_numpy(np.ascontiguousarray(data.x[index]))
         logits = torch.from_numpy(ctx.clean_logits()[index])
         target = logits.argmax(dim=1)
+        if self.target is not None:
+            if self.target >= k:
+                raise OptionError(
+                    "target",
+                    f"class {self.target} is outside the model's {k} classes",
+                    f"use a class index in 0..{k - 1}, or leave it unset (the predicted class)",
+                )
+            target = torch.full_like(target, self.target)
         shape = tuple(x.shape[1:])
         lo, hi = spec.domain
-        baseline = self._baseline(kind, data.x, shape, spec.domain)
+        baseline = (
+            self._baseline(kind, data.x, shape, spec.domain)
+            if self.baseline is None
+            else given_baseline(self.baseline, shape)
+        )
         bg_index = rng.choice(n, size=min(n, self.background_size), replace=False)
         background = torch.from_numpy(np.ascontiguousarray(data.x[bg_index]))
         rate = self.sample_rate
@@ -466,7 +495,11 @@ class AttributionCheck(Check):
         ran = [r for r in runs if r.attribution is not None]
         tested = [r for r in ran if r.verdict is not None]
         flagged = [r for r in tested if r.verdict is not None and not r.verdict.depends_on_weights]
-        res.settings.update(samples=int(x.shape[0]), sample_index=index.tolist())
+        res.settings.update(
+            samples=int(x.shape[0]),
+            sample_index=index.tolist(),
+            explained_classes=sorted(set(target.tolist())),
+        )
         if tested:
             v0 = tested[0].verdict
             assert v0 is not None
@@ -698,6 +731,40 @@ class AttributionCheck(Check):
             }
             figs.append(_image_samples_figure(xn[:s], maps, t[:s], class_names))
         return figs
+
+
+def given_baseline(baseline: float | np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+    """A caller's baseline as one sample of ``shape`` (a number fills it); an
+    :class:`OptionError` naming ``baseline`` for any other shape, or a non-finite value."""
+    if isinstance(baseline, (int, float, np.integer, np.floating)) and not isinstance(
+        baseline, bool
+    ):
+        b = np.full(shape, float(baseline), dtype=np.float32)
+    else:
+        b = np.asarray(baseline, dtype=np.float32)
+        if b.shape == (1, *shape):
+            b = b[0]
+        if b.shape != shape:
+            raise OptionError(
+                "baseline",
+                f"shape {list(b.shape)} does not fit inputs of shape {list(shape)}",
+                f"give a number or one sample of shape {list(shape)}",
+            )
+    if not np.all(np.isfinite(b)):
+        raise OptionError("baseline", "contains NaN or Inf", "give a finite baseline")
+    return torch.from_numpy(np.ascontiguousarray(b))
+
+
+def _baseline_setting(baseline: float | np.ndarray) -> Any:
+    """How a caller's baseline is recorded in the settings: the number, or its shape and range."""
+    if isinstance(baseline, (int, float, np.integer, np.floating)):
+        return float(baseline)
+    b = np.asarray(baseline, dtype=np.float64)
+    return {
+        "shape": list(b.shape),
+        "min": float(np.nanmin(b)) if b.size else None,
+        "max": float(np.nanmax(b)) if b.size else None,
+    }
 
 
 def _baseline_for(

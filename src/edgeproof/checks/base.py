@@ -42,11 +42,16 @@ __all__ = [
     "FunctionCheck",
     "Progress",
     "seed_everything",
+    "stage_progress",
 ]
 
 
 class Progress(Protocol):
-    """What a check may report while it runs (the runner draws the progress bar)."""
+    """What a check may report while it runs (the runner draws the progress bar).
+
+    ``start(total, description)`` begins a stage of ``total`` units (a second call begins the
+    next stage, e.g. attacks then the minimal-ε bisection); ``advance(n)`` marks ``n`` done.
+    """
 
     def start(self, total: int, description: str = "") -> None: ...
 
@@ -59,6 +64,23 @@ class _NullProgress:
 
     def advance(self, n: int = 1) -> None:
         pass
+
+
+def stage_progress(ctx: AuditContext, description: str) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback for a method in :mod:`edgeproof.methods` that feeds
+    ``ctx.progress``: the first call (and any change of ``total``) starts a stage called
+    ``description``; later calls advance it by the units done since."""
+    state = {"total": -1, "done": 0}
+
+    def report(done: int, total: int) -> None:
+        if total != state["total"]:
+            ctx.progress.start(total, description)
+            state["total"], state["done"] = total, 0
+        if done > state["done"]:
+            ctx.progress.advance(done - state["done"])
+            state["done"] = done
+
+    return report
 
 
 def seed_everything(seed: int) -> None:

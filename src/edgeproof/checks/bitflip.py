@@ -37,6 +37,10 @@ __all__ = ["DEFAULT_BUDGETS", "BitflipCheck"]
 DEFAULT_BUDGETS: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)
 
 
+#: the damage measures spelled out where they are shown
+_LABELS = {"AR": "accuracy reduction AR = (acc_clean − acc_k)/acc_clean"}
+
+
 def _forward(module: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
     outs = []
     with torch.inference_mode():
@@ -149,7 +153,7 @@ class BitflipCheck(Check):
         assert module is not None  # needs_gradients guarantees a module (loaded in eval mode)
         spec = ctx.model.spec or ctx.threat.input
         res = self.new_result()
-        damage, label, info = self._damage(ctx, module)
+        measure, label, info = self._damage(ctx, module)
         res.settings.update(info)
         ks = list(range(1, self.max_k + 1))
         c_dnl = candidate_set(module, kind="dnl", num_layers=self.num_layers)
@@ -163,6 +167,18 @@ class BitflipCheck(Check):
         )
         res.settings["candidate_tensors"] = c_dnl.order
         res.settings["candidates"] = c_dnl.num_candidates
+        # progress: one step per evaluation of the flipped model (each k of each curve, each
+        # layer of the per-layer table, each k of each protection budget)
+        ctx.progress.start(
+            len(ks) * (2 + self.random_seeds + len(self.budgets)) + 2 * len(c_dnl.order),
+            "bit flips",
+        )
+
+        def damage(m: nn.Module) -> float:
+            value = measure(m)
+            ctx.progress.advance()
+            return value
+
         curves: dict[str, list[float]] = {}
         curves["DNL"] = ar_curve(module, select_flips(c_dnl, self.max_k), damage, ks)
         curves["1P-DNL"] = ar_curve(module, select_flips(c_1p, self.max_k), damage, ks)
@@ -183,7 +199,8 @@ class BitflipCheck(Check):
                         f"{tag}_{'ar' if label == 'AR' else 'disruption'}_{k}",
                         curves[key][k - 1],
                         unit,
-                        description=f"{label} after the top-{k} {key} sign flips",
+                        description=f"{_LABELS.get(label, label)} after the top-{k} {key} "
+                        "sign flips",
                         higher_is_better=False,
                         settings={"k": k, "score": key},
                     )
@@ -198,7 +215,8 @@ class BitflipCheck(Check):
                 ci=Interval(
                     lo_ci, hi_ci, level=0.68, method=f"mean ± 1 sd over {self.random_seeds} seeds"
                 ),
-                description=f"{label} after {self.max_k} random sign flips (baseline)",
+                description=f"{_LABELS.get(label, label)} after {self.max_k} random sign "
+                "flips (baseline)",
             )
         )
         if label != "AR":
@@ -248,8 +266,8 @@ class BitflipCheck(Check):
                 )
             )
         res.summary = (
-            f"{label}({self.max_k}): DNL {curves['DNL'][-1]:.1f}%, 1P-DNL {worst:.1f}%, "
-            f"random {curves['random (mean)'][-1]:.1f}%"
+            f"{_LABELS.get(label, label)}({self.max_k}): DNL {curves['DNL'][-1]:.1f}%, "
+            f"1P-DNL {worst:.1f}%, random {curves['random (mean)'][-1]:.1f}%"
         )
         if self.protect_out is not None:
             ps = protect_set(c_1p, self.protect_budget)

@@ -39,6 +39,23 @@ BUILTIN_CHECKS: tuple[CheckInfo, ...] = (
         needs_data=True,
     ),
     CheckInfo(
+        "certify",
+        "Certified robustness",
+        "edgeproof.checks.certify:CertifyCheck",
+        needs_data=True,
+        needs_gradients=True,
+        needs_architecture=True,
+    ),
+    CheckInfo(
+        "property",
+        "Decision stability along transforms",
+        "edgeproof.checks.property:PropertyCheck",
+        needs_data=True,
+        needs_gradients=True,
+        needs_architecture=True,
+        default=False,  # the transforms are the user's claim (and BaB costs seconds per sample)
+    ),
+    CheckInfo(
         "corruption",
         "Corruption robustness",
         "edgeproof.checks.corruption:CorruptionCheck",

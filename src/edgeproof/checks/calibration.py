@@ -20,7 +20,10 @@ Measures (all on the top-label confidence ``conf = max_k softmax(z)_k`` unless s
   ``[log 0.05, log 20]``. ``T > 1`` means the model was over-confident. ECE and NLL *after* scaling
   are cross-fitted (each half of a seeded split is scored with the T fitted on the other half) so
   they are not flattered by fitting and scoring on the same records; the reported ``temperature``
-  itself is fitted on all records (the value to deploy).
+  itself is fitted on all records (the value to deploy). When the model ranks the true class
+  first on every record (:func:`separated`), the NLL falls monotonically as ``T → 0`` and the
+  fit stops at the lower bound by construction: the temperature is undetermined by the data, and
+  the check says so (an info finding) instead of warning about degenerate logits.
 
 ECE, NLL and Brier carry percentile-bootstrap intervals (seeded from the audit seed, 200 resamples
 by default). A fit that returns its input (T = 1 on a miscalibrated model) would be a bug (cf.
@@ -52,6 +55,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_temperature",
     "negative_log_likelihood",
+    "separated",
 ]
 
 T_BOUNDS = (0.05, 20.0)
@@ -149,12 +153,30 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         lp = log_softmax(z / np.exp(log_t), axis=1)
         return float(-lp[rows, y].mean())
 
+    if separated(z, y):
+        # the NLL is strictly increasing in T (see separated): the lower bound is the minimiser,
+        # even where the NLL has underflowed to 0 near it and Brent cannot tell points apart
+        return float(T_BOUNDS[0])
     lo, hi = np.log(T_BOUNDS[0]), np.log(T_BOUNDS[1])
     res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
-    # perfectly separated records: the NLL falls all the way to the lower bound, and so flatly
-    # that Brent stops anywhere near it; the bound itself is the minimiser, deterministically
+    # a minimum at either bound (Brent never evaluates the bounds themselves)
     best = min((float(res.x), lo, hi), key=nll)
     return float(np.exp(best))
+
+
+def separated(logits: np.ndarray, y: np.ndarray) -> bool:
+    """True when every record's true class has the strictly largest logit (every record is
+    right, with no tie): then the NLL of ``softmax(z / T)`` is strictly increasing in ``T`` and
+    has no finite minimiser, so :func:`fit_temperature` returns its lower bound whatever the
+    logits; the temperature is undetermined by such data. False for no records."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.shape[0] == 0:
+        return False
+    rows = np.arange(z.shape[0])
+    true = z[rows, y]
+    others = z.copy()
+    others[rows, y] = -np.inf
+    return bool((true > others.max(axis=1)).all())
 
 
 class CalibrationCheck(Check):
@@ -246,6 +268,7 @@ class CalibrationCheck(Check):
 
         temperature = fit_temperature(logits, y)
         ece_ts, nll_ts, fold_t = self._cross_fitted(logits, y, ctx.seed)
+        separable = separated(logits, y)
 
         bin_desc = (
             f"{m} equal-width bins, right-closed (lo, hi], edges numpy.linspace(0, 1, {m + 1}); "
@@ -316,7 +339,11 @@ class CalibrationCheck(Check):
                 description="temperature T minimising NLL of softmax(z/T) on all records "
                 "(T > 1: the model is over-confident)",
                 higher_is_better=None,
-                settings={"bounds": list(T_BOUNDS), "optimiser": "scipy bounded Brent on log T"},
+                settings={
+                    "bounds": list(T_BOUNDS),
+                    "optimiser": "scipy bounded Brent on log T",
+                    "determined": not separable,
+                },
             ),
             Metric(
                 "ece_after_temperature",
@@ -355,7 +382,9 @@ class CalibrationCheck(Check):
             )
         )
         res.figures.append(self._diagram(stats, ece))
-        res.findings += self._findings(ece, ece_ci.low, mean_conf, acc, temperature, ece_ts, n)
+        res.findings += self._findings(
+            ece, ece_ci.low, mean_conf, acc, temperature, ece_ts, n, separable
+        )
         res.summary = (
             f"ECE {ece:.3f} [{ece_ci.low:.3f}, {ece_ci.high:.3f}], NLL {nll_i.mean():.3f}; "
             f"temperature {temperature:.2f} brings ECE to {ece_ts:.3f} (cross-fitted)"
@@ -402,6 +431,7 @@ class CalibrationCheck(Check):
         temperature: float,
         ece_ts: float,
         n: int,
+        separable: bool = False,
     ) -> list[Finding]:
         out: list[Finding] = []
         direction = "over" if mean_conf > acc else "under"
@@ -435,7 +465,21 @@ class CalibrationCheck(Check):
                 )
             )
         lo, hi = T_BOUNDS
-        if temperature <= lo * 1.001 or temperature >= hi * 0.999:
+        if separable:
+            # every record's true class has the largest logit: each record's NLL
+            # log(1 + Σ_k≠y exp((z_k − z_y)/T)) falls as T falls, so the minimiser is T → 0 and
+            # the fit stops at the lower bound by construction; nothing is wrong with the model
+            out.append(
+                Finding(
+                    "info",
+                    f"the temperature is undetermined on this data: the model ranks the true "
+                    f"class first on all {n} records, so the NLL keeps falling as T → 0 and the "
+                    f"fit stops at the search bound {lo}; do not deploy that T (keep T = 1), "
+                    "or fit it on held-out data on which the model makes mistakes",
+                    evidence,
+                )
+            )
+        elif temperature <= lo * 1.001 or temperature >= hi * 0.999:
             out.append(
                 Finding(
                     "warning",

@@ -25,6 +25,8 @@ Findings, with the rules used:
 
 Budget: every Lanczos run and every CG solve takes at most ``iterations`` Hessian-vector products,
 the trace at most ``probes`` probes, TIC at most ``tic_probes`` probes (each a CG solve).
+``parts`` chooses which diagnostics run at all (the top eigenvalues always do): the compression
+ledger re-audits every candidate with ``parts=("collapse",)`` (λ₁ and NC1 only).
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ from edgeproof.methods.hessian import (
 from edgeproof.methods.tic import GradientConflict, TICEstimate, gradient_conflict, tic
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
-__all__ = ["GeneralizationCheck"]
+__all__ = ["PARTS", "GeneralizationCheck"]
+
+#: the diagnostics beside the top Hessian eigenvalues (which always run)
+PARTS: tuple[str, ...] = ("trace", "density", "tic", "collapse", "conflict")
 
 #: relative weight change used to express λ₁ as a loss increase
 _PERTURBATION = 0.01
@@ -81,6 +86,9 @@ class GeneralizationCheck(Check):
         damping: TIC's λ ≥ 0, or ``None`` for the automatic shift (module docstring).
         level: confidence level of the intervals (0.95).
         batch_size: samples per forward/backward pass (default 256: one batch, graph kept).
+        parts: the diagnostics to run beside the top eigenvalues, of :data:`PARTS` (default
+            all): ``trace``, ``density`` (SLQ; also run for TIC's automatic damping), ``tic``,
+            ``collapse``, ``conflict``.
     """
 
     name = "generalization"
@@ -106,6 +114,7 @@ class GeneralizationCheck(Check):
         damping: float | None = None,
         level: float = 0.95,
         batch_size: int = 256,
+        parts: tuple[str, ...] | list[str] = PARTS,
     ) -> None:
         super().__init__(
             max_samples=max_samples,
@@ -118,7 +127,14 @@ class GeneralizationCheck(Check):
             damping=damping,
             level=level,
             batch_size=batch_size,
+            parts=list(parts),
         )
+        unknown = [p for p in parts if p not in PARTS]
+        if unknown:
+            raise OptionError(
+                "parts", f"unknown diagnostics {unknown}", f"use some of {', '.join(PARTS)}"
+            )
+        self.parts = tuple(parts)
         if max_samples is not None and max_samples < 1:
             raise OptionError(
                 "max_samples", f"{max_samples} is too few", "use >= 2, or None for all records"
@@ -171,89 +187,123 @@ class GeneralizationCheck(Check):
             top = top_eigenvalues(
                 op, self.top_k, tol=self.eig_tol, max_iter=self.iterations, seed=ctx.seed
             )
-            trace = hutchinson_trace(
-                op,
-                tol=self.tol,
-                min_probes=min(10, self.probes),
-                max_probes=self.probes,
-                level=self.level,
-                seed=ctx.seed + 1,
-                deflate=top.vectors,
+            trace = (
+                hutchinson_trace(
+                    op,
+                    tol=self.tol,
+                    min_probes=min(10, self.probes),
+                    max_probes=self.probes,
+                    level=self.level,
+                    seed=ctx.seed + 1,
+                    deflate=top.vectors,
+                )
+                if "trace" in self.parts
+                else None
             )
-            density = slq_density(op, iterations=self.iterations, runs=1, seed=ctx.seed + 2)
+            need_density = "density" in self.parts or ("tic" in self.parts and self.damping is None)
+            density = (
+                slq_density(op, iterations=self.iterations, runs=1, seed=ctx.seed + 2)
+                if need_density
+                else None
+            )
             theta_norm = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in op.params))
             loss, n_params, products = op.loss, op.size, op.products
         lam1 = float(top.values[0])
-        theta_min, r_min = _bottom_ritz(density)
+        theta_min, r_min = _bottom_ritz(density) if density is not None else (math.nan, math.nan)
         damping = (
             self.damping
             if self.damping is not None
             else max(0.0, r_min - theta_min) + 0.01 * max(lam1, 0.0)
+            if density is not None
+            else None
         )
-        tic_est = tic(
-            module,
-            x,
-            y,
-            damping=damping,
-            batch_size=self.batch_size,
-            tol=self.tol,
-            min_probes=min(5, self.tic_probes),
-            max_probes=self.tic_probes,
-            cg_max_iter=self.iterations,
-            level=self.level,
-            seed=ctx.seed + 3,
+        tic_est = None
+        if "tic" in self.parts and damping is not None:
+            tic_est = tic(
+                module,
+                x,
+                y,
+                damping=damping,
+                batch_size=self.batch_size,
+                tol=self.tol,
+                min_probes=min(5, self.tic_probes),
+                max_probes=self.tic_probes,
+                cg_max_iter=self.iterations,
+                level=self.level,
+                seed=ctx.seed + 3,
+            )
+        conflict = (
+            gradient_conflict(module, x, y, batch_size=self.batch_size)
+            if "conflict" in self.parts
+            else None
         )
-        conflict = gradient_conflict(module, x, y, batch_size=self.batch_size)
         collapse: Collapse | None = None
         collapse_error = ""
-        try:
-            feats = penultimate(module, x, batch_size=self.batch_size)
-            collapse = neural_collapse(
-                feats.features, y.numpy(), weight=feats.weight, predictions=feats.logits.argmax(1)
-            )
-        except SpecError as e:
-            collapse_error = str(e)
+        if "collapse" in self.parts:
+            try:
+                feats = penultimate(module, x, batch_size=self.batch_size)
+                collapse = neural_collapse(
+                    feats.features,
+                    y.numpy(),
+                    weight=feats.weight,
+                    predictions=feats.logits.argmax(1),
+                )
+            except SpecError as e:
+                collapse_error = str(e)
 
         res.settings.update(
             samples=int(index.size),
             parameters=n_params,
             loss="mean cross-entropy over the samples, eval mode",
+            parts=["top_eigenvalues", *self.parts],
             damping_used=damping,
             damping_rule="given" if self.damping is not None else "max(0, r - θ_min) + 0.01·λ1",
             hessian_vector_products=products,
-            trace_estimator=f"Hutchinson (Rademacher), deflated by the top {top.values.size} "
+            trace_estimator=None
+            if trace is None
+            else f"Hutchinson (Rademacher), deflated by the top {top.values.size} "
             "Ritz vectors, Student-t interval",
-            density="SLQ, 1 run, σ² = 1e-5·max(1, λmax − λmin) (PyHessian density_plot)",
+            density=None
+            if density is None
+            else "SLQ, 1 run, σ² = 1e-5·max(1, λmax − λmin) (PyHessian density_plot)",
         )
-        names = [data.classes[c] if c < len(data.classes) else str(c) for c in conflict.classes]
+        classes = conflict.classes if conflict is not None else list(range(k))
+        names = [data.classes[c] if c < len(data.classes) else str(c) for c in classes]
         res.metrics += self._curvature_metrics(top, trace, theta_min, loss)
         res.metrics += self._collapse_metrics(collapse)
-        res.metrics += self._tic_metrics(tic_est)
-        res.metrics += self._conflict_metrics(conflict)
-        res.tables += [
-            _eigen_table(top),
-            _collapse_table(collapse),
-            _conflict_table(conflict, names),
-        ]
+        if tic_est is not None:
+            res.metrics += self._tic_metrics(tic_est)
+        if conflict is not None:
+            res.metrics += self._conflict_metrics(conflict)
+        res.tables.append(_eigen_table(top))
+        if "collapse" in self.parts:
+            res.tables.append(_collapse_table(collapse))
+        if conflict is not None:
+            res.tables.append(_conflict_table(conflict, names))
         res.findings += self._findings(
             top, theta_min, theta_norm, collapse, collapse_error, tic_est, conflict, names
         )
-        res.figures += [density_figure(density, top), conflict_figure(conflict, names)]
-        nc1_text = f"NC1 {collapse.nc1:.3g}" if collapse is not None else "NC1 n/a"
-        res.summary = (
-            f"λ₁ {lam1:.4g}, trace {trace.value:.4g} "
-            f"[{trace.ci.low:.4g}, {trace.ci.high:.4g}], {nc1_text}, "
-            f"TIC {tic_est.tic:.3g} nats ({index.size} samples)"
-        )
+        if density is not None:
+            res.figures.append(density_figure(density, top))
+        if conflict is not None:
+            res.figures.append(conflict_figure(conflict, names))
+        text = [f"λ₁ {lam1:.4g}"]
+        if trace is not None:
+            text.append(f"trace {trace.value:.4g} [{trace.ci.low:.4g}, {trace.ci.high:.4g}]")
+        if "collapse" in self.parts:
+            text.append(f"NC1 {collapse.nc1:.3g}" if collapse is not None else "NC1 n/a")
+        if tic_est is not None:
+            text.append(f"TIC {tic_est.tic:.3g} nats")
+        res.summary = ", ".join(text) + f" ({index.size} samples)"
         return res
 
     # --------------------------------------------------------------------------------------------
 
     def _curvature_metrics(
-        self, top: Eigenpairs, trace: MeanEstimate, theta_min: float, loss: float
+        self, top: Eigenpairs, trace: MeanEstimate | None, theta_min: float, loss: float
     ) -> list[Metric]:
         lanczos = {"tol": top.tol, "iterations": top.iterations, "converged": top.converged}
-        return [
+        out = [
             Metric(
                 "top_eigenvalue",
                 float(top.values[0]),
@@ -264,7 +314,9 @@ class GeneralizationCheck(Check):
                 higher_is_better=False,
                 settings={**lanczos, "residual": float(top.residuals[0])},
             ),
-            Metric(
+            None
+            if trace is None
+            else Metric(
                 "hessian_trace",
                 trace.value,
                 _CURVATURE_UNIT,
@@ -278,7 +330,9 @@ class GeneralizationCheck(Check):
                     "converged": trace.converged,
                 },
             ),
-            Metric(
+            None
+            if math.isnan(theta_min)
+            else Metric(
                 "min_ritz_value",
                 theta_min,
                 _CURVATURE_UNIT,
@@ -293,6 +347,7 @@ class GeneralizationCheck(Check):
                 higher_is_better=False,
             ),
         ]
+        return [m for m in out if m is not None]
 
     def _collapse_metrics(self, c: Collapse | None) -> list[Metric]:
         if c is None:
@@ -410,8 +465,8 @@ class GeneralizationCheck(Check):
         theta_norm: float,
         collapse: Collapse | None,
         collapse_error: str,
-        t: TICEstimate,
-        g: GradientConflict,
+        t: TICEstimate | None,
+        g: GradientConflict | None,
         names: list[str],
     ) -> list[Finding]:
         out: list[Finding] = []
@@ -447,8 +502,10 @@ class GeneralizationCheck(Check):
                     {"min_ritz_value": theta_min, "top_eigenvalue": lam1},
                 )
             )
-        if collapse is None:
+        if collapse is None and collapse_error:
             out.append(Finding("info", f"neural collapse not measured: {collapse_error}"))
+        elif collapse is None:
+            pass
         elif math.isfinite(collapse.nc1) and collapse.nc1 >= 1.0:
             out.append(
                 Finding(
@@ -471,7 +528,9 @@ class GeneralizationCheck(Check):
                     {"nc1": collapse.nc1, "nc4_ncc_mismatch": collapse.nc4_mismatch},
                 )
             )
-        if not t.positive_definite:
+        if t is None:
+            pass
+        elif not t.positive_definite:
             out.append(
                 Finding(
                     "warning",
@@ -498,7 +557,7 @@ class GeneralizationCheck(Check):
                     {"tic": t.tic, "damping": t.damping, "method": t.method},
                 )
             )
-        if len(g.classes) >= 3:
+        if g is not None and len(g.classes) >= 3:
             worst = [p for p in g.most_conflicting(3) if p[2] < _CONFLICT_COSINE]
             if worst:
                 pos = {c: i for i, c in enumerate(g.classes)}

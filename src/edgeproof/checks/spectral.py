@@ -155,10 +155,11 @@ class SpectralCheck(Check):
             names = [s.name for s in analysis.layers if flag in s.flags]
             if names:
                 t = cfg.over_trained_alpha if flag == "over-trained" else cfg.under_trained_alpha
+                labels = [_layer_label(s) for s in analysis.layers if flag in s.flags]
                 res.findings.append(
                     Finding(
                         sev,  # type: ignore[arg-type]
-                        f"{len(names)} layer(s) {text.format(t=t)}: {', '.join(names[:8])}"
+                        f"{len(names)} layer(s) {text.format(t=t)}: {', '.join(labels[:8])}"
                         + (" …" if len(names) > 8 else ""),
                         {"layers": names},
                     )
@@ -209,12 +210,13 @@ def _f(v: float, nd: int = 4) -> float | None:
 def _layer_table(layers: list[LayerSpectrum]) -> Table:
     cols = [
         "layer",
+        "flags",
+        "alpha",
         "kind",
         "N",
         "M",
         "rf",
         "evals",
-        "alpha",
         "sigma_alpha",
         "D",
         "xmin",
@@ -227,20 +229,20 @@ def _layer_table(layers: list[LayerSpectrum]) -> Table:
         "mp_lambda_plus",
         "mp_spikes",
         "mp_softrank",
-        "flags",
     ]
     rows: list[list[Any]] = []
     for s in layers:
         fit, mp = s.fit, s.mp
         rows.append(
             [
-                s.name,
+                _layer_name(s),
+                ", ".join(s.flags),
+                _f(fit.alpha) if fit else None,
                 s.kind,
                 s.n,
                 s.m,
                 s.rf,
                 s.num_evals,
-                _f(fit.alpha) if fit else None,
                 _f(fit.sigma) if fit else None,
                 _f(fit.D) if fit else None,
                 _f(fit.xmin, 6) if fit else None,
@@ -253,7 +255,6 @@ def _layer_table(layers: list[LayerSpectrum]) -> Table:
                 _f(mp.lambda_plus, 6) if mp else None,
                 mp.num_spikes if mp else None,
                 _f(mp.mp_softrank) if mp else None,
-                ", ".join(s.flags),
             ]
         )
     return Table(
@@ -261,15 +262,26 @@ def _layer_table(layers: list[LayerSpectrum]) -> Table:
         "Per-layer spectral metrics",
         cols,
         rows,
-        "mp_* in units of λ/N; α by Clauset–Shalizi–Newman with WeightWatcher's xmin search",
+        "flags: over-trained (α below the check's over_trained_alpha, default 2), "
+        "under-trained (α above under_trained_alpha, default 6), poor fit, too few eigenvalues "
+        "or fit failed; N × M: each slice of the weight matrix (N ≥ M), rf: the number of "
+        "slices (a convolution's kernel positions), evals: eigenvalues of the ESD; alpha ± "
+        "sigma_alpha, D (Kolmogorov–Smirnov distance) and xmin: the power-law fit of the ESD "
+        "tail by Clauset–Shalizi–Newman with WeightWatcher's xmin search; mp_*: the "
+        "Marchenko–Pastur fit, in units of λ/N",
     )
 
 
 def _layer_label(s: LayerSpectrum) -> str:
     """A layer's name for people: its module path (the parameter's name when the path is a bare
     index of a ``Sequential``, ``1`` → ``1.weight``) and its kind, ``features.0 (conv2d)``."""
+    return f"{_layer_name(s)} ({s.kind})"
+
+
+def _layer_name(s: LayerSpectrum) -> str:
+    """The module path, or the parameter's name when the path is a bare ``Sequential`` index."""
     bare = all(part.isdigit() for part in s.name.split("."))
-    return f"{s.tensor if bare and s.tensor else s.name} ({s.kind})"
+    return s.tensor if bare and s.tensor else s.name
 
 
 def _alpha_figure(analysis: SpectralAnalysis) -> Figure:

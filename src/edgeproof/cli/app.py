@@ -22,12 +22,16 @@ __all__ = ["COMMAND_MODULES", "Parser", "build_parser", "formatter", "main"]
 #: the command modules, in ``--help`` order
 COMMAND_MODULES: tuple[str, ...] = (
     "audit",
+    "certify",
     "demo",
     "checks",
     "train",
     "compress",
     "protect",
     "integrity",
+    "scan",
+    "population",
+    "explain",
 )
 
 
@@ -56,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
               edgeproof demo
               edgeproof audit model.safetensors --arch zoo:resnet20 --data val.npz --out runs/a
               edgeproof audit weights.safetensors            # data-free checks only
+              edgeproof scan models/ --out runs/scan         # backdoor scan of a folder
+              edgeproof certify model.safetensors --data val.npz --eps 0.01
 
             exit codes: 0 ok, 1 policy/verification failed, 2 bad input (also: a check
             refused its input; the report is still written), 3 internal error"""),
@@ -81,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(args.debug)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # a reader gone by now is a BrokenPipeError here, not at exit
         return code
     except EdgeproofError as exc:
         if debug:

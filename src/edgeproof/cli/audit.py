@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument(
         "--checks",
-        help="comma-separated check names (default: all applicable; see `edgeproof checks`)",
+        help="comma-separated check names (default: all applicable, except those `edgeproof "
+        "checks` marks as only with --checks)",
     )
     options.add_output(a, default="runs/audit", help="output folder (default runs/audit)")
     a.add_argument("--policy", help="TOML file of metric thresholds; exit 1 if any fails")
@@ -61,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     options.add_threads(a, default="1, or all cores for the checks that gain from them")
     options.add_quiet(a)
+    options.add_json(a, what="the report (report.json)")
     options.add_spec(a)
     a.set_defaults(handler=run)
 
@@ -105,9 +107,12 @@ def run(args: argparse.Namespace) -> int:
     if policy is not None:
         report.policy = policy.apply(report)
     files = write_report(report, args.out)
+    console = options.summary_console(args)
     if not args.quiet:
-        print_summary(report)
-    print(f"report: {files.html}")
+        print_summary(report, console)
+    console.print(f"report: {files.html}", highlight=False, soft_wrap=True)
+    if args.json:
+        options.emit_file(files.json)
     code = check_errors_exit(report)
     if report.policy is not None and not report.policy.passed:
         failed = [r.message for r in report.policy.rules if not r.passed]

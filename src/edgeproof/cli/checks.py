@@ -24,5 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     for name in available_checks():
         info = check_info(name)
-        print(f"{name:14s} {info.title}  (needs: {', '.join(info.needs) or 'weights only'})")
+        needs = ", ".join(info.needs) or "weights only"
+        asked = "" if info.default else "; only with --checks"
+        print(f"{name:14s} {info.title}  (needs: {needs}{asked})")
     return 0

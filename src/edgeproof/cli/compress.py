@@ -12,8 +12,13 @@ import argparse
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.text import Text
 
 from edgeproof.cli import options
 from edgeproof.cli.app import formatter
@@ -21,21 +26,23 @@ from edgeproof.errors import OptionError
 
 if TYPE_CHECKING:
     from edgeproof.compress.api import CompressionResult
+    from edgeproof.compress.search import Progress
 
 __all__ = ["parse_drop", "parse_size", "register", "run", "trust_errors_exit"]
 
 
-def parse_drop(text: str) -> float:
-    """``"1%"`` → 0.01, ``"0.5%"`` → 0.005, ``"0.02"`` → 0.02 (absolute accuracy drop)."""
+def parse_drop(text: str, name: str = "max_drop") -> float:
+    """``"1%"`` → 0.01, ``"0.5%"`` → 0.005, ``"0.02"`` → 0.02 (absolute accuracy drop); errors
+    name the library parameter ``name``."""
     t = text.strip()
     try:
         value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
     except ValueError:
         raise OptionError(
-            "max_drop", f"{text!r} is not a number or percentage", "use e.g. 1% or 0.01"
+            name, f"{text!r} is not a number or percentage", "use e.g. 1% or 0.01"
         ) from None
     if not 0.0 <= value <= 1.0:
-        raise OptionError("max_drop", f"{text!r} is outside [0%, 100%]", "use e.g. 1%")
+        raise OptionError(name, f"{text!r} is outside [0%, 100%]", "use e.g. 1%")
     return value
 
 
@@ -87,6 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluation data (default: the part of --data not used to calibrate)",
     )
     p.add_argument("--max-drop", default=None, help="largest accuracy drop allowed, e.g. 1%%")
+    p.add_argument(
+        "--max-class-drop",
+        default=None,
+        help="largest drop of any one class's accuracy, e.g. 3%% (default 3x --max-drop, "
+        "or 5%% without one)",
+    )
     p.add_argument("--max-size", default=None, help="largest ONNX size, e.g. 200KB")
     p.add_argument(
         "--time-budget",
@@ -108,6 +121,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="early-exit rule: max-softmax >= tau, or entropy <= T (default max-softmax)",
     )
     options.add_output(p, default=None, help="output folder")
+    options.add_quiet(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the compress report (report.json) to stdout; progress goes to stderr",
+    )
     options.add_spec(p)
     p.set_defaults(handler=run)
 
@@ -116,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from edgeproof.compress.api import ARTEFACT_FILES, compress, compress_graph, write_artefacts
     from edgeproof.compress.earlyexit import EarlyExitConfig
     from edgeproof.compress.search import Budget
+    from edgeproof.compress.terminal import print_summary
     from edgeproof.errors import param
     from edgeproof.outputs import Output
     from edgeproof.runner import resolve_threat
@@ -129,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
         max_drop=None if args.max_drop is None else parse_drop(args.max_drop),
         max_size=None if args.max_size is None else parse_size(args.max_size),
         time_budget_s=float(args.time_budget),
+        max_class_drop=None
+        if args.max_class_drop is None
+        else parse_drop(args.max_class_drop, "max_class_drop"),
     )
     loaded = options.load_model_arg(args)
     graph = loaded.module is None and loaded.session is not None and loaded.path is not None
@@ -150,30 +173,30 @@ def run(args: argparse.Namespace) -> int:
     held_out = evaluation if evaluation is not None else data
     threat = resolve_threat(loaded, held_out, **options.spec_kwargs(args))
     t0 = time.perf_counter()
-    common: dict[str, Any] = dict(
-        evaluation=evaluation,
-        budget=budget,
-        threat=threat,
-        threads=args.threads or 1,
-        seed=args.seed,
-        log=print,
-    )
-    if graph:
-        assert loaded.path is not None
-        result = compress_graph(loaded.path.read_bytes(), threat.input, data, **common)
-    else:
-        assert loaded.module is not None
-        early_exit = None
-        if args.early_exit:
-            early_exit = EarlyExitConfig(criterion=args.exit_criterion.replace("-", "_"))
-        result = compress(
-            loaded.module,
-            threat.input,
-            data,
-            early_exit=early_exit,
-            arch=loaded.arch,
-            **common,
+    console = Console(stderr=args.json, highlight=False)
+    if not console.is_terminal:  # a log file or a pipe: wide enough for the ledger table
+        console = Console(stderr=args.json, highlight=False, width=140)
+    with _progress(not args.quiet, console) as (progress, say):
+        common: dict[str, Any] = dict(
+            evaluation=evaluation,
+            budget=budget,
+            threat=threat,
+            threads=args.threads or 1,
+            seed=args.seed,
+            log=say,
+            progress=progress,
         )
+        if graph:
+            assert loaded.path is not None
+            result = compress_graph(loaded.path.read_bytes(), threat.input, data, **common)
+        else:
+            assert loaded.module is not None
+            early_exit = None
+            if args.early_exit:
+                early_exit = EarlyExitConfig(criterion=args.exit_criterion.replace("-", "_"))
+            result = compress(
+                loaded.module, threat.input, data, early_exit=early_exit, arch=loaded.arch, **common
+            )
     write_artefacts(
         result,
         args.out,
@@ -182,9 +205,51 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         duration_s=time.perf_counter() - t0,
     )
-    print(result.selection.message)
-    print(f"wrote {Path(args.out) / 'model.onnx'} and the ledger in {args.out}")
+    if args.json:
+        sys.stdout.write((Path(args.out) / "report.json").read_text() + "\n")
+    elif not args.quiet:
+        print_summary(result, console)
+    else:
+        print(result.selection.message)
+    console.print(Text(f"wrote {Path(args.out) / 'model.onnx'} and the ledger in {args.out}"))
     return trust_errors_exit(result)
+
+
+@contextmanager
+def _progress(
+    enabled: bool, console: Console
+) -> Iterator[tuple[Progress | None, Callable[[str], None]]]:
+    """A rich progress bar over the candidates (the current one and its stage: build, measure,
+    re-audit) and a log that prints each candidate's line above it."""
+
+    def say(line: str) -> None:
+        console.print(Text(line))
+
+    if not enabled:
+        yield None, say
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    with Bar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("compress", total=None)
+
+        def on_stage(name: str, stage: str, index: int, total: int) -> None:
+            finished = stage in ("done", "skipped")
+            text = f"candidate {index + 1}/{total} {name}: {stage}"
+            bar.update(task, total=total, completed=index + finished, description=text)
+
+        def log(line: str) -> None:
+            bar.console.print(Text(line))
+
+        yield on_stage, log
 
 
 def trust_errors_exit(result: CompressionResult) -> int:

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_seed(d, help="audit seed")
     options.add_threads(d, default="1, or all cores for the checks that gain from them")
     options.add_quiet(d)
+    options.add_json(d, what="the report (report.json)")
     d.set_defaults(handler=run)
 
 
@@ -34,9 +35,12 @@ def run(args: argparse.Namespace) -> int:
 
     options.check_outputs([options.report_folder(args.out)], [])
     result = run_demo(args.out, progress=not args.quiet, seed=args.seed, threads=args.threads)
+    console = options.summary_console(args)
     if not args.quiet:
-        print_summary(result.report)
+        print_summary(result.report, console)
     how = "cached" if result.cached else f"trained in {result.train_seconds:.1f} s"
-    print(f"model: {result.model_path} ({how})")
-    print(f"report: {result.files.html}")
+    console.print(f"model: {result.model_path} ({how})", highlight=False, soft_wrap=True)
+    console.print(f"report: {result.files.html}", highlight=False, soft_wrap=True)
+    if args.json:
+        options.emit_file(result.files.json)
     return check_errors_exit(result.report)

@@ -56,6 +56,7 @@ FLAGS: dict[str, str] = {
     "lr": "--lr",
     # compress
     "max_drop": "--max-drop",
+    "max_class_drop": "--max-class-drop",
     "max_size": "--max-size",
     "time_budget_s": "--time-budget",
     "early_exit": "--early-exit",
@@ -68,6 +69,25 @@ FLAGS: dict[str, str] = {
     "key": "--key",
     "public_key": "--pub",
     "item": "--item",
+    # scan
+    "jobs": "--jobs",
+    "detectors": "--detectors",
+    "threshold_overrides": "--threshold",
+    "thresholds": "--thresholds",
+    "freeeagle_steps": "--freeeagle-steps",
+    "nc_epochs": "--nc-epochs",
+    # make-population
+    "clean_per_arch": "--clean",
+    "backdoored_per_arch": "--backdoored",
+    "archs": "--archs",
+    "families": "--families",
+    "poison_rate": "--poison-rate",
+    # explain
+    "methods": "--methods",
+    "target": "--target",
+    "n_steps": "--n-steps",
+    "tolerance": "--tolerance",
+    "samples": "--samples",
 }
 
 

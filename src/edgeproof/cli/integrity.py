@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="allow sealing paths outside the seal's folder (stored as ../ paths)",
     )
     options.add_threads(p, default="all cores")
+    options.add_json(p, what="the seal (the file written to --out)")
     p.set_defaults(handler=_seal)
 
     p = sub.add_parser(
@@ -134,10 +135,16 @@ def _seal(args: argparse.Namespace) -> int:
         allow_outside=args.allow_outside,
     )
     seal.write(out)
+    log = sys.stderr if args.json else sys.stdout
     for h in seal.headers:
-        print(f"sealed {h.kind:<7} {h.path} ({h.format}, {h.leaves} leaves) root {h.root.hex()}")
+        print(
+            f"sealed {h.kind:<7} {h.path} ({h.format}, {h.leaves} leaves) root {h.root.hex()}",
+            file=log,
+        )
     signed = f", signed by {seal.signature.fingerprint}" if seal.signature else ", unsigned"
-    print(f"seal root {seal.root.hex()}{signed} -> {out}")
+    print(f"seal root {seal.root.hex()}{signed} -> {out}", file=log)
+    if args.json:
+        options.emit_file(out)
     return 0
 
 

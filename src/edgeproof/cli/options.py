@@ -9,7 +9,9 @@ option, exit 2, before any work is done.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeproof.errors import OptionError
@@ -334,6 +336,33 @@ def add_output(
     p: argparse.ArgumentParser, *, default: str | None, help: str, metavar: str | None = None
 ) -> None:
     p.add_argument("--out", default=default, required=default is None, help=help, metavar=metavar)
+
+
+def add_json(p: argparse.ArgumentParser, *, what: str) -> None:
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help=f"print {what} as JSON to stdout (progress and the summary go to stderr)",
+    )
+
+
+def summary_console(args: argparse.Namespace) -> Any:
+    """The rich console for a command's summary: stderr when ``--json`` keeps stdout for the
+    JSON, stdout otherwise."""
+    from rich.console import Console
+
+    return Console(stderr=bool(getattr(args, "json", False)))
+
+
+def emit_file(path: str | Path) -> None:
+    """Copy a file this command wrote (report.json, a seal) to stdout, as written.
+
+    A reader that closes the pipe early (``| head``) ends the command quietly: the
+    BrokenPipeError reaches :func:`edgeproof.cli.app.main`, which exits 0 without a traceback.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:

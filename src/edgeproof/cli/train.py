@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeproof.cli import options
 from edgeproof.cli.app import formatter
 from edgeproof.errors import OptionError
 from edgeproof.models.catalog import ZOO_DESCRIPTIONS
+
+if TYPE_CHECKING:
+    from edgeproof.models.train import EpochStats
 
 __all__ = ["register", "run"]
 
@@ -51,7 +57,48 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--lr", type=options.positive_float, default=1e-3, help="Adam learning rate (default 1e-3)"
     )
     options.add_threads(t, default="1 (small models train fastest on one thread)")
+    t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     t.set_defaults(handler=run)
+
+
+@contextmanager
+def epoch_progress(enabled: bool, epochs: int) -> Iterator[Callable[[EpochStats], None] | None]:
+    """A rich bar over the epochs (on stderr) and one line per finished epoch: loss, running
+    training accuracy, seconds. ``None`` (no reporting) when not ``enabled``."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("train", total=epochs, last="")
+
+        def report(s: EpochStats) -> None:
+            line = f"loss {s.loss:.4f} · train acc {s.accuracy:.2%}"
+            bar.console.print(
+                f"epoch {s.epoch:>{len(str(s.epochs))}}/{s.epochs}  {line}  ({s.seconds:.1f} s)",
+                highlight=False,
+            )
+            bar.update(task, completed=s.epoch, last=line)
+
+        yield report
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError("out", f"{out} must end in .safetensors", "e.g. model.safetensors")
     options.check_outputs([out, out.with_suffix(".json")], [args.data])
     data = options.load_data_arg(args, args.data)
-    with torch_threads(args.threads or 1):
+    with torch_threads(args.threads or 1), epoch_progress(not args.quiet, args.epochs) as report:
         trained = train_and_save(
             args.arch,
             data,
@@ -73,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             batch_size=args.batch_size,
             lr=args.lr,
+            on_epoch=report,
         )
     path = trained.path
     print(

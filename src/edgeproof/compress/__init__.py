@@ -10,7 +10,8 @@ it through the audit's own runner at the threat model's largest ε, and selects 
 
 Layout: ``steps`` (Step, Chain, Built), ``recipes`` (the steps, the default search), ``context``
 (shared caches), ``artefacts`` (graph, cascade), ``measure``, ``reaudit``, ``ledger`` (rows,
-selection, table, figure), ``search``, ``api``; the methods: ``calibrate``, ``weights``,
+table, figure), ``selection`` (the budget, with confidence), ``search``, ``api``; the methods:
+``calibrate``, ``weights``,
 ``folding``, ``simulate``, ``onnx_export``, ``qdq``, ``quantize``, ``prune``, ``lowrank``,
 ``mixed/``, ``earlyexit/``.
 """
@@ -27,7 +28,7 @@ from edgeproof.compress.earlyexit import (
     build_early_exit,
     calibrate_thresholds,
 )
-from edgeproof.compress.ledger import Candidate, Ledger, Selection, SkippedCandidate
+from edgeproof.compress.ledger import Candidate, Ledger, PairedDrop, SkippedCandidate
 from edgeproof.compress.lowrank import factorize_lowrank
 from edgeproof.compress.measure import MeasureSettings, measure
 from edgeproof.compress.mixed import (
@@ -56,6 +57,7 @@ from edgeproof.compress.recipes import (
     default_recipes,
 )
 from edgeproof.compress.search import Budget, search
+from edgeproof.compress.selection import Refusal, Selection, select
 from edgeproof.compress.steps import Built, Chain, Step
 
 __all__ = [
@@ -80,6 +82,7 @@ __all__ = [
     "LowRank",
     "MeasureSettings",
     "MixedPrecision",
+    "PairedDrop",
     "Parity",
     "Prepared",
     "Prune",
@@ -88,6 +91,7 @@ __all__ = [
     "Quantize",
     "QuantizedModel",
     "RangeObserver",
+    "Refusal",
     "RemoveChannels",
     "Selection",
     "SensitivityReport",
@@ -111,5 +115,6 @@ __all__ = [
     "recalibrate_batchnorm",
     "remove_channels",
     "search",
+    "select",
     "write_artefacts",
 ]

@@ -31,17 +31,26 @@ from torch import nn
 
 from edgeproof.atomic import atomic_write_bytes, atomic_write_text
 from edgeproof.compress.earlyexit.build import EarlyExitConfig
-from edgeproof.compress.ledger import Ledger, Selection, summary_metrics
+from edgeproof.compress.ledger import Ledger
 from edgeproof.compress.reaudit import TRUST_CHECKS, TrustCheck
 from edgeproof.compress.recipes import EarlyExit, default_recipes, with_budget_drop
-from edgeproof.compress.search import Budget, resolve_compress_threat, search
+from edgeproof.compress.search import Budget, Progress, resolve_compress_threat, search
+from edgeproof.compress.selection import Selection, select
 from edgeproof.compress.steps import Chain
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import InternalError, OptionError, SpecError, param
-from edgeproof.results import CheckResult, Finding
 from edgeproof.spec import InputSpec, ThreatModel
 
-__all__ = ["ARTEFACT_FILES", "CompressionResult", "compress", "compress_graph", "write_artefacts"]
+__all__ = [
+    "ARTEFACT_FILES",
+    "CompressionResult",
+    "DataPart",
+    "compress",
+    "compress_graph",
+    "compress_report",
+    "data_parts",
+    "write_artefacts",
+]
 
 ARTEFACT_FILES: tuple[str, ...] = (
     "model.onnx",
@@ -51,6 +60,42 @@ ARTEFACT_FILES: tuple[str, ...] = (
     "report.html",
 )
 """The files :func:`write_artefacts` writes into its folder."""
+
+
+@dataclass(frozen=True)
+class DataPart:
+    """One data set of a compression: ``role`` (``calibration`` or ``evaluation``), its summary
+    (:meth:`Dataset.to_json`) and how it was drawn from what the caller gave (``split``)."""
+
+    role: str
+    summary: dict[str, Any]
+    split: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role, **self.summary, "split": self.split}
+
+
+def data_parts(
+    data: Dataset, calib: Dataset, evaluation: Dataset, given: bool
+) -> tuple[DataPart, ...]:
+    """The calibration and evaluation parts, each with a sentence saying how it was split."""
+    k, n = len(calib), len(data)
+    if given:
+        c_split = f"the first {k} of the {n} records of {data.name}"
+        e_split = f"all {len(evaluation)} records of {evaluation.name}, given as the evaluation set"
+    else:
+        c_split = (
+            f"records 0-{k - 1} (the first {k}) of the {n} records of {data.name}: no "
+            "evaluation set was given, so the first min(calib_size, N/2) records calibrate"
+        )
+        e_split = (
+            f"records {k}-{n - 1} (the other {n - k}) of {data.name}; calibration and "
+            "evaluation share no record"
+        )
+    return (
+        DataPart("calibration", calib.to_json(), c_split),
+        DataPart("evaluation", evaluation.to_json(), e_split),
+    )
 
 
 @dataclass
@@ -71,6 +116,8 @@ class CompressionResult:
     spec: InputSpec
     threat: ThreatModel
     arch: str | None = None
+    data: tuple[DataPart, ...] = ()
+    """The calibration and evaluation sets and how they were split (:func:`data_parts`)."""
 
     def choose(self, name: str) -> CompressionResult:
         """This result with candidate ``name`` as the one written (e.g. an early-exit cascade
@@ -92,7 +139,8 @@ class CompressionResult:
             f"{name} chosen by the caller (accuracy {cand.accuracy:.4f} vs baseline "
             f"{base:.4f}, {cand.size_bytes} bytes)"
         )
-        sel = Selection(cand, self.selection.met_budget and cand is self.selection.chosen, msg)
+        met = self.selection.met_budget and cand is self.selection.chosen
+        sel = replace(self.selection, chosen=cand, met_budget=met, message=msg)
         return replace(self, selection=sel, module=art.module, onnx_bytes=art.onnx_bytes)
 
     def errored_checks(self) -> list[tuple[str, TrustCheck]]:
@@ -129,6 +177,7 @@ def compress(
     early_exit: EarlyExitConfig | None = None,
     arch: str | None = None,
     log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> CompressionResult:
     """Search, measure and select: the library form of ``edgeproof compress``.
 
@@ -138,7 +187,8 @@ def compress(
     the evaluation data (ε = 1, 3, 10 % of the domain width), attacked at its largest ε.
     ``recipes``: the chains to try (default :func:`~edgeproof.compress.recipes.default_recipes`);
     ``early_exit`` puts ``Chain(EarlyExit(early_exit))`` first (its ``max_drop`` defaults to the
-    budget's, 1 % without one).
+    budget's, 1 % without one). ``log`` is told one line per candidate, ``progress`` every
+    stage of every candidate (:data:`~edgeproof.compress.search.Progress`).
     """
     budget = budget or Budget()
     if tuple(data.sample_shape) != tuple(spec.shape):
@@ -146,10 +196,12 @@ def compress(
             f"{param('data')}: {data.name} has sample shape {data.sample_shape} but the model "
             f"expects {spec.shape}; pass data shaped like the model input"
         )
+    given = evaluation is not None
     if evaluation is None:
         calib, evaluation = _split(data, calib_size)
     else:
         calib = data.subset(np.arange(min(calib_size, len(data))))
+    parts = data_parts(data, calib, evaluation, given)
     threat = resolve_compress_threat(module, spec, evaluation, threat)
     if threat.input.shape != tuple(spec.shape):
         raise SpecError(
@@ -171,12 +223,14 @@ def compress(
         checks=checks,
         seed=seed,
         log=log,
+        progress=progress,
     )
-    sel = ledger.select(budget.max_drop, budget.max_size)
+    sel = select(ledger, budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
     built = ledger.artefacts[sel.chosen.name]
     assert built.artefact is not None
+    art = built.artefact
     return CompressionResult(
-        ledger, sel, built.artefact.module, built.artefact.onnx_bytes, budget, spec, threat, arch
+        ledger, sel, art.module, art.onnx_bytes, budget, spec, threat, arch, parts
     )
 
 
@@ -193,6 +247,7 @@ def compress_graph(
     checks: tuple[str, ...] = TRUST_CHECKS,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> CompressionResult:
     """:func:`compress` for a graph with no PyTorch form: a third-party ONNX model (serialised
     bytes). The candidates are the quantizations written into that graph
@@ -214,10 +269,21 @@ def compress_graph(
 
     budget = budget or Budget()
     proto = onnx.load_from_string(model)
+    inits = {i.name for i in proto.graph.initializer}
+    feeds = [i.name for i in proto.graph.input if i.name not in inits]
+    if len(feeds) != 1:
+        raise SpecError(
+            f"the ONNX graph takes {len(feeds)} inputs ({', '.join(feeds)}); "
+            "compression calibrates and measures graphs with one input (the data) — audit it "
+            f"instead, choosing the data's input with {param('input')}, or export the model "
+            "with its other inputs folded in as constants"
+        )
+    given = evaluation is not None
     if evaluation is None:
         calib, evaluation = _split(data, calib_size)
     else:
         calib = data.subset(np.arange(min(calib_size, len(data))))
+    parts = data_parts(data, calib, evaluation, given)
     loaded = LoadedModel(path=None, format="onnx", session=make_session(model), spec=spec)
     if threat is None:
         threat = resolve_threat(loaded, evaluation)
@@ -238,10 +304,11 @@ def compress_graph(
         checks=checks,
         seed=seed,
         log=log,
+        progress=progress,
     )
-    sel = ledger.select(budget.max_drop, budget.max_size)
+    sel = select(ledger, budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
     art = ledger.artefacts[sel.chosen.name]
-    return CompressionResult(ledger, sel, None, art.onnx_bytes, budget, spec, threat, None)
+    return CompressionResult(ledger, sel, None, art.onnx_bytes, budget, spec, threat, None, parts)
 
 
 def _with_x(data: Dataset, x: np.ndarray) -> Dataset:
@@ -271,7 +338,8 @@ def write_artefacts(
         paths.append(atomic_write_bytes(out / "model.safetensors", _safetensors(result)))
     meta = _compress_json(result, source)
     paths.append(atomic_write_text(out / "compress.json", json.dumps(meta, indent=2, default=str)))
-    report = _report(result, source, data, seed, duration_s)
+    written = [p.name for p in paths] + ["report.json", "report.html"]
+    report = compress_report(result, source, data, seed, duration_s, artefacts=written)
     try:
         paths.append(report.write_json(out / "report.json"))
     except Exception as exc:  # jsonschema.ValidationError: our own bug, said as such
@@ -333,57 +401,61 @@ def _compress_json(result: CompressionResult, source: str) -> dict[str, Any]:
         "candidate": sel.chosen.to_json(),
         "budget": {
             "max_drop": result.budget.max_drop,
+            "max_class_drop": result.budget.class_drop_limit,
             "max_size": result.budget.max_size,
             "time_budget_s": result.budget.time_budget_s,
+            "confidence": result.budget.confidence,
         },
         "met_budget": sel.met_budget,
         "selection": sel.message,
+        "refusals": [r.to_json() for r in sel.refusals],
+        "records_needed": sel.records_needed,
+        "data": [d.to_json() for d in result.data],
         "spec": result.spec.to_json(),
         "threat": result.threat.to_json(),
         "ledger": result.ledger.to_json(),
     }
 
 
-def _report(
-    result: CompressionResult, source: str, data: Dataset, seed: int, duration_s: float
+def compress_report(
+    result: CompressionResult,
+    source: str,
+    data: Dataset,
+    seed: int = 0,
+    duration_s: float = 0.0,
+    *,
+    artefacts: Sequence[str] = (),
 ) -> Any:
+    """The compression's :class:`~edgeproof.report.report.Report` (``kind="compress"``): first
+    the ``compress`` section (the selection, the ledger table with its verdict and paired drop
+    interval, the Pareto figure, refused and skipped candidates one row each, the notes), then
+    one ``candidate-<name>`` section per measured candidate (its accuracy, drop, size, latency
+    and every trust metric, per-class accuracy, how each re-audit check ended). The model card
+    holds the source model and the ``artefacts`` written; ``datasets`` both data sets."""
+    from edgeproof.compress.report import candidate_section, ledger_section
     from edgeproof.report.report import Report
 
-    sel, ledger = result.selection, result.ledger
-    findings = [
-        Finding("info" if sel.met_budget else "warning", sel.message, {"chosen": sel.chosen.name})
-    ]
-    findings += [
-        Finding(
-            "warning",
-            f"{name}: trust check {t.check} failed: {t.message}",
-            {"candidate": name, "check": t.check, "crashed": t.crashed},
-        )
-        for name, t in result.errored_checks()
-    ]
-    findings += [Finding("info", str(s), s.to_json()) for s in ledger.skipped]
-    check = CheckResult(
-        check="compress",
-        title="Compression ledger",
-        status="ok",
-        summary=sel.message,
-        metrics=summary_metrics(sel, ledger.baseline),
-        findings=findings,
-        tables=[ledger.table()],
-        figures=[ledger.pareto_figure()],
-        settings={
-            "threads": sel.chosen.threads,
-            "max_drop": result.budget.max_drop,
-            "max_size": result.budget.max_size,
-        },
-        duration_s=duration_s,
-    )
+    sel = result.selection
+    parts = result.data or (DataPart("evaluation", data.to_json(), "as given"),)
+    evaluation = next((p for p in parts if p.role == "evaluation"), parts[-1])
     return Report(
-        model={"path": source, "arch": result.arch, "chosen": sel.chosen.name},
-        data=data.to_json(),
+        model={
+            "path": source,
+            "arch": result.arch,
+            "source_size_bytes": result.ledger.baseline.size_bytes,
+            "chosen": sel.chosen.name,
+            "chosen_size_bytes": sel.chosen.size_bytes,
+            "artefacts": list(artefacts),
+        },
+        data=evaluation.summary,
         threat=result.threat.to_json(),
-        checks=[check],
+        checks=[
+            ledger_section(result, duration_s),
+            *[candidate_section(c, result) for c in result.ledger.rows],
+        ],
         seed=seed,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         duration_s=duration_s,
+        kind="compress",
+        datasets=[p.to_json() for p in parts],
     )

@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,8 @@ from edgeproof.compress.onnx_export import (
 )
 from edgeproof.compress.qdq import build_qdq_model
 from edgeproof.compress.quantize import Parity, int8_needs_reduced_range
-from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps
-from edgeproof.compress.search import Budget
+from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps, at_smallest_eps
+from edgeproof.compress.search import Budget, Progress, candidate_line, progress_teller
 from edgeproof.compress.simulate import shared_range
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import NotApplicableError, SpecError, param
@@ -208,12 +209,14 @@ def search_graph(
     checks: tuple[str, ...] = TRUST_CHECKS,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Ledger:
     """Build and measure the source graph (the baseline) and every recipe within the budget.
 
     ``calib`` and ``evaluation`` are in the units the graph takes; ``audit_evaluation``
     (default ``evaluation``) holds the same records in the threat model's raw units, for the
-    re-audit (the graph wrapped as the audit wraps it).
+    re-audit (the graph wrapped as the audit wraps it). Long because it runs the baseline and
+    every recipe through the same stages, with their progress and skip records, inline.
 
     Raises:
         SpecError: the graph does not take the data's sample shape.
@@ -223,23 +226,38 @@ def search_graph(
     src = model.SerializeToString()
     x_calib = np.ascontiguousarray(calib.x, np.float32)
     _check_runs(src, calib)
-    settings = MeasureSettings(threat, tuple(checks), threads, seed)
+    settings = MeasureSettings(threat, tuple(checks), threads, seed, confidence=budget.confidence)
     audit = evaluation if audit_evaluation is None else audit_evaluation
     base = OnnxGraphArtefact(src, src, notes=("the source graph, unchanged",))
+    tell = progress_teller(progress, len(recipes) + 1)
     baseline = measure_artefact(
-        "fp32", "baseline", base, evaluation, settings, notes=base.notes, audit_data=audit
+        "fp32",
+        "baseline",
+        base,
+        evaluation,
+        settings,
+        notes=base.notes,
+        audit_data=audit,
+        on_stage=partial(tell, "fp32", 0),
     )
-    ledger = Ledger(baseline, threat=at_largest_eps(threat))
+    ledger = Ledger(
+        baseline,
+        threat=at_largest_eps(threat),
+        classes=tuple(evaluation.classes),
+        certify_threat=at_smallest_eps(threat),
+    )
     ledger.artefacts["fp32"] = base
     stats: dict[str, ActivationStats] | None = None
-    for recipe in recipes:
+    for i, recipe in enumerate(recipes, start=1):
         elapsed = time.perf_counter() - t0
         if elapsed > budget.time_budget_s:
             why = f"not started: the time budget of {budget.time_budget_s:g} s was spent"
             ledger.skipped.append(SkippedCandidate(recipe.name, recipe.technique, why))
             say(f"{recipe.name}: skipped, {why} ({elapsed:.0f} s elapsed)")
+            tell(recipe.name, i, "skipped")
             continue
         tb = time.perf_counter()
+        tell(recipe.name, i, "build")
         try:
             if recipe.scheme == "int8" and stats is None:
                 stats = _stats(model, x_calib)
@@ -247,6 +265,7 @@ def search_graph(
         except NotApplicableError as exc:
             ledger.skipped.append(SkippedCandidate(recipe.name, recipe.technique, str(exc)))
             say(f"{recipe.name}: skipped, not applicable: {exc}")
+            tell(recipe.name, i, "skipped")
             continue
         built = OnnxGraphArtefact(
             q.SerializeToString(), src, float_nodes=_float_nodes(q), notes=(_NOTE,)
@@ -264,11 +283,10 @@ def search_graph(
             baseline=baseline,
             build_s=time.perf_counter() - tb,
             audit_data=audit,
+            on_stage=partial(tell, recipe.name, i),
         )
         ledger.candidates.append(cand)
         ledger.artefacts[cand.name] = built
-        say(
-            f"{cand.name}: accuracy {cand.accuracy:.4f}, {cand.size_bytes} B, "
-            f"p50 {cand.latency_p50_ms:.3f} ms"
-        )
+        tell(cand.name, i, "done")
+        say(candidate_line(cand))
     return ledger

@@ -1,15 +1,17 @@
-"""The trust ledger: one typed row per compression candidate, the Pareto front, and selection.
+"""The trust ledger: one typed row per compression candidate, the Pareto front, the table.
 
 Rows are measured by :func:`edgeproof.compress.measure.measure` (on the artefact that ships, in
 ONNX Runtime) and re-audited by :func:`edgeproof.compress.reaudit.reaudit`; this module keeps the
-rows (:class:`Candidate`, :class:`SkippedCandidate`), the selection under a budget
-(:meth:`Ledger.select`), the ledger table with the headline trust columns
-(:data:`TRUST_COLUMNS`: ECE, robust accuracy at the threat model's largest ε, DNL bit-flip
-AR(10), verified accuracy when a ``certify`` check is registered) and the Pareto figure.
+rows (:class:`Candidate`, :class:`SkippedCandidate`, :class:`PairedDrop`), the ledger table
+with the headline trust columns (:data:`TRUST_COLUMNS`: ECE, robust accuracy at the threat
+model's largest ε, DNL bit-flip AR(10), the loss Hessian's top eigenvalue and NC1 where the
+candidate has gradients, verified accuracy at its smallest ε when a ``certify`` check is
+registered) and the Pareto figure. Selection under a budget is :mod:`edgeproof.compress.selection`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,7 @@ import numpy as np
 
 from edgeproof.compress.quantize import Parity
 from edgeproof.compress.reaudit import TrustCheck
+from edgeproof.methods.stats import paired_drop_interval
 from edgeproof.results import Figure, Interval, Metric, Table
 from edgeproof.spec import ThreatModel
 
@@ -24,11 +27,10 @@ __all__ = [
     "TRUST_COLUMNS",
     "Candidate",
     "Ledger",
-    "Selection",
+    "PairedDrop",
     "SkippedCandidate",
     "TrustColumn",
     "per_class_accuracy",
-    "summary_metrics",
 ]
 
 
@@ -40,7 +42,8 @@ class TrustColumn:
         column: the column name in :meth:`Ledger.table`.
         metric: the ``<check>.<metric>`` name in :attr:`Candidate.trust`.
         description: what the number is and how it was measured (goes in the table
-            description); ``{eps}`` and ``{norm}`` stand for the re-audit's ε and norm.
+            description); ``{eps}`` and ``{norm}`` stand for the re-audit's ε and norm,
+            ``{certify_eps}`` for the ε ``certify`` proves at (the smallest).
     """
 
     column: str
@@ -72,17 +75,75 @@ TRUST_COLUMNS: tuple[TrustColumn, ...] = (
         "dequantized grid values for quantized candidates); higher is more fragile",
     ),
     TrustColumn(
+        "hessian_top_eig",
+        "generalization.top_eigenvalue",
+        "hessian_top_eig: the largest eigenvalue of the Hessian of the mean cross-entropy over "
+        "the weights (sharpness; Lanczos, at most 30 steps, relative residual 1e-3, up to 200 "
+        "records; generalization check), on the candidate's PyTorch module (quantized "
+        "candidates: through the fake-quant simulation, activation rounding by the clipped "
+        "straight-through estimator); larger means weight perturbations cost more loss",
+    ),
+    TrustColumn(
+        "nc1",
+        "generalization.nc1",
+        "nc1: neural collapse NC1 = tr(Σ_W Σ_B⁺)/K of the penultimate features (Papyan et al. "
+        "2020; generalization check, same records); lower means tighter, better separated "
+        "classes",
+    ),
+    TrustColumn(
         "verified_acc",
         "certify.verified_accuracy",
-        "verified_acc: certified accuracy at the threat model's largest ε = {eps} ({norm}; "
-        "certify check)",
+        "verified_acc: fraction of up to 50 seeded records proved robust by CROWN at the threat "
+        "model's smallest ε = {certify_eps} ({norm}; certify check, no branch-and-bound); for "
+        "quantized candidates, proved for the PyTorch fake-quant simulation (its rounding "
+        "enclosed soundly), not for the integer ONNX graph",
     ),
 )
 
 
 @dataclass(frozen=True)
+class PairedDrop:
+    """A candidate's accuracy drop against the baseline on the same evaluation records.
+
+    ``n10``: records the baseline gets right and the candidate wrong; ``n01``: the reverse.
+    ``interval``: the exact paired interval of the drop
+    (:func:`edgeproof.methods.stats.paired_drop_interval`: Clopper–Pearson on the discordant
+    pairs, the interval dual to the exact McNemar test).
+    """
+
+    n: int
+    n10: int
+    n01: int
+    interval: Interval
+
+    @property
+    def value(self) -> float:
+        return (self.n10 - self.n01) / self.n if self.n else 0.0
+
+    @classmethod
+    def between(cls, base: np.ndarray, cand: np.ndarray, level: float = 0.95) -> PairedDrop:
+        """From the per-record correctness of the baseline and the candidate (same records)."""
+        n10, n01 = int((base & ~cand).sum()), int((~base & cand).sum())
+        return cls(len(base), n10, n01, paired_drop_interval(n10, n01, len(base), level))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "drop": self.value,
+            "interval": self.interval.to_json(),
+            "records": self.n,
+            "baseline_only_correct": self.n10,
+            "candidate_only_correct": self.n01,
+        }
+
+
+@dataclass(frozen=True)
 class Candidate:
-    """One compressed model and everything measured about it."""
+    """One compressed model and everything measured about it.
+
+    ``drop`` is its accuracy drop against the baseline with the paired interval (``None`` for a
+    row built without per-record outcomes); ``correct`` the per-record top-1 correctness on the
+    evaluation records (not serialised); ``per_class_records`` the records of each class.
+    """
 
     name: str
     technique: str
@@ -106,10 +167,22 @@ class Candidate:
     trust_checks: tuple[TrustCheck, ...] = ()
     """How each re-audit check ended (a failed check is an error of this candidate)."""
     artefact_kind: str = "graph"
+    drop: PairedDrop | None = None
+    per_class_records: tuple[int, ...] = ()
+    correct: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def max_class_drop(self) -> float:
-        return float(-min(self.per_class_drift)) if self.per_class_drift else 0.0
+        drops = [-d for d in self.per_class_drift if d == d]  # NaN: a class with no record
+        return float(max(drops)) if drops else 0.0
+
+    @property
+    def worst_class(self) -> int | None:
+        """The class whose accuracy dropped most (``None`` when none dropped)."""
+        drift = [(d, k) for k, d in enumerate(self.per_class_drift) if d == d]
+        if not drift or min(drift)[0] >= 0:
+            return None
+        return min(drift)[1]
 
     def trust_value(self, name: str) -> float | None:
         for m in self.trust:
@@ -145,16 +218,9 @@ class Candidate:
             "expected_macs": self.expected_macs,
             "trust_checks": [t.to_json() for t in self.trust_checks],
             "artefact_kind": self.artefact_kind,
+            "drop": None if self.drop is None else self.drop.to_json(),
+            "per_class_records": list(self.per_class_records),
         }
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The chosen candidate and whether it met the budget."""
-
-    chosen: Candidate
-    met_budget: bool
-    message: str
 
 
 @dataclass(frozen=True)
@@ -177,7 +243,9 @@ class Ledger:
     """The baseline and every candidate, in the order they were built.
 
     ``threat`` is the threat model of the re-audit (its largest ε is the one attacked);
-    ``artefacts`` maps a name to the built candidate (not serialised).
+    ``classes`` the evaluation data's class names; ``certify_threat`` the one ``certify``
+    proves at (the smallest ε, :data:`~edgeproof.compress.reaudit.TRUST_EPS`); ``artefacts``
+    maps a name to the built candidate (not serialised).
     """
 
     baseline: Candidate
@@ -185,6 +253,8 @@ class Ledger:
     skipped: list[SkippedCandidate] = field(default_factory=list)
     artefacts: dict[str, Any] = field(default_factory=dict, repr=False)
     threat: ThreatModel | None = None
+    classes: tuple[str, ...] = ()
+    certify_threat: ThreatModel | None = None
 
     @property
     def rows(self) -> list[Candidate]:
@@ -204,118 +274,114 @@ class Ledger:
         ]
         return sorted(front, key=lambda c: c.size_bytes)
 
-    def select(self, max_drop: float | None, max_size: int | None) -> Selection:
-        """Smallest candidate whose accuracy drop ≤ ``max_drop`` and size ≤ ``max_size``.
-
-        If none meets both, the best found is kept and reported: the most accurate candidate
-        within ``max_size`` if any fits, else the smallest candidate overall.
-        """
-        base = self.baseline.accuracy
-
-        def ok(c: Candidate) -> bool:
-            return (max_drop is None or base - c.accuracy <= max_drop + 1e-12) and (
-                max_size is None or c.size_bytes <= max_size
-            )
-
-        meeting = [c for c in self.rows if ok(c)]
-        if meeting:
-            best = min(meeting, key=lambda c: (c.size_bytes, -c.accuracy))
-            return Selection(
-                best,
-                True,
-                f"{best.name} meets the budget "
-                f"(accuracy {best.accuracy:.4f} vs baseline {base:.4f}, "
-                f"{best.size_bytes} bytes)",
-            )
-        fits = [c for c in self.rows if max_size is None or c.size_bytes <= max_size]
-        best = (
-            max(fits, key=lambda c: (c.accuracy, -c.size_bytes))
-            if fits
-            else min(self.rows, key=lambda c: c.size_bytes)
-        )
-        parts = []
-        if max_drop is not None:
-            parts.append(f"accuracy drop <= {max_drop:.2%}")
-        if max_size is not None:
-            parts.append(f"size <= {max_size} bytes")
-        return Selection(
-            best,
-            False,
-            f"no candidate meets the budget ({' and '.join(parts)}); "
-            f"kept the best found: {best.name} (accuracy {best.accuracy:.4f}, "
-            f"drop {base - best.accuracy:+.4f}, {best.size_bytes} bytes)",
-        )
-
-    def table(self) -> Table:
+    def table(self, verdicts: Mapping[str, str] | None = None, *, notes: bool = True) -> Table:
+        """The ledger table, decision columns first: candidate, verdict (with ``verdicts``, a
+        candidate name → verdict map such as :meth:`Selection.verdicts
+        <edgeproof.compress.selection.Selection.verdicts>`: ``chosen``, ``meets budget`` or the
+        refusal reasons), the drop with its paired interval,
+        the worst class's drop, size, accuracy with its Wilson interval, the trust columns,
+        then latency, memory, parity and (``notes``) the notes last. Long because it lays out
+        one row of every measured column."""
         present = {m.name for c in self.rows for m in c.trust}
         trust_cols = [t for t in TRUST_COLUMNS if t.metric in present]
         cols = [
             "candidate",
-            "technique",
+            *(["verdict"] if verdicts is not None else []),
+            "drop",
+            "drop_ci_low",
+            "drop_ci_high",
+            "max_class_drop",
+            "size_bytes",
             "accuracy",
             "acc_ci_low",
             "acc_ci_high",
-            "max_class_drop",
-            "size_bytes",
+            *[t.column for t in trust_cols],
             "p50_ms",
             "p95_ms",
             "threads",
             "peak_rss_mb",
             "parity_top1",
             "expected_macs",
-            *[t.column for t in trust_cols],
-            "notes",
+            "technique",
+            *(["notes"] if notes else []),
         ]
         rows = []
         for c in self.rows:
+            d = c.drop
             rows.append(
                 [
                     c.name,
-                    c.technique,
+                    *([verdicts.get(c.name, "")] if verdicts is not None else []),
+                    round(self.baseline.accuracy - c.accuracy, 4),
+                    None if d is None else round(d.interval.low, 4),
+                    None if d is None else round(d.interval.high, 4),
+                    round(c.max_class_drop, 4),
+                    c.size_bytes,
                     round(c.accuracy, 4),
                     round(c.accuracy_ci.low, 4),
                     round(c.accuracy_ci.high, 4),
-                    round(c.max_class_drop, 4),
-                    c.size_bytes,
+                    *[_rounded(c.trust_value(t.metric)) for t in trust_cols],
                     round(c.latency_p50_ms, 4),
                     round(c.latency_p95_ms, 4),
                     c.threads,
                     None if c.peak_rss_mb is None else round(c.peak_rss_mb, 2),
                     None if c.parity is None else c.parity.top1_agreement,
                     None if c.expected_macs is None else round(c.expected_macs),
-                    *[_rounded(c.trust_value(t.metric)) for t in trust_cols],
-                    "; ".join([*_check_notes(c), *c.notes]),
+                    c.technique,
+                    *(["; ".join(_notes(c))] if notes else []),
                 ]
             )
         return Table(
-            "ledger",
-            "Compression ledger",
-            cols,
+            "ledger", "Compression ledger", cols, rows, self._table_description(trust_cols)
+        )
+
+    def _table_description(self, trust_cols: list[TrustColumn]) -> str:
+        level = next((c.drop.interval.level for c in self.rows if c.drop is not None), 0.95)
+        return " ".join(
+            [
+                "Accuracy, size, latency and memory measured on the exported ONNX graph in "
+                "ONNX Runtime (CPU, batch-1 latency); trust columns re-audited on the "
+                "candidate's PyTorch module (every trust metric is in compress.json).",
+                f"drop: baseline minus candidate accuracy on the same "
+                f"{self.baseline.drop.n if self.baseline.drop else '?'} evaluation records; "
+                f"drop_ci_low/high: its exact paired {level:.0%} interval (Clopper-Pearson on "
+                "the records only one of the two gets right, dual to the exact McNemar test); a "
+                "candidate meets the accuracy budget only when drop_ci_high is within it.",
+                "max_class_drop: the largest drop of one class's accuracy (point estimate).",
+                *[self._describe(t) + "." for t in trust_cols],
+            ]
+        )
+
+    def notes_table(self) -> Table:
+        """One row per note of a candidate (what the ledger table leaves out when ``notes`` is
+        false): re-audit checks that did not run, build notes."""
+        rows: list[list[Any]] = [[c.name, n] for c in self.rows for n in _notes(c)]
+        return Table(
+            "ledger_notes",
+            "Notes per candidate",
+            ["candidate", "note"],
             rows,
-            " ".join(
-                [
-                    "Accuracy, size, latency and memory measured on the exported ONNX graph in "
-                    "ONNX Runtime (CPU, batch-1 latency); trust columns re-audited on the "
-                    "candidate's PyTorch module (every trust metric is in compress.json).",
-                    *[self._describe(t) + "." for t in trust_cols],
-                ]
-            ),
+            "Re-audit checks that were skipped or failed, and how each candidate was built.",
         )
 
     def _describe(self, col: TrustColumn) -> str:
         eps = "?" if self.threat is None else f"{self.threat.eps[-1]:g}"
         norm = "?" if self.threat is None else self.threat.norm
-        return col.description.format(eps=eps, norm=norm)
+        ct = self.certify_threat
+        certify_eps = "?" if ct is None else f"{ct.eps[0]:g}"
+        return col.description.format(eps=eps, norm=norm, certify_eps=certify_eps)
 
-    def pareto_figure(self) -> Figure:
+    def pareto_figure(self, chosen: str | None = None) -> Figure:
+        """Size against accuracy; ``chosen`` (a candidate name) ringed in green."""
         rows, front = self.rows, self.pareto()
+        mark = next((c for c in rows if c.name == chosen), None)
         return Figure(
             "pareto",
             "Size vs accuracy",
-            lambda: _pareto_svg(rows, front),
+            lambda: _pareto_svg(rows, front, mark),
             "Each point is one candidate's exported graph (ONNX Runtime top-1 accuracy with its "
             "95% Wilson interval); vermillion: the Pareto front (no candidate both smaller and "
-            "more accurate).",
+            "more accurate)" + ("; green ring: the chosen candidate." if mark else "."),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -325,16 +391,19 @@ class Ledger:
             "pareto": [c.name for c in self.pareto()],
             "skipped": [s.to_json() for s in self.skipped],
             "reaudit_threat": None if self.threat is None else self.threat.to_json(),
+            "certify_threat": None
+            if self.certify_threat is None
+            else self.certify_threat.to_json(),
         }
 
 
-def _pareto_svg(rows: list[Candidate], front: list[Candidate]) -> str:
+def _pareto_svg(rows: list[Candidate], front: list[Candidate], mark: Candidate | None) -> str:
     """Accuracy against exported size with each accuracy's 95% Wilson interval; the front joined
     by a line. Names label the points, the front's first (a name that fits nowhere without
     overlap is left out and stays the point's tooltip). The size axis is logarithmic when the
     sizes span more than a factor of 10 (int8, pruned and fp32 graphs then keep apart)."""
     from edgeproof.report.charts import Axis, Chart
-    from edgeproof.report.charts.colors import BLUE, GREY, VERMILLION
+    from edgeproof.report.charts.colors import BLUE, GREEN, GREY, VERMILLION
 
     on_front = {id(c) for c in front}
     rest = [c for c in rows if id(c) not in on_front]
@@ -374,7 +443,9 @@ def _pareto_svg(rows: list[Candidate], front: list[Candidate]) -> str:
             label="dominated",
             point_labels=[c.name for c in rest],
         )
-    chart.legend(order=("Pareto front", "dominated", "95% CI (Wilson)"))
+    if mark is not None:
+        chart.scatter(*xy([mark]), color=GREEN, size=7.0, opacity=0.45, label="chosen")
+    chart.legend(order=("chosen", "Pareto front", "dominated", "95% CI (Wilson)"))
     return chart.svg()
 
 
@@ -386,49 +457,12 @@ def per_class_accuracy(pred: np.ndarray, y: np.ndarray, k: int) -> tuple[float, 
     return tuple(out)
 
 
-def summary_metrics(sel: Selection, base: Candidate) -> list[Metric]:
-    c = sel.chosen
-    return [
-        Metric(
-            "accuracy",
-            c.accuracy,
-            "",
-            c.accuracy_ci,
-            "top-1 of the chosen model (ONNX Runtime)",
-            True,
-        ),
-        Metric(
-            "accuracy_drop",
-            base.accuracy - c.accuracy,
-            "",
-            None,
-            "baseline minus chosen accuracy",
-            False,
-        ),
-        Metric("size_bytes", float(c.size_bytes), "B", None, "chosen ONNX graph size", False),
-        Metric(
-            "size_ratio",
-            c.size_bytes / max(base.size_bytes, 1),
-            "",
-            None,
-            "chosen / baseline ONNX size",
-            False,
-        ),
-        Metric(
-            "latency_p50_ms",
-            c.latency_p50_ms,
-            "ms",
-            None,
-            "batch-1 p50 latency",
-            False,
-            {"threads": c.threads},
-        ),
-        Metric("budget_met", float(sel.met_budget), "", None, "1 if the budget was met", True),
-    ]
-
-
 def _rounded(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
+
+
+def _notes(c: Candidate) -> list[str]:
+    return list(dict.fromkeys([*_check_notes(c), *c.notes]))
 
 
 def _check_notes(c: Candidate) -> list[str]:

@@ -46,6 +46,7 @@ from edgeproof.errors import OptionError, SpecError, param
 
 __all__ = [
     "DEFAULTS",
+    "SCORES_OUTPUT_KEY",
     "BoundModule",
     "BoundSession",
     "ModelInterface",
@@ -62,6 +63,12 @@ Scores = Literal["logits", "probabilities"]
 #: default values of scalar inputs, by name (a 16 kHz sample rate: silero-vad's ``sr``)
 DEFAULTS: Mapping[str, float] = {"sr": 16000, "sample_rate": 16000}
 _EPS = 1e-12
+
+
+SCORES_OUTPUT_KEY = "edgeproof.scores_output"
+"""ONNX metadata key (``metadata_props``) naming, by index, the output that holds the class
+scores, for graphs with several outputs that edgeproof writes (an early-exit cascade's all-exits
+graph): loading such a graph without ``output`` reads that one."""
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,12 @@ class LoadedModel:
 
     @property
     def num_parameters(self) -> int:
+        """Parameter elements: the module's parameters (shared tensors once, buffers such as a
+        normalisation layer's mean/std or BatchNorm statistics excluded) when there is a module;
+        otherwise every named tensor (ONNX initializers, a weights-only file), as the footprint
+        check counts them."""
+        if self.module is not None:
+            return int(sum(p.numel() for p in self.module.parameters()))
         return int(sum(t.numel() for t in self.weights.values()))
 
     def predict_logits(self, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:

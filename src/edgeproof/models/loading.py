@@ -47,6 +47,7 @@ import pickle
 import re
 import zipfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ from edgeproof.extras import needs_extra
 from edgeproof.models.formats.export import load_export
 from edgeproof.models.formats.torchscript import load_torchscript
 from edgeproof.models.interface import (
+    SCORES_OUTPUT_KEY,
     ModelInterface,
     bind_module,
     bind_session,
@@ -157,7 +159,12 @@ def load_model(
         )
     if arch is not None and not isinstance(arch, str):
         raise OptionError("arch", f"{arch!r} is not a string", "give e.g. arch='zoo:resnet20'")
-    return bind(_load(p, suffix, arch, trust, spec), interface or ModelInterface())
+    loaded = _load(p, suffix, arch, trust, spec)
+    interface = interface or ModelInterface()
+    recorded = loaded.metadata.get(SCORES_OUTPUT_KEY)
+    if interface.output is None and recorded is not None:
+        interface = replace(interface, output=int(recorded))
+    return bind(loaded, interface)
 
 
 def _load(
@@ -362,8 +369,17 @@ def _load_onnx(path: Path, spec: InputSpec | None) -> LoadedModel:
         weights=weights,
         spec=spec or _spec_of(path.with_suffix(".json"), sidecar),
         arch=_recorded_arch(path, sidecar),
-        metadata=_metadata_of(sidecar),
+        metadata={**_metadata_of(sidecar), **_scores_output(proto)},
     )
+
+
+def _scores_output(proto: Any) -> dict[str, Any]:
+    """The output an edgeproof-written graph says holds the class scores (:data:`~edgeproof.
+    models.interface.SCORES_OUTPUT_KEY` in its ``metadata_props``), if it says so."""
+    for prop in proto.metadata_props:
+        if prop.key == SCORES_OUTPUT_KEY and prop.value.isdigit():
+            return {SCORES_OUTPUT_KEY: int(prop.value)}
+    return {}
 
 
 def _onnx_initializer(path: Path, init: Any) -> torch.Tensor:

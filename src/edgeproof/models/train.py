@@ -24,7 +24,8 @@ whose sidecar got lost still loads with its architecture and spec.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from edgeproof.spec import DomainSource, InputKind, InputSpec, inferred_feature_
 __all__ = [
     "SIDECAR_FORMAT",
     "SIDECAR_VERSION",
+    "EpochStats",
     "TrainedModel",
     "TrainingSettings",
     "accuracy",
@@ -151,6 +153,19 @@ def accuracy(module: nn.Module, data: Dataset, batch_size: int = 256) -> float:
     return correct / max(len(data), 1)
 
 
+@dataclass(frozen=True)
+class EpochStats:
+    """One finished epoch: its number (from 1), the epochs in all, the mean training loss of its
+    mini-batches (weighted by batch size) and the accuracy of the predictions made while
+    training on them (the running training accuracy; no extra pass over the data)."""
+
+    epoch: int
+    epochs: int
+    loss: float
+    accuracy: float
+    seconds: float
+
+
 def train_model(
     arch: str,
     data: Dataset,
@@ -159,6 +174,7 @@ def train_model(
     seed: int = 0,
     batch_size: int = 64,
     lr: float = 1e-3,
+    on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> nn.Module:
     """Train ``arch`` (``zoo:NAME`` or ``pkg.mod:callable``) on ``data``; returns it in eval mode.
 
@@ -166,6 +182,8 @@ def train_model(
     order each epoch (the last partial batch is kept). The returned module carries the
     training-set normalisation in its first layer when it has a :class:`Normalize` layer.
     The global torch RNG state and the deterministic-algorithms setting are restored afterwards.
+    ``on_epoch`` is called after each epoch with its :class:`EpochStats` (progress reporting; it
+    changes nothing in the training).
     """
     if epochs < 1:
         raise OptionError("epochs", f"must be >= 1, got {epochs}")
@@ -184,7 +202,9 @@ def train_model(
         opt = torch.optim.Adam(module.parameters(), lr=lr)
         loss_fn = nn.CrossEntropyLoss()
         n = len(data)
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            seen, loss_sum, right = 0, 0.0, 0
             perm = torch.from_numpy(order_rng.permutation(n))
             for i in range(0, n, batch_size):
                 idx = perm[i : i + batch_size]
@@ -193,9 +213,25 @@ def train_model(
                 ):
                     continue  # BatchNorm cannot train on a batch of one
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(module(x_all[idx]), y_all[idx])
+                out = module(x_all[idx])
+                loss = loss_fn(out, y_all[idx])
                 loss.backward()
                 opt.step()
+                if on_epoch is not None:
+                    k = int(idx.numel())
+                    seen += k
+                    loss_sum += float(loss.detach()) * k
+                    right += int((out.detach().argmax(dim=1) == y_all[idx]).sum())
+            if on_epoch is not None:
+                on_epoch(
+                    EpochStats(
+                        epoch=epoch + 1,
+                        epochs=epochs,
+                        loss=loss_sum / max(seen, 1),
+                        accuracy=right / max(seen, 1),
+                        seconds=time.perf_counter() - t0,
+                    )
+                )
     return module.eval()
 
 
@@ -279,10 +315,13 @@ def train_and_save(
     seed: int = 0,
     batch_size: int = 64,
     lr: float = 1e-3,
+    on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainedModel:
     """Train ``arch`` on ``data`` (:func:`train_model`) and save it with its sidecar
     (:func:`save_model`), recording the settings and the training accuracy."""
-    module = train_model(arch, data, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr)
+    module = train_model(
+        arch, data, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, on_epoch=on_epoch
+    )
     settings = TrainingSettings(
         epochs=epochs,
         seed=seed,

@@ -1,9 +1,12 @@
 """The HTML report: one self-contained file that opens with no network.
 
-Layout: a summary first (model, data, threat model, verdict, headline metrics with confidence
-intervals, policy rules), a navigation list of the checks, then one section per check (status,
-metrics, findings, tables, figures, settings) and a provenance footer (seed, versions, threads,
-timing). Styles live inline in ``template.html``; figures are the inline SVG already stored in
+Layout: a summary first (verdict, model, data, threat model, then every critical and warning
+finding and every check error linked to its evidence, the headline metrics each check declares
+with their confidence intervals and the abbreviations they use, policy rules), a navigation list
+of the checks, then one section per check (status, findings, metrics, tables with the decision
+columns first and long ones scrolling, figures, settings), collapsed unless it holds a warning, a
+critical finding or an error, and a provenance footer (seed, versions, threads, timing).
+Styles live inline in ``template.html``; figures are the inline SVG already stored in
 :class:`~edgeproof.results.Figure`. Every piece of text from the report is escaped
 (:func:`html.escape`): check names, messages and evidence can come from users.
 
@@ -29,7 +32,15 @@ from edgeproof.atomic import atomic_write_text
 from edgeproof.report.report import Report
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
-__all__ = ["format_estimate", "format_number", "headline_metrics", "render_html", "write_html"]
+__all__ = [
+    "DECISION_COLUMNS",
+    "GLOSSARY",
+    "format_estimate",
+    "format_number",
+    "headline_metrics",
+    "render_html",
+    "write_html",
+]
 
 _SEVERITIES = ("critical", "warning", "info")
 _UNSAFE_SVG = re.compile(
@@ -75,8 +86,9 @@ def format_estimate(metric: Metric) -> str:
 
 
 def headline_metrics(report: Report) -> list[tuple[CheckResult, Metric]]:
-    """The headline metric of each check that ran: by convention, the first one it lists."""
-    return [(c, c.metrics[0]) for c in report.checks if c.status == "ok" and c.metrics]
+    """The headline metrics of each check that ran, in report order: the ones the check declares
+    (:attr:`CheckResult.headline`), or its first metric when it declares none."""
+    return [(c, m) for c in report.checks if c.status == "ok" for m in c.headline_metrics()]
 
 
 def _finding_counts(report: Report) -> dict[str, int]:
@@ -90,6 +102,68 @@ def _finding_counts(report: Report) -> dict[str, int]:
 def _anchor(index: int, check: CheckResult) -> str:
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", check.check).strip("-")[:40] or "check"
     return f"check-{index}-{slug}"
+
+
+def _finding_anchor(index: int, check: CheckResult, j: int) -> str:
+    return f"{_anchor(index, check)}-finding-{j}"
+
+
+#: abbreviations the checks use in metric names, columns and messages, defined wherever they are
+#: shown (matched as whole tokens; ``_`` separates tokens, so ``dnl_ar_10`` shows DNL and AR)
+GLOSSARY: dict[str, str] = {
+    "AR": "accuracy reduction after k bit flips, (acc_clean − acc_k) / acc_clean, in %",
+    "DNL": "Deep Neural Lesion: sign-bit flips chosen by weight magnitude (Galil et al. 2024)",
+    "1P-DNL": "one-pass DNL: flips chosen by |weight × gradient| from one forward/backward pass",
+    "ECE": "expected calibration error: mean |accuracy − confidence| over confidence bins",
+    "MCE": "maximum calibration error: the largest |accuracy − confidence| of any bin",
+    "NLL": "negative log-likelihood of the true class (nats)",
+    "ACR": "average certified radius of randomised smoothing (L2)",
+    "TIC": "Takeuchi information criterion: expected excess of new-data loss over train loss",
+    "NC1": "neural collapse 1: within-class over between-class variability of the features",
+    "MACs": "multiply-accumulate operations for one sample",
+    "FGSM": "fast gradient sign method (one step)",
+    "PGD": "projected gradient descent attack (Madry et al. 2018)",
+    "APGD": "auto-PGD with the cross-entropy loss (Croce & Hein 2020)",
+    "IG": "Integrated Gradients",
+    "KL": "Kullback–Leibler divergence",
+    "CI": "confidence interval",
+    "ESD": "empirical spectral density: the eigenvalues of WᵀW",
+    "MP": "Marchenko–Pastur: the spectrum of a random matrix of the same shape",
+    "α": "power-law exponent of the layer's ESD tail (Martin & Mahoney); 2–6 is well trained",
+    "ε": "perturbation budget of the threat model (in input units)",
+}
+_GLOSSARY_RE = {
+    term: re.compile(
+        rf"(?<![A-Za-z0-9-]){re.escape(term)}(?![A-Za-z])",
+        0 if term in ("α", "ε") else re.IGNORECASE,
+    )
+    for term in GLOSSARY
+}
+
+
+def _terms_in(texts: Iterable[str]) -> list[str]:
+    """The glossary terms that occur in ``texts``, in glossary order."""
+    blob = "\n".join(texts)
+    return [t for t, rx in _GLOSSARY_RE.items() if rx.search(blob)]
+
+
+def _terms(texts: Iterable[str]) -> str:
+    found = _terms_in(texts)
+    if not found:
+        return ""
+    items = "".join(f"<dt>{_e(t)}</dt><dd>{_e(GLOSSARY[t])}</dd>" for t in found)
+    return f'<dl class="terms">{items}</dl>'
+
+
+def _check_texts(c: CheckResult) -> list[str]:
+    texts = [c.title, c.summary]
+    for m in c.metrics:
+        texts += [m.name, m.description, m.unit]
+    texts += [f.message for f in c.findings]
+    for t in c.tables:
+        texts += [t.title, t.description, *map(str, t.columns)]
+    texts += [f.title for f in c.figures]
+    return texts
 
 
 def _compact(value: Any, depth: int = 0) -> str:
@@ -210,19 +284,77 @@ def _data_items(data: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _headline_table(report: Report) -> str:
-    rows = headline_metrics(report)
+    rows: list[str] = []
+    for i, c in enumerate(report.checks):
+        if c.status != "ok":
+            continue
+        metrics = c.headline_metrics()
+        for k, m in enumerate(metrics):
+            check_cell = (
+                f'<td rowspan="{len(metrics)}"><a href="#{_anchor(i, c)}">'
+                f"{_e(c.title or c.check)}</a></td>"
+                if k == 0
+                else ""
+            )
+            desc = (
+                f'<div class="small muted desc" title="{_e(m.description)}">'
+                f"{_e(m.description)}</div>"
+                if m.description
+                else ""
+            )
+            rows.append(
+                f"<tr>{check_cell}<td><code>{_e(c.check)}.{_e(m.name)}</code>{desc}</td>"
+                f'<td class="num">{_e(format_estimate(m))}</td><td>{_e(m.unit)}</td></tr>'
+            )
     if not rows:
         return '<p class="muted">No check produced a metric.</p>'
-    body = "".join(
-        f'<tr><td><a href="#{_anchor(report.checks.index(c), c)}">{_e(c.title or c.check)}</a>'
-        f"</td><td><code>{_e(c.check)}.{_e(m.name)}</code></td>"
-        f'<td class="num">{_e(format_estimate(m))}</td><td>{_e(m.unit)}</td></tr>'
-        for c, m in rows
-    )
     return (
-        '<table id="headline"><thead><tr><th>Check</th><th>Metric</th>'
+        '<div class="tablewrap"><table id="headline"><thead><tr><th>Check</th><th>Metric</th>'
         '<th class="num">Value [CI]</th><th>Unit</th></tr></thead>'
-        f"<tbody>{body}</tbody></table>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _attention(report: Report) -> str:
+    """Every critical and warning finding and every check error, each linked to its evidence."""
+    order = {"critical": 0, "warning": 1}
+    items: list[tuple[int, int, int, str]] = []
+    for i, c in enumerate(report.checks):
+        if c.status == "error":
+            items.append(
+                (
+                    -1,
+                    i,
+                    0,
+                    f'<li class="critical"><span class="badge error">error</span> '
+                    f'<a href="#{_anchor(i, c)}">{_e(c.title or c.check)}</a>: '
+                    f"{_e(c.error or 'no message')}</li>",
+                )
+            )
+        for j, f in enumerate(c.findings):
+            if f.severity not in order:
+                continue
+            items.append(
+                (
+                    order[f.severity],
+                    i,
+                    j,
+                    f'<li class="{_e(f.severity)}"><span class="badge {_e(f.severity)}">'
+                    f"{_e(f.severity)}</span> "
+                    f'<a href="#{_finding_anchor(i, c, j)}">{_e(c.title or c.check)}</a>: '
+                    f"{_e(f.message)}</li>",
+                )
+            )
+    if not items:
+        return (
+            '<h3>Needs attention</h3><p class="muted" id="attention">No critical or warning '
+            "finding and no check error.</p>"
+        )
+    body = "".join(html_ for *_, html_ in sorted(items, key=lambda t: t[:3]))
+    return (
+        '<h3>Needs attention</h3><p class="caption">Every critical and warning finding and every '
+        "check that failed; each links to its evidence.</p>"
+        f'<ul class="findings" id="attention">{body}</ul>'
     )
 
 
@@ -261,10 +393,15 @@ def _summary(report: Report) -> str:
         + f'<div class="panel"><h3>Data</h3>{data}</div>'
         + f'<div class="panel"><h3>Threat model</h3>{_kv(_threat_items(report.threat))}</div>'
         + "</div>"
+        + _attention(report)
         + "<h3>Headline metrics</h3>"
-        + '<p class="caption">The first metric of each check; intervals are the stated '
-        "confidence intervals of the estimate.</p>"
+        + '<p class="caption">The metrics each check names as the ones to act on; intervals '
+        "are the stated confidence intervals of the estimate (the method is in the check's "
+        "section).</p>"
         + _headline_table(report)
+        + _terms(
+            t for c, m in headline_metrics(report) for t in (c.title, m.name, m.description, m.unit)
+        )
         + _policy_table(report)
         + warnings
     )
@@ -321,10 +458,11 @@ def _metrics_table(metrics: Sequence[Metric]) -> str:
     )
 
 
-def _findings(findings: Sequence[Finding]) -> str:
+def _findings(findings: Sequence[Finding], anchor: str = "finding") -> str:
     order = {s: i for i, s in enumerate(_SEVERITIES)}
     items: list[str] = []
-    for f in sorted(findings, key=lambda f: order.get(f.severity, len(order))):
+    ranked = sorted(enumerate(findings), key=lambda jf: order.get(jf[1].severity, len(order)))
+    for j, f in ranked:
         evidence = ""
         if f.evidence:
             evidence = (
@@ -333,13 +471,32 @@ def _findings(findings: Sequence[Finding]) -> str:
                 + "</div>"
             )
         items.append(
-            f'<li class="{_e(f.severity)}"><span class="badge {_e(f.severity)}">'
+            f'<li class="{_e(f.severity)}" id="{_e(anchor)}-finding-{j}">'
+            f'<span class="badge {_e(f.severity)}">'
             f"{_e(f.severity)}</span> {_e(f.message)}{evidence}</li>"
         )
     return f'<h3>Findings</h3><ul class="findings">{"".join(items)}</ul>'
 
 
+#: columns that hold a decision (a flag, a verdict): shown right after the first column, so a
+#: wide table still shows them without scrolling
+DECISION_COLUMNS = frozenset(
+    {"flags", "flag", "flagged", "verdict", "status", "result", "sanity", "decision"}
+)
+#: tables with more rows than this scroll inside their section (the header stays in view)
+LONG_TABLE_ROWS = 15
+
+
+def _column_order(columns: Sequence[str]) -> list[int]:
+    decision = [j for j, c in enumerate(columns) if j > 0 and str(c).lower() in DECISION_COLUMNS]
+    if not decision:
+        return list(range(len(columns)))
+    rest = [j for j in range(1, len(columns)) if j not in decision]
+    return [0, *decision, *rest]
+
+
 def _table(t: Table) -> str:
+    order = _column_order(t.columns)
     # a column is numeric (right-aligned header) when all its non-null cells are numbers
     numeric = [
         bool(cells) and all(_num_class(v) for v in cells)
@@ -347,13 +504,18 @@ def _table(t: Table) -> str:
             [r[j] for r in t.rows if j < len(r) and r[j] is not None] for j in range(len(t.columns))
         )
     ]
-    head = "".join(f"<th{_NUM if numeric[j] else ''}>{_e(c)}</th>" for j, c in enumerate(t.columns))
-    body = "".join("<tr>" + "".join(_cell(v) for v in r) + "</tr>" for r in t.rows)
+    head = "".join(f"<th{_NUM if numeric[j] else ''}>{_e(t.columns[j])}</th>" for j in order)
+    body = "".join(
+        "<tr>" + "".join(_cell(r[j] if j < len(r) else None) for j in order) + "</tr>"
+        for r in t.rows
+    )
     desc = f'<p class="caption">{_e(t.description)}</p>' if t.description else ""
+    long = " long" if len(t.rows) > LONG_TABLE_ROWS else ""
+    note = f'<p class="caption">{len(t.rows):,} rows; the table scrolls.</p>' if long else ""
     return (
-        f"<h3>{_e(t.title or t.name)}</h3>{desc}"
-        f'<div class="tablewrap"><table class="data" data-name="{_e(t.name)}"><thead><tr>{head}'
-        f"</tr></thead><tbody>{body}</tbody></table></div>"
+        f"<h3>{_e(t.title or t.name)}</h3>{desc}{note}"
+        f'<div class="tablewrap{long}"><table class="data" data-name="{_e(t.name)}"><thead><tr>'
+        f"{head}</tr></thead><tbody>{body}</tbody></table></div>"
     )
 
 
@@ -377,16 +539,29 @@ def _duration(c: CheckResult) -> str:
     return "not run" if c.status == "skipped" else f"{format_number(c.duration_s)} s"
 
 
+def _opens(c: CheckResult) -> bool:
+    """A section starts expanded when it needs the reader: an error, a warning or a critical."""
+    return c.status == "error" or any(f.severity in ("critical", "warning") for f in c.findings)
+
+
 def _check_section(index: int, c: CheckResult) -> str:
+    anchor = _anchor(index, c)
+    badges = "".join(
+        f'<span class="badge {s}">{n} {s}</span>'
+        for s in ("critical", "warning")
+        if (n := sum(f.severity == s for f in c.findings))
+    )
     parts = [
-        f'<section class="check" id="{_anchor(index, c)}">',
-        f'<div class="head"><h2>{_e(c.title or c.check)}</h2>'
+        f'<section class="check" id="{anchor}">',
+        f'<details class="check-body"{" open" if _opens(c) else ""}>',
+        f'<summary class="head"><h2>{_e(c.title or c.check)}</h2>'
         f'<code class="name">{_e(c.check)}</code>'
-        f'<span class="badge {_e(c.status)}">{_e(c.status)}</span>'
-        f'<span class="dur">{_e(_duration(c))}</span></div>',
+        f'<span class="badge {_e(c.status)}">{_e(c.status)}</span>{badges}'
+        f'<span class="dur">{_e(_duration(c))}</span></summary>',
     ]
     if c.summary:
         parts.append(f'<p class="summary">{_e(c.summary)}</p>')
+    parts.append(_terms(_check_texts(c)))
     if c.status == "skipped":
         reason = c.skip_reason or "no reason given"
         parts.append(f'<div class="notice"><strong>Skipped:</strong> {_e(reason)}</div>')
@@ -398,10 +573,10 @@ def _check_section(index: int, c: CheckResult) -> str:
             parts.append(
                 f"<details><summary>Traceback</summary><pre>{_e(c.traceback)}</pre></details>"
             )
+    if c.findings:
+        parts.append(_findings(c.findings, anchor))
     if c.metrics:
         parts.append(_metrics_table(c.metrics))
-    if c.findings:
-        parts.append(_findings(c.findings))
     parts.extend(_table(t) for t in c.tables)
     if c.figures:
         parts.append("<h3>Figures</h3>")
@@ -412,7 +587,7 @@ def _check_section(index: int, c: CheckResult) -> str:
             f"<pre>{_e(json.dumps(c.settings, indent=2, ensure_ascii=False, default=str))}</pre>"
             "</details>"
         )
-    parts.append("</section>")
+    parts.append("</details></section>")
     return "".join(parts)
 
 
@@ -479,6 +654,14 @@ def _template() -> Template:
 def render_html(report: Report) -> str:
     """Render ``report`` as one self-contained HTML page (inline CSS and SVG, no network)."""
     model_name = report.model.get("name") or report.model.get("path") or "model"
+    if report.kind == "compress":  # leads with the ledger (edgeproof.report.compress_html)
+        from edgeproof.report.compress_html import render_compress_body
+
+        return _template().substitute(
+            title=_e(f"edgeproof compression: {model_name}"),
+            generator=_e(f"{report.tool} {report.tool_version}"),
+            body=render_compress_body(report),
+        )
     header = (
         '<header class="top"><h1>edgeproof audit report</h1>'
         f'<div class="muted"><strong>{_e(model_name)}</strong> · {_e(report.created)} · '

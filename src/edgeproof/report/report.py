@@ -120,6 +120,10 @@ class Report:
         environment: versions and machine facts (:func:`environment`).
         warnings: things noticed while loading (e.g. model switched to eval mode).
         policy: the policy outcome, if a policy was applied.
+        kind: ``audit``, or ``compress`` for the report of a compression (its HTML leads with
+            the ledger, :mod:`edgeproof.report.compress_html`).
+        datasets: every data set the run used, each a data summary with its ``role`` (a
+            compression: ``calibration`` and ``evaluation``, and how they were split).
     """
 
     model: dict[str, Any]
@@ -132,6 +136,8 @@ class Report:
     environment: dict[str, Any] = field(default_factory=environment)
     warnings: list[str] = field(default_factory=list)
     policy: PolicyOutcome | None = None
+    kind: str = "audit"
+    datasets: list[dict[str, Any]] = field(default_factory=list)
     schema_version: str = SCHEMA_VERSION
     tool: str = "edgeproof"
     tool_version: str = __version__
@@ -175,6 +181,8 @@ class Report:
             "warnings": list(self.warnings),
             "checks": [c.to_json() for c in self.checks],
             "policy": None if self.policy is None else self.policy.to_json(),
+            "kind": self.kind,
+            "datasets": list(self.datasets),
         }
 
     @classmethod
@@ -201,6 +209,8 @@ class Report:
                     for r in pol["rules"]
                 ),
             ),
+            kind=str(obj.get("kind", "audit")),
+            datasets=list(obj.get("datasets", [])),
             schema_version=obj["schema_version"],
             tool=obj.get("tool", "edgeproof"),
             tool_version=obj.get("tool_version", __version__),

@@ -18,7 +18,6 @@ __all__ = ["print_summary"]
 
 _STATUS_STYLE = {"ok": "green", "skipped": "dim", "error": "bold red"}
 _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
-_HEADLINE_METRICS = 2  # the first metrics of a check are its headline ones
 _NO_UNIT = ("", "fraction")  # dimensionless: printing the unit adds nothing
 
 
@@ -27,13 +26,15 @@ def _headline(c: CheckResult) -> Text:
         return Text(c.skip_reason or "", style="dim")
     if c.status == "error":
         return Text(c.error or "", style="red")
+    if not c.metrics:  # e.g. the baseline comparison: its summary says what it found
+        return Text(c.summary, style="dim")
+    shown = c.headline_metrics()
     lines = [
-        f"{m.name} {format_estimate(m)}{'' if m.unit in _NO_UNIT else ' ' + m.unit}"
-        for m in c.metrics[:_HEADLINE_METRICS]
+        f"{m.name} {format_estimate(m)}{'' if m.unit in _NO_UNIT else ' ' + m.unit}" for m in shown
     ]
     text = Text("\n".join(lines))
-    if len(c.metrics) > _HEADLINE_METRICS:
-        text.append(f"\n+{len(c.metrics) - _HEADLINE_METRICS} more in the report", style="dim")
+    if len(c.metrics) > len(shown):
+        text.append(f"\n+{len(c.metrics) - len(shown)} more in the report", style="dim")
     return text
 
 

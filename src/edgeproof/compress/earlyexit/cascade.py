@@ -108,9 +108,18 @@ def export_segments(model: EarlyExitModel) -> tuple[bytes, ...]:
 
 
 def export_all_exits(model: EarlyExitModel) -> bytes:
-    """One graph computing every exit: outputs ``logits`` (final) then ``exit<i>_logits``."""
+    """One graph computing every exit: outputs ``logits`` (final) then ``exit<i>_logits``; its
+    metadata names output 0 as the one an audit reads (:data:`~edgeproof.models.interface.
+    SCORES_OUTPUT_KEY`)."""
+    import onnx
+
+    from edgeproof.models.interface import SCORES_OUTPUT_KEY
+
     names = ("logits", *[f"exit{i}_logits" for i in range(len(model.heads))])
-    return _export(_AllExits(model), model.input_shape, names)
+    graph = onnx.load_from_string(_export(_AllExits(model), model.input_shape, names))
+    # which output an audit reads (the final exit: the full network), for edgeproof audit
+    onnx.helper.set_model_props(graph, {SCORES_OUTPUT_KEY: "0"})
+    return graph.SerializeToString()
 
 
 class OrtCascade:

@@ -9,7 +9,7 @@ compared — that is what the gradient-masking sanity checks need.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,6 +114,7 @@ def robustness_curve(
     attacks: Sequence[Attack],
     seed: int = 0,
     batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RobustnessCurve:
     """Run every attack at every ε on the correctly classified samples of ``(x, y)``.
 
@@ -121,7 +122,8 @@ def robustness_curve(
     (:func:`edgeproof.methods.attacks.base.frozen_copy`), or, when every attack is forward-only
     (``needs_gradients`` False), any :data:`~edgeproof.methods.attacks.base.Forward` callable.
     Batches of ``batch_size``; the random numbers of each (attack, ε, batch) come from their own
-    seeded generator.
+    seeded generator. ``progress(done, total)`` is called after each (attack, ε, batch) with the
+    units done and the total (attacks × ε × batches).
     """
     n = x.shape[0]
     with torch.no_grad():
@@ -137,6 +139,10 @@ def robustness_curve(
     queries = np.zeros((len(attacks), len(eps_t), n), dtype=np.int64)
     counted = [idx.size > 0] * len(attacks)  # unknown (not counted) if nothing was attacked
     xc, yc = x[idx], y[idx]
+    total = len(attacks) * len(eps_t) * -(-idx.size // batch_size)
+    done = 0
+    if progress is not None:
+        progress(done, total)
     for ai, attack in enumerate(attacks):
         for ei, e in enumerate(eps_t):
             budget = Budget(norm=norm, eps=e, domain=domain)
@@ -150,6 +156,9 @@ def robustness_curve(
                     queries[ai, ei, rows] = res.queries.numpy()
                 else:  # the attack does not count its queries
                     counted[ai] = False
+                done += 1
+                if progress is not None:
+                    progress(done, total)
     queries[[ai for ai, ok in enumerate(counted) if not ok]] = -1
     return RobustnessCurve(
         norm=norm,

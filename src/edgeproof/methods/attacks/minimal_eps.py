@@ -14,6 +14,7 @@ Samples the attack cannot fool even at ``upper`` are *censored*: their value is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,11 +67,13 @@ def minimal_eps(
     iterations: int = 10,
     seed: int = 0,
     batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
 ) -> MinimalEps:
     """Bisect the minimal ε of ``attack`` for every sample of ``(x, y)``.
 
     ``model`` is an ``nn.Module`` for gradient attacks; a forward-only attack (Square) takes any
-    :data:`~edgeproof.methods.attacks.base.Forward` callable.
+    :data:`~edgeproof.methods.attacks.base.Forward` callable. ``progress(done, total)`` is called
+    after each attacked batch (``(1 + iterations) × batches`` in all).
     """
     if iterations < 1:
         raise OptionError("bisection_steps", f"{iterations} is too few", "use >= 1, e.g. 10")
@@ -91,8 +94,13 @@ def minimal_eps(
         xc, yc = x[idx], y[idx]
         lo = torch.zeros(idx.size, dtype=torch.float64)
         hi = torch.full((idx.size,), float(upper), dtype=torch.float64)
+        total = (1 + iterations) * -(-idx.size // batch_size)
+        done = 0
+        if progress is not None:
+            progress(done, total)
 
         def fooled_at(eps: torch.Tensor, salt: int) -> torch.Tensor:
+            nonlocal done
             out = torch.zeros(idx.size, dtype=torch.bool)
             for bi, s in enumerate(range(0, idx.size, batch_size)):
                 sl = slice(s, s + batch_size)
@@ -100,6 +108,9 @@ def minimal_eps(
                 g = attack_generator(seed, 7_919, salt, bi)
                 res = attack.perturb(model, xc[sl], yc[sl], budget, generator=g)  # type: ignore[arg-type]
                 out[sl] = res.success
+                done += 1
+                if progress is not None:
+                    progress(done, total)
             return out
 
         top = fooled_at(hi, 0)

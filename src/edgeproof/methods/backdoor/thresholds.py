@@ -41,7 +41,8 @@ FORMAT = "edgeproof-backdoor-thresholds"
 
 @dataclass(frozen=True)
 class Threshold:
-    """One detector's threshold for one architecture (``inf``: no clean score was finite)."""
+    """One detector's threshold for one architecture (``inf``: no clean score was finite;
+    ``n_clean`` 0: a value the caller gave instead of a calibrated one)."""
 
     value: float
     n_clean: int
@@ -49,6 +50,8 @@ class Threshold:
     arch: str
 
     def describe(self) -> str:
+        if self.n_clean == 0:  # given by the caller (scan_folder's threshold_overrides)
+            return f"{self.value:.4g} (given, not calibrated)"
         where = "all architectures pooled" if self.arch == POOLED else self.arch
         return f"{self.value:.4g} ({where}: {self.n_clean} clean models, FPR {self.fpr:g})"
 

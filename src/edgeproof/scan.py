@@ -1,0 +1,843 @@
+"""Scan every model in a folder for a backdoor: :func:`scan_folder` → a typed :class:`ScanReport`.
+
+Each model file of the folder (the formats :func:`edgeproof.models.loading.load_model` reads:
+``.safetensors`` with or without a sidecar, TorchScript, ``.pt2``, ``.onnx``, state-dict ``.pt``)
+is loaded and scanned by :func:`edgeproof.methods.backdoor.scan_model` — the data-free detectors,
+and with clean samples Neural Cleanse and STRIP — in its own worker process
+(``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` start method, ``jobs`` workers,
+one torch thread each; ``jobs=1`` scans in this process). A file that cannot be read, a model
+whose last layer is not a classifier head and a model the scan refuses are listed with the
+reason, and the scan goes on; a worker that crashes marks its model ``crashed`` (with the
+traceback) and the others go on.
+
+Decisions are each detector's against its calibrated threshold for the model's architecture
+(the shipped ``thresholds.json`` or ``thresholds``; the pooled threshold for an architecture the
+calibration population did not contain), or against a threshold the caller gives per detector
+(``threshold_overrides``, every architecture). Models are grouped by architecture (the thresholds
+are per architecture) and ranked by their **threshold ratio**: the largest ``score / threshold``
+over the detectors that have a threshold (> 1: over the threshold, i.e. flagged; a detector whose
+score is NaN, or whose threshold is ≤ 0 and is exceeded, counts as ``inf``; one that does not
+exceed a threshold ≤ 0 as 0). Models without a ratio (not scanned) come last.
+
+Clean samples (``clean``) are used on the models whose input shape they fit (the others are
+scanned data-free, and the report says so), at most ``max_clean_samples`` of them.
+
+Ground truth: a folder written by ``edgeproof make-population`` holds a ``population.json`` with
+each model's label; the report then also measures each detector on this folder, as
+``benchmarks/bench_backdoor.py`` does on its evaluation population: TPR over the ``backdoored``
+models and FPR over the ``clean`` ones at the thresholds used, each with a 95 % Wilson interval,
+and the AUROC of the scores (Mann–Whitney, ties counted ½); ``attack-failed`` models count as
+neither. A ``population.json`` that cannot be read is noted and ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edgeproof.checks.backdoor import BackdoorCheck
+from edgeproof.data.dataset import Dataset
+from edgeproof.errors import InputFileError, OptionError, UserError, render_text
+from edgeproof.methods.backdoor import (
+    DATA_FREE_DETECTORS,
+    BackdoorScan,
+    DetectorVerdict,
+    FreeEagleConfig,
+    NeuralCleanseConfig,
+    NotAClassifierError,
+    STRIPConfig,
+    Threshold,
+    Thresholds,
+    scan_model,
+    shipped_thresholds,
+)
+from edgeproof.methods.backdoor.thresholds import POOLED
+from edgeproof.methods.stats import wilson_interval
+from edgeproof.models.loading import SUPPORTED_SUFFIXES, load_model
+from edgeproof.results import CheckResult, Table
+
+__all__ = [
+    "SCAN_FORMAT",
+    "ModelScan",
+    "ScanReport",
+    "ScanSettings",
+    "ScanStatus",
+    "model_files",
+    "scan_folder",
+    "with_overrides",
+]
+
+SCAN_FORMAT = "edgeproof-scan"
+SCAN_SCHEMA_VERSION = "1.0"
+
+#: how one file of the folder ended: scanned; not a classifier (its last layer is no classifier
+#: head); unreadable (the file could not be loaded); refused (loaded, but the scan refused the
+#: model, e.g. NaN weights); crashed (an internal failure, traceback kept)
+ScanStatus = Literal["scanned", "not-a-classifier", "unreadable", "refused", "crashed"]
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """What every worker runs (picklable: it travels to the worker processes).
+
+    Attributes:
+        detectors: data-free detectors (of :data:`~edgeproof.methods.backdoor.DATA_FREE_DETECTORS`).
+        thresholds: the thresholds the scores are compared with.
+        freeeagle_steps: FreeEagle optimisation steps per class (the ``backdoor`` check's default).
+        nc_epochs, nc_max_seconds: Neural Cleanse budget per model (with clean samples).
+        strip_samples, strip_fpr: STRIP superimpositions per input and its false-positive rate.
+        max_clean_samples: at most this many clean samples per model (seeded subsample).
+        trust_code: let model files run code (TorchScript outside the allowlist, pickles).
+        seed: seeds every detector.
+        name_of: how the reasons name a library parameter (the CLI: its flag); a module-level
+            function, so that it travels to the workers.
+    """
+
+    detectors: tuple[str, ...] = DATA_FREE_DETECTORS
+    thresholds: Thresholds | None = None
+    freeeagle_steps: int = 1000
+    nc_epochs: int = 20
+    nc_max_seconds: float | None = 30.0
+    strip_samples: int = 20
+    strip_fpr: float = 0.01
+    max_clean_samples: int = 128
+    trust_code: bool = False
+    seed: int = 0
+    name_of: Callable[[str], str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "detectors": list(self.detectors),
+            "freeeagle_steps": self.freeeagle_steps,
+            "nc_epochs": self.nc_epochs,
+            "nc_max_seconds": self.nc_max_seconds,
+            "strip_samples": self.strip_samples,
+            "strip_fpr": self.strip_fpr,
+            "max_clean_samples": self.max_clean_samples,
+            "trust_code": self.trust_code,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class ModelScan:
+    """One file of the folder: how it ended and, if scanned, what the detectors found.
+
+    Attributes:
+        file: the file name, relative to the scanned folder.
+        status: :data:`ScanStatus`.
+        reason: why it was not scanned (``None`` when scanned).
+        arch: its architecture (``None``: unknown, e.g. a weights-only or ONNX file).
+        format: the loader that read it (``None`` when unreadable).
+        classes: the class names (indices as text when the model names none).
+        scan: the detectors' results (scanned models only).
+        used_data: whether the clean samples were used (Neural Cleanse and STRIP ran).
+        notes: what the report should say about this model (e.g. why the data was not used).
+        duration_s: load and scan time in the worker.
+        traceback: kept for a crash only.
+    """
+
+    file: str
+    status: ScanStatus
+    reason: str | None = None
+    arch: str | None = None
+    format: str | None = None
+    classes: tuple[str, ...] = ()
+    scan: BackdoorScan | None = None
+    used_data: bool = False
+    notes: tuple[str, ...] = ()
+    duration_s: float = 0.0
+    traceback: str | None = None
+
+    @property
+    def verdicts(self) -> tuple[DetectorVerdict, ...]:
+        return () if self.scan is None else self.scan.verdicts
+
+    @property
+    def flagged_by(self) -> list[str]:
+        return [] if self.scan is None else self.scan.flagged_by
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flagged_by)
+
+    @property
+    def ratio(self) -> float | None:
+        """The threshold ratio (module docstring); ``None`` without a thresholded detector."""
+        ratios = [_ratio(v) for v in self.verdicts if v.threshold is not None]
+        return max(ratios) if ratios else None
+
+    @property
+    def suspected_target(self) -> int | None:
+        return None if self.scan is None else self.scan.suspected_target
+
+    @property
+    def group(self) -> str:
+        """The architecture group it is reported in."""
+        return self.arch or f"unknown architecture ({self.format or 'unreadable'})"
+
+
+def _ratio(v: DetectorVerdict) -> float:
+    s, t = float(v.result.score), float(v.threshold if v.threshold is not None else math.nan)
+    if math.isnan(s):
+        return math.inf
+    if t > 0:
+        return s / t
+    return math.inf if s > t else 0.0
+
+
+def _rank_key(m: ModelScan) -> tuple[int, float, str]:
+    r = m.ratio
+    return (1, 0.0, m.file) if r is None else (0, -r, m.file)
+
+
+@dataclass
+class ScanReport:
+    """The scan of one folder: every file's outcome, ranked, with the provenance of the decisions.
+
+    Attributes:
+        folder: the scanned folder.
+        models: one entry per model file, ranked (:func:`_rank_key`: threshold ratio, highest
+            first; not-scanned files last, by name).
+        ignored: files in the folder that are not model files (sidecar ``.json`` files excluded).
+        settings: what every worker ran.
+        thresholds: the thresholds used (with the population they were calibrated on).
+        overrides: thresholds the caller gave, by detector (every architecture).
+        data: summary of the clean samples, or ``None`` for a data-free scan.
+        jobs: worker processes used.
+        created, duration_s, environment: when, how long, on what.
+    """
+
+    folder: str
+    models: list[ModelScan]
+    ignored: list[str]
+    settings: ScanSettings
+    thresholds: Thresholds
+    overrides: dict[str, float]
+    data: dict[str, Any] | None
+    jobs: int
+    created: str
+    duration_s: float = 0.0
+    environment: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    _evidence: dict[str, CheckResult] = field(default_factory=dict, repr=False)
+
+    @property
+    def scanned(self) -> list[ModelScan]:
+        return [m for m in self.models if m.status == "scanned"]
+
+    @property
+    def flagged(self) -> list[ModelScan]:
+        return [m for m in self.models if m.flagged]
+
+    @property
+    def not_scanned(self) -> list[ModelScan]:
+        return [m for m in self.models if m.status != "scanned"]
+
+    @property
+    def crashed(self) -> list[ModelScan]:
+        return [m for m in self.models if m.status == "crashed"]
+
+    def groups(self) -> dict[str, list[ModelScan]]:
+        """Scanned models by architecture (ranked within each group), groups by name."""
+        out: dict[str, list[ModelScan]] = {}
+        for m in sorted(self.scanned, key=lambda m: m.group):
+            out.setdefault(m.group, []).append(m)
+        return {g: sorted(ms, key=_rank_key) for g, ms in out.items()}
+
+    def evidence(self, m: ModelScan) -> CheckResult | None:
+        """The ``backdoor`` check's result for one scanned model (metrics, findings, per-class
+        table, figures drawn when first rendered)."""
+        if m.scan is None:
+            return None
+        if m.file not in self._evidence:
+            res = BackdoorCheck().to_result(m.scan, list(m.classes))
+            name_of = self.settings.name_of
+            res.findings = [
+                replace(f, message=render_text(f.message, name_of)) for f in res.findings
+            ]
+            res.summary = render_text(res.summary, name_of)
+            res.title = f"{m.file} ({m.group})"
+            res.duration_s = m.duration_s
+            res.settings = {"file": m.file, "used_data": m.used_data, **self.settings.to_json()}
+            self._evidence[m.file] = res
+        return self._evidence[m.file]
+
+    def ranking_table(self) -> Table:
+        """The ranked table (every scanned model, then the files not scanned)."""
+        rows: list[list[Any]] = []
+        for i, m in enumerate(self.models, 1):
+            scores = {v.result.detector: float(v.result.score) for v in m.verdicts}
+            target = m.suspected_target
+            rows.append(
+                [
+                    i if m.status == "scanned" else None,
+                    m.file,
+                    m.group if m.status == "scanned" else (m.arch or ""),
+                    m.status,
+                    _num(m.ratio),
+                    ", ".join(m.flagged_by),
+                    None if target is None else m.classes[target],
+                    *[_num(scores.get(d)) for d in self.settings.detectors],
+                    m.reason or "; ".join(m.notes),
+                ]
+            )
+        return Table(
+            "ranking",
+            "Models ranked by threshold ratio",
+            [
+                "rank",
+                "file",
+                "architecture",
+                "status",
+                "ratio",
+                "flagged by",
+                "suspected target",
+                *[f"{d} score" for d in self.settings.detectors],
+                "reason / notes",
+            ],
+            rows,
+            description="ratio: the largest score / threshold over the detectors that have a "
+            "threshold (> 1: flagged). Thresholds are per architecture (pooled for an "
+            "architecture the calibration population did not contain).",
+        )
+
+    def groups_table(self) -> Table:
+        rows: list[list[Any]] = []
+        for g, ms in self.groups().items():
+            sources: dict[str, str] = {}
+            for m in ms:
+                for v in m.verdicts:
+                    sources.setdefault(v.result.detector, v.threshold_source)
+            rows.append(
+                [
+                    g,
+                    len(ms),
+                    sum(m.flagged for m in ms),
+                    "; ".join(f"{d}: {s}" for d, s in sources.items()),
+                ]
+            )
+        return Table(
+            "architectures",
+            "Scanned models by architecture",
+            ["architecture", "models", "flagged", "thresholds"],
+            rows,
+        )
+
+    def truth_rows(self) -> list[dict[str, Any]]:
+        """Per detector (and ``any`` detector): TPR, FPR with Wilson intervals and AUROC on the
+        scanned models the folder's ``population.json`` labels (empty without labels)."""
+        if not self.labels:
+            return []
+        labelled = [
+            (m, self.labels[m.file])
+            for m in self.scanned
+            if self.labels.get(m.file) in ("clean", "backdoored")
+        ]
+        rows: list[dict[str, Any]] = []
+        for det in (*self.settings.detectors, "neural-cleanse", "any"):
+            pos: list[float] = []
+            neg: list[float] = []
+            tp = fp = 0
+            for m, label in labelled:
+                if det == "any":
+                    score: float | None = m.ratio
+                    flagged: bool | None = m.flagged
+                else:
+                    v = next((v for v in m.verdicts if v.result.detector == det), None)
+                    if v is None or v.flagged is None:
+                        continue
+                    score, flagged = float(v.result.score), bool(v.flagged)
+                if score is None:
+                    continue
+                score = math.inf if math.isnan(score) else score
+                (pos if label == "backdoored" else neg).append(score)
+                tp += int(label == "backdoored" and bool(flagged))
+                fp += int(label == "clean" and bool(flagged))
+            if not pos and not neg:
+                continue
+            tpr = wilson_interval(tp, len(pos)) if pos else None
+            fpr = wilson_interval(fp, len(neg)) if neg else None
+            rows.append(
+                {
+                    "detector": det,
+                    "backdoored": len(pos),
+                    "true_positives": tp,
+                    "tpr": tp / len(pos) if pos else None,
+                    "tpr_ci": None if tpr is None else [tpr.low, tpr.high],
+                    "clean": len(neg),
+                    "false_positives": fp,
+                    "fpr": fp / len(neg) if neg else None,
+                    "fpr_ci": None if fpr is None else [fpr.low, fpr.high],
+                    "auroc": _auroc(pos, neg),
+                }
+            )
+        return rows
+
+    def truth_table(self) -> Table | None:
+        rows = self.truth_rows()
+        if not rows:
+            return None
+
+        def rate(k: int, n: int, ci: list[float] | None) -> str:
+            return "—" if ci is None else f"{k}/{n} = {k / n:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+        return Table(
+            "ground_truth",
+            "Measured on this folder's population.json labels",
+            ["detector", "TPR [95% Wilson]", "FPR [95% Wilson]", "AUROC"],
+            [
+                [
+                    r["detector"],
+                    rate(r["true_positives"], r["backdoored"], r["tpr_ci"]),
+                    rate(r["false_positives"], r["clean"], r["fpr_ci"]),
+                    r["auroc"],
+                ]
+                for r in rows
+            ],
+            description="TPR over the models labelled backdoored, FPR over those labelled "
+            "clean, at the thresholds used; attack-failed models are left out. 'any': flagged "
+            "by at least one detector, AUROC of the threshold ratio.",
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": SCAN_FORMAT,
+            "schema_version": SCAN_SCHEMA_VERSION,
+            "tool": "edgeproof",
+            "tool_version": _tool_version(),
+            "created": self.created,
+            "duration_s": self.duration_s,
+            "seed": self.settings.seed,
+            "jobs": self.jobs,
+            "environment": self.environment,
+            "folder": self.folder,
+            "settings": self.settings.to_json(),
+            "thresholds": self.thresholds.to_json(),
+            "threshold_overrides": dict(self.overrides),
+            "data": self.data,
+            "summary": {
+                "files": len(self.models),
+                "scanned": len(self.scanned),
+                "flagged": len(self.flagged),
+                **{
+                    s: sum(m.status == s for m in self.models)
+                    for s in ("not-a-classifier", "unreadable", "refused", "crashed")
+                },
+            },
+            "architectures": [
+                {"arch": g, "models": [m.file for m in ms], "flagged": sum(m.flagged for m in ms)}
+                for g, ms in self.groups().items()
+            ],
+            "models": [self._model_json(i, m) for i, m in enumerate(self.models, 1)],
+            "ignored": list(self.ignored),
+            "notes": list(self.notes),
+            "ground_truth": None
+            if not self.labels
+            else {
+                "source": "population.json",
+                "labels": dict(self.labels),
+                "detectors": [
+                    {k: (_num(v) if isinstance(v, float) else v) for k, v in r.items()}
+                    for r in self.truth_rows()
+                ],
+            },
+        }
+
+    def _model_json(self, rank: int, m: ModelScan) -> dict[str, Any]:
+        target = m.suspected_target
+        ev = self.evidence(m)
+        return {
+            "file": m.file,
+            "rank": rank if m.status == "scanned" else None,
+            "status": m.status,
+            "reason": m.reason,
+            "arch": m.arch,
+            "format": m.format,
+            "ratio": _num(m.ratio),
+            "flagged": m.flagged,
+            "flagged_by": m.flagged_by,
+            "suspected_target": target,
+            "suspected_target_name": None if target is None else m.classes[target],
+            "detectors": [
+                {
+                    "detector": v.result.detector,
+                    "score": _num(v.result.score),
+                    "threshold": _num(v.threshold),
+                    "threshold_source": v.threshold_source,
+                    "flagged": v.flagged,
+                    "suspected_target": v.result.suspected_target,
+                    "per_class": [_num(float(a)) for a in v.result.per_class],
+                }
+                for v in m.verdicts
+            ],
+            "detectors_skipped": {} if m.scan is None else dict(m.scan.skipped),
+            "used_data": m.used_data,
+            "notes": list(m.notes),
+            "duration_s": m.duration_s,
+            "traceback": m.traceback,
+            "evidence": None if ev is None else ev.to_json(),
+        }
+
+
+def _auroc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
+    """P(score of a backdoored model > score of a clean one), ties ½ (Mann–Whitney U / n₁n₀)."""
+    if not pos or not neg:
+        return None
+    p = np.asarray(pos, dtype=np.float64)[:, None]
+    n = np.asarray(neg, dtype=np.float64)[None, :]
+    return float(np.mean((p > n) + 0.5 * (p == n)))
+
+
+def _num(v: float | None) -> float | None:
+    if v is None:
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _tool_version() -> str:
+    from edgeproof._version import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------------------------
+# Files and thresholds
+
+
+def model_files(folder: str | Path) -> tuple[list[Path], list[str]]:
+    """The model files directly inside ``folder`` (by extension, sorted) and the other files
+    (sidecar ``<stem>.json`` files of a model and ``population.json`` are neither).
+
+    Raises :class:`OptionError` (``folder``) for a path that is not a folder, and for a folder
+    with no model file.
+    """
+    p = Path(folder)
+    if not p.exists():
+        raise OptionError("folder", f"{p} does not exist", "give the folder that holds the models")
+    if not p.is_dir():
+        raise OptionError("folder", f"{p} is not a folder", "give the folder that holds the models")
+    entries = sorted(e for e in p.iterdir() if e.is_file())
+    models = [e for e in entries if e.suffix.lower() in SUPPORTED_SUFFIXES]
+    stems = {m.stem for m in models}
+    other = [
+        e.name
+        for e in entries
+        if e not in models
+        and not (e.suffix == ".json" and (e.stem in stems or e.stem == "population"))
+    ]
+    if not models:
+        raise OptionError(
+            "folder",
+            f"{p} holds no model file ({', '.join(SUPPORTED_SUFFIXES)})",
+            "give the folder that holds the models",
+        )
+    return models, other
+
+
+def _labels(root: Path) -> tuple[dict[str, str], list[str]]:
+    """``{file: label}`` from ``root/population.json`` (written by make-population), and notes."""
+    from edgeproof.structured import read_json
+
+    path = root / "population.json"
+    if not path.is_file():
+        return {}, []
+    try:
+        obj = read_json(path, what="population index")
+        if not isinstance(obj, dict) or obj.get("format") != "edgeproof-backdoor-population":
+            raise ValueError("not an edgeproof population index")
+        labels = {str(m["path"]): str(m["label"]) for m in obj["members"]}
+    except (UserError, ValueError, KeyError, TypeError) as exc:
+        return {}, [f"population.json ignored: {exc}"]
+    return labels, [f"ground truth from population.json ({len(labels)} labelled models)"]
+
+
+def with_overrides(thresholds: Thresholds, overrides: Mapping[str, float]) -> Thresholds:
+    """``thresholds`` with each detector in ``overrides`` decided at that value on every
+    architecture (recorded as given, not calibrated: ``n_clean`` 0)."""
+    known = (*DATA_FREE_DETECTORS, "neural-cleanse")
+    by = {d: dict(t) for d, t in thresholds.by_detector.items()}
+    for det, value in overrides.items():
+        if det not in DATA_FREE_DETECTORS:
+            raise OptionError(
+                "threshold_overrides",
+                f"{det!r} is not a detector with a calibrated threshold",
+                f"use some of {', '.join(DATA_FREE_DETECTORS)}"
+                + (" (neural-cleanse decides by its anomaly index > 2)" if det in known else ""),
+            )
+        if not math.isfinite(float(value)):
+            raise OptionError("threshold_overrides", f"{det}: {value} is not a finite number")
+        by[det] = {POOLED: Threshold(float(value), 0, math.nan, POOLED)}
+    return replace(thresholds, by_detector=by)
+
+
+# --------------------------------------------------------------------------------------------
+# One model (runs in a worker)
+
+
+def _scan_file(
+    path: Path, root: Path, settings: ScanSettings, clean: np.ndarray | None
+) -> ModelScan:
+    """Load and scan one file; every failure becomes this file's status (never raised)."""
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    name = path.relative_to(root).as_posix()
+    try:
+        model = load_model(path, trust_code=settings.trust_code)
+    except UserError as exc:
+        return ModelScan(
+            name, "unreadable", exc.render(settings.name_of), duration_s=time.perf_counter() - t0
+        )
+    except Exception as exc:  # a loader that failed on a broken file: still this file's problem
+        return ModelScan(
+            name,
+            "unreadable",
+            f"{path}: could not be read ({type(exc).__name__}: {str(exc)[:200]})",
+            duration_s=time.perf_counter() - t0,
+        )
+    spec = model.spec
+    k = None if spec is None else spec.num_classes
+    names = tuple(spec.class_names) if spec is not None and spec.class_names else ()
+    base = ModelScan(name, "scanned", arch=model.arch, format=model.format)
+    notes: list[str] = []
+    clean_x = None
+    if clean is not None:
+        if model.module is None:
+            notes.append("clean samples not used: Neural Cleanse and STRIP need the module")
+        elif spec is None:
+            notes.append("clean samples not used: the model has no input spec (no sidecar)")
+        elif tuple(clean.shape[1:]) != tuple(spec.shape):
+            notes.append(
+                f"clean samples not used: they have shape {list(clean.shape[1:])}, the model "
+                f"takes {list(spec.shape)}"
+            )
+        else:
+            clean_x = clean
+    try:
+        scan = scan_model(
+            model,
+            detectors=settings.detectors,
+            clean_x=clean_x,
+            thresholds=settings.thresholds,
+            freeeagle_config=FreeEagleConfig(steps=settings.freeeagle_steps),
+            neural_cleanse_config=NeuralCleanseConfig(
+                epochs=settings.nc_epochs, max_seconds=settings.nc_max_seconds
+            ),
+            strip=STRIPConfig(num_samples=settings.strip_samples, fpr=settings.strip_fpr),
+            max_clean_samples=settings.max_clean_samples,
+            seed=settings.seed,
+        )
+    except NotAClassifierError as exc:
+        return replace(
+            base,
+            status="not-a-classifier",
+            reason=exc.render(settings.name_of),
+            duration_s=time.perf_counter() - t0,
+        )
+    except UserError as exc:
+        return replace(
+            base,
+            status="refused",
+            reason=exc.render(settings.name_of),
+            duration_s=time.perf_counter() - t0,
+        )
+    except Exception as exc:
+        return replace(
+            base,
+            status="crashed",
+            reason=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+            duration_s=time.perf_counter() - t0,
+        )
+    k = scan.num_classes
+    if len(names) != k:
+        names = tuple(str(i) for i in range(k))
+    return replace(
+        base,
+        classes=names,
+        scan=scan,
+        used_data=clean_x is not None,
+        notes=tuple(notes),
+        duration_s=time.perf_counter() - t0,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The folder
+
+
+def scan_folder(
+    folder: str | Path,
+    *,
+    clean: Dataset | None = None,
+    jobs: int = 1,
+    detectors: Sequence[str] = DATA_FREE_DETECTORS,
+    thresholds: Thresholds | None = None,
+    threshold_overrides: Mapping[str, float] | None = None,
+    freeeagle_steps: int = 1000,
+    nc_epochs: int = 20,
+    nc_max_seconds: float | None = 30.0,
+    max_clean_samples: int = 128,
+    trust_code: bool = False,
+    seed: int = 0,
+    progress: Callable[[ModelScan], None] | None = None,
+    name_of: Callable[[str], str] | None = None,
+) -> ScanReport:
+    """Scan every model file directly inside ``folder`` (module docstring).
+
+    Args:
+        folder: the folder (:class:`OptionError` if it is not one or holds no model file).
+        clean: clean samples (a dataset in the models' raw input units); Neural Cleanse and STRIP
+            run on the models whose input shape they fit.
+        jobs: worker processes (``spawn``, one torch thread each); 1 scans in this process.
+        detectors: data-free detectors to run.
+        thresholds: calibrated thresholds (default: the shipped ones).
+        threshold_overrides: ``{detector: value}`` deciding that detector at ``value`` on every
+            architecture instead.
+        freeeagle_steps, nc_epochs, nc_max_seconds, max_clean_samples: detector budgets.
+        trust_code: let the model files run code (only for files you trust).
+        seed: seeds every detector.
+        progress: called with each file's outcome as it arrives.
+        name_of: how the reasons name a library parameter (default: by its name; the CLI passes
+            :func:`edgeproof.cli.flags.flag_of`). It travels to the worker processes, so it must
+            be a module-level function.
+    """
+    t0 = time.perf_counter()
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise OptionError("jobs", f"{jobs!r} is not a positive number of processes", "use e.g. 4")
+    unknown = [d for d in detectors if d not in DATA_FREE_DETECTORS]
+    if unknown or not detectors:
+        raise OptionError(
+            "detectors",
+            f"unknown or no detectors {unknown or list(detectors)}",
+            f"use some of {', '.join(DATA_FREE_DETECTORS)}",
+        )
+    for name, v in (("freeeagle_steps", freeeagle_steps), ("nc_epochs", nc_epochs)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise OptionError(name, f"{v!r} must be an integer >= 1")
+    if max_clean_samples < 2:
+        raise OptionError("max_clean_samples", f"must be >= 2, got {max_clean_samples}")
+    root = Path(folder)
+    files, ignored = model_files(root)
+    th = thresholds if thresholds is not None else shipped_thresholds()
+    overrides = dict(threshold_overrides or {})
+    if overrides:
+        th = with_overrides(th, overrides)
+    settings = ScanSettings(
+        detectors=tuple(detectors),
+        thresholds=th,
+        freeeagle_steps=freeeagle_steps,
+        nc_epochs=nc_epochs,
+        nc_max_seconds=nc_max_seconds,
+        max_clean_samples=max_clean_samples,
+        trust_code=trust_code,
+        seed=seed,
+        name_of=name_of,
+    )
+    clean_x = None
+    if clean is not None:
+        clean.validate()
+        x = np.asarray(clean.x, dtype=np.float32)
+        if x.shape[0] < 2:
+            raise InputFileError(clean.name, "fewer than 2 clean samples", "give at least 2")
+        if x.shape[0] > max_clean_samples:  # the same subsample for every model
+            rng = np.random.default_rng(seed)
+            x = x[np.sort(rng.choice(x.shape[0], max_clean_samples, replace=False))]
+        clean_x = np.ascontiguousarray(x)
+    workers = min(jobs, len(files))
+    results = _run(files, root, settings, clean_x, workers, progress)
+    labels, notes = _labels(root)
+    report = ScanReport(
+        folder=str(root),
+        models=sorted(results, key=_rank_key),
+        ignored=ignored,
+        settings=settings,
+        thresholds=th,
+        overrides=overrides,
+        data=None if clean is None else clean.to_json(),
+        jobs=workers,
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        environment=_environment(),
+        labels=labels,
+        notes=notes,
+    )
+    report.duration_s = time.perf_counter() - t0
+    return report
+
+
+def _environment() -> dict[str, Any]:
+    from edgeproof.report.report import environment
+
+    env = environment()
+    env["torch_threads"] = 1  # every worker runs on one thread
+    return env
+
+
+def _run(
+    files: list[Path],
+    root: Path,
+    settings: ScanSettings,
+    clean: np.ndarray | None,
+    workers: int,
+    progress: Callable[[ModelScan], None] | None,
+) -> list[ModelScan]:
+    out: list[ModelScan] = []
+
+    def done(m: ModelScan) -> None:
+        out.append(m)
+        if progress is not None:
+            progress(m)
+
+    if workers <= 1:
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            for f in files:
+                done(_scan_file(f, root, settings, clean))
+        finally:
+            torch.set_num_threads(before)
+        return out
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures: dict[Future[ModelScan], Path] = {
+            pool.submit(_scan_file, f, root, settings, clean): f for f in files
+        }
+        for fut in as_completed(futures):
+            f = futures[fut]
+            try:
+                done(fut.result())
+            except BrokenProcessPool as exc:
+                done(
+                    ModelScan(
+                        f.relative_to(root).as_posix(),
+                        "crashed",
+                        f"the worker process scanning it died ({exc})",
+                        traceback="".join(traceback.format_exception(exc)),
+                    )
+                )
+            except Exception as exc:  # e.g. a result that could not be sent back
+                done(
+                    ModelScan(
+                        f.relative_to(root).as_posix(),
+                        "crashed",
+                        f"{type(exc).__name__}: {exc}",
+                        traceback="".join(traceback.format_exception(exc)),
+                    )
+                )
+    return out
