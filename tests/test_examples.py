@@ -118,9 +118,9 @@ def code_blocks(path: Path) -> list[tuple[int, str, str, str | None]]:
 
 
 def documents() -> list[Path]:
-    """The hand-written Markdown: docs/benchmarks/ holds measured output (its blocks are logs a
-    benchmark wrote), docs/generated/ what ``docs/generate.py`` writes from the code."""
-    skip = {"generated", "benchmarks"}
+    """The hand-written Markdown: docs/benchmarks/ and docs/benchmarks.md hold measured output
+    (their blocks are logs a benchmark wrote), docs/generated/ what ``docs/generate.py`` writes."""
+    skip = {"generated", "benchmarks", "benchmarks.md"}
     docs = sorted(p for p in (ROOT / "docs").rglob("*.md") if not skip & set(p.parts))
     return [ROOT / "README.md", *docs, ROOT / "CONTRIBUTING.md"]
 
