@@ -125,8 +125,17 @@ def documents() -> list[Path]:
     return [ROOT / "README.md", *docs, ROOT / "CONTRIBUTING.md"]
 
 
+# a Python block runs in a fresh interpreter (imports torch, often audits): ~3-8 s each
 ALL_BLOCKS = [
-    pytest.param(doc, line, lang, code, reason, id=f"{doc.relative_to(ROOT)}:{line}")
+    pytest.param(
+        doc,
+        line,
+        lang,
+        code,
+        reason,
+        id=f"{doc.relative_to(ROOT)}:{line}",
+        marks=[pytest.mark.slow] if lang == "python" and reason is None else [],
+    )
     for doc in documents()
     if doc.exists()
     for line, lang, code, reason in code_blocks(doc)
