@@ -14,7 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edgeproof._lazy import lazy_exports
+from edgeproof._torch_version import check_torch
 from edgeproof._version import __version__
+
+check_torch()
 
 if TYPE_CHECKING:
     from edgeproof.checks import available_checks, get_check, register_check

@@ -37,6 +37,7 @@ a flag and a CLI message never names a Python argument.
     │   ├── DataError                    the data's content is invalid (NaN, labels out of range)
     │   ├── ModelError                   the model's content is invalid (NaN/Inf outputs)
     │   ├── NotApplicableError           a compression step cannot apply (search: skipped)
+    │   ├── MissingExtraError            an optional dependency is not installed (names the extra)
     │   ├── NotAClassifierError          (methods.backdoor.head) the last layer is no class head
     │   └── SignatureKeyError            (integrity.seal) kept for callers that catch it
     ├── PolicyViolation                  exit code 1: a threshold failed (not an input error)
@@ -62,6 +63,7 @@ __all__ = [
     "EdgeproofError",
     "InputFileError",
     "InternalError",
+    "MissingExtraError",
     "ModelError",
     "ModelFileError",
     "NotApplicableError",
@@ -196,6 +198,24 @@ class NotApplicableError(UserError):
     The compression search records the candidate as skipped with this message as the reason;
     called directly, the step's caller sees it like any other input error (exit code 2).
     """
+
+
+class MissingExtraError(UserError):
+    """An optional dependency is not installed: ``<module> is not installed (needed <purpose>);
+    install it with: pip install 'edgeproof[<extra>]'``.
+
+    Raised where edgeproof imports the optional package (:func:`edgeproof.extras.needs_extra`),
+    so the caller sees which extra to install rather than a ``ModuleNotFoundError``.
+    """
+
+    def __init__(self, extra: str, module: str, purpose: str) -> None:
+        self.extra = extra
+        self.module = module
+        self.purpose = purpose
+        super().__init__(
+            f"{module} is not installed (needed {purpose}); "
+            f"install it with: pip install 'edgeproof[{extra}]'"
+        )
 
 
 class PolicyFileError(InputFileError):

@@ -16,6 +16,7 @@ table, figure), ``selection`` (the budget, with confidence), ``search``, ``api``
 ``mixed/``, ``earlyexit/``.
 """
 
+import edgeproof.compress._requires  # noqa: F401  (names the [onnx] extra when it is missing)
 from edgeproof.compress.api import CompressionResult, compress, write_artefacts
 from edgeproof.compress.artefacts import Artefact, CascadeArtefact, GraphArtefact
 from edgeproof.compress.calibrate import CALIBRATION_METHODS, ActivationStats, RangeObserver

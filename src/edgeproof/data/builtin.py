@@ -35,6 +35,7 @@ import numpy as np
 
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import DataFileError
+from edgeproof.extras import needs_extra
 
 __all__ = ["BuiltinLoader", "builtin_names", "load_builtin", "register_builtin"]
 
@@ -129,7 +130,8 @@ def load_builtin(name: str) -> Dataset:
 @cache
 def _split(labels_key: str) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (train, test) indices of a scikit-learn dataset; stratified, seeded."""
-    from sklearn.model_selection import train_test_split
+    with needs_extra("data", "for the built-in datasets"):
+        from sklearn.model_selection import train_test_split
 
     y = _sklearn(labels_key)[1]
     train, test = train_test_split(
@@ -141,7 +143,8 @@ def _split(labels_key: str) -> tuple[np.ndarray, np.ndarray]:
 @cache
 def _sklearn(which: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...]]:
     """(x, y, class names, feature names) of a scikit-learn toy dataset, scaled into [0, 1]."""
-    from sklearn import datasets
+    with needs_extra("data", "for the built-in datasets"):
+        from sklearn import datasets
 
     if which == "mnist":
         x, y = _mnist_5k()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeproof.errors import ModelFileError, param
+from edgeproof.extras import needs_extra
 
 if TYPE_CHECKING:
     import torch
@@ -203,8 +204,9 @@ def read_safetensors(path: str | Path) -> Iterator[TensorSet]:
 
 def read_onnx(path: str | Path) -> TensorSet:
     """The initializers of an ONNX model plus its graph without weights (key ``onnx-graph``)."""
-    import onnx
-    from onnx import numpy_helper
+    with needs_extra("onnx", "to read the weights of an ONNX model"):
+        import onnx
+        from onnx import numpy_helper
 
     p = Path(path)
     try:

@@ -63,6 +63,7 @@ from edgeproof.errors import (
     UserError,
     param,
 )
+from edgeproof.extras import needs_extra
 from edgeproof.models.formats.export import load_export
 from edgeproof.models.formats.torchscript import load_torchscript
 from edgeproof.models.interface import (
@@ -334,8 +335,9 @@ def _load_safetensors(path: Path, arch: str | None, spec: InputSpec | None) -> L
 
 
 def _load_onnx(path: Path, spec: InputSpec | None) -> LoadedModel:
-    import onnx
-    import onnxruntime as ort
+    with needs_extra("onnx", "to load an ONNX model"):
+        import onnx
+        import onnxruntime as ort
 
     fix = "the file is truncated or corrupt; re-export it with torch.onnx.export"
     limits.check(ModelFileError, path, "max_model_bytes", "the model file", path.stat().st_size)

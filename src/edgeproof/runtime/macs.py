@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeproof.extras import needs_extra
+
 __all__ = [
     "LayerCost",
     "MacRule",
@@ -216,8 +218,9 @@ def onnx_layer_costs(path: Path, input_shape: Sequence[int]) -> list[LayerCost]:
     counts one MAC per output element; Add/Sub/Mul/Div holding initializers count 0; other nodes
     holding initializers are listed with their parameters and ``macs=None``.
     """
-    import onnx
-    from onnx import numpy_helper, shape_inference
+    with needs_extra("onnx", "to count the MACs of an ONNX graph"):
+        import onnx
+        from onnx import numpy_helper, shape_inference
 
     model = onnx.load(str(path))
     graph = model.graph

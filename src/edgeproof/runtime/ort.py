@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import torch
 
 from edgeproof.errors import InternalError, SpecError
+from edgeproof.extras import needs_extra
 from edgeproof.runtime.latency import LatencyStats, measure_latency
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = [
     "make_session",
@@ -29,7 +33,8 @@ def make_session(
     disable_optimizations: bool = False,
 ) -> object:
     """An ONNX Runtime CPU session with ``threads`` intra-op threads (inter-op 1)."""
-    import onnxruntime as ort
+    with needs_extra("onnx", "to run a graph with ONNX Runtime"):
+        import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads

@@ -27,6 +27,7 @@ from edgeproof import limits
 from edgeproof.data.dataset import Dataset
 from edgeproof.data.formats.labels import check_class_count
 from edgeproof.errors import DataFileError
+from edgeproof.extras import needs_extra
 
 __all__ = ["IMAGE_SUFFIXES", "load_image_folder"]
 
@@ -38,12 +39,8 @@ _LAYOUT = "Put images in one folder per class, e.g. root/cat/1.png and root/dog/
 
 def load_image_folder(root: Path, *, classes: Sequence[str] | None = None) -> Dataset:
     """Read a class-per-folder image tree into a :class:`Dataset` (not yet validated)."""
-    try:
+    with needs_extra("data", "to read image folders"):
         from PIL import Image
-    except ImportError as exc:  # Pillow is a dependency, so this is rare
-        raise DataFileError(
-            root, "reading image folders needs Pillow, which is not installed", "pip install pillow"
-        ) from exc
 
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes is not None:

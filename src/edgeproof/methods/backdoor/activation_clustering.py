@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 
 from edgeproof.errors import DataError, OptionError
+from edgeproof.extras import needs_extra
 
 __all__ = ["ActivationClusteringConfig", "ClusteringResult", "activation_clustering"]
 
@@ -93,8 +94,9 @@ def activation_clustering(
     config: ActivationClusteringConfig | None = None,
 ) -> ClusteringResult:
     """Cluster each class's activations in two and flag the poison cluster (module docstring)."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
+    with needs_extra("data", "by the activation-clustering backdoor detector"):
+        from sklearn.cluster import KMeans
+        from sklearn.metrics import silhouette_score
 
     cfg = config or ActivationClusteringConfig()
     cfg.validate()
