@@ -90,12 +90,14 @@ def test_compress_quantizes_the_given_graph_and_audit_reads_it_back(
 def test_int8_graph_candidate_puts_qdq_on_every_weight_and_activation(
     graph_and_data: tuple[Path, Path], digits_test: Dataset
 ) -> None:
-    from edgeproof.compress.graph import _stats
+    from edgeproof.compress.quantize import onnx_activation_stats
 
     path, _ = graph_and_data
     model = onnx.load(str(path))
     x = digits_test.x[:64].astype(np.float32)
-    q = graph_candidate(model, GraphRecipe("int8", "int8", "percentile"), _stats(model, x))
+    q = graph_candidate(
+        model, GraphRecipe("int8", "int8", "percentile"), onnx_activation_stats(model, x)
+    )
     ops = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
     weights_dq = [n for n in q.graph.node if n.op_type == "DequantizeLinear"]
     quant = [n for n in q.graph.node if n.op_type == "QuantizeLinear"]

@@ -19,7 +19,7 @@ from edgeproof.integrity.chunks import digest_blob, locate_single_word_change
 from edgeproof.integrity.guard import WeightGuard, WeightTamperError
 from edgeproof.integrity.merkle import leaf_hash, merkle_root
 from edgeproof.integrity.proof import prove, verify_proof
-from edgeproof.integrity.records import record_leaf
+from edgeproof.integrity.records import encode_leaf, record_leaf
 from edgeproof.integrity.seal import (
     Seal,
     SealFileError,
@@ -318,3 +318,15 @@ def test_guard_pre_hook_blocks_forward_after_a_flip_and_protect_set_limits_hashi
             module(x)
     assert guard.mean_check_seconds > 0
     module(x)  # detached: no check
+
+
+@pytest.mark.parametrize(
+    ("record_id", "label"), [("r1", "cat"), ("üü", ""), ("val.npz#49999", "9"), ("", "x" * 300)]
+)
+def test_the_record_leaf_is_the_generic_leaf_encoding(record_id: str, label: str) -> None:
+    """record_leaf writes its bytes directly (it runs once per record); they must be exactly
+    encode_leaf's, or every seal's root would change."""
+    digest = bytes(range(32))
+    assert record_leaf(record_id, digest, label) == encode_leaf(
+        "edgeproof/record/1", record_id, digest, label
+    )

@@ -33,7 +33,15 @@ from edgeproof.compress.onnx_export import export_onnx
 from edgeproof.compress.quantize import Parity
 from edgeproof.runtime.ort import make_session, per_record_latency_ms, run_session, session_latency
 
-__all__ = ["Artefact", "CascadeArtefact", "GraphArtefact", "Outputs"]
+__all__ = [
+    "Artefact",
+    "CascadeArtefact",
+    "GraphArtefact",
+    "Outputs",
+    "graph_latency",
+    "graph_outputs",
+    "logit_parity",
+]
 
 
 @dataclass(frozen=True)
@@ -117,19 +125,33 @@ class GraphArtefact(Artefact):
         self.notes = tuple(notes)
 
     def run(self, x: np.ndarray, *, threads: int) -> Outputs:
-        return Outputs(run_session(make_session(self.onnx_bytes, threads=threads), x)[0])
+        return graph_outputs(self.onnx_bytes, x, threads=threads)
 
     def latency(self, x: np.ndarray, outputs: Outputs, *, threads: int) -> tuple[float, float]:
-        lat = session_latency(self.onnx_bytes, x[0], threads=threads)
-        return lat.p50_ms, lat.p95_ms
+        return graph_latency(self.onnx_bytes, x, threads=threads)
 
     def parity(self, x: np.ndarray, outputs: Outputs) -> Parity:
-        ref = _torch_logits(self.module, x)
-        got = outputs.logits
         if not len(x):
             return Parity(1.0, 0.0, 0)
-        agree = float(np.mean(ref.argmax(1) == got.argmax(1)))
-        return Parity(agree, float(np.max(np.abs(ref - got))), len(x))
+        return logit_parity(_torch_logits(self.module, x), outputs.logits)
+
+
+def graph_outputs(onnx_bytes: bytes, x: np.ndarray, *, threads: int) -> Outputs:
+    """The first output of one ONNX Runtime session of the graph over every record of ``x``."""
+    return Outputs(run_session(make_session(onnx_bytes, threads=threads), x)[0])
+
+
+def graph_latency(onnx_bytes: bytes, x: np.ndarray, *, threads: int) -> tuple[float, float]:
+    """``(p50, p95)`` ms of one batch-1 call on the first record
+    (:func:`~edgeproof.runtime.ort.session_latency`)."""
+    lat = session_latency(onnx_bytes, x[0], threads=threads)
+    return lat.p50_ms, lat.p95_ms
+
+
+def logit_parity(ref: np.ndarray, got: np.ndarray) -> Parity:
+    """Top-1 agreement and the largest absolute logit difference of two forms, same records."""
+    agree = float(np.mean(ref.argmax(1) == got.argmax(1)))
+    return Parity(agree, float(np.max(np.abs(ref - got))), len(ref))
 
 
 class CascadeArtefact(Artefact):

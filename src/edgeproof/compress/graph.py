@@ -35,25 +35,32 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeproof.compress.artefacts import Artefact, Outputs
+from edgeproof.compress.artefacts import (
+    Artefact,
+    Outputs,
+    graph_latency,
+    graph_outputs,
+    logit_parity,
+)
 from edgeproof.compress.calibrate import ActivationStats
 from edgeproof.compress.ledger import Ledger, SkippedCandidate
 from edgeproof.compress.measure import MeasureSettings, measure_artefact
 from edgeproof.compress.onnx_export import (
-    activation_points,
     float_nodes,
     quantizable_ops,
-    shared_points,
-    with_outputs,
 )
 from edgeproof.compress.qdq import build_qdq_model
-from edgeproof.compress.quantize import Parity, int8_needs_reduced_range
+from edgeproof.compress.quantize import (
+    Parity,
+    QuantConfig,
+    activation_ranges,
+    onnx_activation_stats,
+)
 from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps, at_smallest_eps
 from edgeproof.compress.search import Budget, Progress, candidate_line, progress_teller
-from edgeproof.compress.simulate import shared_range
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import NotApplicableError, SpecError, param
-from edgeproof.runtime.ort import make_session, run_session, session_latency
+from edgeproof.runtime.ort import make_session, run_session
 from edgeproof.spec import ThreatModel
 
 __all__ = ["GRAPH_RECIPES", "GraphRecipe", "OnnxGraphArtefact", "graph_candidate", "search_graph"]
@@ -106,32 +113,15 @@ class OnnxGraphArtefact(Artefact):
         self.notes = tuple(notes)
 
     def run(self, x: np.ndarray, *, threads: int) -> Outputs:
-        return Outputs(run_session(make_session(self.onnx_bytes, threads=threads), x)[0])
+        return graph_outputs(self.onnx_bytes, x, threads=threads)
 
     def latency(self, x: np.ndarray, outputs: Outputs, *, threads: int) -> tuple[float, float]:
-        lat = session_latency(self.onnx_bytes, x[0], threads=threads)
-        return lat.p50_ms, lat.p95_ms
+        return graph_latency(self.onnx_bytes, x, threads=threads)
 
     def parity(self, x: np.ndarray, outputs: Outputs) -> Parity:
         if not len(x):
             return Parity(1.0, 0.0, 0)
-        ref = run_session(make_session(self.reference), x)[0]
-        got = outputs.logits
-        agree = float(np.mean(ref.argmax(1) == got.argmax(1)))
-        return Parity(agree, float(np.max(np.abs(ref - got))), len(x))
-
-
-def _stats(model: onnx.ModelProto, x: np.ndarray) -> dict[str, ActivationStats]:
-    """Activation point → ONNX Runtime's values there on ``x``."""
-    points = activation_points(model, quantizable_ops(model))
-    sess = make_session(with_outputs(model, points), disable_optimizations=True)
-    names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
-    stats = {p: ActivationStats(keep_values=True) for p in points}
-    for i in range(0, x.shape[0], 128):
-        for n, arr in zip(names, run_session(sess, x[i : i + 128], batch_size=128)):
-            if n in stats:
-                stats[n].observe(arr)
-    return stats
+        return logit_parity(graph_outputs(self.reference, x, threads=1).logits, outputs.logits)
 
 
 def graph_candidate(
@@ -143,7 +133,8 @@ def graph_candidate(
 ) -> onnx.ModelProto:
     """``model`` with ``recipe``'s quantization written into it (a copy).
 
-    ``stats`` (:func:`_stats` on the calibration records) is needed for static int8.
+    ``stats`` (:func:`~edgeproof.compress.quantize.onnx_activation_stats` on the calibration
+    records) is needed for static int8.
 
     Raises:
         NotApplicableError: the graph has no ``Conv``/``Gemm``/``MatMul`` with a constant weight.
@@ -155,19 +146,11 @@ def graph_candidate(
         )
     if recipe.scheme == "int8":
         assert stats is not None and recipe.calibration is not None
-        shared = shared_points(model, list(stats))
-        own = {
-            p: s.range(recipe.calibration, percentile) for p, s in stats.items() if p not in shared
-        }
-        ranges = {
-            p: own[p] if p not in shared else shared_range(own[shared[p]], shared[p], s.extremes)
-            for p, s in stats.items()
-        }
-        bits = 7 if int8_needs_reduced_range() else 8
+        ranges = activation_ranges(model, stats, recipe.calibration, percentile)
         return build_qdq_model(
             model,
             activation_ranges={k: (r.lo, r.hi) for k, r in ranges.items()},
-            weight_bits={op.node: bits for op in ops},
+            weight_bits={op.node: QuantConfig("int8").int8_weight_bits for op in ops},
         )
     bits = 4 if recipe.scheme == "w4" else 8
     return build_qdq_model(
@@ -260,7 +243,7 @@ def search_graph(
         tell(recipe.name, i, "build")
         try:
             if recipe.scheme == "int8" and stats is None:
-                stats = _stats(model, x_calib)
+                stats = onnx_activation_stats(model, x_calib)
             q = graph_candidate(model, recipe, stats)
         except NotApplicableError as exc:
             ledger.skipped.append(SkippedCandidate(recipe.name, recipe.technique, str(exc)))

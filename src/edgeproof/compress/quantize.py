@@ -279,17 +279,9 @@ class Prepared:
     def onnx_stats(self) -> dict[str, ActivationStats]:
         """Activation point → ONNX Runtime's values there on the calibration records."""
         if self._onnx_stats is None:
-            points = activation_points(self.fp32, self.ops)
-            sess = make_session(with_outputs(self.fp32, points), disable_optimizations=True)
-            names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
-            stats = {p: ActivationStats(keep_values=self.keep_values) for p in points}
-            inp = sess.get_inputs()[0].name  # type: ignore[attr-defined]
-            for i in range(0, self.x_calib.shape[0], 128):
-                outs = sess.run(None, {inp: self.x_calib[i : i + 128]})  # type: ignore[attr-defined]
-                for n, arr in zip(names, outs):
-                    if n in stats:
-                        stats[n].observe(arr)
-            self._onnx_stats = stats
+            self._onnx_stats = onnx_activation_stats(
+                self.fp32, self.x_calib, keep_values=self.keep_values
+            )
         return self._onnx_stats
 
     def simulate(self, config: QuantConfig) -> tuple[fx.GraphModule, dict[str, ActivationRange]]:
@@ -301,6 +293,40 @@ class Prepared:
             group_size=config.group_size,
             bias_bits=config.int8_weight_bits if config.scheme == "int8" else 8,
         )
+
+
+def onnx_activation_stats(
+    fp32: onnx.ModelProto, x: np.ndarray, *, keep_values: bool = True
+) -> dict[str, ActivationStats]:
+    """Activation point (:func:`~edgeproof.compress.onnx_export.activation_points`) → ONNX
+    Runtime's values there on the records ``x`` (batches of 128, the graph's first input)."""
+    points = activation_points(fp32, quantizable_ops(fp32))
+    sess = make_session(with_outputs(fp32, points), disable_optimizations=True)
+    names = [o.name for o in sess.get_outputs()]  # type: ignore[attr-defined]
+    stats = {p: ActivationStats(keep_values=keep_values) for p in points}
+    inp = sess.get_inputs()[0].name  # type: ignore[attr-defined]
+    for i in range(0, x.shape[0], 128):
+        outs = sess.run(None, {inp: x[i : i + 128]})  # type: ignore[attr-defined]
+        for n, arr in zip(names, outs):
+            if n in stats:
+                stats[n].observe(arr)
+    return stats
+
+
+def activation_ranges(
+    fp32: onnx.ModelProto,
+    stats: dict[str, ActivationStats],
+    calibration: str,
+    percentile: float,
+) -> dict[str, ActivationRange]:
+    """Each point's range by ``calibration``; a point after a range-preserving op shares its
+    source's (:func:`~edgeproof.compress.onnx_export.shared_points`)."""
+    shared = shared_points(fp32, list(stats))
+    own = {p: s.range(calibration, percentile) for p, s in stats.items() if p not in shared}
+    return {
+        p: own[p] if p not in shared else shared_range(own[shared[p]], shared[p], s.extremes)
+        for p, s in stats.items()
+    }
 
 
 _RECURRENT = ("LSTM", "GRU", "RNN")
@@ -465,17 +491,7 @@ def _qdq_graph(
     fp32, ops = prep.fp32, prep.ops
     lstm_weights, unquantized = _recurrent_weights(prep, config)
     if config.scheme == "int8":
-        stats = prep.onnx_stats()
-        shared = shared_points(fp32, list(stats))
-        own = {
-            p: s.range(config.calibration, config.percentile)
-            for p, s in stats.items()
-            if p not in shared
-        }
-        ranges = {
-            p: own[p] if p not in shared else shared_range(own[shared[p]], shared[p], s.extremes)
-            for p, s in stats.items()
-        }
+        ranges = activation_ranges(fp32, prep.onnx_stats(), config.calibration, config.percentile)
         qdq = build_qdq_model(
             fp32,
             activation_ranges={k: (r.lo, r.hi) for k, r in ranges.items()},

@@ -278,12 +278,7 @@ def reaudit(
     :data:`TRUST_EPS` names). Metrics are renamed ``<check>.<metric>``.
     """
     conf = REAUDIT_SETTINGS if settings is None else settings
-    registered = set(available_checks())
-    missing = [c for c in checks if c not in registered]
-    notes: list[str] = []
-    if missing:
-        notes.append(f"not re-audited (check not registered): {', '.join(missing)}")
-    todo = [c for c in checks if c in registered]
+    todo, notes = _registered(checks)
     if not todo:
         return TrustAudit(notes=tuple(notes))
     audited, folded = _as_exported(module)
@@ -319,9 +314,7 @@ def reaudit_graph(
     from edgeproof.runtime.ort import make_session
 
     conf = REAUDIT_SETTINGS_GRAPH if settings is None else settings
-    registered = set(available_checks())
-    notes = [f"not re-audited (check not registered): {c}" for c in checks if c not in registered]
-    todo = [c for c in checks if c in registered]
+    todo, notes = _registered(checks)
     if not todo:
         return TrustAudit(notes=tuple(notes))
     notes.append("trust re-audit on the ONNX graph itself (forward only)")
@@ -332,6 +325,14 @@ def reaudit_graph(
         spec=threat.input,
     )
     return _audit(model, threat, data, todo, conf, seed, threads, name_of, notes)
+
+
+def _registered(checks: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The registered ``checks`` to run, and a note naming those that are not."""
+    registered = set(available_checks())
+    missing = [c for c in checks if c not in registered]
+    notes = [f"not re-audited (check not registered): {', '.join(missing)}"] if missing else []
+    return [c for c in checks if c in registered], notes
 
 
 def _audit(

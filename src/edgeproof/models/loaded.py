@@ -69,7 +69,12 @@ class LoadedModel:
     @property
     def described(self) -> str:
         """``an onnx model``, ``a torchscript model``: the format with its article, for messages."""
-        return f"{'an' if self.format[:1] in 'aeiou' else 'a'} {self.format} model"
+        return f"{self.format_with_article} model"
+
+    @property
+    def format_with_article(self) -> str:
+        """``an onnx``, ``a torchscript``."""
+        return f"{'an' if self.format[:1] in 'aeiou' else 'a'} {self.format}"
 
     @property
     def network(self) -> torch.nn.Module | None:

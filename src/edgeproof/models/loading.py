@@ -713,8 +713,8 @@ def _check_fits(
 def _ignoring_arch(loaded: LoadedModel, arch: str | None) -> LoadedModel:
     if arch:
         loaded.warnings.append(
-            f"{loaded.name}: arch {arch} ignored: {loaded.described[:-6]} file carries its own "
-            "architecture"
+            f"{loaded.name}: arch {arch} ignored: {loaded.format_with_article} file carries "
+            "its own architecture"
         )
     return loaded
 
