@@ -41,7 +41,8 @@ def test_an_option_error_names_the_parameter_in_python_and_the_flag_on_the_cli()
     exc = OptionError("max_drop", "150% is outside [0%, 100%]", f"or raise {param('max_size')}")
     assert str(exc) == "max_drop: 150% is outside [0%, 100%]. or raise max_size"
     assert render(exc) == "--max-drop: 150% is outside [0%, 100%]. or raise --max-size"
-    assert flag_of("adversarial.max_samples") == "adversarial.max_samples"  # no flag: its name
+    # a check setting is set with --set CHECK.SETTING=VALUE
+    assert flag_of("adversarial.max_samples") == "--set adversarial.max_samples"
 
 
 def _flag_strings_in_messages(path: Path) -> list[str]:

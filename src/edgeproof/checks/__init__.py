@@ -9,7 +9,7 @@ use). Third-party checks register with :func:`register_check`.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -131,5 +131,27 @@ def check_class(name: str) -> Callable[..., Check]:
 
 
 def get_check(name: str, **settings: Any) -> Check:
-    """Instantiate the registered check ``name`` with ``settings``."""
-    return check_class(name)(**settings)
+    """Instantiate the registered check ``name`` with ``settings``.
+
+    A setting the check does not have is an :class:`OptionError` naming ``NAME.SETTING`` and
+    the settings it has.
+    """
+    factory = check_class(name)
+    if settings:
+        import inspect
+
+        params: Mapping[str, inspect.Parameter]
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):  # no introspectable signature: let the call decide
+            params = {}
+        if params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            known = [k for k, p in params.items() if p.kind is not p.VAR_POSITIONAL]
+            for key in settings:
+                if key not in params:
+                    raise OptionError(
+                        f"{name}.{key}",
+                        f"the {name} check has no setting {key!r}",
+                        f"use one of {', '.join(known)}",
+                    )
+    return factory(**settings)

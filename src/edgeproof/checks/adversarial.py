@@ -44,6 +44,7 @@ from scipy.stats import binomtest
 from torch import nn
 
 from edgeproof.checks.base import AuditContext, Check, stage_progress
+from edgeproof.checks.budget import AUTO, SampleCount, SampleSetting, resolve_samples
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.methods.attacks import (
     APGD,
@@ -84,6 +85,7 @@ class AttackData:
         diameter: the largest useful ε in this norm.
         module: the frozen module (the same object as ``model``) when the model has gradients;
             ``None`` for a forward-only model.
+        count: how the sample count was chosen (:mod:`edgeproof.checks.budget`).
     """
 
     model: Forward
@@ -95,6 +97,7 @@ class AttackData:
     domain: tuple[float, float]
     diameter: float
     module: nn.Module | None = None
+    count: SampleCount | None = None
 
     @property
     def has_gradients(self) -> bool:
@@ -107,8 +110,15 @@ class AttackData:
         return self.module
 
 
-def attack_data(ctx: AuditContext, max_samples: int | None) -> AttackData:
+def attack_data(
+    ctx: AuditContext, max_samples: SampleSetting, *, passes: float | None = None
+) -> AttackData:
     """Validate model, data and threat for an attack check and pick the samples.
+
+    ``max_samples``: a number, ``None`` (all) or ``"auto"`` (the work budget of
+    :mod:`edgeproof.checks.budget` at ``passes`` forward-pass equivalents per sample; default:
+    those of the default ``adversarial`` check, so checks sharing the minimal-ε bisection pick
+    the same samples).
 
     A PyTorch model is attacked through a frozen eval-mode copy, an ONNX model through its
     session (forward only, batches of ``ctx.batch_size``).
@@ -131,11 +141,14 @@ def attack_data(ctx: AuditContext, max_samples: int | None) -> AttackData:
         )
     check_domain(data.x, spec, data.name)
     n = len(data)
-    if max_samples is not None and max_samples < 1:
+    if max_samples is not None and not isinstance(max_samples, str) and max_samples < 1:
         raise OptionError("max_samples", f"{max_samples} is too few", "use >= 1 or None for all")
-    if max_samples is not None and n > max_samples:
+    if passes is None:
+        passes = default_attack_passes(len(ctx.threat.eps) + 1)
+    count = resolve_samples(ctx, max_samples, n, passes=passes)
+    if count.n < n:
         rng = np.random.default_rng(ctx.seed)
-        index = np.sort(rng.choice(n, size=max_samples, replace=False))
+        index = np.sort(rng.choice(n, size=count.n, replace=False))
     else:
         index = np.arange(n)
     frozen = frozen_copy(module) if module is not None else None
@@ -157,7 +170,34 @@ def attack_data(ctx: AuditContext, max_samples: int | None) -> AttackData:
         domain=spec.domain,
         diameter=diameter(ctx.threat.norm, spec.domain, spec.numel),
         module=frozen,
+        count=count,
     )
+
+
+def attack_passes(
+    attacks: Sequence[Attack], sweep: int, *, pgd: PGD | None, bisection_steps: int
+) -> float:
+    """Forward-pass equivalents per sample of ``attacks`` at ``sweep`` values of ε plus a
+    ``bisection_steps`` minimal-ε bisection with ``pgd`` (a backward pass counts as two)."""
+
+    def cost(a: Attack) -> float:
+        if isinstance(a, Square):
+            return float(a.n_queries * a.n_restarts)
+        steps = getattr(a, "steps", 1)
+        restarts = getattr(a, "restarts", 1)
+        return 3.0 * steps * restarts + 1.0
+
+    total = sweep * sum(cost(a) for a in attacks)
+    if pgd is not None:
+        total += bisection_steps * cost(pgd)
+    return total
+
+
+def default_attack_passes(sweep: int) -> float:
+    """:func:`attack_passes` of the default ``adversarial`` check (FGSM, PGD-10, APGD-10 and an
+    8-step PGD bisection) at ``sweep`` values of ε."""
+    pgd = PGD(steps=10)
+    return attack_passes([FGSM(), pgd, APGD(steps=10)], sweep, pgd=pgd, bisection_steps=8)
 
 
 def shared_minimal_eps(
@@ -226,7 +266,9 @@ class AdversarialCheck(Check):
             per sample and restart, the start included; p_init 0.8; 1 restart; margin loss).
         bisection_steps: rounds of the minimal-ε bisection (default 8; 0 turns it off), with
             PGD, or with Square on a model without gradients.
-        max_samples: attack at most this many samples, a seeded subset (default 1000).
+        max_samples: attack at most this many samples, a seeded subset (default ``"auto"``:
+            up to 1000, fewer on a costly model, by the work budget of
+            :mod:`edgeproof.checks.budget`; ``None``: all).
         level: confidence level (default 0.95).
     """
 
@@ -261,7 +303,7 @@ class AdversarialCheck(Check):
         square_p_init: float = 0.8,
         square_restarts: int = 1,
         bisection_steps: int = 8,
-        max_samples: int | None = 1000,
+        max_samples: SampleSetting = AUTO,
         level: float = 0.95,
     ) -> None:
         super().__init__(
@@ -322,8 +364,20 @@ class AdversarialCheck(Check):
     def _gradient_free_names(self) -> set[str]:
         return {a.name for a in (*self.attacks, self.square) if not a.needs_gradients}
 
+    def passes(self, ctx: AuditContext) -> float:
+        """Forward-pass equivalents per sample at these settings (the work budget's unit)."""
+        has_gradients = ctx.model.has_gradients
+        attacks, _ = self.plan_attacks(has_gradients)
+        bisector = self.pgd if has_gradients else self.square
+        steps = self.bisection_steps
+        sweep = len(ctx.threat.eps) + 1
+        if isinstance(bisector, Square):
+            bisect = steps * bisector.n_queries * bisector.n_restarts
+            return attack_passes(attacks, sweep, pgd=None, bisection_steps=0) + bisect
+        return attack_passes(attacks, sweep, pgd=bisector, bisection_steps=steps)
+
     def run(self, ctx: AuditContext) -> CheckResult:
-        ad = attack_data(ctx, self.max_samples)
+        ad = attack_data(ctx, self.max_samples, passes=self.passes(ctx))
         attacks, left_out = self.plan_attacks(ad.has_gradients)
         eps = tuple(ctx.threat.eps)
         sweep = eps + ((ad.diameter,) if ad.diameter > eps[-1] * (1 + 1e-9) else ())
@@ -345,8 +399,12 @@ class AdversarialCheck(Check):
             eps=list(eps),
             sanity_eps=ad.diameter,
             samples=int(ad.x.shape[0]),
+            samples_rule=None if ad.count is None else ad.count.rule,
             attack_objects=[repr(a) for a in attacks],
         )
+        note = None if ad.count is None else ad.count.finding(self.name, "max_samples")
+        if note is not None:
+            res.findings.append(note)
         if not ad.has_gradients:
             why = f"needs gradients, which {ctx.model.described} does not provide"
             res.settings.update(

@@ -40,13 +40,14 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from edgeproof.checks.base import AuditContext, Check
+from edgeproof.checks.budget import AUTO, SampleCount, SampleSetting, resolve_samples
 from edgeproof.errors import OptionError
 from edgeproof.methods.attacks.base import check_domain, check_logits, frozen_copy
 from edgeproof.methods.attribution import (
@@ -118,8 +119,10 @@ class AttributionCheck(Check):
     Settings (budgets first):
         methods: method names to run (default: those that fit the data kind, see
             :func:`methods_for_kind`).
-        max_samples: samples explained, a seeded subset (default 64).
-        sanity_samples: of those, how many the sanity tests re-explain (default 16).
+        max_samples: samples explained, a seeded subset (default ``"auto"``: 64, fewer (at
+            least 16) on a costly model by the work budget of :mod:`edgeproof.checks.budget`).
+        sanity_samples: of those, how many the sanity tests re-explain (default ``"auto"``:
+            16, or a quarter of the samples (at least 8) when the budget limited them).
         ig_steps, ig_tolerance, ig_max_steps, ig_rule: Integrated Gradients (defaults 16, 0.01,
             256, ``gausslegendre``); ``ig_tolerance=None`` runs ``ig_steps`` once.
         smoothgrad_samples, smoothgrad_sigma: SmoothGrad draws and σ as a fraction of the domain
@@ -128,7 +131,7 @@ class AttributionCheck(Check):
         background_size: baselines drawn from the data for GradientSHAP and KernelSHAP
             (default 8).
         occlusion_window, occlusion_stride: window and stride along each spatial/time axis
-            (default: an eighth of the smallest axis, at least 2, and half of it).
+            (default: an eighth of the smallest axis rounded up, at least 2, and half of it).
         kernel_shap_samples: coalitions per sample (default ``min(2M + 2048, 512)``).
         kernel_shap_max_samples: KernelSHAP explains only the first this many of the samples
             (default 32; its cost is coalitions × background rows per sample).
@@ -166,8 +169,8 @@ class AttributionCheck(Check):
         self,
         *,
         methods: Sequence[str] | None = None,
-        max_samples: int = 64,
-        sanity_samples: int = 16,
+        max_samples: SampleSetting = AUTO,
+        sanity_samples: int | Literal["auto"] = AUTO,
         ig_steps: int = 16,
         ig_tolerance: float | None = 0.01,
         ig_max_steps: int = 256,
@@ -233,8 +236,8 @@ class AttributionCheck(Check):
                     "methods", f"unknown method {m!r}", f"choose from {', '.join(sorted(known))}"
                 )
         for name, value in (
-            ("max_samples", max_samples),
-            ("sanity_samples", sanity_samples),
+            ("max_samples", 64 if max_samples in (AUTO, None) else max_samples),
+            ("sanity_samples", 16 if sanity_samples == AUTO else sanity_samples),
             ("background_size", background_size),
             ("sanity_stages", sanity_stages),
             ("label_samples", label_samples),
@@ -247,8 +250,8 @@ class AttributionCheck(Check):
                 "smoothgrad_sigma", f"{smoothgrad_sigma} must be > 0", "use e.g. 0.15"
             )
         self.methods = None if methods is None else tuple(methods)
-        self.max_samples = int(max_samples)
-        self.sanity_samples = int(sanity_samples)
+        self.max_samples: SampleSetting = max_samples
+        self.sanity_samples: int | Literal["auto"] = sanity_samples
         self.ig = IntegratedGradients(
             n_steps=ig_steps,
             rule=ig_rule,  # type: ignore[arg-type]
@@ -291,6 +294,43 @@ class AttributionCheck(Check):
 
     # --- planning -------------------------------------------------------------------------
 
+    def _rows(self, name: str, shape: tuple[int, ...]) -> float:
+        """Forward-pass equivalents per explained sample of method ``name`` (a gradient
+        counts three; KernelSHAP weighted by the share of samples it explains)."""
+        if name == "integrated_gradients":
+            return 3.0 * self.ig.n_steps
+        if name == "smoothgrad":
+            return 3.0 * self.smoothgrad_samples
+        if name == "gradient_shap":
+            return 3.0 * self.gradient_shap.n_samples
+        method = self._method(name, shape, 1.0, None)
+        if name == "occlusion":
+            axes = shape[1:] if len(shape) > 1 else shape
+            w, s = method.window[-1], method.strides[-1]
+            return float(math.prod((a - w) // s + 1 for a in axes)) + 1.0
+        if name == "feature_ablation":
+            return float(math.prod(shape)) + 1.0
+        if name == "kernel_shap":
+            coalitions = method.n_samples if method.n_samples is not None else 512
+            return float(coalitions * self.background_size) * 0.5
+        return float(self.bands if isinstance(self.bands, int) else len(self.bands)) + 1.0
+
+    def _counts(
+        self, ctx: AuditContext, names: Sequence[str], shape: tuple[int, ...], available: int
+    ) -> tuple[SampleCount, int]:
+        """The samples explained and how many of them the sanity tests re-explain.
+
+        With ``"auto"``, a sample costs its maps plus, for the re-explained quarter, one map
+        per randomisation stage and the shuffled-label model
+        (:mod:`edgeproof.checks.budget`); at least 16 samples and 8 re-explained."""
+        rows = sum(self._rows(m, shape) for m in names)
+        stages = self.sanity_stages + (1 if self.label_randomization else 0)
+        passes = rows * (1.0 + (stages / 4.0 if self.sanity else 0.0))
+        count = resolve_samples(ctx, self.max_samples, available, passes=passes, cap=64, floor=16)
+        if self.sanity_samples != AUTO:
+            return count, int(self.sanity_samples)
+        return count, (max(8, count.n // 4) if count.limited_by_budget else 16)
+
     def _method(self, name: str, shape: tuple[int, ...], width: float, rate: float | None) -> Any:
         ibs = self.internal_batch_size
         fbs = self.forward_batch_size or min(4096, max(256, 2**22 // max(1, math.prod(shape))))
@@ -306,7 +346,7 @@ class AttributionCheck(Check):
             return self.gradient_shap
         if name == "occlusion":
             axes = shape[1:] if len(shape) > 1 else shape
-            w = self.occlusion_window or max(2, min(axes) // 8)
+            w = self.occlusion_window or max(2, -(-min(axes) // 8))
             w = min(w, min(axes))
             s = self.occlusion_stride or max(1, w // 2)
             return Occlusion(
@@ -356,7 +396,13 @@ class AttributionCheck(Check):
 
         rng = np.random.default_rng(ctx.seed)
         n = len(data)
-        index = np.sort(rng.choice(n, size=min(n, self.max_samples), replace=False))
+        names = self.methods or methods_for_kind(kind)
+        count, n_sanity = self._counts(ctx, names, tuple(data.x.shape[1:]), n)
+        res.settings.update(samples_rule=count.rule, sanity_samples_used=n_sanity)
+        note = count.finding(self.name, "max_samples", "records")
+        if note is not None:
+            res.findings.append(note)
+        index = np.sort(rng.choice(n, size=count.n, replace=False))
         x = torch.from_numpy(np.ascontiguousarray(data.x[index]))
         logits = torch.from_numpy(ctx.clean_logits()[index])
         target = logits.argmax(dim=1)
@@ -380,7 +426,6 @@ class AttributionCheck(Check):
         rate = self.sample_rate
         if rate is None and isinstance(data.metadata.get("sample_rate_hz"), (int, float)):
             rate = float(data.metadata["sample_rate_hz"])
-        names = self.methods or methods_for_kind(kind)
         ctx.progress.start(len(names), "attribution")
 
         runs: list[_Run] = []
@@ -405,7 +450,7 @@ class AttributionCheck(Check):
 
         can_test, labels = self._sanity_plan(ctx, torch_model, data.x, data.y, res)
         if can_test and torch_model is not None and any(r.attribution for r in runs):
-            ns = min(self.sanity_samples, x.shape[0])
+            ns = min(n_sanity, x.shape[0])
             xs, ts = x[:ns], target[:ns]
             explainers = {}
             for run in runs:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edgeproof.checks.base import AuditContext, Check
+from edgeproof.checks.budget import AUTO, SampleCount, SampleSetting, forward_macs, resolve_samples
 from edgeproof.errors import OptionError
 from edgeproof.methods.dnl import (
     CandidateSet,
@@ -73,7 +74,7 @@ class BitflipCheck(Check):
         max_k: int = 10,
         random_seeds: int = 5,
         budgets: Sequence[float] = DEFAULT_BUDGETS,
-        eval_samples: int = 1000,
+        eval_samples: SampleSetting = AUTO,
         noise_samples: int = 256,
         protect_out: str | Path | None = None,
         protect_budget: float = 1e-4,
@@ -111,7 +112,15 @@ class BitflipCheck(Check):
         """``damage(model) → %`` and its description."""
         spec = ctx.model.spec or ctx.threat.input
         if ctx.data is not None:
-            n = min(self.eval_samples, len(ctx.data))
+            evaluations = len(range(self.max_k)) * (2 + self.random_seeds + len(self.budgets))
+            count = resolve_samples(
+                ctx,
+                self.eval_samples,
+                len(ctx.data),
+                passes=evaluations + 2 * self.num_layers,
+                setting="eval_samples",
+            )
+            n = count.n
             x = ctx.model.preprocess(torch.as_tensor(ctx.data.x[:n]))
             y = torch.as_tensor(ctx.data.y[:n])
             clean_acc = float((_forward(module, x, ctx.batch_size).argmax(1) == y).float().mean())
@@ -125,6 +134,7 @@ class BitflipCheck(Check):
             info = {
                 "measure": "accuracy reduction AR(k) = (acc_clean − acc_k)/acc_clean",
                 "samples": n,
+                "samples_rule": count.rule,
                 "clean_accuracy": clean_acc,
             }
             return damage, "AR", info
@@ -155,6 +165,12 @@ class BitflipCheck(Check):
         res = self.new_result()
         measure, label, info = self._damage(ctx, module)
         res.settings.update(info)
+        if ctx.data is not None:
+            note = SampleCount(
+                int(info["samples"]), len(ctx.data), str(info["samples_rule"]), forward_macs(ctx)
+            ).finding(self.name, "eval_samples")
+            if note is not None:
+                res.findings.append(note)
         ks = list(range(1, self.max_k + 1))
         c_dnl = candidate_set(module, kind="dnl", num_layers=self.num_layers)
         c_1p = candidate_set(

@@ -11,7 +11,7 @@ attack could not break (PGD robust accuracy). Verified accuracies carry Wilson i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from torch import nn
@@ -21,13 +21,47 @@ from edgeproof.certify.graph import BoundGraph, Builder, register_module
 from edgeproof.certify.ops import UniformQuantizer
 from edgeproof.checks.adversarial import attack_data
 from edgeproof.checks.base import AuditContext, Check
-from edgeproof.errors import ModelError, OptionError
+from edgeproof.checks.budget import AUTO, WORK_BUDGET_MACS
+from edgeproof.errors import ModelError, OptionError, param
 from edgeproof.methods.stats import wilson_interval
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
 __all__ = ["CertifyCheck"]
 
 _GRAPH_KEY = "certify:graph"
+
+#: the methods of ``methods="auto"``, and those it keeps on a model too costly for CROWN
+AUTO_METHODS: tuple[str, ...] = ("ibp", "crown-ibp", "crown", "alpha-crown")
+CHEAP_METHODS: tuple[str, ...] = ("ibp", "crown-ibp")
+
+#: back-substitution MACs the default methods may spend (samples × ε × :func:`crown_macs`)
+CERTIFY_BUDGET_MACS = 5 * WORK_BUDGET_MACS
+
+
+def crown_macs(module: nn.Module, shape: tuple[int, ...]) -> int:
+    """Estimated MACs of one CROWN bound (one sample, one ε): bounding the outputs of layer i
+    (``o_i`` neurons) back-substitutes ``o_i`` rows through layers 1..i (``Σ m_j`` MACs per
+    row); the first layer is bounded exactly by interval arithmetic, the last with K rows.
+    An upper estimate: CROWN bounds only the unstable neurons. 0 when the layers cannot be
+    counted (TorchScript hooks)."""
+    import math
+
+    import torch
+
+    from edgeproof.runtime.macs import count_macs
+
+    try:
+        layers = [c for c in count_macs(module, torch.zeros((1, *shape))) if c.macs]
+    except RuntimeError:
+        return 0
+    total, cumulative = 0, 0
+    for i, layer in enumerate(layers):
+        cumulative += int(layer.macs or 0)
+        if i == 0:
+            continue
+        rows = math.prod(layer.output_shape[1:]) if i < len(layers) - 1 else 10
+        total += rows * cumulative
+    return total
 
 
 def _register_compress_quantizers(module: nn.Module) -> None:
@@ -64,7 +98,10 @@ class CertifyCheck(Check):
     PGD robust accuracy.
 
     Settings:
-        methods: bound methods (default ``("ibp", "crown", "alpha-crown")``).
+        methods: bound methods (default ``"auto"``: IBP and CROWN-IBP always, CROWN and
+            α-CROWN when their back-substitution fits the audit's work budget
+            (:func:`crown_macs`, :mod:`edgeproof.checks.budget`); a finding says when they
+            were left out and how to run them).
         max_samples: certify at most this many samples, a seeded subset (default 50).
         bab_budget_s: per-sample branch-and-bound budget for samples left open (default 0: off).
         alpha_iterations: α-CROWN iterations (default 20).
@@ -93,7 +130,7 @@ class CertifyCheck(Check):
     def __init__(
         self,
         *,
-        methods: Sequence[str] = ("ibp", "crown", "alpha-crown"),
+        methods: Sequence[str] | Literal["auto"] = AUTO,
         max_samples: int | None = 50,
         bab_budget_s: float = 0.0,
         alpha_iterations: int = 20,
@@ -102,7 +139,7 @@ class CertifyCheck(Check):
         level: float = 0.95,
     ) -> None:
         super().__init__(
-            methods=list(methods),
+            methods=methods if methods == AUTO else list(methods),
             max_samples=max_samples,
             bab_budget_s=bab_budget_s,
             alpha_iterations=alpha_iterations,
@@ -110,8 +147,9 @@ class CertifyCheck(Check):
             pgd_steps=pgd_steps,
             level=level,
         )
-        bad = [m for m in methods if m not in METHODS]
-        if bad or not methods:
+        listed = AUTO_METHODS if methods == AUTO else tuple(methods)
+        bad = [m for m in listed if m not in METHODS]
+        if bad or not listed:
             raise OptionError(
                 "methods",
                 f"unknown bound method(s) {bad}" if bad else "no method given",
@@ -125,7 +163,7 @@ class CertifyCheck(Check):
             raise OptionError("alpha_iterations", f"{alpha_iterations} is < 1", "use e.g. 20")
         if pgd_steps < 0:
             raise OptionError("pgd_steps", f"{pgd_steps} is negative", "use e.g. 20, or 0")
-        self.methods = tuple(methods)
+        self.methods: tuple[str, ...] | Literal["auto"] = AUTO if methods == AUTO else listed
         self.max_samples = max_samples
         self.bab_budget_s = float(bab_budget_s)
         self.alpha_iterations = int(alpha_iterations)
@@ -154,10 +192,34 @@ class CertifyCheck(Check):
             return None  # broken weights: run() raises it again, recorded as this check's error
         return None
 
+    def plan_methods(
+        self, ctx: AuditContext, samples: int
+    ) -> tuple[tuple[str, ...], Finding | None]:
+        """The methods to run and, with ``"auto"``, a finding when CROWN and α-CROWN were left
+        out because their back-substitution would exceed the work budget."""
+        if self.methods != AUTO:
+            return self.methods, None
+        module = ctx.model.module
+        assert module is not None
+        per = crown_macs(module, ctx.threat.input.shape)
+        total = per * samples * len(ctx.threat.eps)
+        if per == 0 or total <= CERTIFY_BUDGET_MACS:
+            return AUTO_METHODS, None
+        return CHEAP_METHODS, Finding(
+            "info",
+            f"CROWN and α-CROWN did not run: back-substitution through the model's intermediate "
+            f"neurons costs about {per / 1e9:.3g} G MACs per sample and ε ({total / 1e12:.3g} T "
+            f"for {samples} samples × {len(ctx.threat.eps)} ε), beyond the default work budget "
+            f"of {CERTIFY_BUDGET_MACS / 1e12:.3g} T; pass {param('certify.methods')}="
+            "ibp,crown-ibp,crown,alpha-crown (or run `edgeproof certify`) for the tighter bounds",
+            {"crown_macs_per_sample_eps": per, "budget_macs": CERTIFY_BUDGET_MACS},
+        )
+
     def run(self, ctx: AuditContext) -> CheckResult:
         ad = attack_data(ctx, self.max_samples)
         graph = self._graph(ctx)
         eps = tuple(ctx.threat.eps)
+        methods, left_out = self.plan_methods(ctx, int(ad.x.shape[0]))
         result = certify_model(
             ad.gradient_model(),
             ad.x,
@@ -165,7 +227,7 @@ class CertifyCheck(Check):
             ctx.threat.input,
             eps,
             ad.norm,
-            methods=self.methods,
+            methods=methods,
             bab_budget_s=self.bab_budget_s,
             alpha_iterations=self.alpha_iterations,
             alpha_intermediate=self.alpha_intermediate,
@@ -180,6 +242,8 @@ class CertifyCheck(Check):
         res.tables.append(self._table(result))
         res.tables.append(self._samples_table(result, ad.index))
         res.findings.extend(self._findings(result))
+        if left_out is not None:
+            res.findings.append(left_out)
         res.figures.append(_figure(result, self.level))
         last = result.per_eps[-1]
         res.summary = (

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgeproof.checks.adversarial import attack_data, shared_minimal_eps
 from edgeproof.checks.base import AuditContext, Check
+from edgeproof.checks.budget import AUTO, SampleSetting
 from edgeproof.errors import OptionError
 from edgeproof.methods.attacks import PGD
 from edgeproof.methods.fisher import fisher_lambda_max, spearman_with_ci
@@ -33,7 +34,8 @@ class FisherCheck(Check):
     Settings:
         pgd_steps, pgd_restarts, bisection_steps: the minimal-ε bisection (defaults as in the
             ``adversarial`` check, so the two share one computation).
-        max_samples: at most this many samples, a seeded subset (default 1000).
+        max_samples: at most this many samples, a seeded subset (default ``"auto"``: the
+            ``adversarial`` check's, so the two share the bisection; ``None``: all).
         batch_size: samples per Jacobian batch (default 64).
         level: confidence level (default 0.95).
     """
@@ -56,7 +58,7 @@ class FisherCheck(Check):
         pgd_steps: int = 10,
         pgd_restarts: int = 1,
         bisection_steps: int = 8,
-        max_samples: int | None = 1000,
+        max_samples: SampleSetting = AUTO,
         batch_size: int = 64,
         level: float = 0.95,
     ) -> None:
@@ -82,6 +84,9 @@ class FisherCheck(Check):
         ad = attack_data(ctx, self.max_samples)
         module = ad.gradient_model()  # the runner skips models without gradients
         res = self.new_result()
+        note = None if ad.count is None else ad.count.finding(self.name, "max_samples")
+        if note is not None:
+            res.findings.append(note)
         mins = shared_minimal_eps(
             ctx,
             ad,

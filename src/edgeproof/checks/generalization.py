@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from edgeproof.checks.base import AuditContext, Check
+from edgeproof.checks.budget import AUTO, SampleSetting, resolve_samples
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.methods.attacks.base import check_logits
 from edgeproof.methods.collapse import Collapse, neural_collapse, penultimate
@@ -76,7 +77,9 @@ class GeneralizationCheck(Check):
     """Hessian spectrum, neural collapse, TIC and gradient conflict of the data loss.
 
     Settings:
-        max_samples: at most this many records (a seeded random subset; default 256).
+        max_samples: at most this many records (a seeded random subset; default ``"auto"``: up
+            to 256, fewer (at least 24) on a costly model by the work budget of
+            :mod:`edgeproof.checks.budget`; ``None``: all).
         top_k: how many top Hessian eigenvalues (default 3).
         iterations: Lanczos steps per run (top-k and SLQ) and CG steps per solve (default 40).
         probes: most Hutchinson probes for the trace (default 30; at least min(10, probes)).
@@ -104,7 +107,7 @@ class GeneralizationCheck(Check):
     def __init__(
         self,
         *,
-        max_samples: int | None = 256,
+        max_samples: SampleSetting = AUTO,
         top_k: int = 3,
         iterations: int = 40,
         probes: int = 30,
@@ -135,7 +138,7 @@ class GeneralizationCheck(Check):
                 "parts", f"unknown diagnostics {unknown}", f"use some of {', '.join(PARTS)}"
             )
         self.parts = tuple(parts)
-        if max_samples is not None and max_samples < 1:
+        if isinstance(max_samples, int) and max_samples < 1:
             raise OptionError(
                 "max_samples", f"{max_samples} is too few", "use >= 2, or None for all records"
             )
@@ -169,6 +172,19 @@ class GeneralizationCheck(Check):
 
     # --------------------------------------------------------------------------------------------
 
+    def passes(self, num_classes: int) -> float:
+        """Forward-pass equivalents per record at these settings (a Hessian-vector product
+        counts four; a TIC solve a quarter of its ``iterations``, as CG usually stops early)."""
+        hvps = float(self.iterations)
+        if "trace" in self.parts:
+            hvps += self.probes
+        if "density" in self.parts:
+            hvps += self.iterations
+        if "tic" in self.parts:
+            hvps += self.tic_probes * self.iterations / 4
+        grads = num_classes if "conflict" in self.parts else 0
+        return 4.0 * hvps + 2.0 * grads + 1.0
+
     def run(self, ctx: AuditContext) -> CheckResult:
         data = ctx.require_data()
         module = ctx.model.module
@@ -176,12 +192,19 @@ class GeneralizationCheck(Check):
             raise SpecError(f"{ctx.model.name}: the generalization check needs a PyTorch model")
         k = ctx.threat.input.num_classes or data.num_classes
         check_logits(ctx.clean_logits(), k, ctx.model.name)
-        index = subsample(len(data), self.max_samples, ctx.seed)
+        count = resolve_samples(
+            ctx, self.max_samples, len(data), passes=self.passes(k), cap=256, floor=24
+        )
+        index = subsample(len(data), count.n, ctx.seed)
         if index.size < 2:
             raise OptionError("max_samples", f"{index.size} record(s)", "use at least 2 records")
         x = torch.from_numpy(np.ascontiguousarray(data.x[index]))
         y = torch.from_numpy(np.ascontiguousarray(data.y[index]))
         res = self.new_result()
+        res.settings["samples_rule"] = count.rule
+        note = count.finding(self.name, "max_samples", "records")
+        if note is not None:
+            res.findings.append(note)
 
         with HessianOperator(module, x, y, batch_size=self.batch_size) as op:
             top = top_eigenvalues(

@@ -35,6 +35,7 @@ from edgeproof.certify.smoothing import (
     sample_size_warning,
 )
 from edgeproof.checks.base import AuditContext, Check
+from edgeproof.checks.budget import AUTO, SampleSetting, resolve_samples
 from edgeproof.errors import OptionError
 from edgeproof.methods.attacks.base import check_logits
 from edgeproof.methods.stats import bootstrap_interval, wilson_interval
@@ -74,7 +75,9 @@ class SmoothingCheck(Check):
         n: estimation samples per input (default 1000; the paper uses 100000, which certifies
             radii up to ``σ·Φ⁻¹(α^{1/n})`` ≈ 3.8σ instead of ≈ 2.5σ, at 100× the cost).
         alpha: failure probability of each certificate (default 0.001).
-        max_samples: at most this many inputs, a seeded subset (default 100; ``None``: all).
+        max_samples: at most this many inputs, a seeded subset (default ``"auto"``: up to 100,
+            at least 24, fewer on a costly model by the work budget of
+            :mod:`edgeproof.checks.budget`; ``None``: all).
         radii: L2 radii to report, in input units; default ``0, 0.25w, 0.5w, …`` (``w`` the
             domain width) up to the first one at or beyond the largest certifiable radius.
         batch_size: noisy copies per forward pass (default 1000).
@@ -101,7 +104,7 @@ class SmoothingCheck(Check):
         n0: int = 100,
         n: int = 1000,
         alpha: float = 0.001,
-        max_samples: int | None = 100,
+        max_samples: SampleSetting = AUTO,
         radii: Sequence[float] | None = None,
         batch_size: int = 1000,
         level: float = 0.95,
@@ -119,7 +122,7 @@ class SmoothingCheck(Check):
         self.conf = CertifySettings(n0, n, alpha, batch_size)  # one-line OptionErrors
         if sigma is not None:
             certification_limits(n, alpha, sigma)  # validates sigma
-        if max_samples is not None and max_samples < 1:
+        if isinstance(max_samples, int) and max_samples < 1:
             raise OptionError("max_samples", f"{max_samples} is too few", "use >= 1 or None")
         if radii is not None and (
             not list(radii) or any(not np.isfinite(r) or r < 0 for r in radii)
@@ -146,7 +149,10 @@ class SmoothingCheck(Check):
             radii = sorted({0.0, *self.radii})
         else:
             radii = list(paper_radii(limits.max_radius, RADIUS_STEP_FRACTION * width))
-        index = self._subset(len(data), ctx.seed)
+        count = resolve_samples(
+            ctx, self.max_samples, len(data), passes=conf.n0 + conf.n, cap=100, floor=24
+        )
+        index = self._subset(len(data), count.n, ctx.seed)
         labels = data.y[index]
         ctx.progress.start(int(index.size), "certifying")
 
@@ -168,7 +174,12 @@ class SmoothingCheck(Check):
         table = run.certified_accuracy(radii, level=self.level)
         base_acc = float(np.mean(np.argmax(logits[index], axis=1) == labels))
         res = self.new_result()
-        res.settings.update(sigma=sigma, radii=radii, samples=int(index.size))
+        res.settings.update(
+            sigma=sigma, radii=radii, samples=int(index.size), samples_rule=count.rule
+        )
+        note = count.finding(self.name, "max_samples", "records")
+        if note is not None:
+            res.findings.append(note)
         res.metrics.extend(self._metrics(run, table, ctx.seed))
         res.tables.append(_accuracy_table(table))
         res.tables.append(_certificates_table(run, labels, [data.ids[i] for i in index]))
@@ -184,11 +195,12 @@ class SmoothingCheck(Check):
         )
         return res
 
-    def _subset(self, total: int, seed: int) -> np.ndarray:
-        """A seeded subset of at most ``max_samples`` indices, sorted (as the attack checks)."""
-        if self.max_samples is not None and total > self.max_samples:
+    @staticmethod
+    def _subset(total: int, n: int, seed: int) -> np.ndarray:
+        """A seeded subset of ``n`` of ``total`` indices, sorted (as the attack checks)."""
+        if total > n:
             rng = np.random.default_rng(seed)
-            return np.sort(rng.choice(total, size=self.max_samples, replace=False))
+            return np.sort(rng.choice(total, size=n, replace=False))
         return np.arange(total)
 
     def _metrics(self, run: CertificationRun, table: CertifiedAccuracy, seed: int) -> list[Metric]:

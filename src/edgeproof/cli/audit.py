@@ -20,6 +20,7 @@ _EPILOG = textwrap.dedent("""\
       edgeproof audit model.safetensors --arch zoo:resnet20 --data val.npz --out runs/a
       edgeproof audit model.pt2 --data builtin:digits --checks performance,calibration
       edgeproof audit model.onnx --data val.npz --policy policy.toml  # CI gate
+      edgeproof audit model.pt2 --data val.npz --set adversarial.max_samples=none  # every record
       edgeproof audit weights.safetensors              # data-free checks only
 
     policy.toml:
@@ -49,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated check names (default: all applicable, except those `edgeproof "
         "checks` marks as only with --checks)",
     )
+    options.add_settings(a)
     options.add_output(a, default="runs/audit", help="output folder (default runs/audit)")
     a.add_argument("--policy", help="TOML file of metric thresholds; exit 1 if any fails")
     a.add_argument(
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         from edgeproof.report.report import Report
 
         baseline = Report.read_json(args.baseline)
-    checks = [c.strip() for c in args.checks.split(",") if c.strip()] if args.checks else None
+    names = [c.strip() for c in args.checks.split(",") if c.strip()] if args.checks else None
+    checks = options.build_checks(names, options.check_settings(args))
     model = options.load_model_arg(args)
     data = options.load_data_arg(args, args.data, kind=args.kind) if args.data else None
     threat = resolve_threat(model, data, **options.spec_kwargs(args))

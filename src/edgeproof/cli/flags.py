@@ -45,6 +45,7 @@ FLAGS: dict[str, str] = {
     "eps": "--eps",
     # running
     "checks": "--checks",
+    "set": "--set",
     "threads": "--threads",
     "seed": "--seed",
     "batch_size": "--batch-size",
@@ -92,8 +93,14 @@ FLAGS: dict[str, str] = {
 
 
 def flag_of(name: str) -> str:
-    """The flag that sets library parameter ``name`` (the name itself if none does)."""
-    return FLAGS.get(name, name)
+    """The flag that sets library parameter ``name`` (the name itself if none does); a check
+    setting ``CHECK.SETTING`` is set with ``--set CHECK.SETTING=VALUE``."""
+    if name in FLAGS:
+        return FLAGS[name]
+    check, dot, setting = name.partition(".")
+    if dot and check.isidentifier() and setting.isidentifier():
+        return f"--set {name}"
+    return name
 
 
 def render(exc: EdgeproofError) -> str:

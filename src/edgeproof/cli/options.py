@@ -365,5 +365,75 @@ def emit_file(path: str | Path) -> None:
     sys.stdout.flush()
 
 
+def add_settings(p: argparse.ArgumentParser) -> None:
+    """``--set CHECK.SETTING=VALUE`` (repeatable): one check's setting, as its library name."""
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="CHECK.SETTING=VALUE",
+        help="a check's setting, e.g. adversarial.max_samples=1000 or certify.methods=ibp,crown "
+        "(repeatable; values: numbers, true/false, none, comma lists; each check's settings are "
+        "listed in its class's docstring, docs/api.md)",
+    )
+
+
+def _setting_value(text: str) -> Any:
+    def one(t: str) -> Any:
+        low = t.strip().lower()
+        if low in ("true", "false"):
+            return low == "true"
+        if low in ("none", "null"):
+            return None
+        for kind in (int, float):
+            try:
+                return kind(t)
+            except ValueError:
+                pass
+        return t.strip()
+
+    if "," in text:
+        return [one(t) for t in text.split(",") if t.strip()]
+    return one(text)
+
+
+def check_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """``--set`` as ``{check: {setting: value}}``; a malformed entry is an OptionError."""
+    from edgeproof.errors import OptionError
+
+    out: dict[str, dict[str, Any]] = {}
+    for entry in getattr(args, "set", None) or []:
+        key, eq, value = entry.partition("=")
+        check, dot, setting = key.strip().partition(".")
+        if not (eq and dot and check and setting):
+            raise OptionError(
+                "set",
+                f"{entry!r} is not CHECK.SETTING=VALUE",
+                "write e.g. --set adversarial.max_samples=1000",
+            )
+        out.setdefault(check, {})[setting] = _setting_value(value)
+    return out
+
+
+def build_checks(names: list[str] | None, settings: dict[str, dict[str, Any]]) -> list[Any] | None:
+    """The checks to run: ``names`` (default: the default checks) built with ``settings``;
+    ``None`` when neither names nor settings were given (the library's default)."""
+    if names is None and not settings:
+        return None
+    from edgeproof.checks import check_info, default_checks, get_check
+    from edgeproof.errors import OptionError
+
+    chosen = names if names is not None else default_checks()
+    for check in settings:
+        check_info(check)  # an unknown check name is an OptionError naming the choices
+        if check not in chosen:
+            raise OptionError(
+                "set",
+                f"{check} has settings but does not run",
+                f"add it to --checks ({','.join([*chosen, check])})",
+            )
+    return [get_check(n, **settings.get(n, {})) for n in chosen]
+
+
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
