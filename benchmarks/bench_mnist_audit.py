@@ -9,6 +9,10 @@ The model is a user's network, not a zoo one: 2 conv (32, 64 channels, 3×3, max
 registered check at its default settings on the 1,000 ``builtin:mnist`` test records, ``threads=1``
 (torch intra-op threads 1), writing report.json and report.html; each check's time is the
 runner's own ``duration_s``; the total is the wall time of the call, report writing included.
+The default audit (what ``edgeproof audit`` runs when no ``--checks`` is given) is every check
+except the opt-in ``property``; its total is the call's wall time less property's time. At their
+default ``"auto"`` sample counts the expensive checks take fewer records on this 4.2 M-MAC model
+(:mod:`edgeproof.checks.budget`); the table gives each check's sample count.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 from torch import nn
 
 import edgeproof
-from edgeproof.checks import available_checks
+from edgeproof.checks import available_checks, default_checks
 from edgeproof.models import from_module
 from edgeproof.spec import InputSpec
 
@@ -80,11 +84,21 @@ def main() -> None:
         total = time.perf_counter() - t0
     load1 = os.getloadavg()[0]
     acc = report.metric_value("performance.accuracy")
+    defaults = set(default_checks())
+
+    def samples(c: object) -> str:
+        st = getattr(c, "settings", {})
+        n = st.get("samples", st.get("sanity_samples_used"))
+        return "" if n is None else str(n)
+
     rows = [
-        f"| `{c.check}` | {c.status} | {c.duration_s:.2f} |"
+        f"| `{c.check}`{'' if c.check in defaults else ' (opt-in)'} | {c.status} | "
+        f"{samples(c)} | {c.duration_s:.2f} |"
         for c in sorted(report.checks, key=lambda c: -c.duration_s)
     ]
     checks_s = sum(c.duration_s for c in report.checks)
+    opt_in_s = sum(c.duration_s for c in report.checks if c.check not in defaults)
+    default_total = total - opt_in_s
     lines = [
         "## Full audit of a 28×28 MNIST CNN",
         "",
@@ -96,15 +110,17 @@ def main() -> None:
         f"on the {len(test_set)} builtin:mnist test records, default settings; per-check times "
         "are the runner's `duration_s`. One run.",
         "",
-        "| check | status | seconds |",
-        "|---|---|---:|",
+        "| check | status | samples | seconds |",
+        "|---|---|---:|---:|",
         *rows,
-        f"| **checks together** | | **{checks_s:.1f}** |",
-        f"| **whole audit call (report written)** | | **{total:.1f}** |",
+        f"| **checks together** | | | **{checks_s:.1f}** |",
+        f"| **whole call, every check (report written)** | | | **{total:.1f}** |",
+        f"| **default audit (whole call less the opt-in checks)** | | | **{default_total:.1f}** |",
         "",
-        f"Target: the whole audit under 60 s on this 2-core machine — "
-        f"{'met' if total < 60 else 'not met'} in this run ({total:.1f} s"
-        f"{'' if load0 < 1.5 else ', on a machine shared with other jobs'}).",
+        f"Target: the whole default audit under 60 s on this 2-core machine — "
+        f"{'met' if default_total < 60 else 'not met'} in this run ({default_total:.1f} s"
+        f"{'' if load0 < 1.5 else ', on a machine shared with other jobs'}; with the opt-in "
+        f"checks {total:.1f} s).",
         "",
     ]
     OUT.parent.mkdir(parents=True, exist_ok=True)

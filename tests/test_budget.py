@@ -40,7 +40,9 @@ def test_auto_samples_follow_the_budget_formula_on_a_costly_model(
     # the digits LeNet-5 made "costly" by a budget of 100 samples at the default passes
     check = get_check("adversarial", **QUICK_ADV)
     report = audit(digits_model, digits_test, [get_check("footprint")], threads=1)
-    macs = int(report.metric_value("footprint.macs"))
+    value = report.metric_value("footprint.macs")
+    assert value is not None
+    macs = int(value)
     eps = len(audit(digits_model, digits_test, ["performance"]).threat["eps"])
     from edgeproof.checks.adversarial import attack_passes
     from edgeproof.methods.attacks import APGD, FGSM, PGD

@@ -134,30 +134,87 @@ def test_bad_graph_inputs_are_one_line_errors(
     assert not (tmp_path / "f" / "model.onnx").exists()
 
 
-class _TwoInputs(nn.Module):
-    def __init__(self) -> None:
+class _Stateful(nn.Module):
+    """A digits classifier with a state input and a second output, as RNN exports have."""
+
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.fc = nn.Linear(4, 3)
+        self.net = net
+        self.mix = nn.Linear(4, 10)
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.fc(x + state)
-        return out
+    def forward(self, pixels: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        scores = self.net(pixels) + self.mix(state)
+        return scores, state + scores[:, :4]
 
 
-def test_a_graph_with_several_inputs_is_refused_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = tmp_path / "two.onnx"
+@pytest.fixture(scope="module")
+def stateful_graph(tmp_path_factory: pytest.TempPathFactory, digits_model: LoadedModel) -> Path:
+    import copy
+
+    assert digits_model.module is not None
+    path = tmp_path_factory.mktemp("stateful") / "stateful.onnx"
     torch.onnx.export(
-        _TwoInputs().eval(),
-        (torch.zeros(1, 4), torch.zeros(1, 4)),
+        _Stateful(copy.deepcopy(digits_model.module)).eval(),
+        (torch.zeros(1, 1, 8, 8), torch.zeros(1, 4)),
         str(path),
-        input_names=["x", "state"],
+        input_names=["pixels", "state"],
+        output_names=["scores", "new_state"],
+        dynamic_axes={n: {0: "batch"} for n in ("pixels", "state", "scores", "new_state")},
         dynamo=False,
     )
-    data = tmp_path / "d.npz"
-    np.savez(data, x=np.zeros((8, 4), np.float32), y=np.arange(8) % 3)
-    code = main(["compress", str(path), "--data", str(data), "--out", str(tmp_path / "c")])
+    return path
+
+
+def test_a_graph_with_several_inputs_and_outputs_is_compressed_as_the_audit_calls_it(
+    stateful_graph: Path, digits_test: Dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calib, data = tmp_path / "calib.npz", tmp_path / "eval.npz"
+    np.savez(calib, x=digits_test.x[:180], y=digits_test.y[:180])
+    np.savez(data, x=digits_test.x[180:], y=digits_test.y[180:])
+    base = ["compress", str(stateful_graph), "--data", str(calib), "--eval", str(data),
+            "--max-drop", "2%", "--time-budget", "120", "--quiet"]  # fmt: skip
+    # two outputs: compress asks which holds the scores, as the audit does ...
+    code = main([*base, "--input", "pixels", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "takes 2 inputs (x, state)" in err and "--input" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "returns 2 outputs" in err and "--output" in err
+    assert not (tmp_path / "x").exists()
+    # ... and with the advice followed, the state input is fed zeros and output 0 is read
+    out = tmp_path / "c"
+    code = main([*base, "--input", "pixels", "--output", "0", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((out / "compress.json").read_text())
+    assert "the data feeds input 'pixels'" in meta["interface"]
+    assert "state = 0 [None, 4] (zeros; symbolic dimensions = batch)" in meta["interface"]
+    rows = {c["name"]: c for c in [meta["ledger"]["baseline"], *meta["ledger"]["candidates"]]}
+    assert rows["fp32"]["accuracy"] > 0.9  # the zero state leaves the digits classifier as is
+    assert rows["int8-percentile"]["accuracy"] >= rows["fp32"]["accuracy"] - 0.03
+    # what is written keeps the source's interface: both inputs, both outputs
+    q = onnx.load(str(out / "model.onnx"))
+    assert [i.name for i in q.graph.input if i.name in ("pixels", "state")] == ["pixels", "state"]
+    assert [o.name for o in q.graph.output] == ["scores", "new_state"]
+    assert not [n for n in q.graph.node if n.name.startswith("edgeproof.bind/")]
+    # and audits again, with the same flags, at the accuracy compress reported
+    code = main(["audit", str(out / "model.onnx"), "--data", str(data), "--input", "pixels",
+                 "--output", "0", "--checks", "performance", "--out", str(tmp_path / "a"),
+                 "--quiet"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    audited = json.loads((tmp_path / "a" / "report.json").read_text())
+    acc = next(
+        m["value"] for c in audited["checks"] for m in c["metrics"] if m["name"] == "accuracy"
+    )
+    assert acc == pytest.approx(meta["candidate"]["accuracy"], abs=1e-9)
+
+
+def test_a_graph_input_that_does_not_exist_is_one_line_naming_the_inputs(
+    stateful_graph: Path,
+    graph_and_data: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, data = graph_and_data
+    code = main(["compress", str(stateful_graph), "--data", str(data), "--input", "image",
+                 "--output", "0", "--out", str(tmp_path / "c")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "has no input 'image' (inputs: pixels, state)" in err and "--input" in err

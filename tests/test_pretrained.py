@@ -220,6 +220,42 @@ def test_silero_onnx_input_values_override_the_default(tmp_path: Path) -> None:
     assert any("sr = 16000" in w and "(given)" in w for w in given.warnings)
 
 
+@pytest.mark.slow  # ~20 s: six candidates of a 0.3M-parameter Conv + LSTM graph
+def test_silero_sequence_graph_with_state_inputs_compresses_and_audits_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    graph = pretrained_file("silero-vad", "silero_vad_16k_sequence.onnx")
+    sets = {}
+    for name, n, seed in (("calib", 48, 1), ("eval", 60, 2)):
+        d = dict(np.load(_audio(tmp_path / f"{name}-512.npz", n, seed)))
+        # the graph takes 64 samples of context before each 512-sample chunk
+        d["x"] = np.concatenate([np.zeros((n, 64), np.float32), d["x"]], axis=1)
+        sets[name] = tmp_path / f"{name}.npz"
+        np.savez(sets[name], **d)
+    flags = ["--input", "input", "--output", "0", "--scores", "probabilities"]
+    out = tmp_path / "c"
+    code = main(["compress", str(graph), "--data", str(sets["calib"]), "--eval",
+                 str(sets["eval"]), *flags, "--time-budget", "120", "--quiet",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((out / "compress.json").read_text())
+    assert "h = 0 [1, 1, 128] (zeros)" in meta["interface"]
+    assert "c = 0 [1, 1, 128] (zeros)" in meta["interface"]
+    names = {c["name"] for c in meta["ledger"]["candidates"]}
+    assert {"int8-percentile", "w8", "w4g32"} <= names
+    import onnx
+
+    written = onnx.load(str(out / "model.onnx"))
+    assert [i.name for i in written.graph.input][:3] == ["input", "h", "c"]
+    assert [o.name for o in written.graph.output] == ["speech_probs", "hn", "cn"]
+    code, res = _audit(tmp_path / "a", str(out / "model.onnx"), "--data", str(sets["eval"]),
+                       *flags, "--checks", "performance")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert _metric(res["performance"], "accuracy") == pytest.approx(
+        meta["candidate"]["accuracy"], abs=1e-9
+    )
+
+
 # ---------------------------------------------------------------------------- MTCNN (facenet)
 
 MEAN_STD = ["--mean", "0.5,0.5,0.5", "--std", "0.50196,0.50196,0.50196"]  # (p - 127.5) / 128

@@ -120,9 +120,9 @@ class AttributionCheck(Check):
         methods: method names to run (default: those that fit the data kind, see
             :func:`methods_for_kind`).
         max_samples: samples explained, a seeded subset (default ``"auto"``: 64, fewer (at
-            least 16) on a costly model by the work budget of :mod:`edgeproof.checks.budget`).
+            least 12) on a costly model by the work budget of :mod:`edgeproof.checks.budget`).
         sanity_samples: of those, how many the sanity tests re-explain (default ``"auto"``:
-            16, or a quarter of the samples (at least 8) when the budget limited them).
+            16, or a quarter of the samples (at least 6) when the budget limited them).
         ig_steps, ig_tolerance, ig_max_steps, ig_rule: Integrated Gradients (defaults 16, 0.01,
             256, ``gausslegendre``); ``ig_tolerance=None`` runs ``ig_steps`` once.
         smoothgrad_samples, smoothgrad_sigma: SmoothGrad draws and σ as a fraction of the domain
@@ -140,8 +140,9 @@ class AttributionCheck(Check):
         sanity, sanity_stages: run the randomisation tests, and how many cascade stages
             (default True, 5).
         label_randomization, label_epochs, label_samples: the shuffled-label model (default
-            True, 60 epochs at most, 128 samples at most; Adam at lr 1e-2, batches of 32,
-            stopping once it fits 95 % of the shuffled labels).
+            True, 60 epochs at most, 128 samples at most (``"auto"``: 64 when the work budget
+            limited the samples); Adam at lr 1e-2, batches of 32, stopping once it fits 95 % of
+            the shuffled labels).
         threshold, level: sanity verdict threshold and confidence level (0.5, 0.95).
         figure_samples: per-sample maps shown (default 4).
         target: explain this class index for every sample (default ``None``: the class the
@@ -189,7 +190,7 @@ class AttributionCheck(Check):
         sanity_stages: int = 5,
         label_randomization: bool = True,
         label_epochs: int = 60,
-        label_samples: int = 128,
+        label_samples: int | Literal["auto"] = AUTO,
         threshold: float = 0.5,
         level: float = 0.95,
         figure_samples: int = 4,
@@ -240,7 +241,7 @@ class AttributionCheck(Check):
             ("sanity_samples", 16 if sanity_samples == AUTO else sanity_samples),
             ("background_size", background_size),
             ("sanity_stages", sanity_stages),
-            ("label_samples", label_samples),
+            ("label_samples", 128 if label_samples == AUTO else label_samples),
             ("kernel_shap_max_samples", kernel_shap_max_samples),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -275,7 +276,7 @@ class AttributionCheck(Check):
         self.sanity_stages = int(sanity_stages)
         self.label_randomization = bool(label_randomization)
         self.label_epochs = int(label_epochs)
-        self.label_samples = int(label_samples)
+        self.label_samples: int | Literal["auto"] = label_samples
         self.threshold = float(threshold)
         self.level = float(level)
         self.figure_samples = int(figure_samples)
@@ -322,14 +323,14 @@ class AttributionCheck(Check):
 
         With ``"auto"``, a sample costs its maps plus, for the re-explained quarter, one map
         per randomisation stage and the shuffled-label model
-        (:mod:`edgeproof.checks.budget`); at least 16 samples and 8 re-explained."""
+        (:mod:`edgeproof.checks.budget`); at least 12 samples and 6 re-explained."""
         rows = sum(self._rows(m, shape) for m in names)
         stages = self.sanity_stages + (1 if self.label_randomization else 0)
         passes = rows * (1.0 + (stages / 4.0 if self.sanity else 0.0))
-        count = resolve_samples(ctx, self.max_samples, available, passes=passes, cap=64, floor=16)
+        count = resolve_samples(ctx, self.max_samples, available, passes=passes, cap=64, floor=12)
         if self.sanity_samples != AUTO:
             return count, int(self.sanity_samples)
-        return count, (max(8, count.n // 4) if count.limited_by_budget else 16)
+        return count, (max(6, count.n // 4) if count.limited_by_budget else 16)
 
     def _method(self, name: str, shape: tuple[int, ...], width: float, rate: float | None) -> Any:
         ibs = self.internal_batch_size
@@ -448,7 +449,12 @@ class AttributionCheck(Check):
             run.seconds = time.perf_counter() - t0
             ctx.progress.advance()
 
-        can_test, labels = self._sanity_plan(ctx, torch_model, data.x, data.y, res)
+        label_n = (
+            self.label_samples
+            if self.label_samples != AUTO
+            else (64 if count.limited_by_budget else 128)
+        )
+        can_test, labels = self._sanity_plan(ctx, torch_model, data.x, data.y, res, label_n)
         if can_test and torch_model is not None and any(r.attribution for r in runs):
             ns = min(n_sanity, x.shape[0])
             xs, ts = x[:ns], target[:ns]
@@ -497,6 +503,7 @@ class AttributionCheck(Check):
         xs: np.ndarray,
         ys: np.ndarray,
         res: CheckResult,
+        label_n: int,
     ) -> tuple[bool, tuple[torch.Tensor, torch.Tensor] | None]:
         """Whether the sanity tests can run (a finding says why not), and the samples to train
         the shuffled-label model on (``None`` without label randomisation)."""
@@ -519,7 +526,7 @@ class AttributionCheck(Check):
             return True, None
         rng = np.random.default_rng(ctx.seed + 1)
         n = xs.shape[0]
-        pick = np.sort(rng.choice(n, size=min(n, self.label_samples), replace=False))
+        pick = np.sort(rng.choice(n, size=min(n, label_n), replace=False))
         return True, (
             torch.from_numpy(np.ascontiguousarray(xs[pick])),
             torch.from_numpy(np.ascontiguousarray(ys[pick])),

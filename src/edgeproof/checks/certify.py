@@ -38,6 +38,12 @@ CHEAP_METHODS: tuple[str, ...] = ("ibp", "crown-ibp")
 CERTIFY_BUDGET_MACS = 5 * WORK_BUDGET_MACS
 
 
+def certify_budget() -> float:
+    """The back-substitution MACs the ``"auto"`` bound methods may spend
+    (:data:`CERTIFY_BUDGET_MACS`)."""
+    return float(CERTIFY_BUDGET_MACS)
+
+
 def crown_macs(module: nn.Module, shape: tuple[int, ...]) -> int:
     """Estimated MACs of one CROWN bound (one sample, one ε): bounding the outputs of layer i
     (``o_i`` neurons) back-substitutes ``o_i`` rows through layers 1..i (``Σ m_j`` MACs per
@@ -203,7 +209,7 @@ class CertifyCheck(Check):
         assert module is not None
         per = crown_macs(module, ctx.threat.input.shape)
         total = per * samples * len(ctx.threat.eps)
-        if per == 0 or total <= CERTIFY_BUDGET_MACS:
+        if per == 0 or total <= certify_budget():
             return AUTO_METHODS, None
         return CHEAP_METHODS, Finding(
             "info",

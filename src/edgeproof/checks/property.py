@@ -14,7 +14,7 @@ decides monotonicity over the domain box (:func:`~edgeproof.certify.properties.m
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -31,7 +31,9 @@ from edgeproof.certify.properties import (
 from edgeproof.certify.sets import Segment
 from edgeproof.checks.adversarial import attack_data
 from edgeproof.checks.base import AuditContext, Check
-from edgeproof.errors import OptionError
+from edgeproof.checks.budget import AUTO
+from edgeproof.checks.certify import certify_budget, crown_macs
+from edgeproof.errors import OptionError, param
 from edgeproof.methods.stats import wilson_interval
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
@@ -77,10 +79,13 @@ class PropertyCheck(Check):
             "contrast:0.9:1.1", "blur:0.5")``; brightness as a fraction of the domain's width;
             blur only for image and time-series inputs).
         max_samples: a seeded subset of at most this many samples (default 20).
-        methods: bound methods (default ``("crown",)``: along a segment CROWN alone decides
-            little on a CNN; splitting ``t`` does the work).
+        methods: bound methods (default ``"auto"``: ``("crown",)`` — along a segment CROWN
+            alone decides little on a CNN; splitting ``t`` does the work — or ``("crown-ibp",)``
+            on a model whose CROWN back-substitution exceeds the work budget,
+            :mod:`edgeproof.checks.budget`).
         bab_budget_s: per-segment branch-and-bound budget for segments left open (default
-            0.25; about 20 s for the defaults on the digits LeNet-5, deciding 60–80% of them).
+            ``"auto"``: 0.25, about 20 s for the defaults on the digits LeNet-5, deciding 60–80%
+            of them; 0 on a model beyond the work budget, said in a finding).
         grid: points of the ``t`` grid searched for a counterexample (default 33).
         monotone_features: flat input indices; when given, also decide whether output
             ``monotone_output`` is monotone in each of them over the whole input domain box
@@ -117,8 +122,8 @@ class PropertyCheck(Check):
             "blur:0.5",
         ),
         max_samples: int | None = 20,
-        methods: Sequence[str] = ("crown",),
-        bab_budget_s: float = 0.25,
+        methods: Sequence[str] | Literal["auto"] = AUTO,
+        bab_budget_s: float | Literal["auto"] = AUTO,
         grid: int = 33,
         monotone_features: Sequence[int] = (),
         monotone_output: int = 0,
@@ -128,7 +133,7 @@ class PropertyCheck(Check):
         super().__init__(
             transforms=list(transforms),
             max_samples=max_samples,
-            methods=list(methods),
+            methods=methods if methods == AUTO else list(methods),
             bab_budget_s=bab_budget_s,
             grid=grid,
             monotone_features=list(monotone_features),
@@ -143,15 +148,55 @@ class PropertyCheck(Check):
             raise OptionError("transforms", "no transform given", "use e.g. darken:0.3")
         self.transforms = tuple((t, *parse_transform(t)) for t in transforms)
         self.max_samples = max_samples
-        self.methods = tuple(methods)
-        self.bab_budget_s = float(bab_budget_s)
+        self.methods: tuple[str, ...] | Literal["auto"] = (
+            AUTO if methods == AUTO else tuple(methods)
+        )
+        self.bab_budget_s: float | Literal["auto"] = (
+            AUTO if bab_budget_s == AUTO else float(bab_budget_s)
+        )
         self.grid = int(grid)
         self.level = float(level)
+
+    def plan(
+        self, ctx: AuditContext, segments: int
+    ) -> tuple[tuple[str, ...], float, Finding | None]:
+        """Methods and branch-and-bound budget; with ``"auto"``, CROWN and 0.25 s of
+        branch-and-bound per segment when CROWN's back-substitution over the segments fits the
+        work budget (:func:`~edgeproof.checks.certify.crown_macs`), else CROWN-IBP without
+        branch-and-bound, and a finding that says so."""
+        module = ctx.model.module
+        assert module is not None
+        per = (
+            crown_macs(module, ctx.threat.input.shape)
+            if AUTO in (self.methods, self.bab_budget_s)
+            else 0
+        )
+        fits = per * segments <= certify_budget()
+        methods = (("crown",) if fits else ("crown-ibp",)) if self.methods == AUTO else self.methods
+        bab = (0.25 if fits else 0.0) if self.bab_budget_s == AUTO else self.bab_budget_s
+        if fits or (self.methods != AUTO and self.bab_budget_s != AUTO):
+            return methods, bab, None
+        return (
+            methods,
+            bab,
+            Finding(
+                "info",
+                f"segments bounded by {', '.join(methods)}"
+                + ("" if bab else " without branch-and-bound")
+                + f": CROWN costs about {per / 1e9:.3g} G MACs per segment ({segments} segments), "
+                f"beyond the default work budget; pass {param('property.methods')}=crown and "
+                f"{param('property.bab_budget_s')}=0.25 for the tighter (slower) proof",
+                {"crown_macs_per_segment": per, "segments": segments},
+            ),
+        )
 
     def run(self, ctx: AuditContext) -> CheckResult:
         ad = attack_data(ctx, self.max_samples)
         module = ad.gradient_model()
         res = self.new_result()
+        methods, bab_budget_s, note = self.plan(ctx, int(ad.x.shape[0]) * len(self.transforms))
+        if note is not None:
+            res.findings.append(note)
         counts: dict[str, dict[str, int]] = {}
         verdicts: dict[str, list[PropertyResult]] = {}
         skipped: list[str] = []
@@ -164,22 +209,28 @@ class PropertyCheck(Check):
                 module,
                 segs,
                 labels=ad.y,
-                methods=self.methods,
+                methods=methods,
                 grid=self.grid,
-                bab_budget_s=self.bab_budget_s,
+                bab_budget_s=bab_budget_s,
                 seed=ctx.seed,
             )
             verdicts[label] = out
             counts[label] = {v: sum(r.verdict == v for r in out) for v in _VERDICTS}
         n = int(ad.x.shape[0])
-        res.settings.update(samples=n, domain=list(ad.domain), skipped_transforms=skipped)
+        res.settings.update(
+            samples=n,
+            domain=list(ad.domain),
+            skipped_transforms=skipped,
+            methods_used=list(methods),
+            bab_budget_s_used=bab_budget_s,
+        )
         res.metrics.extend(self._metrics(counts, n))
         res.tables.append(self._table(counts, verdicts, n))
         res.tables.append(self._samples(verdicts, ad.index))
         res.findings.extend(self._findings(counts, verdicts, skipped, n))
         res.figures.append(_figure(counts, n))
         if self.monotone_features:
-            self._monotone(res, module, ad.x, ad.domain, ctx.seed)
+            self._monotone(res, module, ad.x, ad.domain, ctx.seed, methods, bab_budget_s)
         worst = min(counts, key=lambda k: counts[k]["verified"]) if counts else None
         res.summary = (
             f"correct and stable on every transform segment: {_all_stable(verdicts, n)} of {n}"
@@ -188,7 +239,14 @@ class PropertyCheck(Check):
         return res
 
     def _monotone(
-        self, res: CheckResult, module: torch.nn.Module, x: torch.Tensor, domain: Any, seed: int
+        self,
+        res: CheckResult,
+        module: torch.nn.Module,
+        x: torch.Tensor,
+        domain: Any,
+        seed: int,
+        methods: tuple[str, ...],
+        bab_budget_s: float,
     ) -> None:
         lo = torch.full(tuple(x.shape[1:]), float(domain[0]))
         hi = torch.full(tuple(x.shape[1:]), float(domain[1]))
@@ -199,8 +257,8 @@ class PropertyCheck(Check):
             self.monotone_features,
             self.monotone_output,
             increasing=self.monotone_increasing,
-            methods=self.methods,
-            bab_budget_s=self.bab_budget_s,
+            methods=methods,
+            bab_budget_s=bab_budget_s,
             seed=seed,
         )
         way = "non-decreasing" if self.monotone_increasing else "non-increasing"

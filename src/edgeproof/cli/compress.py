@@ -87,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="model file (.safetensors with sidecar, .pt2, TorchScript, or an ONNX graph: "
         "quantized in place, re-audited forward-only)",
     )
+    options.add_interface(p)
     options.add_data(p, required=True, help="calibration data (npz/csv/builtin:NAME)")
     p.add_argument(
         "--eval",
@@ -188,7 +189,14 @@ def run(args: argparse.Namespace) -> int:
         )
         if graph:
             assert loaded.path is not None
-            result = compress_graph(loaded.path.read_bytes(), threat.input, data, **common)
+            result = compress_graph(
+                loaded.path.read_bytes(),
+                threat.input,
+                data,
+                interface=options.interface_arg(args),
+                name=str(args.model),
+                **common,
+            )
         else:
             assert loaded.module is not None
             early_exit = None

@@ -39,6 +39,7 @@ from edgeproof.compress.selection import Selection, select
 from edgeproof.compress.steps import Chain
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import InternalError, OptionError, SpecError, param
+from edgeproof.models.interface import ModelInterface
 from edgeproof.spec import InputSpec, ThreatModel
 
 __all__ = [
@@ -118,6 +119,9 @@ class CompressionResult:
     arch: str | None = None
     data: tuple[DataPart, ...] = ()
     """The calibration and evaluation sets and how they were split (:func:`data_parts`)."""
+    interface: str | None = None
+    """For a graph with several inputs or outputs, how it was called (which input the data fed,
+    the other inputs' values, the output read; :mod:`edgeproof.compress.bind`)."""
 
     def choose(self, name: str) -> CompressionResult:
         """This result with candidate ``name`` as the one written (e.g. an early-exit cascade
@@ -248,9 +252,14 @@ def compress_graph(
     seed: int = 0,
     log: Callable[[str], None] | None = None,
     progress: Progress | None = None,
+    interface: ModelInterface | None = None,
+    name: str = "the ONNX graph",
 ) -> CompressionResult:
     """:func:`compress` for a graph with no PyTorch form: a third-party ONNX model (serialised
-    bytes). The candidates are the quantizations written into that graph
+    bytes). A graph with several inputs or outputs is called as ``interface`` says (the input
+    the data feeds, the other inputs' values, the output holding the scores), as the audit
+    calls it (:func:`~edgeproof.compress.bind.bind_graph`); the model written keeps all of the
+    source's inputs and outputs. The candidates are the quantizations written into that graph
     (:mod:`edgeproof.compress.graph`), each measured on the evaluation records and re-audited
     on the graph with the forward-only checks. ``data``/``evaluation`` are in raw input units;
     with a normalisation outside the model or per-feature ranges in ``threat``, the graph is fed
@@ -262,22 +271,16 @@ def compress_graph(
     """
     import onnx
 
+    from edgeproof.compress.bind import bind_graph
     from edgeproof.compress.graph import search_graph
     from edgeproof.models.loaded import LoadedModel
     from edgeproof.runner import resolve_threat
     from edgeproof.runtime.ort import make_session
 
     budget = budget or Budget()
-    proto = onnx.load_from_string(model)
-    inits = {i.name for i in proto.graph.initializer}
-    feeds = [i.name for i in proto.graph.input if i.name not in inits]
-    if len(feeds) != 1:
-        raise SpecError(
-            f"the ONNX graph takes {len(feeds)} inputs ({', '.join(feeds)}); "
-            "compression calibrates and measures graphs with one input (the data) — audit it "
-            f"instead, choosing the data's input with {param('input')}, or export the model "
-            "with its other inputs folded in as constants"
-        )
+    bound = bind_graph(onnx.load_from_string(model), interface or ModelInterface(), name)
+    proto = bound.model
+    model = proto.SerializeToString() if bound.is_bound else model
     given = evaluation is not None
     if evaluation is None:
         calib, evaluation = _split(data, calib_size)
@@ -306,9 +309,23 @@ def compress_graph(
         log=log,
         progress=progress,
     )
+    if bound.is_bound:  # what is written keeps the source graph's inputs and outputs
+        for art in ledger.artefacts.values():
+            art.onnx_bytes = bound.unbind(onnx.load_from_string(art.onnx_bytes)).SerializeToString()
     sel = select(ledger, budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
     art = ledger.artefacts[sel.chosen.name]
-    return CompressionResult(ledger, sel, None, art.onnx_bytes, budget, spec, threat, None, parts)
+    return CompressionResult(
+        ledger,
+        sel,
+        None,
+        art.onnx_bytes,
+        budget,
+        spec,
+        threat,
+        None,
+        parts,
+        interface=bound.described if bound.is_bound else None,
+    )
 
 
 def _with_x(data: Dataset, x: np.ndarray) -> Dataset:
@@ -398,6 +415,7 @@ def _compress_json(result: CompressionResult, source: str) -> dict[str, Any]:
         "format": "edgeproof-compressed",
         "source_model": source,
         "arch": result.arch,
+        "interface": result.interface,
         "candidate": sel.chosen.to_json(),
         "budget": {
             "max_drop": result.budget.max_drop,
