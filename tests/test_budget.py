@@ -150,6 +150,21 @@ def test_certify_leaves_out_crown_beyond_the_budget_and_says_how_to_run_it(
     assert not [f for f in res.findings if "did not run" in f.message]
 
 
+def test_certify_leaves_out_only_alpha_crown_when_crown_alone_fits(
+    digits_model: LoadedModel, digits_test: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert digits_model.module is not None
+    per = certify_check.crown_macs(digits_model.module, (1, 8, 8))
+    crown = per * 4 * 3  # 4 samples × 3 ε
+    monkeypatch.setattr(certify_check, "CERTIFY_BUDGET_MACS", crown * 2)  # < 21 passes
+    res = audit(
+        digits_model, digits_test, [get_check("certify", max_samples=4, pgd_steps=5)]
+    ).checks[0]
+    names = {m.name.split("@")[0] for m in res.metrics}
+    assert "verified_accuracy.crown" in names and "verified_accuracy.alpha-crown" not in names
+    assert [f for f in res.findings if f.message.startswith("α-CROWN did not run")]
+
+
 def test_certify_auto_keeps_crown_on_a_small_model(
     digits_model: LoadedModel, digits_test: Dataset
 ) -> None:

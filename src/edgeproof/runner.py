@@ -220,6 +220,31 @@ def _check_domain(domain: Sequence[float]) -> tuple[float, float]:
     return float(values[0]), float(values[1])
 
 
+def _classes_of_the_model(
+    model: LoadedModel, threat: ThreatModel, data: Dataset | None
+) -> ThreatModel:
+    """``threat`` with the model's output width as the class count, where that count came from
+    the data (no metadata declares it) and the model outputs more logits than the data has
+    classes: data covering some of the model's classes (a test split sorted by label, one
+    recording session). The classes the data does not name are named by their index."""
+    spec = threat.input
+    declared = model.spec is not None and model.spec.num_classes is not None
+    if declared or data is None or not model.can_forward or not spec.shape_known:
+        return threat
+    if spec.num_classes != data.num_classes or data.sample_shape != spec.shape:
+        return threat
+    try:
+        out = model.for_spec(spec).predict_logits(data.x[:1], batch_size=1)
+    except Exception:  # the probe that follows reports an input that does not fit
+        return threat
+    k = int(out.shape[1]) if out.ndim == 2 else 0
+    if k <= data.num_classes:
+        return threat
+    given = tuple(spec.class_names or ())
+    names = (*given, *(str(i) for i in range(len(given), k)))
+    return replace(threat, input=spec.with_(num_classes=k, class_names=names))
+
+
 def _probe(model: LoadedModel, threat: ThreatModel, data: Dataset | None) -> None:
     """Run one sample through the model: the shape must fit and the output must be (1, K) logits."""
     if not model.can_forward or not threat.input.shape_known:
@@ -435,6 +460,7 @@ def audit(
         data.validate()
     if threat is None:
         threat = resolve_threat(model, data)
+    threat = _classes_of_the_model(model, threat, data)
     model = model.for_spec(threat.input)
     if data is not None:
         data = data.in_units_of(threat.input)

@@ -201,24 +201,33 @@ class CertifyCheck(Check):
     def plan_methods(
         self, ctx: AuditContext, samples: int
     ) -> tuple[tuple[str, ...], Finding | None]:
-        """The methods to run and, with ``"auto"``, a finding when CROWN and α-CROWN were left
-        out because their back-substitution would exceed the work budget."""
+        """The methods to run and, with ``"auto"``, a finding when CROWN or α-CROWN was left
+        out: CROWN runs when its back-substitution over the samples and ε fits the work budget,
+        α-CROWN when ``1 + alpha_iterations`` such passes do (an upper estimate: it optimises
+        only the samples CROWN left open)."""
         if self.methods != AUTO:
             return self.methods, None
         module = ctx.model.module
         assert module is not None
         per = crown_macs(module, ctx.threat.input.shape)
-        total = per * samples * len(ctx.threat.eps)
-        if per == 0 or total <= certify_budget():
+        crown = per * samples * len(ctx.threat.eps)
+        alpha = crown * (1 + self.alpha_iterations)
+        budget = certify_budget()
+        if per == 0 or alpha <= budget:
             return AUTO_METHODS, None
-        return CHEAP_METHODS, Finding(
+        methods = (*CHEAP_METHODS, "crown") if crown <= budget else CHEAP_METHODS
+        left = "α-CROWN did not run" if "crown" in methods else "CROWN and α-CROWN did not run"
+        cost = alpha if "crown" in methods else crown
+        return methods, Finding(
             "info",
-            f"CROWN and α-CROWN did not run: back-substitution through the model's intermediate "
-            f"neurons costs about {per / 1e9:.3g} G MACs per sample and ε ({total / 1e12:.3g} T "
-            f"for {samples} samples × {len(ctx.threat.eps)} ε), beyond the default work budget "
-            f"of {CERTIFY_BUDGET_MACS / 1e12:.3g} T; pass {param('certify.methods')}="
-            "ibp,crown-ibp,crown,alpha-crown (or run `edgeproof certify`) for the tighter bounds",
-            {"crown_macs_per_sample_eps": per, "budget_macs": CERTIFY_BUDGET_MACS},
+            f"{left}: back-substitution through the model's intermediate neurons costs about "
+            f"{per / 1e9:.3g} G MACs per sample and ε ({cost / 1e12:.3g} T for {samples} "
+            f"samples × {len(ctx.threat.eps)} ε"
+            + (f" × {1 + self.alpha_iterations} α-CROWN passes" if "crown" in methods else "")
+            + f"), beyond the default work budget of {budget / 1e12:.3g} T; pass "
+            f"{param('certify.methods')}=ibp,crown-ibp,crown,alpha-crown (or run `edgeproof "
+            "certify`) for the tighter bounds",
+            {"crown_macs_per_sample_eps": per, "budget_macs": budget, "methods": list(methods)},
         )
 
     def run(self, ctx: AuditContext) -> CheckResult:
