@@ -470,6 +470,70 @@ def test_compress_modules_and_functions_stay_small() -> None:
     assert not long
 
 
+# Functions outside compress/ still longer than 80 lines (issue 14: not split yet). The list only
+# shrinks: an entry whose function is now 80 lines or fewer (or gone) fails the test below.
+_LONG_FUNCTIONS_ALLOWED: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("checks/adversarial.py", "_sanity"),
+        ("checks/adversarial.py", "run"),
+        ("checks/attribution.py", "__init__"),
+        ("checks/attribution.py", "_delta_metrics"),
+        ("checks/attribution.py", "_report"),
+        ("checks/attribution.py", "run"),
+        ("checks/bitflip.py", "run"),
+        ("checks/certify.py", "_metrics"),
+        ("checks/fisher.py", "run"),
+        ("checks/generalization.py", "_findings"),
+        ("checks/generalization.py", "run"),
+        ("cli/compress.py", "run"),
+        ("methods/attacks/apgd.py", "_single_run"),
+        ("methods/attacks/pgd.py", "_single_run"),
+        ("methods/backdoor/neural_cleanse.py", "neural_cleanse"),
+        ("methods/backdoor/scan.py", "scan_model"),
+    }
+)
+
+
+def _function_lengths(root: Path) -> dict[tuple[str, str], int]:
+    """``{(path relative to root, function name): lines}`` of every function (methods and nested
+    functions too; the longest where a file has several of one name), compress/ left out."""
+    out: dict[tuple[str, str], int] = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("compress/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                key = (rel, node.name)
+                out[key] = max(out.get(key, 0), length)
+    return out
+
+
+def test_functions_outside_compress_stay_under_80_lines_except_the_listed_ones() -> None:
+    """No function outside compress/ over 80 lines (docstring included), except the ones in
+    ``_LONG_FUNCTIONS_ALLOWED``; and every listed one is still over 80 (the list only shrinks)."""
+    lengths = _function_lengths(SRC)
+    long = sorted(
+        f"{rel}: {name} ({n} lines)"
+        for (rel, name), n in lengths.items()
+        if n > 80 and (rel, name) not in _LONG_FUNCTIONS_ALLOWED
+    )
+    assert not long, (
+        "functions over 80 lines: split them into helpers with one responsibility each: "
+        + "; ".join(long)
+    )
+    short = sorted(
+        f"{rel}: {name} ({lengths.get((rel, name), 0)} lines)"
+        for rel, name in _LONG_FUNCTIONS_ALLOWED
+        if lengths.get((rel, name), 0) <= 80
+    )
+    assert not short, (
+        "these functions are now 80 lines or fewer (or gone): remove their entries from "
+        "_LONG_FUNCTIONS_ALLOWED in tests/test_compress_recipes.py: " + "; ".join(short)
+    )
+
+
 def test_a_normalisation_outside_the_model_is_applied_as_the_audit_applies_it(
     registry: Callable[[str, Callable[..., Check]], None],
 ) -> None:

@@ -68,25 +68,13 @@ def explain(
     """
     from edgeproof.runner import audit, resolve_threat
 
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-        raise OptionError("n_steps", f"{n_steps!r} must be an integer >= 1", "use e.g. 16")
-    if tolerance is not None and not (np.isfinite(tolerance) and tolerance > 0):
-        raise OptionError("tolerance", f"{tolerance!r} must be a positive number", "use e.g. 0.01")
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise OptionError("samples", f"{samples!r} must be an integer >= 1", "use e.g. 64")
+    _check_counts(n_steps, tolerance, samples)
     data.validate()
     if threat is None:
         threat = resolve_threat(model, data)
     spec = threat.input
     k = spec.num_classes if spec.num_classes is not None else data.num_classes
-    if target is not None and (
-        isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < k
-    ):
-        raise OptionError(
-            "target",
-            f"class {target!r} is outside the model's {k} classes",
-            f"use a class index in 0..{k - 1}, or leave it unset (the predicted class)",
-        )
+    _check_target(target, k)
     if baseline is not None:
         given_baseline(baseline, tuple(spec.shape))  # the wrong shape fails before any work
     check = AttributionCheck(
@@ -111,3 +99,25 @@ def explain(
         progress=progress,
         name_of=name_of,
     )
+
+
+def _check_counts(n_steps: int, tolerance: float | None, samples: int) -> None:
+    """``n_steps`` and ``samples`` are integers >= 1, ``tolerance`` positive (or ``None``)."""
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+        raise OptionError("n_steps", f"{n_steps!r} must be an integer >= 1", "use e.g. 16")
+    if tolerance is not None and not (np.isfinite(tolerance) and tolerance > 0):
+        raise OptionError("tolerance", f"{tolerance!r} must be a positive number", "use e.g. 0.01")
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise OptionError("samples", f"{samples!r} must be an integer >= 1", "use e.g. 64")
+
+
+def _check_target(target: int | None, k: int) -> None:
+    """``target``, when given, is one of the model's ``k`` classes."""
+    if target is not None and (
+        isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < k
+    ):
+        raise OptionError(
+            "target",
+            f"class {target!r} is outside the model's {k} classes",
+            f"use a class index in 0..{k - 1}, or leave it unset (the predicted class)",
+        )

@@ -91,12 +91,7 @@ def resolve_threat(
         shape = _check_shape(shape)
     if domain is not None:
         domain = _check_domain(domain)
-    if (mean is None) != (std is None):
-        given, missing = ("mean", "std") if std is None else ("std", "mean")
-        raise SpecError(
-            f"{param(given)} was given without {param(missing)}; the normalisation outside the "
-            f"model needs both, e.g. {param('mean')} 0.1307 {param('std')} 0.3081"
-        )
+    _check_mean_and_std(mean, std)
     base = model.spec
     if shape is None:
         shape = (
@@ -106,14 +101,72 @@ def resolve_threat(
         # no metadata and no data: the data-free checks run; a check that needs an input says
         # so in its skip reason (Check.skip_reason)
         shape = ()
-    if kind is None:
-        if base is not None:
-            kind = base.kind
-        elif data is not None and data.kind in ("image", "timeseries", "tabular"):
-            kind = cast(InputKind, data.kind)
-        else:
-            kind = _kind_of(tuple(shape))
-    bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    kind = _resolved_kind(kind, base, data, shape)
+    domain, bounds, source = _resolved_domain(domain, feature_bounds, base, data, kind, shape)
+    num_classes, class_names = _classes(base, data, shape)
+    spec = InputSpec(
+        shape=tuple(int(s) for s in shape),
+        domain=(float(domain[0]), float(domain[1])),
+        kind=kind,
+        normalization=base.normalization if base is not None else None,
+        num_classes=num_classes,
+        class_names=class_names,
+        domain_source=source,
+        feature_bounds=bounds,
+        outside_normalization=(
+            (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+            if mean is not None and std is not None
+            else base.outside_normalization
+            if base is not None
+            else None
+        ),
+    )
+    if eps is None:
+        eps = tuple(round(f * spec.range, 6) for f in (0.01, 0.03, 0.1))
+        if norm == "l2":
+            eps = tuple(round(e * spec.numel**0.5 / 4, 6) for e in eps)
+    return ThreatModel(input=spec, norm=norm, eps=tuple(eps))
+
+
+Bounds = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def _check_mean_and_std(mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+    """``mean`` and ``std`` come together or not at all."""
+    if (mean is None) != (std is None):
+        given, missing = ("mean", "std") if std is None else ("std", "mean")
+        raise SpecError(
+            f"{param(given)} was given without {param(missing)}; the normalisation outside the "
+            f"model needs both, e.g. {param('mean')} 0.1307 {param('std')} 0.3081"
+        )
+
+
+def _resolved_kind(
+    kind: InputKind | None, base: InputSpec | None, data: Dataset | None, shape: tuple[int, ...]
+) -> InputKind:
+    """The input kind: given > model metadata > data > guessed from the shape."""
+    if kind is not None:
+        return kind
+    if base is not None:
+        return base.kind
+    if data is not None and data.kind in ("image", "timeseries", "tabular"):
+        return cast(InputKind, data.kind)
+    return _kind_of(tuple(shape))
+
+
+def _resolved_domain(
+    domain: tuple[float, float] | None,
+    feature_bounds: tuple[Sequence[float], Sequence[float]] | None,
+    base: InputSpec | None,
+    data: Dataset | None,
+    kind: InputKind,
+    shape: tuple[int, ...],
+) -> tuple[tuple[float, float], Bounds | None, DomainSource]:
+    """The domain, the per-feature bounds and where they came from: declared bounds or domain
+    > model metadata > the data's declared domain > inferred from the data (per feature for
+    tabular and time-series data) > ``[0, 1]``. With per-feature bounds the domain is
+    ``[0, 1]`` (fractions of each feature's range)."""
+    bounds: Bounds | None = None
     source: DomainSource = "declared"
     if feature_bounds is not None:
         bounds = check_feature_bounds(
@@ -138,19 +191,34 @@ def resolve_threat(
         else:
             domain, source = (0.0, 1.0), "default"
     if source == "inferred" and base is not None and data is not None and data.x.size:
-        # inferred from the training data: the evaluation data may reach a little further
-        if bounds is not None and data.x.ndim >= 2 and data.x.shape[1] == len(bounds[0]):
-            seen = inferred_feature_bounds(data.x)
-            bounds = (
-                tuple(min(a, b) for a, b in zip(bounds[0], seen[0])),
-                tuple(max(a, b) for a, b in zip(bounds[1], seen[1])),
-            )
-        elif bounds is None and domain is not None:
-            domain = (min(domain[0], float(data.x.min())), max(domain[1], float(data.x.max())))
+        domain, bounds = _widened_to_data(domain, bounds, data)
     if bounds is not None:
         domain = (0.0, 1.0)
     assert domain is not None
-    resolved_kind: InputKind = kind
+    return domain, bounds, source
+
+
+def _widened_to_data(
+    domain: tuple[float, float] | None, bounds: Bounds | None, data: Dataset
+) -> tuple[tuple[float, float] | None, Bounds | None]:
+    """A range inferred from the training data, widened to what the evaluation data reaches
+    (it may reach a little further)."""
+    if bounds is not None and data.x.ndim >= 2 and data.x.shape[1] == len(bounds[0]):
+        seen = inferred_feature_bounds(data.x)
+        bounds = (
+            tuple(min(a, b) for a, b in zip(bounds[0], seen[0])),
+            tuple(max(a, b) for a, b in zip(bounds[1], seen[1])),
+        )
+    elif bounds is None and domain is not None:
+        domain = (min(domain[0], float(data.x.min())), max(domain[1], float(data.x.max())))
+    return domain, bounds
+
+
+def _classes(
+    base: InputSpec | None, data: Dataset | None, shape: tuple[int, ...]
+) -> tuple[int | None, tuple[str, ...] | None]:
+    """The number of classes and their names (model metadata > data), after checking the data
+    fits the model: its sample shape, and no more classes than the model has outputs."""
     num_classes = base.num_classes if base is not None else None
     class_names = base.class_names if base is not None else None
     if data is not None:
@@ -167,28 +235,7 @@ def resolve_threat(
         if num_classes is None:
             num_classes = data.num_classes
             class_names = tuple(data.classes)
-    spec = InputSpec(
-        shape=tuple(int(s) for s in shape),
-        domain=(float(domain[0]), float(domain[1])),
-        kind=resolved_kind,
-        normalization=base.normalization if base is not None else None,
-        num_classes=num_classes,
-        class_names=class_names,
-        domain_source=source,
-        feature_bounds=bounds,
-        outside_normalization=(
-            (tuple(float(v) for v in mean), tuple(float(v) for v in std))
-            if mean is not None and std is not None
-            else base.outside_normalization
-            if base is not None
-            else None
-        ),
-    )
-    if eps is None:
-        eps = tuple(round(f * spec.range, 6) for f in (0.01, 0.03, 0.1))
-        if norm == "l2":
-            eps = tuple(round(e * spec.numel**0.5 / 4, 6) for e in eps)
-    return ThreatModel(input=spec, norm=norm, eps=tuple(eps))
+    return num_classes, class_names
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:

@@ -64,6 +64,7 @@ from edgeproof.methods.backdoor import (
 )
 from edgeproof.methods.backdoor.thresholds import POOLED
 from edgeproof.methods.stats import wilson_interval
+from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import SUPPORTED_SUFFIXES, load_model
 from edgeproof.results import CheckResult, Table
 
@@ -597,8 +598,36 @@ def _scan_file(
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     name = path.relative_to(root).as_posix()
+    model = _load_or_status(path, name, settings, t0)
+    if isinstance(model, ModelScan):
+        return model
+    spec = model.spec
+    names = tuple(spec.class_names) if spec is not None and spec.class_names else ()
+    base = ModelScan(name, "scanned", arch=model.arch, format=model.format)
+    notes: list[str] = []
+    clean_x = _usable_clean(model, clean, notes)
+    scan = _scan_or_status(model, settings, clean_x, base, t0)
+    if isinstance(scan, ModelScan):
+        return scan
+    k = scan.num_classes
+    if len(names) != k:
+        names = tuple(str(i) for i in range(k))
+    return replace(
+        base,
+        classes=names,
+        scan=scan,
+        used_data=clean_x is not None,
+        notes=tuple(notes),
+        duration_s=time.perf_counter() - t0,
+    )
+
+
+def _load_or_status(
+    path: Path, name: str, settings: ScanSettings, t0: float
+) -> LoadedModel | ModelScan:
+    """The loaded model, or the file's ``unreadable`` status with the reason."""
     try:
-        model = load_model(path, trust_code=settings.trust_code)
+        return load_model(path, trust_code=settings.trust_code)
     except UserError as exc:
         return ModelScan(
             name, "unreadable", exc.render(settings.name_of), duration_s=time.perf_counter() - t0
@@ -610,26 +639,41 @@ def _scan_file(
             f"{path}: could not be read ({type(exc).__name__}: {str(exc)[:200]})",
             duration_s=time.perf_counter() - t0,
         )
+
+
+def _usable_clean(
+    model: LoadedModel, clean: np.ndarray | None, notes: list[str]
+) -> np.ndarray | None:
+    """The clean samples if this model can use them (it has a module and an input spec of
+    their shape); otherwise ``None``, with the reason appended to ``notes``."""
+    if clean is None:
+        return None
     spec = model.spec
-    k = None if spec is None else spec.num_classes
-    names = tuple(spec.class_names) if spec is not None and spec.class_names else ()
-    base = ModelScan(name, "scanned", arch=model.arch, format=model.format)
-    notes: list[str] = []
-    clean_x = None
-    if clean is not None:
-        if model.module is None:
-            notes.append("clean samples not used: Neural Cleanse and STRIP need the module")
-        elif spec is None:
-            notes.append("clean samples not used: the model has no input spec (no sidecar)")
-        elif tuple(clean.shape[1:]) != tuple(spec.shape):
-            notes.append(
-                f"clean samples not used: they have shape {list(clean.shape[1:])}, the model "
-                f"takes {list(spec.shape)}"
-            )
-        else:
-            clean_x = clean
+    if model.module is None:
+        notes.append("clean samples not used: Neural Cleanse and STRIP need the module")
+    elif spec is None:
+        notes.append("clean samples not used: the model has no input spec (no sidecar)")
+    elif tuple(clean.shape[1:]) != tuple(spec.shape):
+        notes.append(
+            f"clean samples not used: they have shape {list(clean.shape[1:])}, the model "
+            f"takes {list(spec.shape)}"
+        )
+    else:
+        return clean
+    return None
+
+
+def _scan_or_status(
+    model: LoadedModel,
+    settings: ScanSettings,
+    clean_x: np.ndarray | None,
+    base: ModelScan,
+    t0: float,
+) -> BackdoorScan | ModelScan:
+    """The detectors' scan of the model, or its status when they cannot run
+    (``not-a-classifier``, ``refused``) or crash (with the traceback)."""
     try:
-        scan = scan_model(
+        return scan_model(
             model,
             detectors=settings.detectors,
             clean_x=clean_x,
@@ -664,17 +708,6 @@ def _scan_file(
             traceback=traceback.format_exc(),
             duration_s=time.perf_counter() - t0,
         )
-    k = scan.num_classes
-    if len(names) != k:
-        names = tuple(str(i) for i in range(k))
-    return replace(
-        base,
-        classes=names,
-        scan=scan,
-        used_data=clean_x is not None,
-        notes=tuple(notes),
-        duration_s=time.perf_counter() - t0,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -718,20 +751,7 @@ def scan_folder(
             be a module-level function.
     """
     t0 = time.perf_counter()
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise OptionError("jobs", f"{jobs!r} is not a positive number of processes", "use e.g. 4")
-    unknown = [d for d in detectors if d not in DATA_FREE_DETECTORS]
-    if unknown or not detectors:
-        raise OptionError(
-            "detectors",
-            f"unknown or no detectors {unknown or list(detectors)}",
-            f"use some of {', '.join(DATA_FREE_DETECTORS)}",
-        )
-    for name, v in (("freeeagle_steps", freeeagle_steps), ("nc_epochs", nc_epochs)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise OptionError(name, f"{v!r} must be an integer >= 1")
-    if max_clean_samples < 2:
-        raise OptionError("max_clean_samples", f"must be >= 2, got {max_clean_samples}")
+    _check_scan_options(jobs, detectors, freeeagle_steps, nc_epochs, max_clean_samples)
     root = Path(folder)
     files, ignored = model_files(root)
     th = thresholds if thresholds is not None else shipped_thresholds()
@@ -749,16 +769,7 @@ def scan_folder(
         seed=seed,
         name_of=name_of,
     )
-    clean_x = None
-    if clean is not None:
-        clean.validate()
-        x = np.asarray(clean.x, dtype=np.float32)
-        if x.shape[0] < 2:
-            raise InputFileError(clean.name, "fewer than 2 clean samples", "give at least 2")
-        if x.shape[0] > max_clean_samples:  # the same subsample for every model
-            rng = np.random.default_rng(seed)
-            x = x[np.sort(rng.choice(x.shape[0], max_clean_samples, replace=False))]
-        clean_x = np.ascontiguousarray(x)
+    clean_x = None if clean is None else _clean_subsample(clean, max_clean_samples, seed)
     workers = min(jobs, len(files))
     results = _run(files, root, settings, clean_x, workers, progress)
     labels, notes = _labels(root)
@@ -778,6 +789,43 @@ def scan_folder(
     )
     report.duration_s = time.perf_counter() - t0
     return report
+
+
+def _check_scan_options(
+    jobs: int,
+    detectors: Sequence[str],
+    freeeagle_steps: int,
+    nc_epochs: int,
+    max_clean_samples: int,
+) -> None:
+    """The process count, the detectors and the detector budgets are valid."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise OptionError("jobs", f"{jobs!r} is not a positive number of processes", "use e.g. 4")
+    unknown = [d for d in detectors if d not in DATA_FREE_DETECTORS]
+    if unknown or not detectors:
+        raise OptionError(
+            "detectors",
+            f"unknown or no detectors {unknown or list(detectors)}",
+            f"use some of {', '.join(DATA_FREE_DETECTORS)}",
+        )
+    for name, v in (("freeeagle_steps", freeeagle_steps), ("nc_epochs", nc_epochs)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise OptionError(name, f"{v!r} must be an integer >= 1")
+    if max_clean_samples < 2:
+        raise OptionError("max_clean_samples", f"must be >= 2, got {max_clean_samples}")
+
+
+def _clean_subsample(clean: Dataset, max_clean_samples: int, seed: int) -> np.ndarray:
+    """The validated clean samples as contiguous float32, at most ``max_clean_samples`` of them
+    (a seeded subsample, the same for every model)."""
+    clean.validate()
+    x = np.asarray(clean.x, dtype=np.float32)
+    if x.shape[0] < 2:
+        raise InputFileError(clean.name, "fewer than 2 clean samples", "give at least 2")
+    if x.shape[0] > max_clean_samples:  # the same subsample for every model
+        rng = np.random.default_rng(seed)
+        x = x[np.sort(rng.choice(x.shape[0], max_clean_samples, replace=False))]
+    return np.ascontiguousarray(x)
 
 
 def _environment() -> dict[str, Any]:

@@ -223,6 +223,73 @@ def certify_model(
         SpecError: inputs that do not fit the spec or leave its domain, labels out of range.
     """
     methods = tuple(methods)
+    eps_list = _validated_settings(methods, eps, norm, batch_size, bab_budget_s)
+    alpha = AlphaSettings(iterations=alpha_iterations, intermediate=alpha_intermediate)
+    xt, yt = _validated_inputs(x, y, spec)
+    was_training = module.training
+    eval_mode(module)
+    try:
+        g = graph if graph is not None else trace(module, spec.shape)
+        correct, k = _clean_predictions(module, xt, yt, batch_size)
+        bab_settings = _bab_settings(g, spec, bab, bab_budget_s)
+        run = _Run(
+            module=module,
+            graph=g,
+            x=xt,
+            y=yt,
+            correct=correct,
+            classes=k,
+            domain=spec.domain,
+            norm=norm,
+            methods=methods,
+            alpha=alpha,
+            bab=bab_settings,
+            pgd_steps=pgd_steps,
+            pgd_restarts=pgd_restarts,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        per_eps = _each_eps(run, eps_list)
+    finally:
+        set_training(module, was_training)
+    return _result(run, per_eps, bab_budget_s, alpha_iterations, alpha_intermediate)
+
+
+def _result(
+    run: _Run,
+    per_eps: list[EpsResult],
+    bab_budget_s: float,
+    alpha_iterations: int,
+    alpha_intermediate: bool,
+) -> CertifyResult:
+    """The call's result, with the settings that produced it."""
+    return CertifyResult(
+        norm=run.norm,
+        domain=run.domain,
+        clean_correct=run.correct,
+        per_eps=tuple(per_eps),
+        methods=run.methods,
+        settings={
+            "methods": list(run.methods),
+            "bab_budget_s": bab_budget_s,
+            "alpha_iterations": alpha_iterations,
+            "alpha_intermediate": alpha_intermediate,
+            "pgd_steps": run.pgd_steps,
+            "pgd_restarts": run.pgd_restarts,
+            "batch_size": run.batch_size,
+            "seed": run.seed,
+        },
+    )
+
+
+def _validated_settings(
+    methods: tuple[str, ...],
+    eps: float | Sequence[float],
+    norm: str,
+    batch_size: int,
+    bab_budget_s: float,
+) -> tuple[float, ...]:
+    """Check the methods, radii, norm, batch size and budget; returns the radii as floats."""
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise OptionError(
@@ -244,7 +311,14 @@ def certify_model(
         raise OptionError(
             "bab_budget_s", f"{bab_budget_s} is negative or not finite", "use e.g. 5, or 0"
         )
-    alpha = AlphaSettings(iterations=alpha_iterations, intermediate=alpha_intermediate)
+    return eps_list
+
+
+def _validated_inputs(
+    x: Tensor | np.ndarray, y: Tensor | np.ndarray, spec: InputSpec
+) -> tuple[Tensor, Tensor]:
+    """The inputs as float and the labels as long tensors, after checking they fit the spec's
+    shape and domain and each other."""
     xt = torch.as_tensor(x).float()
     yt = torch.as_tensor(y).long()
     if tuple(xt.shape[1:]) != tuple(spec.shape):
@@ -259,64 +333,47 @@ def certify_model(
             f"inputs span [{float(xt.min()):g}, {float(xt.max()):g}] outside the domain "
             f"[{lo:g}, {hi:g}]; give inputs in the domain or the domain of the data"
         )
-    was_training = module.training
-    eval_mode(module)
-    try:
-        g = graph if graph is not None else trace(module, spec.shape)
-        with torch.no_grad():
-            chunks = [module(xt[i : i + batch_size]) for i in range(0, xt.shape[0], batch_size)]
-        logits = torch.cat(chunks) if chunks else torch.zeros(0, 1)
-        k = int(logits.shape[1]) if logits.dim() == 2 else 0
-        if xt.shape[0] and (logits.dim() != 2 or int(yt.max()) >= k or int(yt.min()) < 0):
-            raise SpecError(f"labels must lie in [0, {k}) for a model with {k} outputs")
-        correct = (logits.argmax(1) == yt).numpy() if xt.shape[0] else np.zeros(0, dtype=bool)
-        bab_settings = None
-        if bab_budget_s > 0:
-            base = vars(bab) if bab is not None else {}
-            bab_settings = BabSettings(**{**base, "budget_s": bab_budget_s})
-            _check_bab_applies(g, spec, bab_settings)
-        run = _Run(
-            module=module,
-            graph=g,
-            x=xt,
-            y=yt,
-            correct=correct,
-            classes=k,
-            domain=spec.domain,
-            norm=norm,
-            methods=methods,
-            alpha=alpha,
-            bab=bab_settings,
-            pgd_steps=pgd_steps,
-            pgd_restarts=pgd_restarts,
-            batch_size=batch_size,
-            seed=seed,
-        )
-        per_eps: list[EpsResult] = []
-        broken = np.zeros(xt.shape[0], dtype=np.int8)  # 1: by PGD, 2: by branch-and-bound
-        for e in sorted(eps_list):
-            r = run.at(e, broken)
-            per_eps.append(r)
-            broken = np.where(broken > 0, broken, r.broken_by)
-    finally:
-        set_training(module, was_training)
-    return CertifyResult(
-        norm=norm,
-        domain=spec.domain,
-        clean_correct=correct,
-        per_eps=tuple(per_eps),
-        methods=methods,
-        settings={
-            "methods": list(methods),
-            "bab_budget_s": bab_budget_s,
-            "alpha_iterations": alpha_iterations,
-            "alpha_intermediate": alpha_intermediate,
-            "pgd_steps": pgd_steps,
-            "pgd_restarts": pgd_restarts,
-            "batch_size": batch_size,
-            "seed": seed,
-        },
-    )
+    return xt, yt
+
+
+def _clean_predictions(
+    module: nn.Module, xt: Tensor, yt: Tensor, batch_size: int
+) -> tuple[np.ndarray, int]:
+    """Which samples the model classifies correctly, and its number of classes (the labels
+    must be among them)."""
+    with torch.no_grad():
+        chunks = [module(xt[i : i + batch_size]) for i in range(0, xt.shape[0], batch_size)]
+    logits = torch.cat(chunks) if chunks else torch.zeros(0, 1)
+    k = int(logits.shape[1]) if logits.dim() == 2 else 0
+    if xt.shape[0] and (logits.dim() != 2 or int(yt.max()) >= k or int(yt.min()) < 0):
+        raise SpecError(f"labels must lie in [0, {k}) for a model with {k} outputs")
+    correct = (logits.argmax(1) == yt).numpy() if xt.shape[0] else np.zeros(0, dtype=bool)
+    return correct, k
+
+
+def _bab_settings(
+    g: BoundGraph, spec: InputSpec, bab: BabSettings | None, bab_budget_s: float
+) -> BabSettings | None:
+    """``bab`` with the budget ``bab_budget_s``, checked to apply to ``g``; ``None`` for no
+    branch-and-bound (a zero budget)."""
+    if bab_budget_s <= 0:
+        return None
+    base = vars(bab) if bab is not None else {}
+    settings = BabSettings(**{**base, "budget_s": bab_budget_s})
+    _check_bab_applies(g, spec, settings)
+    return settings
+
+
+def _each_eps(run: _Run, eps_list: tuple[float, ...]) -> list[EpsResult]:
+    """The results at each ε in increasing order; a sample broken at one ε is carried to the
+    larger ones (remembering whether PGD or branch-and-bound broke it)."""
+    per_eps: list[EpsResult] = []
+    broken = np.zeros(run.x.shape[0], dtype=np.int8)  # 1: by PGD, 2: by branch-and-bound
+    for e in sorted(eps_list):
+        r = run.at(e, broken)
+        per_eps.append(r)
+        broken = np.where(broken > 0, broken, r.broken_by)
+    return per_eps
 
 
 @dataclass(frozen=True)

@@ -382,6 +382,19 @@ def _leaf_lp(
     return False, x
 
 
+def _finished(
+    verdict: Verdict,
+    bound: float,
+    count: int,
+    t0: float,
+    strategy: str,
+    x: Tensor | None = None,
+    margin: float | None = None,
+) -> BabResult:
+    """The search's result, timed from ``t0``."""
+    return BabResult(verdict, bound, x, margin, count, time.perf_counter() - t0, strategy)
+
+
 def _relu_split(
     graph: BoundGraph,
     model_fn: ModelFn,
@@ -395,15 +408,7 @@ def _relu_split(
     root = _bound_domains(g, iset, spec, {}, None, settings, relus)
     count = 1
     if bool((root.lb > 0).all()):
-        return BabResult(
-            "verified",
-            float(root.lb.min()),
-            None,
-            None,
-            count,
-            time.perf_counter() - t0,
-            "relu-split",
-        )
+        return _finished("verified", float(root.lb.min()), count, t0, "relu-split")
     ref0 = [None if b is None else (b[0][:1], b[1][:1]) for b in root.state.bounds]
     first = _Domain({}, ref0, root.lb[0])
     decisions = _decide(g, root, relus)
@@ -420,97 +425,139 @@ def _relu_split(
         open_domains = open_domains[settings.batch_domains :]
         children: list[_Domain] = []
         for dm in picked:
-            if dm.decision is None:
-                # no unstable ReLU left: the network is affine on this subdomain
-                if isinstance(iset, Box):
-                    ok, x = _leaf_lp(g, iset, spec, dm, relus)
-                    if ok:
-                        verified_min = min(verified_min, max(0.0, dm.worst()))
-                        continue
-                    if x is not None:
-                        m = float(_margins(model_fn, x, spec).min())
-                        if m < 0:
-                            return BabResult(
-                                "falsified",
-                                dm.worst(),
-                                x,
-                                m,
-                                count,
-                                time.perf_counter() - t0,
-                                "relu-split",
-                            )
-                leaves_unknown.append(dm)
+            if dm.decision is not None:
+                children += _children(dm, numel)
                 continue
-            s, j = dm.decision
-            for side in (1, -1):
-                sp = {k: v.clone() for k, v in dm.splits.items()}
-                vec = sp.get(s, torch.zeros(numel[s], dtype=torch.int8))
-                vec[j] = side
-                sp[s] = vec
-                children.append(_Domain(sp, dm.ref, dm.lb, None, dm.depth + 1))
+            # no unstable ReLU left: the network is affine on this subdomain
+            verdict, x, m = _affine_leaf(g, model_fn, iset, spec, dm, relus)
+            if verdict == "verified":
+                verified_min = min(verified_min, max(0.0, dm.worst()))
+            elif verdict == "falsified":
+                return _finished("falsified", dm.worst(), count, t0, "relu-split", x, m)
+            else:
+                leaves_unknown.append(dm)
         if not children:
             continue
         d = len(children)
         sets = iset.select(torch.zeros(d, dtype=torch.long))
-        splits = {
-            s: torch.stack(
-                [c.splits.get(s, torch.zeros(numel[s], dtype=torch.int8)) for c in children]
-            )
-            for s in relus
-            if any(s in c.splits for c in children)
-        }
-        ref: list[Interval | None] = []
-        for i in range(len(g.nodes)):
-            parts = [c.ref[i] for c in children]
-            if any(p is None for p in parts):
-                ref.append(None)
-            else:
-                ref.append(
-                    (
-                        torch.cat([p[0] for p in parts if p is not None]),
-                        torch.cat([p[1] for p in parts if p is not None]),
-                    )
-                )
+        splits, ref = _stacked(children, relus, numel, len(g.nodes))
         batch = _bound_domains(g, sets, spec, splits, ref, settings, relus)
         count += d
         lb = torch.maximum(
             batch.lb, torch.stack([c.lb for c in children])
         )  # parents' bounds hold too
-        # counterexample candidates: the minimisers of each domain's worst row
-        if batch.a_in is not None:
-            worst_rows = lb.argmin(1)
-            cand = sets.minimiser(batch.a_in)[torch.arange(d), worst_rows]
-            cm = _margins(model_fn, cand, spec).min(1).values
-            k = int(cm.argmin())
-            if float(cm[k]) < 0:
-                return BabResult(
-                    "falsified",
-                    float(lb.min()),
-                    cand[k : k + 1],
-                    float(cm[k]),
-                    count,
-                    time.perf_counter() - t0,
-                    "relu-split",
-                )
-        decisions = _decide(g, batch, relus)
-        for i, c in enumerate(children):
-            c.lb = lb[i]
-            if bool((lb[i] > 0).all()):
-                verified_min = min(verified_min, float(lb[i].min()))
-                continue
-            c.ref = [
-                None if b is None else (b[0][i : i + 1], b[1][i : i + 1])
-                for b in batch.state.bounds
-            ]
-            c.decision = decisions[i]
-            open_domains.append(c)
+        found = _candidate_counterexample(model_fn, sets, batch, lb, spec)
+        if found is not None:
+            return _finished("falsified", float(lb.min()), count, t0, "relu-split", *found)
+        verified_min = min(verified_min, _reopen(g, children, batch, lb, relus, open_domains))
     remaining = open_domains + leaves_unknown
     if not remaining:
-        return BabResult(
-            "verified", verified_min, None, None, count, time.perf_counter() - t0, "relu-split"
-        )
+        return _finished("verified", verified_min, count, t0, "relu-split")
     worst = min(dm.worst() for dm in remaining)
-    return BabResult("unknown", worst, None, None, count, time.perf_counter() - t0, "relu-split")
+    return _finished("unknown", worst, count, t0, "relu-split")
+
+
+def _affine_leaf(
+    g: BoundGraph,
+    model_fn: ModelFn,
+    iset: InputSet,
+    spec: Tensor,
+    dm: _Domain,
+    relus: list[int],
+) -> tuple[Verdict, Tensor | None, float | None]:
+    """Decide a domain with no unstable ReLU (the network is affine on it) by its exact LP over
+    a box: ``verified``, ``falsified`` with the LP's minimiser and the model's margin there, or
+    ``unknown`` (not a box, or the minimiser is not a counterexample of the model)."""
+    if isinstance(iset, Box):
+        ok, x = _leaf_lp(g, iset, spec, dm, relus)
+        if ok:
+            return "verified", None, None
+        if x is not None:
+            m = float(_margins(model_fn, x, spec).min())
+            if m < 0:
+                return "falsified", x, m
+    return "unknown", None, None
+
+
+def _children(dm: _Domain, numel: dict[int, int]) -> list[_Domain]:
+    """The two subdomains of ``dm``'s split decision (the neuron active, then inactive)."""
+    assert dm.decision is not None
+    s, j = dm.decision
+    out = []
+    for side in (1, -1):
+        sp = {k: v.clone() for k, v in dm.splits.items()}
+        vec = sp.get(s, torch.zeros(numel[s], dtype=torch.int8))
+        vec[j] = side
+        sp[s] = vec
+        out.append(_Domain(sp, dm.ref, dm.lb, None, dm.depth + 1))
+    return out
+
+
+def _stacked(
+    children: list[_Domain], relus: list[int], numel: dict[int, int], n_nodes: int
+) -> tuple[dict[int, Tensor], list[Interval | None]]:
+    """The children's split vectors (per ReLU node split in any of them) and reference bounds
+    (per node known in all of them), batched along the first dimension."""
+    splits = {
+        s: torch.stack([c.splits.get(s, torch.zeros(numel[s], dtype=torch.int8)) for c in children])
+        for s in relus
+        if any(s in c.splits for c in children)
+    }
+    ref: list[Interval | None] = []
+    for i in range(n_nodes):
+        parts = [c.ref[i] for c in children]
+        if any(p is None for p in parts):
+            ref.append(None)
+        else:
+            ref.append(
+                (
+                    torch.cat([p[0] for p in parts if p is not None]),
+                    torch.cat([p[1] for p in parts if p is not None]),
+                )
+            )
+    return splits, ref
+
+
+def _candidate_counterexample(
+    model_fn: ModelFn, sets: InputSet, batch: _Batch, lb: Tensor, spec: Tensor
+) -> tuple[Tensor, float] | None:
+    """The best counterexample among the minimisers of each domain's worst row (the input and
+    the model's margin there), or ``None`` when none has a negative margin."""
+    if batch.a_in is None:
+        return None
+    d = lb.shape[0]
+    worst_rows = lb.argmin(1)
+    cand = sets.minimiser(batch.a_in)[torch.arange(d), worst_rows]
+    cm = _margins(model_fn, cand, spec).min(1).values
+    k = int(cm.argmin())
+    if float(cm[k]) < 0:
+        return cand[k : k + 1], float(cm[k])
+    return None
+
+
+def _reopen(
+    g: BoundGraph,
+    children: list[_Domain],
+    batch: _Batch,
+    lb: Tensor,
+    relus: list[int],
+    open_domains: list[_Domain],
+) -> float:
+    """Give each child its bound; append those not verified to ``open_domains`` with their
+    reference bounds and next split decision. Returns the smallest verified bound (∞ if none)."""
+    verified_min = math.inf
+    decisions = _decide(g, batch, relus)
+    for i, c in enumerate(children):
+        c.lb = lb[i]
+        if bool((lb[i] > 0).all()):
+            verified_min = min(verified_min, float(lb[i].min()))
+            continue
+        c.ref = [
+            None if b is None else (b[0][i : i + 1], b[1][i : i + 1]) for b in batch.state.bounds
+        ]
+        c.decision = decisions[i]
+        open_domains.append(c)
+    return verified_min
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,14 +579,7 @@ def _input_split(
     settings: BabSettings,
     t0: float,
 ) -> BabResult:
-    if isinstance(iset, Segment):
-        parts: list[tuple[Tensor, Tensor]] = [(iset.t_lo, iset.t_hi)]
-    elif isinstance(iset, Box):
-        parts = [(iset.lo, iset.hi)]
-    else:
-        raise OptionError(
-            "bab", "input splitting needs a box or a segment", "use an L∞ ball, a box or a segment"
-        )
+    parts = _initial_parts(iset)
     rows = int(spec.shape[1])
     count = 0
     verified_min = math.inf
@@ -550,15 +590,7 @@ def _input_split(
         batch = parts[: settings.batch_domains * 2]
         parts = parts[settings.batch_domains * 2 :]
         d = len(batch)
-        lo = torch.cat([p[0] for p in batch])
-        hi = torch.cat([p[1] for p in batch])
-        sets: InputSet
-        if isinstance(iset, Segment):
-            sets = Segment(
-                iset.start.expand(d, *iset.shape), iset.end.expand(d, *iset.shape), lo, hi
-            )
-        else:
-            sets = Box(lo, hi)
+        sets = _part_sets(iset, batch)
         state = prepare(graph, sets, "crown")
         a0 = spec.expand(d, *spec.shape[1:]).reshape(d, rows, *graph.nodes[graph.output].shape)
         with torch.no_grad():
@@ -569,48 +601,57 @@ def _input_split(
         m = _margins(model_fn, cand, spec).min(1).values
         k = int(m.argmin())
         if float(m[k]) < 0:
-            return BabResult(
-                "falsified",
-                float(lb.min()),
-                cand[k : k + 1],
-                float(m[k]),
-                count,
-                time.perf_counter() - t0,
-                "input-split",
+            return _finished(
+                "falsified", float(lb.min()), count, t0, "input-split", cand[k : k + 1], float(m[k])
             )
         nxt: list[tuple[Tensor, Tensor]] = []
         for i in range(d):
             if bool((lb[i] > 0).all()):
                 verified_min = min(verified_min, float(lb[i].min()))
                 continue
-            plo, phi = batch[i]
-            if isinstance(iset, Segment):
-                mid = (plo + phi) / 2
-                nxt += [(plo, mid), (mid, phi)]
-            else:
-                width = (phi - plo).flatten()
-                j = int(width.argmax())
-                mid = (plo.flatten()[j] + phi.flatten()[j]) / 2
-                left_hi = phi.clone().flatten()
-                left_hi[j] = mid
-                right_lo = plo.clone().flatten()
-                right_lo[j] = mid
-                nxt += [(plo, left_hi.view_as(phi)), (right_lo.view_as(plo), phi)]
+            nxt += _bisect(iset, *batch[i])
             lbs.append(float(lb[i].min()))
         parts = nxt + parts
     if not parts:
-        return BabResult(
-            "verified", verified_min, None, None, count, time.perf_counter() - t0, "input-split"
-        )
-    return BabResult(
-        "unknown",
-        min(lbs) if lbs else -math.inf,
-        None,
-        None,
-        count,
-        time.perf_counter() - t0,
-        "input-split",
+        return _finished("verified", verified_min, count, t0, "input-split")
+    return _finished("unknown", min(lbs) if lbs else -math.inf, count, t0, "input-split")
+
+
+def _initial_parts(iset: InputSet) -> list[tuple[Tensor, Tensor]]:
+    """The one part input splitting starts from: a segment's ``t`` range or a box's corners."""
+    if isinstance(iset, Segment):
+        return [(iset.t_lo, iset.t_hi)]
+    if isinstance(iset, Box):
+        return [(iset.lo, iset.hi)]
+    raise OptionError(
+        "bab", "input splitting needs a box or a segment", "use an L∞ ball, a box or a segment"
     )
+
+
+def _part_sets(iset: InputSet, batch: list[tuple[Tensor, Tensor]]) -> InputSet:
+    """The parts in ``batch`` as one batched input set (sub-segments of ``iset``, or boxes)."""
+    d = len(batch)
+    lo = torch.cat([p[0] for p in batch])
+    hi = torch.cat([p[1] for p in batch])
+    if isinstance(iset, Segment):
+        return Segment(iset.start.expand(d, *iset.shape), iset.end.expand(d, *iset.shape), lo, hi)
+    return Box(lo, hi)
+
+
+def _bisect(iset: InputSet, plo: Tensor, phi: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """A part's two halves: a segment's ``t`` range at its midpoint, a box along its widest
+    dimension."""
+    if isinstance(iset, Segment):
+        mid = (plo + phi) / 2
+        return [(plo, mid), (mid, phi)]
+    width = (phi - plo).flatten()
+    j = int(width.argmax())
+    mid = (plo.flatten()[j] + phi.flatten()[j]) / 2
+    left_hi = phi.clone().flatten()
+    left_hi[j] = mid
+    right_lo = plo.clone().flatten()
+    right_lo[j] = mid
+    return [(plo, left_hi.view_as(phi)), (right_lo.view_as(plo), phi)]
 
 
 # --------------------------------------------------------------------------------------------

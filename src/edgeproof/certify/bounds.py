@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from edgeproof.certify import ops as O
-from edgeproof.certify.graph import BoundGraph
+from edgeproof.certify.graph import BoundGraph, Node
 from edgeproof.certify.patches import Patches
 from edgeproof.certify.sets import Box, InputSet
 from edgeproof.errors import OptionError
@@ -352,11 +352,7 @@ def backward(
     graph = state.graph
     data = a0.data if isinstance(a0, Patches) else a0
     b, r = int(data.shape[0]), int(data.shape[1])
-    acc: dict[int, Coef] = {start: a0}
-    if extra:
-        for k, v in extra.items():
-            if k <= start:
-                _accumulate(acc, k, v, graph.nodes[k].shape)
+    acc = _initial_coefficients(graph, start, a0, extra)
     bias = torch.zeros(b, r, dtype=data.dtype)
     for idx in range(start, 0, -1):
         a = acc.pop(idx, None)
@@ -381,30 +377,74 @@ def backward(
                 continue
             a = a.dense(node.shape)
         if isinstance(op, O.LinearOp):
-            new, c = op.backward(a.reshape(b * r, *node.shape))
+            c = _linear_backward(graph, node, op, a, acc, b, r)
             if c is not None:
                 bias = bias + c.view(b, r)
-            for inp, nd in zip(node.inputs, new):
-                if nd is not None:
-                    _accumulate(
-                        acc, inp, nd.reshape(b, r, *graph.nodes[inp].shape), graph.nodes[inp].shape
-                    )
             continue
         if forms is not None:
             forms[idx] = ("dense",)
-        rel = state.relaxation(idx)
-        if isinstance(op, O.Activation):
-            assert isinstance(rel, O.Relaxation)
-            na, c = O.backward_elementwise(a, rel, None if alpha is None else alpha.get(idx))
-        else:
-            assert isinstance(op, O.MaxPool)
-            assert isinstance(rel, O.PoolRelaxation)
-            lower = alpha[idx] if alpha is not None and idx in alpha else rel.lower.unsqueeze(1)
-            na, c = op.backward_windows(a, lower, rel.upper, rel.upper_const)
+        na, c = _relaxed_backward(state, idx, op, a, alpha)
         if c is not None:
             bias = bias + c
         _accumulate(acc, node.inputs[0], na, graph.nodes[node.inputs[0]].shape)
-    a_in = acc.pop(0, None)
+    return _input_lower(state, acc.pop(0, None), bias, keep_input)
+
+
+def _initial_coefficients(
+    graph: BoundGraph, start: int, a0: Coef, extra: dict[int, Tensor] | None
+) -> dict[int, Coef]:
+    """The coefficients to propagate, per node: ``a0`` at ``start`` plus the ``extra`` terms
+    of the nodes up to ``start``."""
+    acc: dict[int, Coef] = {start: a0}
+    if extra:
+        for k, v in extra.items():
+            if k <= start:
+                _accumulate(acc, k, v, graph.nodes[k].shape)
+    return acc
+
+
+def _linear_backward(
+    graph: BoundGraph,
+    node: Node,
+    op: O.LinearOp,
+    a: Tensor,
+    acc: dict[int, Coef],
+    b: int,
+    r: int,
+) -> Tensor | None:
+    """Pass dense coefficients ``a`` ``(B, R, *shape)`` back through a linear node into its
+    inputs' entries of ``acc``; returns the constant term ``(B·R,)`` (``None`` if zero)."""
+    new, c = op.backward(a.reshape(b * r, *node.shape))
+    for inp, nd in zip(node.inputs, new):
+        if nd is not None:
+            _accumulate(acc, inp, nd.reshape(b, r, *graph.nodes[inp].shape), graph.nodes[inp].shape)
+    return c
+
+
+def _relaxed_backward(
+    state: BoundState,
+    idx: int,
+    op: O.BoundOp,
+    a: Tensor,
+    alpha: dict[int, Tensor] | None,
+) -> tuple[Tensor, Tensor | None]:
+    """Pass dense coefficients back through an activation or a max pool by its relaxation
+    (the α slopes where given); returns the input's coefficients and the constant term."""
+    rel = state.relaxation(idx)
+    if isinstance(op, O.Activation):
+        assert isinstance(rel, O.Relaxation)
+        return O.backward_elementwise(a, rel, None if alpha is None else alpha.get(idx))
+    assert isinstance(op, O.MaxPool)
+    assert isinstance(rel, O.PoolRelaxation)
+    lower = alpha[idx] if alpha is not None and idx in alpha else rel.lower.unsqueeze(1)
+    return op.backward_windows(a, lower, rel.upper, rel.upper_const)
+
+
+def _input_lower(
+    state: BoundState, a_in: Coef | None, bias: Tensor, keep_input: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The bound given the coefficients that reached the input (concretised over the input
+    set; patches over a box directly) and the accumulated constant ``bias``."""
     if a_in is None:
         return bias, None
     if isinstance(a_in, Patches):
@@ -416,7 +456,7 @@ def backward(
                 (2, 3, 4)
             )
             return bias + lb, None
-        a_in = a_in.dense(graph.nodes[0].shape)
+        a_in = a_in.dense(state.graph.nodes[0].shape)
     return bias + state.iset.lower(a_in), (a_in if keep_input else None)
 
 
@@ -954,20 +994,7 @@ def optimise_alpha(state: BoundState, a0: Tensor, settings: AlphaSettings) -> Te
     inter_masks: dict[int, dict[int, Tensor | None]] = {}
     plans: dict[int, RowPlan] = {}
     if settings.intermediate:
-        for k in crown_nodes(graph, state.iset):
-            ref = state.bounds[k]
-            assert ref is not None
-            plan = row_plan(graph, k, ref, sparse=_sparse_safe(graph, k))
-            if plan.rows == 0:
-                continue
-            plans[k] = plan
-            if not state.forms.get(k):
-                # the first pass had no unstable row here: probe the coefficient forms
-                probe = RowPlan(plan.index[:, :1], plan.valid[:, :1])
-                with torch.no_grad():
-                    _crown_node(state, k, ref, probe, forms=state.forms.setdefault(k, {}))
-            al, ms = init_alpha(state, 2 * plan.rows, start=k, plan=plan, kinds=("relu",))
-            inter[k], inter_masks[k] = al, ms
+        _init_intermediate_alpha(state, inter, inter_masks, plans)
     has_pools = any(isinstance(n.op, O.MaxPool) for n in graph.nodes)
     params = list(final_alpha.values()) + [a for d in inter.values() for a in d.values()]
     if not params and not has_pools:
@@ -1001,14 +1028,7 @@ def optimise_alpha(state: BoundState, a0: Tensor, settings: AlphaSettings) -> Te
         first = it == 0 and has_pools
         with torch.set_grad_enabled(not last):
             if joint:
-                cur = BoundState(
-                    graph=graph,
-                    iset=state.iset,
-                    bounds=[None] * len(graph.nodes),
-                    splits=state.splits,
-                    max_elements=state.max_elements,
-                    forms=state.forms,
-                )
+                cur = _unbounded_copy(state)
                 _joint_intermediate(cur, first_pass, plans, inter, add_pools if first else None)
             else:
                 cur = state
@@ -1026,6 +1046,44 @@ def optimise_alpha(state: BoundState, a0: Tensor, settings: AlphaSettings) -> Te
             clip_alpha(graph, d, inter_masks[k])
     assert best is not None
     return best
+
+
+def _init_intermediate_alpha(
+    state: BoundState,
+    inter: dict[int, dict[int, Tensor]],
+    inter_masks: dict[int, dict[int, Tensor | None]],
+    plans: dict[int, RowPlan],
+) -> None:
+    """Fill the ReLU slopes (and their masks and row plans) of every intermediate CROWN bound
+    with unstable rows, per start node, starting at CROWN's."""
+    graph = state.graph
+    for k in crown_nodes(graph, state.iset):
+        ref = state.bounds[k]
+        assert ref is not None
+        plan = row_plan(graph, k, ref, sparse=_sparse_safe(graph, k))
+        if plan.rows == 0:
+            continue
+        plans[k] = plan
+        if not state.forms.get(k):
+            # the first pass had no unstable row here: probe the coefficient forms
+            probe = RowPlan(plan.index[:, :1], plan.valid[:, :1])
+            with torch.no_grad():
+                _crown_node(state, k, ref, probe, forms=state.forms.setdefault(k, {}))
+        al, ms = init_alpha(state, 2 * plan.rows, start=k, plan=plan, kinds=("relu",))
+        inter[k], inter_masks[k] = al, ms
+
+
+def _unbounded_copy(state: BoundState) -> BoundState:
+    """``state`` with no node bounds yet (each joint iteration recomputes them)."""
+    graph = state.graph
+    return BoundState(
+        graph=graph,
+        iset=state.iset,
+        bounds=[None] * len(graph.nodes),
+        splits=state.splits,
+        max_elements=state.max_elements,
+        forms=state.forms,
+    )
 
 
 def _ancestors(graph: BoundGraph, idx: int) -> set[int]:

@@ -530,6 +530,30 @@ def trace(
         OptionError: an operation cannot be bounded (the message names the node and the op),
             or the model has several inputs or outputs.
     """
+    shape = _validated_trace_input(module, input_shape)
+    was_training = module.training
+    eval_mode(module)
+    try:
+        dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+        gen = torch.Generator().manual_seed(0)
+        example = torch.rand((_EXAMPLE_BATCH, *shape), generator=gen, dtype=dtype)
+        gm, source = _capture_or_export(module, example)
+        graph = _interpret(gm, shape, example, source)
+        graph = _merge_elementwise(graph)
+        if fold_batchnorm:
+            graph = _fold_affine_into_linear(graph)
+        _check_reproduces(module, graph, example, check_tol)
+        if source == "torchscript":
+            probe = torch.rand((64, *shape), generator=gen, dtype=dtype)
+            _check_recording_holds(module, graph, probe, check_tol)
+        return graph
+    finally:
+        set_training(module, was_training)
+
+
+def _validated_trace_input(module: nn.Module, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """The per-sample shape as ints, after checking ``module`` is a module and the shape is
+    non-empty and positive."""
     if not isinstance(module, nn.Module):
         raise OptionError("module", f"expected a torch.nn.Module, got {type(module).__name__}")
     shape = tuple(int(s) for s in input_shape)
@@ -537,68 +561,67 @@ def trace(
         raise OptionError(
             "input_shape", f"{list(shape)} is not a valid per-sample shape", "give e.g. (1, 28, 28)"
         )
-    was_training = module.training
-    eval_mode(module)
+    return shape
+
+
+def _capture_or_export(module: nn.Module, example: Tensor) -> tuple[fx.GraphModule, str]:
+    """The module's graph by :func:`_capture`, or where that fails by ``torch.export`` (read at
+    the ATen level); neither working is an :class:`OptionError` naming both failures."""
     try:
-        dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
-        gen = torch.Generator().manual_seed(0)
-        example = torch.rand((_EXAMPLE_BATCH, *shape), generator=gen, dtype=dtype)
+        return _capture(module, example)
+    except Exception as fx_error:  # fx raises many types for untraceable code
         try:
-            gm, source = _capture(module, example)
-        except Exception as fx_error:  # fx raises many types for untraceable code
-            try:
-                ep = torch.export.export(module, (example,))
-                gm = ep.module()
-                source = "export"
-            except Exception as exc:
-                raise OptionError(
-                    "module",
-                    f"the model cannot be traced by torch.fx ({type(fx_error).__name__}: "
-                    f"{str(fx_error).splitlines()[0] if str(fx_error) else ''}) nor exported "
-                    f"({type(exc).__name__})",
-                    "give a model whose forward has no data-dependent control flow",
-                ) from exc
-        graph = _interpret(gm, shape, example, source)
-        graph = _merge_elementwise(graph)
-        if fold_batchnorm:
-            graph = _fold_affine_into_linear(graph)
-        with torch.no_grad():
-            want = module(example)
-            got = graph.forward(example)
-        if isinstance(want, Tensor) and not bool(torch.isfinite(want).all()):
-            raise ModelError(
-                "the model returns NaN or Inf on inputs inside its domain (broken weights?); "
-                "nothing can be certified about it: check the weights file"
-            )
-        if not isinstance(want, Tensor) or want.shape != got.shape:
-            raise InternalError(
-                f"bound graph output shape {list(got.shape)} differs from the model's"
-            )
-        scale = float(want.abs().max()) + 1.0
-        err = float((want - got).abs().max())
-        if not err <= check_tol * scale:
-            raise InternalError(
-                f"the bound graph does not reproduce the model (max difference {err:.3g}); "
-                "this is a bug in edgeproof.certify"
-            )
-        if source == "torchscript":
-            # make_fx records the operations one input ran: a branch on the input's values
-            # would be baked in. Compare on more points (evidence, not a proof; stated).
-            probe = torch.rand((64, *shape), generator=gen, dtype=dtype)
-            with torch.no_grad():
-                want, got = module(probe), graph.forward(probe)
-            err = float((want - got).abs().max())
-            if not err <= check_tol * (float(want.abs().max()) + 1.0):
-                raise OptionError(
-                    "module",
-                    "the TorchScript program computes something else on other inputs than "
-                    f"the operations recorded for one (max difference {err:.3g}): it branches "
-                    "on its input's values",
-                    "give the model as a PyTorch module or a torch.export program",
-                )
-        return graph
-    finally:
-        set_training(module, was_training)
+            ep = torch.export.export(module, (example,))
+            return ep.module(), "export"
+        except Exception as exc:
+            raise OptionError(
+                "module",
+                f"the model cannot be traced by torch.fx ({type(fx_error).__name__}: "
+                f"{str(fx_error).splitlines()[0] if str(fx_error) else ''}) nor exported "
+                f"({type(exc).__name__})",
+                "give a model whose forward has no data-dependent control flow",
+            ) from exc
+
+
+def _check_reproduces(module: nn.Module, graph: BoundGraph, example: Tensor, tol: float) -> None:
+    """The graph's forward pass equals the module's on ``example`` (within ``tol`` of the
+    output's scale); a model returning NaN/Inf is a :class:`ModelError`, a mismatch a bug."""
+    with torch.no_grad():
+        want = module(example)
+        got = graph.forward(example)
+    if isinstance(want, Tensor) and not bool(torch.isfinite(want).all()):
+        raise ModelError(
+            "the model returns NaN or Inf on inputs inside its domain (broken weights?); "
+            "nothing can be certified about it: check the weights file"
+        )
+    if not isinstance(want, Tensor) or want.shape != got.shape:
+        raise InternalError(f"bound graph output shape {list(got.shape)} differs from the model's")
+    scale = float(want.abs().max()) + 1.0
+    err = float((want - got).abs().max())
+    if not err <= tol * scale:
+        raise InternalError(
+            f"the bound graph does not reproduce the model (max difference {err:.3g}); "
+            "this is a bug in edgeproof.certify"
+        )
+
+
+def _check_recording_holds(module: nn.Module, graph: BoundGraph, probe: Tensor, tol: float) -> None:
+    """A graph recorded from TorchScript agrees with the program on the ``probe`` points.
+
+    make_fx records the operations one input ran: a branch on the input's values would be
+    baked in. Compare on more points (evidence, not a proof; stated).
+    """
+    with torch.no_grad():
+        want, got = module(probe), graph.forward(probe)
+    err = float((want - got).abs().max())
+    if not err <= tol * (float(want.abs().max()) + 1.0):
+        raise OptionError(
+            "module",
+            "the TorchScript program computes something else on other inputs than "
+            f"the operations recorded for one (max difference {err:.3g}): it branches "
+            "on its input's values",
+            "give the model as a PyTorch module or a torch.export program",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -828,193 +851,334 @@ def _broadcast(b: Builder, x: Var, shape: tuple[int, ...]) -> Var:
     return _linear_fn(b, x, expand, "expand")
 
 
-def _register_builtins() -> None:
+# --- module builders
+
+
+def _linear_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    assert isinstance(m, nn.Linear)
+    return _dense(b, _need_var(b, args[0]), m.weight, m.bias)
+
+
+def _conv_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    assert isinstance(m, (nn.Conv1d, nn.Conv2d))
+    if m.padding_mode != "zeros":
+        raise b.fail(f"padding_mode={m.padding_mode!r} is not supported (only zeros)")
+    return _conv(
+        b, _need_var(b, args[0]), m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups
+    )
+
+
+def _bn_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    assert isinstance(m, nn.modules.batchnorm._BatchNorm)
+    if not m.track_running_stats or m.running_mean is None:
+        raise b.fail("BatchNorm without running statistics uses batch statistics")
+    w = m.weight if m.affine else None
+    bias = m.bias if m.affine else None
+    return _batchnorm(
+        b, _need_var(b, args[0]), m.running_mean, m.running_var, w, bias, m.eps, False
+    )
+
+
+def _normalize_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
     from edgeproof.models.zoo import Normalize
 
-    def linear_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        assert isinstance(m, nn.Linear)
-        return _dense(b, _need_var(b, args[0]), m.weight, m.bias)
+    assert isinstance(m, Normalize)
+    x = _need_var(b, args[0])
+    shape = b.shape(x)
+    view = (1, -1) + (1,) * (len(shape) - 1)
+    std = m.std.detach().view(view)
+    mean = m.mean.detach().view(view)
+    return b.add(O.Elementwise(1.0 / std, -mean / std), [x])
 
-    def conv_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        assert isinstance(m, (nn.Conv1d, nn.Conv2d))
-        if m.padding_mode != "zeros":
-            raise b.fail(f"padding_mode={m.padding_mode!r} is not supported (only zeros)")
-        return _conv(
-            b, _need_var(b, args[0]), m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups
-        )
 
-    def bn_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        assert isinstance(m, nn.modules.batchnorm._BatchNorm)
-        if not m.track_running_stats or m.running_mean is None:
-            raise b.fail("BatchNorm without running statistics uses batch statistics")
-        w = m.weight if m.affine else None
-        bias = m.bias if m.affine else None
-        return _batchnorm(
-            b, _need_var(b, args[0]), m.running_mean, m.running_var, w, bias, m.eps, False
-        )
+def _relu_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    return _relu(b, _need_var(b, args[0]))
 
-    def normalize_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        assert isinstance(m, Normalize)
-        x = _need_var(b, args[0])
-        shape = b.shape(x)
-        view = (1, -1) + (1,) * (len(shape) - 1)
-        std = m.std.detach().view(view)
-        mean = m.mean.detach().view(view)
-        return b.add(O.Elementwise(1.0 / std, -mean / std), [x])
 
-    def relu_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        return _relu(b, _need_var(b, args[0]))
+def _leaky_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    assert isinstance(m, nn.LeakyReLU)
+    return _relu(b, _need_var(b, args[0]), float(m.negative_slope))
 
-    def leaky_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        assert isinstance(m, nn.LeakyReLU)
-        return _relu(b, _need_var(b, args[0]), float(m.negative_slope))
 
-    def sigmoid_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        return b.add(O.SShaped("sigmoid"), [_need_var(b, args[0])])
+def _sigmoid_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    return b.add(O.SShaped("sigmoid"), [_need_var(b, args[0])])
 
-    def tanh_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        return b.add(O.SShaped("tanh"), [_need_var(b, args[0])])
 
-    def hardtanh_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        assert isinstance(m, nn.Hardtanh)
-        return _clamp(b, _need_var(b, args[0]), float(m.min_val), float(m.max_val))
+def _tanh_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    return b.add(O.SShaped("tanh"), [_need_var(b, args[0])])
 
-    def identity_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        return args[0]
 
-    def flatten_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        assert isinstance(m, (nn.Flatten, nn.Unflatten))
-        return _reshape_like(b, _need_var(b, args[0]), m)
+def _hardtanh_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    assert isinstance(m, nn.Hardtanh)
+    return _clamp(b, _need_var(b, args[0]), float(m.min_val), float(m.max_val))
 
-    def avgpool_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        return _linear_fn(b, _need_var(b, args[0]), m, type(m).__name__)
 
-    def maxpool_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        assert isinstance(m, (nn.MaxPool1d, nn.MaxPool2d))
-        if m.return_indices:
-            raise b.fail("max pooling returning indices is not supported")
-        return _maxpool(
-            b, _need_var(b, args[0]), m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode
-        )
+def _identity_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    return args[0]
 
-    for cls, fn in (
-        (nn.Linear, linear_m),
-        (nn.Conv1d, conv_m),
-        (nn.Conv2d, conv_m),
-        (nn.BatchNorm1d, bn_m),
-        (nn.BatchNorm2d, bn_m),
-        (Normalize, normalize_m),
-        (nn.ReLU, relu_m),
-        (nn.LeakyReLU, leaky_m),
-        (nn.Sigmoid, sigmoid_m),
-        (nn.Tanh, tanh_m),
-        (nn.Hardtanh, hardtanh_m),  # ReLU6 is a Hardtanh
-        (nn.Identity, identity_m),
-        (nn.Dropout, identity_m),
-        (nn.Dropout1d, identity_m),
-        (nn.Dropout2d, identity_m),
-        (nn.Flatten, flatten_m),
-        (nn.Unflatten, flatten_m),
-        (nn.AvgPool1d, avgpool_m),
-        (nn.AvgPool2d, avgpool_m),
-        (nn.AdaptiveAvgPool1d, avgpool_m),
-        (nn.AdaptiveAvgPool2d, avgpool_m),
-        (nn.MaxPool1d, maxpool_m),
-        (nn.MaxPool2d, maxpool_m),
-    ):
-        register_module(cls, fn)
 
-    aten = torch.ops.aten
-    t: Any
+def _flatten_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    assert isinstance(m, (nn.Flatten, nn.Unflatten))
+    return _reshape_like(b, _need_var(b, args[0]), m)
 
-    # --- arithmetic
-    def arith(kind: str) -> FunctionBuilder:
-        def build(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-            return _binary(b, kind, args[0], _arg(args, kwargs, 1, "other"), kwargs.get("alpha", 1))
 
-        return build
+def _avgpool_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    return _linear_fn(b, _need_var(b, args[0]), m, type(m).__name__)
 
+
+def _maxpool_m(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    assert isinstance(m, (nn.MaxPool1d, nn.MaxPool2d))
+    if m.return_indices:
+        raise b.fail("max pooling returning indices is not supported")
+    return _maxpool(
+        b, _need_var(b, args[0]), m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode
+    )
+
+
+def _module_table() -> list[tuple[type, ModuleBuilder]]:
+    """The module classes bounded (and kept whole by the tracer) and their builders."""
+    from edgeproof.models.zoo import Normalize
+
+    return [
+        (nn.Linear, _linear_m),
+        (nn.Conv1d, _conv_m),
+        (nn.Conv2d, _conv_m),
+        (nn.BatchNorm1d, _bn_m),
+        (nn.BatchNorm2d, _bn_m),
+        (Normalize, _normalize_m),
+        (nn.ReLU, _relu_m),
+        (nn.LeakyReLU, _leaky_m),
+        (nn.Sigmoid, _sigmoid_m),
+        (nn.Tanh, _tanh_m),
+        (nn.Hardtanh, _hardtanh_m),  # ReLU6 is a Hardtanh
+        (nn.Identity, _identity_m),
+        (nn.Dropout, _identity_m),
+        (nn.Dropout1d, _identity_m),
+        (nn.Dropout2d, _identity_m),
+        (nn.Flatten, _flatten_m),
+        (nn.Unflatten, _flatten_m),
+        (nn.AvgPool1d, _avgpool_m),
+        (nn.AvgPool2d, _avgpool_m),
+        (nn.AdaptiveAvgPool1d, _avgpool_m),
+        (nn.AdaptiveAvgPool2d, _avgpool_m),
+        (nn.MaxPool1d, _maxpool_m),
+        (nn.MaxPool2d, _maxpool_m),
+    ]
+
+
+# --- function builders: arithmetic
+
+_aten = torch.ops.aten
+FunctionTable = list[tuple[Any, FunctionBuilder]]
+
+
+def _arith_f(kind: str) -> FunctionBuilder:
+    def build(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        return _binary(b, kind, args[0], _arg(args, kwargs, 1, "other"), kwargs.get("alpha", 1))
+
+    return build
+
+
+def _rsub_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return _binary(b, "sub", _arg(args, kwargs, 1, "other"), args[0])
+
+
+def _neg_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return _elementwise(b, _need_var(b, args[0]), scale=-1.0)
+
+
+def _arithmetic_table() -> FunctionTable:
+    """``+ − × ÷`` (operators, in place, torch and ATen spellings), ``rsub`` and negation."""
+    aten = _aten
+    table: FunctionTable = []
     for kind, targets in (
         ("add", (operator.add, operator.iadd, torch.add, "add", "add_", aten.add)),
         ("sub", (operator.sub, operator.isub, torch.sub, "sub", "sub_", aten.sub)),
         ("mul", (operator.mul, operator.imul, torch.mul, "mul", "mul_", aten.mul)),
         ("div", (operator.truediv, operator.itruediv, torch.div, "div", "div_", aten.div)),
     ):
-        for t in targets:
-            register_function(t, arith(kind))
+        table += [(t, _arith_f(kind)) for t in targets]
+    table.append((aten.rsub, _rsub_f))
+    table += [(t, _neg_f) for t in (operator.neg, torch.neg, "neg", aten.neg)]
+    return table
 
-    def rsub(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return _binary(b, "sub", _arg(args, kwargs, 1, "other"), args[0])
 
-    register_function(aten.rsub, rsub)
+# --- function builders: activations
 
-    def neg(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return _elementwise(b, _need_var(b, args[0]), scale=-1.0)
 
-    for t in (operator.neg, torch.neg, "neg", aten.neg):
-        register_function(t, neg)
+def _relu_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return _relu(b, _need_var(b, args[0]))
 
-    # --- activations
-    def relu_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return _relu(b, _need_var(b, args[0]))
 
-    for t in (F.relu, torch.relu, "relu", "relu_", aten.relu, aten.relu_):
-        register_function(t, relu_f)
+def _leaky_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return _relu(b, _need_var(b, args[0]), float(_arg(args, kwargs, 1, "negative_slope", 0.01)))
 
-    def leaky_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return _relu(b, _need_var(b, args[0]), float(_arg(args, kwargs, 1, "negative_slope", 0.01)))
 
-    for t in (F.leaky_relu, aten.leaky_relu, aten.leaky_relu_):
-        register_function(t, leaky_f)
+def _s_shaped_f(name: str) -> FunctionBuilder:
+    def build(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        return b.add(O.SShaped(name), [_need_var(b, args[0])])
 
-    def s_f(name: str) -> FunctionBuilder:
-        def build(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-            return b.add(O.SShaped(name), [_need_var(b, args[0])])
+    return build
 
-        return build
 
-    for t in (torch.sigmoid, F.sigmoid, "sigmoid", aten.sigmoid):
-        register_function(t, s_f("sigmoid"))
-    for t in (torch.tanh, F.tanh, "tanh", aten.tanh):
-        register_function(t, s_f("tanh"))
+def _clamp_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return _clamp(
+        b, _need_var(b, args[0]), _arg(args, kwargs, 1, "min"), _arg(args, kwargs, 2, "max")
+    )
 
-    def clamp_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return _clamp(
-            b, _need_var(b, args[0]), _arg(args, kwargs, 1, "min"), _arg(args, kwargs, 2, "max")
-        )
 
-    for t in (torch.clamp, torch.clip, "clamp", "clip", aten.clamp, aten.clip):
-        register_function(t, clamp_f)
+def _hardtanh_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    lo = _arg(args, kwargs, 1, "min_val", -1.0)
+    hi = _arg(args, kwargs, 2, "max_val", 1.0)
+    return _clamp(b, _need_var(b, args[0]), float(lo), float(hi))
 
-    def hardtanh_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        lo = _arg(args, kwargs, 1, "min_val", -1.0)
-        hi = _arg(args, kwargs, 2, "max_val", 1.0)
-        return _clamp(b, _need_var(b, args[0]), float(lo), float(hi))
 
-    for t in (F.hardtanh, aten.hardtanh):
-        register_function(t, hardtanh_f)
+def _relu6_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return _clamp(b, _need_var(b, args[0]), 0.0, 6.0)
 
-    def relu6_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return _clamp(b, _need_var(b, args[0]), 0.0, 6.0)
 
-    for t in (F.relu6, aten.relu6):
-        register_function(t, relu6_f)
+def _activation_table() -> FunctionTable:
+    """ReLU, LeakyReLU, sigmoid, tanh and the clamps (``clamp``, ``hardtanh``, ``relu6``)."""
+    aten = _aten
+    table: FunctionTable = []
+    table += [(t, _relu_f) for t in (F.relu, torch.relu, "relu", "relu_", aten.relu, aten.relu_)]
+    table += [(t, _leaky_f) for t in (F.leaky_relu, aten.leaky_relu, aten.leaky_relu_)]
+    table += [
+        (t, _s_shaped_f("sigmoid")) for t in (torch.sigmoid, F.sigmoid, "sigmoid", aten.sigmoid)
+    ]
+    table += [(t, _s_shaped_f("tanh")) for t in (torch.tanh, F.tanh, "tanh", aten.tanh)]
+    clamps = (torch.clamp, torch.clip, "clamp", "clip", aten.clamp, aten.clip)
+    table += [(t, _clamp_f) for t in clamps]
+    table += [(t, _hardtanh_f) for t in (F.hardtanh, aten.hardtanh)]
+    table += [(t, _relu6_f) for t in (F.relu6, aten.relu6)]
+    return table
 
-    # --- shape operations
-    def reshape_f(method: str) -> FunctionBuilder:
-        def build(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-            x = _need_var(b, args[0])
-            rest, kw = args[1:], kwargs
-            return _reshape_like(b, x, lambda t: getattr(t, method)(*rest, **kw))
 
-        return build
+# --- function builders: shape operations
 
+
+def _reshape_f(method: str) -> FunctionBuilder:
+    def build(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        x = _need_var(b, args[0])
+        rest, kw = args[1:], kwargs
+        return _reshape_like(b, x, lambda t: getattr(t, method)(*rest, **kw))
+
+    return build
+
+
+def _same_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return args[0]
+
+
+def _dropout_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if _arg(args, kwargs, 2, "training", False):
+        raise b.fail("dropout in training mode is random")
+    return args[0]
+
+
+def _permute_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x = _need_var(b, args[0])
+    dims = (
+        args[1:]
+        if len(args) > 2 or isinstance(_arg(args, kwargs, 1, "dims"), int)
+        else _arg(args, kwargs, 1, "dims")
+    )
+    nd = len(b.shape(x)) + 1
+    dims = [int(d) % nd for d in dims]
+    if dims[0] != 0:
+        raise b.fail("the permutation moves the batch dimension")
+    return b.add(O.Permute([d - 1 for d in dims[1:]]), [x])
+
+
+def _transpose_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x = _need_var(b, args[0])
+    nd = len(b.shape(x)) + 1
+    d0 = int(_arg(args, kwargs, 1, "dim0")) % nd
+    d1 = int(_arg(args, kwargs, 2, "dim1")) % nd
+    if 0 in (d0, d1):
+        raise b.fail("the transpose moves the batch dimension")
+    dims = list(range(nd - 1))
+    dims[d0 - 1], dims[d1 - 1] = dims[d1 - 1], dims[d0 - 1]
+    return b.add(O.Permute(dims), [x])
+
+
+def _cat_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    parts = list(args[0])
+    dim = int(_arg(args, kwargs, 1, "dim", 0))
+    like = next(p for p in parts if isinstance(p, Var))
+    nd = len(b.shape(like)) + 1
+    dim %= nd
+    if dim == 0:
+        raise b.fail("concatenation along the batch dimension")
+    vars_: list[Var] = []
+    for p in parts:
+        if isinstance(p, Var):
+            vars_.append(p)
+        else:
+            t = torch.as_tensor(p, dtype=b.example(like).dtype)
+            if t.shape[0] != 1:
+                t = t[:1]
+            vars_.append(b.add(O.Constant(t.clone()), [], name=f"{b.current}_const"))
+    sizes = [b.shape(v)[dim - 1] for v in vars_]
+    return b.add(O.Cat(dim - 1, sizes), vars_)
+
+
+def _getitem_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x, idx = args[0], args[1]
+    if not isinstance(x, Var):
+        return operator.getitem(x, idx)
+    key = idx if isinstance(idx, tuple) else (idx,)
+    keeps_batch = bool(key) and (key[0] == slice(None) or (key[0] is Ellipsis and len(key) > 1))
+    if not keeps_batch:
+        raise b.fail("indexing that selects along the batch dimension")
+    if any(isinstance(k, (Tensor, Var)) or k is None for k in key):
+        raise b.fail("indexing by tensors or None is not supported")
+
+    def select(t: Tensor) -> Tensor:
+        return t[idx]
+
+    return _linear_fn(b, x, select, "slice")
+
+
+def _slice_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x = _need_var(b, args[0])
+    dim = int(_arg(args, kwargs, 1, "dim", 0))
+    if dim % (len(b.shape(x)) + 1) == 0:
+        raise b.fail("slicing along the batch dimension")
+    rest = args[1:]
+
+    def sliced(t: Tensor) -> Tensor:
+        out: Tensor = _aten.slice.Tensor(t, *rest)
+        return out
+
+    return _linear_fn(b, x, sliced, "slice")
+
+
+def _pad_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x = _need_var(b, args[0])
+    pad = tuple(_arg(args, kwargs, 1, "pad"))
+    mode = _arg(args, kwargs, 2, "mode", "constant")
+    value = _arg(args, kwargs, 3, "value", 0.0)
+    if mode != "constant" or (value or 0.0) != 0.0:
+        raise b.fail("only zero constant padding is supported")
+
+    def padded(t: Tensor) -> Tensor:
+        return F.pad(t, pad)
+
+    return _linear_fn(b, x, padded, "pad")
+
+
+def _shape_table() -> FunctionTable:
+    """Reshapes, no-ops (``contiguous``, ``clone``, eval dropout), permutations, ``cat``,
+    indexing, slicing and zero padding."""
+    aten = _aten
+    table: FunctionTable = []
     for name in ("view", "reshape", "flatten", "squeeze", "unsqueeze"):
-        register_function(name, reshape_f(name))
-    register_function(torch.flatten, reshape_f("flatten"))
-    register_function(torch.reshape, reshape_f("reshape"))
-    register_function(torch.squeeze, reshape_f("squeeze"))
-    register_function(torch.unsqueeze, reshape_f("unsqueeze"))
+        table.append((name, _reshape_f(name)))
+    table.append((torch.flatten, _reshape_f("flatten")))
+    table.append((torch.reshape, _reshape_f("reshape")))
+    table.append((torch.squeeze, _reshape_f("squeeze")))
+    table.append((torch.unsqueeze, _reshape_f("unsqueeze")))
     for t, meth in (
         (aten.view, "view"),
         (aten.reshape, "reshape"),
@@ -1023,164 +1187,80 @@ def _register_builtins() -> None:
         (aten.squeeze, "squeeze"),
         (aten.unsqueeze, "unsqueeze"),
     ):
-        register_function(t, reshape_f(meth))
+        table.append((t, _reshape_f(meth)))
+    same = ("contiguous", "clone", "detach", aten.clone, aten.contiguous, aten.alias, aten.detach)
+    table += [(t, _same_f) for t in same]
+    table += [(t, _dropout_f) for t in (F.dropout, aten.dropout)]
+    table += [(t, _permute_f) for t in ("permute", torch.permute, aten.permute)]
+    table += [(t, _transpose_f) for t in ("transpose", torch.transpose, aten.transpose)]
+    table += [(t, _cat_f) for t in (torch.cat, torch.concat, aten.cat)]
+    table.append((operator.getitem, _getitem_f))
+    table.append((aten.slice, _slice_f))
+    table += [(t, _pad_f) for t in (F.pad, aten.constant_pad_nd, aten.pad)]
+    return table
 
-    def same_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return args[0]
 
-    for t in (
-        "contiguous",
-        "clone",
-        "detach",
-        aten.clone,
-        aten.contiguous,
-        aten.alias,
-        aten.detach,
-    ):
-        register_function(t, same_f)
+# --- function builders: reductions and pools
 
-    def dropout_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        if _arg(args, kwargs, 2, "training", False):
-            raise b.fail("dropout in training mode is random")
-        return args[0]
 
-    for t in (F.dropout, aten.dropout):
-        register_function(t, dropout_f)
-
-    def permute_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+def _reduce_f(kind: str) -> FunctionBuilder:
+    def build(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
         x = _need_var(b, args[0])
-        dims = (
-            args[1:]
-            if len(args) > 2 or isinstance(_arg(args, kwargs, 1, "dims"), int)
-            else _arg(args, kwargs, 1, "dims")
-        )
+        dim = _arg(args, kwargs, 1, "dim")
+        keep = bool(_arg(args, kwargs, 2, "keepdim", False))
         nd = len(b.shape(x)) + 1
-        dims = [int(d) % nd for d in dims]
-        if dims[0] != 0:
-            raise b.fail("the permutation moves the batch dimension")
-        return b.add(O.Permute([d - 1 for d in dims[1:]]), [x])
+        if dim is None:
+            raise b.fail(f"{kind} over every dimension mixes the batch")
+        dims = [dim] if isinstance(dim, int) else list(dim)
+        if any(int(d) % nd == 0 for d in dims):
+            raise b.fail(f"{kind} over the batch dimension")
+        dims_t = tuple(int(d) for d in dims)
+        if kind == "mean":
+            return _linear_fn(b, x, lambda t: t.mean(dim=dims_t, keepdim=keep), "mean")
+        return _linear_fn(b, x, lambda t: t.sum(dim=dims_t, keepdim=keep), "sum")
 
-    for t in ("permute", torch.permute, aten.permute):
-        register_function(t, permute_f)
+    return build
 
-    def transpose_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+
+def _fn_pool_f(fn: Callable[..., Tensor], name: str) -> FunctionBuilder:
+    def build(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
         x = _need_var(b, args[0])
-        nd = len(b.shape(x)) + 1
-        d0 = int(_arg(args, kwargs, 1, "dim0")) % nd
-        d1 = int(_arg(args, kwargs, 2, "dim1")) % nd
-        if 0 in (d0, d1):
-            raise b.fail("the transpose moves the batch dimension")
-        dims = list(range(nd - 1))
-        dims[d0 - 1], dims[d1 - 1] = dims[d1 - 1], dims[d0 - 1]
-        return b.add(O.Permute(dims), [x])
+        rest, kw = args[1:], kwargs
+        return _linear_fn(b, x, lambda t: fn(t, *rest, **kw), name)
 
-    for t in ("transpose", torch.transpose, aten.transpose):
-        register_function(t, transpose_f)
+    return build
 
-    def cat_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        parts = list(args[0])
-        dim = int(_arg(args, kwargs, 1, "dim", 0))
-        like = next(p for p in parts if isinstance(p, Var))
-        nd = len(b.shape(like)) + 1
-        dim %= nd
-        if dim == 0:
-            raise b.fail("concatenation along the batch dimension")
-        vars_: list[Var] = []
-        for p in parts:
-            if isinstance(p, Var):
-                vars_.append(p)
-            else:
-                t = torch.as_tensor(p, dtype=b.example(like).dtype)
-                if t.shape[0] != 1:
-                    t = t[:1]
-                vars_.append(b.add(O.Constant(t.clone()), [], name=f"{b.current}_const"))
-        sizes = [b.shape(v)[dim - 1] for v in vars_]
-        return b.add(O.Cat(dim - 1, sizes), vars_)
 
-    for t in (torch.cat, torch.concat, aten.cat):
-        register_function(t, cat_f)
+def _maxpool_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x = _need_var(b, args[0])
+    k = _arg(args, kwargs, 1, "kernel_size")
+    st = _arg(args, kwargs, 2, "stride")
+    pad = _arg(args, kwargs, 3, "padding", 0)
+    dil = _arg(args, kwargs, 4, "dilation", 1)
+    ceil = bool(_arg(args, kwargs, 5, "ceil_mode", False))
+    if _arg(args, kwargs, 6, "return_indices", False):
+        raise b.fail("max pooling returning indices is not supported")
+    return _maxpool(b, x, k, st, pad, dil, ceil)
 
-    def getitem_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        x, idx = args[0], args[1]
-        if not isinstance(x, Var):
-            return operator.getitem(x, idx)
-        key = idx if isinstance(idx, tuple) else (idx,)
-        keeps_batch = bool(key) and (key[0] == slice(None) or (key[0] is Ellipsis and len(key) > 1))
-        if not keeps_batch:
-            raise b.fail("indexing that selects along the batch dimension")
-        if any(isinstance(k, (Tensor, Var)) or k is None for k in key):
-            raise b.fail("indexing by tensors or None is not supported")
 
-        def select(t: Tensor) -> Tensor:
-            return t[idx]
+def _maxpool_indices_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    # ATen's pooling with indices (what TorchScript dispatches for MaxPool2d): the values
+    # are bounded; the indices (unused by the models this sees) are not a tensor we bound
+    x = _need_var(b, args[0])
+    k = _arg(args, kwargs, 1, "kernel_size")
+    st = _arg(args, kwargs, 2, "stride")
+    pad = _arg(args, kwargs, 3, "padding", 0)
+    dil = _arg(args, kwargs, 4, "dilation", 1)
+    ceil = bool(_arg(args, kwargs, 5, "ceil_mode", False))
+    return (_maxpool(b, x, k, st, pad, dil, ceil), None)
 
-        return _linear_fn(b, x, select, "slice")
 
-    register_function(operator.getitem, getitem_f)
-
-    def slice_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        x = _need_var(b, args[0])
-        dim = int(_arg(args, kwargs, 1, "dim", 0))
-        if dim % (len(b.shape(x)) + 1) == 0:
-            raise b.fail("slicing along the batch dimension")
-        rest = args[1:]
-
-        def sliced(t: Tensor) -> Tensor:
-            out: Tensor = aten.slice.Tensor(t, *rest)
-            return out
-
-        return _linear_fn(b, x, sliced, "slice")
-
-    register_function(aten.slice, slice_f)
-
-    def pad_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        x = _need_var(b, args[0])
-        pad = tuple(_arg(args, kwargs, 1, "pad"))
-        mode = _arg(args, kwargs, 2, "mode", "constant")
-        value = _arg(args, kwargs, 3, "value", 0.0)
-        if mode != "constant" or (value or 0.0) != 0.0:
-            raise b.fail("only zero constant padding is supported")
-
-        def padded(t: Tensor) -> Tensor:
-            return F.pad(t, pad)
-
-        return _linear_fn(b, x, padded, "pad")
-
-    for t in (F.pad, aten.constant_pad_nd, aten.pad):
-        register_function(t, pad_f)
-
-    # --- reductions and pools
-    def reduce_f(kind: str) -> FunctionBuilder:
-        def build(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-            x = _need_var(b, args[0])
-            dim = _arg(args, kwargs, 1, "dim")
-            keep = bool(_arg(args, kwargs, 2, "keepdim", False))
-            nd = len(b.shape(x)) + 1
-            if dim is None:
-                raise b.fail(f"{kind} over every dimension mixes the batch")
-            dims = [dim] if isinstance(dim, int) else list(dim)
-            if any(int(d) % nd == 0 for d in dims):
-                raise b.fail(f"{kind} over the batch dimension")
-            dims_t = tuple(int(d) for d in dims)
-            if kind == "mean":
-                return _linear_fn(b, x, lambda t: t.mean(dim=dims_t, keepdim=keep), "mean")
-            return _linear_fn(b, x, lambda t: t.sum(dim=dims_t, keepdim=keep), "sum")
-
-        return build
-
-    for t in ("mean", torch.mean, aten.mean):
-        register_function(t, reduce_f("mean"))
-    for t in ("sum", torch.sum, aten.sum):
-        register_function(t, reduce_f("sum"))
-
-    def fn_pool(fn: Callable[..., Tensor], name: str) -> FunctionBuilder:
-        def build(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-            x = _need_var(b, args[0])
-            rest, kw = args[1:], kwargs
-            return _linear_fn(b, x, lambda t: fn(t, *rest, **kw), name)
-
-        return build
-
+def _reduction_and_pool_table() -> FunctionTable:
+    """``mean``/``sum`` over non-batch dimensions, average pools (linear) and max pools."""
+    aten = _aten
+    table: FunctionTable = []
+    table += [(t, _reduce_f("mean")) for t in ("mean", torch.mean, aten.mean)]
+    table += [(t, _reduce_f("sum")) for t in ("sum", torch.sum, aten.sum)]
     for t, name in (
         (F.avg_pool1d, "avg_pool1d"),
         (F.avg_pool2d, "avg_pool2d"),
@@ -1193,154 +1273,165 @@ def _register_builtins() -> None:
         (aten._adaptive_avg_pool2d, "adaptive_avg_pool2d"),
     ):
         assert callable(t)
-        register_function(t, fn_pool(t, name))
+        table.append((t, _fn_pool_f(t, name)))
+    table += [
+        (t, _maxpool_f) for t in (F.max_pool1d, F.max_pool2d, aten.max_pool1d, aten.max_pool2d)
+    ]
+    with_indices = (aten.max_pool1d_with_indices, aten.max_pool2d_with_indices)
+    table += [(t, _maxpool_indices_f) for t in with_indices]
+    return table
 
-    def maxpool_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+
+# --- function builders: linear layers
+
+
+def _linear_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return _dense(
+        b, _need_var(b, args[0]), _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+    )
+
+
+def _matmul_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x, w = args[0], args[1]
+    if isinstance(w, Var) or not isinstance(x, Var):
+        raise b.fail("a matrix product with an input-dependent right factor is not supported")
+    w = torch.as_tensor(w)
+    if w.dim() != 2:
+        raise b.fail(f"a matrix product with a factor of shape {list(w.shape)}")
+    return _dense(b, x, w.t(), None)
+
+
+def _addmm_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    bias, x, w = args[0], args[1], args[2]
+    if not isinstance(x, Var) or isinstance(w, Var) or isinstance(bias, Var):
+        raise b.fail("addmm with input-dependent weights")
+    beta = kwargs.get("beta", 1)
+    alpha = kwargs.get("alpha", 1)
+    return _dense(b, x, alpha * torch.as_tensor(w).t(), beta * torch.as_tensor(bias))
+
+
+def _conv_f(dims: int) -> FunctionBuilder:
+    def build(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
         x = _need_var(b, args[0])
-        k = _arg(args, kwargs, 1, "kernel_size")
-        st = _arg(args, kwargs, 2, "stride")
-        pad = _arg(args, kwargs, 3, "padding", 0)
-        dil = _arg(args, kwargs, 4, "dilation", 1)
-        ceil = bool(_arg(args, kwargs, 5, "ceil_mode", False))
-        if _arg(args, kwargs, 6, "return_indices", False):
-            raise b.fail("max pooling returning indices is not supported")
-        return _maxpool(b, x, k, st, pad, dil, ceil)
-
-    for t in (F.max_pool1d, F.max_pool2d, aten.max_pool1d, aten.max_pool2d):
-        register_function(t, maxpool_f)
-
-    def maxpool_indices_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        # ATen's pooling with indices (what TorchScript dispatches for MaxPool2d): the values
-        # are bounded; the indices (unused by the models this sees) are not a tensor we bound
-        x = _need_var(b, args[0])
-        k = _arg(args, kwargs, 1, "kernel_size")
-        st = _arg(args, kwargs, 2, "stride")
-        pad = _arg(args, kwargs, 3, "padding", 0)
-        dil = _arg(args, kwargs, 4, "dilation", 1)
-        ceil = bool(_arg(args, kwargs, 5, "ceil_mode", False))
-        return (_maxpool(b, x, k, st, pad, dil, ceil), None)
-
-    for t in (aten.max_pool1d_with_indices, aten.max_pool2d_with_indices):
-        register_function(t, maxpool_indices_f)
-
-    # --- linear layers
-    def linear_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return _dense(
-            b, _need_var(b, args[0]), _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
-        )
-
-    for t in (F.linear, aten.linear):
-        register_function(t, linear_f)
-
-    def matmul_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        x, w = args[0], args[1]
-        if isinstance(w, Var) or not isinstance(x, Var):
-            raise b.fail("a matrix product with an input-dependent right factor is not supported")
-        w = torch.as_tensor(w)
-        if w.dim() != 2:
-            raise b.fail(f"a matrix product with a factor of shape {list(w.shape)}")
-        return _dense(b, x, w.t(), None)
-
-    for t in (operator.matmul, torch.matmul, torch.mm, "matmul", "mm", aten.matmul, aten.mm):
-        register_function(t, matmul_f)
-
-    def addmm_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        bias, x, w = args[0], args[1], args[2]
-        if not isinstance(x, Var) or isinstance(w, Var) or isinstance(bias, Var):
-            raise b.fail("addmm with input-dependent weights")
-        beta = kwargs.get("beta", 1)
-        alpha = kwargs.get("alpha", 1)
-        return _dense(b, x, alpha * torch.as_tensor(w).t(), beta * torch.as_tensor(bias))
-
-    register_function(aten.addmm, addmm_f)
-
-    def conv_f(dims: int) -> FunctionBuilder:
-        def build(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-            x = _need_var(b, args[0])
-            return _conv(
-                b,
-                x,
-                _arg(args, kwargs, 1, "weight"),
-                _arg(args, kwargs, 2, "bias"),
-                _arg(args, kwargs, 3, "stride", 1),
-                _arg(args, kwargs, 4, "padding", 0),
-                _arg(args, kwargs, 5, "dilation", 1),
-                int(_arg(args, kwargs, 6, "groups", 1)),
-            )
-
-        return build
-
-    for t in (F.conv1d, aten.conv1d):
-        register_function(t, conv_f(1))
-    for t in (F.conv2d, aten.conv2d):
-        register_function(t, conv_f(2))
-
-    def convolution_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        x, w, bias, stride, padding, dilation, transposed, _out_pad, groups = args[:9]
-        if transposed:
-            raise b.fail("transposed convolution is not supported")
-        return _conv(b, _need_var(b, x), w, bias, stride, padding, dilation, int(groups))
-
-    register_function(aten.convolution, convolution_f)
-
-    def bn_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        x = _need_var(b, args[0])
-        return _batchnorm(
+        return _conv(
             b,
             x,
-            _arg(args, kwargs, 1, "running_mean"),
-            _arg(args, kwargs, 2, "running_var"),
-            _arg(args, kwargs, 3, "weight"),
-            _arg(args, kwargs, 4, "bias"),
-            float(_arg(args, kwargs, 7, "eps", 1e-5)),
-            bool(_arg(args, kwargs, 5, "training", False)),
+            _arg(args, kwargs, 1, "weight"),
+            _arg(args, kwargs, 2, "bias"),
+            _arg(args, kwargs, 3, "stride", 1),
+            _arg(args, kwargs, 4, "padding", 0),
+            _arg(args, kwargs, 5, "dilation", 1),
+            int(_arg(args, kwargs, 6, "groups", 1)),
         )
 
-    register_function(F.batch_norm, bn_f)
+    return build
 
-    def aten_bn(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        # aten.batch_norm(input, weight, bias, running_mean, running_var, training, momentum,
-        # eps, cudnn_enabled)
-        x = _need_var(b, args[0])
-        return _batchnorm(b, x, args[3], args[4], args[1], args[2], float(args[7]), bool(args[5]))
 
-    register_function(aten.batch_norm, aten_bn)
+def _convolution_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x, w, bias, stride, padding, dilation, transposed, _out_pad, groups = args[:9]
+    if transposed:
+        raise b.fail("transposed convolution is not supported")
+    return _conv(b, _need_var(b, x), w, bias, stride, padding, dilation, int(groups))
 
-    def aten_bn_legit(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        # (input, weight, bias, running_mean, running_var, momentum, eps)
-        # -> (out, save_mean, save_rstd)
-        x = _need_var(b, args[0])
-        out = _batchnorm(b, x, args[3], args[4], args[1], args[2], float(args[6]), False)
-        return (out, None, None)
 
-    register_function(aten._native_batch_norm_legit_no_training, aten_bn_legit)
+def _bn_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x = _need_var(b, args[0])
+    return _batchnorm(
+        b,
+        x,
+        _arg(args, kwargs, 1, "running_mean"),
+        _arg(args, kwargs, 2, "running_var"),
+        _arg(args, kwargs, 3, "weight"),
+        _arg(args, kwargs, 4, "bias"),
+        float(_arg(args, kwargs, 7, "eps", 1e-5)),
+        bool(_arg(args, kwargs, 5, "training", False)),
+    )
 
-    def aten_native_bn(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        # native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum,
-        # eps) -> (out, save_mean, save_invstd); what TorchScript dispatches for BatchNorm
-        x = _need_var(b, args[0])
-        out = _batchnorm(b, x, args[3], args[4], args[1], args[2], float(args[7]), bool(args[5]))
-        return (out, None, None)
 
-    register_function(aten.native_batch_norm, aten_native_bn)
+def _aten_bn_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    # aten.batch_norm(input, weight, bias, running_mean, running_var, training, momentum,
+    # eps, cudnn_enabled)
+    x = _need_var(b, args[0])
+    return _batchnorm(b, x, args[3], args[4], args[1], args[2], float(args[7]), bool(args[5]))
 
-    def size_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        x = _need_var(b, args[0])
-        return b.example(x).size(*args[1:])
 
-    def dim_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return len(b.shape(_need_var(b, args[0]))) + 1
+def _aten_bn_legit_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    # (input, weight, bias, running_mean, running_var, momentum, eps)
+    # -> (out, save_mean, save_rstd)
+    x = _need_var(b, args[0])
+    out = _batchnorm(b, x, args[3], args[4], args[1], args[2], float(args[6]), False)
+    return (out, None, None)
 
-    register_function("size", size_f)
-    register_function("dim", dim_f)
 
-    def getattr_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        x, name = args[0], args[1]
-        if isinstance(x, Var) and name in ("shape", "dtype", "device", "ndim"):
-            return getattr(b.example(x), name)
-        raise b.fail(f"attribute {name!r} of a traced tensor")
+def _aten_native_bn_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    # native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum,
+    # eps) -> (out, save_mean, save_invstd); what TorchScript dispatches for BatchNorm
+    x = _need_var(b, args[0])
+    out = _batchnorm(b, x, args[3], args[4], args[1], args[2], float(args[7]), bool(args[5]))
+    return (out, None, None)
 
-    register_function(getattr, getattr_f)
+
+def _linear_layer_table() -> FunctionTable:
+    """``linear``, matrix products, ``addmm``, convolutions and functional/ATen BatchNorm."""
+    aten = _aten
+    table: FunctionTable = []
+    table += [(t, _linear_f) for t in (F.linear, aten.linear)]
+    matmuls = (operator.matmul, torch.matmul, torch.mm, "matmul", "mm", aten.matmul, aten.mm)
+    table += [(t, _matmul_f) for t in matmuls]
+    table.append((aten.addmm, _addmm_f))
+    table += [(t, _conv_f(1)) for t in (F.conv1d, aten.conv1d)]
+    table += [(t, _conv_f(2)) for t in (F.conv2d, aten.conv2d)]
+    table.append((aten.convolution, _convolution_f))
+    table.append((F.batch_norm, _bn_f))
+    table.append((aten.batch_norm, _aten_bn_f))
+    table.append((aten._native_batch_norm_legit_no_training, _aten_bn_legit_f))
+    table.append((aten.native_batch_norm, _aten_native_bn_f))
+    return table
+
+
+# --- function builders: tensor queries
+
+
+def _size_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x = _need_var(b, args[0])
+    return b.example(x).size(*args[1:])
+
+
+def _dim_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return len(b.shape(_need_var(b, args[0]))) + 1
+
+
+def _getattr_f(b: Builder, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    x, name = args[0], args[1]
+    if isinstance(x, Var) and name in ("shape", "dtype", "device", "ndim"):
+        return getattr(b.example(x), name)
+    raise b.fail(f"attribute {name!r} of a traced tensor")
+
+
+def _query_table() -> FunctionTable:
+    """``size()``, ``dim()`` and the ``shape``/``dtype``/``device``/``ndim`` attributes, read
+    from the example (they are constants of the traced graph)."""
+    return [("size", _size_f), ("dim", _dim_f), (getattr, _getattr_f)]
+
+
+_FUNCTION_TABLES: tuple[Callable[[], FunctionTable], ...] = (
+    _arithmetic_table,
+    _activation_table,
+    _shape_table,
+    _reduction_and_pool_table,
+    _linear_layer_table,
+    _query_table,
+)
+
+
+def _register_builtins() -> None:
+    """Register the built-in builders: the module table, then each op family's function table
+    (in this order; a later registration of the same target would win)."""
+    for cls, mb in _module_table():
+        register_module(cls, mb)
+    for table in _FUNCTION_TABLES:
+        for target, fb in table():
+            register_function(target, fb)
 
 
 _register_builtins()

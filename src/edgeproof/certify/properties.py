@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from edgeproof.certify.bab import BabSettings, branch_and_bound, search_counterexample
 from edgeproof.certify.bounds import METHODS, AlphaSettings, compute_bounds, margin_spec
-from edgeproof.certify.graph import trace
+from edgeproof.certify.graph import BoundGraph, trace
 from edgeproof.certify.sets import Box, Segment, segment
 from edgeproof.errors import OptionError
 from edgeproof.models.modules import eval_mode, set_training
@@ -212,25 +212,10 @@ def monotonicity(
     """
     t0 = time.perf_counter()
     methods = _check_methods(methods)
-    lo = torch.as_tensor(lower, dtype=torch.float32)
-    hi = torch.as_tensor(upper, dtype=torch.float32)
-    if lo.shape != hi.shape or lo.numel() == 0:
-        raise OptionError(
-            "upper",
-            f"shape {list(hi.shape)} differs from the lower bound's {list(lo.shape)}",
-            "give lower and upper of the model's per-sample input shape",
-        )
-    if bool((lo > hi).any()) or not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
-        raise OptionError("lower", "the box has lower > upper or non-finite corners", "fix it")
+    lo, hi = _validated_box(lower, upper)
     shape = tuple(int(s) for s in lo.shape)
     n = lo.numel()
-    feats = [int(j) for j in features]
-    if not feats or len(set(feats)) != len(feats) or any(not 0 <= j < n for j in feats):
-        raise OptionError(
-            "features",
-            f"{list(features)} are not distinct indices into the {n} flattened input features",
-            f"give indices in [0, {n})",
-        )
+    feats = _validated_features(features, n)
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise OptionError("tolerance", f"{tolerance} is not a finite number >= 0", "use 1e-5")
     if pieces < 2:
@@ -239,11 +224,7 @@ def monotonicity(
     was_training = module.training
     eval_mode(module)
     try:
-        with torch.no_grad():
-            k = int(module(lo.unsqueeze(0)).shape[-1])
-        outs = [int(output)] if isinstance(output, int) else [int(o) for o in output]
-        if not outs or any(not 0 <= o < k for o in outs):
-            raise OptionError("output", f"{outs} are not output indices of a {k}-output model")
+        outs, k = _output_indices(module, lo, output)
         sign = 1.0 if increasing else -1.0
         spec = torch.eye(len(outs)).unsqueeze(0)
         gen = torch.Generator().manual_seed(seed)
@@ -258,54 +239,129 @@ def monotonicity(
             }
             graphs = {f: trace(t, (n + 1,)) for f, t in twins.items()}
             for fwd, u_lo, u_hi in _pieces(lo, hi, j, pieces):
-                twin, graph, iset = twins[fwd], graphs[fwd], Box(u_lo, u_hi)
-                if pgd_steps > 0:
-                    u, value = search_counterexample(
-                        twin, iset, spec, steps=pgd_steps, generator=gen
-                    )
-                    if value < 0:
-                        x, x2 = twin.pair(u)
-                        return PropertyResult(
-                            "falsified",
-                            -math.inf,
-                            "pgd",
-                            (x[0].numpy().copy(), x2[0].numpy().copy()),
-                            value,
-                            time_s=time.perf_counter() - t0,
-                        )
-                best, by = -math.inf, ""
-                for method in methods:
-                    r = compute_bounds(graph, iset, spec, method, alpha=AlphaSettings())  # type: ignore[arg-type]
-                    best = max(best, float(r.lower.min()))
-                    if best > 0:
-                        by = method
-                        break
-                if not by and bab is not None:
-                    res = branch_and_bound(graph, twin, iset, spec, bab, generator=gen)
-                    if res.verdict == "falsified" and res.counterexample is not None:
-                        assert res.margin is not None
-                        x, x2 = twin.pair(res.counterexample)
-                        return PropertyResult(
-                            "falsified",
-                            -math.inf,
-                            "branch-and-bound",
-                            (x[0].numpy().copy(), x2[0].numpy().copy()),
-                            res.margin,
-                            time_s=time.perf_counter() - t0,
-                        )
-                    best = max(best, res.lower_bound)
-                    if res.verdict == "verified":  # its leaves' LPs: the bound may round to 0
-                        by = "branch-and-bound"
+                decided = _decide_piece(
+                    twins[fwd], graphs[fwd], Box(u_lo, u_hi), spec, methods, bab, pgd_steps, gen, t0
+                )
+                if isinstance(decided, PropertyResult):
+                    return decided
+                best, by = decided
                 worst = min(worst, best)
                 deciders.append(by)
-        dt = time.perf_counter() - t0
-        if not deciders:  # no chosen feature can change in the box: nothing to prove
-            return PropertyResult("verified", tolerance, "empty box", time_s=dt)
-        if all(deciders):
-            return PropertyResult("verified", worst, "+".join(dict.fromkeys(deciders)), time_s=dt)
-        return PropertyResult("unknown", worst, "", time_s=dt)
+        return _monotonicity_verdict(deciders, worst, tolerance, t0)
     finally:
         set_training(module, was_training)
+
+
+def _validated_box(lower: Tensor | np.ndarray, upper: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
+    """The box's corners as float tensors, checked to have one shape, ``lower ≤ upper`` and
+    finite values."""
+    lo = torch.as_tensor(lower, dtype=torch.float32)
+    hi = torch.as_tensor(upper, dtype=torch.float32)
+    if lo.shape != hi.shape or lo.numel() == 0:
+        raise OptionError(
+            "upper",
+            f"shape {list(hi.shape)} differs from the lower bound's {list(lo.shape)}",
+            "give lower and upper of the model's per-sample input shape",
+        )
+    if bool((lo > hi).any()) or not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
+        raise OptionError("lower", "the box has lower > upper or non-finite corners", "fix it")
+    return lo, hi
+
+
+def _validated_features(features: Sequence[int], n: int) -> list[int]:
+    """The features as ints, checked to be distinct indices into ``n`` flattened features."""
+    feats = [int(j) for j in features]
+    if not feats or len(set(feats)) != len(feats) or any(not 0 <= j < n for j in feats):
+        raise OptionError(
+            "features",
+            f"{list(features)} are not distinct indices into the {n} flattened input features",
+            f"give indices in [0, {n})",
+        )
+    return feats
+
+
+def _output_indices(
+    module: nn.Module, lo: Tensor, output: int | Sequence[int]
+) -> tuple[list[int], int]:
+    """The outputs claimed monotone as ints, checked against the model's number of outputs
+    (returned too)."""
+    with torch.no_grad():
+        k = int(module(lo.unsqueeze(0)).shape[-1])
+    outs = [int(output)] if isinstance(output, int) else [int(o) for o in output]
+    if not outs or any(not 0 <= o < k for o in outs):
+        raise OptionError("output", f"{outs} are not output indices of a {k}-output model")
+    return outs, k
+
+
+def _decide_piece(
+    twin: _Twin,
+    graph: BoundGraph,
+    iset: Box,
+    spec: Tensor,
+    methods: tuple[str, ...],
+    bab: BabSettings | None,
+    pgd_steps: int,
+    gen: torch.Generator,
+    t0: float,
+) -> PropertyResult | tuple[float, str]:
+    """One piece's twin box: a falsification (PGD, then branch-and-bound) as the result, or
+    the best proved bound and what verified it (``''`` if nothing did)."""
+    if pgd_steps > 0:
+        u, value = search_counterexample(twin, iset, spec, steps=pgd_steps, generator=gen)
+        if value < 0:
+            return _falsified_pair(twin, u, "pgd", value, t0)
+    best, by = _first_verifying_bound(graph, iset, spec, methods)
+    if not by and bab is not None:
+        res = branch_and_bound(graph, twin, iset, spec, bab, generator=gen)
+        if res.verdict == "falsified" and res.counterexample is not None:
+            assert res.margin is not None
+            return _falsified_pair(twin, res.counterexample, "branch-and-bound", res.margin, t0)
+        best = max(best, res.lower_bound)
+        if res.verdict == "verified":  # its leaves' LPs: the bound may round to 0
+            by = "branch-and-bound"
+    return best, by
+
+
+def _first_verifying_bound(
+    graph: BoundGraph, iset: Box, spec: Tensor, methods: tuple[str, ...]
+) -> tuple[float, str]:
+    """The best lower bound of the methods tried in order until one verifies, and that one
+    (``''`` if none)."""
+    best, by = -math.inf, ""
+    for method in methods:
+        r = compute_bounds(graph, iset, spec, method, alpha=AlphaSettings())  # type: ignore[arg-type]
+        best = max(best, float(r.lower.min()))
+        if best > 0:
+            by = method
+            break
+    return best, by
+
+
+def _falsified_pair(
+    twin: _Twin, u: Tensor, decided_by: str, margin: float, t0: float
+) -> PropertyResult:
+    """The falsification at the twin input ``u``: its pair ``(x, x')`` as the evidence."""
+    x, x2 = twin.pair(u)
+    return PropertyResult(
+        "falsified",
+        -math.inf,
+        decided_by,
+        (x[0].numpy().copy(), x2[0].numpy().copy()),
+        margin,
+        time_s=time.perf_counter() - t0,
+    )
+
+
+def _monotonicity_verdict(
+    deciders: list[str], worst: float, tolerance: float, t0: float
+) -> PropertyResult:
+    """Verified when every piece was (or there was nothing to prove), else unknown."""
+    dt = time.perf_counter() - t0
+    if not deciders:  # no chosen feature can change in the box: nothing to prove
+        return PropertyResult("verified", tolerance, "empty box", time_s=dt)
+    if all(deciders):
+        return PropertyResult("verified", worst, "+".join(dict.fromkeys(deciders)), time_s=dt)
+    return PropertyResult("unknown", worst, "", time_s=dt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,7 +452,6 @@ def segment_stability(
     if grid < 0:
         raise OptionError("grid", f"{grid} is negative", "use e.g. 33, or 0")
     b = segments.batch
-    shape = segments.shape
     was_training = module.training
     eval_mode(module)
     try:
@@ -410,56 +465,13 @@ def segment_stability(
         spec = margin_spec(y, k)
         out: list[PropertyResult | None] = [None] * b
         best = torch.full((b,), -math.inf)
-        for i in range(b):
-            if int(pred[i]) != int(y[i]):
-                x0 = segments.start[i].numpy().copy()
-                m = float((spec[i] @ start_logits[i]).min())
-                out[i] = PropertyResult("falsified", -math.inf, "misclassified", (x0,), m, 0.0)
+        _falsify_misclassified(segments, start_logits, pred, y, spec, out)
         if grid > 0:
-            ts = torch.linspace(0, 1, grid)
-            for i in range(b):
-                if out[i] is not None:
-                    continue
-                seg_i = segments.select(torch.tensor([i]))
-                xs = seg_i.start + ts.view(-1, *([1] * len(shape))) * seg_i.direction
-                with torch.no_grad():
-                    margins = (module(xs) @ spec[i].T).min(1).values
-                j = int(margins.argmin())
-                if float(margins[j]) < 0:
-                    out[i] = PropertyResult(
-                        "falsified", -math.inf, "grid", (xs[j].numpy().copy(),),
-                        float(margins[j]), float(ts[j]),
-                    )  # fmt: skip
-        graph = trace(module, shape)
-        for method in methods:
-            open_ = torch.tensor([i for i in range(b) if out[i] is None], dtype=torch.long)
-            if open_.numel() == 0:
-                break
-            r = compute_bounds(graph, segments.select(open_), spec[open_], method)  # type: ignore[arg-type]
-            lb = r.lower.min(1).values
-            for pos, i in enumerate(open_.tolist()):
-                best[i] = max(float(best[i]), float(lb[pos]))
-                if float(lb[pos]) > 0:
-                    out[i] = PropertyResult("verified", float(lb[pos]), method)
+            _falsify_on_grid(module, segments, spec, grid, out)
+        graph = trace(module, segments.shape)
+        _verify_by_bounds(graph, segments, spec, methods, out, best)
         gen = torch.Generator().manual_seed(seed)
-        for i in range(b):
-            if out[i] is not None:
-                continue
-            if bab is not None:
-                seg_i = segments.select(torch.tensor([i]))
-                res = branch_and_bound(graph, module, seg_i, spec[i : i + 1], bab, generator=gen)
-                lbi = max(float(best[i]), res.lower_bound)
-                if res.verdict == "verified":
-                    out[i] = PropertyResult("verified", lbi, "branch-and-bound")
-                    continue
-                if res.verdict == "falsified" and res.counterexample is not None:
-                    out[i] = PropertyResult(
-                        "falsified", lbi, "branch-and-bound",
-                        (res.counterexample[0].numpy().copy(),), res.margin,
-                    )  # fmt: skip
-                    continue
-                best[i] = lbi
-            out[i] = PropertyResult("unknown", float(best[i]), "")
+        _decide_the_rest(graph, module, segments, spec, bab, gen, out, best)
     finally:
         set_training(module, was_training)
     dt = (time.perf_counter() - t0) / max(1, b)
@@ -468,3 +480,98 @@ def segment_stability(
         for r in out
         if r is not None
     ]
+
+
+def _falsify_misclassified(
+    segments: Segment,
+    start_logits: Tensor,
+    pred: Tensor,
+    y: Tensor,
+    spec: Tensor,
+    out: list[PropertyResult | None],
+) -> None:
+    """Falsify (in ``out``) the segments whose start is not predicted as its label."""
+    for i in range(segments.batch):
+        if int(pred[i]) != int(y[i]):
+            x0 = segments.start[i].numpy().copy()
+            m = float((spec[i] @ start_logits[i]).min())
+            out[i] = PropertyResult("falsified", -math.inf, "misclassified", (x0,), m, 0.0)
+
+
+def _falsify_on_grid(
+    module: nn.Module,
+    segments: Segment,
+    spec: Tensor,
+    grid: int,
+    out: list[PropertyResult | None],
+) -> None:
+    """Falsify (in ``out``) the open segments with a negative margin at one of ``grid`` evenly
+    spaced ``t`` (the worst one is the counterexample)."""
+    ts = torch.linspace(0, 1, grid)
+    for i in range(segments.batch):
+        if out[i] is not None:
+            continue
+        seg_i = segments.select(torch.tensor([i]))
+        xs = seg_i.start + ts.view(-1, *([1] * len(segments.shape))) * seg_i.direction
+        with torch.no_grad():
+            margins = (module(xs) @ spec[i].T).min(1).values
+        j = int(margins.argmin())
+        if float(margins[j]) < 0:
+            out[i] = PropertyResult(
+                "falsified", -math.inf, "grid", (xs[j].numpy().copy(),),
+                float(margins[j]), float(ts[j]),
+            )  # fmt: skip
+
+
+def _verify_by_bounds(
+    graph: BoundGraph,
+    segments: Segment,
+    spec: Tensor,
+    methods: tuple[str, ...],
+    out: list[PropertyResult | None],
+    best: Tensor,
+) -> None:
+    """Bound the open segments with each method in turn, verifying (in ``out``) those with a
+    positive bound and keeping each one's best bound in ``best``."""
+    for method in methods:
+        open_ = torch.tensor([i for i in range(segments.batch) if out[i] is None], dtype=torch.long)
+        if open_.numel() == 0:
+            break
+        r = compute_bounds(graph, segments.select(open_), spec[open_], method)  # type: ignore[arg-type]
+        lb = r.lower.min(1).values
+        for pos, i in enumerate(open_.tolist()):
+            best[i] = max(float(best[i]), float(lb[pos]))
+            if float(lb[pos]) > 0:
+                out[i] = PropertyResult("verified", float(lb[pos]), method)
+
+
+def _decide_the_rest(
+    graph: BoundGraph,
+    module: nn.Module,
+    segments: Segment,
+    spec: Tensor,
+    bab: BabSettings | None,
+    gen: torch.Generator,
+    out: list[PropertyResult | None],
+    best: Tensor,
+) -> None:
+    """Branch-and-bound (when budgeted) on each segment still open; what it leaves open is
+    ``unknown`` with its best bound."""
+    for i in range(segments.batch):
+        if out[i] is not None:
+            continue
+        if bab is not None:
+            seg_i = segments.select(torch.tensor([i]))
+            res = branch_and_bound(graph, module, seg_i, spec[i : i + 1], bab, generator=gen)
+            lbi = max(float(best[i]), res.lower_bound)
+            if res.verdict == "verified":
+                out[i] = PropertyResult("verified", lbi, "branch-and-bound")
+                continue
+            if res.verdict == "falsified" and res.counterexample is not None:
+                out[i] = PropertyResult(
+                    "falsified", lbi, "branch-and-bound",
+                    (res.counterexample[0].numpy().copy(),), res.margin,
+                )  # fmt: skip
+                continue
+            best[i] = lbi
+        out[i] = PropertyResult("unknown", float(best[i]), "")

@@ -21,10 +21,12 @@ from edgeproof.errors import param
 from edgeproof.methods.backdoor import (
     DATA_FREE_DETECTORS,
     BackdoorScan,
+    DetectorVerdict,
     FreeEagleConfig,
     NeuralCleanseConfig,
     ReversedTrigger,
     STRIPConfig,
+    StripSummary,
     scan_model,
 )
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
@@ -127,62 +129,13 @@ class BackdoorCheck(Check):
             )
         )
         for v in scan.verdicts:
-            det = v.result.detector
-            res.metrics.append(
-                Metric(
-                    _METRIC[det],
-                    float(v.result.score),
-                    "",
-                    description=f"{det} model score; threshold {v.threshold_source}",
-                    higher_is_better=False,
-                    settings=dict(v.result.settings),
-                )
-            )
+            res.metrics.append(_detector_metric(v))
             if v.flagged:
-                t = v.result.suspected_target
-                res.findings.append(
-                    Finding(
-                        "critical" if det in ("freeeagle", "neural-cleanse") else "warning",
-                        f"{det} suspects a backdoor targeting class {classes[t]!r} (score "
-                        f"{v.result.score:.3g} > threshold {v.threshold_source}). Do not deploy "
-                        "before checking where this model came from; with clean data, run Neural "
-                        f"Cleanse ({param('backdoor.trigger_inversion')}=true) and inspect the "
-                        "reconstructed trigger.",
-                        {
-                            "detector": det,
-                            "suspected_target": t,
-                            "suspected_target_name": classes[t],
-                            "score": v.result.score,
-                            "threshold": v.threshold,
-                            "per_class": v.result.per_class,
-                        },
-                    )
-                )
+                res.findings.append(_detector_finding(v, classes))
         if scan.strip is not None:
-            s = scan.strip
-            res.metrics.append(
-                Metric(
-                    "strip_flagged_fraction",
-                    s.flagged_fraction,
-                    "",
-                    description=(
-                        f"fraction of {s.n_tested} given inputs STRIP flags as trojaned at a "
-                        f"threshold set for FPR {s.threshold.fpr:g} on the other half"
-                    ),
-                    higher_is_better=False,
-                )
-            )
-            if s.flagged_fraction > max(3 * s.threshold.fpr, 0.05):
-                res.findings.append(
-                    Finding(
-                        "warning",
-                        f"STRIP flags {s.flagged_fraction:.0%} of the given inputs as trojaned "
-                        f"(expected about {s.threshold.fpr:.0%} on clean data): the data may "
-                        "contain triggered inputs, or the model is unusually confident under "
-                        "superimposition",
-                        {"flagged_fraction": s.flagged_fraction, "threshold": s.threshold.value},
-                    )
-                )
+            res.metrics.append(_strip_metric(scan.strip))
+            if scan.strip.flagged_fraction > max(3 * scan.strip.threshold.fpr, 0.05):
+                res.findings.append(_strip_finding(scan.strip))
         if not flagged:
             res.findings.append(
                 Finding(
@@ -207,6 +160,68 @@ class BackdoorCheck(Check):
             else f"no detector flagged ({len(scan.verdicts)} ran)"
         )
         return res
+
+
+def _detector_metric(v: DetectorVerdict) -> Metric:
+    """One detector's model score, with the source of its threshold."""
+    det = v.result.detector
+    return Metric(
+        _METRIC[det],
+        float(v.result.score),
+        "",
+        description=f"{det} model score; threshold {v.threshold_source}",
+        higher_is_better=False,
+        settings=dict(v.result.settings),
+    )
+
+
+def _detector_finding(v: DetectorVerdict, classes: list[str]) -> Finding:
+    """A flagging detector's suspicion, naming the suspected target class (critical for the
+    detectors with the best measured precision)."""
+    det = v.result.detector
+    t = v.result.suspected_target
+    return Finding(
+        "critical" if det in ("freeeagle", "neural-cleanse") else "warning",
+        f"{det} suspects a backdoor targeting class {classes[t]!r} (score "
+        f"{v.result.score:.3g} > threshold {v.threshold_source}). Do not deploy "
+        "before checking where this model came from; with clean data, run Neural "
+        f"Cleanse ({param('backdoor.trigger_inversion')}=true) and inspect the "
+        "reconstructed trigger.",
+        {
+            "detector": det,
+            "suspected_target": t,
+            "suspected_target_name": classes[t],
+            "score": v.result.score,
+            "threshold": v.threshold,
+            "per_class": v.result.per_class,
+        },
+    )
+
+
+def _strip_metric(s: StripSummary) -> Metric:
+    """The fraction of the given inputs STRIP flags as trojaned."""
+    return Metric(
+        "strip_flagged_fraction",
+        s.flagged_fraction,
+        "",
+        description=(
+            f"fraction of {s.n_tested} given inputs STRIP flags as trojaned at a "
+            f"threshold set for FPR {s.threshold.fpr:g} on the other half"
+        ),
+        higher_is_better=False,
+    )
+
+
+def _strip_finding(s: StripSummary) -> Finding:
+    """STRIP flags far more of the given inputs than its false-positive rate explains."""
+    return Finding(
+        "warning",
+        f"STRIP flags {s.flagged_fraction:.0%} of the given inputs as trojaned "
+        f"(expected about {s.threshold.fpr:.0%} on clean data): the data may "
+        "contain triggered inputs, or the model is unusually confident under "
+        "superimposition",
+        {"flagged_fraction": s.flagged_fraction, "threshold": s.threshold.value},
+    )
 
 
 def _class_names(ctx: AuditContext, k: int) -> list[str]:

@@ -43,7 +43,7 @@ from scipy.special import log_softmax
 from edgeproof.checks.base import AuditContext, Check
 from edgeproof.errors import OptionError
 from edgeproof.methods.stats import bootstrap_interval
-from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
+from edgeproof.results import CheckResult, Figure, Finding, Interval, Metric, Table
 
 __all__ = [
     "BinStats",
@@ -217,54 +217,19 @@ class CalibrationCheck(Check):
         logits = ctx.clean_logits().astype(np.float64)
         y = data.y
         n = int(y.shape[0])
-        if logits.shape[1] <= int(y.max()):
-            raise OptionError(
-                "data",
-                f"labels go up to {int(y.max())} but the model has {logits.shape[1]} outputs",
-                "use data whose labels match the model's classes",
-            )
+        _check_labels(logits, y)
         m = self.n_bins
-        logp = log_softmax(logits, axis=1)
-        probs = np.exp(logp)
-        pred = probs.argmax(axis=1)
-        conf = probs[np.arange(n), pred]
-        correct = (pred == y).astype(np.float64)
-        nll_i = -logp[np.arange(n), y]
-        brier_i = _brier_per_record(probs, y)
-        bins = equal_width_bin(conf, m)
-        resid = correct - conf
-
-        ece = expected_calibration_error(conf, correct, m)
-        stats = bin_stats(conf, correct, m)
+        rec = _Records.of(logits, y, m)
+        ece = expected_calibration_error(rec.conf, rec.correct, m)
+        stats = bin_stats(rec.conf, rec.correct, m)
         mce = float(np.nanmax(stats.gap))
-        aece = adaptive_ece(conf, correct, m)
+        aece = adaptive_ece(rec.conf, rec.correct, m)
         boot = {
             "resamples": self.resamples,
             "seed": ctx.seed,
             "level": self.level,
         }
-        seed = ctx.seed * 7919 + 17
-        ece_ci = bootstrap_interval(
-            lambda idx: _ece_resampled(bins, resid, idx, m),
-            n,
-            resamples=self.resamples,
-            level=self.level,
-            seed=seed,
-        )
-        nll_ci = bootstrap_interval(
-            lambda idx: nll_i[idx].mean(axis=1),
-            n,
-            resamples=self.resamples,
-            level=self.level,
-            seed=seed,
-        )
-        brier_ci = bootstrap_interval(
-            lambda idx: brier_i[idx].mean(axis=1),
-            n,
-            resamples=self.resamples,
-            level=self.level,
-            seed=seed,
-        )
+        ece_ci, nll_ci, brier_ci = self._intervals(rec, ctx.seed)
 
         temperature = fit_temperature(logits, y)
         ece_ts, nll_ts, fold_t = self._cross_fitted(logits, y, ctx.seed)
@@ -274,122 +239,52 @@ class CalibrationCheck(Check):
             f"{m} equal-width bins, right-closed (lo, hi], edges numpy.linspace(0, 1, {m + 1}); "
             "confidence 0 in the first bin, 1.0 in the last"
         )
-        mean_conf = float(conf.mean())
-        acc = float(correct.mean())
+        mean_conf = float(rec.conf.mean())
+        acc = float(rec.correct.mean())
         res = self.new_result()
-        res.metrics += [
-            Metric(
-                "ece",
-                ece,
-                unit="fraction",
-                ci=ece_ci,
-                description=f"expected calibration error of the top-label confidence; {bin_desc}; "
-                "percentile bootstrap interval (binned ECE is biased upwards in small samples, "
-                "so a near-calibrated model's interval can sit above its point value)",
-                higher_is_better=False,
-                settings={"n_bins": m, "binning": "equal-width, right-closed", **boot},
-            ),
-            Metric(
-                "adaptive_ece",
-                aece,
-                unit="fraction",
-                description=f"ECE over {m} equal-mass bins (records sorted by confidence, "
-                "split into groups differing in size by at most one)",
-                higher_is_better=False,
-                settings={"n_bins": m, "binning": "equal-mass"},
-            ),
-            Metric(
-                "mce",
-                mce,
-                unit="fraction",
-                description=f"largest |accuracy − confidence| over non-empty bins; {bin_desc}",
-                higher_is_better=False,
-                settings={"n_bins": m},
-            ),
-            Metric(
-                "nll",
-                float(nll_i.mean()),
-                unit="nats",
-                ci=nll_ci,
-                description="mean negative log-likelihood of the true class",
-                higher_is_better=False,
-                settings=boot,
-            ),
-            Metric(
-                "brier",
-                float(brier_i.mean()),
-                unit="",
-                ci=brier_ci,
-                description="multi-class Brier score: mean over records of the sum over classes "
-                "of (p − one-hot)², range [0, 2]",
-                higher_is_better=False,
-                settings=boot,
-            ),
-            Metric(
-                "mean_confidence_gap",
-                mean_conf - acc,
-                unit="fraction",
-                description="mean top-label confidence minus accuracy (> 0: over-confident)",
-                higher_is_better=None,
-            ),
-            Metric(
-                "temperature",
-                temperature,
-                unit="",
-                description="temperature T minimising NLL of softmax(z/T) on all records "
-                "(T > 1: the model is over-confident)",
-                higher_is_better=None,
-                settings={
-                    "bounds": list(T_BOUNDS),
-                    "optimiser": "scipy bounded Brent on log T",
-                    "determined": not separable,
-                },
-            ),
-            Metric(
-                "ece_after_temperature",
-                ece_ts,
-                unit="fraction",
-                description=f"ECE after temperature scaling, 2-fold cross-fitted; {bin_desc}",
-                higher_is_better=False,
-                settings={"folds": 2, "fold_temperatures": fold_t, "seed": ctx.seed},
-            ),
-            Metric(
-                "nll_after_temperature",
-                nll_ts,
-                unit="nats",
-                description="NLL after temperature scaling, 2-fold cross-fitted",
-                higher_is_better=False,
-                settings={"folds": 2, "fold_temperatures": fold_t, "seed": ctx.seed},
-            ),
-        ]
-        res.tables.append(
-            Table(
-                "reliability",
-                "Reliability bins",
-                ["bin low", "bin high", "records", "accuracy", "mean confidence", "gap"],
-                [
-                    [
-                        round(float(stats.lower[b]), 6),
-                        round(float(stats.upper[b]), 6),
-                        int(stats.count[b]),
-                        None if stats.count[b] == 0 else float(stats.accuracy[b]),
-                        None if stats.count[b] == 0 else float(stats.confidence[b]),
-                        None if stats.count[b] == 0 else float(stats.gap[b]),
-                    ]
-                    for b in range(m)
-                ],
-                description=bin_desc,
-            )
+        res.metrics += _binned_metrics(ece, ece_ci, aece, mce, m, bin_desc, boot)
+        res.metrics += _score_metrics(rec, nll_ci, brier_ci, mean_conf - acc, boot)
+        res.metrics += _temperature_metrics(
+            temperature, separable, ece_ts, nll_ts, fold_t, ctx.seed, bin_desc
         )
+        res.tables.append(_reliability_table(stats, m, bin_desc))
         res.figures.append(self._diagram(stats, ece))
         res.findings += self._findings(
             ece, ece_ci.low, mean_conf, acc, temperature, ece_ts, n, separable
         )
         res.summary = (
-            f"ECE {ece:.3f} [{ece_ci.low:.3f}, {ece_ci.high:.3f}], NLL {nll_i.mean():.3f}; "
+            f"ECE {ece:.3f} [{ece_ci.low:.3f}, {ece_ci.high:.3f}], NLL {rec.nll.mean():.3f}; "
             f"temperature {temperature:.2f} brings ECE to {ece_ts:.3f} (cross-fitted)"
         )
         return res
+
+    def _intervals(self, rec: _Records, seed: int) -> tuple[Interval, Interval, Interval]:
+        """Percentile-bootstrap intervals of the ECE, the NLL and the Brier score (one seed, so
+        the three statistics share their resamples)."""
+        m, n = self.n_bins, int(rec.conf.shape[0])
+        boot_seed = seed * 7919 + 17
+        ece_ci = bootstrap_interval(
+            lambda idx: _ece_resampled(rec.bins, rec.resid, idx, m),
+            n,
+            resamples=self.resamples,
+            level=self.level,
+            seed=boot_seed,
+        )
+        nll_ci = bootstrap_interval(
+            lambda idx: rec.nll[idx].mean(axis=1),
+            n,
+            resamples=self.resamples,
+            level=self.level,
+            seed=boot_seed,
+        )
+        brier_ci = bootstrap_interval(
+            lambda idx: rec.brier[idx].mean(axis=1),
+            n,
+            resamples=self.resamples,
+            level=self.level,
+            seed=boot_seed,
+        )
+        return ece_ci, nll_ci, brier_ci
 
     def _cross_fitted(
         self, logits: np.ndarray, y: np.ndarray, seed: int
@@ -553,3 +448,191 @@ class CalibrationCheck(Check):
             "and light blue where accuracy exceeds confidence (under-confident); below, the "
             "records per bin (same bins, log scale)",
         )
+
+
+def _check_labels(logits: np.ndarray, y: np.ndarray) -> None:
+    """Every label is one of the model's outputs."""
+    if logits.shape[1] <= int(y.max()):
+        raise OptionError(
+            "data",
+            f"labels go up to {int(y.max())} but the model has {logits.shape[1]} outputs",
+            "use data whose labels match the model's classes",
+        )
+
+
+@dataclass(frozen=True)
+class _Records:
+    """Per-record quantities of the calibration measures.
+
+    Attributes:
+        conf: top-label confidence.
+        correct: 1.0 where the top label is the true one.
+        nll: negative log-likelihood of the true class (nats).
+        brier: Brier score of the record.
+        bins: equal-width bin of ``conf``.
+        resid: ``correct − conf``.
+    """
+
+    conf: np.ndarray
+    correct: np.ndarray
+    nll: np.ndarray
+    brier: np.ndarray
+    bins: np.ndarray
+    resid: np.ndarray
+
+    @classmethod
+    def of(cls, logits: np.ndarray, y: np.ndarray, n_bins: int) -> _Records:
+        n = int(y.shape[0])
+        logp = log_softmax(logits, axis=1)
+        probs = np.exp(logp)
+        pred = probs.argmax(axis=1)
+        conf = probs[np.arange(n), pred]
+        correct = (pred == y).astype(np.float64)
+        nll_i = -logp[np.arange(n), y]
+        brier_i = _brier_per_record(probs, y)
+        bins = equal_width_bin(conf, n_bins)
+        return cls(conf, correct, nll_i, brier_i, bins, correct - conf)
+
+
+def _binned_metrics(
+    ece: float,
+    ece_ci: Interval,
+    aece: float,
+    mce: float,
+    m: int,
+    bin_desc: str,
+    boot: dict[str, Any],
+) -> list[Metric]:
+    """ECE (with its interval), adaptive ECE and MCE."""
+    return [
+        Metric(
+            "ece",
+            ece,
+            unit="fraction",
+            ci=ece_ci,
+            description=f"expected calibration error of the top-label confidence; {bin_desc}; "
+            "percentile bootstrap interval (binned ECE is biased upwards in small samples, "
+            "so a near-calibrated model's interval can sit above its point value)",
+            higher_is_better=False,
+            settings={"n_bins": m, "binning": "equal-width, right-closed", **boot},
+        ),
+        Metric(
+            "adaptive_ece",
+            aece,
+            unit="fraction",
+            description=f"ECE over {m} equal-mass bins (records sorted by confidence, "
+            "split into groups differing in size by at most one)",
+            higher_is_better=False,
+            settings={"n_bins": m, "binning": "equal-mass"},
+        ),
+        Metric(
+            "mce",
+            mce,
+            unit="fraction",
+            description=f"largest |accuracy − confidence| over non-empty bins; {bin_desc}",
+            higher_is_better=False,
+            settings={"n_bins": m},
+        ),
+    ]
+
+
+def _score_metrics(
+    rec: _Records,
+    nll_ci: Interval,
+    brier_ci: Interval,
+    confidence_gap: float,
+    boot: dict[str, Any],
+) -> list[Metric]:
+    """NLL and Brier score (with their intervals) and the mean confidence gap."""
+    return [
+        Metric(
+            "nll",
+            float(rec.nll.mean()),
+            unit="nats",
+            ci=nll_ci,
+            description="mean negative log-likelihood of the true class",
+            higher_is_better=False,
+            settings=boot,
+        ),
+        Metric(
+            "brier",
+            float(rec.brier.mean()),
+            unit="",
+            ci=brier_ci,
+            description="multi-class Brier score: mean over records of the sum over classes "
+            "of (p − one-hot)², range [0, 2]",
+            higher_is_better=False,
+            settings=boot,
+        ),
+        Metric(
+            "mean_confidence_gap",
+            confidence_gap,
+            unit="fraction",
+            description="mean top-label confidence minus accuracy (> 0: over-confident)",
+            higher_is_better=None,
+        ),
+    ]
+
+
+def _temperature_metrics(
+    temperature: float,
+    separable: bool,
+    ece_ts: float,
+    nll_ts: float,
+    fold_t: list[float],
+    seed: int,
+    bin_desc: str,
+) -> list[Metric]:
+    """The fitted temperature and the cross-fitted ECE and NLL after scaling by it."""
+    return [
+        Metric(
+            "temperature",
+            temperature,
+            unit="",
+            description="temperature T minimising NLL of softmax(z/T) on all records "
+            "(T > 1: the model is over-confident)",
+            higher_is_better=None,
+            settings={
+                "bounds": list(T_BOUNDS),
+                "optimiser": "scipy bounded Brent on log T",
+                "determined": not separable,
+            },
+        ),
+        Metric(
+            "ece_after_temperature",
+            ece_ts,
+            unit="fraction",
+            description=f"ECE after temperature scaling, 2-fold cross-fitted; {bin_desc}",
+            higher_is_better=False,
+            settings={"folds": 2, "fold_temperatures": fold_t, "seed": seed},
+        ),
+        Metric(
+            "nll_after_temperature",
+            nll_ts,
+            unit="nats",
+            description="NLL after temperature scaling, 2-fold cross-fitted",
+            higher_is_better=False,
+            settings={"folds": 2, "fold_temperatures": fold_t, "seed": seed},
+        ),
+    ]
+
+
+def _reliability_table(stats: BinStats, m: int, bin_desc: str) -> Table:
+    """One row per equal-width bin: its edges, records, accuracy, confidence and gap."""
+    return Table(
+        "reliability",
+        "Reliability bins",
+        ["bin low", "bin high", "records", "accuracy", "mean confidence", "gap"],
+        [
+            [
+                round(float(stats.lower[b]), 6),
+                round(float(stats.upper[b]), 6),
+                int(stats.count[b]),
+                None if stats.count[b] == 0 else float(stats.accuracy[b]),
+                None if stats.count[b] == 0 else float(stats.confidence[b]),
+                None if stats.count[b] == 0 else float(stats.gap[b]),
+            ]
+            for b in range(m)
+        ],
+        description=bin_desc,
+    )

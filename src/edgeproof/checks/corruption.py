@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgeproof.checks.base import AuditContext, Check
+from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError
 from edgeproof.methods.attacks.base import check_domain, check_logits
 from edgeproof.methods.corruptions import (
@@ -41,6 +42,27 @@ def _mean_of(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         return out
 
     return stat
+
+
+def _not_applicable(kind: str, shape: tuple[int, ...], skipped: list[str]) -> Finding:
+    """The info finding naming the corruptions that do not fit the inputs."""
+    return Finding(
+        "info",
+        f"not applicable to {kind} inputs of shape {list(shape)}: "
+        f"{', '.join(skipped)}"
+        + (" (channel dropout needs at least 2 channels)" if "channel_dropout" in skipped else ""),
+        {"skipped": skipped},
+    )
+
+
+def _accuracy_table(rows: list[list[Any]]) -> Table:
+    """The accuracy of every corruption at every severity run, with its Wilson interval."""
+    return Table(
+        "corruption_accuracy",
+        "Accuracy vs corruption severity",
+        ["corruption", "severity", "level", "parameter", "accuracy", "ci low", "ci high", "n"],
+        rows,
+    )
 
 
 class CorruptionCheck(Check):
@@ -122,19 +144,7 @@ class CorruptionCheck(Check):
             )
         )
         if skipped:
-            res.findings.append(
-                Finding(
-                    "info",
-                    f"not applicable to {spec.kind} inputs of shape {list(spec.shape)}: "
-                    f"{', '.join(skipped)}"
-                    + (
-                        " (channel dropout needs at least 2 channels)"
-                        if "channel_dropout" in skipped
-                        else ""
-                    ),
-                    {"skipped": skipped},
-                )
-            )
+            res.findings.append(_not_applicable(spec.kind, spec.shape, skipped))
         if not chosen:
             res.summary = f"no corruption applies to {spec.kind} inputs"
             return res
@@ -144,69 +154,13 @@ class CorruptionCheck(Check):
         all_correct: list[np.ndarray] = []
         ctx.progress.start(len(chosen) * len(self.severities), "corruptions")
         for c in chosen:
-            correct = np.zeros((n, len(self.severities)), dtype=bool)
-            for j, s in enumerate(self.severities):
-                rng = np.random.default_rng([ctx.seed, zlib.crc32(c.name.encode()), s])
-                xc = c.apply(data.x, s, rng, cctx)
-                logits = ctx.model.predict_logits(xc, ctx.batch_size)
-                correct[:, j] = logits.argmax(axis=1) == data.y
-                kc = int(correct[:, j].sum())
-                iv = wilson_interval(kc, n, self.level)
-                rows.append(
-                    [
-                        c.name,
-                        s,
-                        float(c.level(s)),
-                        c.parameter,
-                        round(kc / n, 6),
-                        round(iv.low, 6),
-                        round(iv.high, 6),
-                        n,
-                    ]
-                )
-                ctx.progress.advance()
-            acc = correct.mean(axis=0)
-            lows_highs = [
-                wilson_interval(int(correct[:, j].sum()), n, self.level)
-                for j in range(len(self.severities))
-            ]
-            curves[c.name] = (
-                acc,
-                np.array([iv.low for iv in lows_highs]),
-                np.array([iv.high for iv in lows_highs]),
-            )
+            correct = self._correct_under(ctx, data, c, cctx, rows)
+            curves[c.name] = self._curve(correct)
             all_correct.append(correct)
-            ci = bootstrap_interval(
-                _mean_of(correct.mean(axis=1)), n, level=self.level, seed=ctx.seed, resamples=500
-            )
-            res.metrics.append(
-                Metric(
-                    f"accuracy@{c.name}",
-                    float(acc.mean()),
-                    unit="fraction",
-                    ci=ci,
-                    description=f"mean accuracy over severities {list(self.severities)} "
-                    f"of {c.name}",
-                    higher_is_better=True,
-                    settings={
-                        "severities": list(self.severities),
-                        "levels": [c.level(s) for s in self.severities],
-                        "parameter": c.parameter,
-                    },
-                )
-            )
-            first = float(acc[0])
-            if clean / n - first > self.max_drop:
-                res.findings.append(
-                    Finding(
-                        "warning",
-                        f"{c.name} at severity {self.severities[0]} ({c.parameter} "
-                        f"{c.level(self.severities[0]):g}) already costs "
-                        f"{(clean / n - first):.1%} accuracy ({clean / n:.1%} → {first:.1%}); "
-                        "train with this corruption as augmentation or check the sensor pipeline",
-                        {"corruption": c.name, "clean": clean / n, "accuracy": acc.tolist()},
-                    )
-                )
+            res.metrics.append(self._corruption_metric(c, correct, ctx.seed))
+            finding = self._drop_finding(c, curves[c.name][0], clean / n)
+            if finding is not None:
+                res.findings.append(finding)
         stacked = np.concatenate(all_correct, axis=1).mean(axis=1)
         mean_ci = bootstrap_interval(
             _mean_of(stacked), n, level=self.level, seed=ctx.seed, resamples=500
@@ -222,23 +176,7 @@ class CorruptionCheck(Check):
                 higher_is_better=True,
             )
         )
-        res.tables.append(
-            Table(
-                "corruption_accuracy",
-                "Accuracy vs corruption severity",
-                [
-                    "corruption",
-                    "severity",
-                    "level",
-                    "parameter",
-                    "accuracy",
-                    "ci low",
-                    "ci high",
-                    "n",
-                ],
-                rows,
-            )
-        )
+        res.tables.append(_accuracy_table(rows))
         res.figures.append(self._figure(curves, clean / n))
         worst = min(chosen, key=lambda c: float(curves[c.name][0].mean()))
         res.summary = (
@@ -246,6 +184,90 @@ class CorruptionCheck(Check):
             f"hardest: {worst.name} ({curves[worst.name][0].mean():.1%})"
         )
         return res
+
+    def _correct_under(
+        self,
+        ctx: AuditContext,
+        data: Dataset,
+        c: Corruption,
+        cctx: CorruptionContext,
+        rows: list[list[Any]],
+    ) -> np.ndarray:
+        """Which records the model gets right under ``c`` at each severity ``(N, S)``; appends
+        one table row per severity to ``rows``. Each severity's noise is seeded from the audit
+        seed, the corruption's name and the severity."""
+        n = len(data)
+        correct = np.zeros((n, len(self.severities)), dtype=bool)
+        for j, s in enumerate(self.severities):
+            rng = np.random.default_rng([ctx.seed, zlib.crc32(c.name.encode()), s])
+            xc = c.apply(data.x, s, rng, cctx)
+            logits = ctx.model.predict_logits(xc, ctx.batch_size)
+            correct[:, j] = logits.argmax(axis=1) == data.y
+            kc = int(correct[:, j].sum())
+            iv = wilson_interval(kc, n, self.level)
+            rows.append(
+                [
+                    c.name,
+                    s,
+                    float(c.level(s)),
+                    c.parameter,
+                    round(kc / n, 6),
+                    round(iv.low, 6),
+                    round(iv.high, 6),
+                    n,
+                ]
+            )
+            ctx.progress.advance()
+        return correct
+
+    def _curve(self, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Accuracy per severity with its Wilson interval's lows and highs."""
+        n = int(correct.shape[0])
+        acc = correct.mean(axis=0)
+        lows_highs = [
+            wilson_interval(int(correct[:, j].sum()), n, self.level)
+            for j in range(len(self.severities))
+        ]
+        return (
+            acc,
+            np.array([iv.low for iv in lows_highs]),
+            np.array([iv.high for iv in lows_highs]),
+        )
+
+    def _corruption_metric(self, c: Corruption, correct: np.ndarray, seed: int) -> Metric:
+        """Mean accuracy over the severities of ``c``, with a bootstrap interval over records."""
+        n = int(correct.shape[0])
+        acc = correct.mean(axis=0)
+        ci = bootstrap_interval(
+            _mean_of(correct.mean(axis=1)), n, level=self.level, seed=seed, resamples=500
+        )
+        return Metric(
+            f"accuracy@{c.name}",
+            float(acc.mean()),
+            unit="fraction",
+            ci=ci,
+            description=f"mean accuracy over severities {list(self.severities)} of {c.name}",
+            higher_is_better=True,
+            settings={
+                "severities": list(self.severities),
+                "levels": [c.level(s) for s in self.severities],
+                "parameter": c.parameter,
+            },
+        )
+
+    def _drop_finding(self, c: Corruption, acc: np.ndarray, clean: float) -> Finding | None:
+        """A warning when the mildest severity run already costs more than ``max_drop``."""
+        first = float(acc[0])
+        if not clean - first > self.max_drop:
+            return None
+        return Finding(
+            "warning",
+            f"{c.name} at severity {self.severities[0]} ({c.parameter} "
+            f"{c.level(self.severities[0]):g}) already costs "
+            f"{(clean - first):.1%} accuracy ({clean:.1%} → {first:.1%}); "
+            "train with this corruption as augmentation or check the sensor pipeline",
+            {"corruption": c.name, "clean": clean, "accuracy": acc.tolist()},
+        )
 
     def _figure(
         self, curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], clean: float

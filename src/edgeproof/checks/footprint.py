@@ -48,7 +48,7 @@ from edgeproof.checks.base import AuditContext, Check
 from edgeproof.errors import OptionError
 from edgeproof.results import CheckResult, Finding, Metric, Table
 from edgeproof.runtime.cpu import cpu_name
-from edgeproof.runtime.latency import measure_latency
+from edgeproof.runtime.latency import LatencyStats, measure_latency
 from edgeproof.runtime.macs import LayerCost, count_macs, flop_counter_macs, onnx_layer_costs
 from edgeproof.runtime.memory import path_bytes, peak_rss_mib
 from edgeproof.runtime.threads import torch_threads
@@ -338,32 +338,16 @@ class FootprintCheck(Check):
             rss_before = peak_rss_mib()
             for b in self.batch_sizes:
                 if fixed is not None and fixed != b:
-                    res.findings.append(
-                        Finding(
-                            "info",
-                            f"batch {b} not timed: the ONNX graph's input has a fixed batch "
-                            f"dimension of {fixed}; export with a dynamic batch axis to time it",
-                            {"batch": b, "fixed_batch": fixed},
-                        )
-                    )
+                    res.findings.append(_fixed_batch_note(b, fixed))
                     continue
                 x = gen.uniform(lo, hi, size=(b, *spec.shape)).astype(np.float32)
                 call = factory(x)
                 if b != 1:
                     # Graphs exported with a static batch size (torch.export, ONNX) reject
                     # other batches; probe once so that costs a note, not the check.
-                    try:
-                        call()
-                    except Exception as exc:
-                        res.findings.append(
-                            Finding(
-                                "info",
-                                f"batch {b} not timed: the model rejected a batch of {b} "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                                "export it with a dynamic batch dimension to time it",
-                                {"batch": b},
-                            )
-                        )
+                    rejected = _rejected_batch(call, b)
+                    if rejected is not None:
+                        res.findings.append(rejected)
                         continue
                 stats = measure_latency(
                     call,
@@ -373,64 +357,9 @@ class FootprintCheck(Check):
                     min_runs=self.min_runs,
                     max_runs=self.max_runs,
                 )
-                settings = {**common, "batch": b, "runs": stats.runs, "warmup": stats.warmup}
-                few = (
-                    " (fewer than 20 calls: p95 is close to the maximum)" if stats.runs < 20 else ""
-                )
-                res.metrics.append(
-                    Metric(
-                        f"latency_p50_b{b}_ms",
-                        stats.p50_ms,
-                        unit="ms",
-                        description=f"median wall time of one forward call at batch {b} over "
-                        f"{stats.runs} timed calls after {stats.warmup} warm-up calls",
-                        higher_is_better=False,
-                        settings=settings,
-                    )
-                )
-                res.metrics.append(
-                    Metric(
-                        f"latency_p95_b{b}_ms",
-                        stats.p95_ms,
-                        unit="ms",
-                        description=f"95th-percentile wall time of one forward call at batch {b} "
-                        f"over {stats.runs} timed calls{few}",
-                        higher_is_better=False,
-                        settings=settings,
-                    )
-                )
-                if b > 1:
-                    res.metrics.append(
-                        Metric(
-                            f"throughput_b{b}",
-                            b / (stats.p50_ms / 1e3),
-                            unit="samples/s",
-                            description=f"batch {b} divided by its median call time",
-                            higher_is_better=True,
-                            settings=settings,
-                        )
-                    )
+                res.metrics += _batch_metrics(b, stats, common)
             rss_after = peak_rss_mib()
-        res.metrics.append(
-            Metric(
-                "peak_rss_mib",
-                rss_after,
-                unit="MiB",
-                description="peak resident set size of the whole process so far "
-                "(getrusage ru_maxrss: includes Python, torch and everything loaded before)",
-                higher_is_better=False,
-            )
-        )
-        res.metrics.append(
-            Metric(
-                "peak_rss_increase_mib",
-                rss_after - rss_before,
-                unit="MiB",
-                description="rise of the process's peak RSS during the latency runs "
-                "(0 when an earlier peak was higher, so a lower bound on inference memory)",
-                higher_is_better=False,
-            )
-        )
+        res.metrics += _memory_metrics(rss_before, rss_after)
         res.settings["timing"] = common
 
     def run(self, ctx: AuditContext) -> CheckResult:
@@ -451,3 +380,88 @@ class FootprintCheck(Check):
                 parts.append(f"p50 latency {m.value:.2f} ms at batch 1")
         res.summary = "; ".join(parts)
         return res
+
+
+def _fixed_batch_note(b: int, fixed: int) -> Finding:
+    """Batch ``b`` is not timed: the ONNX graph's batch dimension is fixed to ``fixed``."""
+    return Finding(
+        "info",
+        f"batch {b} not timed: the ONNX graph's input has a fixed batch "
+        f"dimension of {fixed}; export with a dynamic batch axis to time it",
+        {"batch": b, "fixed_batch": fixed},
+    )
+
+
+def _rejected_batch(call: Callable[[], object], b: int) -> Finding | None:
+    """Call once; a note that batch ``b`` is not timed if the model rejects it, else ``None``."""
+    try:
+        call()
+    except Exception as exc:
+        return Finding(
+            "info",
+            f"batch {b} not timed: the model rejected a batch of {b} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            "export it with a dynamic batch dimension to time it",
+            {"batch": b},
+        )
+    return None
+
+
+def _batch_metrics(b: int, stats: LatencyStats, common: dict[str, Any]) -> list[Metric]:
+    """Median and p95 latency at batch ``b`` and, above batch 1, its throughput."""
+    settings = {**common, "batch": b, "runs": stats.runs, "warmup": stats.warmup}
+    few = " (fewer than 20 calls: p95 is close to the maximum)" if stats.runs < 20 else ""
+    out = [
+        Metric(
+            f"latency_p50_b{b}_ms",
+            stats.p50_ms,
+            unit="ms",
+            description=f"median wall time of one forward call at batch {b} over "
+            f"{stats.runs} timed calls after {stats.warmup} warm-up calls",
+            higher_is_better=False,
+            settings=settings,
+        ),
+        Metric(
+            f"latency_p95_b{b}_ms",
+            stats.p95_ms,
+            unit="ms",
+            description=f"95th-percentile wall time of one forward call at batch {b} "
+            f"over {stats.runs} timed calls{few}",
+            higher_is_better=False,
+            settings=settings,
+        ),
+    ]
+    if b > 1:
+        out.append(
+            Metric(
+                f"throughput_b{b}",
+                b / (stats.p50_ms / 1e3),
+                unit="samples/s",
+                description=f"batch {b} divided by its median call time",
+                higher_is_better=True,
+                settings=settings,
+            )
+        )
+    return out
+
+
+def _memory_metrics(rss_before: float, rss_after: float) -> list[Metric]:
+    """The process's peak RSS and its rise during the latency runs."""
+    return [
+        Metric(
+            "peak_rss_mib",
+            rss_after,
+            unit="MiB",
+            description="peak resident set size of the whole process so far "
+            "(getrusage ru_maxrss: includes Python, torch and everything loaded before)",
+            higher_is_better=False,
+        ),
+        Metric(
+            "peak_rss_increase_mib",
+            rss_after - rss_before,
+            unit="MiB",
+            description="rise of the process's peak RSS during the latency runs "
+            "(0 when an earlier peak was higher, so a lower bound on inference memory)",
+            higher_is_better=False,
+        ),
+    ]

@@ -24,7 +24,8 @@ import numpy as np
 
 from edgeproof.checks.base import AuditContext, Check
 from edgeproof.methods.stats import wilson_bounds, wilson_interval
-from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
+from edgeproof.results import CheckResult, Figure, Finding, Interval, Metric, Table
+from edgeproof.spec import DomainViolation, InputSpec
 
 __all__ = ["ClassScores", "PerformanceCheck", "class_scores", "confusion_matrix"]
 
@@ -81,6 +82,21 @@ def _fmt(v: float) -> float | None:
     return None if not np.isfinite(v) else round(float(v), 6)
 
 
+def _outside_domain(violation: DomainViolation, data_name: str, spec: InputSpec) -> Finding:
+    """The warning that the data leaves the input domain the numbers assume."""
+    return Finding(
+        "warning",
+        violation.message(data_name)
+        + "; these numbers describe the model on inputs it was not built for",
+        {
+            "fraction_outside": violation.fraction,
+            "data_range": [violation.data_min, violation.data_max],
+            "domain": list(spec.domain),
+            "domain_source": spec.domain_source,
+        },
+    )
+
+
 class PerformanceCheck(Check):
     """Accuracy with Wilson intervals, per-class recall/precision, confusion matrix, macro-F1.
 
@@ -119,50 +135,9 @@ class PerformanceCheck(Check):
         pct = f"{round(self.level * 100)}%"
         res = self.new_result()
 
-        res.metrics.append(
-            Metric(
-                "accuracy",
-                acc,
-                unit="fraction",
-                ci=acc_ci,
-                description=f"top-1 accuracy on {n} records; {pct} Wilson score interval",
-                higher_is_better=True,
-                settings={"records": n, "level": self.level},
-            )
-        )
-        res.metrics.append(
-            Metric(
-                "macro_f1",
-                sc.macro_f1,
-                unit="fraction",
-                description="unweighted mean of per-class F1 over classes present in labels or "
-                "predictions (scikit-learn f1_score average='macro')",
-                higher_is_better=True,
-            )
-        )
-        res.metrics.append(
-            Metric(
-                "balanced_accuracy",
-                sc.balanced_accuracy,
-                unit="fraction",
-                description="mean per-class recall over classes present in the labels",
-                higher_is_better=True,
-            )
-        )
         present = np.flatnonzero(sc.present)
         worst = int(present[np.argmin(sc.recall[present])])
-        res.metrics.append(
-            Metric(
-                "min_class_recall",
-                float(sc.recall[worst]),
-                unit="fraction",
-                ci=wilson_interval(int(sc.tp[worst]), int(sc.support[worst]), self.level),
-                description=f"lowest per-class recall (class {names[worst]!r}, "
-                f"{sc.support[worst]} records); {pct} Wilson interval",
-                higher_is_better=True,
-                settings={"class": names[worst], "support": int(sc.support[worst])},
-            )
-        )
+        res.metrics += self._metrics(sc, names, worst, acc, acc_ci, n, pct)
 
         res.tables.append(self._class_table(sc, names, pct))
         res.tables.append(
@@ -177,19 +152,7 @@ class PerformanceCheck(Check):
         res.figures.append(self._heatmap(sc.cm, names))
         violation = ctx.threat.input.domain_violation(data.x)
         if violation is not None:
-            res.findings.append(
-                Finding(
-                    "warning",
-                    violation.message(data.name)
-                    + "; these numbers describe the model on inputs it was not built for",
-                    {
-                        "fraction_outside": violation.fraction,
-                        "data_range": [violation.data_min, violation.data_max],
-                        "domain": list(ctx.threat.input.domain),
-                        "domain_source": ctx.threat.input.domain_source,
-                    },
-                )
-            )
+            res.findings.append(_outside_domain(violation, data.name, ctx.threat.input))
         res.findings.extend(self._findings(sc, names, acc, acc_ci.low, acc_ci.high, pct))
 
         res.summary = (
@@ -198,6 +161,55 @@ class PerformanceCheck(Check):
             f"(class {names[worst]})"
         )
         return res
+
+    def _metrics(
+        self,
+        sc: ClassScores,
+        names: list[str],
+        worst: int,
+        acc: float,
+        acc_ci: Interval,
+        n: int,
+        pct: str,
+    ) -> list[Metric]:
+        """Accuracy, macro-F1, balanced accuracy and the lowest per-class recall (of class
+        ``worst``)."""
+        return [
+            Metric(
+                "accuracy",
+                acc,
+                unit="fraction",
+                ci=acc_ci,
+                description=f"top-1 accuracy on {n} records; {pct} Wilson score interval",
+                higher_is_better=True,
+                settings={"records": n, "level": self.level},
+            ),
+            Metric(
+                "macro_f1",
+                sc.macro_f1,
+                unit="fraction",
+                description="unweighted mean of per-class F1 over classes present in labels or "
+                "predictions (scikit-learn f1_score average='macro')",
+                higher_is_better=True,
+            ),
+            Metric(
+                "balanced_accuracy",
+                sc.balanced_accuracy,
+                unit="fraction",
+                description="mean per-class recall over classes present in the labels",
+                higher_is_better=True,
+            ),
+            Metric(
+                "min_class_recall",
+                float(sc.recall[worst]),
+                unit="fraction",
+                ci=wilson_interval(int(sc.tp[worst]), int(sc.support[worst]), self.level),
+                description=f"lowest per-class recall (class {names[worst]!r}, "
+                f"{sc.support[worst]} records); {pct} Wilson interval",
+                higher_is_better=True,
+                settings={"class": names[worst], "support": int(sc.support[worst])},
+            ),
+        ]
 
     def _class_table(self, sc: ClassScores, names: list[str], pct: str) -> Table:
         rows = [

@@ -48,6 +48,97 @@ def inventory_of(ctx: AuditContext) -> LayerInventory:
     return inv
 
 
+def _settings_of(cfg: SpectralConfig) -> dict[str, Any]:
+    """The analysis settings written into the result (every normalisation in force)."""
+    return {
+        "mode": cfg.mode,
+        "min_evals": cfg.min_evals,
+        "max_evals": cfg.max_evals,
+        "max_n": cfg.max_n,
+        "eigenvalue_threshold": 1e-5,
+        "conv2d_eigenvalue_scale": cfg.conv2d_scale,
+        "over_trained_alpha": cfg.over_trained_alpha,
+        "under_trained_alpha": cfg.under_trained_alpha,
+        "poor_fit_rule": f"D > {cfg.poor_fit_ks} / sqrt(n_tail)",
+        "mp_spike_rule": f"λ/N > λ+ + {cfg.spike_tw_sigmas}·s_TW",
+        "normalisations": cfg.normalisations(),
+    }
+
+
+def _spectral_metrics(
+    analysis: SpectralAnalysis, alphas: np.ndarray, count: dict[str, int]
+) -> list[Metric]:
+    """Layer counts, mean α (plain and weighted), mean log-norm and the flag counts."""
+    cfg = analysis.config
+    fitted = analysis.fitted()
+    norm_text = "; ".join(cfg.normalisations())
+    return [
+        Metric("layers_analysed", float(len(analysis.layers)), "layers"),
+        Metric("layers_fitted", float(len(fitted)), "layers"),
+        Metric(
+            "mean_alpha",
+            float(alphas.mean()) if alphas.size else math.nan,
+            "",
+            description="mean power-law exponent α over fitted layers (2–6: well trained). "
+            + norm_text,
+            settings={"mode": cfg.mode},
+        ),
+        Metric(
+            "mean_alpha_weighted",
+            float(np.mean([s.alpha_weighted for s in fitted])) if fitted else math.nan,
+            description="mean α·log10 λmax (lower is better within an architecture)",
+            higher_is_better=False,
+        ),
+        Metric(
+            "mean_log_norm",
+            float(np.mean([s.log_norm for s in analysis.layers])) if analysis.layers else math.nan,
+            description="mean log10 Σλ (Frobenius norm squared)",
+        ),
+        Metric(
+            "over_trained_layers",
+            float(count["over-trained"]),
+            "layers",
+            description=f"layers with α < {cfg.over_trained_alpha}",
+            higher_is_better=False,
+        ),
+        Metric(
+            "under_trained_layers",
+            float(count["under-trained"]),
+            "layers",
+            description=f"layers with α > {cfg.under_trained_alpha}",
+            higher_is_better=False,
+        ),
+        Metric("poor_fit_layers", float(count["poor fit"]), "layers", higher_is_better=False),
+        Metric("too_few_eigenvalue_layers", float(count["too few eigenvalues"]), "layers"),
+        Metric("skipped_tensors", float(len(analysis.skipped)), "tensors"),
+    ]
+
+
+def _flag_findings(analysis: SpectralAnalysis) -> list[Finding]:
+    """One finding per flag raised on some layer, naming (up to eight of) them."""
+    cfg = analysis.config
+    out: list[Finding] = []
+    for flag, sev, text in (
+        ("over-trained", "warning", "α < {t}: over-trained / over-fit (heavy tail)"),
+        ("under-trained", "info", "α > {t}: under-trained (close to random)"),
+        ("poor fit", "info", "power-law fit is poor (KS test)"),
+        ("too few eigenvalues", "info", "too few eigenvalues to fit (< min_evals)"),
+    ):
+        names = [s.name for s in analysis.layers if flag in s.flags]
+        if names:
+            t = cfg.over_trained_alpha if flag == "over-trained" else cfg.under_trained_alpha
+            labels = [_layer_label(s) for s in analysis.layers if flag in s.flags]
+            out.append(
+                Finding(
+                    sev,  # type: ignore[arg-type]
+                    f"{len(names)} layer(s) {text.format(t=t)}: {', '.join(labels[:8])}"
+                    + (" …" if len(names) > 8 else ""),
+                    {"layers": names},
+                )
+            )
+    return out
+
+
 class SpectralCheck(Check):
     """Per-layer ESD power-law α, norms, MP bulk fit and flags (WeightWatcher method)."""
 
@@ -76,21 +167,7 @@ class SpectralCheck(Check):
     def to_result(self, analysis: SpectralAnalysis) -> CheckResult:
         cfg = analysis.config
         res = self.new_result()
-        res.settings.update(
-            {
-                "mode": cfg.mode,
-                "min_evals": cfg.min_evals,
-                "max_evals": cfg.max_evals,
-                "max_n": cfg.max_n,
-                "eigenvalue_threshold": 1e-5,
-                "conv2d_eigenvalue_scale": cfg.conv2d_scale,
-                "over_trained_alpha": cfg.over_trained_alpha,
-                "under_trained_alpha": cfg.under_trained_alpha,
-                "poor_fit_rule": f"D > {cfg.poor_fit_ks} / sqrt(n_tail)",
-                "mp_spike_rule": f"λ/N > λ+ + {cfg.spike_tw_sigmas}·s_TW",
-                "normalisations": cfg.normalisations(),
-            }
-        )
+        res.settings.update(_settings_of(cfg))
         fitted = analysis.fitted()
         alphas = np.array([s.alpha for s in fitted])
         count = {
@@ -103,67 +180,8 @@ class SpectralCheck(Check):
                 "fit failed",
             )
         }
-        norm_text = "; ".join(cfg.normalisations())
-        res.metrics += [
-            Metric("layers_analysed", float(len(analysis.layers)), "layers"),
-            Metric("layers_fitted", float(len(fitted)), "layers"),
-            Metric(
-                "mean_alpha",
-                float(alphas.mean()) if alphas.size else math.nan,
-                "",
-                description="mean power-law exponent α over fitted layers (2–6: well trained). "
-                + norm_text,
-                settings={"mode": cfg.mode},
-            ),
-            Metric(
-                "mean_alpha_weighted",
-                float(np.mean([s.alpha_weighted for s in fitted])) if fitted else math.nan,
-                description="mean α·log10 λmax (lower is better within an architecture)",
-                higher_is_better=False,
-            ),
-            Metric(
-                "mean_log_norm",
-                float(np.mean([s.log_norm for s in analysis.layers]))
-                if analysis.layers
-                else math.nan,
-                description="mean log10 Σλ (Frobenius norm squared)",
-            ),
-            Metric(
-                "over_trained_layers",
-                float(count["over-trained"]),
-                "layers",
-                description=f"layers with α < {cfg.over_trained_alpha}",
-                higher_is_better=False,
-            ),
-            Metric(
-                "under_trained_layers",
-                float(count["under-trained"]),
-                "layers",
-                description=f"layers with α > {cfg.under_trained_alpha}",
-                higher_is_better=False,
-            ),
-            Metric("poor_fit_layers", float(count["poor fit"]), "layers", higher_is_better=False),
-            Metric("too_few_eigenvalue_layers", float(count["too few eigenvalues"]), "layers"),
-            Metric("skipped_tensors", float(len(analysis.skipped)), "tensors"),
-        ]
-        for flag, sev, text in (
-            ("over-trained", "warning", "α < {t}: over-trained / over-fit (heavy tail)"),
-            ("under-trained", "info", "α > {t}: under-trained (close to random)"),
-            ("poor fit", "info", "power-law fit is poor (KS test)"),
-            ("too few eigenvalues", "info", "too few eigenvalues to fit (< min_evals)"),
-        ):
-            names = [s.name for s in analysis.layers if flag in s.flags]
-            if names:
-                t = cfg.over_trained_alpha if flag == "over-trained" else cfg.under_trained_alpha
-                labels = [_layer_label(s) for s in analysis.layers if flag in s.flags]
-                res.findings.append(
-                    Finding(
-                        sev,  # type: ignore[arg-type]
-                        f"{len(names)} layer(s) {text.format(t=t)}: {', '.join(labels[:8])}"
-                        + (" …" if len(names) > 8 else ""),
-                        {"layers": names},
-                    )
-                )
+        res.metrics += _spectral_metrics(analysis, alphas, count)
+        res.findings += _flag_findings(analysis)
         res.tables.append(_layer_table(analysis.layers))
         if analysis.skipped:
             res.tables.append(

@@ -18,6 +18,16 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the integrity commands (in this order in the help)."""
+    _register_seal(sub)
+    _register_verify(sub)
+    _register_prove(sub)
+    _register_verify_proof(sub)
+    _register_keygen(sub)
+
+
+def _register_seal(sub: argparse._SubParsersAction) -> None:
+    """``seal PATH...``: commit models, datasets and files to a Merkle seal."""
     p = sub.add_parser(
         "seal",
         help="commit models, datasets and files to a Merkle seal",
@@ -49,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_json(p, what="the seal (the file written to --out)")
     p.set_defaults(handler=_seal)
 
+
+def _register_verify(sub: argparse._SubParsersAction) -> None:
+    """``verify SEAL``: check the sealed paths against a seal."""
     p = sub.add_parser(
         "verify",
         help="check sealed paths against a seal; name every change",
@@ -69,6 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_threads(p, default="all cores")
     p.set_defaults(handler=_verify)
 
+
+def _register_prove(sub: argparse._SubParsersAction) -> None:
+    """``prove SEAL RECORD_ID``: write an inclusion proof."""
     p = sub.add_parser(
         "prove",
         help="write an inclusion proof for one record or tensor chunk",
@@ -83,6 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="proof file to write (default: stdout)")
     p.set_defaults(handler=_prove)
 
+
+def _register_verify_proof(sub: argparse._SubParsersAction) -> None:
+    """``verify-proof PROOF``: check an inclusion proof on its own."""
     p = sub.add_parser(
         "verify-proof",
         help="check an inclusion proof on its own",
@@ -95,6 +114,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pub", type=Path, help="require the seal to be signed by this key")
     p.set_defaults(handler=_verify_proof)
 
+
+def _register_keygen(sub: argparse._SubParsersAction) -> None:
+    """``keygen --out KEY``: create an Ed25519 key pair."""
     p = sub.add_parser(
         "keygen",
         help="create an Ed25519 key pair for signing seals",

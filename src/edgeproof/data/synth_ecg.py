@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -111,12 +112,25 @@ def generate(cfg: SynthECGConfig) -> tuple[np.ndarray, np.ndarray]:
     k = len(CLASSES)
     n = cfg.n_per_class * k
     y = np.repeat(np.arange(k), cfg.n_per_class)
-    dt = 1.0 / cfg.internal_hz
-    burn = int(cfg.internal_hz)  # one second
-    decim = round(cfg.internal_hz / SAMPLE_RATE_HZ)
-    steps = burn + cfg.length * decim
     beats = 16
+    hr, rr, pvc_beat = _rhythm(rng, y, beats)
+    waves = _Waves.of(hr, y == 3)
+    phase0 = rng.uniform(-math.pi, math.pi, n)
+    resp_phase = rng.uniform(0, 2 * math.pi, n)
+    fib_f = rng.uniform(4.0, 8.0, n)
+    fib_phase = rng.uniform(0, 2 * math.pi, n)
+    zs = _integrate(cfg, waves, rr, y == 4, pvc_beat, phase0, resp_phase)
+    z = _to_millivolts(cfg, zs, y == 3, fib_f, fib_phase, rng)
+    order = rng.permutation(n)
+    return z[order, None, :].astype(np.float32), y[order].astype(np.int64)
 
+
+def _rhythm(
+    rng: np.random.Generator, y: np.ndarray, beats: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: the heart rate (bpm) of its class, the RR interval of each beat (s) and the
+    beat made premature in ``pvc-like`` records (RR × 0.6, then a compensatory pause × 1.4)."""
+    n = int(y.shape[0])
     hr = np.where(
         y == 1,
         rng.uniform(110, 150, n),
@@ -131,48 +145,93 @@ def generate(cfg: SynthECGConfig) -> tuple[np.ndarray, np.ndarray]:
     rows = np.flatnonzero(pvc)
     rr[rows, pvc_beat[rows]] *= 0.6
     rr[rows, pvc_beat[rows] + 1] *= 1.4
+    return hr, rr, pvc_beat
 
-    hrfact = np.sqrt(hr / 60.0)
-    hrfact2 = np.sqrt(hrfact)
-    theta_i = np.stack(
-        [
-            hrfact2 * _THETA[0],
-            hrfact * _THETA[1],
-            _THETA[2] + 0 * hrfact,
-            hrfact * _THETA[3],
-            _THETA[4] + 0 * hrfact,
-        ],
-        axis=1,
-    )  # (n, 5)
-    b_i = hrfact[:, None] * _B[None, :]
-    a_norm = np.broadcast_to(_A, (n, 5)).copy()
-    a_norm[af, 0] = 0.0  # no P wave in AF
-    # Abnormal (PVC) beat parameters.
-    a_pvc = a_norm.copy()
-    a_pvc[:, 0] = 0.0
-    a_pvc[:, 2] *= 0.6
-    a_pvc[:, 4] *= -1.5
-    b_pvc = b_i.copy()
-    b_pvc[:, 1:4] *= 2.5
 
-    phase0 = rng.uniform(-math.pi, math.pi, n)
+@dataclass(frozen=True)
+class _Waves:
+    """Per-record PQRST parameters ``(n, 5)``: angles θ_i, amplitudes a_i and widths b_i of
+    normal beats (scaled with heart rate; no P wave in AF), and of premature (PVC) beats."""
+
+    theta: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    a_pvc: np.ndarray
+    b_pvc: np.ndarray
+
+    @classmethod
+    def of(cls, hr: np.ndarray, af: np.ndarray) -> _Waves:
+        n = hr.shape[0]
+        hrfact = np.sqrt(hr / 60.0)
+        hrfact2 = np.sqrt(hrfact)
+        theta_i = np.stack(
+            [
+                hrfact2 * _THETA[0],
+                hrfact * _THETA[1],
+                _THETA[2] + 0 * hrfact,
+                hrfact * _THETA[3],
+                _THETA[4] + 0 * hrfact,
+            ],
+            axis=1,
+        )  # (n, 5)
+        b_i = hrfact[:, None] * _B[None, :]
+        a_norm = np.broadcast_to(_A, (n, 5)).copy()
+        a_norm[af, 0] = 0.0  # no P wave in AF
+        # Abnormal (PVC) beat parameters.
+        a_pvc = a_norm.copy()
+        a_pvc[:, 0] = 0.0
+        a_pvc[:, 2] *= 0.6
+        a_pvc[:, 4] *= -1.5
+        b_pvc = b_i.copy()
+        b_pvc[:, 1:4] *= 2.5
+        return cls(theta_i, a_norm, b_i, a_pvc, b_pvc)
+
+
+def _deriv(
+    s: np.ndarray,
+    t: float,
+    omega: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    theta_i: np.ndarray,
+    resp_phase: np.ndarray,
+) -> np.ndarray:
+    """The ECGSYN vector field at states ``s`` ``(n, 3)`` and time ``t``."""
+    x, yy, z = s[:, 0], s[:, 1], s[:, 2]
+    alpha = 1.0 - np.sqrt(x * x + yy * yy)
+    th = np.arctan2(yy, x)
+    dth = np.remainder(th[:, None] - theta_i + math.pi, 2 * math.pi) - math.pi
+    z0 = 0.005 * np.sin(2 * math.pi * 0.25 * t + resp_phase)
+    dz = -np.sum(a * dth * np.exp(-(dth**2) / (2 * b**2)), axis=1) - (z - z0)
+    return np.stack([alpha * x - omega * yy, alpha * yy + omega * x, dz], axis=1)
+
+
+def _integrate(
+    cfg: SynthECGConfig,
+    waves: _Waves,
+    rr: np.ndarray,
+    pvc: np.ndarray,
+    pvc_beat: np.ndarray,
+    phase0: np.ndarray,
+    resp_phase: np.ndarray,
+) -> np.ndarray:
+    """``z`` of every record at every internal step ``(n, burn-in + T·decimation)``: fixed-step
+    RK4 from the angle ``phase0`` on the limit cycle, counting beats as θ wraps."""
+    n = rr.shape[0]
+    beats = rr.shape[1]
+    dt = 1.0 / cfg.internal_hz
+    burn = int(cfg.internal_hz)  # one second
+    decim = round(cfg.internal_hz / SAMPLE_RATE_HZ)
+    steps = burn + cfg.length * decim
     state = np.stack([np.cos(phase0), np.sin(phase0), np.zeros(n)], axis=1)
     beat = np.zeros(n, dtype=np.int64)
-    resp_phase = rng.uniform(0, 2 * math.pi, n)
-    fib_f = rng.uniform(4.0, 8.0, n)
-    fib_phase = rng.uniform(0, 2 * math.pi, n)
     ar = np.arange(n)
+    theta_i = waves.theta
 
     def deriv(
         s: np.ndarray, t: float, omega: np.ndarray, a: np.ndarray, b: np.ndarray
     ) -> np.ndarray:
-        x, yy, z = s[:, 0], s[:, 1], s[:, 2]
-        alpha = 1.0 - np.sqrt(x * x + yy * yy)
-        th = np.arctan2(yy, x)
-        dth = np.remainder(th[:, None] - theta_i + math.pi, 2 * math.pi) - math.pi
-        z0 = 0.005 * np.sin(2 * math.pi * 0.25 * t + resp_phase)
-        dz = -np.sum(a * dth * np.exp(-(dth**2) / (2 * b**2)), axis=1) - (z - z0)
-        return np.stack([alpha * x - omega * yy, alpha * yy + omega * x, dz], axis=1)
+        return _deriv(s, t, omega, a, b, theta_i, resp_phase)
 
     zs = np.empty((n, steps))
     prev_th = np.arctan2(state[:, 1], state[:, 0])
@@ -181,8 +240,8 @@ def generate(cfg: SynthECGConfig) -> tuple[np.ndarray, np.ndarray]:
         bi = np.minimum(beat, beats - 1)
         omega = 2 * math.pi / rr[ar, bi]
         is_pvc = pvc & (bi == pvc_beat)
-        a = np.where(is_pvc[:, None], a_pvc, a_norm)
-        b = np.where(is_pvc[:, None], b_pvc, b_i)
+        a = np.where(is_pvc[:, None], waves.a_pvc, waves.a)
+        b = np.where(is_pvc[:, None], waves.b_pvc, waves.b)
         k1 = deriv(state, t, omega, a, b)
         k2 = deriv(state + 0.5 * dt * k1, t + 0.5 * dt, omega, a, b)
         k3 = deriv(state + 0.5 * dt * k2, t + 0.5 * dt, omega, a, b)
@@ -193,7 +252,23 @@ def generate(cfg: SynthECGConfig) -> tuple[np.ndarray, np.ndarray]:
         beat += (prev_th > 2.0) & (th < -2.0)
         prev_th = th
         zs[:, step] = state[:, 2]
+    return zs
 
+
+def _to_millivolts(
+    cfg: SynthECGConfig,
+    zs: np.ndarray,
+    af: np.ndarray,
+    fib_f: np.ndarray,
+    fib_phase: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The records after burn-in, decimated to 100 Hz, scaled to [−0.4, 1.2] mV, with
+    fibrillatory waves (AF) and white noise added, clipped to the domain."""
+    n = zs.shape[0]
+    dt = 1.0 / cfg.internal_hz
+    burn = int(cfg.internal_hz)
+    decim = round(cfg.internal_hz / SAMPLE_RATE_HZ)
     z = zs[:, burn:].reshape(n, cfg.length, decim).mean(axis=2)
     t_out = (burn + np.arange(cfg.length) * decim) * dt
     lo = z.min(axis=1, keepdims=True)
@@ -202,9 +277,7 @@ def generate(cfg: SynthECGConfig) -> tuple[np.ndarray, np.ndarray]:
     fib = 0.05 * np.sin(2 * math.pi * fib_f[:, None] * t_out[None, :] + fib_phase[:, None])
     z = z + np.where(af[:, None], fib, 0.0)
     z = z + cfg.noise_mv * rng.standard_normal(z.shape)
-    z = np.clip(z, DOMAIN[0], DOMAIN[1])
-    order = rng.permutation(n)
-    return z[order, None, :].astype(np.float32), y[order].astype(np.int64)
+    return np.clip(z, DOMAIN[0], DOMAIN[1])
 
 
 _SPLITS = {

@@ -207,53 +207,16 @@ def neural_collapse(
     mu_g = h.mean(axis=0)
     means = np.stack([h[y == c].mean(axis=0) for c in classes])  # (K, p)
     centred = means - mu_g  # Ṁ
-    # Σ_W = Ave over all samples of (h − μ_c)(h − μ_c)ᵀ
-    index = np.searchsorted(classes, y)
-    within = h - means[index]
-    sigma_w = within.T @ within / n
-    # Σ_B = Ave_c (μ_c − μ_G)(μ_c − μ_G)ᵀ = Ṁᵀ Ṁ / K; its pseudo-inverse from the SVD of Ṁ/√K.
     nan = float("nan")
-    if k >= 2:
-        _, s, vt = np.linalg.svd(centred / np.sqrt(k), full_matrices=False)
-        lam = s**2
-        cutoff = max(p, k) * np.finfo(np.float64).eps * (lam.max() if lam.size else 0.0)
-        keep = lam > cutoff
-        if keep.any():
-            v = vt[keep]  # rows: eigenvectors of Σ_B with non-zero eigenvalue
-            # Tr(Σ_W Σ_B†) = Σ_j (v_jᵀ Σ_W v_j) / λ_j
-            nc1 = float(np.sum(np.einsum("jp,pq,jq->j", v, sigma_w, v) / lam[keep]) / k)
-        else:
-            nc1 = nan
-    else:
-        nc1 = nan
+    nc1 = _nc1(h, classes, y, means, centred)
     eq_means = _norm_cv(centred) if k >= 2 else nan
     ang_means, max_means = _angles(centred)
     eq_w = ang_w = max_w = nc3 = nan
     if weight is not None:
-        w_all = np.asarray(weight, dtype=np.float64)
-        if w_all.ndim != 2 or w_all.shape[1] != p or w_all.shape[0] <= int(classes.max()):
-            raise OptionError(
-                "weight",
-                f"shape {w_all.shape} does not fit {p}-dimensional features and labels up to "
-                f"{int(classes.max())}",
-                "give the classifier weight (K, p) with one row per class",
-            )
-        w = w_all[classes]
-        eq_w = _norm_cv(w)
-        ang_w, max_w = _angles(w)
-        wn, mn = np.linalg.norm(w), np.linalg.norm(centred)
-        if wn > 0 and mn > 0:
-            nc3 = float(np.sum((w / wn - centred / mn) ** 2))
+        eq_w, ang_w, max_w, nc3 = _classifier_terms(weight, classes, centred, p)
     nc4 = nan
     if predictions is not None:
-        pred = np.asarray(predictions).astype(np.int64)
-        d2 = (
-            np.sum(h * h, axis=1, keepdims=True)
-            - 2.0 * h @ means.T
-            + np.sum(means * means, axis=1)[None, :]
-        )
-        ncc = classes[np.argmin(d2, axis=1)]
-        nc4 = float(np.mean(ncc != pred))
+        nc4 = _nc4(h, classes, means, predictions)
     return Collapse(
         nc1=nc1,
         nc2_equinorm_means=eq_means,
@@ -268,3 +231,62 @@ def neural_collapse(
         samples=int(n),
         dimension=int(p),
     )
+
+
+def _nc1(
+    h: np.ndarray, classes: np.ndarray, y: np.ndarray, means: np.ndarray, centred: np.ndarray
+) -> float:
+    """NC1, ``Tr(Σ_W Σ_B†) / K`` (NaN with fewer than two classes or no between-class spread)."""
+    n, p = h.shape
+    k = int(classes.size)
+    # Σ_W = Ave over all samples of (h − μ_c)(h − μ_c)ᵀ
+    index = np.searchsorted(classes, y)
+    within = h - means[index]
+    sigma_w = within.T @ within / n
+    # Σ_B = Ave_c (μ_c − μ_G)(μ_c − μ_G)ᵀ = Ṁᵀ Ṁ / K; its pseudo-inverse from the SVD of Ṁ/√K.
+    if k < 2:
+        return float("nan")
+    _, s, vt = np.linalg.svd(centred / np.sqrt(k), full_matrices=False)
+    lam = s**2
+    cutoff = max(p, k) * np.finfo(np.float64).eps * (lam.max() if lam.size else 0.0)
+    keep = lam > cutoff
+    if not keep.any():
+        return float("nan")
+    v = vt[keep]  # rows: eigenvectors of Σ_B with non-zero eigenvalue
+    # Tr(Σ_W Σ_B†) = Σ_j (v_jᵀ Σ_W v_j) / λ_j
+    return float(np.sum(np.einsum("jp,pq,jq->j", v, sigma_w, v) / lam[keep]) / k)
+
+
+def _classifier_terms(
+    weight: np.ndarray, classes: np.ndarray, centred: np.ndarray, p: int
+) -> tuple[float, float, float, float]:
+    """NC2's classifier terms (equinorm, equiangularity, max-angle) and NC3 (the distance of
+    the normalised classifier rows of the classes present to the normalised centred means)."""
+    w_all = np.asarray(weight, dtype=np.float64)
+    if w_all.ndim != 2 or w_all.shape[1] != p or w_all.shape[0] <= int(classes.max()):
+        raise OptionError(
+            "weight",
+            f"shape {w_all.shape} does not fit {p}-dimensional features and labels up to "
+            f"{int(classes.max())}",
+            "give the classifier weight (K, p) with one row per class",
+        )
+    w = w_all[classes]
+    eq_w = _norm_cv(w)
+    ang_w, max_w = _angles(w)
+    nc3 = float("nan")
+    wn, mn = np.linalg.norm(w), np.linalg.norm(centred)
+    if wn > 0 and mn > 0:
+        nc3 = float(np.sum((w / wn - centred / mn) ** 2))
+    return eq_w, ang_w, max_w, nc3
+
+
+def _nc4(h: np.ndarray, classes: np.ndarray, means: np.ndarray, predictions: np.ndarray) -> float:
+    """NC4: the fraction of samples whose nearest class mean is not the model's prediction."""
+    pred = np.asarray(predictions).astype(np.int64)
+    d2 = (
+        np.sum(h * h, axis=1, keepdims=True)
+        - 2.0 * h @ means.T
+        + np.sum(means * means, axis=1)[None, :]
+    )
+    ncc = classes[np.argmin(d2, axis=1)]
+    return float(np.mean(ncc != pred))

@@ -38,10 +38,34 @@ _LAYOUT = "Put images in one folder per class, e.g. root/cat/1.png and root/dog/
 
 
 def load_image_folder(root: Path, *, classes: Sequence[str] | None = None) -> Dataset:
-    """Read a class-per-folder image tree into a :class:`Dataset` (not yet validated)."""
+    """Read a class-per-folder image tree into a :class:`Dataset` (not yet validated).
+
+    Two passes: the headers of every image first (size and channel count, checked against the
+    limits before anything is decoded), then each image decoded straight into the output.
+    """
     with needs_extra("data", "to read image folders"):
         from PIL import Image
 
+    names = _class_folders(root, classes)
+    files = _labelled_images(root, names)
+    width, height, channels = _common_geometry(Image, root, files)
+    x = _decode_all(Image, files, channels, height, width)
+    return Dataset(
+        x=x,
+        y=np.array([label for _, label in files], dtype=np.int64),
+        classes=names,
+        name=str(root),
+        format="imagefolder",
+        ids=[_relative(path, root) for path, _ in files],
+        kind="image",
+        domain=(0.0, 1.0),
+        metadata={"channels": channels, "size": f"{width}x{height}"},
+    )
+
+
+def _class_folders(root: Path, classes: Sequence[str] | None) -> list[str]:
+    """The class names in label order: ``classes`` (each must have a folder), else the
+    sub-folders sorted by name (hidden ones left out)."""
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes is not None:
         names = [str(c) for c in classes]
@@ -58,7 +82,12 @@ def load_image_folder(root: Path, *, classes: Sequence[str] | None = None) -> Da
     if not names:
         raise DataFileError(root, "has no class sub-folders", _LAYOUT)
     check_class_count(len(names), str(root), "the class folders")
+    return names
 
+
+def _labelled_images(root: Path, names: list[str]) -> list[tuple[Path, int]]:
+    """Every image with its label (the index of its class folder); an empty folder is an
+    error."""
     files: list[tuple[Path, int]] = []
     for label, name in enumerate(names):
         found = _images_in(root / name)
@@ -69,12 +98,19 @@ def load_image_folder(root: Path, *, classes: Sequence[str] | None = None) -> Da
                 "Add images to the class folder or remove it",
             )
         files.extend((path, label) for path in found)
+    return files
 
-    # Pass 1: headers only (no decoding) — size and channel count for the whole folder.
+
+def _common_geometry(
+    image_module: Any, root: Path, files: list[tuple[Path, int]]
+) -> tuple[int, int, int]:
+    """Width, height and channels (3 if any image is in colour, else 1) shared by the images,
+    from their headers only (no decoding); every image within the pixel limit, all of one size,
+    and the decoded array within the memory limit."""
     first: tuple[str, tuple[int, int]] | None = None
     colour = False
     for path, _ in files:
-        with _open(Image, path) as image:
+        with _open(image_module, path) as image:
             size = image.size
             mode = image.mode
         limits.check(
@@ -108,28 +144,23 @@ def load_image_folder(root: Path, *, classes: Sequence[str] | None = None) -> Da
         f"{len(files)} images of {width}x{height}x{channels} as float32",
         len(files) * channels * width * height * 4,
     )
+    return width, height, channels
 
-    # Pass 2: decode straight into the output array.
+
+def _decode_all(
+    image_module: Any, files: list[tuple[Path, int]], channels: int, height: int, width: int
+) -> np.ndarray:
+    """Decode every image into one ``(N, C, H, W)`` float32 array in ``[0, 1]``."""
     x = np.empty((len(files), channels, height, width), dtype=np.float32)
     for i, (path, _) in enumerate(files):
-        with _open(Image, path) as image:
+        with _open(image_module, path) as image:
             try:
                 x[i] = _pixels(image, channels)
             except (OSError, ValueError, SyntaxError, MemoryError) as exc:
                 raise DataFileError(
                     path, "is not a readable image (truncated or corrupt)", "Replace or remove it"
                 ) from exc
-    return Dataset(
-        x=x,
-        y=np.array([label for _, label in files], dtype=np.int64),
-        classes=names,
-        name=str(root),
-        format="imagefolder",
-        ids=[_relative(path, root) for path, _ in files],
-        kind="image",
-        domain=(0.0, 1.0),
-        metadata={"channels": channels, "size": f"{width}x{height}"},
-    )
+    return x
 
 
 def _images_in(folder: Path) -> list[Path]:

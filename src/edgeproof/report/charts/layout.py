@@ -173,7 +173,11 @@ def legend_svg(
 
 
 def frame(chart: Chart, opts: Options, legend: LegendAt) -> Frame:
-    """Lay ``chart`` out with its legend ``legend`` (inside the plot, right of it, below it)."""
+    """Lay ``chart`` out with its legend ``legend`` (inside the plot, right of it, below it).
+
+    The margins depend on the tick labels, which depend on the plot's size, which depends on
+    the margins: they are recomputed until they settle (at most four rounds).
+    """
     entries = chart.entries()
     hm = next((m for m in chart.marks if isinstance(m, Heatmap)), None)
     scaled = next(
@@ -182,19 +186,10 @@ def frame(chart: Chart, opts: Options, legend: LegendAt) -> Frame:
     x, y = chart.x, chart.y
     xlim = opts.x_limits or limits(chart, x, "x")
     ylim = limits(chart, y, "y")
-    th = text_height(TICK_SIZE)
     top = PAD + (text_height(TITLE_SIZE) + 6 if chart.title else 2)
-    cbar_ticks = Ticks((), ())
     leg_w, leg_h = legend_size(entries, None) if legend == "right" else (0.0, 0.0)
     leg_side = leg_w + 12 if leg_w else 0.0
-
-    def colorbar_side(height: float) -> tuple[Ticks, float]:
-        if scaled is None:
-            return Ticks((), ()), leg_side
-        t = colorbar_ticks(scaled.vmin, scaled.vmax, height)
-        return t, colorbar_width(t) + leg_side
-
-    cbar_ticks, side = colorbar_side(chart.height - top - 40.0)
+    cbar_ticks, side = _colorbar_side(scaled, chart.height - top - 40.0, leg_side)
     left, right, bottom = 48.0, 14.0, 40.0
     rotated = False
     xt = yt = Ticks((), ())
@@ -203,45 +198,14 @@ def frame(chart: Chart, opts: Options, legend: LegendAt) -> Frame:
         plot_w = max(40.0, chart.width - left - right - side)
         plot_h = max(30.0, chart.height - top - bottom)
         xt = chart.ticks(x, *xlim, plot_w, True)
-        bottom = PAD
-        if opts.x_tick_labels:
-            bottom += TICK_LEN + TICK_GAP
-            if x.scale == "category" and x.categories:
-                n = len(x.categories)
-                cell = plot_w / n if hm is None else min(plot_w / n, plot_h / len(y.categories))
-                rotated = max(text_width(s, TICK_SIZE) for s in x.categories) > cell - 4
-                bottom += (
-                    max(text_width(truncate(s, TICK_SIZE, ROTATED_MAX), TICK_SIZE)
-                        for s in x.categories)
-                    if rotated
-                    else th
-                )  # fmt: skip
-            else:
-                bottom += th
-        else:
-            bottom += TICK_LEN
-        if opts.x_label and x.label:
-            bottom += 6 + text_height(LABEL_SIZE)
-        if legend == "below":
-            bottom += legend_size(entries, chart.width - 2 * PAD)[1] + 8
+        bottom, rotated = _bottom_margin(chart, opts, legend, entries, hm, plot_w, plot_h)
         plot_h = max(30.0, chart.height - top - bottom)
-        cbar_ticks, side = colorbar_side(plot_h)
+        cbar_ticks, side = _colorbar_side(scaled, plot_h, leg_side)
         yt = chart.ticks(y, *ylim, plot_h, False)
-        if y.scale == "category":
-            names = [truncate(s, TICK_SIZE, category_width(chart.width)) for s in y.categories]
-        else:
-            names = list(yt.labels)
-        left = PAD + max((text_width(s, TICK_SIZE) for s in names), default=0.0)
-        left += TICK_LEN + TICK_GAP + (text_height(LABEL_SIZE) + 6 if y.label else 0.0)
-        left = max(left, opts.min_left)
+        left = _left_margin(chart, opts, yt)
         right = 14.0
         if opts.x_tick_labels and xt.values and x.scale != "category":
-            # the first and last x tick labels may stick out of the plot
-            sc = AxisMap(x.scale, *xlim, 0.0, plot_w)
-            over_r = text_width(xt.labels[-1], TICK_SIZE) / 2 - (plot_w - sc.one(xt.values[-1]))
-            over_l = text_width(xt.labels[0], TICK_SIZE) / 2 - sc.one(xt.values[0])
-            right = max(right, over_r + PAD)
-            left = max(left, over_l + PAD)
+            left, right = _x_overhang(x, xlim, xt, plot_w, left, right)
         right = max(right, opts.min_right - side)
         if all(abs(u - v) < 0.01 for u, v in zip(before, (left, right, bottom, side))):
             break
@@ -258,7 +222,7 @@ def frame(chart: Chart, opts: Options, legend: LegendAt) -> Frame:
         nr, nc = hm.values.shape
         cell = min(plot_w / nc, plot_h / nr)
         plot = Rect(left, top, left + cell * nc, top + cell * nr)
-        cbar_ticks, side = colorbar_side(plot.height)
+        cbar_ticks, side = _colorbar_side(scaled, plot.height, leg_side)
         width, height = plot.x1 + right + side, plot.y1 + bottom
     cbar = None
     if scaled is not None:
@@ -273,6 +237,79 @@ def frame(chart: Chart, opts: Options, legend: LegendAt) -> Frame:
     if legend == "right":
         f.height = max(f.height, plot.y0 + leg_h + PAD)
     return f
+
+
+def _colorbar_side(
+    scaled: Heatmap | Image | None, height: float, leg_side: float
+) -> tuple[Ticks, float]:
+    """The colour bar's ticks for a plot ``height`` high, and the width right of the plot
+    (colour bar and a legend on the right)."""
+    if scaled is None:
+        return Ticks((), ()), leg_side
+    t = colorbar_ticks(scaled.vmin, scaled.vmax, height)
+    return t, colorbar_width(t) + leg_side
+
+
+def _bottom_margin(
+    chart: Chart,
+    opts: Options,
+    legend: LegendAt,
+    entries: list[Entry],
+    hm: Heatmap | None,
+    plot_w: float,
+    plot_h: float,
+) -> tuple[float, bool]:
+    """The space below the plot (x tick labels, the x axis label, a legend below) and whether
+    the x category names are rotated (when they do not fit their cells)."""
+    x, y = chart.x, chart.y
+    th = text_height(TICK_SIZE)
+    rotated = False
+    bottom = PAD
+    if opts.x_tick_labels:
+        bottom += TICK_LEN + TICK_GAP
+        if x.scale == "category" and x.categories:
+            n = len(x.categories)
+            cell = plot_w / n if hm is None else min(plot_w / n, plot_h / len(y.categories))
+            rotated = max(text_width(s, TICK_SIZE) for s in x.categories) > cell - 4
+            bottom += (
+                max(text_width(truncate(s, TICK_SIZE, ROTATED_MAX), TICK_SIZE)
+                    for s in x.categories)
+                if rotated
+                else th
+            )  # fmt: skip
+        else:
+            bottom += th
+    else:
+        bottom += TICK_LEN
+    if opts.x_label and x.label:
+        bottom += 6 + text_height(LABEL_SIZE)
+    if legend == "below":
+        bottom += legend_size(entries, chart.width - 2 * PAD)[1] + 8
+    return bottom, rotated
+
+
+def _left_margin(chart: Chart, opts: Options, yt: Ticks) -> float:
+    """The space left of the plot: the widest y tick label (or category name) and the y axis
+    label, at least ``opts.min_left``."""
+    y = chart.y
+    if y.scale == "category":
+        names = [truncate(s, TICK_SIZE, category_width(chart.width)) for s in y.categories]
+    else:
+        names = list(yt.labels)
+    left = PAD + max((text_width(s, TICK_SIZE) for s in names), default=0.0)
+    left += TICK_LEN + TICK_GAP + (text_height(LABEL_SIZE) + 6 if y.label else 0.0)
+    return max(left, opts.min_left)
+
+
+def _x_overhang(
+    x: Axis, xlim: tuple[float, float], xt: Ticks, plot_w: float, left: float, right: float
+) -> tuple[float, float]:
+    """The left and right margins widened so the first and last x tick labels, which may stick
+    out of the plot, fit."""
+    sc = AxisMap(x.scale, *xlim, 0.0, plot_w)
+    over_r = text_width(xt.labels[-1], TICK_SIZE) / 2 - (plot_w - sc.one(xt.values[-1]))
+    over_l = text_width(xt.labels[0], TICK_SIZE) / 2 - sc.one(xt.values[0])
+    return max(left, over_l + PAD), max(right, over_r + PAD)
 
 
 def _category_labels(chart: Chart, f: Frame) -> None:
