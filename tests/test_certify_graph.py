@@ -143,7 +143,9 @@ def test_batchnorm_in_training_mode_is_traced_in_eval_mode_without_changing_the_
         assert torch.allclose(g.forward(x), model(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("form", ["torchscript", "torch-export", "input-affine-torchscript"])
+@pytest.mark.parametrize(
+    "form", ["torchscript", "torch-trace", "torch-export", "input-affine-torchscript"]
+)
 def test_torchscript_exported_and_wrapped_models_trace_like_the_module(form: str) -> None:
     from edgeproof.models.modules import InputAffine
 
@@ -154,6 +156,8 @@ def test_torchscript_exported_and_wrapped_models_trace_like_the_module(form: str
         loaded: nn.Module = torch.export.export(
             model, (x[:2],), dynamic_shapes=({0: dim},)
         ).module()
+    elif form == "torch-trace":  # records aten::_convolution, not aten::conv2d
+        loaded = torch.jit.trace(model, x[:1])
     else:
         loaded = torch.jit.script(model)
     if form == "input-affine-torchscript":

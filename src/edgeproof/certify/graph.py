@@ -1381,7 +1381,8 @@ def _linear_layer_table() -> FunctionTable:
     table.append((aten.addmm, _addmm_f))
     table += [(t, _conv_f(1)) for t in (F.conv1d, aten.conv1d)]
     table += [(t, _conv_f(2)) for t in (F.conv2d, aten.conv2d)]
-    table.append((aten.convolution, _convolution_f))
+    # aten._convolution: what a traced TorchScript program records for its convolutions
+    table += [(t, _convolution_f) for t in (aten.convolution, aten._convolution)]
     table.append((F.batch_norm, _bn_f))
     table.append((aten.batch_norm, _aten_bn_f))
     table.append((aten._native_batch_norm_legit_no_training, _aten_bn_legit_f))

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from edgeproof.data.dataset import Dataset
 from edgeproof.errors import InternalError, OptionError, SpecError, param
 from edgeproof.models.interface import ModelInterface
 from edgeproof.spec import InputSpec, ThreatModel
+
+if TYPE_CHECKING:
+    from edgeproof.models.loaded import LoadedModel
 
 __all__ = [
     "ARTEFACT_FILES",
@@ -291,15 +294,10 @@ def compress_graph(
     if threat is None:
         threat = resolve_threat(loaded, evaluation)
     view = loaded.for_spec(threat.input)
-
-    def network_units(d: Dataset) -> Dataset:
-        x = torch.from_numpy(np.ascontiguousarray(d.in_units_of(threat.input).x, np.float32))
-        return d if view.input_affine is None else _with_x(d, view.preprocess(x).numpy())
-
     ledger = search_graph(
         proto,
-        network_units(calib),
-        network_units(evaluation),
+        _network_units(view, threat, calib),
+        _network_units(view, threat, evaluation),
         budget,
         threat,
         audit_evaluation=evaluation,
@@ -313,19 +311,18 @@ def compress_graph(
         for art in ledger.artefacts.values():
             art.onnx_bytes = bound.unbind(onnx.load_from_string(art.onnx_bytes)).SerializeToString()
     sel = select(ledger, budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
-    art = ledger.artefacts[sel.chosen.name]
+    onnx_bytes = ledger.artefacts[sel.chosen.name].onnx_bytes
+    described = bound.described if bound.is_bound else None
     return CompressionResult(
-        ledger,
-        sel,
-        None,
-        art.onnx_bytes,
-        budget,
-        spec,
-        threat,
-        None,
-        parts,
-        interface=bound.described if bound.is_bound else None,
+        ledger, sel, None, onnx_bytes, budget, spec, threat, None, parts, interface=described
     )
+
+
+def _network_units(view: LoadedModel, threat: ThreatModel, data: Dataset) -> Dataset:
+    """``data`` as the graph takes it: the audit's input transform (outside normalisation,
+    per-feature ranges) applied to the raw records."""
+    x = torch.from_numpy(np.ascontiguousarray(data.in_units_of(threat.input).x, np.float32))
+    return data if view.input_affine is None else _with_x(data, view.preprocess(x).numpy())
 
 
 def _with_x(data: Dataset, x: np.ndarray) -> Dataset:
