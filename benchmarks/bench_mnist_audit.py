@@ -115,7 +115,7 @@ def main() -> None:
         "takes the samples in the table instead of up to 1,000 (each such check says so in the "
         "report, with the `--set CHECK.max_samples=…` that takes every record), and `certify` "
         "runs IBP and CROWN-IBP (CROWN's back-substitution, about 49 G MACs per sample and ε, "
-        "is beyond its 2·10¹¹-MAC budget; `edgeproof certify` runs it). On the 8×8 digits "
+        "is beyond its 3·10¹⁰-MAC budget; `edgeproof certify` runs it). On the 8×8 digits "
         "LeNet-5 every record is used. Before the budget (every check at its old fixed default, "
         "one run on this machine): adversarial 117 s, bitflip 81 s, smoothing 70 s, "
         "generalization 88 s, attribution 87 s, fisher 30 s, certify over 8 min, property "

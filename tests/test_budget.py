@@ -156,7 +156,7 @@ def test_certify_leaves_out_only_alpha_crown_when_crown_alone_fits(
     assert digits_model.module is not None
     per = certify_check.crown_macs(digits_model.module, (1, 8, 8))
     crown = per * 4 * 3  # 4 samples × 3 ε
-    monkeypatch.setattr(certify_check, "CERTIFY_BUDGET_MACS", crown * 2)  # < 21 passes
+    monkeypatch.setattr(certify_check, "CERTIFY_BUDGET_MACS", crown * 2)  # < the 6 of alpha-CROWN
     res = audit(
         digits_model, digits_test, [get_check("certify", max_samples=4, pgd_steps=5)]
     ).checks[0]

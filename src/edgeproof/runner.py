@@ -125,7 +125,7 @@ def resolve_threat(
         eps = tuple(round(f * spec.range, 6) for f in (0.01, 0.03, 0.1))
         if norm == "l2":
             eps = tuple(round(e * spec.numel**0.5 / 4, 6) for e in eps)
-    return ThreatModel(input=spec, norm=norm, eps=tuple(eps))
+    return _classes_of_the_model(model, ThreatModel(input=spec, norm=norm, eps=tuple(eps)), data)
 
 
 Bounds = tuple[tuple[float, ...], tuple[float, ...]]
@@ -507,7 +507,6 @@ def audit(
         data.validate()
     if threat is None:
         threat = resolve_threat(model, data)
-    threat = _classes_of_the_model(model, threat, data)
     model = model.for_spec(threat.input)
     if data is not None:
         data = data.in_units_of(threat.input)

@@ -10,6 +10,7 @@ attack could not break (PGD robust accuracy). Verified accuracies carry Wilson i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -34,8 +35,10 @@ _GRAPH_KEY = "certify:graph"
 AUTO_METHODS: tuple[str, ...] = ("ibp", "crown-ibp", "crown", "alpha-crown")
 CHEAP_METHODS: tuple[str, ...] = ("ibp", "crown-ibp")
 
-#: back-substitution MACs the default methods may spend (samples × ε × :func:`crown_macs`)
-CERTIFY_BUDGET_MACS = 5 * WORK_BUDGET_MACS
+#: back-substitution MACs the default methods may spend (samples × ε × :func:`crown_macs`):
+#: edgeproof's dense CROWN runs at 2–4 G MACs/s on one core (digits LeNet-5: 3.8 G in 1 s;
+#: a 0.3 M-MAC 28×28 CNN: 135 G in 58 s), so about 10 s
+CERTIFY_BUDGET_MACS = 0.75 * WORK_BUDGET_MACS
 
 
 def certify_budget() -> float:
@@ -44,30 +47,41 @@ def certify_budget() -> float:
     return float(CERTIFY_BUDGET_MACS)
 
 
-def crown_macs(module: nn.Module, shape: tuple[int, ...]) -> int:
+def crown_macs(module: nn.Module, shape: tuple[int, ...], graph: BoundGraph | None = None) -> int:
     """Estimated MACs of one CROWN bound (one sample, one ε): bounding the outputs of layer i
     (``o_i`` neurons) back-substitutes ``o_i`` rows through layers 1..i (``Σ m_j`` MACs per
     row); the first layer is bounded exactly by interval arithmetic, the last with K rows.
-    An upper estimate: CROWN bounds only the unstable neurons. 0 when the layers cannot be
-    counted (TorchScript hooks)."""
-    import math
+    An upper estimate: CROWN bounds only the unstable neurons.
 
+    A module whose layers cannot be hooked (TorchScript) is estimated from its bound ``graph``
+    instead: the inputs of every activation after the first times the whole forward pass's
+    MACs (``FlopCounterMode``), a coarser upper estimate. 0 when neither can be counted."""
     import torch
 
-    from edgeproof.runtime.macs import count_macs
+    from edgeproof.runtime.macs import count_macs, flop_counter_macs
 
+    example = torch.zeros((1, *shape))
     try:
-        layers = [c for c in count_macs(module, torch.zeros((1, *shape))) if c.macs]
+        layers = [c for c in count_macs(module, example) if c.macs]
     except RuntimeError:
+        layers = []
+    if layers:
+        total, cumulative = 0, 0
+        for i, layer in enumerate(layers):
+            cumulative += int(layer.macs or 0)
+            if i:
+                rows = math.prod(layer.output_shape[1:]) if i < len(layers) - 1 else 10
+                total += rows * cumulative
+        return total
+    if graph is None:
         return 0
-    total, cumulative = 0, 0
-    for i, layer in enumerate(layers):
-        cumulative += int(layer.macs or 0)
-        if i == 0:
-            continue
-        rows = math.prod(layer.output_shape[1:]) if i < len(layers) - 1 else 10
-        total += rows * cumulative
-    return total
+    try:
+        forward = int(flop_counter_macs(module, example))
+    except (RuntimeError, TypeError, ValueError):
+        return 0
+    acts = [n for n in graph.nonlinear()][1:]
+    rows = sum(graph.nodes[n.inputs[0]].numel for n in acts) + graph.nodes[graph.output].numel
+    return rows * forward
 
 
 def _register_compress_quantizers(module: nn.Module) -> None:
@@ -203,15 +217,15 @@ class CertifyCheck(Check):
     ) -> tuple[tuple[str, ...], Finding | None]:
         """The methods to run and, with ``"auto"``, a finding when CROWN or α-CROWN was left
         out: CROWN runs when its back-substitution over the samples and ε fits the work budget,
-        α-CROWN when ``1 + alpha_iterations`` such passes do (an upper estimate: it optimises
-        only the samples CROWN left open)."""
+        α-CROWN when ``1 + alpha_iterations / 4`` such passes do (it optimises only the samples
+        CROWN left open, and stops early)."""
         if self.methods != AUTO:
             return self.methods, None
         module = ctx.model.module
         assert module is not None
-        per = crown_macs(module, ctx.threat.input.shape)
+        per = crown_macs(module, ctx.threat.input.shape, self._graph(ctx))
         crown = per * samples * len(ctx.threat.eps)
-        alpha = crown * (1 + self.alpha_iterations)
+        alpha = crown * (1 + self.alpha_iterations / 4)
         budget = certify_budget()
         if per == 0 or alpha <= budget:
             return AUTO_METHODS, None
@@ -223,7 +237,7 @@ class CertifyCheck(Check):
             f"{left}: back-substitution through the model's intermediate neurons costs about "
             f"{per / 1e9:.3g} G MACs per sample and ε ({cost / 1e12:.3g} T for {samples} "
             f"samples × {len(ctx.threat.eps)} ε"
-            + (f" × {1 + self.alpha_iterations} α-CROWN passes" if "crown" in methods else "")
+            + (f" × {1 + self.alpha_iterations / 4:g} α-CROWN passes" if "crown" in methods else "")
             + f"), beyond the default work budget of {budget / 1e12:.3g} T; pass "
             f"{param('certify.methods')}=ibp,crown-ibp,crown,alpha-crown (or run `edgeproof "
             "certify`) for the tighter bounds",

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
+from edgeproof.certify import trace
 from edgeproof.certify.properties import (
     PropertyResult,
     blur,
@@ -166,11 +167,14 @@ class PropertyCheck(Check):
         branch-and-bound, and a finding that says so."""
         module = ctx.model.module
         assert module is not None
-        per = (
-            crown_macs(module, ctx.threat.input.shape)
-            if AUTO in (self.methods, self.bab_budget_s)
-            else 0
-        )
+        per = 0
+        if AUTO in (self.methods, self.bab_budget_s):
+            shape = ctx.threat.input.shape
+            try:
+                graph = trace(module, shape)
+            except OptionError:  # segment_stability names the op it cannot bound
+                graph = None
+            per = crown_macs(module, shape, graph)
         fits = per * segments <= certify_budget()
         methods = (("crown",) if fits else ("crown-ibp",)) if self.methods == AUTO else self.methods
         bab = (0.25 if fits else 0.0) if self.bab_budget_s == AUTO else self.bab_budget_s
