@@ -142,3 +142,49 @@ def test_compress_on_per_feature_ranges_writes_a_model_the_audit_reads_back(
     metrics = {m["name"]: m["value"] for c in report["checks"] for m in c["metrics"]}
     assert metrics["accuracy"] == pytest.approx(picked["accuracy"], abs=0.01)
     assert metrics["clean_accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9)
+
+
+@pytest.mark.parametrize("form", ["torchscript", "pt2"])
+def test_torchscript_and_exported_programs_take_the_same_feature_bounds(
+    wine: tuple[Path, Path, Path], tmp_path: Path, form: str
+) -> None:
+    import torch
+
+    from edgeproof.models.loading import load_model
+
+    model_path, train, test = wine
+    x = load_data(train).x
+    bounds = tmp_path / "bounds.csv"
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    bounds.write_text("".join(f"{a:.6g},{b:.6g}\n" for a, b in zip(lo, hi)))
+    module = load_model(model_path).module
+    assert module is not None
+    example = torch.from_numpy(x[:2])
+    path = tmp_path / ("mlp.pt" if form == "torchscript" else "mlp.pt2")
+    if form == "torchscript":
+        torch.jit.save(torch.jit.trace(module, example), str(path))
+    else:
+        batch = torch.export.Dim("batch", max=4096)
+        torch.export.save(
+            torch.export.export(module, (example,), dynamic_shapes=({0: batch},)), path
+        )
+    flags = ["--feature-bounds", str(bounds), "--kind", "tabular"]
+    _, want = _audit(model_path, test, tmp_path / "s", *flags)
+    code, got = _audit(path, test, tmp_path / form, *flags)
+    assert code == 0
+    assert got["threat"] == want["threat"]  # the same per-feature ranges and relative ε
+
+    def values(report: dict) -> dict[str, float]:
+        return {
+            f"{c['check']}.{m['name']}": m["value"]
+            for c in report["checks"]
+            for m in c["metrics"]
+            if m["unit"] not in ("ms", "s")
+        }
+
+    assert _all_ran(got) and values(got) == pytest.approx(values(want), abs=1e-6)
+
+
+def _all_ran(report: dict) -> bool:
+    """Every check of ``report`` ran."""
+    return all(c["status"] == "ok" for c in report["checks"])
