@@ -8,6 +8,7 @@ See docs/security.md ("Models") for the promises these tests are named after.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -122,8 +123,9 @@ def test_pt2_sample_inputs_that_need_unpickling_are_refused_not_unpickled(
     with pytest.raises(UnsafePickleError, match=r"evil\.pt2: data/sample_inputs/model\.pt holds"):
         load_model(evil)
     assert not marker.exists()
-    # torch.export.load itself falls back to a full unpickle: the payload is real
-    with pytest.raises(Exception):  # noqa: B017 - whatever torch raises after the payload ran
+    # torch.export.load itself falls back to a full unpickle: the payload is real (whether torch
+    # then fails on the odd sample inputs or not depends on its version)
+    with contextlib.suppress(Exception):  # whatever torch raises after the payload ran
         torch.export.load(str(evil))
     assert marker.exists()
 
