@@ -1,8 +1,9 @@
 """The "every model a user brings" acceptance run, as a user would do it: a CNN the project has
 never seen, trained elsewhere on real MNIST with the torchvision-style normalisation outside the
 model and saved from a GPU (a ``torch.save`` state dict whose storages are tagged ``cuda:0``);
-audited with ``--mean/--std`` (every default check ok), the same net as TorchScript (every check
-ok), compressed to ONNX and audited again at the accuracy compress reported."""
+audited with ``--mean/--std`` (every default check ok), the same net as TorchScript and as a
+``torch.export`` program (every check ok), compressed to ONNX and audited again at the accuracy
+compress reported."""
 
 from __future__ import annotations
 
@@ -63,18 +64,22 @@ def user_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         torch.load(state, weights_only=True)
     script = folder / "cnn.pt"
     torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 28, 28)), str(script))
+    program = folder / "cnn.pt2"
+    batch = torch.export.Dim("batch", max=4096)
+    exported = torch.export.export(net, (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: batch},))
+    torch.export.save(exported, program)
     test = load_data("builtin:mnist")
     data = folder / "mnist-300.npz"
     np.savez(data, x=test.x[:300], y=test.y[:300])  # raw [0, 1] pixels, as published
-    return {"folder": folder, "state": state, "script": script, "data": data}
+    return {"folder": folder, "state": state, "script": script, "program": program, "data": data}
 
 
 def _checks(out: Path) -> dict[str, dict]:
     return {c["check"]: c for c in json.loads((out / "report.json").read_text())["checks"]}
 
 
-@pytest.mark.slow  # ~60 s: every default check on a 28×28 CNN, twice
-def test_a_gpu_saved_state_dict_and_its_torchscript_pass_every_check_with_outside_normalisation(
+@pytest.mark.slow  # ~100 s: every default check on a 28×28 CNN, three times
+def test_a_gpu_saved_state_dict_its_torchscript_and_pt2_pass_every_check_with_outside_norm(
     user_files: dict[str, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -85,6 +90,7 @@ def test_a_gpu_saved_state_dict_and_its_torchscript_pass_every_check_with_outsid
     runs = {
         "state dict": [str(user_files["state"]), "--arch", "usercnn:make", "--shape", "1,28,28"],
         "torchscript": [str(user_files["script"])],
+        "torch.export": [str(user_files["program"])],
     }
     for name, model in runs.items():
         out = tmp_path / name.replace(" ", "-")

@@ -173,3 +173,23 @@ def test_certify_auto_keeps_crown_on_a_small_model(
     ).checks[0]
     names = {m.name.split("@")[0] for m in res.metrics}
     assert {"verified_accuracy.crown", "verified_accuracy.alpha-crown"} <= names
+
+
+def test_property_falls_back_to_crown_ibp_beyond_the_budget_and_the_advice_restores_crown(
+    digits_model: LoadedModel, digits_test: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quick = {"transforms": ("darken:0.3",), "max_samples": 4}
+    monkeypatch.setattr(certify_check, "CERTIFY_BUDGET_MACS", 1)
+    res = audit(digits_model, digits_test, [get_check("property", **quick)]).checks[0]
+    assert res.settings["methods_used"] == ["crown-ibp"] and res.settings["bab_budget_s_used"] == 0
+    note = [f for f in res.findings if "beyond the default work budget" in f.message]
+    assert len(note) == 1
+    advice = note[0].message.split("pass ")[1].split(" for the")[0]
+    assert advice == "property.methods=crown and property.bab_budget_s=0.25"
+    res = audit(
+        digits_model,
+        digits_test,
+        [get_check("property", methods=["crown"], bab_budget_s=0.25, **quick)],
+    ).checks[0]
+    assert res.settings["methods_used"] == ["crown"] and res.settings["bab_budget_s_used"] == 0.25
+    assert not [f for f in res.findings if "work budget" in f.message]
