@@ -40,7 +40,7 @@ import numpy as np
 
 from edgeproof import limits
 
-__all__ = ["MemberDigest", "ScannedNpz", "scan_npz"]
+__all__ = ["MemberDigest", "ScannedNpz", "npz_sources", "scan_npz"]
 
 _LOCAL = struct.Struct("<4s2B4HL2L2H")  # zipfile's local file header (30 bytes)
 _BLOCK_BYTES = 1 << 20
@@ -137,6 +137,32 @@ def scan_npz(
     finally:
         with contextlib.suppress(BufferError):  # a view still alive (after an unexpected
             mm.close()  # error only): the garbage collector closes the map
+
+
+def npz_sources(path: Path) -> tuple[MemberDigest, ...] | None:
+    """The file's and every stored member's digest, CRCs not checked (for naming what changed in
+    an archive that no longer loads); ``None`` if the archive cannot be read this way."""
+    from edgeproof.errors import DataFileError, UserError
+    from edgeproof.zipfiles import ZIP_ERRORS, ZipArchive
+
+    not_here: tuple[type[BaseException], ...] = (_NotHere, UserError, *ZIP_ERRORS)
+    try:
+        with path.open("rb") as fh, ZipArchive(path, DataFileError, what=".npz archive") as zf:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                names = zf.names()
+                ranges = {n: _member(mm, zf.info(n)) for n in names}
+                with memoryview(mm) as mv:
+                    out = [MemberDigest(path.name, len(mm), hashlib.sha256(mv).digest())]
+                    for n in names:
+                        m = ranges[n]
+                        digest = hashlib.sha256(mv[m.start : m.stop]).digest()
+                        out.append(MemberDigest(f"{path.name}:{n}", m.stop - m.start, digest))
+            finally:
+                mm.close()
+    except not_here:
+        return None
+    return tuple(out)
 
 
 def _scan(
