@@ -201,6 +201,7 @@ def _scan(
             x_member,
             inputs,
             with_crc=skip_crc_if is None,
+            done=_Release(mm),
         )
         if not finite:
             raise _NotHere  # load_data refuses NaN/Inf inputs: let it say so
@@ -343,6 +344,7 @@ def _one_pass(
     inputs: _Inputs,
     *,
     with_crc: bool,
+    done: Callable[[int], None] = lambda upto: None,
 ) -> tuple[bytes, dict[str, bytes], dict[str, int] | None, bool, list[bytes]]:
     """File digest, member digests, member CRCs (``None`` without ``with_crc``), "inputs all
     finite", record digests: each block is read from the map once and feeds all of them."""
@@ -384,6 +386,7 @@ def _one_pass(
                     fmv = flat.data.cast("B")
                     size = len(fmv) // n
                     records += [sha(fmv[i : i + size]).digest() for i in range(0, n * size, size)]
+                done(a + n * step)
         else:
             block = mv[m.start : m.stop]
             whole.update(block)
@@ -394,6 +397,25 @@ def _one_pass(
         pos = m.stop
     whole.update(mv[pos:])
     return whole.digest(), digests, crcs if with_crc else None, finite, records
+
+
+class _Release:
+    """Tell the kernel the pages before an offset are read (``MADV_DONTNEED``): they stay in
+    the page cache but leave this process's resident set, so peak RSS stays at about one block
+    rather than the whole mapped file. A no-op where ``madvise`` is unavailable."""
+
+    def __init__(self, mm: mmap.mmap) -> None:
+        self.mm = mm
+        self.upto = 0
+        self.advice = getattr(mmap, "MADV_DONTNEED", None)
+
+    def __call__(self, upto: int) -> None:
+        end = upto - upto % mmap.PAGESIZE
+        if self.advice is None or end <= self.upto:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self.mm.madvise(self.advice, self.upto, end - self.upto)
+        self.upto = end
 
 
 def _no_crc(block: memoryview, value: int) -> int:

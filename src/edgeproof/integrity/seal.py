@@ -672,12 +672,12 @@ def load_schema() -> dict[str, Any]:
 
 
 def _tensor_entries(ts: TensorSet, chunk_size: int, pool: Any) -> tuple[TensorEntry, ...]:
-    return tuple(
-        TensorEntry(
-            b.name, b.dtype, b.shape, len(b.data), tuple(digest_blob(b.data, chunk_size, pool))
-        )
-        for b in ts.tensors
-    )
+    out = []
+    for b in ts.tensors:
+        chunks = tuple(digest_blob(b.data, chunk_size, pool))
+        ts.done(b)
+        out.append(TensorEntry(b.name, b.dtype, b.shape, len(b.data), chunks))
+    return tuple(out)
 
 
 def _model_item(
