@@ -70,6 +70,21 @@ _LAUNCHER = (
 )
 
 
+def _check_package() -> str:
+    """Where ``python -m edgeproof`` imports the package from (it must be the code measured)."""
+    import edgeproof
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import edgeproof; print(edgeproof.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if Path(out).resolve() != Path(edgeproof.__file__).resolve():
+        raise SystemExit(f"the child processes import {out}, this benchmark {edgeproof.__file__}")
+    return str(Path(out).resolve().parents[1])
+
+
 def run_child(cmd: list[str]) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds (user + sys) and peak RSS (MB) of one command, run by a small
     launcher process (so the peak is the command's, not this 700 MB benchmark's at fork)."""
@@ -99,17 +114,19 @@ def hashlib_s(paths: list[Path]) -> float:
     return median_s(run)
 
 
-def whole_commands(d: Path, model: Path, data: Path) -> list[str]:
+def whole_commands(d: Path, model: Path, data: Path) -> tuple[list[str], dict[str, float]]:
     """The seal and verify commands against ``sha256sum`` of the same files, paired rounds."""
     exe = shutil.which("sha256sum")
-    ep = shutil.which("edgeproof") or str(Path(sys.executable).with_name("edgeproof"))
+    # this interpreter and this checkout's package (not an installed console script, which may
+    # import another copy): the launcher passes its environment (PYTHONPATH included) on
+    ep = [sys.executable, "-m", "edgeproof"]
     if exe is None:
         raise SystemExit("sha256sum not found: install coreutils to run this benchmark")
     seal = d / "both.seal.json"
     cmds = {
         "sha256sum": [exe, str(model), str(data)],
-        "seal": [ep, "seal", str(model), str(data), "--out", str(seal), "--threads", "1"],
-        "verify": [ep, "verify", str(seal), "--threads", "1"],
+        "seal": [*ep, "seal", str(model), str(data), "--out", str(seal), "--threads", "1"],
+        "verify": [*ep, "verify", str(seal), "--threads", "1"],
     }
     times: dict[str, list[float]] = {k: [] for k in cmds}
     cpus: dict[str, list[float]] = {k: [] for k in cmds}
@@ -126,8 +143,10 @@ def whole_commands(d: Path, model: Path, data: Path) -> list[str]:
     peer = statistics.median(times["sha256sum"])
     peer_cpu = statistics.median(cpus["sha256sum"])
     rows = []
+    cpu_ratio: dict[str, float] = {}
     for name in ("seal", "verify"):
         t, c = statistics.median(times[name]), statistics.median(cpus[name])
+        cpu_ratio[name] = c / peer_cpu
         ratios = sorted(a / b for a, b in zip(times[name], times["sha256sum"]))
         rows.append(
             f"| `edgeproof {name}` (1 thread) | {mb:.0f} MB | {t:.3f} s | {peer:.3f} s | "
@@ -138,10 +157,12 @@ def whole_commands(d: Path, model: Path, data: Path) -> list[str]:
         f"| `sha256sum` | {mb:.0f} MB | {peer:.3f} s | — | 1.00× | {peer_cpu:.2f} s | — | "
         f"1.00× | {statistics.median(rss['sha256sum']):.0f} MB |"
     )
-    return rows
+    return rows, cpu_ratio
 
 
 def main() -> None:
+    src = _check_package()
+    print(f"measuring the package under {src}", file=sys.stderr)
     torch.set_num_threads(1)
     rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgeproof-bench-seal-") as tmp:
@@ -183,13 +204,21 @@ def main() -> None:
             _row("verify 50k-record npz (unchanged; read seal + load + re-hash)", dmb, t, dpeer)
         )
         dseal_mb = (d / "d.seal.json").stat().st_size / 1e6
-        whole = whole_commands(d, model, data)
+        whole, cpu_ratio = whole_commands(d, model, data)
         plain = hashlib_s([model, data])
+        floor = hashlib_s([model, data, data, data])
         t_lib = median_s(lambda: seal_paths([model, data], base_dir=d, threads=1))
-        lib_row = (
-            f"| `seal_paths([model, data], threads=1)` in process | {t_lib:.3f} s | "
-            f"{plain:.3f} s | {t_lib / plain:.2f}× |"
+        both = seal_paths([model, data], base_dir=d, threads=1)
+        both.write(d / "both2.seal.json")
+        t_ver = median_s(
+            lambda: verify_seal(Seal.read(d / "both2.seal.json"), base_dir=d, threads=1)
         )
+        lib_rows = [
+            f"| `seal_paths([model, data], threads=1)` | {t_lib:.3f} s | {plain:.3f} s | "
+            f"{t_lib / plain:.2f}× | {floor:.3f} s | {t_lib / floor:.2f}× |",
+            f"| `verify_seal(Seal.read(seal), threads=1)` | {t_ver:.3f} s | {plain:.3f} s | "
+            f"{t_ver / plain:.2f}× | {floor:.3f} s | {t_ver / floor:.2f}× |",
+        ]
 
     # weight guard overhead on a ~1.1M-parameter MLP, batch 32
     torch.manual_seed(0)
@@ -226,25 +255,52 @@ def main() -> None:
         "",
         "### Whole commands",
         "",
-        f"`edgeproof seal MODEL DATA --out S --threads 1` and `edgeproof verify S --threads 1` "
-        f"as processes against `sha256sum MODEL DATA` (coreutils), the 100 MB safetensors model "
+        f"`python -m edgeproof seal MODEL DATA --out S --threads 1` and `python -m edgeproof "
+        "verify S --threads 1` (this checkout's code, the benchmark's interpreter and "
+        "environment) as processes against `sha256sum MODEL DATA` (coreutils), the 100 MB "
+        "safetensors model "
         f"and the 50k-record npz together; {PAIRED} rounds, each running the three commands "
         "back to back (page cache warm), medians; the ratio is edgeproof's time over "
         "`sha256sum`'s (≤ 1 is faster), with the range of the per-round ratios; peak RSS of "
         "each process (`wait4` in a small launcher). Both commands include interpreter "
         "start-up and imports. CPU = user + system seconds of the process: on a machine shared "
-        "with other jobs it is the steadier measure of the work done.",
+        "with other jobs it is the steadier measure of the work done. Peak RSS counts the pages "
+        "of the memory-mapped files only while they are being hashed: both commands read the "
+        "files through a memory map (no copy) and drop each range from the resident set once "
+        "it is hashed (`MADV_DONTNEED`; the pages stay in the page cache).",
         "",
         "| command | bytes | wall | sha256sum wall | wall ratio | CPU | sha256sum CPU | "
         "CPU ratio | peak RSS |",
         "|---|---|---|---|---|---|---|---|---|",
         *whole,
         "",
-        "In process, against plain `hashlib.sha256` over the same bytes (1 MiB reads):",
+        "In process, against plain `hashlib.sha256` over the same bytes (1 MiB reads), once, and "
+        "as often as the seal commits them: a dataset item of an `.npz` commits the SHA-256 of "
+        "the whole file, of each archive member and of each record's content, which for a "
+        "stored (uncompressed) archive are three SHA-256 passes over the same ~157 MB (SHA-256 "
+        "states cannot be shared between them), the model's bytes once (plus the chunk "
+        "syndromes). edgeproof reads each byte from memory once and feeds all three digests "
+        "(and the zip CRC on sealing) from the same block; the 'committed' column is the floor "
+        "for that work with `hashlib`:",
         "",
-        "| call | edgeproof | hashlib | ratio |",
-        "|---|---|---|---|",
-        lib_row,
+        "| call | edgeproof | hashlib, each byte once | ratio | hashlib, as committed "
+        "(model + 3× npz) | ratio |",
+        "|---|---|---|---|---|---|",
+        *lib_rows,
+        "",
+        "Targets (issue 13): whole command ≤ 1.0× `sha256sum` — seal "
+        f"{cpu_ratio['seal']:.2f}×, verify {cpu_ratio['verify']:.2f}× (CPU; "
+        f"{'met' if max(cpu_ratio.values()) <= 1.0 else 'not met'} in this run); in process "
+        f"≤ 1.1× one `hashlib` pass — {t_lib / plain:.2f}× for seal: not met, and not reachable "
+        "without changing what a seal commits, since the npz's bytes are hashed three times "
+        "(file, member, records) and the model's chunks also get syndromes; against the "
+        f"committed floor it is {t_lib / floor:.2f}×. What remains of the whole commands beyond "
+        "hashing is interpreter start-up and imports (~0.3 s: numpy; the `edgeproof` package's "
+        "torch-version check through `importlib.metadata`; `rich`, imported by the parser's "
+        "`compress` module; `jsonschema` for reading a seal), one Merkle tree over the 50k "
+        "records (read: the stored digests must reproduce the item root; seal: the root), and "
+        "the JSON. coreutils `sha256sum` here runs without SHA-NI (~200 MB/s against "
+        "`hashlib`'s ~1.4 GB/s), which is what makes ≤ 1× possible at all.",
         "",
         "### Library calls",
         "",

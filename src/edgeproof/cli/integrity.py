@@ -133,7 +133,6 @@ def _seal(args: argparse.Namespace) -> int:
     from edgeproof.errors import OptionError
     from edgeproof.integrity.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
     from edgeproof.integrity.seal import seal_paths
-    from edgeproof.integrity.signing import load_private_key
 
     cs = DEFAULT_CHUNK_SIZE if args.chunk_size is None else args.chunk_size
     if cs % 4 or not MIN_CHUNK_SIZE <= cs <= MAX_CHUNK_SIZE:
@@ -144,7 +143,11 @@ def _seal(args: argparse.Namespace) -> int:
         )
     out = Path(args.out)
     options.check_outputs([out], [*args.paths, args.key])
-    key = load_private_key(args.key) if args.key else None
+    key = None
+    if args.key:  # the signing code (cryptography) is imported only when it is used
+        from edgeproof.integrity.signing import load_private_key
+
+        key = load_private_key(args.key)
     loader = {"x_key": args.x_key, "y_key": args.y_key, "label_column": args.label_column}
     seal = seal_paths(
         args.paths,
@@ -172,10 +175,13 @@ def _seal(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from edgeproof.integrity.seal import Seal, verify_seal
-    from edgeproof.integrity.signing import load_public_key
 
     seal = Seal.read(args.seal)
-    pub = load_public_key(args.pub) if args.pub else None
+    pub = None
+    if args.pub:
+        from edgeproof.integrity.signing import load_public_key
+
+        pub = load_public_key(args.pub)
     result = verify_seal(
         seal,
         base_dir=args.seal.parent,

@@ -17,9 +17,9 @@ import functools
 import json
 import mmap
 import struct
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,6 +80,10 @@ class TensorSet:
     format: str
     tensors: tuple[TensorBlob, ...]
     metadata: Mapping[str, bytes]
+    done: Callable[[TensorBlob], None] = field(default=lambda blob: None, compare=False)
+    """Called once a tensor's bytes are hashed: a memory-mapped file drops the tensor's pages
+    from the resident set (``MADV_DONTNEED``; they stay in the page cache and are read again
+    if the tensor is looked at later), so peak RSS is not the size of the model."""
 
 
 @functools.cache
@@ -147,6 +151,28 @@ def _mapped(path: Path) -> Iterator[memoryview]:
             mm.close()
 
 
+def _page_dropper(mv: memoryview) -> Callable[[TensorBlob], None]:
+    """``done`` for tensors that are views of ``mv`` (a memory map): ``MADV_DONTNEED`` on the
+    whole pages inside the tensor (a no-op where ``madvise`` is unavailable)."""
+    mm = mv.obj
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if not isinstance(mm, mmap.mmap) or advice is None:
+        return lambda blob: None
+    base = np.frombuffer(mv, np.uint8).ctypes.data if len(mv) else 0
+    page = mmap.PAGESIZE
+
+    def done(blob: TensorBlob) -> None:
+        if not len(blob.data):
+            return
+        start = np.frombuffer(blob.data, np.uint8).ctypes.data - base
+        a, b = -(-start // page) * page, (start + len(blob.data)) // page * page
+        if b > a:
+            with suppress(OSError, ValueError):
+                mm.madvise(advice, a, b - a)
+
+    return done
+
+
 @contextmanager
 def read_safetensors(path: str | Path) -> Iterator[TensorSet]:
     """The tensors of a ``.safetensors`` file, as views into a read-only memory map.
@@ -167,6 +193,7 @@ def read_safetensors(path: str | Path) -> Iterator[TensorSet]:
             "re-export the model with safetensors.torch.save_file",
         ) from None
     with _mapped(p) as mv:
+        done = _page_dropper(mv)
         (hlen,) = struct.unpack("<Q", mv[:8])
         header = json.loads(bytes(mv[8 : 8 + hlen]))
         base = 8 + hlen
@@ -196,7 +223,7 @@ def read_safetensors(path: str | Path) -> Iterator[TensorSet]:
             else {"__metadata__": json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()}
         )
         try:
-            yield TensorSet("safetensors", tuple(blobs), metadata)
+            yield TensorSet("safetensors", tuple(blobs), metadata, done)
         finally:
             for blob in blobs:
                 blob.data.release()
