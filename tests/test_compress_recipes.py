@@ -534,6 +534,47 @@ def test_functions_outside_compress_stay_under_80_lines_except_the_listed_ones()
     )
 
 
+# Modules still longer than 600 lines (issue 14: not split yet). The list only shrinks: an entry
+# whose module is now 600 lines or fewer (or gone) fails the test below.
+_LONG_MODULES_ALLOWED: frozenset[str] = frozenset(
+    {
+        "checks/adversarial.py",
+        "checks/attribution.py",
+        "checks/generalization.py",
+        "integrity/seal.py",
+        "methods/spectral.py",
+        "report/html.py",
+    }
+)
+
+
+def test_modules_stay_under_600_lines_except_the_listed_ones() -> None:
+    """No module in src/edgeproof over 600 lines (every line of the file counted), except the
+    ones in ``_LONG_MODULES_ALLOWED``; and every listed one is still over 600 (the list only
+    shrinks)."""
+    lengths = {
+        p.relative_to(SRC).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
+        for p in sorted(SRC.rglob("*.py"))
+    }
+    long = sorted(
+        f"{rel}: {n} lines"
+        for rel, n in lengths.items()
+        if n > 600 and rel not in _LONG_MODULES_ALLOWED
+    )
+    assert not long, (
+        "modules over 600 lines: split them into modules with one concern each: " + "; ".join(long)
+    )
+    short = sorted(
+        f"{rel}: {lengths.get(rel, 0)} lines"
+        for rel in _LONG_MODULES_ALLOWED
+        if lengths.get(rel, 0) <= 600
+    )
+    assert not short, (
+        "these modules are now 600 lines or fewer (or gone): remove their entries from "
+        "_LONG_MODULES_ALLOWED in tests/test_compress_recipes.py: " + "; ".join(short)
+    )
+
+
 def test_a_normalisation_outside_the_model_is_applied_as_the_audit_applies_it(
     registry: Callable[[str, Callable[..., Check]], None],
 ) -> None:

@@ -57,7 +57,6 @@ Sample-size limits: with all ``n`` votes for ``ĉ_A``, the bound is at most
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -66,13 +65,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import betaincinv, ndtri
 from scipy.stats import binomtest
-from scipy.stats import norm as normal_dist
 from torch import nn
 
+from edgeproof.certify.smoothing_accuracy import (
+    CertifiedAccuracy,
+    StepCurve,
+    certified_accuracy,
+    certified_accuracy_curve,
+    paper_radii,
+)
+from edgeproof.certify.smoothing_stats import (
+    CertificationLimits,
+    _check_alpha,
+    _check_positive_int,
+    _check_samples,
+    _check_sigma,
+    certification_limits,
+    certified_radius,
+    clopper_pearson_lower,
+    min_samples_for_radius,
+    sample_size_warning,
+)
 from edgeproof.errors import OptionError, SpecError
-from edgeproof.methods.stats import wilson_bounds
 from edgeproof.models.modules import eval_mode
 
 __all__ = [
@@ -109,44 +124,6 @@ Classifier = Callable[[torch.Tensor], Any]
 # validation
 
 
-def _check_positive_int(name: str, value: int, example: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise OptionError(name, f"{value!r} is not a positive integer", f"use e.g. {example}")
-    return int(value)
-
-
-def _check_alpha(alpha: float) -> float:
-    a = float(alpha)
-    if not (0.0 < a < 1.0):
-        raise OptionError(
-            "alpha", f"failure probability {alpha!r} is not in (0, 1)", "use e.g. 0.001"
-        )
-    return a
-
-
-def _check_sigma(sigma: float) -> float:
-    s = float(sigma)
-    if not (math.isfinite(s) and s > 0.0):
-        raise OptionError(
-            "sigma",
-            f"noise level {sigma!r} must be a positive finite number",
-            "give σ in the units of the input domain, e.g. 0.25 for images in [0, 1]",
-        )
-    return s
-
-
-def _check_samples(n0: int, n: int) -> tuple[int, int]:
-    n0 = _check_positive_int("n0", n0, "100")
-    n = _check_positive_int("n", n, "100000")
-    if n0 > n:
-        raise OptionError(
-            "n0",
-            f"{n0} selection samples exceed the {n} estimation samples",
-            "use n0 <= n (the paper: n0 = 100, n = 100000)",
-        )
-    return n0, n
-
-
 @dataclass(frozen=True)
 class CertifySettings:
     """The sampling settings of CERTIFY, validated once (defaults: the paper's).
@@ -171,135 +148,6 @@ class CertifySettings:
         object.__setattr__(
             self, "batch_size", _check_positive_int("batch_size", self.batch_size, "1000")
         )
-
-
-# --------------------------------------------------------------------------------------------
-# statistics
-
-
-def clopper_pearson_lower(k: Any, n: Any, alpha: float) -> Any:
-    """One-sided ``(1 − α)`` Clopper–Pearson lower confidence bound of a binomial proportion.
-
-    ``Beta⁻¹(α; k, n − k + 1)`` (the α-quantile of that Beta law), and 0 where ``k = 0``. The
-    quantile is ``scipy.special.betaincinv(k, n − k + 1, α)``, the function
-    ``scipy.stats.beta.ppf`` evaluates (bit for bit, tested) without its per-call argument
-    handling, which costs ~50× more than the quantile itself (≈ 0.7 ms per call). This is
-    statsmodels' ``proportion_confint(k, n, alpha=2α, method="beta")[0]``, the bound
-    ``core.py`` uses. ``k`` and ``n`` may be arrays (broadcast);
-    a float is returned for scalars.
-    """
-    a = _check_alpha(alpha)
-    k_arr = np.asarray(k, dtype=np.float64)
-    n_arr = np.asarray(n, dtype=np.float64)
-    if np.any(n_arr < 1) or np.any(k_arr < 0) or np.any(k_arr > n_arr):
-        raise ValueError("clopper_pearson_lower: need 0 <= k <= n and n >= 1")
-    safe_k = np.where(k_arr > 0, k_arr, 1.0)
-    low = np.where(k_arr > 0, betaincinv(safe_k, n_arr - k_arr + 1.0, a), 0.0)
-    if low.ndim == 0:
-        return float(low)
-    return low
-
-
-def certified_radius(p_a_lower: float, sigma: float) -> float:
-    """``σ·Φ⁻¹(p̲_A)`` if ``p̲_A ≥ 0.5`` (Theorem 1 with ``p̲_B = 1 − p̲_A``), else 0 (abstain)."""
-    s = _check_sigma(sigma)
-    if not p_a_lower >= 0.5:
-        return 0.0
-    return float(s * ndtri(p_a_lower))  # Φ⁻¹, what scipy.stats.norm.ppf evaluates
-
-
-@dataclass(frozen=True)
-class CertificationLimits:
-    """What ``n`` samples at failure probability ``α`` can certify at all (noise level ``σ``).
-
-    Attributes:
-        n, alpha, sigma: the settings.
-        max_p_a_lower: the largest possible ``p̲_A``, reached when all ``n`` votes go to the top
-            class: ``Beta⁻¹(α; n, 1) = α^{1/n}``.
-        max_radius: the largest certifiable radius ``σ·Φ⁻¹(α^{1/n})`` (0 when none).
-        min_n: the smallest ``n`` that can certify anything at this ``α``
-            (``⌈log(α)/log(0.5)⌉``, where ``α^{1/n} ≥ 0.5``).
-    """
-
-    n: int
-    alpha: float
-    sigma: float
-    max_p_a_lower: float
-    max_radius: float
-    min_n: int
-
-    @property
-    def can_certify(self) -> bool:
-        """Some sample can be certified (``α^{1/n} ≥ 0.5``)."""
-        return self.max_p_a_lower >= 0.5
-
-
-def certification_limits(n: int, alpha: float, sigma: float) -> CertificationLimits:
-    """The best case of CERTIFY for ``n`` estimation samples: see :class:`CertificationLimits`."""
-    n = _check_positive_int("n", n, "100000")
-    a = _check_alpha(alpha)
-    s = _check_sigma(sigma)
-    best = float(clopper_pearson_lower(n, n, a))  # = α ** (1 / n)
-    return CertificationLimits(n, a, s, best, certified_radius(best, s), _smallest_n(0.5, a))
-
-
-def _smallest_n(p: float, alpha: float) -> int:
-    """The smallest ``n`` with ``α^{1/n} ≥ p`` (``p < 1``): the closed form, then checked."""
-    n = max(1, math.ceil(math.log(alpha) / math.log(p)))
-    while n > 1 and float(clopper_pearson_lower(n - 1, n - 1, alpha)) >= p:
-        n -= 1  # the float rounding of the closed form, either way
-    while float(clopper_pearson_lower(n, n, alpha)) < p:
-        n += 1
-    return n
-
-
-def min_samples_for_radius(radius: float, sigma: float, alpha: float) -> int:
-    """The smallest ``n`` for which a radius of ``radius`` is certifiable at all.
-
-    ``R ≤ σ·Φ⁻¹(α^{1/n})`` ⇔ ``n ≥ log(α) / log(Φ(R/σ))``; radius 0 needs ``p̲_A ≥ 0.5``.
-    """
-    s = _check_sigma(sigma)
-    a = _check_alpha(alpha)
-    if not (math.isfinite(radius) and radius >= 0.0):
-        raise OptionError("radii", f"radius {radius!r} must be finite and >= 0")
-    p = max(float(normal_dist.cdf(radius / s)), 0.5)
-    if p > 1.0 - 1e-12:  # Φ(R/σ) is 1 to float precision (R > ~7σ)
-        raise OptionError(
-            "radii",
-            f"radius {radius:g} is {radius / s:.1f}σ: no feasible number of samples certifies it",
-            "ask about radii up to a few σ, or use a larger sigma",
-        )
-    return _smallest_n(p, a)
-
-
-def sample_size_warning(
-    n: int, alpha: float, sigma: float, radii: Sequence[float] = ()
-) -> str | None:
-    """Why ``n`` samples are too few, or ``None`` when they can reach the radii asked about.
-
-    Two cases: ``n`` is so small that no certificate is possible at ``α`` (every sample
-    abstains whatever the model does), or the largest certifiable radius ``σ·Φ⁻¹(α^{1/n})`` is
-    below the smallest positive radius in ``radii``. The message names the parameter ``n`` and
-    the ``n`` that would suffice.
-    """
-    lim = certification_limits(n, alpha, sigma)
-    if not lim.can_certify:
-        return (
-            f"n={lim.n} estimation samples cannot certify anything at alpha={lim.alpha:g}: even "
-            f"if all {lim.n} noisy samples vote for the top class, the Clopper-Pearson lower "
-            f"bound of p_A is {lim.max_p_a_lower:.3f} < 0.5, so every sample abstains; "
-            f"use n >= {lim.min_n}"
-        )
-    positive = sorted(float(r) for r in radii if r > 0)
-    if positive and lim.max_radius < positive[0]:
-        need = min_samples_for_radius(positive[0], lim.sigma, lim.alpha)
-        return (
-            f"n={lim.n} estimation samples certify at most radius {lim.max_radius:.3g} at "
-            f"sigma={lim.sigma:g}, alpha={lim.alpha:g} (all votes for the top class), below "
-            f"the smallest radius asked about, {positive[0]:g}: its certified accuracy is 0 by "
-            f"construction; use n >= {need} (or a larger sigma)"
-        )
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,105 +363,6 @@ def sample_generator(seed: int, key: int, device: str | torch.device = "cpu") ->
     g = torch.Generator(device=device)
     g.manual_seed(int(state[0]))
     return g
-
-
-@dataclass(frozen=True)
-class StepCurve:
-    """The exact certified-accuracy step function as polyline vertices (for plotting).
-
-    ``x`` and ``y`` trace ``r ↦ certified accuracy at r``: constant between the certified radii of
-    the correct samples, dropping just after each one (the accuracy at ``r`` counts radii
-    ``≥ r``), and 0 after the largest.
-    """
-
-    x: np.ndarray
-    y: np.ndarray
-
-
-@dataclass(frozen=True)
-class CertifiedAccuracy:
-    """Certified accuracy at chosen radii, with Wilson intervals.
-
-    Attributes:
-        radii: the radii ``r`` (input units, L2).
-        accuracy: fraction of all samples certified correct with radius ``≥ r``.
-        certified: the number of such samples per radius.
-        samples: the number of samples (the denominator, abstentions included).
-        ci_low, ci_high: Wilson bounds at ``level``.
-        level: the confidence level of the intervals.
-    """
-
-    radii: np.ndarray
-    accuracy: np.ndarray
-    certified: np.ndarray
-    samples: int
-    ci_low: np.ndarray
-    ci_high: np.ndarray
-    level: float
-
-    def at(self, radius: float) -> float:
-        """The certified accuracy at one of :attr:`radii`."""
-        hits = np.flatnonzero(np.isclose(self.radii, radius, rtol=0.0, atol=1e-12))
-        if hits.size == 0:
-            raise KeyError(f"radius {radius:g} is not among {self.radii.tolist()}")
-        return float(self.accuracy[hits[0]])
-
-
-def _radius_correct(radius: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
-    r = np.asarray(radius, dtype=np.float64).reshape(-1)
-    ok = np.asarray(correct).astype(bool).reshape(-1)
-    if r.shape != ok.shape:
-        raise ValueError(f"radius {r.shape} and correct {ok.shape} differ in length")
-    if r.size == 0:
-        raise ValueError("no samples")
-    return r, ok
-
-
-def certified_accuracy(
-    radius: Any, correct: Any, radii: Sequence[float], *, level: float = 0.95
-) -> CertifiedAccuracy:
-    """Certified accuracy at each of ``radii`` (``code/analyze.py``, ``ApproximateAccuracy``).
-
-    ``radius`` and ``correct`` are per sample (the columns of core.py's certify logs): the
-    certified radius (0 for an abstention) and whether the certified class equals the label
-    (False for an abstention). The accuracy at ``r`` is ``mean(correct & (radius ≥ r))``.
-    """
-    r, ok = _radius_correct(radius, correct)
-    grid = np.asarray([float(v) for v in radii], dtype=np.float64)
-    if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0):
-        raise OptionError("radii", f"{list(radii)!r} must be finite radii >= 0", "e.g. 0,0.25,0.5")
-    certified = np.asarray([int(np.sum(ok & (r >= g))) for g in grid], dtype=np.int64)
-    total = np.full(grid.shape, r.size)
-    low, high = wilson_bounds(certified, total, level)
-    return CertifiedAccuracy(
-        radii=grid,
-        accuracy=certified / r.size,
-        certified=certified,
-        samples=int(r.size),
-        ci_low=low,
-        ci_high=high,
-        level=level,
-    )
-
-
-def certified_accuracy_curve(radius: Any, correct: Any) -> StepCurve:
-    """The exact step function ``r ↦ mean(correct & (radius ≥ r))`` on ``r ≥ 0``, as vertices."""
-    r, ok = _radius_correct(radius, correct)
-    breaks = np.unique(np.concatenate([[0.0], r[ok]]))
-    xs: list[float] = []
-    ys: list[float] = []
-    for b in breaks:
-        xs += [float(b), float(b)]
-        ys += [float(np.mean(ok & (r >= b))), float(np.mean(ok & (r > b)))]
-    return StepCurve(np.asarray(xs), np.asarray(ys))
-
-
-def paper_radii(max_radius: float, step: float = 0.25) -> tuple[float, ...]:
-    """``0, step, 2·step, …`` up to the first multiple ``≥ max_radius`` (the paper's tables)."""
-    if not (math.isfinite(step) and step > 0):
-        raise OptionError("step", f"radius step {step!r} must be positive", "use e.g. 0.25")
-    k = max(1, math.ceil(max(max_radius, 0.0) / step - 1e-9))
-    return tuple(round(i * step, 12) for i in range(k + 1))
 
 
 @dataclass(frozen=True, eq=False)
