@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -137,6 +138,14 @@ def _ratio(
     r = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
     lo, hi = np.percentile(r, [2.5, 97.5])
     return float(np.median(a) / np.median(b)), float(lo), float(hi)
+
+
+def _verdict(r: tuple[float, float, float], target: float) -> str:
+    """``met`` (the interval's low end reaches the target), ``met at the point estimate only``
+    or ``NOT met`` (the median ratio is below it)."""
+    if r[1] >= target:
+        return "met"
+    return "met at the point estimate only" if r[0] >= target else "NOT met"
 
 
 def _fmt_ratio(r: tuple[float, float, float]) -> str:
@@ -325,6 +334,7 @@ def main() -> None:
         args.proc_repeats,
         tmp,
     )
+    shutil.rmtree(tmp, ignore_errors=True)
     load_end = os.getloadavg()[0]
     _write(args, models, inproc, growth, proc, load_start, load_end, ww.__version__)
 
@@ -352,12 +362,12 @@ def _write(  # type: ignore[no-untyped-def]
         )
         target = 1.0 if key == "small_cnn" else 3.0
         verdicts.append(
-            f"{key} default {'met' if ep[1] >= target else 'NOT met'} (≥ {target:g}×: "
+            f"{key} default {_verdict(ep, target)} (≥ {target:g}×: "
             f"{_fmt_ratio(ep)})"
             + (
                 ""
                 if key == "small_cnn"
-                else f", ww-compat {'met' if cp[1] >= 2.0 else 'NOT met'} (≥ 2×: {_fmt_ratio(cp)})"
+                else f", ww-compat {_verdict(cp, 2.0)} (≥ 2×: {_fmt_ratio(cp)})"
             )
         )
     prow = []
@@ -368,8 +378,7 @@ def _write(  # type: ignore[no-untyped-def]
         )
         target = 1.0 if key == "small_cnn" else 3.0
         verdicts.append(
-            f"{key} whole process {'met' if pr[1] >= target else 'NOT met'} (≥ {target:g}×: "
-            f"{_fmt_ratio(pr)})"
+            f"{key} whole process {_verdict(pr, target)} (≥ {target:g}×: {_fmt_ratio(pr)})"
         )
     grow = [
         f"| {n}×{n} | {w * 1e3:.1f} | {e * 1e3:.1f} | {w / e:.2f}× | {g * 1e3:.1f} | {g / e:.0%} |"
