@@ -315,3 +315,33 @@ def test_gram_guard_is_what_keeps_the_threshold_eigenvalue_exact(
     monkeypatch.setattr(spectral_mod, "_GRAM_GUARD", 0.0)
     ev, *_ = layer_eigenvalues(WeightLayer("fc", "fc.weight", "linear", w, 0), SpectralConfig())
     assert abs(ev[0] / float(s2[0]) - 1) > 1e-10
+
+
+def test_spectral_figures_are_drawn_when_the_report_is_written_as_an_eager_drawing(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from edgeproof.models.loading import from_module
+    from edgeproof.report.files import write_report
+    from edgeproof.runner import audit
+
+    model = _trained_mlp()
+    report = audit(from_module(model), checks=["spectral"], threads=1)
+    (res,) = report.checks
+    assert [f.name for f in res.figures] == ["alpha", "esd"]
+    assert not any(f.drawn for f in res.figures)  # the check's run draws nothing
+
+    check = SpectralCheck()
+    eager = check.to_result(analyze_inventory(layers_from_module(model), check.config))
+    eager_svgs = [f.svg for f in eager.figures]  # drawn at once, as a check drawing in run()
+    assert all(s.startswith("<svg") for s in eager_svgs)
+
+    files = write_report(report, tmp_path)
+    assert all(f.drawn for f in res.figures)
+    assert [f.svg for f in res.figures] == eager_svgs
+    written = json.loads(files.json.read_text(encoding="utf-8"))
+    (spectral,) = [c for c in written["checks"] if c["check"] == "spectral"]
+    assert [f["svg"] for f in spectral["figures"]] == eager_svgs
+    html = files.html.read_text(encoding="utf-8")
+    assert all(svg in html for svg in eager_svgs)
