@@ -28,8 +28,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeproof.errors import OptionError, SpecError, param
-from edgeproof.models.interface import DEFAULTS, ModelInterface
+from edgeproof.errors import SpecError, param
+from edgeproof.models.interface import DEFAULTS, ModelInterface, choose_io
 
 __all__ = ["PREFIX", "BoundGraph", "bind_graph", "graph_feeds"]
 
@@ -88,36 +88,10 @@ def _dims(info: onnx.ValueInfoProto) -> list[int | None]:
 
 
 def _choose(model: onnx.ModelProto, interface: ModelInterface, name: str) -> tuple[str, int]:
+    """The data input and the scores output, chosen as for an audited session."""
     feeds = [i.name for i in graph_feeds(model)]
-    data = interface.input or feeds[0]
-    if data not in feeds:
-        raise OptionError(
-            "input",
-            f"{name}: the ONNX graph has no input {data!r} (inputs: {', '.join(feeds)})",
-            "give one of them",
-        )
-    unknown = sorted(set(interface.input_values) - set(feeds))
-    if unknown:
-        raise OptionError(
-            "input_values",
-            f"{name}: the ONNX graph has no input {unknown[0]!r} (inputs: {', '.join(feeds)})",
-            "give values for its inputs only",
-        )
-    outputs = list(model.graph.output)
-    if interface.output is None and len(outputs) > 1:
-        shown = ", ".join(f"{i}: {o.name} {_dims(o)}" for i, o in enumerate(outputs))
-        raise SpecError(
-            f"{name} returns {len(outputs)} outputs ({shown}); say which holds the class "
-            f"scores with {param('output')}"
-        )
-    index = interface.output or 0
-    if index >= len(outputs):
-        raise OptionError(
-            "output",
-            f"{name}: output {index} does not exist (the graph has {len(outputs)})",
-            f"give 0..{len(outputs) - 1}",
-        )
-    return data, index
+    shown = [f"{o.name} {_dims(o)}" for o in model.graph.output]
+    return choose_io(interface, feeds, shown, name)
 
 
 def _const(name: str, value: np.ndarray) -> onnx.NodeProto:

@@ -312,6 +312,38 @@ _ORT_TYPES = {
 }
 
 
+def choose_io(
+    interface: ModelInterface, inputs: Sequence[str], outputs: Sequence[str], name: str
+) -> tuple[str, int]:
+    """The input the data feeds and the index of the output holding the scores of an ONNX
+    graph with ``inputs`` (names) and ``outputs`` (each shown as ``"name shape"``), as
+    ``interface`` chooses them; one-line errors for a choice the graph does not have."""
+    if interface.input is not None and interface.input not in inputs:
+        raise OptionError(
+            "input",
+            f"{name}: the ONNX graph has no input {interface.input!r} "
+            f"(inputs: {', '.join(inputs)})",
+            "give one of them",
+        )
+    unknown = sorted(set(interface.input_values) - set(inputs))
+    if unknown:
+        raise OptionError(
+            "input_values",
+            f"{name}: the ONNX graph has no input {unknown[0]!r} (inputs: {', '.join(inputs)})",
+            "give values for its inputs only",
+        )
+    if interface.output is None and len(outputs) > 1:
+        raise outputs_error(name, outputs)
+    index = interface.output or 0
+    if index >= len(outputs):
+        raise OptionError(
+            "output",
+            f"{name}: output {index} does not exist (the graph has {len(outputs)})",
+            f"give 0..{len(outputs) - 1}",
+        )
+    return interface.input or inputs[0], index
+
+
 class BoundSession:
     """An ONNX Runtime session seen as a one-input, one-output model.
 
@@ -327,32 +359,11 @@ class BoundSession:
         inputs = list(session.get_inputs())
         outputs = list(session.get_outputs())
         names = [i.name for i in inputs]
-        if interface.input is not None and interface.input not in names:
-            raise OptionError(
-                "input",
-                f"{name}: the ONNX graph has no input {interface.input!r} "
-                f"(inputs: {', '.join(names)})",
-                "give one of them",
-            )
-        unknown = sorted(set(interface.input_values) - set(names))
-        if unknown:
-            raise OptionError(
-                "input_values",
-                f"{name}: the ONNX graph has no input {unknown[0]!r} (inputs: {', '.join(names)})",
-                "give values for its inputs only",
-            )
-        data_name = interface.input or names[0]
+        data_name, index = choose_io(
+            interface, names, [f"{o.name} {o.shape}" for o in outputs], name
+        )
         self.data_input = next(i for i in inputs if i.name == data_name)
         self.others = [i for i in inputs if i.name != data_name]
-        if interface.output is None and len(outputs) > 1:
-            raise outputs_error(name, [f"{o.name} {o.shape}" for o in outputs])
-        index = interface.output or 0
-        if index >= len(outputs):
-            raise OptionError(
-                "output",
-                f"{name}: output {index} does not exist (the graph has {len(outputs)})",
-                f"give 0..{len(outputs) - 1}",
-            )
         self.output = outputs[index]
         self.name = name
         said = [f"the data feeds input {data_name!r} {self.data_input.shape}"]
