@@ -32,14 +32,12 @@ neither. A ``population.json`` that cannot be read is noted and ignored.
 
 from __future__ import annotations
 
+import hashlib
 import math
-import multiprocessing
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,13 +46,19 @@ import numpy as np
 
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import InputFileError, OptionError, UserError
+from edgeproof.execute import Executor, ResultCache, TaskOutcome, file_digest, make_executor
 from edgeproof.methods.backdoor import (
     DATA_FREE_DETECTORS,
     BackdoorScan,
+    DetectorResult,
+    DetectorVerdict,
     FreeEagleConfig,
     NeuralCleanseConfig,
     NotAClassifierError,
+    ReversedTrigger,
     STRIPConfig,
+    StripSummary,
+    StripThreshold,
     Threshold,
     Thresholds,
     scan_model,
@@ -289,6 +293,9 @@ def scan_folder(
     *,
     clean: Dataset | None = None,
     jobs: int = 1,
+    executor: str | Executor = "processes",
+    ray_address: str | None = None,
+    cache: str | Path | None = None,
     detectors: Sequence[str] = DATA_FREE_DETECTORS,
     thresholds: Thresholds | None = None,
     threshold_overrides: Mapping[str, float] | None = None,
@@ -307,7 +314,17 @@ def scan_folder(
         folder: the folder (:class:`OptionError` if it is not one or holds no model file).
         clean: clean samples (a dataset in the models' raw input units); Neural Cleanse and STRIP
             run on the models whose input shape they fit.
-        jobs: worker processes (``spawn``, one torch thread each); 1 scans in this process.
+        jobs: workers (one torch thread each); 1 scans in this process.
+        executor: where the models are scanned, one task per model (:mod:`edgeproof.execute`):
+            ``"processes"`` (``spawn``ed workers, the default), ``"inprocess"``, ``"ray"``, or
+            an :class:`~edgeproof.execute.Executor` (then ``jobs`` and ``ray_address`` are its).
+            Every backend gives the same numbers (timings aside).
+        ray_address: with ``executor="ray"``: ``None`` starts Ray here with ``jobs`` CPUs,
+            ``"auto"`` or ``"HOST:PORT"`` joins a cluster.
+        cache: a folder of finished results (:class:`~edgeproof.execute.ResultCache`), keyed by
+            the model file's and its sidecar's bytes, the clean samples, the settings and the
+            edgeproof version: a repeated scan rescans only the files that changed, and an
+            interrupted one resumes. ``None``: no cache.
         detectors: data-free detectors to run.
         thresholds: calibrated thresholds (default: the shipped ones).
         threshold_overrides: ``{detector: value}`` deciding that detector at ``value`` on every
@@ -340,8 +357,22 @@ def scan_folder(
         name_of=name_of,
     )
     clean_x = None if clean is None else _clean_subsample(clean, max_clean_samples, seed)
-    workers = min(jobs, len(files))
-    results = _run(files, root, settings, clean_x, workers, progress)
+    store = None if cache is None else ResultCache(cache, _CACHED_TYPES)
+    own = not isinstance(executor, Executor)
+    ex = (
+        executor
+        if isinstance(executor, Executor)
+        else _executor(executor, jobs, ray_address, files)
+    )
+    try:
+        results = _run(files, root, settings, clean_x, ex, store, progress)
+        execution = ex.describe()
+    finally:
+        if own:
+            ex.close()
+    workers = min(int(execution["workers"]), len(files))
+    if store is not None:
+        execution["cache"] = {"folder": str(store.folder), **store.stats.__dict__}
     labels, notes = _labels(root)
     report = ScanReport(
         folder=str(root),
@@ -355,7 +386,8 @@ def scan_folder(
         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         environment=_environment(),
         labels=labels,
-        notes=notes,
+        notes=notes + ([] if store is None else store.stats.notes(store.folder)),
+        execution=execution,
     )
     report.duration_s = time.perf_counter() - t0
     return report
@@ -411,9 +443,12 @@ def _run(
     root: Path,
     settings: ScanSettings,
     clean: np.ndarray | None,
-    workers: int,
+    executor: Executor,
+    store: ResultCache | None,
     progress: Callable[[ModelScan], None] | None,
 ) -> list[ModelScan]:
+    """Every file's outcome: from the cache when its inputs are unchanged, else scanned on
+    ``executor`` (one task per file; each finished result cached as it arrives)."""
     out: list[ModelScan] = []
 
     def done(m: ModelScan) -> None:
@@ -421,41 +456,82 @@ def _run(
         if progress is not None:
             progress(m)
 
-    if workers <= 1:
-        import torch
-
-        before = torch.get_num_threads()
-        try:
-            for f in files:
-                done(_scan_file(f, root, settings, clean))
-        finally:
-            torch.set_num_threads(before)
-        return out
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures: dict[Future[ModelScan], Path] = {
-            pool.submit(_scan_file, f, root, settings, clean): f for f in files
-        }
-        for fut in as_completed(futures):
-            f = futures[fut]
-            try:
-                done(fut.result())
-            except BrokenProcessPool as exc:
-                done(
-                    ModelScan(
-                        f.relative_to(root).as_posix(),
-                        "crashed",
-                        f"the worker process scanning it died ({exc})",
-                        traceback="".join(traceback.format_exception(exc)),
-                    )
-                )
-            except Exception as exc:  # e.g. a result that could not be sent back
-                done(
-                    ModelScan(
-                        f.relative_to(root).as_posix(),
-                        "crashed",
-                        f"{type(exc).__name__}: {exc}",
-                        traceback="".join(traceback.format_exception(exc)),
-                    )
-                )
+    keys = [_cache_key(f, settings, clean) for f in files] if store is not None else []
+    todo: list[int] = []
+    for i in range(len(files)):
+        hit = None if store is None else store.get(keys[i])
+        if isinstance(hit, ModelScan):
+            done(hit)
+        else:
+            todo.append(i)
+    shared = _Shared(root, settings, clean)
+    for o in executor.run(_scan_task, [files[i] for i in todo], shared):
+        i = todo[o.index]
+        m = _outcome_scan(o, files[i], root)
+        if store is not None and m.status != "crashed":
+            store.put(keys[i], m)
+        done(m)
     return out
+
+
+#: what a cached scan entry may hold
+_CACHED_TYPES = (
+    ModelScan,
+    BackdoorScan,
+    DetectorVerdict,
+    DetectorResult,
+    ReversedTrigger,
+    StripSummary,
+    StripThreshold,
+)
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every scan task shares (sent to each worker once)."""
+
+    root: Path
+    settings: ScanSettings
+    clean: np.ndarray | None
+
+
+def _scan_task(shared: _Shared, path: Path) -> ModelScan:
+    return _scan_file(path, shared.root, shared.settings, shared.clean)
+
+
+def _outcome_scan(o: TaskOutcome[ModelScan], path: Path, root: Path) -> ModelScan:
+    """The task's scan, or the file's ``crashed`` status when its worker failed."""
+    if o.value is not None:
+        return o.value
+    return ModelScan(
+        path.relative_to(root).as_posix(),
+        "crashed",
+        f"the worker scanning it failed: {o.error}",
+        traceback=o.traceback,
+    )
+
+
+def _executor(kind: str, jobs: int, ray_address: str | None, files: list[Path]) -> Executor:
+    """The backend ``kind``; a local pool never has more workers than files."""
+    workers = jobs if kind == "ray" and ray_address is not None else min(jobs, len(files))
+    return make_executor(kind, max(1, workers), ray_address=ray_address)
+
+
+def _cache_key(path: Path, settings: ScanSettings, clean: np.ndarray | None) -> str:
+    """The cache key of one file's scan: its bytes, its sidecar's, the clean samples, the
+    settings and thresholds, and how reasons name parameters."""
+    sidecar = path.with_suffix(".json")
+    data = None
+    if clean is not None:
+        data = [clean.dtype.str, list(clean.shape), hashlib.sha256(clean.tobytes()).hexdigest()]
+    name_of = settings.name_of
+    return ResultCache.key(
+        "scan",
+        path.name,
+        file_digest(path),
+        file_digest(sidecar) if sidecar.is_file() else None,
+        data,
+        settings.to_json(),
+        None if settings.thresholds is None else settings.thresholds.to_json(),
+        None if name_of is None else f"{name_of.__module__}.{name_of.__qualname__}",
+    )

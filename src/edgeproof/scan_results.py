@@ -162,7 +162,9 @@ class ScanReport:
         thresholds: the thresholds used (with the population they were calibrated on).
         overrides: thresholds the caller gave, by detector (every architecture).
         data: summary of the clean samples, or ``None`` for a data-free scan.
-        jobs: worker processes used.
+        jobs: workers used.
+        execution: where the models were scanned (``executor``, ``workers``, on Ray its
+            ``address`` and ``nodes``) and what the result cache did (``cache``).
         created, duration_s, environment: when, how long, on what.
     """
 
@@ -179,6 +181,7 @@ class ScanReport:
     environment: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    execution: dict[str, Any] = field(default_factory=dict)
     _evidence: dict[str, CheckResult] = field(default_factory=dict, repr=False)
 
     @property
@@ -369,6 +372,7 @@ class ScanReport:
             "duration_s": self.duration_s,
             "seed": self.settings.seed,
             "jobs": self.jobs,
+            "execution": dict(self.execution),
             "environment": self.environment,
             "folder": self.folder,
             "settings": self.settings.to_json(),

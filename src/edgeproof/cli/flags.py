@@ -72,6 +72,10 @@ FLAGS: dict[str, str] = {
     "item": "--item",
     # scan
     "jobs": "--jobs",
+    "workers": "--jobs",
+    "executor": "--executor",
+    "ray_address": "--ray-address",
+    "cache": "--cache",
     "detectors": "--detectors",
     "threshold_overrides": "--threshold",
     "thresholds": "--thresholds",

@@ -437,3 +437,21 @@ def build_checks(names: list[str] | None, settings: dict[str, dict[str, Any]]) -
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+
+
+def add_executor(p: argparse.ArgumentParser, *, per: str, default: str) -> None:
+    """``--executor``, ``--ray-address``: where the command's tasks (one per ``per``) run."""
+    p.add_argument(
+        "--executor",
+        choices=("inprocess", "processes", "ray"),
+        default=default,
+        help=f"where the tasks run, one per {per}: this process, a local pool of --jobs "
+        f"processes, or Ray (pip install 'edgeproof[ray]') (default {default})",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT|auto",
+        default=None,
+        help="with --executor ray: the cluster's head (its GCS port, as `ray start --head` "
+        "printed) or 'auto' on a cluster node; default: start Ray here with --jobs CPUs",
+    )

@@ -13,6 +13,7 @@ import argparse
 import math
 import sys
 import textwrap
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeproof.cli import options
@@ -31,6 +32,7 @@ _EPILOG = textwrap.dedent("""\
       edgeproof scan models/ --out runs/scan                 # data-free detectors, every model
       edgeproof scan models/ --data clean.npz --jobs 4       # + Neural Cleanse and STRIP
       edgeproof scan models/ --threshold final-layer=3.0     # decide final-layer at 3.0
+      edgeproof scan models/ --executor ray --ray-address 10.0.0.5:6379   # on a Ray cluster
 
     exit codes: 0 no model flagged, 1 a model is over a threshold (CI gate), 2 bad input
     (not a folder, no model file, no file could be scanned), 3 a model's scan crashed""")
@@ -81,8 +83,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=options.at_least(1),
         default=None,
         metavar="N",
-        help="worker processes, one torch thread each (default: the available cores)",
+        help="workers, one torch thread each (default: the available cores)",
     )
+    options.add_executor(p, per="model", default="processes")
+    p.add_argument(
+        "--cache",
+        metavar="DIR",
+        default=None,
+        help="finished results, keyed by each file's bytes, the data, the settings and the "
+        "edgeproof version: a repeated scan rescans only what changed, an interrupted one "
+        "resumes (default OUT/cache)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="rescan every model, keep no cache")
     p.add_argument(
         "--detectors",
         default=",".join(_DETECTORS),
@@ -151,6 +163,9 @@ def run(args: argparse.Namespace) -> int:
         args.folder,
         clean=clean,
         jobs=args.jobs or available_cores(),
+        executor=args.executor,
+        ray_address=args.ray_address,
+        cache=None if args.no_cache else (args.cache or str(Path(args.out) / "cache")),
         detectors=detectors,
         thresholds=thresholds,
         threshold_overrides=overrides,
@@ -169,6 +184,9 @@ def run(args: argparse.Namespace) -> int:
         auc = "-" if r["auroc"] is None else f"{r['auroc']:.2f}"
         print(f"population.json labels: {r['detector']}: TPR {tpr}, FPR {fpr}, AUROC {auc}")
     print(f"report: {files.html}")
+    for note in report.notes:
+        if "cache" in note:
+            print(f"edgeproof: {note}", file=sys.stderr)
     for m in report.not_scanned:
         print(f"edgeproof: not scanned: {m.file}: {m.status}: {m.reason}", file=sys.stderr)
     if not report.scanned:
