@@ -464,8 +464,8 @@ def _run(
             done(hit)
         else:
             todo.append(i)
-    shared = _Shared(root, settings, clean)
-    for o in executor.run(_scan_task, [files[i] for i in todo], shared):
+    shared = _Shared(root.absolute(), settings, clean)  # workers may run elsewhere
+    for o in executor.run(_scan_task, [files[i].absolute() for i in todo], shared):
         i = todo[o.index]
         m = _outcome_scan(o, files[i], root)
         if store is not None and m.status != "crashed":

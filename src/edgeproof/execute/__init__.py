@@ -58,6 +58,8 @@ def make_executor(
         raise OptionError(
             "executor", f"unknown executor {kind!r}", f"use one of {', '.join(EXECUTORS)}"
         )
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise OptionError("workers", f"{workers!r} is not a positive number", "use e.g. 2")
     if ray_address is not None and kind != "ray":
         raise OptionError(
             "ray_address",

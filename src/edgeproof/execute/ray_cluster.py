@@ -32,6 +32,9 @@ S = TypeVar("S")
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: Ray's own command for a head node (Ray's flags, not edgeproof's), named in the advice
+START_HEAD = "ray start --head --port=6379"
+
 CONNECT_TIMEOUT_S = 10.0
 """How long a ``HOST:PORT`` address may take to answer before it is refused."""
 
@@ -73,8 +76,7 @@ def check_reachable(address: str) -> None:
         raise OptionError(
             "ray_address",
             f"no Ray cluster answers at {address} ({exc.strerror or exc})",
-            "start one with `ray start --head --port=6379` there, or give the address "
-            "`ray start --head` printed",
+            f"start a head node there (`{START_HEAD}`), or give the address the head node printed",
         ) from None
 
 
@@ -114,7 +116,7 @@ class RayExecutor(Executor):
         }
         try:
             if self.address is None:
-                ray.init(num_cpus=self.workers, **kwargs)
+                ray.init(address="local", num_cpus=self.workers, **kwargs)
             else:
                 ray.init(address=self.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -122,7 +124,9 @@ class RayExecutor(Executor):
                 "ray_address",
                 f"could not join the Ray cluster at {self.address} "
                 f"({str(exc).splitlines()[0][:200]})",
-                "start one with `ray start --head`, or give its HOST:PORT",
+                f"start a head node (`{START_HEAD}`) or give its HOST:PORT; a cluster with "
+                "token authentication (Ray's default for a head node) also needs "
+                "RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN) here",
             ) from None
         self._started = True
         if self.address is not None:  # a cluster: as many tasks in flight as it has CPUs, x2
