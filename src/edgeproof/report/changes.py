@@ -28,6 +28,7 @@ __all__ = [
     "iter_metrics",
     "judge",
     "normalise_message",
+    "value_json",
 ]
 
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:[.,]\d+)*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -102,6 +103,11 @@ def _ci_json(ci: Interval | None) -> dict[str, Any] | None:
     }
 
 
+def value_json(m: Metric) -> dict[str, Any]:
+    """``{"value": ..., "ci": {...} | None}`` of a metric, non-finite numbers as ``None``."""
+    return {"value": _finite(m.value), "ci": _ci_json(m.ci)}
+
+
 def _worse(delta: float, higher_is_better: bool | None) -> bool | None:
     """Whether a change of ``delta`` is for the worse; ``None`` without a direction."""
     if higher_is_better is None:
@@ -163,16 +169,13 @@ class MetricChange:
         return self.judgement != "unchanged"
 
     def to_json(self) -> dict[str, Any]:
-        def side(m: Metric | None) -> dict[str, Any] | None:
-            return None if m is None else {"value": _finite(m.value), "ci": _ci_json(m.ci)}
-
         return {
             "check": self.check,
             "metric": self.name,
             "unit": self.unit,
             "higher_is_better": self.higher_is_better,
-            "old": side(self.old),
-            "new": side(self.new),
+            "old": None if self.old is None else value_json(self.old),
+            "new": None if self.new is None else value_json(self.new),
             "delta": self.delta,
             "significant": self.significant,
             "judgement": self.judgement,

@@ -73,6 +73,7 @@ __all__ = [
     "ReportMismatchError",
     "ReportSide",
     "check_fail_on",
+    "data_warnings",
     "diff",
     "diff_reports",
     "model_mismatch",
@@ -233,7 +234,8 @@ def _short(names: Sequence[str]) -> str:
     return f"[{shown}{',…' if len(names) > 6 else ''}] ({len(names)})"
 
 
-def _data_warnings(a: Report, b: Report) -> list[str]:
+def data_warnings(a: Report, b: Report) -> list[str]:
+    """What makes two reports of one model less comparable: other data, another threat model."""
     out: list[str] = []
     da, db = a.data or {}, b.data or {}
     if (da.get("name"), da.get("records")) != (db.get("name"), db.get("records")):
@@ -346,7 +348,7 @@ def diff_reports(
         resolved_findings=tuple(resolved),
         classes=tuple(_class_shifts(ra, rb)),
         checks=tuple(_check_changes(ra, rb)),
-        warnings=tuple(_data_warnings(ra, rb)),
+        warnings=tuple(data_warnings(ra, rb)),
         fail_on=policy,
     )
 

@@ -114,7 +114,9 @@ class ModelChange:
             return False
         if self.new.flagged and (self.old is None or not self.old.flagged):
             return True
-        return self.old is not None and self.old.status == "scanned" and self.new.status == "crashed"
+        return (
+            self.old is not None and self.old.status == "scanned" and self.new.status == "crashed"
+        )
 
     @property
     def regression(self) -> bool:
@@ -122,9 +124,9 @@ class ModelChange:
         that was scanned and is not (or is gone)."""
         if self.significant_regression:
             return True
-        if self.old is not None and self.old.status == "scanned":
-            if self.new is None or self.new.status != "scanned":
-                return True
+        was_scanned = self.old is not None and self.old.status == "scanned"
+        if was_scanned and (self.new is None or self.new.status != "scanned"):
+            return True
         d = self.delta
         return d is not None and d > 0
 
