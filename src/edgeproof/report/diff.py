@@ -377,7 +377,7 @@ def resolve_input(path: str | Path) -> Path:
             raise InputFileError(
                 p,
                 "is a folder without a report.json",
-                "give the report.json an audit or a scan wrote, or the --out folder holding it",
+                "give the report.json an audit or a scan wrote, or the output folder holding it",
             )
         return inner
     return p

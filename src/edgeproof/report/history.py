@@ -261,7 +261,7 @@ def history(folder: str | Path) -> History:
         raise InputFileError(
             root,
             f"holds no edgeproof audit report, in it or its subfolders{extra}",
-            "give the folder the audits' --out folders are in (runs/ for runs/v1/report.json)",
+            "give the folder the audits' output folders are in (runs/ for runs/v1/report.json)",
         )
     found.sort(key=lambda pr: (_when(pr[1].created), str(pr[0])))
     labels = dict(zip([p for p, _ in found], _labels(root, [p for p, _ in found])))
@@ -270,8 +270,10 @@ def history(folder: str | Path) -> History:
     runs: list[HistoryRun] = []
     included: list[Report] = []
     for p, r in found:
-        mismatch = model_mismatch(ref, r)
-        reason = f"a different model ({'; '.join(mismatch)})" if mismatch else None
+        mismatch = model_mismatch(r, ref)  # this report's value first, the tracked one's second
+        reason = (
+            f"a different model than the one tracked ({'; '.join(mismatch)})" if mismatch else None
+        )
         runs.append(_run(p, labels[p], r, reason))
         if reason is None:
             included.append(r)
