@@ -251,7 +251,7 @@ def test_diff_of_a_file_that_is_not_a_report_exits_2_naming_the_file(
     sidecar.write_text(json.dumps({"format": "edgeproof-model", "arch": "zoo:lenet5"}))
     assert main(["diff", str(runs["good"]), str(sidecar)]) == 2
     err = capsys.readouterr().err.strip()
-    assert str(sidecar) in err and "not an edgeproof audit or scan report" in err
+    assert str(sidecar) in err and "is an edgeproof-model file, not an edgeproof audit" in err
     assert main(["diff", str(tmp_path), str(runs["good"])]) == 2  # a folder without report.json
     assert "without a report.json" in capsys.readouterr().err
 
@@ -334,7 +334,8 @@ def test_history_orders_runs_by_created_time_and_draws_a_chart_per_metric(
     for name, run in (("z-first", "good"), ("m-second", "damaged"), ("a-third", "again")):
         shutil.copytree(runs[run], folder / name)
     shutil.copytree(runs["other"], folder / "other")  # another model: skipped, not fatal
-    (folder / "notes.json").write_text('{"not": "a report"}')  # ignored
+    (folder / "notes.json").write_text('{"not": "a report"}')  # ignored, and so is a diff
+    assert main(["diff", str(runs["good"]), str(runs["damaged"]), "--out", str(folder / "d")]) == 1
     out = folder / "history"
     assert main(["history", str(folder), "--out", str(out)]) == 0
     assert "skipped: a different model" in capsys.readouterr().out

@@ -76,6 +76,7 @@ __all__ = [
     "data_warnings",
     "diff",
     "diff_reports",
+    "is_audit_json",
     "model_mismatch",
     "read_input",
     "resolve_input",
@@ -395,13 +396,27 @@ def read_input(path: str | Path) -> tuple[Literal["audit", "scan"], Report | dic
     obj = read_json(p, error=InputFileError, what="report file")
     if isinstance(obj, dict) and obj.get("format") == "edgeproof-scan":
         return "scan", _validated_scan(obj, p), p
-    if not isinstance(obj, dict) or "checks" not in obj or "schema_version" not in obj:
+    if not is_audit_json(obj):
+        what = obj.get("format") if isinstance(obj, dict) else None
         raise InputFileError(
             p,
-            "is not an edgeproof audit or scan report (no 'checks' or 'format' key)",
+            f"is {'an ' + str(what)[:40] + ' file' if isinstance(what, str) else 'JSON'}, not an "
+            "edgeproof audit or scan report",
             "give the report.json that `edgeproof audit` or `edgeproof scan` wrote",
         )
     return "audit", Report.read_json(p), p
+
+
+def is_audit_json(obj: object) -> bool:
+    """Whether a parsed JSON document looks like an audit ``report.json`` (it may still fail its
+    schema): an object with ``checks`` and ``schema_version`` and no ``format`` (scans, diffs,
+    histories and model sidecars name theirs)."""
+    return (
+        isinstance(obj, dict)
+        and "checks" in obj
+        and "schema_version" in obj
+        and obj.get("format") is None
+    )
 
 
 def _validated_scan(obj: dict[str, Any], p: Path) -> dict[str, Any]:

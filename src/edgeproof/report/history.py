@@ -28,7 +28,7 @@ from typing import Any
 from edgeproof._version import __version__
 from edgeproof.errors import InputFileError
 from edgeproof.report.changes import finding_key, iter_metrics, value_json
-from edgeproof.report.diff import data_warnings, model_mismatch
+from edgeproof.report.diff import data_warnings, is_audit_json, model_mismatch
 from edgeproof.report.report import Report
 from edgeproof.results import Metric
 
@@ -174,7 +174,7 @@ def _candidates(folder: Path) -> tuple[list[tuple[Path, Report]], list[tuple[Pat
             if p.name == "report.json":
                 skipped.append((p, exc.problem))
             continue
-        if not isinstance(obj, dict) or "checks" not in obj or obj.get("tool") != "edgeproof":
+        if not is_audit_json(obj):
             continue  # a sidecar, a scan, a diff, a history: not an audit
         try:
             reports.append((p, Report.read_json(p)))
