@@ -236,15 +236,22 @@ def _warnings(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     da = (a.get("settings") or {}).get("detectors")
     db = (b.get("settings") or {}).get("detectors")
     if da != db:
-        out.append(f"the detectors differ ({da} vs {db}): ratios and flags are not comparable")
+        out.append(
+            f"the detectors differ ({_names(da)} vs {_names(db)}): ratios and flags are not "
+            "comparable"
+        )
     ta = (a.get("thresholds"), a.get("threshold_overrides"))
     tb = (b.get("thresholds"), b.get("threshold_overrides"))
     if ta != tb:
         out.append(
-            "the thresholds differ (other calibration or --threshold overrides): a ratio "
+            "the thresholds differ (another calibration, or thresholds given): a ratio "
             "change can come from the threshold, not the model"
         )
     return out
+
+
+def _names(detectors: object) -> str:
+    return ", ".join(map(str, detectors)) if isinstance(detectors, list) else str(detectors)
 
 
 def diff_scans(
