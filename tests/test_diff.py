@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -29,11 +33,14 @@ from edgeproof.models.loading import load_model
 from edgeproof.models.train import train_and_save
 from edgeproof.report.changes import normalise_message
 from edgeproof.report.diff import ReportDiff, ReportMismatchError, diff, diff_reports
+from edgeproof.report.diff_html import validate_diff_json
 from edgeproof.report.files import write_report
 from edgeproof.report.history import history
+from edgeproof.report.history_html import validate_history_json
 from edgeproof.report.report import Report
 
 CHECKS = ["performance", "calibration"]
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _damaged(model_path: Path, dest: Path) -> Path:
@@ -118,6 +125,9 @@ def test_diff_finds_the_significant_accuracy_regression_and_exits_1(
     assert acc["new"]["ci"]["high"] < acc["old"]["ci"]["low"]  # the rule, on the numbers
     assert acc["delta"] == pytest.approx(acc["new"]["value"] - acc["old"]["value"])
     assert obj["failed"] is True and any("performance.accuracy" in r for r in obj["regressions"])
+    validate_diff_json(obj)
+    with pytest.raises(jsonschema.ValidationError):  # the schema holds the file to its shape
+        validate_diff_json({**obj, "failed": "yes"})
     page = (out / "diff.html").read_text()
     assert "FAIL" in page and "performance.accuracy" in page and "<script src" not in page
 
@@ -129,6 +139,7 @@ def test_diff_with_fail_on_never_exits_0_and_still_reports_the_regression(
     assert code == 0
     captured = capsys.readouterr()
     obj = json.loads(captured.out)  # stdout is the JSON alone; the table went to stderr
+    validate_diff_json(obj)
     assert obj["fail_on"] == "never" and obj["failed"] is False and obj["regressions"] == []
     assert any(m["significant"] and m["regression"] for m in obj["metrics"])
     assert "policy never: PASS" in captured.err
@@ -239,6 +250,17 @@ def test_diff_of_two_different_models_exits_2_in_one_line_naming_both_files(
         diff_reports(_read(runs["good"]), _read(runs["other"]))
 
 
+def test_a_real_process_refusing_two_different_models_prints_one_line_and_no_traceback(
+    runs: dict[str, Path],
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    argv = [sys.executable, "-m", "edgeproof", "diff", str(runs["good"]), str(runs["other"])]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("edgeproof: error: ") and "different models" in proc.stderr
+
+
 def test_diff_of_a_file_that_is_not_a_report_exits_2_naming_the_file(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -340,6 +362,7 @@ def test_history_orders_runs_by_created_time_and_draws_a_chart_per_metric(
     assert main(["history", str(folder), "--out", str(out)]) == 0
     assert "skipped: a different model" in capsys.readouterr().out
     obj = json.loads((out / "history.json").read_text())
+    validate_history_json(obj)
     labels = [r["label"] for r in obj["runs"] if r["included"]]
     assert labels == ["z-first", "m-second", "a-third"]
     (skipped,) = [r for r in obj["runs"] if not r["included"]]

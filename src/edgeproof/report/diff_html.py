@@ -1,5 +1,6 @@
 """The files of a diff (:mod:`edgeproof.report.diff`, :mod:`edgeproof.report.scan_diff`):
-``diff.json`` and ``diff.html``.
+``diff.json`` (validated against ``diff.schema.json``, shipped here, before it is written) and
+``diff.html``.
 
 The page has the look and the safety rules of the audit report (:mod:`edgeproof.report.html`:
 one self-contained file, inline CSS, every text escaped): the verdict of the policy, what fails
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from edgeproof.atomic import atomic_write_text
 from edgeproof.outputs import Output, check_output_paths
@@ -21,7 +24,12 @@ from edgeproof.report.files import ReportFiles
 from edgeproof.report.html import _e, _template, format_estimate, format_number
 from edgeproof.report.scan_diff import ModelChange, ModelState, ScanDiff
 
-__all__ = ["metric_order", "render_diff_html", "write_diff"]
+__all__ = [
+    "metric_order",
+    "render_diff_html",
+    "validate_diff_json",
+    "write_diff",
+]
 
 DIFF_FILES = ("diff.json", "diff.html")
 
@@ -258,6 +266,15 @@ def render_diff_html(d: ReportDiff | ScanDiff) -> str:
     )
 
 
+def validate_diff_json(obj: Any) -> None:
+    """Validate a ``diff.json`` object against ``diff.schema.json`` shipped in the package
+    (raises ``jsonschema.ValidationError``)."""
+    import jsonschema
+
+    text = resources.files("edgeproof.report").joinpath("diff.schema.json").read_text("utf-8")
+    jsonschema.Draft202012Validator(json.loads(text)).validate(obj)
+
+
 def write_diff(
     d: ReportDiff | ScanDiff, out_dir: str | Path, *, inputs: tuple[str, ...] = ()
 ) -> ReportFiles:
@@ -271,7 +288,9 @@ def write_diff(
         [Output.folder(out, DIFF_FILES, option="out_dir")], list(inputs or (d.old.path, d.new.path))
     )
     out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(d.to_json(), indent=2, allow_nan=False) + "\n"
+    obj = d.to_json()
+    validate_diff_json(obj)
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
     json_path = atomic_write_text(out / "diff.json", text, option="out_dir")
     html_path = atomic_write_text(out / "diff.html", render_diff_html(d), option="out_dir")
     return ReportFiles(json=json_path, html=html_path)

@@ -1,4 +1,5 @@
-"""The files of a :class:`~edgeproof.report.history.History`: ``history.json`` and
+"""The files of a :class:`~edgeproof.report.history.History`: ``history.json``
+(validated against ``history.schema.json``, shipped here, before it is written) and
 ``history.html``.
 
 The page has the look and the safety rules of the audit report (:mod:`edgeproof.report.html`:
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from edgeproof.atomic import atomic_write_text
 from edgeproof.outputs import Output, check_output_paths
@@ -20,7 +23,13 @@ from edgeproof.report.files import ReportFiles
 from edgeproof.report.history import History, MetricSeries
 from edgeproof.report.html import _e, _template, format_estimate
 
-__all__ = ["HISTORY_FILES", "metric_chart", "render_history_html", "write_history"]
+__all__ = [
+    "HISTORY_FILES",
+    "metric_chart",
+    "render_history_html",
+    "validate_history_json",
+    "write_history",
+]
 
 HISTORY_FILES = ("history.json", "history.html")
 
@@ -158,6 +167,15 @@ def render_history_html(h: History) -> str:
     )
 
 
+def validate_history_json(obj: Any) -> None:
+    """Validate a ``history.json`` object against ``history.schema.json`` shipped in the package
+    (raises ``jsonschema.ValidationError``)."""
+    import jsonschema
+
+    text = resources.files("edgeproof.report").joinpath("history.schema.json").read_text("utf-8")
+    jsonschema.Draft202012Validator(json.loads(text)).validate(obj)
+
+
 def write_history(h: History, out_dir: str | Path) -> ReportFiles:
     """Write ``history.json`` and ``history.html`` into ``out_dir`` (each atomically).
 
@@ -169,7 +187,9 @@ def write_history(h: History, out_dir: str | Path) -> ReportFiles:
         [Output.folder(out, HISTORY_FILES, option="out_dir")], [r.path for r in h.runs]
     )
     out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(h.to_json(), indent=2, allow_nan=False) + "\n"
+    obj = h.to_json()
+    validate_history_json(obj)
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
     json_path = atomic_write_text(out / "history.json", text, option="out_dir")
     html_path = atomic_write_text(out / "history.html", render_history_html(h), option="out_dir")
     return ReportFiles(json=json_path, html=html_path)
