@@ -119,7 +119,7 @@ def _print_report_diff(d: ReportDiff, out: TextIO) -> None:
     from edgeproof.report.html import format_estimate
 
     shown = [m for m in metric_order(d) if m.changed]
-    rows = [["metric", "old [CI]", "new [CI]", "delta", "judgement", ""]]
+    rows = [["metric", "old [CI]", "new [CI]", "delta", "judgement", "direction"]]
     for m in shown:
         direction = {True: "worse", False: "better", None: "changed"}[m.regression]
         rows.append(
