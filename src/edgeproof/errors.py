@@ -39,6 +39,7 @@ a flag and a CLI message never names a Python argument.
     │   ├── NotApplicableError           a compression step cannot apply (search: skipped)
     │   ├── MissingExtraError            an optional dependency is not installed (names the extra)
     │   ├── NotAClassifierError          (methods.backdoor.head) the last layer is no class head
+    │   ├── ReportMismatchError          (report.diff) the two reports are not of one model
     │   └── SignatureKeyError            (integrity.seal) kept for callers that catch it
     ├── PolicyViolation                  exit code 1: a threshold failed (not an input error)
     ├── WeightTamperError                exit code 1: (integrity.guard) weights differ from seal

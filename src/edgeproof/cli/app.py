@@ -32,6 +32,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scan",
     "population",
     "explain",
+    "diff",
+    "history",
 )
 
 
