@@ -8,7 +8,9 @@ grouped into extras, declared in ``pyproject.toml`` and mirrored in :data:`EXTRA
   ONNX graph), ONNX Runtime latency.
 * ``data`` — scikit-learn, pillow: the built-in datasets (``builtin:digits``, used by the demo),
   image folders, the activation-clustering backdoor detector.
-* ``all`` — every extra above.
+* ``ray`` — ray: ``--executor ray`` (``scan``, ``compress``, ``audit`` of several data sets on
+  a Ray cluster, :mod:`edgeproof.execute`).
+* ``all`` — the ``onnx`` and ``data`` extras (Ray is large and only needed on a cluster).
 
 Where edgeproof imports an optional package it does so inside :func:`needs_extra`::
 
@@ -32,6 +34,7 @@ __all__ = ["EXTRAS", "needs_extra"]
 EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxscript", "onnxruntime"),
     "data": ("sklearn", "PIL"),
+    "ray": ("ray",),
 }
 
 #: module → the name users know it by in the message (the distribution)
