@@ -349,3 +349,82 @@ def test_scan_over_worker_processes_gives_the_in_process_results(
         return [(m["file"], m["status"], [d["score"] for d in m["detectors"]]) for m in models]
 
     assert scores(a) == scores(b)
+
+
+def _scores(out: Path) -> dict[str, tuple[object, ...]]:
+    report = json.loads((out / "report.json").read_text())
+    return {
+        m["file"]: (m["status"], m["ratio"], [d["score"] for d in m["detectors"]])
+        for m in report["models"]
+    }
+
+
+def test_a_repeated_scan_rescans_only_the_model_that_changed(
+    population: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _folder(population, tmp_path / "models", extras=False)
+    out = tmp_path / "scan"
+    args = ["scan", str(folder), "--out", str(out), "--jobs", "1", "--detectors", DETECTORS]
+    args += ["--threshold", "final-layer=1e6,head-probe=1e6", "--quiet"]
+    assert main(args) == 0
+    first = _scores(out)
+    assert json.loads((out / "report.json").read_text())["execution"]["cache"]["written"] == 4
+    capsys.readouterr()
+    # one file changes: the first MLP becomes a copy of the second
+    mlps = sorted(folder.glob("*mlp*.safetensors"))
+    shutil.copy(mlps[1], mlps[0])
+    assert main(args) == 0
+    cache = json.loads((out / "report.json").read_text())["execution"]["cache"]
+    assert (cache["hits"], cache["written"]) == (3, 1)
+    assert "3 result(s) from the cache" in capsys.readouterr().err
+    second = _scores(out)
+    assert second[mlps[0].name] == first[mlps[1].name]  # rescanned: now the twin's scores
+    assert {k: v for k, v in second.items() if k != mlps[0].name} == {
+        k: v for k, v in first.items() if k != mlps[0].name
+    }
+    assert main([*args, "--detectors", "final-layer"]) == 0  # other settings: a new key
+    cache = json.loads((out / "report.json").read_text())["execution"]["cache"]
+    assert cache["hits"] == 0
+
+
+def test_an_interrupted_scan_resumes_where_it_stopped(population: Path, tmp_path: Path) -> None:
+    from edgeproof.scan import scan_folder
+
+    folder = _folder(population, tmp_path / "models", extras=False)
+    cache = tmp_path / "cache"
+    seen: list[str] = []
+
+    def interrupt(m: object) -> None:
+        seen.append(str(getattr(m, "file", "")))
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C after two models
+
+    kwargs = {"detectors": ["final-layer", "head-probe"], "executor": "inprocess"}
+    with pytest.raises(KeyboardInterrupt):
+        scan_folder(folder, cache=cache, progress=interrupt, **kwargs)  # type: ignore[arg-type]
+    resumed = scan_folder(folder, cache=cache, **kwargs)  # type: ignore[arg-type]
+    assert resumed.execution["cache"]["hits"] == 2
+    assert resumed.execution["cache"]["written"] == 2
+    fresh = scan_folder(folder, **kwargs)  # type: ignore[arg-type]
+    assert [(m.file, m.ratio) for m in resumed.models] == [(m.file, m.ratio) for m in fresh.models]
+
+
+def test_a_cache_of_another_edgeproof_version_is_ignored_and_said_once(
+    population: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _folder(population, tmp_path / "models", extras=False)
+    out = tmp_path / "scan"
+    args = ["scan", str(folder), "--out", str(out), "--jobs", "1", "--detectors", DETECTORS]
+    args += ["--threshold", "final-layer=1e6,head-probe=1e6", "--quiet"]
+    assert main(args) == 0
+    manifest = out / "cache" / "cache.json"
+    manifest.write_text(json.dumps({"format": "edgeproof-result-cache", "version": "0.0.9"}))
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("written by edgeproof 0.0.9") == 1 and "ignored" in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["execution"]["cache"]["hits"] == 0
+    assert sum("0.0.9" in n for n in report["notes"]) == 1
+    assert main(args) == 0  # taken over: the next run reuses what this one wrote
+    assert json.loads((out / "report.json").read_text())["execution"]["cache"]["hits"] == 4
