@@ -113,8 +113,8 @@ class RayExecutor(Executor):
             "logging_level": logging.WARNING,
         }
         try:
-            if self.address is None:
-                ray.init(num_cpus=self.workers, **kwargs)
+            if self.address is None:  # "local": a new instance, even where `ray start` ran
+                ray.init(address="local", num_cpus=self.workers, **kwargs)
             else:
                 ray.init(address=self.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
