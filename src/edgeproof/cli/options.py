@@ -439,6 +439,20 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
 
 
+def add_jobs(p: argparse.ArgumentParser, *, help: str) -> None:
+    """``--jobs N``: how many workers run the command's tasks."""
+    p.add_argument("--jobs", type=at_least(1), default=None, metavar="N", help=help)
+
+
+def jobs_arg(args: argparse.Namespace) -> int:
+    """``--jobs``, or the available cores when the tasks run outside this process (1 in it)."""
+    from edgeproof.runtime.threads import available_cores
+
+    if args.jobs is not None:
+        return int(args.jobs)
+    return 1 if args.executor == "inprocess" else available_cores()
+
+
 def add_executor(p: argparse.ArgumentParser, *, per: str, default: str) -> None:
     """``--executor``, ``--ray-address``: where the command's tasks (one per ``per``) run."""
     p.add_argument(

@@ -169,6 +169,19 @@ def _split(data: Dataset, calib_size: int) -> tuple[Dataset, Dataset]:
     return data.subset(np.arange(k)), data.subset(np.arange(k, n))
 
 
+def _calib_and_eval(
+    data: Dataset, evaluation: Dataset | None, calib_size: int
+) -> tuple[Dataset, Dataset, tuple[DataPart, ...]]:
+    """The calibration and evaluation sets and how they were drawn: without ``evaluation`` the
+    first ``min(calib_size, N/2)`` records of ``data`` and the rest, with it the first
+    ``calib_size`` records and ``evaluation`` itself."""
+    if evaluation is None:
+        calib, held_out = _split(data, calib_size)
+    else:
+        calib, held_out = data.subset(np.arange(min(calib_size, len(data)))), evaluation
+    return calib, held_out, data_parts(data, calib, held_out, evaluation is not None)
+
+
 def compress(
     module: nn.Module,
     spec: InputSpec,
@@ -200,11 +213,8 @@ def compress(
     ``early_exit`` puts ``Chain(EarlyExit(early_exit))`` first (its ``max_drop`` defaults to the
     budget's, 1 % without one). ``log`` is told one line per candidate, ``progress`` every
     stage of every candidate (:data:`~edgeproof.compress.search.Progress`).
-
-    ``executor``, ``jobs``, ``ray_address``: where the candidates are built and measured, one
-    task each (:func:`~edgeproof.compress.search.search`): ``"inprocess"`` (the default),
-    ``"processes"``, ``"ray"``, or an :class:`~edgeproof.execute.Executor`; the same ledger on
-    every backend, timings aside. ``compress.json`` records which (``execution``).
+    ``executor``, ``jobs``, ``ray_address``: where the candidates run, one task each, with the
+    same ledger everywhere (:func:`~edgeproof.compress.search.search`; compress.json says where).
     """
     budget = budget or Budget()
     if tuple(data.sample_shape) != tuple(spec.shape):
@@ -212,12 +222,7 @@ def compress(
             f"{param('data')}: {data.name} has sample shape {data.sample_shape} but the model "
             f"expects {spec.shape}; pass data shaped like the model input"
         )
-    given = evaluation is not None
-    if evaluation is None:
-        calib, evaluation = _split(data, calib_size)
-    else:
-        calib = data.subset(np.arange(min(calib_size, len(data))))
-    parts = data_parts(data, calib, evaluation, given)
+    calib, evaluation, parts = _calib_and_eval(data, evaluation, calib_size)
     threat = resolve_compress_threat(module, spec, evaluation, threat)
     if threat.input.shape != tuple(spec.shape):
         raise SpecError(
@@ -300,12 +305,7 @@ def compress_graph(
     bound = bind_graph(onnx.load_from_string(model), interface or ModelInterface(), name)
     proto = bound.model
     model = proto.SerializeToString() if bound.is_bound else model
-    given = evaluation is not None
-    if evaluation is None:
-        calib, evaluation = _split(data, calib_size)
-    else:
-        calib = data.subset(np.arange(min(calib_size, len(data))))
-    parts = data_parts(data, calib, evaluation, given)
+    calib, evaluation, parts = _calib_and_eval(data, evaluation, calib_size)
     loaded = LoadedModel(path=None, format="onnx", session=make_session(model), spec=spec)
     if threat is None:
         threat = resolve_threat(loaded, evaluation)

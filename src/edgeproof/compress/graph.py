@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeproof.checks import registered_factories
 from edgeproof.compress.artefacts import (
     Artefact,
     Outputs,
@@ -228,36 +226,29 @@ def search_graph(
     _check_runs(src, calib)
     settings = MeasureSettings(threat, tuple(checks), threads, seed, confidence=budget.confidence)
     audit = evaluation if audit_evaluation is None else audit_evaluation
-    base = OnnxGraphArtefact(src, src, notes=("the source graph, unchanged",))
     tell = progress_teller(progress, len(recipes) + 1)
-    with compute_threads(threads):
-        baseline = measure_artefact(
-            "fp32",
-            "baseline",
-            base,
-            evaluation,
-            settings,
-            notes=base.notes,
-            audit_data=audit,
-            on_stage=partial(tell, "fp32", 0),
-        )
-    ledger = Ledger(
-        baseline,
-        threat=at_largest_eps(threat),
-        classes=tuple(evaluation.classes),
-        certify_threat=at_smallest_eps(threat),
-    )
-    ledger.artefacts["fp32"] = base
     ex, own = candidate_executor(executor, jobs, ray_address, len(recipes))
     try:
-        common = TaskCommon(
-            uuid.uuid4().hex,
-            threads,
-            seed,
-            registered_factories(checks),
-            tell=tell if ex.kind == "inprocess" else None,
-            keep=ex.kind == "ray",
+        base = OnnxGraphArtefact(src, src, notes=("the source graph, unchanged",))
+        with compute_threads(threads):
+            baseline = measure_artefact(
+                "fp32",
+                "baseline",
+                base,
+                evaluation,
+                settings,
+                notes=base.notes,
+                audit_data=audit,
+                on_stage=partial(tell, "fp32", 0),
+            )
+        ledger = Ledger(
+            baseline,
+            threat=at_largest_eps(threat),
+            classes=tuple(evaluation.classes),
+            certify_threat=at_smallest_eps(threat),
         )
+        ledger.artefacts["fp32"] = base
+        common = TaskCommon.of(ex, threads, seed, checks, tell)
         x_calib = np.ascontiguousarray(calib.x, np.float32)
         shared = _GraphShared(common, model, src, x_calib, evaluation, audit, settings, baseline)
         plans = [Planned(r.name, r.technique) for r in recipes]
@@ -273,7 +264,6 @@ def search_graph(
             say=say,
             tell=tell,
         )
-        ledger.execution = ex.describe()
     finally:
         if own:
             ex.close()

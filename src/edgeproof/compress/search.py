@@ -17,7 +17,6 @@ with the same ledger (timings aside) in recipe order.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -25,13 +24,12 @@ from functools import partial
 import numpy as np
 from torch import nn
 
-from edgeproof.checks import registered_factories
 from edgeproof.compress.context import BuildContext
 from edgeproof.compress.ledger import Candidate, Ledger
 from edgeproof.compress.measure import MeasureSettings, measure
 from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps, at_smallest_eps
 from edgeproof.compress.recipes import default_recipes
-from edgeproof.compress.steps import Chain
+from edgeproof.compress.steps import Built, Chain
 from edgeproof.compress.tasks import (
     Measured,
     Planned,
@@ -198,37 +196,19 @@ def search(
     module = module.eval()
     chains = list(default_recipes() if recipes is None else recipes)
     tell = progress_teller(progress, len(chains) + 1)
-    with compute_threads(threads):
-        threat = resolve_compress_threat(module, spec, evaluation, threat)
-        net_calib, net_eval = (network_units(d, module, threat) for d in (calib, evaluation))
-        ctx = BuildContext(spec, net_calib, threads=threads, seed=seed)
-        settings = MeasureSettings(
-            threat, tuple(checks), threads, seed, confidence=budget.confidence
-        )
-        tell("fp32", 0, "build")
-        base_built = Chain().apply(module, ctx)
-        baseline = measure(
-            "fp32",
-            "baseline",
-            base_built,
-            net_eval,
-            settings,
-            audit_data=evaluation,
-            on_stage=lambda s: tell("fp32", 0, s),
-        )
-    tell("fp32", 0, "done")
-    ledger = _ledger(baseline, threat, evaluation)
-    ledger.artefacts["fp32"] = base_built
     ex, own = candidate_executor(executor, jobs, ray_address, len(chains))
     try:
-        common = TaskCommon(
-            uuid.uuid4().hex,
-            threads,
-            seed,
-            registered_factories(checks),
-            tell=tell if ex.kind == "inprocess" else None,
-            keep=ex.kind == "ray",
-        )
+        with compute_threads(threads):
+            threat = resolve_compress_threat(module, spec, evaluation, threat)
+            net_calib, net_eval = (network_units(d, module, threat) for d in (calib, evaluation))
+            ctx = BuildContext(spec, net_calib, threads=threads, seed=seed)
+            settings = MeasureSettings(
+                threat, tuple(checks), threads, seed, confidence=budget.confidence
+            )
+            baseline, base_built = _baseline(module, ctx, net_eval, evaluation, settings, tell)
+        ledger = _ledger(baseline, threat, evaluation)
+        ledger.artefacts["fp32"] = base_built
+        common = TaskCommon.of(ex, threads, seed, checks, tell)
         shared = _ChainShared(common, module, ctx, net_eval, evaluation, settings, baseline)
         plans = [Planned(c.name, c.technique) for c in chains]
         run_candidates(
@@ -243,11 +223,34 @@ def search(
             say=say,
             tell=tell,
         )
-        ledger.execution = ex.describe()
     finally:
         if own:
             ex.close()
     return ledger
+
+
+def _baseline(
+    module: nn.Module,
+    ctx: BuildContext,
+    data: Dataset,
+    audit_data: Dataset,
+    settings: MeasureSettings,
+    tell: Callable[[str, int, str], None],
+) -> tuple[Candidate, Built]:
+    """The baseline (``Chain()``, the fp32 graph) built and measured here, first."""
+    tell("fp32", 0, "build")
+    built = Chain().apply(module, ctx)
+    baseline = measure(
+        "fp32",
+        "baseline",
+        built,
+        data,
+        settings,
+        audit_data=audit_data,
+        on_stage=lambda s: tell("fp32", 0, s),
+    )
+    tell("fp32", 0, "done")
+    return baseline, built
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,10 @@ Results do not depend on where a task runs: each runs torch and the BLAS pools o
 the checks the caller registered (:func:`~edgeproof.checks.registered_factories`); the build
 context's caches arrive empty in a worker, which computes the same values
 (:class:`~edgeproof.compress.context.BuildContext`). Rows go into the ledger in recipe order,
-whatever order they finished in. A candidate whose task fails (a worker that died, a result
+whatever order they finished in. What the caller adds travels to the workers by pickle: a
+check they registered, a step of their own must be defined at module level in a module the
+workers can import (or, on Ray, be registered with ``ray.cloudpickle.register_pickle_by_value``).
+A candidate whose task fails (a worker that died, a result
 that could not be sent back) fails the search with an :class:`~edgeproof.errors.InternalError`;
 an error the build or the measurement raised is raised again here, as in this process.
 """
@@ -28,11 +31,12 @@ from __future__ import annotations
 
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from edgeproof.checks import register_factories
+from edgeproof.checks import register_factories, registered_factories
 from edgeproof.checks.base import seed_everything
 from edgeproof.compress.ledger import Candidate, Ledger, SkippedCandidate
 from edgeproof.errors import InternalError
@@ -101,6 +105,20 @@ class TaskCommon:
     tell: Tell | None = None
     keep: bool = False
 
+    @classmethod
+    def of(
+        cls, executor: Executor, threads: int, seed: int, checks: Sequence[str], tell: Tell
+    ) -> TaskCommon:
+        """The settings of a new search on ``executor`` (progress of each stage in process)."""
+        return cls(
+            uuid.uuid4().hex,
+            threads,
+            seed,
+            registered_factories(checks),
+            tell=tell if executor.kind == "inprocess" else None,
+            keep=executor.kind == "ray",
+        )
+
 
 class WorkerCache(dict[Any, Any]):
     """A dict that pickles empty: what a task computes once and reuses in its process (keyed
@@ -164,8 +182,9 @@ def run_candidates(
     tell: Tell,
 ) -> None:
     """Run ``fn`` once per recipe on ``executor`` and put each candidate in ``ledger``, in
-    recipe order: measured rows and their artefacts, skipped ones with their reason. Progress
-    index ``i + 1`` is recipe ``i`` (the baseline is 0)."""
+    recipe order: measured rows and their artefacts, skipped ones with their reason; and where
+    they ran (``ledger.execution``). Progress index ``i + 1`` is recipe ``i`` (the baseline is
+    0)."""
 
     def admit(i: int) -> str | None:
         elapsed = time.perf_counter() - t0
@@ -201,6 +220,7 @@ def run_candidates(
         else:
             ledger.candidates.append(row)
             ledger.artefacts[row.name] = built[i]
+    ledger.execution = executor.describe()
 
 
 def _measured(o: TaskOutcome[Measured], p: Planned) -> Measured:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -167,10 +168,9 @@ class RayExecutor(Executor):
             try:
                 yield ray.get(ready[0])
             except ray.exceptions.RayError as exc:
-                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
                 yield TaskOutcome(
                     i,
-                    error=f"{type(exc).__name__} after {self.max_retries} retries: {first}",
+                    error=f"{type(exc).__name__} after {self.max_retries} retries: {_said(exc)}",
                     attempts=self.max_retries + 1,
                 )
 
@@ -178,3 +178,15 @@ class RayExecutor(Executor):
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
         self._started = False
+
+
+def _said(exc: BaseException) -> str:
+    """What a Ray error says in one line: its last line (the cause, e.g. ``ModuleNotFoundError:
+    No module named 'mine'`` when a worker cannot import what a task needs) and where it
+    happened (its first line, ``ray::_on_ray() (pid=…, ip=…)``), without terminal colours."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        return ""
+    where = f" ({lines[0][:200]})" if len(lines) > 1 else ""
+    return lines[-1][:300] + where
