@@ -90,6 +90,7 @@ def ray_executor() -> Iterator[Executor]:
 
 @pytest.fixture(scope="module")
 def weight_norm_registered() -> Iterator[None]:
+    edgeproof.checks.available_checks()  # the built-ins loaded first: kept after the module
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(edgeproof.checks, "_INFO", dict(edgeproof.checks._INFO))
         mp.setattr(edgeproof.checks, "_FACTORIES", dict(edgeproof.checks._FACTORIES))
@@ -187,6 +188,33 @@ def test_compress_json_records_where_the_candidates_ran(
     assert seen["inprocess"] == {"executor": "inprocess", "workers": 1}
     assert seen["processes"] == {"executor": "processes", "workers": 2}
     assert seen["ray"] == {"executor": "ray", "workers": 2, "address": "local", "nodes": 1}
+
+
+def test_a_third_party_graph_gives_the_same_ledger_in_process_and_on_ray(
+    digits_model: LoadedModel, digits_test: Dataset, ray_executor: Executor
+) -> None:
+    from edgeproof.compress.api import compress_graph
+    from edgeproof.compress.onnx_export import export_onnx
+
+    assert digits_model.module is not None and digits_model.spec is not None
+    graph = export_onnx(digits_model.module, (1, 8, 8)).SerializeToString()
+    got = {
+        str(ex): compress_graph(
+            graph,
+            digits_model.spec,
+            digits_test.subset(np.arange(120)),
+            checks=("calibration",),
+            executor=ex,
+        ).ledger
+        for ex in ("inprocess", ray_executor)
+    }
+    here, there = got.values()
+    assert [c.name for c in there.candidates] == [c.name for c in here.candidates]
+    assert len(here.candidates) == 5 and here.execution["executor"] == "inprocess"
+    assert there.execution["executor"] == "ray"
+    assert _numbers(there.to_json()) == _numbers(here.to_json())
+    for c in here.candidates:
+        assert there.artefacts[c.name].onnx_bytes == here.artefacts[c.name].onnx_bytes
 
 
 def test_a_spent_time_budget_skips_the_candidates_not_started_on_ray_and_says_so(

@@ -200,12 +200,18 @@ def report_folder(out: str) -> Any:
 
 
 def add_data(
-    p: argparse.ArgumentParser, *, required: bool = False, help: str | None = None
+    p: argparse.ArgumentParser,
+    *,
+    required: bool = False,
+    help: str | None = None,
+    repeatable: bool = False,
 ) -> None:
-    """``--data`` and the options that say how to read a data file."""
+    """``--data`` (``repeatable``: given once per data set, a list) and the options that say
+    how to read a data file."""
     p.add_argument(
         "--data",
         required=required,
+        action="append" if repeatable else "store",
         help=help
         or "data: .npz, .csv, image folder, IDX, CIFAR-10 binary, or builtin:digits / "
         "builtin:breast-cancer / builtin:synth-ecg",

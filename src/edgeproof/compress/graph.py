@@ -229,6 +229,7 @@ def search_graph(
     tell = progress_teller(progress, len(recipes) + 1)
     ex, own = candidate_executor(executor, jobs, ray_address, len(recipes))
     try:
+        common = TaskCommon.of(ex, model, threads=threads, seed=seed, checks=checks, tell=tell)
         base = OnnxGraphArtefact(src, src, notes=("the source graph, unchanged",))
         with compute_threads(threads):
             baseline = measure_artefact(
@@ -248,7 +249,6 @@ def search_graph(
             certify_threat=at_smallest_eps(threat),
         )
         ledger.artefacts["fp32"] = base
-        common = TaskCommon.of(ex, threads, seed, checks, tell)
         x_calib = np.ascontiguousarray(calib.x, np.float32)
         shared = _GraphShared(common, model, src, x_calib, evaluation, audit, settings, baseline)
         plans = [Planned(r.name, r.technique) for r in recipes]

@@ -198,6 +198,7 @@ def search(
     tell = progress_teller(progress, len(chains) + 1)
     ex, own = candidate_executor(executor, jobs, ray_address, len(chains))
     try:
+        common = TaskCommon.of(ex, module, threads=threads, seed=seed, checks=checks, tell=tell)
         with compute_threads(threads):
             threat = resolve_compress_threat(module, spec, evaluation, threat)
             net_calib, net_eval = (network_units(d, module, threat) for d in (calib, evaluation))
@@ -208,7 +209,6 @@ def search(
             baseline, base_built = _baseline(module, ctx, net_eval, evaluation, settings, tell)
         ledger = _ledger(baseline, threat, evaluation)
         ledger.artefacts["fp32"] = base_built
-        common = TaskCommon.of(ex, threads, seed, checks, tell)
         shared = _ChainShared(common, module, ctx, net_eval, evaluation, settings, baseline)
         plans = [Planned(c.name, c.technique) for c in chains]
         run_candidates(

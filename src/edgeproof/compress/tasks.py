@@ -40,7 +40,7 @@ from edgeproof.checks import register_factories, registered_factories
 from edgeproof.checks.base import seed_everything
 from edgeproof.compress.ledger import Candidate, Ledger, SkippedCandidate
 from edgeproof.errors import InternalError
-from edgeproof.execute import Executor, TaskOutcome, make_executor
+from edgeproof.execute import Executor, TaskOutcome, executor_for
 from edgeproof.runtime.threads import compute_threads
 
 __all__ = [
@@ -107,14 +107,26 @@ class TaskCommon:
 
     @classmethod
     def of(
-        cls, executor: Executor, threads: int, seed: int, checks: Sequence[str], tell: Tell
+        cls,
+        executor: Executor,
+        model: Any,
+        *,
+        threads: int,
+        seed: int,
+        checks: Sequence[str],
+        tell: Tell,
     ) -> TaskCommon:
-        """The settings of a new search on ``executor`` (progress of each stage in process)."""
+        """The settings of a new search of ``model`` on ``executor`` (progress of each stage
+        in process); a model or registered checks the executor cannot send to its workers are
+        refused first (:meth:`~edgeproof.execute.Executor.check_sendable`)."""
+        factories = registered_factories(checks)
+        executor.check_sendable("the model", model)
+        executor.check_sendable("the checks registered with register_check", factories)
         return cls(
             uuid.uuid4().hex,
             threads,
             seed,
-            registered_factories(checks),
+            factories,
             tell=tell if executor.kind == "inprocess" else None,
             keep=executor.kind == "ray",
         )
@@ -156,16 +168,10 @@ def candidate_executor(
 ) -> tuple[Executor, bool]:
     """The executor of a search and whether the search made it (and closes it): ``executor``
     itself, or the backend of that name with ``jobs`` workers (a local pool never more than the
-    candidates), one task per worker in flight."""
-    if isinstance(executor, Executor):
-        return executor, False
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        from edgeproof.errors import OptionError
-
-        raise OptionError("jobs", f"{jobs!r} is not a positive number of workers", "use e.g. 2")
-    workers = jobs if executor == "ray" and ray_address is not None else min(jobs, candidates)
-    workers = max(1, workers)
-    return make_executor(executor, workers, ray_address=ray_address, max_in_flight=workers), True
+    candidates), one task per worker in flight (:func:`~edgeproof.execute.executor_for`)."""
+    return executor_for(
+        executor, jobs, candidates, ray_address=ray_address, max_in_flight=max(1, jobs)
+    )
 
 
 def run_candidates(

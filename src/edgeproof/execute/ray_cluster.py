@@ -140,6 +140,11 @@ class RayExecutor(Executor):
             "nodes": len(nodes),
         }
 
+    def check_sendable(self, what: str, obj: Any) -> None:
+        import ray.cloudpickle
+
+        self._check_sendable(what, obj, ray.cloudpickle.dumps)
+
     def run(
         self,
         fn: Callable[[S, T], R],
