@@ -19,12 +19,15 @@ Results do not depend on where a task runs: each runs torch and the BLAS pools o
 the checks the caller registered (:func:`~edgeproof.checks.registered_factories`); the build
 context's caches arrive empty in a worker, which computes the same values
 (:class:`~edgeproof.compress.context.BuildContext`). Rows go into the ledger in recipe order,
-whatever order they finished in. What the caller adds travels to the workers by pickle: a
-check they registered, a step of their own must be defined at module level in a module the
-workers can import (or, on Ray, be registered with ``ray.cloudpickle.register_pickle_by_value``).
-A candidate whose task fails (a worker that died, a result
-that could not be sent back) fails the search with an :class:`~edgeproof.errors.InternalError`;
-an error the build or the measurement raised is raised again here, as in this process.
+whatever order they finished in.
+
+What the caller adds travels to the workers by pickle: a check they registered or a step of
+their own must be defined at module level in a module the workers can import (or, on Ray, be
+registered with ``ray.cloudpickle.register_pickle_by_value``); what a backend cannot send is
+refused before any work (:meth:`~edgeproof.execute.Executor.check_sendable`). A candidate whose
+task fails (a worker that died, a result that could not be sent back) fails the search with an
+:class:`~edgeproof.errors.InternalError`; an error the build or the measurement raised is raised
+again here, as itself.
 """
 
 from __future__ import annotations
@@ -95,7 +98,8 @@ class TaskCommon:
         checks: the check factories the caller registered, registered again in a worker.
         tell: the progress of each stage; only in this process (``None`` in workers, whose
             progress the search tells when a candidate starts and ends).
-        keep: keep the shared inputs for the next task (Ray, which sends them with every task).
+        keep: keep the shared inputs for the next task (Ray, which deserialises them for every
+            task).
     """
 
     token: str
