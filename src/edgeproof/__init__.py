@@ -5,6 +5,7 @@ Public API::
     model = edgeproof.load_model("model.safetensors", arch="zoo:resnet20")
     data = edgeproof.load_data("val.npz")
     report = edgeproof.audit(model, data, checks=["performance", "calibration"])
+    reports = edgeproof.audit_datasets(model, [data, other], executor="processes", jobs=2)
 
 Heavy modules (torch, onnxruntime) are imported on first use of the names that need them.
 """
@@ -20,6 +21,7 @@ from edgeproof._version import __version__
 check_torch()
 
 if TYPE_CHECKING:
+    from edgeproof.audit_many import audit_datasets
     from edgeproof.checks import available_checks, get_check, register_check
     from edgeproof.checks.base import AuditContext, Check, FunctionCheck
     from edgeproof.data.dataset import Dataset
@@ -50,6 +52,7 @@ __all__ = [
     "ThreatModel",
     "__version__",
     "audit",
+    "audit_datasets",
     "available_checks",
     "get_check",
     "load_data",
@@ -79,6 +82,7 @@ _WHERE: dict[str, str] = {
     "Metric": "edgeproof.results",
     "Table": "edgeproof.results",
     "audit": "edgeproof.runner",
+    "audit_datasets": "edgeproof.audit_many",
     "InputSpec": "edgeproof.spec",
     "ThreatModel": "edgeproof.spec",
 }

@@ -55,6 +55,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "ArchitectureMismatchError",
@@ -120,6 +121,19 @@ class EdgeproofError(Exception):
 
     def __str__(self) -> str:
         return self.render()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the subclasses' __init__ take their parts (path, problem, fix), not the message: an
+        # error raised in a worker process comes back as the same type with the same message
+        # and attributes, rebuilt without calling __init__ again
+        return (_rebuilt, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuilt(cls: type[EdgeproofError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
 
 
 class UserError(EdgeproofError):

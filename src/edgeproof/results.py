@@ -153,6 +153,17 @@ class Figure:
         """True once the SVG exists (given as text, or drawn by :attr:`svg`)."""
         return isinstance(self.source, str)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A figure pickled (a report coming back from a worker process) is drawn first: its
+        drawing function is usually a closure over the check's data, which pickle cannot
+        carry; the SVG text can."""
+        return {"name": self.name, "title": self.title, "source": self.svg,
+                "description": self.description}  # fmt: skip
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,

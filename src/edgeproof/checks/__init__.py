@@ -9,7 +9,7 @@ use). Third-party checks register with :func:`register_check`.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,8 @@ __all__ = [
     "default_checks",
     "get_check",
     "register_check",
+    "register_factories",
+    "registered_factories",
 ]
 
 
@@ -94,6 +96,30 @@ def register_check(name: str, factory: Callable[..., Check]) -> None:
         needs_architecture=bool(probe.needs_architecture),
     )
     _FACTORIES[name] = factory
+
+
+def registered_factories(names: Iterable[str]) -> dict[str, Callable[..., Check]]:
+    """The factories of those of ``names`` that :func:`register_check` registered in this
+    process (not the built-in checks, which every process finds by name): what a worker process
+    registers (:func:`register_factories`) to run the same checks as its caller. They travel by
+    pickle: a class or function defined at module level in an importable module."""
+    _load_builtin()
+    from edgeproof.checks.builtin import BUILTIN_CHECKS
+
+    builtin = {id(info) for info in BUILTIN_CHECKS}
+    return {
+        n: _FACTORIES[n]
+        for n in names
+        if n in _FACTORIES and n in _INFO and id(_INFO[n]) not in builtin
+    }
+
+
+def register_factories(factories: Mapping[str, Callable[..., Check]]) -> None:
+    """Register each factory under its name unless that very factory is registered already
+    (in the process that collected them: nothing to do)."""
+    for name, factory in factories.items():
+        if _FACTORIES.get(name) is not factory:
+            register_check(name, factory)
 
 
 def available_checks() -> list[str]:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from edgeproof.cli import options
 from edgeproof.cli.app import formatter
 
 if TYPE_CHECKING:
+    from edgeproof.policy import Policy
     from edgeproof.report.report import Report
 
 __all__ = ["check_errors_exit", "register", "run"]
@@ -22,6 +25,8 @@ _EPILOG = textwrap.dedent("""\
       edgeproof audit model.onnx --data val.npz --policy policy.toml  # CI gate
       edgeproof audit model.pt2 --data val.npz --set adversarial.max_samples=none  # every record
       edgeproof audit weights.safetensors              # data-free checks only
+      edgeproof audit model.pt2 --data a.npz --data b.npz --out runs/a --executor processes
+                                                       # runs/a/a/ and runs/a/b/, worst exit code
 
     policy.toml:
       [thresholds]
@@ -43,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_data(
         a,
         help="validation data: .npz, .csv, image folder, IDX, CIFAR-10 binary, "
-        "or builtin:digits / builtin:breast-cancer / builtin:synth-ecg",
+        "or builtin:digits / builtin:breast-cancer / builtin:synth-ecg; repeat it to audit "
+        "several data sets, each report in OUT/<data set name>/",
+        repeatable=True,
     )
     a.add_argument(
         "--checks",
@@ -63,6 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=options.at_least(1), default=256, help="evaluation batch size"
     )
     options.add_threads(a, default="1, or all cores for the checks that gain from them")
+    options.add_executor(a, per="data set (with several --data)", default="inprocess")
+    options.add_jobs(
+        a,
+        help="data sets audited at once with several --data (default: the available cores "
+        "with --executor processes or ray)",
+    )
     options.add_quiet(a)
     options.add_json(a, what="the report (report.json)")
     options.add_spec(a)
@@ -71,13 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgeproof.cli.flags import flag_of
-    from edgeproof.report.files import write_report
-    from edgeproof.report.terminal import print_summary
     from edgeproof.runner import audit, resolve_threat
 
+    sources = list(args.data or [])
     options.check_outputs(
         [options.report_folder(args.out)],
-        [*options.model_inputs(args), args.data, args.policy, args.baseline],
+        [*options.model_inputs(args), *sources, args.policy, args.baseline],
     )
     policy = None
     if args.policy:
@@ -92,34 +104,66 @@ def run(args: argparse.Namespace) -> int:
     names = [c.strip() for c in args.checks.split(",") if c.strip()] if args.checks else None
     checks = options.build_checks(names, options.check_settings(args))
     model = options.load_model_arg(args)
-    data = options.load_data_arg(args, args.data, kind=args.kind) if args.data else None
-    threat = resolve_threat(model, data, **options.spec_kwargs(args))
-    report = audit(
-        model,
-        data,
-        checks,
-        threat=threat,
+    datas = [options.load_data_arg(args, s, kind=args.kind) for s in sources]
+    spec = options.spec_kwargs(args)
+    threats = [resolve_threat(model, d, **spec) for d in datas] or [
+        resolve_threat(model, None, **spec)
+    ]
+    common: dict[str, Any] = dict(
         seed=args.seed,
-        out_dir=args.out,
         batch_size=args.batch_size,
         threads=args.threads,
         progress=not args.quiet,
         baseline=baseline,
         name_of=flag_of,
     )
+    if len(datas) <= 1:
+        data = datas[0] if datas else None
+        report = audit(model, data, checks, threat=threats[0], out_dir=args.out, **common)
+        return _finish(args, report, policy, Path(args.out))
+    from edgeproof.audit_many import audit_datasets, dataset_folders
+
+    reports = audit_datasets(
+        model,
+        datas,
+        checks,
+        threat=threats,
+        executor=args.executor,
+        jobs=options.jobs_arg(args),
+        ray_address=args.ray_address,
+        out_dir=args.out,
+        **common,
+    )
+    folders = [Path(args.out) / f for f in dataset_folders(datas)]
+    codes = [_finish(args, r, policy, f, many=True) for r, f in zip(reports, folders)]
+    if args.json:  # one JSON array of the reports, in --data order
+        docs = [json.loads((f / "report.json").read_text(encoding="utf-8")) for f in folders]
+        sys.stdout.write(json.dumps(docs, indent=2) + "\n")
+    return max(codes)
+
+
+def _finish(
+    args: argparse.Namespace, report: Report, policy: Policy | None, out: Path, many: bool = False
+) -> int:
+    """Apply the policy, write the report into ``out``, print its summary; its exit code."""
+    from edgeproof.report.files import write_report
+    from edgeproof.report.terminal import print_summary
+
     if policy is not None:
         report.policy = policy.apply(report)
-    files = write_report(report, args.out)
+    files = write_report(report, out)
     console = options.summary_console(args)
     if not args.quiet:
         print_summary(report, console)
-    console.print(f"report: {files.html}", highlight=False, soft_wrap=True)
-    if args.json:
+    where = f"report of {(report.data or {}).get('name')}" if many else "report"
+    console.print(f"{where}: {files.html}", highlight=False, soft_wrap=True)
+    if args.json and not many:
         options.emit_file(files.json)
     code = check_errors_exit(report)
     if report.policy is not None and not report.policy.passed:
         failed = [r.message for r in report.policy.rules if not r.passed]
-        print("policy failed: " + "; ".join(failed), file=sys.stderr)
+        prefix = f"{(report.data or {}).get('name')}: " if many else ""
+        print(f"{prefix}policy failed: " + "; ".join(failed), file=sys.stderr)
         code = code or 1
     return code
 

@@ -79,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="example: edgeproof compress model.safetensors --arch zoo:cnn-lstm "
         "--data builtin:synth-ecg/train --eval builtin:synth-ecg --max-drop 1% "
         "--max-size 200KB --time-budget 120 --early-exit --out runs/c  "
-        "(exit 2 when a re-audit check refused its input, 3 when one crashed)",
+        "(--executor processes --jobs 2: two candidates at a time; exit 2 when a re-audit "
+        "check refused its input, 3 when one crashed)",
         formatter_class=formatter,
     )
     options.add_model(
@@ -109,6 +110,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="search time in seconds (default 120)",
     )
     options.add_threads(p, default="1")
+    options.add_executor(p, per="candidate", default="inprocess")
+    options.add_jobs(
+        p,
+        help="workers building and measuring candidates at once, each on --threads threads "
+        "(default: the available cores with --executor processes or ray)",
+    )
     options.add_seed(p)
     p.add_argument(
         "--early-exit",
@@ -186,6 +193,9 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             log=say,
             progress=progress,
+            executor=args.executor,
+            jobs=options.jobs_arg(args),
+            ray_address=args.ray_address,
         )
         if graph:
             assert loaded.path is not None

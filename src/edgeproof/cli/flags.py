@@ -27,6 +27,7 @@ FLAGS: dict[str, str] = {
     "scores": "--scores",
     # data
     "data": "--data",
+    "datasets": "--data",
     "x_calib": "--data",
     "evaluation": "--eval",
     "x_key": "--x-key",

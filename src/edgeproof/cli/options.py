@@ -200,12 +200,18 @@ def report_folder(out: str) -> Any:
 
 
 def add_data(
-    p: argparse.ArgumentParser, *, required: bool = False, help: str | None = None
+    p: argparse.ArgumentParser,
+    *,
+    required: bool = False,
+    help: str | None = None,
+    repeatable: bool = False,
 ) -> None:
-    """``--data`` and the options that say how to read a data file."""
+    """``--data`` (``repeatable``: given once per data set, a list) and the options that say
+    how to read a data file."""
     p.add_argument(
         "--data",
         required=required,
+        action="append" if repeatable else "store",
         help=help
         or "data: .npz, .csv, image folder, IDX, CIFAR-10 binary, or builtin:digits / "
         "builtin:breast-cancer / builtin:synth-ecg",
@@ -437,6 +443,20 @@ def build_checks(names: list[str] | None, settings: dict[str, dict[str, Any]]) -
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+
+
+def add_jobs(p: argparse.ArgumentParser, *, help: str) -> None:
+    """``--jobs N``: how many workers run the command's tasks."""
+    p.add_argument("--jobs", type=at_least(1), default=None, metavar="N", help=help)
+
+
+def jobs_arg(args: argparse.Namespace) -> int:
+    """``--jobs``, or the available cores when the tasks run outside this process (1 in it)."""
+    from edgeproof.runtime.threads import available_cores
+
+    if args.jobs is not None:
+        return int(args.jobs)
+    return 1 if args.executor == "inprocess" else available_cores()
 
 
 def add_executor(p: argparse.ArgumentParser, *, per: str, default: str) -> None:

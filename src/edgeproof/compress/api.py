@@ -9,8 +9,8 @@
 * ``model.safetensors`` — its PyTorch state dict (for quantized candidates: the dequantized
   weights of the simulation) with edgeproof model metadata in the header: the source
   architecture, and ``arch`` itself only when this state dict loads into it;
-* ``compress.json`` — chosen candidate, budget, selection message, threat model and the whole
-  ledger;
+* ``compress.json`` — chosen candidate, budget, selection message, threat model, where the
+  candidates ran (``execution``: the executor and its workers) and the whole ledger;
 * ``report.json`` (+ ``report.html`` when the HTML renderer is available) — a Report with one
   ``compress`` check holding the ledger table and the Pareto figure. A report that does not match
   its schema is an internal error (raised), never a silent omission.
@@ -39,6 +39,7 @@ from edgeproof.compress.selection import Selection, select
 from edgeproof.compress.steps import Chain
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import InternalError, OptionError, SpecError, param
+from edgeproof.execute import Executor
 from edgeproof.models.interface import ModelInterface
 from edgeproof.spec import InputSpec, ThreatModel
 
@@ -168,6 +169,19 @@ def _split(data: Dataset, calib_size: int) -> tuple[Dataset, Dataset]:
     return data.subset(np.arange(k)), data.subset(np.arange(k, n))
 
 
+def _calib_and_eval(
+    data: Dataset, evaluation: Dataset | None, calib_size: int
+) -> tuple[Dataset, Dataset, tuple[DataPart, ...]]:
+    """The calibration and evaluation sets and how they were drawn: without ``evaluation`` the
+    first ``min(calib_size, N/2)`` records of ``data`` and the rest, with it the first
+    ``calib_size`` records and ``evaluation`` itself."""
+    if evaluation is None:
+        calib, held_out = _split(data, calib_size)
+    else:
+        calib, held_out = data.subset(np.arange(min(calib_size, len(data)))), evaluation
+    return calib, held_out, data_parts(data, calib, held_out, evaluation is not None)
+
+
 def compress(
     module: nn.Module,
     spec: InputSpec,
@@ -185,6 +199,9 @@ def compress(
     arch: str | None = None,
     log: Callable[[str], None] | None = None,
     progress: Progress | None = None,
+    executor: str | Executor = "inprocess",
+    jobs: int = 1,
+    ray_address: str | None = None,
 ) -> CompressionResult:
     """Search, measure and select: the library form of ``edgeproof compress``.
 
@@ -196,6 +213,8 @@ def compress(
     ``early_exit`` puts ``Chain(EarlyExit(early_exit))`` first (its ``max_drop`` defaults to the
     budget's, 1 % without one). ``log`` is told one line per candidate, ``progress`` every
     stage of every candidate (:data:`~edgeproof.compress.search.Progress`).
+    ``executor``, ``jobs``, ``ray_address``: where the candidates run, one task each, with the
+    same ledger everywhere (:func:`~edgeproof.compress.search.search`; compress.json says where).
     """
     budget = budget or Budget()
     if tuple(data.sample_shape) != tuple(spec.shape):
@@ -203,12 +222,7 @@ def compress(
             f"{param('data')}: {data.name} has sample shape {data.sample_shape} but the model "
             f"expects {spec.shape}; pass data shaped like the model input"
         )
-    given = evaluation is not None
-    if evaluation is None:
-        calib, evaluation = _split(data, calib_size)
-    else:
-        calib = data.subset(np.arange(min(calib_size, len(data))))
-    parts = data_parts(data, calib, evaluation, given)
+    calib, evaluation, parts = _calib_and_eval(data, evaluation, calib_size)
     threat = resolve_compress_threat(module, spec, evaluation, threat)
     if threat.input.shape != tuple(spec.shape):
         raise SpecError(
@@ -231,6 +245,9 @@ def compress(
         seed=seed,
         log=log,
         progress=progress,
+        executor=executor,
+        jobs=jobs,
+        ray_address=ray_address,
     )
     sel = select(ledger, budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
     built = ledger.artefacts[sel.chosen.name]
@@ -257,6 +274,9 @@ def compress_graph(
     progress: Progress | None = None,
     interface: ModelInterface | None = None,
     name: str = "the ONNX graph",
+    executor: str | Executor = "inprocess",
+    jobs: int = 1,
+    ray_address: str | None = None,
 ) -> CompressionResult:
     """:func:`compress` for a graph with no PyTorch form: a third-party ONNX model (serialised
     bytes). A graph with several inputs or outputs is called as ``interface`` says (the input
@@ -266,7 +286,8 @@ def compress_graph(
     (:mod:`edgeproof.compress.graph`), each measured on the evaluation records and re-audited
     on the graph with the forward-only checks. ``data``/``evaluation`` are in raw input units;
     with a normalisation outside the model or per-feature ranges in ``threat``, the graph is fed
-    the transformed records, as the audit feeds it.
+    the transformed records, as the audit feeds it. ``executor``, ``jobs``, ``ray_address``: as
+    :func:`compress`.
 
     Raises:
         SpecError: the data do not have the graph's sample shape, or too few records.
@@ -284,12 +305,7 @@ def compress_graph(
     bound = bind_graph(onnx.load_from_string(model), interface or ModelInterface(), name)
     proto = bound.model
     model = proto.SerializeToString() if bound.is_bound else model
-    given = evaluation is not None
-    if evaluation is None:
-        calib, evaluation = _split(data, calib_size)
-    else:
-        calib = data.subset(np.arange(min(calib_size, len(data))))
-    parts = data_parts(data, calib, evaluation, given)
+    calib, evaluation, parts = _calib_and_eval(data, evaluation, calib_size)
     loaded = LoadedModel(path=None, format="onnx", session=make_session(model), spec=spec)
     if threat is None:
         threat = resolve_threat(loaded, evaluation)
@@ -306,6 +322,9 @@ def compress_graph(
         seed=seed,
         log=log,
         progress=progress,
+        executor=executor,
+        jobs=jobs,
+        ray_address=ray_address,
     )
     if bound.is_bound:  # what is written keeps the source graph's inputs and outputs
         for art in ledger.artefacts.values():
@@ -428,6 +447,7 @@ def _compress_json(result: CompressionResult, source: str) -> dict[str, Any]:
         "data": [d.to_json() for d in result.data],
         "spec": result.spec.to_json(),
         "threat": result.threat.to_json(),
+        "execution": result.ledger.execution,
         "ledger": result.ledger.to_json(),
     }
 

@@ -6,6 +6,12 @@ that make a dozen candidates cheap: per module, one :class:`~edgeproof.compress.
 (BatchNorm-folded module, fp32 graph, activation statistics on both sides, computed once and read
 by every calibration method and every candidate built on that module), and per chain prefix the
 output of its transform steps (``channels25`` and ``channels25+int8`` remove the channels once).
+
+The caches belong to one process: they are keyed by the identity of the module objects, so a
+context that is pickled (sent to a worker process or to Ray with the search's shared inputs)
+arrives with empty caches, and each worker fills its own. What they hold is computed
+deterministically from the module, the calibration records and the seed (activation values
+subsampled with a seeded generator), so a worker computes the same values the driver would.
 """
 
 from __future__ import annotations
@@ -92,6 +98,13 @@ class BuildContext:
             self._steps[key] = make()
         out: T = self._steps[key]
         return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The settings without the caches (module docstring: keyed by object identity, which
+        another process does not share)."""
+        state = dict(self.__dict__)
+        state.update(_prepared={}, _graphs={}, _steps={})
+        return state
 
     def __repr__(self) -> str:
         return f"BuildContext(spec={self.spec.shape}, calib={len(self.calib)} records)"

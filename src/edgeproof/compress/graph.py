@@ -28,7 +28,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from edgeproof.compress.artefacts import (
     logit_parity,
 )
 from edgeproof.compress.calibrate import ActivationStats
-from edgeproof.compress.ledger import Ledger, SkippedCandidate
+from edgeproof.compress.ledger import Candidate, Ledger
 from edgeproof.compress.measure import MeasureSettings, measure_artefact
 from edgeproof.compress.onnx_export import (
     float_nodes,
@@ -57,10 +57,21 @@ from edgeproof.compress.quantize import (
     onnx_activation_stats,
 )
 from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps, at_smallest_eps
-from edgeproof.compress.search import Budget, Progress, candidate_line, progress_teller
+from edgeproof.compress.search import Budget, Progress, progress_teller
+from edgeproof.compress.tasks import (
+    Measured,
+    Planned,
+    TaskCommon,
+    WorkerCache,
+    candidate_executor,
+    run_candidates,
+    run_task,
+)
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import NotApplicableError, SpecError, param
+from edgeproof.execute import Executor
 from edgeproof.runtime.ort import make_session, run_session
+from edgeproof.runtime.threads import compute_threads
 from edgeproof.spec import ThreatModel
 
 __all__ = ["GRAPH_RECIPES", "GraphRecipe", "OnnxGraphArtefact", "graph_candidate", "search_graph"]
@@ -193,13 +204,18 @@ def search_graph(
     seed: int = 0,
     log: Callable[[str], None] | None = None,
     progress: Progress | None = None,
+    executor: str | Executor = "inprocess",
+    jobs: int = 1,
+    ray_address: str | None = None,
 ) -> Ledger:
     """Build and measure the source graph (the baseline) and every recipe within the budget.
 
     ``calib`` and ``evaluation`` are in the units the graph takes; ``audit_evaluation``
     (default ``evaluation``) holds the same records in the threat model's raw units, for the
-    re-audit (the graph wrapped as the audit wraps it). Long because it runs the baseline and
-    every recipe through the same stages, with their progress and skip records, inline.
+    re-audit (the graph wrapped as the audit wraps it). The baseline is measured here, the
+    recipes are one task each on ``executor`` (as :func:`~edgeproof.compress.search.search`:
+    ``jobs``, ``ray_address``; the activation statistics of the int8 recipes are computed once
+    per worker).
 
     Raises:
         SpecError: the graph does not take the data's sample shape.
@@ -207,69 +223,104 @@ def search_graph(
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
     src = model.SerializeToString()
-    x_calib = np.ascontiguousarray(calib.x, np.float32)
     _check_runs(src, calib)
     settings = MeasureSettings(threat, tuple(checks), threads, seed, confidence=budget.confidence)
     audit = evaluation if audit_evaluation is None else audit_evaluation
-    base = OnnxGraphArtefact(src, src, notes=("the source graph, unchanged",))
     tell = progress_teller(progress, len(recipes) + 1)
-    baseline = measure_artefact(
-        "fp32",
-        "baseline",
-        base,
-        evaluation,
-        settings,
-        notes=base.notes,
-        audit_data=audit,
-        on_stage=partial(tell, "fp32", 0),
-    )
-    ledger = Ledger(
-        baseline,
-        threat=at_largest_eps(threat),
-        classes=tuple(evaluation.classes),
-        certify_threat=at_smallest_eps(threat),
-    )
-    ledger.artefacts["fp32"] = base
-    stats: dict[str, ActivationStats] | None = None
-    for i, recipe in enumerate(recipes, start=1):
-        elapsed = time.perf_counter() - t0
-        if elapsed > budget.time_budget_s:
-            why = f"not started: the time budget of {budget.time_budget_s:g} s was spent"
-            ledger.skipped.append(SkippedCandidate(recipe.name, recipe.technique, why))
-            say(f"{recipe.name}: skipped, {why} ({elapsed:.0f} s elapsed)")
-            tell(recipe.name, i, "skipped")
-            continue
-        tb = time.perf_counter()
-        tell(recipe.name, i, "build")
-        try:
-            if recipe.scheme == "int8" and stats is None:
-                stats = onnx_activation_stats(model, x_calib)
-            q = graph_candidate(model, recipe, stats)
-        except NotApplicableError as exc:
-            ledger.skipped.append(SkippedCandidate(recipe.name, recipe.technique, str(exc)))
-            say(f"{recipe.name}: skipped, not applicable: {exc}")
-            tell(recipe.name, i, "skipped")
-            continue
-        built = OnnxGraphArtefact(
-            q.SerializeToString(), src, float_nodes=_float_nodes(q), notes=(_NOTE,)
+    ex, own = candidate_executor(executor, jobs, ray_address, len(recipes))
+    try:
+        common = TaskCommon.of(ex, model, threads=threads, seed=seed, checks=checks, tell=tell)
+        base = OnnxGraphArtefact(src, src, notes=("the source graph, unchanged",))
+        with compute_threads(threads):
+            baseline = measure_artefact(
+                "fp32",
+                "baseline",
+                base,
+                evaluation,
+                settings,
+                notes=base.notes,
+                audit_data=audit,
+                on_stage=partial(tell, "fp32", 0),
+            )
+        ledger = Ledger(
+            baseline,
+            threat=at_largest_eps(threat),
+            classes=tuple(evaluation.classes),
+            certify_threat=at_smallest_eps(threat),
         )
-        cand = measure_artefact(
-            recipe.name,
-            recipe.technique,
-            built,
-            evaluation,
-            settings,
-            row_settings=dict(
-                scheme=recipe.scheme, calibration=recipe.calibration, group_size=recipe.group_size
-            ),
-            notes=built.notes,
-            baseline=baseline,
-            build_s=time.perf_counter() - tb,
-            audit_data=audit,
-            on_stage=partial(tell, recipe.name, i),
+        ledger.artefacts["fp32"] = base
+        x_calib = np.ascontiguousarray(calib.x, np.float32)
+        shared = _GraphShared(common, model, src, x_calib, evaluation, audit, settings, baseline)
+        plans = [Planned(r.name, r.technique) for r in recipes]
+        run_candidates(
+            ex,
+            _graph_task,
+            shared,
+            list(recipes),
+            plans,
+            ledger,
+            time_budget_s=budget.time_budget_s,
+            t0=t0,
+            say=say,
+            tell=tell,
         )
-        ledger.candidates.append(cand)
-        ledger.artefacts[cand.name] = built
-        tell(cand.name, i, "done")
-        say(candidate_line(cand))
+    finally:
+        if own:
+            ex.close()
     return ledger
+
+
+@dataclass(frozen=True)
+class _GraphShared:
+    """What every recipe task of a graph search reads (sent to each worker once)."""
+
+    common: TaskCommon
+    model: onnx.ModelProto
+    src: bytes
+    x_calib: np.ndarray
+    data: Dataset
+    audit_data: Dataset
+    settings: MeasureSettings
+    baseline: Candidate
+    stats: WorkerCache = field(default_factory=WorkerCache)
+    """The activation statistics of the source graph on the calibration records, computed by
+    the first int8 recipe of each process."""
+
+
+def _graph_task(shared: _GraphShared, item: tuple[int, GraphRecipe]) -> Measured:
+    """Build and measure one recipe (module-level: it travels by reference)."""
+    return run_task(shared.common, shared, partial(_quantize_and_measure, item=item))
+
+
+def _quantize_and_measure(shared: _GraphShared, item: tuple[int, GraphRecipe]) -> Measured:
+    i, recipe = item
+    tell = shared.common.tell
+    tb = time.perf_counter()
+    try:
+        stats = None
+        if recipe.scheme == "int8":
+            if "stats" not in shared.stats:
+                shared.stats["stats"] = onnx_activation_stats(shared.model, shared.x_calib)
+            stats = shared.stats["stats"]
+        q = graph_candidate(shared.model, recipe, stats)
+    except NotApplicableError as exc:
+        return Measured(skipped=str(exc))
+    built = OnnxGraphArtefact(
+        q.SerializeToString(), shared.src, float_nodes=_float_nodes(q), notes=(_NOTE,)
+    )
+    cand = measure_artefact(
+        recipe.name,
+        recipe.technique,
+        built,
+        shared.data,
+        shared.settings,
+        row_settings=dict(
+            scheme=recipe.scheme, calibration=recipe.calibration, group_size=recipe.group_size
+        ),
+        notes=built.notes,
+        baseline=shared.baseline,
+        build_s=time.perf_counter() - tb,
+        audit_data=shared.audit_data,
+        on_stage=None if tell is None else partial(tell, recipe.name, i),
+    )
+    return Measured(cand, built)

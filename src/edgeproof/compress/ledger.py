@@ -245,7 +245,9 @@ class Ledger:
     ``threat`` is the threat model of the re-audit (its largest ε is the one attacked);
     ``classes`` the evaluation data's class names; ``certify_threat`` the one ``certify``
     proves at (the smallest ε, :data:`~edgeproof.compress.reaudit.TRUST_EPS`); ``artefacts``
-    maps a name to the built candidate (not serialised).
+    maps a name to the built candidate (not serialised); ``execution`` says where the
+    candidates were built and measured (:meth:`edgeproof.execute.Executor.describe`; written
+    to compress.json, not part of the ledger's numbers).
     """
 
     baseline: Candidate
@@ -255,6 +257,7 @@ class Ledger:
     threat: ThreatModel | None = None
     classes: tuple[str, ...] = ()
     certify_threat: ThreatModel | None = None
+    execution: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows(self) -> list[Candidate]:

@@ -8,6 +8,10 @@ apply to the model (:class:`~edgeproof.errors.NotApplicableError`) is recorded a
 reason; any other error is raised. The search stops *starting* new candidates once
 ``time_budget_s`` has elapsed; what was built is kept, and every candidate not started is
 recorded as skipped (and said on ``log``).
+
+The baseline is measured first, here; the candidates are one task each on an executor
+(:mod:`edgeproof.compress.tasks`): in this process by default, or on worker processes or Ray,
+with the same ledger (timings aside) in recipe order.
 """
 
 from __future__ import annotations
@@ -21,13 +25,24 @@ import numpy as np
 from torch import nn
 
 from edgeproof.compress.context import BuildContext
-from edgeproof.compress.ledger import Candidate, Ledger, SkippedCandidate
+from edgeproof.compress.ledger import Candidate, Ledger
 from edgeproof.compress.measure import MeasureSettings, measure
 from edgeproof.compress.reaudit import TRUST_CHECKS, at_largest_eps, at_smallest_eps
 from edgeproof.compress.recipes import default_recipes
-from edgeproof.compress.steps import Chain
+from edgeproof.compress.steps import Built, Chain
+from edgeproof.compress.tasks import (
+    Measured,
+    Planned,
+    TaskCommon,
+    candidate_executor,
+    candidate_line,
+    run_candidates,
+    run_task,
+)
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import NotApplicableError, OptionError
+from edgeproof.execute import Executor
+from edgeproof.runtime.threads import compute_threads
 from edgeproof.spec import InputSpec, ThreatModel
 
 __all__ = [
@@ -155,72 +170,129 @@ def search(
     seed: int = 0,
     log: Callable[[str], None] | None = None,
     progress: Progress | None = None,
+    executor: str | Executor = "inprocess",
+    jobs: int = 1,
+    ray_address: str | None = None,
 ) -> Ledger:
     """Build and measure the baseline and every recipe within ``budget.time_budget_s``.
 
-    ``log`` is told one line per candidate; ``progress`` each stage (:data:`Progress`).
+    ``log`` is told one line per candidate; ``progress`` each stage (:data:`Progress`; of a
+    candidate built in a worker, only when it starts and ends).
 
     ``threat``: the re-audit's threat model (default: what ``edgeproof audit`` resolves,
     :func:`resolve_compress_threat`); every candidate is attacked at its largest ε. ``calib``
     and ``evaluation`` are in raw input units (:func:`network_units`).
+
+    ``executor``: where the candidates are built and measured, one task each
+    (:mod:`edgeproof.compress.tasks`): ``"inprocess"`` (one after another here), ``"processes"``
+    (``jobs`` spawned worker processes), ``"ray"`` (``ray_address``: ``None`` starts Ray here
+    with ``jobs`` CPUs, ``"auto"`` or ``"HOST:PORT"`` joins a cluster), or an
+    :class:`~edgeproof.execute.Executor` (then ``jobs`` and ``ray_address`` are its own). The
+    baseline is measured here first. Every backend gives the same ledger, timings aside:
+    torch runs on ``threads`` everywhere.
     """
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
     module = module.eval()
-    threat = resolve_compress_threat(module, spec, evaluation, threat)
-    net_calib, net_eval = (network_units(d, module, threat) for d in (calib, evaluation))
-    ctx = BuildContext(spec, net_calib, threads=threads, seed=seed)
-    settings = MeasureSettings(threat, tuple(checks), threads, seed, confidence=budget.confidence)
     chains = list(default_recipes() if recipes is None else recipes)
     tell = progress_teller(progress, len(chains) + 1)
+    ex, own = candidate_executor(executor, jobs, ray_address, len(chains))
+    try:
+        common = TaskCommon.of(ex, module, threads=threads, seed=seed, checks=checks, tell=tell)
+        with compute_threads(threads):
+            threat = resolve_compress_threat(module, spec, evaluation, threat)
+            net_calib, net_eval = (network_units(d, module, threat) for d in (calib, evaluation))
+            ctx = BuildContext(spec, net_calib, threads=threads, seed=seed)
+            settings = MeasureSettings(
+                threat, tuple(checks), threads, seed, confidence=budget.confidence
+            )
+            baseline, base_built = _baseline(module, ctx, net_eval, evaluation, settings, tell)
+        ledger = _ledger(baseline, threat, evaluation)
+        ledger.artefacts["fp32"] = base_built
+        shared = _ChainShared(common, module, ctx, net_eval, evaluation, settings, baseline)
+        plans = [Planned(c.name, c.technique) for c in chains]
+        run_candidates(
+            ex,
+            _chain_task,
+            shared,
+            chains,
+            plans,
+            ledger,
+            time_budget_s=budget.time_budget_s,
+            t0=t0,
+            say=say,
+            tell=tell,
+        )
+    finally:
+        if own:
+            ex.close()
+    return ledger
+
+
+def _baseline(
+    module: nn.Module,
+    ctx: BuildContext,
+    data: Dataset,
+    audit_data: Dataset,
+    settings: MeasureSettings,
+    tell: Callable[[str, int, str], None],
+) -> tuple[Candidate, Built]:
+    """The baseline (``Chain()``, the fp32 graph) built and measured here, first."""
     tell("fp32", 0, "build")
-    base_built = Chain().apply(module, ctx)
+    built = Chain().apply(module, ctx)
     baseline = measure(
         "fp32",
         "baseline",
-        base_built,
-        net_eval,
+        built,
+        data,
         settings,
-        audit_data=evaluation,
+        audit_data=audit_data,
         on_stage=lambda s: tell("fp32", 0, s),
     )
     tell("fp32", 0, "done")
-    ledger = _ledger(baseline, threat, evaluation)
-    ledger.artefacts["fp32"] = base_built
-    for i, chain in enumerate(chains, start=1):
-        elapsed = time.perf_counter() - t0
-        if elapsed > budget.time_budget_s:
-            why = f"not started: the time budget of {budget.time_budget_s:g} s was spent"
-            ledger.skipped.append(SkippedCandidate(chain.name, chain.technique, why))
-            say(f"{chain.name}: skipped, {why} ({elapsed:.0f} s elapsed)")
-            tell(chain.name, i, "skipped")
-            continue
-        tb = time.perf_counter()
-        tell(chain.name, i, "build")
-        try:
-            built = chain.apply(module, ctx)
-        except NotApplicableError as exc:
-            ledger.skipped.append(SkippedCandidate(chain.name, chain.technique, str(exc)))
-            say(f"{chain.name}: skipped, not applicable: {exc}")
-            tell(chain.name, i, "skipped")
-            continue
-        build_s = time.perf_counter() - tb
-        cand = measure(
-            chain.name,
-            chain.technique,
-            built,
-            net_eval,
-            settings,
-            baseline=baseline,
-            build_s=build_s,
-            audit_data=evaluation,
-            on_stage=partial(tell, chain.name, i),
-        )
-        ledger.candidates.append(cand)
-        ledger.artefacts[cand.name] = built
-        tell(cand.name, i, "done")
-        say(candidate_line(cand))
-    return ledger
+    return baseline, built
+
+
+@dataclass(frozen=True)
+class _ChainShared:
+    """What every candidate task of a search reads (sent to each worker once): the module,
+    the build context (calibration records), the evaluation records in the network's and in
+    the audit's units, how to measure, and the baseline."""
+
+    common: TaskCommon
+    module: nn.Module
+    ctx: BuildContext
+    data: Dataset
+    audit_data: Dataset
+    settings: MeasureSettings
+    baseline: Candidate
+
+
+def _chain_task(shared: _ChainShared, item: tuple[int, Chain]) -> Measured:
+    """Build and measure one chain (a module-level function: it travels by reference)."""
+    return run_task(shared.common, shared, partial(_build_and_measure, item=item))
+
+
+def _build_and_measure(shared: _ChainShared, item: tuple[int, Chain]) -> Measured:
+    i, chain = item
+    tell = shared.common.tell
+    tb = time.perf_counter()
+    try:
+        built = chain.apply(shared.module, shared.ctx)
+    except NotApplicableError as exc:
+        return Measured(skipped=str(exc))
+    cand = measure(
+        chain.name,
+        chain.technique,
+        built,
+        shared.data,
+        shared.settings,
+        baseline=shared.baseline,
+        build_s=time.perf_counter() - tb,
+        audit_data=shared.audit_data,
+        on_stage=None if tell is None else partial(tell, chain.name, i),
+    )
+    return Measured(cand, built)
 
 
 def _ledger(baseline: Candidate, threat: ThreatModel, evaluation: Dataset) -> Ledger:
@@ -241,14 +313,3 @@ def progress_teller(progress: Progress | None, total: int) -> Callable[[str, int
             progress(name, stage, index, total)
 
     return tell
-
-
-def candidate_line(cand: Candidate) -> str:
-    """One line of a measured candidate: accuracy, the drop with its interval, size, latency."""
-    from edgeproof.compress.selection import drop_text
-
-    line = f"{cand.name}: accuracy {cand.accuracy:.4f}, {drop_text(cand)}, {cand.size_bytes} B, "
-    line += f"p50 {cand.latency_p50_ms:.3f} ms"
-    if cand.expected_macs is not None:
-        line += f", expected MACs {cand.expected_macs:.0f}"
-    return line

@@ -29,6 +29,7 @@ __all__ = [
     "ProcessExecutor",
     "ResultCache",
     "TaskOutcome",
+    "executor_for",
     "file_digest",
     "make_executor",
 ]
@@ -75,3 +76,31 @@ def make_executor(
     if kind == "processes" and workers > 1:
         return ProcessExecutor(workers, max_retries=max_retries, max_in_flight=max_in_flight)
     return InProcessExecutor(max_in_flight=max_in_flight)
+
+
+def executor_for(
+    executor: str | Executor,
+    jobs: int,
+    tasks: int,
+    *,
+    ray_address: str | None = None,
+    max_in_flight: int | None = None,
+) -> tuple[Executor, bool]:
+    """The executor a library call runs ``tasks`` tasks on, and whether the call made it (and so
+    closes it): ``executor`` itself when it is an :class:`Executor` (``jobs`` and
+    ``ray_address`` are then its own), else the backend of that name with ``jobs`` workers — a
+    local pool never more than the tasks; on a Ray cluster the cluster's CPUs.
+
+    Raises:
+        OptionError: ``jobs`` is not a positive integer, or the backend refuses its options.
+    """
+    from edgeproof.errors import OptionError
+
+    if isinstance(executor, Executor):
+        return executor, False
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise OptionError("jobs", f"{jobs!r} is not a positive number of workers", "use e.g. 2")
+    workers = jobs if executor == "ray" and ray_address is not None else min(jobs, tasks)
+    workers = max(1, workers)
+    limit = None if max_in_flight is None else max(1, min(max_in_flight, workers))
+    return make_executor(executor, workers, ray_address=ray_address, max_in_flight=limit), True

@@ -98,6 +98,27 @@ class Executor(ABC):
         """What ran the tasks, for a report: the backend and its workers."""
         return {"executor": self.kind, "workers": self.workers}
 
+    def check_sendable(self, what: str, obj: Any) -> None:
+        """Refuse, before any work, an ``obj`` this backend cannot send to its workers (it
+        pickles it as the backend will); :class:`~edgeproof.errors.OptionError` naming
+        ``executor``, ``what`` and the reason."""
+        import pickle
+
+        self._check_sendable(what, obj, pickle.dumps)
+
+    def _check_sendable(self, what: str, obj: Any, dumps: Callable[[Any], bytes]) -> None:
+        from edgeproof.errors import OptionError
+
+        try:
+            dumps(obj)
+        except Exception as exc:  # whatever the pickler raises: its message says what failed
+            raise OptionError(
+                "executor",
+                f"{what} cannot be sent to the {self.kind} workers "
+                f"({type(exc).__name__}: {str(exc)[:300]})",
+                "run it in this process (executor='inprocess')",
+            ) from None
+
     def close(self) -> None:
         """Release the workers (idempotent)."""
         return None
@@ -144,6 +165,9 @@ class InProcessExecutor(Executor):
 
     def __init__(self, workers: int = 1, *, max_retries: int = 0, max_in_flight: int | None = None):
         super().__init__(1, max_retries=max_retries, max_in_flight=max_in_flight)
+
+    def check_sendable(self, what: str, obj: Any) -> None:
+        return None  # nothing is sent
 
     def run(
         self,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -115,7 +116,7 @@ class RayExecutor(Executor):
             "logging_level": logging.WARNING,
         }
         try:
-            if self.address is None:
+            if self.address is None:  # "local": a new instance, even where `ray start` ran
                 ray.init(address="local", num_cpus=self.workers, **kwargs)
             else:
                 ray.init(address=self.address, **kwargs)
@@ -142,6 +143,11 @@ class RayExecutor(Executor):
             "address": self.address or "local",
             "nodes": len(nodes),
         }
+
+    def check_sendable(self, what: str, obj: Any) -> None:
+        import ray.cloudpickle
+
+        self._check_sendable(what, obj, ray.cloudpickle.dumps)
 
     def run(
         self,
@@ -171,10 +177,9 @@ class RayExecutor(Executor):
             try:
                 yield ray.get(ready[0])
             except ray.exceptions.RayError as exc:
-                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
                 yield TaskOutcome(
                     i,
-                    error=f"{type(exc).__name__} after {self.max_retries} retries: {first}",
+                    error=f"{type(exc).__name__} after {self.max_retries} retries: {_said(exc)}",
                     attempts=self.max_retries + 1,
                 )
 
@@ -182,3 +187,15 @@ class RayExecutor(Executor):
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
         self._started = False
+
+
+def _said(exc: BaseException) -> str:
+    """What a Ray error says in one line: its last line (the cause, e.g. ``ModuleNotFoundError:
+    No module named 'mine'`` when a worker cannot import what a task needs) and where it
+    happened (its first line, ``ray::_on_ray() (pid=…, ip=…)``), without terminal colours."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        return ""
+    where = f" ({lines[0][:200]})" if len(lines) > 1 else ""
+    return lines[-1][:300] + where

@@ -9,10 +9,17 @@ A loaded model is one of three things:
   no forward at all, only the named tensors.
 
 Every form exposes its named weight tensors (``weights``), so data-free checks work on all of them.
+
+A loaded model pickles (to go to a worker process or to Ray): a TorchScript module as the bytes
+``torch.jit.save`` writes, an ONNX Runtime session as the graph it was built from and its thread
+settings, each rebuilt on the other side into the same program. A ``torch.export`` program's
+module cannot travel (torch builds it with local functions); pickling one raises a
+:class:`TypeError` that says so.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,6 +72,34 @@ class LoadedModel:
     warnings: list[str] = field(default_factory=list)
     input_affine: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     _network: torch.nn.Module | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields, with the forms pickle cannot carry turned into bytes (module docstring)."""
+        state = dict(self.__dict__)
+        if self._network is not None:  # a view (for_spec): rebuilt around the user's module
+            state["module"] = None
+        for key in ("module", "_network"):
+            if isinstance(state[key], torch.jit.ScriptModule):
+                state[key] = _Scripted.of(state[key])
+            elif state[key] is not None and self.format == "torch-export":
+                raise TypeError(
+                    f"{self.name}: a torch.export program's module cannot be sent to another "
+                    "process (torch builds it with local functions); run it in this process "
+                    "(executor='inprocess'), or give the model as ONNX or TorchScript"
+                )
+        if self.session is not None:
+            state["session"] = _Session.of(self.session)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key in ("module", "_network", "session"):
+            if isinstance(state[key], (_Scripted, _Session)):
+                state[key] = state[key].rebuilt()
+        if state["_network"] is not None and state["input_affine"] is not None:
+            from edgeproof.models.modules import InputAffine
+
+            state["module"] = InputAffine(state["_network"], *state["input_affine"])
+        self.__dict__.update(state)
 
     @property
     def described(self) -> str:
@@ -183,3 +218,57 @@ class LoadedModel:
         if not outs:
             return np.zeros((0, 0), dtype=np.float32)
         return np.concatenate(outs, axis=0)
+
+
+@dataclass(frozen=True)
+class _Scripted:
+    """A TorchScript module as ``torch.jit.save`` writes it (it does not pickle itself)."""
+
+    data: bytes
+    training: bool
+
+    @classmethod
+    def of(cls, module: torch.jit.ScriptModule) -> _Scripted:
+        buf = io.BytesIO()
+        torch.jit.save(module, buf)
+        return cls(buf.getvalue(), module.training)
+
+    def rebuilt(self) -> torch.nn.Module:
+        module = torch.jit.load(io.BytesIO(self.data), map_location="cpu")
+        return module.train(self.training)
+
+
+@dataclass(frozen=True)
+class _Session:
+    """An ONNX Runtime session as the graph it runs and its thread settings."""
+
+    model: bytes
+    intra_op_threads: int
+    inter_op_threads: int
+    providers: tuple[str, ...]
+
+    @classmethod
+    def of(cls, session: onnxruntime.InferenceSession) -> _Session:
+        # the session keeps the bytes it was built from (onnxruntime's _model_bytes); one built
+        # from a path is not read again here: the file may have changed since
+        data = getattr(session, "_model_bytes", None)
+        if data is None:
+            raise TypeError(
+                "an ONNX Runtime session built from a file path cannot be sent to another "
+                "process; build it from the graph's bytes (as load_model does)"
+            )
+        opts = session.get_session_options()
+        return cls(
+            bytes(data),
+            opts.intra_op_num_threads,
+            opts.inter_op_num_threads,
+            tuple(session.get_providers()),
+        )
+
+    def rebuilt(self) -> onnxruntime.InferenceSession:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.intra_op_threads
+        opts.inter_op_num_threads = self.inter_op_threads
+        return ort.InferenceSession(self.model, sess_options=opts, providers=list(self.providers))

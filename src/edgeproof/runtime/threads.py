@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["available_cores", "resolve_threads", "torch_threads"]
+__all__ = ["available_cores", "compute_threads", "resolve_threads", "torch_threads"]
 
 
 def available_cores() -> int:
@@ -44,3 +44,18 @@ def torch_threads(n: int | None) -> Iterator[int]:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(old)
+
+
+@contextmanager
+def compute_threads(n: int) -> Iterator[int]:
+    """Temporarily run torch *and* the BLAS/LAPACK pools under NumPy and SciPy on ``n``
+    threads; yields ``n``.
+
+    What a piece of work computes can depend on how many threads split its reductions, so work
+    whose numbers must not depend on where it runs (this process, a worker process, a Ray
+    worker, each with its own default) runs under one stated count.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with torch_threads(n), threadpool_limits(limits=n, user_api="blas"):
+        yield n

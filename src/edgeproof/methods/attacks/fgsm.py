@@ -29,6 +29,9 @@ class FGSM(Attack):
 
     name = "fgsm"
 
+    def __repr__(self) -> str:  # the report records it: no memory address
+        return "FGSM()"
+
     def perturb(
         self,
         model: nn.Module,
