@@ -315,16 +315,12 @@ def scan_folder(
         clean: clean samples (a dataset in the models' raw input units); Neural Cleanse and STRIP
             run on the models whose input shape they fit.
         jobs: workers (one torch thread each); 1 scans in this process.
-        executor: where the models are scanned, one task per model (:mod:`edgeproof.execute`):
-            ``"processes"`` (``spawn``ed workers, the default), ``"inprocess"``, ``"ray"``, or
-            an :class:`~edgeproof.execute.Executor` (then ``jobs`` and ``ray_address`` are its).
-            Every backend gives the same numbers (timings aside).
-        ray_address: with ``executor="ray"``: ``None`` starts Ray here with ``jobs`` CPUs,
-            ``"auto"`` or ``"HOST:PORT"`` joins a cluster.
-        cache: a folder of finished results (:class:`~edgeproof.execute.ResultCache`), keyed by
-            the model file's and its sidecar's bytes, the clean samples, the settings and the
-            edgeproof version: a repeated scan rescans only the files that changed, and an
-            interrupted one resumes. ``None``: no cache.
+        executor: one task per model on ``"processes"`` (the default), ``"inprocess"``,
+            ``"ray"`` or an :class:`~edgeproof.execute.Executor`; the same numbers on each.
+        ray_address: with ``"ray"``: ``None`` starts Ray here, ``"auto"``/``"HOST:PORT"`` joins.
+        cache: a folder of finished results keyed by the file's and sidecar's bytes, the clean
+            samples, the settings and the version (:class:`~edgeproof.execute.ResultCache`): a
+            repeated scan rescans what changed, an interrupted one resumes. ``None``: none.
         detectors: data-free detectors to run.
         thresholds: calibrated thresholds (default: the shipped ones).
         threshold_overrides: ``{detector: value}`` deciding that detector at ``value`` on every
@@ -345,34 +341,14 @@ def scan_folder(
     overrides = dict(threshold_overrides or {})
     if overrides:
         th = with_overrides(th, overrides)
-    settings = ScanSettings(
-        detectors=tuple(detectors),
-        thresholds=th,
-        freeeagle_steps=freeeagle_steps,
-        nc_epochs=nc_epochs,
-        nc_max_seconds=nc_max_seconds,
-        max_clean_samples=max_clean_samples,
-        trust_code=trust_code,
-        seed=seed,
-        name_of=name_of,
-    )
+    settings = ScanSettings(tuple(detectors), th, freeeagle_steps, nc_epochs, nc_max_seconds,
+                            max_clean_samples=max_clean_samples, trust_code=trust_code,
+                            seed=seed, name_of=name_of)  # fmt: skip
     clean_x = None if clean is None else _clean_subsample(clean, max_clean_samples, seed)
     store = None if cache is None else ResultCache(cache, _CACHED_TYPES)
-    own = not isinstance(executor, Executor)
-    ex = (
-        executor
-        if isinstance(executor, Executor)
-        else _executor(executor, jobs, ray_address, files)
-    )
-    try:
-        results = _run(files, root, settings, clean_x, ex, store, progress)
-        execution = ex.describe()
-    finally:
-        if own:
-            ex.close()
+    results, execution = _run_on(executor, jobs, ray_address, files, root, settings, clean_x,
+                                 store, progress)  # fmt: skip
     workers = min(int(execution["workers"]), len(files))
-    if store is not None:
-        execution["cache"] = {"folder": str(store.folder), **store.stats.__dict__}
     labels, notes = _labels(root)
     report = ScanReport(
         folder=str(root),
@@ -509,6 +485,36 @@ def _outcome_scan(o: TaskOutcome[ModelScan], path: Path, root: Path) -> ModelSca
         f"the worker scanning it failed: {o.error}",
         traceback=o.traceback,
     )
+
+
+def _run_on(
+    executor: str | Executor,
+    jobs: int,
+    ray_address: str | None,
+    files: list[Path],
+    root: Path,
+    settings: ScanSettings,
+    clean: np.ndarray | None,
+    store: ResultCache | None,
+    progress: Callable[[ModelScan], None] | None,
+) -> tuple[list[ModelScan], dict[str, Any]]:
+    """The files' outcomes on ``executor`` (made here, and closed, when given by name) and
+    what ran them (with the cache's counts)."""
+    own = not isinstance(executor, Executor)
+    ex = (
+        executor
+        if isinstance(executor, Executor)
+        else _executor(executor, jobs, ray_address, files)
+    )
+    try:
+        results = _run(files, root, settings, clean, ex, store, progress)
+        execution = ex.describe()
+    finally:
+        if own:
+            ex.close()
+    if store is not None:
+        execution["cache"] = {"folder": str(store.folder), **store.stats.__dict__}
+    return results, execution
 
 
 def _executor(kind: str, jobs: int, ray_address: str | None, files: list[Path]) -> Executor:
