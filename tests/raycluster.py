@@ -7,8 +7,10 @@ by ``.ci/run``, which starts the cluster before the suite and stops it after::
     python tests/raycluster.py start STATE.json   # prints the head's address
     python tests/raycluster.py stop STATE.json
 
-``STATE.json`` records the address and the worker node's node-manager port, so a test can find
-the worker's raylet and kill it (a node lost mid-scan). The fixture uses the cluster of
+``STATE.json`` records the address, the cluster's authentication token (generated here: Ray 2.60
+requires one for a head node with ``RAY_AUTH_MODE=token``, and a fresh machine has none in
+``~/.ray``) and the worker node's node-manager port, so a test can find the worker's raylet and
+kill it (a node lost mid-scan). The fixture uses the cluster of
 ``$EDGEPROOF_RAY_STATE`` when it is set, else starts one for the test session.
 """
 
@@ -23,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,15 +43,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def env() -> dict[str, str]:
-    """The environment a driver needs to join the cluster (token authentication)."""
-    return {**os.environ, **ENV}
+def env(token: str) -> dict[str, str]:
+    """The environment a process needs to join the cluster (token authentication)."""
+    return {**os.environ, **ENV, "RAY_AUTH_TOKEN": token}
 
 
 @dataclass(frozen=True)
 class Cluster:
     address: str
     worker_node_manager_port: int
+    token: str
+
+    def env(self) -> dict[str, str]:
+        """The environment a driver needs to join this cluster."""
+        return env(self.token)
 
     def processes_of_worker(self) -> list[int]:
         """The worker node's raylet and the Ray worker processes it started."""
@@ -105,23 +113,28 @@ def _parent(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
-def _ray(*args: str) -> None:
-    subprocess.run([_ray_bin(), *args], check=True, env=env(), capture_output=True, timeout=120)
+def _ray(token: str, *args: str) -> None:
+    p = subprocess.run(
+        [_ray_bin(), *args], env=env(token), capture_output=True, text=True, timeout=120
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"ray {' '.join(args)} failed ({p.returncode}): {p.stderr[-2000:]}")
 
 
 def start() -> Cluster:
     """Start the head (1 CPU) and one worker node (1 CPU) on loopback; wait for both."""
     port, worker_port = _free_port(), _free_port()
+    token = uuid.uuid4().hex
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    _ray("start", "--head", f"--port={port}", "--include-dashboard=false", *common)
+    _ray(token, "start", "--head", f"--port={port}", "--include-dashboard=false", *common)
     address = f"127.0.0.1:{port}"
-    _ray("start", f"--address={address}", f"--node-manager-port={worker_port}", *common)
-    cluster = Cluster(address, worker_port)
+    _ray(token, "start", f"--address={address}", f"--node-manager-port={worker_port}", *common)
+    cluster = Cluster(address, worker_port, token)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         status = subprocess.run(
             [_ray_bin(), "status", f"--address={address}"],
-            env=env(),
+            env=cluster.env(),
             capture_output=True,
             text=True,
             timeout=60,
@@ -129,13 +142,15 @@ def start() -> Cluster:
         if status.stdout.count(" node_") >= 2:
             return cluster
         time.sleep(1)
-    stop()
+    stop(token)
     raise RuntimeError(f"the Ray cluster at {address} did not report two nodes within 60 s")
 
 
-def stop() -> None:
+def stop(token: str = "") -> None:
     """Stop every Ray process this machine runs (the cluster's)."""
-    subprocess.run([_ray_bin(), "stop", "--force"], env=env(), capture_output=True, timeout=120)
+    subprocess.run(
+        [_ray_bin(), "stop", "--force"], env=env(token), capture_output=True, timeout=120
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -148,7 +163,7 @@ def main(argv: list[str]) -> int:
         state.write_text(json.dumps(asdict(cluster)))
         print(cluster.address)
     else:
-        stop()
+        stop(load(state).token if state.exists() else "")
         state.unlink(missing_ok=True)
     return 0
 

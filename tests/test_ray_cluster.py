@@ -42,7 +42,7 @@ def cluster() -> Iterator[raycluster.Cluster]:
     try:
         yield c
     finally:
-        raycluster.stop()
+        raycluster.stop(c.token)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _scan(folder: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+def _scan(
+    folder: Path, out: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "edgeproof", "scan", str(folder), "--out", str(out)]
     cmd += [
         "--detectors",
@@ -71,9 +73,7 @@ def _scan(folder: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
         "final-layer=1e6,head-probe=1e6,freeeagle=1e6",
         *extra,
     ]
-    return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=raycluster.env()
-    )
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def _numbers(out: Path) -> list[tuple[object, ...]]:
@@ -100,7 +100,7 @@ def test_a_scan_gives_the_same_numbers_in_process_with_processes_and_on_the_clus
     }
     numbers = {}
     for name, flags in runs.items():
-        code, _out, err = _finish(_scan(models, tmp_path / name, *steps, *flags))
+        code, _out, err = _finish(_scan(models, tmp_path / name, *steps, *flags, env=cluster.env()))
         assert code == 0, err
         numbers[name] = _numbers(tmp_path / name)
     assert len(numbers["inprocess"]) == 8
@@ -116,7 +116,14 @@ def test_a_worker_node_killed_mid_scan_loses_nothing(
 ) -> None:
     steps = ["--freeeagle-steps", "2000"]
     p = _scan(
-        models, tmp_path / "ray", *steps, "--executor", "ray", "--ray-address", cluster.address
+        models,
+        tmp_path / "ray",
+        *steps,
+        "--executor",
+        "ray",
+        "--ray-address",
+        cluster.address,
+        env=cluster.env(),
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(p.stderr or []), daemon=True)
