@@ -325,7 +325,10 @@ def scan_folder(
         thresholds: calibrated thresholds (default: the shipped ones).
         threshold_overrides: ``{detector: value}`` deciding that detector at ``value`` on every
             architecture instead.
-        freeeagle_steps, nc_epochs, nc_max_seconds, max_clean_samples: detector budgets.
+        freeeagle_steps: FreeEagle optimisation steps per class.
+        nc_epochs: Neural Cleanse epochs per class (with ``clean``).
+        nc_max_seconds: Neural Cleanse's time limit per model (``None``: none).
+        max_clean_samples: at most this many clean samples per model (a seeded subsample).
         trust_code: let the model files run code (only for files you trust).
         seed: seeds every detector.
         progress: called with each file's outcome as it arrives.
@@ -337,10 +340,7 @@ def scan_folder(
     _check_scan_options(jobs, detectors, freeeagle_steps, nc_epochs, max_clean_samples)
     root = Path(folder)
     files, ignored = model_files(root)
-    th = thresholds if thresholds is not None else shipped_thresholds()
-    overrides = dict(threshold_overrides or {})
-    if overrides:
-        th = with_overrides(th, overrides)
+    th, overrides = _thresholds(thresholds, threshold_overrides)
     settings = ScanSettings(tuple(detectors), th, freeeagle_steps, nc_epochs, nc_max_seconds,
                             max_clean_samples=max_clean_samples, trust_code=trust_code,
                             seed=seed, name_of=name_of)  # fmt: skip
@@ -367,6 +367,15 @@ def scan_folder(
     )
     report.duration_s = time.perf_counter() - t0
     return report
+
+
+def _thresholds(
+    thresholds: Thresholds | None, overrides: Mapping[str, float] | None
+) -> tuple[Thresholds, dict[str, float]]:
+    """The thresholds the scan decides at (the shipped ones by default, with the overrides)."""
+    th = thresholds if thresholds is not None else shipped_thresholds()
+    given = dict(overrides or {})
+    return (with_overrides(th, given) if given else th), given
 
 
 def _check_scan_options(
