@@ -46,7 +46,7 @@ import numpy as np
 
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import InputFileError, OptionError, UserError
-from edgeproof.execute import Executor, ResultCache, TaskOutcome, file_digest, make_executor
+from edgeproof.execute import Executor, ResultCache, TaskOutcome, executor_for, file_digest
 from edgeproof.methods.backdoor import (
     DATA_FREE_DETECTORS,
     BackdoorScan,
@@ -509,12 +509,7 @@ def _run_on(
 ) -> tuple[list[ModelScan], dict[str, Any]]:
     """The files' outcomes on ``executor`` (made here, and closed, when given by name) and
     what ran them (with the cache's counts)."""
-    own = not isinstance(executor, Executor)
-    ex = (
-        executor
-        if isinstance(executor, Executor)
-        else _executor(executor, jobs, ray_address, files)
-    )
+    ex, own = executor_for(executor, jobs, len(files), ray_address=ray_address)
     try:
         results = _run(files, root, settings, clean, ex, store, progress)
         execution = ex.describe()
@@ -524,12 +519,6 @@ def _run_on(
     if store is not None:
         execution["cache"] = {"folder": str(store.folder), **store.stats.__dict__}
     return results, execution
-
-
-def _executor(kind: str, jobs: int, ray_address: str | None, files: list[Path]) -> Executor:
-    """The backend ``kind``; a local pool never has more workers than files."""
-    workers = jobs if kind == "ray" and ray_address is not None else min(jobs, len(files))
-    return make_executor(kind, max(1, workers), ray_address=ray_address)
 
 
 def _cache_key(path: Path, settings: ScanSettings, clean: np.ndarray | None) -> str:
