@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from edgeproof.checks.base import AuditContext
 from edgeproof.checks.calibration import (
-    T_BOUNDS,
     CalibrationCheck,
     adaptive_ece,
     equal_width_bin,
@@ -21,6 +20,7 @@ from edgeproof.checks.calibration import (
 )
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import ModelError, OptionError
+from edgeproof.methods.calibration import T_BOUNDS
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.spec import InputSpec, ThreatModel
 

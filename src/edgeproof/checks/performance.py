@@ -59,7 +59,8 @@ class ClassScores:
     @property
     def present(self) -> np.ndarray:
         """Classes occurring in the labels."""
-        return self.support > 0
+        result: np.ndarray = self.support > 0
+        return result
 
     @property
     def macro_f1(self) -> float:

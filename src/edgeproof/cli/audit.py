@@ -34,7 +34,7 @@ _EPILOG = textwrap.dedent("""\
       "calibration.ece" = "<= 0.05\"""")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a = sub.add_parser(
         "audit",
         help="audit a model (and data) with every applicable check",

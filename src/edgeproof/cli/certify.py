@@ -75,7 +75,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser(
         "certify",
         help="prove robustness within ε by bound propagation (IBP, CROWN, α-CROWN, BaB)",

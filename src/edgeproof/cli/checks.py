@@ -9,7 +9,7 @@ from edgeproof.cli.app import formatter
 __all__ = ["register", "run"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser(
         "checks",
         help="list the available checks and what they need",

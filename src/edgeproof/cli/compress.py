@@ -70,7 +70,7 @@ def parse_size(text: str) -> int:
     return value
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "compress",
         help="quantize/prune/factor a model, re-audit every candidate, pick one under a budget",

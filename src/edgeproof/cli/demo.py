@@ -10,7 +10,7 @@ from edgeproof.cli.app import formatter
 __all__ = ["register", "run"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = sub.add_parser(
         "demo",
         help="train (or reuse) a zoo CNN on built-in digits and audit it",

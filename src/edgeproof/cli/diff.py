@@ -37,7 +37,7 @@ _EPILOG = textwrap.dedent("""\
     reports of different models)""")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "diff",
         help="what changed between two audits or two scans (significant changes, CI gate)",

@@ -71,7 +71,7 @@ def parse_baseline(text: str) -> Any:
         raise OptionError("baseline", f"{p}: not a readable array ({exc})") from None
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "explain",
         help="attribution maps (IG, SmoothGrad, GradientSHAP, occlusion, ...) with sanity tests",

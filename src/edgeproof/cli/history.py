@@ -24,7 +24,7 @@ _EPILOG = textwrap.dedent("""\
     exit codes: 0 written, 2 bad input (not a folder, no audit report in it)""")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "history",
         help="a model's audits over time: a trend chart per metric, findings over time",

@@ -17,7 +17,7 @@ from edgeproof.cli.app import formatter
 __all__ = ["register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the integrity commands (in this order in the help)."""
     _register_seal(sub)
     _register_verify(sub)
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_keygen(sub)
 
 
-def _register_seal(sub: argparse._SubParsersAction) -> None:
+def _register_seal(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``seal PATH...``: commit models, datasets and files to a Merkle seal."""
     p = sub.add_parser(
         "seal",
@@ -60,7 +60,7 @@ def _register_seal(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_seal)
 
 
-def _register_verify(sub: argparse._SubParsersAction) -> None:
+def _register_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``verify SEAL``: check the sealed paths against a seal."""
     p = sub.add_parser(
         "verify",
@@ -83,7 +83,7 @@ def _register_verify(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_verify)
 
 
-def _register_prove(sub: argparse._SubParsersAction) -> None:
+def _register_prove(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``prove SEAL RECORD_ID``: write an inclusion proof."""
     p = sub.add_parser(
         "prove",
@@ -100,7 +100,7 @@ def _register_prove(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_prove)
 
 
-def _register_verify_proof(sub: argparse._SubParsersAction) -> None:
+def _register_verify_proof(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``verify-proof PROOF``: check an inclusion proof on its own."""
     p = sub.add_parser(
         "verify-proof",
@@ -115,7 +115,7 @@ def _register_verify_proof(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_verify_proof)
 
 
-def _register_keygen(sub: argparse._SubParsersAction) -> None:
+def _register_keygen(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``keygen --out KEY``: create an Ed25519 key pair."""
     p = sub.add_parser(
         "keygen",

@@ -48,7 +48,7 @@ def parse_rate(text: str) -> tuple[float, float]:
     return (vals[0], vals[-1])
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "make-population",
         help="train clean and backdoored zoo models with ground-truth labels",

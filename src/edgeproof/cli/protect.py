@@ -14,7 +14,7 @@ _EPILOG = """example:
     protects the sign bits of the top 0.01% parameters by 1P-DNL score (JSON: tensor, index)"""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "protect",
         help="export the most fragile weight sign bits (1P-DNL) as a protect set",

@@ -59,7 +59,7 @@ def parse_overrides(text: str) -> dict[str, float]:
     return out
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "scan",
         help="scan every model in a folder for a backdoor (ranked table, CI gate)",

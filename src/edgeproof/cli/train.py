@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["register", "run"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     zoo_lines = "\n".join(f"  zoo:{name:<10} {text}" for name, text in ZOO_DESCRIPTIONS.items())
     t = sub.add_parser(
         "train",

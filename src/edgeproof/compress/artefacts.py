@@ -20,7 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -89,7 +89,9 @@ class Artefact(ABC):
         """Mean MACs per record where the cost depends on the input, else ``None``."""
         return None
 
-    def settings(self, x: np.ndarray, y: np.ndarray, outputs: Outputs, *, threads: int) -> dict:
+    def settings(
+        self, x: np.ndarray, y: np.ndarray, outputs: Outputs, *, threads: int
+    ) -> dict[str, Any]:
         """Kind-specific facts for the ledger row (e.g. exit rates)."""
         return {}
 
@@ -203,7 +205,9 @@ class CascadeArtefact(Artefact):
         assert outputs.exit_index is not None
         return float(exit_costs(self.model)[outputs.exit_index].mean())
 
-    def settings(self, x: np.ndarray, y: np.ndarray, outputs: Outputs, *, threads: int) -> dict:
+    def settings(
+        self, x: np.ndarray, y: np.ndarray, outputs: Outputs, *, threads: int
+    ) -> dict[str, Any]:
         assert outputs.exit_index is not None
         exits = outputs.exit_index
         correct = outputs.logits.argmax(1) == y

@@ -236,7 +236,8 @@ def _smooth(p: np.ndarray) -> np.ndarray | None:
     if n_nonzeros == 0:
         return None
     eps1 = _KL_SMOOTHING * n_zeros / n_nonzeros
-    return p + _KL_SMOOTHING * zeros - eps1 * ~zeros
+    result: np.ndarray = p + _KL_SMOOTHING * zeros - eps1 * ~zeros
+    return result
 
 
 def _entropy_threshold(v: np.ndarray, mn: float) -> float:

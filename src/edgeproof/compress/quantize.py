@@ -206,7 +206,8 @@ class QuantizedModel:
     calibration_choice: CalibrationChoice | None = None
 
     def onnx_bytes(self) -> bytes:
-        return self.onnx_model.SerializeToString()
+        result: bytes = self.onnx_model.SerializeToString()
+        return result
 
 
 def int8_needs_reduced_range() -> bool:
@@ -361,9 +362,9 @@ def _rename_initializer(model: onnx.ModelProto, old: str, new: str) -> None:
 
 
 def _lstm_module_name(m: nn.Module) -> str:
-    for n, mod in m.named_modules():
+    for name, mod in m.named_modules():
         if isinstance(mod, nn.LSTM):
-            return n
+            return str(name)
     return "lstm"
 
 

@@ -73,7 +73,8 @@ def fake_quantize_weight(
         q, s = quantize_per_channel(w, out_axis, bits)
         shape = [1] * w.ndim
         shape[out_axis] = -1
-        return (q * s.reshape(shape)).astype(np.float32)
+        result: np.ndarray = (q * s.reshape(shape)).astype(np.float32)
+        return result
     m = as_matrix(w, out_axis)
     q, s = quantize_groups(m, group_size, bits)
     deq = (q * np.repeat(s, group_size, axis=1)[:, : m.shape[1]]).astype(np.float32)

@@ -277,7 +277,8 @@ def _to_millivolts(
     fib = 0.05 * np.sin(2 * math.pi * fib_f[:, None] * t_out[None, :] + fib_phase[:, None])
     z = z + np.where(af[:, None], fib, 0.0)
     z = z + cfg.noise_mv * rng.standard_normal(z.shape)
-    return np.clip(z, DOMAIN[0], DOMAIN[1])
+    result: np.ndarray = np.clip(z, DOMAIN[0], DOMAIN[1])
+    return result
 
 
 _SPLITS = {

@@ -35,7 +35,8 @@ class BinStats:
 
     @property
     def gap(self) -> np.ndarray:
-        return np.abs(self.accuracy - self.confidence)
+        result: np.ndarray = np.abs(self.accuracy - self.confidence)
+        return result
 
 
 def bin_stats(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> BinStats:
@@ -76,7 +77,8 @@ def adaptive_ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) 
     order = np.argsort(confidence, kind="stable")
     resid = (correct.astype(np.float64) - confidence)[order]
     total = sum(abs(float(g.sum())) for g in np.array_split(resid, n_bins) if g.size)
-    return total / confidence.shape[0]
+    result: float = total / confidence.shape[0]
+    return result
 
 
 def negative_log_likelihood(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:

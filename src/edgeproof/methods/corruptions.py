@@ -158,7 +158,8 @@ def _contrast(
 ) -> np.ndarray:
     axes = tuple(range(1, x.ndim))
     m = x.mean(axis=axes, keepdims=True)
-    return (x - m) * _lv(_CONTRAST, s) + m
+    result: np.ndarray = (x - m) * _lv(_CONTRAST, s) + m
+    return result
 
 
 def _channel_std(x: np.ndarray) -> np.ndarray:
@@ -182,7 +183,10 @@ def _baseline_wander(
     f = rng.uniform(0.5, 2.0, size=(n, c, 1))
     phase = rng.uniform(0.0, 2 * np.pi, size=(n, c, 1))
     time = np.arange(t, dtype=np.float64)[None, None, :] / t
-    return x + _lv(_WANDER, s) * _channel_std(x) * np.sin(2 * np.pi * f * time + phase)
+    result: np.ndarray = x + _lv(_WANDER, s) * _channel_std(x) * np.sin(
+        2 * np.pi * f * time + phase
+    )
+    return result
 
 
 def _channel_dropout(

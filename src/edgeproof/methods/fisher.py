@@ -66,7 +66,8 @@ def fisher_matrix_lambda_max(logits: torch.Tensor, jac: torch.Tensor) -> torch.T
     gram = j @ j.transpose(1, 2)
     c = root @ gram @ root
     c = 0.5 * (c + c.transpose(1, 2))
-    return torch.linalg.eigvalsh(c)[:, -1].clamp(min=0)
+    result: torch.Tensor = torch.linalg.eigvalsh(c)[:, -1].clamp(min=0)
+    return result
 
 
 def fisher_lambda_max(model: nn.Module, x: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:

@@ -235,7 +235,8 @@ class _Scripted:
 
     def rebuilt(self) -> torch.nn.Module:
         module = torch.jit.load(io.BytesIO(self.data), map_location="cpu")
-        return module.train(self.training)
+        result: torch.nn.Module = module.train(self.training)
+        return result
 
 
 @dataclass(frozen=True)

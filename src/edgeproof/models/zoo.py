@@ -189,7 +189,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        result: torch.Tensor = self.relu(out + self.shortcut(x))
+        return result
 
 
 class ResNet(nn.Module):
@@ -242,7 +243,8 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(self.normalize(x)))
-        return self.fc(self.flatten(self.pool(x)))
+        result: torch.Tensor = self.fc(self.flatten(self.pool(x)))
+        return result
 
 
 def _resnet_cifar(n: int) -> Callable[[tuple[int, ...], int, Normalization | None], nn.Module]:
@@ -298,7 +300,8 @@ class CNN1D(nn.Module):
         self.fc = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(self.normalize(x)).mean(dim=2))
+        result: torch.Tensor = self.fc(self.features(self.normalize(x)).mean(dim=2))
+        return result
 
 
 class CNNLSTM(nn.Module):
@@ -326,7 +329,8 @@ class CNNLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.features(self.normalize(x)).transpose(1, 2)  # (N, T/16, 32)
         _, (h, _) = self.lstm(feats)
-        return self.fc(h[-1])
+        result: torch.Tensor = self.fc(h[-1])
+        return result
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ class _LSTMTail(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, (h, _) = self.lstm(x.transpose(1, 2))
-        return self.fc(h[-1])
+        result: torch.Tensor = self.fc(h[-1])
+        return result
 
 
 def _split_resnet(m: nn.Module) -> list[Stage]:
@@ -163,7 +164,8 @@ class ExitHead(nn.Module):
         return h.flatten(2).mean(dim=2) if h.dim() > 2 else h
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(h))
+        result: torch.Tensor = self.fc(self.pool(h))
+        return result
 
 
 class EarlyExitModel(nn.Module):

@@ -67,10 +67,13 @@ class RobustnessCurve:
 
     def robust_count(self, attack: str | None = None) -> np.ndarray:
         """``(E,)`` robust samples, worst case over attacks or for one ``attack``."""
+        result: np.ndarray
         if attack is None:
-            return self.robust.sum(axis=1)
-        a = self.attacks.index(attack)
-        return (self.clean_correct[None, :] & ~self.fooled[a]).sum(axis=1)
+            result = self.robust.sum(axis=1)
+        else:
+            a = self.attacks.index(attack)
+            result = (self.clean_correct[None, :] & ~self.fooled[a]).sum(axis=1)
+        return result
 
     def robust_accuracy(self, attack: str | None = None) -> np.ndarray:
         """``(E,)`` robust accuracy (worst case over attacks, or one attack)."""
@@ -83,7 +86,8 @@ class RobustnessCurve:
     def only_fooled_by(self, weak: str, strong: str) -> np.ndarray:
         """``(E,)`` samples fooled by attack ``weak`` but not by ``strong``."""
         a, b = self.attacks.index(weak), self.attacks.index(strong)
-        return (self.fooled[a] & ~self.fooled[b]).sum(axis=1)
+        result: np.ndarray = (self.fooled[a] & ~self.fooled[b]).sum(axis=1)
+        return result
 
     def counts_queries(self, attack: str) -> bool:
         """Whether ``attack`` reported the queries it spent per sample."""

@@ -87,7 +87,8 @@ def p_selection(p_init: float, it: int, n_iters: int) -> float:
     """The window's area fraction at iteration ``it`` of ``n_iters`` (AutoAttack's schedule)."""
     scaled = int(it / n_iters * 10000)
     halvings = sum(scaled > b for b in _BREAKS)
-    return p_init / 2**halvings
+    result: float = p_init / 2**halvings
+    return result
 
 
 def _sign(g: torch.Generator | None, shape: tuple[int, ...]) -> torch.Tensor:

@@ -47,7 +47,8 @@ __all__ = ["DEFAULT_INDICATORS", "INDICATORS", "final_layer_indicators", "final_
 
 
 def _row_norm(w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(w, axis=1)
+    result: np.ndarray = np.linalg.norm(w, axis=1)
+    return result
 
 
 def _bias(w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -55,11 +56,13 @@ def _bias(w: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _mean_weight(w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return w.mean(axis=1)
+    result: np.ndarray = w.mean(axis=1)
+    return result
 
 
 def _positive_mass(w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.clip(w, 0.0, None).sum(axis=1)
+    result: np.ndarray = np.clip(w, 0.0, None).sum(axis=1)
+    return result
 
 
 def _misalignment(w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -77,7 +80,8 @@ def _dedicated_feature(w: np.ndarray, b: np.ndarray) -> np.ndarray:
     fallback = 1.2533 * np.mean(dev, axis=0, keepdims=True)
     scale = np.where(scale > 0, scale, fallback)
     z = np.where(scale > 0, (w - med) / np.where(scale > 0, scale, 1.0), 0.0)
-    return z.max(axis=1)
+    result: np.ndarray = z.max(axis=1)
+    return result
 
 
 INDICATORS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {

@@ -112,7 +112,7 @@ def class_tendency(split: HeadSplit, dummies: torch.Tensor) -> np.ndarray:
     """``M[s, t]``: softmax score of class ``t`` for the dummy of source ``s``; diagonal 0."""
     with torch.inference_mode():
         probs = F.softmax(split.head(dummies), dim=1).double().numpy()
-    m = np.maximum(probs, 0.0)
+    m: np.ndarray = np.maximum(probs, 0.0)
     np.fill_diagonal(m, 0.0)
     return m
 

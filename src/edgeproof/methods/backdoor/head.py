@@ -262,7 +262,8 @@ class _LstmHead(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         _, (h, _) = self.lstm(feats)
-        return self.fc(h[-1])
+        result: torch.Tensor = self.fc(h[-1])
+        return result
 
 
 _ACT = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid)
@@ -321,7 +322,8 @@ def _cnnlstm_rule(module: nn.Module, kind: str) -> Cut | None:
         return None
 
     def feats(x: torch.Tensor) -> torch.Tensor:
-        return module.features(module.normalize(x)).transpose(1, 2)
+        result: torch.Tensor = module.features(module.normalize(x)).transpose(1, 2)
+        return result
 
     return feats, _LstmHead(module.lstm, module.fc), True, "input of the LSTM"
 

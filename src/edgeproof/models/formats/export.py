@@ -122,7 +122,8 @@ def load_export(path: Path, *, trust_code: bool) -> torch.nn.Module:
                 ) from None
         program = _safe_program(path)
         try:
-            return program.module()
+            result: torch.nn.Module = program.module()
+            return result
         except Exception as exc:  # building the module from a malformed program
             raise ModelFileError(
                 path, f"not a loadable torch.export program ({_short(exc)})", _CORRUPT

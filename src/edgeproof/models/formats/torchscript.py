@@ -141,7 +141,8 @@ def load_torchscript(path: Path, *, trust_code: bool) -> torch.jit.ScriptModule:
         ) from None
     if not trust_code:
         _refuse(path, check_loaded(module))
-    return module
+    result: torch.jit.ScriptModule = module
+    return result
 
 
 def _refuse(path: Path, refused: Iterable[tuple[str, str]]) -> None:

@@ -165,7 +165,10 @@ def colorbar_width(ticks: Ticks) -> float:
 def _rgb_of(norm: np.ndarray, name: str) -> np.ndarray:
     """``(H, W, 3)`` uint8 colours of normalised values (NaN → white), or of an RGB array."""
     if norm.ndim == 3:
-        return np.round(np.clip(np.nan_to_num(norm, nan=1.0), 0.0, 1.0) * 255).astype(np.uint8)
+        result: np.ndarray = np.round(np.clip(np.nan_to_num(norm, nan=1.0), 0.0, 1.0) * 255).astype(
+            np.uint8
+        )
+        return result
     h, w = norm.shape
     rgb = np.full((h, w, 3), 255, dtype=np.uint8)
     for i in range(h):
