@@ -224,3 +224,17 @@ def test_the_command_with_an_unsupported_torch_prints_one_line_and_exits_2(tmp_p
     ]
     forced = _with_fake_torch(tmp_path, ["-m", "edgeproof", "--version"], EDGEPROOF_ANY_TORCH="1")
     assert forced.returncode == 0 and forced.stdout.startswith("edgeproof ")
+
+
+def test_the_torch_version_read_from_dist_info_is_what_importlib_metadata_says() -> None:
+    from importlib import metadata
+
+    from edgeproof._torch_version import _installed_torch
+
+    assert _installed_torch() == metadata.version("torch")
+
+
+def test_import_edgeproof_does_not_import_importlib_metadata(tmp_path: Path) -> None:
+    out = run_python("import edgeproof, sys; print('importlib.metadata' in sys.modules)", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
