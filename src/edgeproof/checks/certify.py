@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from torch import nn
 
-from edgeproof.certify import METHODS, CertifyResult, certify_model, trace
+from edgeproof.certify import METHODS, CertifyResult, EpsResult, MethodResult, certify_model, trace
 from edgeproof.certify.graph import BoundGraph, Builder, register_module
 from edgeproof.certify.ops import UniformQuantizer
 from edgeproof.checks.adversarial import attack_data
@@ -111,6 +111,11 @@ def _register_compress_quantizers(module: nn.Module) -> None:
 
 def _g(v: float) -> str:
     return f"{v:.4g}"
+
+
+def _settings(result: CertifyResult) -> dict[str, Any]:
+    """The settings every metric of ``result`` carries (norm, samples), ε added per metric."""
+    return {"norm": result.norm, "samples": result.n}
 
 
 class CertifyCheck(Check):
@@ -284,77 +289,91 @@ class CertifyCheck(Check):
         return res
 
     def _metrics(self, result: CertifyResult) -> list[Metric]:
-        n = result.n
+        """Per ε: verified accuracy, per method (verified accuracy, time), PGD robust accuracy
+        and the verification gap; then the headline pair at the largest ε."""
         out: list[Metric] = []
-        settings = {"norm": result.norm, "samples": n}
         for r in result.per_eps:
-            k = r.count("verified")
-            robust = n - r.count("falsified")
-            pgd_robust = int((result.clean_correct & ~r.pgd_fooled).sum())
-            out.append(
-                Metric(
-                    f"verified_accuracy@{r.eps:g}",
-                    k / n,
-                    unit="fraction",
-                    ci=wilson_interval(k, n, self.level),
-                    description=f"{result.norm} ε={r.eps:g}: correct and proved robust by any of "
-                    f"{', '.join(result.methods)}"
-                    + (" or branch-and-bound" if self.bab_budget_s > 0 else ""),
-                    higher_is_better=True,
-                    settings={**settings, "eps": r.eps},
-                )
-            )
+            out.append(self._verified_metric(result, r))
             for m, mr in r.methods.items():
-                km = int(mr.verified.sum())
-                out.append(
-                    Metric(
-                        f"verified_accuracy.{m}@{r.eps:g}",
-                        km / n,
-                        unit="fraction",
-                        ci=wilson_interval(km, n, self.level),
-                        description=f"{result.norm} ε={r.eps:g}: proved robust by {m}",
-                        higher_is_better=True,
-                        settings={**settings, "eps": r.eps, "method": m},
-                    )
-                )
-                bounded = max(1, mr.bounded)
-                out.append(
-                    Metric(
-                        f"time_per_sample.{m}@{r.eps:g}",
-                        mr.time_s / bounded,
-                        unit="s",
-                        description=f"seconds per bounded sample for {m} (one thread per process "
-                        "as configured; batches of samples)",
-                        higher_is_better=False,
-                        settings={**settings, "eps": r.eps, "method": m},
-                    )
-                )
-            out.append(
-                Metric(
-                    f"pgd_robust_accuracy@{r.eps:g}",
-                    pgd_robust / n,
-                    unit="fraction",
-                    ci=wilson_interval(pgd_robust, n, self.level),
-                    description=f"correct and not fooled by PGD-{self.pgd_steps} at ε={r.eps:g} "
-                    "(an upper estimate of robust accuracy)",
-                    higher_is_better=True,
-                    settings={**settings, "eps": r.eps},
-                )
-            )
-            out.append(
-                Metric(
-                    f"verification_gap@{r.eps:g}",
-                    (robust - k) / n,
-                    unit="fraction",
-                    description="fraction of samples neither proved robust nor broken (unknown): "
-                    "the gap between verified accuracy and what the attacks could not break",
-                    higher_is_better=False,
-                    settings={**settings, "eps": r.eps},
-                )
-            )
+                out.extend(self._method_metrics(result, r, m, mr))
+            out.extend(self._gap_metrics(result, r))
+        out.extend(self._headline_metrics(result))
+        return out
+
+    def _verified_metric(self, result: CertifyResult, r: EpsResult) -> Metric:
+        n = result.n
+        k = r.count("verified")
+        return Metric(
+            f"verified_accuracy@{r.eps:g}",
+            k / n,
+            unit="fraction",
+            ci=wilson_interval(k, n, self.level),
+            description=f"{result.norm} ε={r.eps:g}: correct and proved robust by any of "
+            f"{', '.join(result.methods)}"
+            + (" or branch-and-bound" if self.bab_budget_s > 0 else ""),
+            higher_is_better=True,
+            settings={**_settings(result), "eps": r.eps},
+        )
+
+    def _method_metrics(
+        self, result: CertifyResult, r: EpsResult, m: str, mr: MethodResult
+    ) -> list[Metric]:
+        n = result.n
+        km = int(mr.verified.sum())
+        settings = {**_settings(result), "eps": r.eps, "method": m}
+        return [
+            Metric(
+                f"verified_accuracy.{m}@{r.eps:g}",
+                km / n,
+                unit="fraction",
+                ci=wilson_interval(km, n, self.level),
+                description=f"{result.norm} ε={r.eps:g}: proved robust by {m}",
+                higher_is_better=True,
+                settings=settings,
+            ),
+            Metric(
+                f"time_per_sample.{m}@{r.eps:g}",
+                mr.time_s / max(1, mr.bounded),
+                unit="s",
+                description=f"seconds per bounded sample for {m} (one thread per process "
+                "as configured; batches of samples)",
+                higher_is_better=False,
+                settings=dict(settings),
+            ),
+        ]
+
+    def _gap_metrics(self, result: CertifyResult, r: EpsResult) -> list[Metric]:
+        n = result.n
+        k = r.count("verified")
+        robust = n - r.count("falsified")
+        pgd_robust = int((result.clean_correct & ~r.pgd_fooled).sum())
+        return [
+            Metric(
+                f"pgd_robust_accuracy@{r.eps:g}",
+                pgd_robust / n,
+                unit="fraction",
+                ci=wilson_interval(pgd_robust, n, self.level),
+                description=f"correct and not fooled by PGD-{self.pgd_steps} at ε={r.eps:g} "
+                "(an upper estimate of robust accuracy)",
+                higher_is_better=True,
+                settings={**_settings(result), "eps": r.eps},
+            ),
+            Metric(
+                f"verification_gap@{r.eps:g}",
+                (robust - k) / n,
+                unit="fraction",
+                description="fraction of samples neither proved robust nor broken (unknown): "
+                "the gap between verified accuracy and what the attacks could not break",
+                higher_is_better=False,
+                settings={**_settings(result), "eps": r.eps},
+            ),
+        ]
+
+    def _headline_metrics(self, result: CertifyResult) -> list[Metric]:
+        n = result.n
         last = result.per_eps[-1]
         k = last.count("verified")
-        out.append(
+        return [
             Metric(
                 "verified_accuracy",
                 k / n,
@@ -363,20 +382,17 @@ class CertifyCheck(Check):
                 description=f"verified accuracy at the largest ε of the threat model "
                 f"({last.eps:g})",
                 higher_is_better=True,
-                settings={**settings, "eps": last.eps},
-            )
-        )
-        out.append(
+                settings={**_settings(result), "eps": last.eps},
+            ),
             Metric(
                 "verification_gap",
                 last.count("unknown") / n,
                 unit="fraction",
                 description=f"fraction unknown (neither verified nor falsified) at ε={last.eps:g}",
                 higher_is_better=False,
-                settings={**settings, "eps": last.eps},
-            )
-        )
-        return out
+                settings={**_settings(result), "eps": last.eps},
+            ),
+        ]
 
     def _table(self, result: CertifyResult) -> Table:
         cols = [

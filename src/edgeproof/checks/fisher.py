@@ -19,7 +19,7 @@ from edgeproof.checks.base import AuditContext, Check
 from edgeproof.checks.budget import AUTO, SampleSetting
 from edgeproof.errors import OptionError
 from edgeproof.methods.attacks import PGD
-from edgeproof.methods.fisher import fisher_lambda_max, spearman_with_ci
+from edgeproof.methods.fisher import Correlation, fisher_lambda_max, spearman_with_ci
 from edgeproof.methods.stats import bootstrap_interval
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
 
@@ -111,14 +111,29 @@ class FisherCheck(Check):
         res.settings.update(
             samples=int(ok.sum()), norm=ad.norm, pgd=repr(self.pgd), minimal_eps_upper=mins.upper
         )
+        corr = spearman_with_ci(lam, eps, self.level)
+        res.metrics.extend(self._metrics(lam, corr, int(mins.censored[ok].sum()), ctx.seed))
+        res.tables.append(_quantile_table(lam))
+        res.findings.append(_correlation_finding(corr))
+        res.figures.append(self._figure(lam, eps, ad.norm))
+        res.summary = (
+            f"median λ_max {np.median(lam):.3g}; Spearman ρ with minimal {ad.norm} ε "
+            f"= {corr.rho:.2f} (n={corr.n})"
+        )
+        return res
+
+    def _metrics(
+        self, lam: np.ndarray, corr: Correlation, censored: int, seed: int
+    ) -> list[Metric]:
+        """The median λ_max (bootstrap interval) and its Spearman ρ with the minimal ε."""
         med_ci = bootstrap_interval(
             lambda idx: np.median(lam[idx], axis=1),
             lam.size,
             level=self.level,
-            seed=ctx.seed,
+            seed=seed,
             resamples=500,
         )
-        res.metrics.append(
+        return [
             Metric(
                 "median_lambda_max",
                 float(np.median(lam)),
@@ -127,10 +142,7 @@ class FisherCheck(Check):
                 higher_is_better=False,
                 description="median over correctly classified samples of the exact largest "
                 "eigenvalue of the input-space Fisher information",
-            )
-        )
-        corr = spearman_with_ci(lam, eps, self.level)
-        res.metrics.append(
+            ),
             Metric(
                 "spearman_lambda_max_vs_minimal_eps",
                 corr.rho,
@@ -142,39 +154,10 @@ class FisherCheck(Check):
                     "n": corr.n,
                     "p_value": corr.p_value,
                     "bisection_steps": self.bisection_steps,
-                    "censored": int(mins.censored[ok].sum()),
+                    "censored": censored,
                 },
-            )
-        )
-        qs = np.quantile(lam, _QUANTILES)
-        res.tables.append(
-            Table(
-                "lambda_max_quantiles",
-                "λ_max distribution",
-                ["quantile", "lambda_max"],
-                [[float(q), float(v)] for q, v in zip(_QUANTILES, qs)],
-            )
-        )
-        if np.isfinite(corr.rho) and corr.ci.high < 0:
-            msg = (
-                f"λ_max ranks samples by vulnerability: Spearman ρ = {corr.rho:.2f} "
-                f"(CI {corr.ci.low:.2f}..{corr.ci.high:.2f}) with the minimal PGD ε; the most "
-                "sensitive samples are the first to break"
-            )
-        elif np.isfinite(corr.rho):
-            msg = (
-                f"λ_max does not clearly rank samples by vulnerability on this model: "
-                f"Spearman ρ = {corr.rho:.2f} (CI {corr.ci.low:.2f}..{corr.ci.high:.2f})"
-            )
-        else:
-            msg = "the rank correlation is undefined (too few samples or constant values)"
-        res.findings.append(Finding("info", msg, {"rho": corr.rho, "n": corr.n}))
-        res.figures.append(self._figure(lam, eps, ad.norm))
-        res.summary = (
-            f"median λ_max {np.median(lam):.3g}; Spearman ρ with minimal {ad.norm} ε "
-            f"= {corr.rho:.2f} (n={corr.n})"
-        )
-        return res
+            ),
+        ]
 
     def _figure(self, lam: np.ndarray, eps: np.ndarray, norm: str) -> Figure:
         def draw() -> str:
@@ -210,3 +193,31 @@ class FisherCheck(Check):
             description="top: distribution over correctly classified samples (log-spaced "
             "bins); bottom: λ_max vs the per-sample minimal PGD ε (same x axis)",
         )
+
+
+def _quantile_table(lam: np.ndarray) -> Table:
+    qs = np.quantile(lam, _QUANTILES)
+    return Table(
+        "lambda_max_quantiles",
+        "λ_max distribution",
+        ["quantile", "lambda_max"],
+        [[float(q), float(v)] for q, v in zip(_QUANTILES, qs)],
+    )
+
+
+def _correlation_finding(corr: Correlation) -> Finding:
+    """Whether λ_max ranks the samples by vulnerability (ρ's interval below 0)."""
+    if np.isfinite(corr.rho) and corr.ci.high < 0:
+        msg = (
+            f"λ_max ranks samples by vulnerability: Spearman ρ = {corr.rho:.2f} "
+            f"(CI {corr.ci.low:.2f}..{corr.ci.high:.2f}) with the minimal PGD ε; the most "
+            "sensitive samples are the first to break"
+        )
+    elif np.isfinite(corr.rho):
+        msg = (
+            f"λ_max does not clearly rank samples by vulnerability on this model: "
+            f"Spearman ρ = {corr.rho:.2f} (CI {corr.ci.low:.2f}..{corr.ci.high:.2f})"
+        )
+    else:
+        msg = "the rank correlation is undefined (too few samples or constant values)"
+    return Finding("info", msg, {"rho": corr.rho, "n": corr.n})

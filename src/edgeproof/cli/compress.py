@@ -22,11 +22,14 @@ from rich.text import Text
 
 from edgeproof.cli import options
 from edgeproof.cli.app import formatter
-from edgeproof.errors import OptionError
+from edgeproof.errors import OptionError, param
 
 if TYPE_CHECKING:
     from edgeproof.compress.api import CompressionResult
-    from edgeproof.compress.search import Progress
+    from edgeproof.compress.search import Budget, Progress
+    from edgeproof.data.dataset import Dataset
+    from edgeproof.models.loaded import LoadedModel
+    from edgeproof.spec import InputSpec
 
 __all__ = ["parse_drop", "parse_size", "register", "run", "trust_errors_exit"]
 
@@ -140,11 +143,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgeproof.compress.api import ARTEFACT_FILES, compress, compress_graph, write_artefacts
-    from edgeproof.compress.earlyexit import EarlyExitConfig
-    from edgeproof.compress.search import Budget
-    from edgeproof.compress.terminal import print_summary
-    from edgeproof.errors import param
+    from edgeproof.compress.api import ARTEFACT_FILES, write_artefacts
     from edgeproof.outputs import Output
     from edgeproof.runner import resolve_threat
 
@@ -152,30 +151,8 @@ def run(args: argparse.Namespace) -> int:
         [Output.folder(args.out, ARTEFACT_FILES)],
         [*options.model_inputs(args), args.data, args.eval],
     )
-
-    budget = Budget(
-        max_drop=None if args.max_drop is None else parse_drop(args.max_drop),
-        max_size=None if args.max_size is None else parse_size(args.max_size),
-        time_budget_s=float(args.time_budget),
-        max_class_drop=None
-        if args.max_class_drop is None
-        else parse_drop(args.max_class_drop, "max_class_drop"),
-    )
-    loaded = options.load_model_arg(args)
-    graph = loaded.module is None and loaded.session is not None and loaded.path is not None
-    if loaded.module is None and not graph:
-        raise OptionError(
-            "arch",
-            f"{args.model}: compression needs a runnable PyTorch model",
-            f"pass {param('arch')} zoo:NAME for a weights-only file",
-        )
-    if graph and args.early_exit:
-        raise OptionError(
-            "early_exit",
-            f"{args.model}: exit heads need a PyTorch backbone to train them on; an ONNX "
-            "graph is quantized in place",
-            f"leave out {param('early_exit', switch=True)}, or compress the PyTorch model",
-        )
+    budget = _budget(args)
+    loaded, graph = _load_model(args)
     data = options.load_data_arg(args, args.data, kind=args.kind)
     evaluation = options.load_data_arg(args, args.eval, kind=args.kind) if args.eval else None
     held_out = evaluation if evaluation is not None else data
@@ -197,24 +174,7 @@ def run(args: argparse.Namespace) -> int:
             jobs=options.jobs_arg(args),
             ray_address=args.ray_address,
         )
-        if graph:
-            assert loaded.path is not None
-            result = compress_graph(
-                loaded.path.read_bytes(),
-                threat.input,
-                data,
-                interface=options.interface_arg(args),
-                name=str(args.model),
-                **common,
-            )
-        else:
-            assert loaded.module is not None
-            early_exit = None
-            if args.early_exit:
-                early_exit = EarlyExitConfig(criterion=args.exit_criterion.replace("-", "_"))
-            result = compress(
-                loaded.module, threat.input, data, early_exit=early_exit, arch=loaded.arch, **common
-            )
+        result = _search(args, loaded, graph, threat.input, data, common)
     write_artefacts(
         result,
         args.out,
@@ -223,6 +183,79 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         duration_s=time.perf_counter() - t0,
     )
+    _print_result(args, result, console)
+    return trust_errors_exit(result)
+
+
+def _budget(args: argparse.Namespace) -> Budget:
+    """``--max-drop --max-size --time-budget --max-class-drop`` as the search's budget."""
+    from edgeproof.compress.search import Budget
+
+    return Budget(
+        max_drop=None if args.max_drop is None else parse_drop(args.max_drop),
+        max_size=None if args.max_size is None else parse_size(args.max_size),
+        time_budget_s=float(args.time_budget),
+        max_class_drop=None
+        if args.max_class_drop is None
+        else parse_drop(args.max_class_drop, "max_class_drop"),
+    )
+
+
+def _load_model(args: argparse.Namespace) -> tuple[LoadedModel, bool]:
+    """The model and whether it is an ONNX graph (quantized in place, no exit heads)."""
+    loaded = options.load_model_arg(args)
+    graph = loaded.module is None and loaded.session is not None and loaded.path is not None
+    if loaded.module is None and not graph:
+        raise OptionError(
+            "arch",
+            f"{args.model}: compression needs a runnable PyTorch model",
+            f"pass {param('arch')} zoo:NAME for a weights-only file",
+        )
+    if graph and args.early_exit:
+        raise OptionError(
+            "early_exit",
+            f"{args.model}: exit heads need a PyTorch backbone to train them on; an ONNX "
+            "graph is quantized in place",
+            f"leave out {param('early_exit', switch=True)}, or compress the PyTorch model",
+        )
+    return loaded, graph
+
+
+def _search(
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    graph: bool,
+    spec: InputSpec,
+    data: Dataset,
+    common: dict[str, Any],
+) -> CompressionResult:
+    """:func:`~edgeproof.compress.api.compress_graph` on an ONNX graph, else
+    :func:`~edgeproof.compress.api.compress` (with exit heads under ``--early-exit``)."""
+    from edgeproof.compress.api import compress, compress_graph
+    from edgeproof.compress.earlyexit import EarlyExitConfig
+
+    if graph:
+        assert loaded.path is not None
+        return compress_graph(
+            loaded.path.read_bytes(),
+            spec,
+            data,
+            interface=options.interface_arg(args),
+            name=str(args.model),
+            **common,
+        )
+    assert loaded.module is not None
+    early_exit = None
+    if args.early_exit:
+        early_exit = EarlyExitConfig(criterion=args.exit_criterion.replace("-", "_"))
+    return compress(loaded.module, spec, data, early_exit=early_exit, arch=loaded.arch, **common)
+
+
+def _print_result(args: argparse.Namespace, result: CompressionResult, console: Console) -> None:
+    """report.json under ``--json``, else the summary (one line under ``--quiet``), then where
+    the files went."""
+    from edgeproof.compress.terminal import print_summary
+
     if args.json:
         sys.stdout.write((Path(args.out) / "report.json").read_text() + "\n")
     elif not args.quiet:
@@ -230,7 +263,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(result.selection.message)
     console.print(Text(f"wrote {Path(args.out) / 'model.onnx'} and the ledger in {args.out}"))
-    return trust_errors_exit(result)
 
 
 @contextmanager

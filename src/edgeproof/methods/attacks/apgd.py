@@ -23,6 +23,8 @@ Restarts re-attack only the samples not yet fooled; random numbers come from a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -117,34 +119,12 @@ class APGD(Attack):
         generator: torch.Generator | None,
         layout: torch.memory_format,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        lo, hi = budget.domain
         n_iter = self.steps
         n = x.shape[0]
-        linf = budget.norm == "linf"
         x = x.detach()
         eps = per_sample_view(eps64, x)
-        w = max(int(0.22 * n_iter), 1)
-        w_min = max(int(0.06 * n_iter), 1)
-        w_decr = max(int(0.03 * n_iter), 1)
-
-        if linf:
-            t = torch.rand(x.shape, generator=generator, dtype=x.dtype)
-            t = as_layout(t, layout).mul_(2).sub_(1)
-            tn = per_sample_view(t.flatten(1).abs().amax(dim=1), x)
-        else:
-            t = as_layout(torch.randn(x.shape, generator=generator, dtype=x.dtype), layout)
-            tn = per_sample_view(t.flatten(1).norm(p=2, dim=1), x) + 1e-12
-        x_adv = (x + eps * t / tn).clamp_(lo, hi)
-
-        def grad_at(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            zg = z.detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = model(zg)
-                loss_i = nn.functional.cross_entropy(logits, y, reduction="none")
-                (g,) = torch.autograd.grad(loss_i.sum(), zg)
-            return logits.detach(), loss_i.detach(), g
-
-        logits, loss_i, grad = grad_at(x_adv)
+        x_adv = _random_start(x, eps, budget, generator, layout)
+        logits, loss_i, grad = _loss_and_grad(model, x_adv, y)
         robust = logits.argmax(dim=1) == y
         x_best_adv = x_adv.clone()
         x_best = x_adv.clone()
@@ -154,21 +134,14 @@ class APGD(Attack):
         losses[0] = loss_i
         step = 2.0 * eps
         x_old = x_adv.clone()
-        since_check = 0
-        loss_best_last_check = loss_best.clone()
-        reduced_last_check = torch.ones(n, dtype=torch.bool)
+        checkpoints = _Checkpoints.first(n_iter, self.rho, loss_best)
         for i in range(n_iter):
             with torch.no_grad():
                 grad2 = x_adv - x_old
                 x_old = x_adv
                 a = self.momentum if i > 0 else 1.0
-                if linf:
-                    z = self._project(x_adv + step * grad.sign(), x, eps, budget)
-                else:
-                    gn = per_sample_view(grad.flatten(1).norm(p=2, dim=1), x) + 1e-12
-                    z = self._project(x_adv + step * grad / gn, x, eps, budget)
-                x_adv = self._project(x_adv + (z - x_adv) * a + grad2 * (1 - a), x, eps, budget)
-            logits, loss_i, grad = grad_at(x_adv)
+                x_adv = self._momentum_step(x_adv, grad, grad2, step, a, x, eps, budget)
+            logits, loss_i, grad = _loss_and_grad(model, x_adv, y)
             with torch.no_grad():
                 wrong = logits.argmax(dim=1) != y
                 robust &= ~wrong
@@ -178,20 +151,109 @@ class APGD(Attack):
                 x_best[better] = x_adv[better]
                 grad_best[better] = grad[better]
                 loss_best = torch.where(better, loss_i, loss_best)
-                since_check += 1
-                if since_check == w:
-                    window = losses[i + 1 - w : i + 2]  # the interval's w steps and the one before
-                    increases = (window[1:] > window[:-1]).sum(dim=0)
-                    cond1 = increases <= w * self.rho
-                    cond2 = ~reduced_last_check & (loss_best_last_check >= loss_best)
-                    reduce = cond1 | cond2
-                    reduced_last_check = reduce.clone()
-                    loss_best_last_check = loss_best.clone()
-                    if bool(reduce.any()):
-                        step[reduce] /= 2.0
-                        x_adv = x_adv.clone()
-                        x_adv[reduce] = x_best[reduce]
-                        grad[reduce] = grad_best[reduce]
-                    since_check = 0
-                    w = max(w - w_decr, w_min)
+                reduce = checkpoints.after_step(losses, i, loss_best)
+                if reduce is not None and bool(reduce.any()):
+                    step[reduce] /= 2.0
+                    x_adv = x_adv.clone()
+                    x_adv[reduce] = x_best[reduce]
+                    grad[reduce] = grad_best[reduce]
         return x_best_adv, ~robust
+
+    def _momentum_step(
+        self,
+        x_adv: torch.Tensor,
+        grad: torch.Tensor,
+        grad2: torch.Tensor,
+        step: torch.Tensor,
+        a: float,
+        x: torch.Tensor,
+        eps: torch.Tensor,
+        budget: Budget,
+    ) -> torch.Tensor:
+        """``z = P(x_adv + η·sign(g))`` (L2: ``η·g/‖g‖₂``), then
+        ``P(x_adv + a(z − x_adv) + (1 − a)·grad2)`` with ``grad2 = x_adv − x_prev``."""
+        if budget.norm == "linf":
+            z = self._project(x_adv + step * grad.sign(), x, eps, budget)
+        else:
+            gn = per_sample_view(grad.flatten(1).norm(p=2, dim=1), x) + 1e-12
+            z = self._project(x_adv + step * grad / gn, x, eps, budget)
+        return self._project(x_adv + (z - x_adv) * a + grad2 * (1 - a), x, eps, budget)
+
+
+def _random_start(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    budget: Budget,
+    generator: torch.Generator | None,
+    layout: torch.memory_format,
+) -> torch.Tensor:
+    """The starting point ``x + ε·t/‖t‖`` (L∞: ``t ~ U(−1, 1)^d``, L2: ``t ~ N(0, I)``), clipped
+    to the domain."""
+    lo, hi = budget.domain
+    if budget.norm == "linf":
+        t = torch.rand(x.shape, generator=generator, dtype=x.dtype)
+        t = as_layout(t, layout).mul_(2).sub_(1)
+        tn = per_sample_view(t.flatten(1).abs().amax(dim=1), x)
+    else:
+        t = as_layout(torch.randn(x.shape, generator=generator, dtype=x.dtype), layout)
+        tn = per_sample_view(t.flatten(1).norm(p=2, dim=1), x) + 1e-12
+    return (x + eps * t / tn).clamp_(lo, hi)
+
+
+def _loss_and_grad(
+    model: nn.Module, z: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits, per-sample cross-entropy and the gradient of its sum at ``z``."""
+    zg = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(zg)
+        loss_i = nn.functional.cross_entropy(logits, y, reduction="none")
+        (g,) = torch.autograd.grad(loss_i.sum(), zg)
+    return logits.detach(), loss_i.detach(), g
+
+
+@dataclass
+class _Checkpoints:
+    """The step-size checkpoints of Algorithm 1: after ``w`` steps, then intervals shrinking by
+    ``w_decr`` down to ``w_min``; at each, the samples whose η halves (conditions 1 and 2 of the
+    module docstring)."""
+
+    w: int
+    w_min: int
+    w_decr: int
+    rho: float
+    loss_best_last_check: torch.Tensor
+    reduced_last_check: torch.Tensor
+    since_check: int = 0
+
+    @classmethod
+    def first(cls, n_iter: int, rho: float, loss_best: torch.Tensor) -> _Checkpoints:
+        """The checkpoints of an ``n_iter``-step run starting at losses ``loss_best``."""
+        return cls(
+            w=max(int(0.22 * n_iter), 1),
+            w_min=max(int(0.06 * n_iter), 1),
+            w_decr=max(int(0.03 * n_iter), 1),
+            rho=rho,
+            loss_best_last_check=loss_best.clone(),
+            reduced_last_check=torch.ones(loss_best.shape[0], dtype=torch.bool),
+        )
+
+    def after_step(
+        self, losses: torch.Tensor, i: int, loss_best: torch.Tensor
+    ) -> torch.Tensor | None:
+        """After step ``i`` (``losses[i + 1]`` written): the samples whose η halves when this is
+        a checkpoint, else ``None``."""
+        self.since_check += 1
+        if self.since_check != self.w:
+            return None
+        w = self.w
+        window = losses[i + 1 - w : i + 2]  # the interval's w steps and the one before
+        increases = (window[1:] > window[:-1]).sum(dim=0)
+        cond1 = increases <= w * self.rho
+        cond2 = ~self.reduced_last_check & (self.loss_best_last_check >= loss_best)
+        reduce = cond1 | cond2
+        self.reduced_last_check = reduce.clone()
+        self.loss_best_last_check = loss_best.clone()
+        self.since_check = 0
+        self.w = max(w - self.w_decr, self.w_min)
+        return reduce

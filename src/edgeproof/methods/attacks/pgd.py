@@ -135,23 +135,19 @@ class PGD(Attack):
             budget.eps_per_sample(x.shape[0]),
         )
 
-    def _single_run(
+    def _start(
         self,
-        model: nn.Module,
         x: torch.Tensor,
-        y: torch.Tensor,
-        eps64: torch.Tensor,
+        eps: torch.Tensor,
         budget: Budget,
         generator: torch.Generator | None,
         layout: torch.memory_format,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first iterate (random or ``x``) and the bounds ``lower``, ``upper`` of the step's
+        projection: L∞ the ε-ball ∩ domain box per element, L2 ``x`` itself (not used by
+        the L2 step)."""
         lo, hi = budget.domain
         linf = budget.norm == "linf"
-        first = self.keep == "first"
-        # Large buffers are allocated once per run and updated in place: on CPU a fresh
-        # multi-megabyte tensor costs page faults, which show up next to a cheap model.
-        x = as_layout(x.detach(), layout)
-        eps = per_sample_view(eps64, x)
         # L∞: the ε-ball ∩ domain box as per-element bounds, computed once; one clamp per step
         # then equals torchattacks' clamp(x + clamp(x' − x, −ε, ε), lo, hi) up to float rounding.
         below = torch.sub(x, eps) if linf else x  # x − ε, before clipping to the domain
@@ -171,6 +167,24 @@ class PGD(Attack):
         upper = torch.add(x, eps).clamp_(max=hi) if linf else x
         if linf and self.random_start:  # the start inside the ε-ball ∩ domain, rounding included
             torch.clamp(adv, lower, upper, out=adv)
+        return adv, lower, upper
+
+    def _single_run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        eps64: torch.Tensor,
+        budget: Budget,
+        generator: torch.Generator | None,
+        layout: torch.memory_format,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        linf = budget.norm == "linf"
+        first = self.keep == "first"
+        # Large buffers are allocated once per run and updated in place: on CPU a fresh
+        # multi-megabyte tensor costs page faults, which show up next to a cheap model.
+        x = as_layout(x.detach(), layout)
+        adv, lower, upper = self._start(x, per_sample_view(eps64, x), budget, generator, layout)
         n = x.shape[0]
         out = torch.empty_like(x) if first else x  # "last" never writes to it
         done = torch.zeros(n, dtype=torch.bool)
@@ -193,23 +207,14 @@ class PGD(Attack):
                         active, x, y = active[keep], x[keep], y[keep]
                         adv = as_layout(adv[keep], layout)
                         grad = grad[keep]
-                        eps64, eps = eps64[keep], eps[keep]
+                        eps64 = eps64[keep]
                         if linf:
                             lower, upper = lower[keep], upper[keep]
                         if active.numel() == 0:
                             return out, done
                 # α computed in float64 from ε, rounded once (as torchattacks' float alpha).
                 alpha = per_sample_view(eps64 * (self.step * mult), x)
-                if linf:
-                    adv.addcmul_(alpha, grad.sign_())
-                    torch.clamp(adv, lower, upper, out=adv)
-                else:
-                    gnorm = grad.flatten(1).norm(p=2, dim=1).add_(1e-10)
-                    adv.add_(grad.div_(per_sample_view(gnorm, x)).mul_(alpha))
-                    delta = adv.sub_(x)
-                    dnorm = delta.flatten(1).norm(p=2, dim=1)
-                    factor = torch.clamp(eps64.to(x.dtype) / dnorm, max=1.0)
-                    adv = delta.mul_(per_sample_view(factor, x)).add_(x).clamp_(lo, hi)
+                adv = _step(adv, grad, alpha, x, eps64, lower, upper, budget)
         with torch.no_grad():
             final_wrong = model(adv).argmax(dim=1) != y
         if not first:
@@ -217,3 +222,29 @@ class PGD(Attack):
         out[active] = adv
         done[active] = final_wrong
         return out, done
+
+
+def _step(
+    adv: torch.Tensor,
+    grad: torch.Tensor,
+    alpha: torch.Tensor,
+    x: torch.Tensor,
+    eps64: torch.Tensor,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    budget: Budget,
+) -> torch.Tensor:
+    """One PGD step from ``adv`` along ``grad`` (both overwritten in place) with step sizes
+    ``alpha``, projected onto the ε-ball and clipped to the domain (the module docstring's
+    formulas): L∞ one clamp to ``[lower, upper]``, L2 the rescaling of ``adv − x`` to ε."""
+    if budget.norm == "linf":
+        adv.addcmul_(alpha, grad.sign_())
+        torch.clamp(adv, lower, upper, out=adv)
+    else:
+        gnorm = grad.flatten(1).norm(p=2, dim=1).add_(1e-10)
+        adv.add_(grad.div_(per_sample_view(gnorm, x)).mul_(alpha))
+        delta = adv.sub_(x)
+        dnorm = delta.flatten(1).norm(p=2, dim=1)
+        factor = torch.clamp(eps64.to(x.dtype) / dnorm, max=1.0)
+        adv = delta.mul_(per_sample_view(factor, x)).add_(x).clamp_(*budget.domain)
+    return adv

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -211,6 +212,37 @@ def neural_cleanse(
     eval_mode(module)
     x = torch.as_tensor(np.ascontiguousarray(x_clean, dtype=np.float32))
     gen = torch.Generator().manual_seed(seed)
+    triggers = _reverse_all(module, x, domain, num_classes, cfg, gen, deadline)
+    norms = np.full(num_classes, np.nan)
+    for trig in triggers:
+        norms[trig.target] = trig.l1
+    signed = _anomaly_index(norms)
+    score = float(np.nanmax(signed)) if np.any(np.isfinite(signed)) else math.nan
+    return (
+        DetectorResult(
+            detector="neural-cleanse",
+            per_class=signed,
+            suspected_target=int(np.nanargmin(norms)),
+            score=score,
+            indicators={"mask_l1": norms, "anomaly_index": np.abs(signed)},
+            settings=_settings(cfg, int(x.shape[0]), len(triggers), seed),
+            seconds=time.perf_counter() - t0,
+        ),
+        triggers,
+    )
+
+
+def _reverse_all(
+    module: nn.Module,
+    x: torch.Tensor,
+    domain: tuple[float, float],
+    num_classes: int,
+    cfg: NeuralCleanseConfig,
+    generator: torch.Generator,
+    deadline: float | None,
+) -> list[ReversedTrigger]:
+    """:func:`reverse_trigger` for the classes in order, until the deadline (at least one),
+    with the module's parameters frozen meanwhile (restored afterwards)."""
     params = list(module.parameters())
     grads = [p.requires_grad for p in params]
     for p in params:
@@ -221,45 +253,39 @@ def neural_cleanse(
             for t in range(num_classes):
                 if deadline is not None and time.perf_counter() > deadline and triggers:
                     break
-                triggers.append(reverse_trigger(module, x, t, domain, cfg, gen, deadline))
+                triggers.append(reverse_trigger(module, x, t, domain, cfg, generator, deadline))
     finally:
         for p, g in zip(params, grads):
             p.requires_grad_(g)
-    norms = np.full(num_classes, np.nan)
-    for trig in triggers:
-        norms[trig.target] = trig.l1
+    return triggers
+
+
+def _anomaly_index(norms: np.ndarray) -> np.ndarray:
+    """The signed anomaly index ``(median − n_t)/(1.4826·MAD)`` of the mask L1 norms (NaN where
+    a class did not run; 0 everywhere when the MAD is 0): positive on the small side."""
     done = norms[np.isfinite(norms)]
     med = float(np.median(done))
     mad = float(np.median(np.abs(done - med)))
     scale = MAD_TO_SIGMA * mad
-    signed = (med - norms) / scale if scale > 0 else np.zeros(num_classes)
-    signed = np.where(np.isfinite(norms), signed, np.nan)
-    index = np.abs(signed)
-    score = float(np.nanmax(signed)) if np.any(np.isfinite(signed)) else math.nan
-    suspected = int(np.nanargmin(norms))
-    return (
-        DetectorResult(
-            detector="neural-cleanse",
-            per_class=signed,
-            suspected_target=suspected,
-            score=score,
-            indicators={"mask_l1": norms, "anomaly_index": index},
-            settings={
-                "epochs": cfg.epochs,
-                "batch_size": cfg.batch_size,
-                "lr": cfg.lr,
-                "init_cost": cfg.init_cost,
-                "attack_threshold": cfg.attack_threshold,
-                "patience": cfg.patience,
-                "cost_multiplier": cfg.cost_multiplier,
-                "early_stop_patience": cfg.early_stop_patience,
-                "max_seconds": cfg.max_seconds,
-                "clean_samples": int(x.shape[0]),
-                "classes_run": len(triggers),
-                "flag_rule": f"mask L1 below the median with anomaly index > {ANOMALY_FLAG}",
-                "seed": seed,
-            },
-            seconds=time.perf_counter() - t0,
-        ),
-        triggers,
-    )
+    signed = (med - norms) / scale if scale > 0 else np.zeros(norms.shape[0])
+    return np.where(np.isfinite(norms), signed, np.nan)
+
+
+def _settings(
+    cfg: NeuralCleanseConfig, clean_samples: int, classes_run: int, seed: int
+) -> dict[str, Any]:
+    return {
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "init_cost": cfg.init_cost,
+        "attack_threshold": cfg.attack_threshold,
+        "patience": cfg.patience,
+        "cost_multiplier": cfg.cost_multiplier,
+        "early_stop_patience": cfg.early_stop_patience,
+        "max_seconds": cfg.max_seconds,
+        "clean_samples": clean_samples,
+        "classes_run": classes_run,
+        "flag_rule": f"mask L1 below the median with anomaly index > {ANOMALY_FLAG}",
+        "seed": seed,
+    }

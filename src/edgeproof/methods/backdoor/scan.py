@@ -175,13 +175,41 @@ def scan_model(
     layer: FinalLayer = final_layer(model)
     k = layer.num_classes
     results: list[DetectorResult] = []
-    skipped: dict[str, str] = {}
     if "final-layer" in detectors:
         results.append(final_layer_scan(layer, indicators))
+    found, skipped = _module_detectors(model, k, detectors, probe, freeeagle_config, seed)
+    results += found
+    triggers: tuple[ReversedTrigger, ...] = ()
+    strip_summary: StripSummary | None = None
+    if clean_x is not None:
+        if model.module is None:
+            skipped["neural-cleanse"] = skipped["strip"] = "needs the model's module"
+        else:
+            nc, trig, strip_summary = _with_data(
+                model, k, clean_x, neural_cleanse_config, strip, max_clean_samples, seed
+            )
+            results.append(nc)
+            triggers = tuple(trig)
+    verdicts = tuple(_verdict(r, model.arch, th) for r in results)
+    return BackdoorScan(model.name, model.arch, k, verdicts, triggers, strip_summary, skipped)
+
+
+def _module_detectors(
+    model: LoadedModel,
+    k: int,
+    detectors: Sequence[str],
+    probe: HeadProbeConfig | None,
+    freeeagle_config: FreeEagleConfig | None,
+    seed: int,
+) -> tuple[list[DetectorResult], dict[str, str]]:
+    """``head-probe`` and ``freeeagle`` where asked for and the model allows them (its module,
+    input shape and layer structure); otherwise why not, per detector (the second item)."""
     module = model.module
     shape = None if model.spec is None else model.spec.shape
     domain = None if model.spec is None else model.spec.domain
     needs_module = [d for d in detectors if d != "final-layer"]
+    results: list[DetectorResult] = []
+    skipped: dict[str, str] = {}
     if needs_module and (module is None or shape is None or not has_layer_structure(module)):
         why = (
             "needs the model's module (pass the architecture)"
@@ -200,23 +228,30 @@ def scan_model(
         if "freeeagle" in detectors:
             fsplit = split_model(module, shape, kind="freeeagle", source=model.name)
             results.append(freeeagle(fsplit, k, config=freeeagle_config, seed=seed))
-    triggers: tuple[ReversedTrigger, ...] = ()
-    strip_summary: StripSummary | None = None
-    if clean_x is not None:
-        if module is None:
-            skipped["neural-cleanse"] = skipped["strip"] = "needs the model's module"
-        else:
-            x = np.asarray(clean_x, dtype=np.float32)
-            rng = np.random.default_rng(seed)
-            if x.shape[0] > max_clean_samples:
-                x = x[np.sort(rng.choice(x.shape[0], max_clean_samples, replace=False))]
-            lo_hi = domain or (float(x.min()), float(x.max()))
-            nc, trig = neural_cleanse(module, x, lo_hi, k, config=neural_cleanse_config, seed=seed)
-            results.append(nc)
-            triggers = tuple(trig)
-            strip_summary = _strip(module, x, strip, rng)
-    verdicts = tuple(_verdict(r, model.arch, th) for r in results)
-    return BackdoorScan(model.name, model.arch, k, verdicts, triggers, strip_summary, skipped)
+    return results, skipped
+
+
+def _with_data(
+    model: LoadedModel,
+    k: int,
+    clean_x: np.ndarray,
+    config: NeuralCleanseConfig | None,
+    strip: STRIPConfig | None,
+    max_clean_samples: int,
+    seed: int,
+) -> tuple[DetectorResult, list[ReversedTrigger], StripSummary]:
+    """Neural Cleanse and STRIP on at most ``max_clean_samples`` of the clean samples (a seeded
+    subsample; the domain is the spec's, else the samples' range)."""
+    module = model.module
+    assert module is not None
+    x = np.asarray(clean_x, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    if x.shape[0] > max_clean_samples:
+        x = x[np.sort(rng.choice(x.shape[0], max_clean_samples, replace=False))]
+    domain = None if model.spec is None else model.spec.domain
+    lo_hi = domain or (float(x.min()), float(x.max()))
+    nc, trig = neural_cleanse(module, x, lo_hi, k, config=config, seed=seed)
+    return nc, trig, _strip(module, x, strip, rng)
 
 
 def _strip(
