@@ -138,3 +138,19 @@ def test_a_weights_only_check_runs_without_shape_or_data_and_the_others_say_what
     assert main([*argv, "--shape", "20", "--checks", "footprint"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["checks"][0]["status"] == "ok"
+
+
+def test_seal_and_verify_commands_import_neither_torch_nor_rich(tmp_path: Path) -> None:
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(256)) * 64)
+    seal = tmp_path / "blob.seal"
+    probe = (
+        "import sys\n"
+        "from edgeproof.cli import main\n"
+        f"assert main(['seal', {str(blob)!r}, '--out', {str(seal)!r}]) == 0\n"
+        f"assert main(['verify', {str(seal)!r}]) == 0\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'rich', 'scipy'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -17,14 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.text import Text
-
 from edgeproof.cli import options
 from edgeproof.cli.app import formatter
 from edgeproof.errors import OptionError, param
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from edgeproof.compress.api import CompressionResult
     from edgeproof.compress.search import Budget, Progress
     from edgeproof.data.dataset import Dataset
@@ -158,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
     held_out = evaluation if evaluation is not None else data
     threat = resolve_threat(loaded, held_out, **options.spec_kwargs(args))
     t0 = time.perf_counter()
+    from rich.console import Console  # here, not at the top: every command's parser imports this
+
     console = Console(stderr=args.json, highlight=False)
     if not console.is_terminal:  # a log file or a pipe: wide enough for the ledger table
         console = Console(stderr=args.json, highlight=False, width=140)
@@ -262,6 +263,8 @@ def _print_result(args: argparse.Namespace, result: CompressionResult, console: 
         print_summary(result, console)
     else:
         print(result.selection.message)
+    from rich.text import Text
+
     console.print(Text(f"wrote {Path(args.out) / 'model.onnx'} and the ledger in {args.out}"))
 
 
@@ -271,6 +274,8 @@ def _progress(
 ) -> Iterator[tuple[Progress | None, Callable[[str], None]]]:
     """A rich progress bar over the candidates (the current one and its stage: build, measure,
     re-audit) and a log that prints each candidate's line above it."""
+
+    from rich.text import Text
 
     def say(line: str) -> None:
         console.print(Text(line))
