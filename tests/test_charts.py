@@ -30,7 +30,7 @@ from edgeproof.report.charts import layout as chart_layout
 from edgeproof.report.charts.axes import Options
 from edgeproof.report.charts.colors import text_color_on
 from edgeproof.report.charts.text import text_box
-from edgeproof.report.html import _figure
+from edgeproof.report.check_section import _figure
 from edgeproof.results import Figure
 
 SVG = "{http://www.w3.org/2000/svg}"

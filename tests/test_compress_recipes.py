@@ -540,9 +540,7 @@ _LONG_MODULES_ALLOWED: frozenset[str] = frozenset(
         "checks/adversarial.py",
         "checks/attribution.py",
         "checks/generalization.py",
-        "integrity/seal.py",
         "methods/spectral.py",
-        "report/html.py",
     }
 )
 

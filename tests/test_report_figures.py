@@ -31,7 +31,7 @@ from edgeproof.data.dataset import Dataset
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.report import render_html
 from edgeproof.report.charts import TextBox, svg_text_boxes
-from edgeproof.report.html import _figure
+from edgeproof.report.check_section import _figure
 from edgeproof.report.report import Report
 from edgeproof.results import Figure
 

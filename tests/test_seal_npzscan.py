@@ -15,14 +15,12 @@ import numpy as np
 import pytest
 
 from edgeproof.errors import DataError, DataFileError
+from edgeproof.integrity.dataset_items import dataset_item, load_dataset, npz_item
 from edgeproof.integrity.merkle import leaf_hash
 from edgeproof.integrity.records import record_leaf, record_leaf_hashes
 from edgeproof.integrity.seal import (
     Seal,
     SealFileError,
-    _dataset_item,
-    _load_dataset,
-    _npz_item,
     load_schema,
     seal_paths,
     verify_seal,
@@ -33,7 +31,7 @@ LOADER = {"x_key": "x", "y_key": "y", "label_column": "label"}
 
 def _slow(path: Path, loader: dict[str, str]) -> Any:
     """The straightforward reading: ``load_data``, then the file, members and records hashed."""
-    return _dataset_item(path.name, str(path), loader, _load_dataset(str(path), loader))
+    return dataset_item(path.name, str(path), loader, load_dataset(str(path), loader))
 
 
 def _x_offsets(path: Path) -> tuple[int, int]:
@@ -89,7 +87,7 @@ LAYOUTS: dict[str, dict[str, Any]] = {
 def test_one_pass_reader_gives_the_straightforward_digests(tmp_path: Path, layout: str) -> None:
     path = tmp_path / "data.npz"
     np.savez(path, **LAYOUTS[layout])
-    fast = _npz_item(path.name, str(path), LOADER)
+    fast = npz_item(path.name, str(path), LOADER)
     assert fast is not None, "a stored npz takes the one-pass reader"
     assert fast == _slow(path, LOADER)
 
@@ -98,7 +96,7 @@ def test_loader_kind_option_is_honoured_like_load_data(tmp_path: Path) -> None:
     path = tmp_path / "ts.npz"
     np.savez(path, x=rng.random((6, 3, 20), dtype=np.float32), y=np.arange(6) % 2)
     loader = {**LOADER, "kind": "timeseries"}
-    fast = _npz_item(path.name, str(path), loader)
+    fast = npz_item(path.name, str(path), loader)
     assert fast is not None and fast.input_kind == "timeseries"
     assert fast == _slow(path, loader)
     # a kind that does not fit is refused, by load_data's own error
@@ -114,7 +112,7 @@ def test_compressed_and_fortran_npz_take_the_straightforward_path(tmp_path: Path
     fort = tmp_path / "f.npz"
     np.savez(fort, x=np.asfortranarray(x), y=y)
     for path in (comp, fort):
-        assert _npz_item(path.name, str(path), LOADER) is None
+        assert npz_item(path.name, str(path), LOADER) is None
         seal = seal_paths([path], base_dir=tmp_path, loader=LOADER, threads=1)
         assert seal.items[0] == _slow(path, LOADER)
         assert verify_seal(seal, base_dir=tmp_path).ok
@@ -150,7 +148,7 @@ def test_a_flipped_byte_is_detected_and_its_archive_refused_by_crc(tmp_path: Pat
     path.write_bytes(bytes(raw))
     # the CRC is checked even though a sealed digest was offered (the file's digest differs)
     sealed = seal.items[0].sources[0].sha256  # type: ignore[union-attr]
-    assert _npz_item(path.name, str(path), LOADER, sealed) is None
+    assert npz_item(path.name, str(path), LOADER, sealed) is None
     result = verify_seal(seal, base_dir=tmp_path)
     assert not result.ok
     text = "\n".join(result.messages())

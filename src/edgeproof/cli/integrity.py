@@ -132,7 +132,7 @@ def _register_keygen(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _seal(args: argparse.Namespace) -> int:
     from edgeproof.errors import OptionError
     from edgeproof.integrity.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
-    from edgeproof.integrity.seal import seal_paths
+    from edgeproof.integrity.sealing import seal_paths
 
     cs = DEFAULT_CHUNK_SIZE if args.chunk_size is None else args.chunk_size
     if cs % 4 or not MIN_CHUNK_SIZE <= cs <= MAX_CHUNK_SIZE:
@@ -174,7 +174,8 @@ def _seal(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from edgeproof.integrity.seal import Seal, verify_seal
+    from edgeproof.integrity.sealfile import Seal
+    from edgeproof.integrity.verify import verify_seal
 
     seal = Seal.read(args.seal)
     pub = None
@@ -205,7 +206,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _prove(args: argparse.Namespace) -> int:
     from edgeproof.integrity.proof import prove
-    from edgeproof.integrity.seal import Seal
+    from edgeproof.integrity.sealfile import Seal
 
     if args.out is not None:
         options.check_outputs([args.out], [args.seal])

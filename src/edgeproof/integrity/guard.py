@@ -24,14 +24,10 @@ import numpy as np
 import torch
 
 from edgeproof.errors import EdgeproofError, InputFileError, OptionError
+from edgeproof.integrity.changes import RegionChange, TensorChange, bit_flips
 from edgeproof.integrity.chunks import DEFAULT_CHUNK_SIZE, locate_single_word_change
-from edgeproof.integrity.seal import (
-    ModelItem,
-    RegionChange,
-    Seal,
-    TensorChange,
-    _flips,
-)
+from edgeproof.integrity.items import ModelItem
+from edgeproof.integrity.sealfile import Seal
 from edgeproof.integrity.sources import DTYPE_ITEMSIZE, _tensor_bytes, torch_dtype_name
 from edgeproof.models.loaded import LoadedModel
 from edgeproof.structured import read_json
@@ -232,7 +228,7 @@ class WeightGuard:
                 if hashlib.sha256(blob[a:b]).digest() == sealed.chunks[i].sha256:
                     continue
                 located = locate_single_word_change(blob[a:b], sealed.chunks[i], a)
-                flips = _flips(located, dtype, blob, a) if located else ()
+                flips = bit_flips(located, dtype, blob, a) if located else ()
                 regions.append(RegionChange(path, name, dtype, shape, i, a, b, flips))
         dt = time.perf_counter() - t0
         self.checks += 1

@@ -17,15 +17,10 @@ from typing import Any
 
 from edgeproof.atomic import atomic_write_text
 from edgeproof.errors import InputFileError, OptionError
+from edgeproof.integrity.items import DatasetItem, ItemHeader, ModelItem, seal_message
 from edgeproof.integrity.merkle import MerkleTree, leaf_hash, merkle_root, root_from_inclusion
 from edgeproof.integrity.records import record_leaf, tensor_chunk_leaf
-from edgeproof.integrity.seal import (
-    DatasetItem,
-    ItemHeader,
-    ModelItem,
-    Seal,
-    seal_message,
-)
+from edgeproof.integrity.sealfile import Seal
 from edgeproof.integrity.signing import Signature, fingerprint, signature_valid
 from edgeproof.structured import check_depth, read_json
 

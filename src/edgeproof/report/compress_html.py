@@ -7,7 +7,8 @@ their own table), the Pareto figure with the chosen candidate marked, and the re
 skipped candidates one row each. Then the cards — the source model and the written artefacts,
 the calibration and the evaluation set (how each was split), the threat model — and one
 collapsed section per candidate. Everything is escaped as in :mod:`edgeproof.report.html`, whose
-pieces it reuses.
+pieces it reuses (with :mod:`edgeproof.report.check_section` and
+:mod:`edgeproof.report.html_text`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edgeproof.report import html as h
+from edgeproof.report.check_section import (
+    _anchor,
+    _check_section,
+    _figure,
+    _findings,
+    _metrics_table,
+    _table,
+)
+from edgeproof.report.html import _data_items, _footer, _threat_items
+from edgeproof.report.html_text import _e, _kv
 from edgeproof.report.report import Report
 from edgeproof.results import CheckResult
 
@@ -53,10 +63,10 @@ def _model_items(model: Mapping[str, Any]) -> list[tuple[str, Any]]:
 def _data_card(part: Mapping[str, Any]) -> str:
     role = str(part.get("role", "data"))
     rest = {k: v for k, v in part.items() if k not in ("role", "split")}
-    split = f'<p class="small">{h._e(part.get("split", ""))}</p>' if part.get("split") else ""
+    split = f'<p class="small">{_e(part.get("split", ""))}</p>' if part.get("split") else ""
     return (
-        f'<div class="panel" data-role="{h._e(role)}"><h3>{h._e(role.capitalize())} data</h3>'
-        f"{split}{h._kv(h._data_items(rest))}</div>"
+        f'<div class="panel" data-role="{_e(role)}"><h3>{_e(role.capitalize())} data</h3>'
+        f"{split}{_kv(_data_items(rest))}</div>"
     )
 
 
@@ -66,37 +76,37 @@ def _cards(report: Report) -> str:
         data = _data_card({"role": "evaluation", **report.data})
     return (
         '<div class="grid" id="cards">'
-        f'<div class="panel"><h3>Model</h3>{h._kv(_model_items(report.model))}</div>'
+        f'<div class="panel"><h3>Model</h3>{_kv(_model_items(report.model))}</div>'
         f"{data}"
         f'<div class="panel"><h3>Threat model of the re-audit</h3>'
-        f"{h._kv(h._threat_items(report.threat))}</div></div>"
+        f"{_kv(_threat_items(report.threat))}</div></div>"
     )
 
 
 def _mark_chosen(table_html: str, chosen: str) -> str:
     """Give the chosen row of the ledger table the ``chosen`` class."""
     return table_html.replace(
-        f"<tr><td>{h._e(chosen)}</td>", f'<tr class="chosen"><td>{h._e(chosen)}</td>', 1
+        f"<tr><td>{_e(chosen)}</td>", f'<tr class="chosen"><td>{_e(chosen)}</td>', 1
     )
 
 
 def _ledger(c: CheckResult, chosen: str) -> str:
     by_name = {t.name: t for t in c.tables}
-    parts = [f'<section class="check" id="{h._anchor(0, c)}">']
-    parts.append(f'<div class="head"><h2>{h._e(c.title or c.check)}</h2></div>')
+    parts = [f'<section class="check" id="{_anchor(0, c)}">']
+    parts.append(f'<div class="head"><h2>{_e(c.title or c.check)}</h2></div>')
     if c.findings:
-        parts.append(h._findings(c.findings))
+        parts.append(_findings(c.findings))
     if "ledger" in by_name:
-        parts.append(_mark_chosen(h._table(by_name["ledger"]), chosen))
-    parts.extend(h._figure(f) for f in c.figures)
-    parts.extend(h._table(by_name[n]) for n in ("refused", "skipped") if n in by_name)
+        parts.append(_mark_chosen(_table(by_name["ledger"]), chosen))
+    parts.extend(_figure(f) for f in c.figures)
+    parts.extend(_table(by_name[n]) for n in ("refused", "skipped") if n in by_name)
     if c.metrics:
-        parts.append(h._metrics_table(c.metrics))
+        parts.append(_metrics_table(c.metrics))
     for name, what in (("ledger_notes", "Notes per candidate"), ("ledger_full", "Every column")):
         if name in by_name:
             parts.append(
                 f"<details><summary>{what} ({len(by_name[name].rows)} rows)</summary>"
-                f"{h._table(by_name[name])}</details>"
+                f"{_table(by_name[name])}</details>"
             )
     parts.append("</section>")
     return "".join(parts)
@@ -104,9 +114,9 @@ def _ledger(c: CheckResult, chosen: str) -> str:
 
 def _candidate(index: int, c: CheckResult) -> str:
     return (
-        f'<details class="candidate"><summary><strong>{h._e(c.title or c.check)}</strong> '
-        f'<span class="muted">{h._e(c.summary)}</span></summary>'
-        f"{h._check_section(index, c)}</details>"
+        f'<details class="candidate"><summary><strong>{_e(c.title or c.check)}</strong> '
+        f'<span class="muted">{_e(c.summary)}</span></summary>'
+        f"{_check_section(index, c)}</details>"
     )
 
 
@@ -117,8 +127,8 @@ def render_compress_body(report: Report) -> str:
     chosen = str(report.model.get("chosen", ""))
     header = (
         '<header class="top"><h1>edgeproof compression report</h1>'
-        f'<div class="muted"><strong>{h._e(model)}</strong> → <strong>{h._e(chosen)}</strong>'
-        f" · {h._e(report.created)} · {h._e(report.tool)} {h._e(report.tool_version)}</div>"
+        f'<div class="muted"><strong>{_e(model)}</strong> → <strong>{_e(chosen)}</strong>'
+        f" · {_e(report.created)} · {_e(report.tool)} {_e(report.tool_version)}</div>"
         "</header>"
     )
     rest = [c for c in report.checks if c is not ledger]
@@ -129,5 +139,5 @@ def render_compress_body(report: Report) -> str:
         + ("" if ledger is None else _ledger(ledger, chosen))
         + _cards(report)
         + (f"<h2>Candidates</h2>{details}" if details else "")
-        + h._footer(report)
+        + _footer(report)
     )

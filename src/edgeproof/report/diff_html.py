@@ -21,7 +21,8 @@ from edgeproof.outputs import Output, check_output_paths
 from edgeproof.report.changes import ClassShift, FindingChange, MetricChange
 from edgeproof.report.diff import ReportDiff
 from edgeproof.report.files import ReportFiles
-from edgeproof.report.html import _e, _template, format_estimate, format_number
+from edgeproof.report.html import _template
+from edgeproof.report.html_text import _e, format_estimate, format_number
 from edgeproof.report.scan_diff import ModelChange, ModelState, ScanDiff
 
 __all__ = [

@@ -21,7 +21,8 @@ from edgeproof.atomic import atomic_write_text
 from edgeproof.outputs import Output, check_output_paths
 from edgeproof.report.files import ReportFiles
 from edgeproof.report.history import History, MetricSeries
-from edgeproof.report.html import _e, _template, format_estimate
+from edgeproof.report.html import _template
+from edgeproof.report.html_text import _e, format_estimate
 
 __all__ = [
     "HISTORY_FILES",

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from edgeproof.atomic import atomic_write_text
 from edgeproof.outputs import Output, check_output_paths
+from edgeproof.report.check_section import _check_section, _table
 from edgeproof.report.files import ReportFiles
-from edgeproof.report.html import _check_section, _e, _kv, _table, _template
+from edgeproof.report.html import _template
+from edgeproof.report.html_text import _e, _kv
 from edgeproof.report.report import load_schema
 
 if TYPE_CHECKING:
