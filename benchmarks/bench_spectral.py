@@ -23,8 +23,9 @@ import torch
 
 from edgeproof.atomic import atomic_write_text
 from edgeproof.methods.dnl import candidate_set, select_flips
+from edgeproof.methods.esd import _gram_eigvals
 from edgeproof.methods.layers import layers_from_module
-from edgeproof.methods.spectral import SpectralConfig, _gram_eigvals, analyze_inventory
+from edgeproof.methods.spectral import SpectralConfig, analyze_inventory
 from edgeproof.models.zoo import build_model
 
 #: Idle time before each timed run. OpenBLAS worker threads spin-wait after a call (and OpenMP

@@ -154,8 +154,9 @@ def _fmt_ratio(r: tuple[float, float, float]) -> str:
 
 def _eig_only(loaded: Any, mode: str) -> Callable[[], None]:
     """The check's eigen-solves alone (every analysed layer's matrices, as the check does them)."""
+    from edgeproof.methods.esd import _layer_slices
     from edgeproof.methods.layers import layers_from_module, layers_from_tensors
-    from edgeproof.methods.spectral import SpectralConfig, _layer_slices, analyze_inventory
+    from edgeproof.methods.spectral import SpectralConfig, analyze_inventory
 
     cfg = SpectralConfig(mode=mode)  # type: ignore[arg-type]
     net = loaded.network

@@ -470,27 +470,11 @@ def test_compress_modules_and_functions_stay_small() -> None:
     assert not long
 
 
-# Functions outside compress/ still longer than 80 lines with no reason in their docstring (issue
-# 14: not split yet). The list only shrinks: an entry whose function is now 80 lines or fewer (or
-# gone, or states its reason) fails the test below; once empty, the list can go.
-_LONG_FUNCTIONS_ALLOWED: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("checks/adversarial.py", "_sanity"),
-        ("checks/adversarial.py", "run"),
-        ("checks/attribution.py", "__init__"),
-        ("checks/attribution.py", "_delta_metrics"),
-        ("checks/attribution.py", "_report"),
-        ("checks/attribution.py", "run"),
-        ("checks/generalization.py", "_findings"),
-        ("checks/generalization.py", "run"),
-    }
-)
-
-
 def _function_lengths(root: Path) -> dict[tuple[str, str], int]:
     """``{(path relative to root, function name): lines}`` of every function (methods and nested
-    functions too; the longest where a file has several of one name), compress/ left out, and so
-    are the functions whose docstring states why they are long ("Long because ...")."""
+    functions too; the longest where a file has several of one name), compress/ left out (its own
+    test above), and so are the functions whose docstring states why they are long
+    ("Long because ...")."""
     out: dict[tuple[str, str], int] = {}
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
@@ -506,69 +490,28 @@ def _function_lengths(root: Path) -> dict[tuple[str, str], int]:
     return out
 
 
-def test_functions_outside_compress_stay_under_80_lines_except_the_listed_ones() -> None:
+def test_functions_outside_compress_stay_under_80_lines_unless_they_say_why() -> None:
     """No function outside compress/ over 80 lines (docstring included) unless its docstring
-    states the reason ("Long because ...", as in compress/), except the ones in
-    ``_LONG_FUNCTIONS_ALLOWED``; and every listed one is still over 80 without a stated reason
-    (the list only shrinks)."""
-    lengths = _function_lengths(SRC)
+    states the reason ("Long because ...", as in compress/)."""
     long = sorted(
-        f"{rel}: {name} ({n} lines)"
-        for (rel, name), n in lengths.items()
-        if n > 80 and (rel, name) not in _LONG_FUNCTIONS_ALLOWED
+        f"{rel}: {name} ({n} lines)" for (rel, name), n in _function_lengths(SRC).items() if n > 80
     )
     assert not long, (
         "functions over 80 lines: split them into helpers with one responsibility each (or, "
         "where splitting would obscure it, state why in the docstring: 'Long because ...'): "
         + "; ".join(long)
     )
-    short = sorted(
-        f"{rel}: {name} ({lengths.get((rel, name), 0)} lines)"
-        for rel, name in _LONG_FUNCTIONS_ALLOWED
-        if lengths.get((rel, name), 0) <= 80
-    )
-    assert not short, (
-        "these functions are now 80 lines or fewer (or gone): remove their entries from "
-        "_LONG_FUNCTIONS_ALLOWED in tests/test_compress_recipes.py: " + "; ".join(short)
-    )
 
 
-# Modules still longer than 600 lines (issue 14: not split yet). The list only shrinks: an entry
-# whose module is now 600 lines or fewer (or gone) fails the test below.
-_LONG_MODULES_ALLOWED: frozenset[str] = frozenset(
-    {
-        "checks/adversarial.py",
-        "checks/attribution.py",
-        "checks/generalization.py",
-        "methods/spectral.py",
-    }
-)
-
-
-def test_modules_stay_under_600_lines_except_the_listed_ones() -> None:
-    """No module in src/edgeproof over 600 lines (every line of the file counted), except the
-    ones in ``_LONG_MODULES_ALLOWED``; and every listed one is still over 600 (the list only
-    shrinks)."""
-    lengths = {
-        p.relative_to(SRC).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
-        for p in sorted(SRC.rglob("*.py"))
-    }
+def test_no_module_in_src_is_over_600_lines() -> None:
+    """No module in src/edgeproof over 600 lines (every line of the file counted)."""
     long = sorted(
-        f"{rel}: {n} lines"
-        for rel, n in lengths.items()
-        if n > 600 and rel not in _LONG_MODULES_ALLOWED
+        f"{p.relative_to(SRC).as_posix()}: {n} lines"
+        for p in sorted(SRC.rglob("*.py"))
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600
     )
     assert not long, (
         "modules over 600 lines: split them into modules with one concern each: " + "; ".join(long)
-    )
-    short = sorted(
-        f"{rel}: {lengths.get(rel, 0)} lines"
-        for rel in _LONG_MODULES_ALLOWED
-        if lengths.get(rel, 0) <= 600
-    )
-    assert not short, (
-        "these modules are now 600 lines or fewer (or gone): remove their entries from "
-        "_LONG_MODULES_ALLOWED in tests/test_compress_recipes.py: " + "; ".join(short)
     )
 
 

@@ -15,6 +15,8 @@ from torch import nn
 from edgeproof.checks.base import AuditContext
 from edgeproof.checks.spectral import SpectralCheck
 from edgeproof.errors import ModelFileError, OptionError
+from edgeproof.methods import esd as esd_mod
+from edgeproof.methods import power_law as power_law_mod
 from edgeproof.methods import spectral as spectral_mod
 from edgeproof.methods.layers import (
     WeightLayer,
@@ -225,8 +227,8 @@ def test_pruned_xmin_search_finds_the_same_argmin_as_brute_force(
     seed: int, grid: int, block: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Exact for any grid/block size (they only change how much work the pruning saves)."""
-    monkeypatch.setattr(spectral_mod, "_KS_GRID", grid)
-    monkeypatch.setattr(spectral_mod, "_KS_BLOCK", block)
+    monkeypatch.setattr(power_law_mod, "_KS_GRID", grid)
+    monkeypatch.setattr(power_law_mod, "_KS_BLOCK", block)
     rng = np.random.default_rng(seed)
     n = int(rng.integers(20, 700))
     if seed % 3 == 0:
@@ -312,7 +314,7 @@ def test_gram_guard_is_what_keeps_the_threshold_eigenvalue_exact(
     s2 = torch.logspace(-3, 4, 32, dtype=torch.float64)
     s2[0] = 1e-5 * (1 + 1e-9)  # the smallest eigenvalue, just above the threshold
     w = u[:, :32] @ torch.diag(s2.sqrt()) @ v.T
-    monkeypatch.setattr(spectral_mod, "_GRAM_GUARD", 0.0)
+    monkeypatch.setattr(esd_mod, "_GRAM_GUARD", 0.0)
     ev, *_ = layer_eigenvalues(WeightLayer("fc", "fc.weight", "linear", w, 0), SpectralConfig())
     assert abs(ev[0] / float(s2[0]) - 1) > 1e-10
 

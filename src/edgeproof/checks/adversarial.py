@@ -29,218 +29,43 @@ adversarial robustness", §5), each a warning when it fails:
 
 On forward-only models checks 1 and 3 apply (to the score-based attack: a failure there means
 too small a query budget, or a model that ignores its input); 2 and 4 need gradient attacks.
+
+The sample selection and the shared minimal-ε bisection are in
+:mod:`~edgeproof.checks.attack_data` (re-exported here), the sanity findings in
+:mod:`~edgeproof.checks.adversarial_sanity`.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
-from scipy.stats import binomtest
-from torch import nn
 
-from edgeproof.checks.base import AuditContext, Check, stage_progress
-from edgeproof.checks.budget import AUTO, SampleCount, SampleSetting, resolve_samples
-from edgeproof.errors import OptionError, SpecError
-from edgeproof.methods.attacks import (
-    APGD,
-    FGSM,
-    PGD,
-    Attack,
-    Forward,
-    MinimalEps,
-    Square,
-    get_attack,
-    minimal_eps,
+from edgeproof.checks.adversarial_sanity import masking_findings
+from edgeproof.checks.attack_data import (
+    AttackData,
+    attack_data,
+    attack_passes,
+    default_attack_passes,
+    shared_minimal_eps,
 )
-from edgeproof.methods.attacks.base import check_domain, check_logits, diameter, frozen_copy
+from edgeproof.checks.base import AuditContext, Check, stage_progress
+from edgeproof.checks.budget import AUTO, SampleSetting
+from edgeproof.errors import OptionError
+from edgeproof.methods.attacks import APGD, FGSM, PGD, Attack, MinimalEps, Square, get_attack
 from edgeproof.methods.attacks.curve import RobustnessCurve, robustness_curve
 from edgeproof.methods.stats import bootstrap_interval, wilson_interval
 from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
-from edgeproof.runtime.ort import session_forward
-from edgeproof.spec import Norm
 
-__all__ = ["AdversarialCheck", "AttackData", "attack_data", "shared_minimal_eps"]
-
-
-@dataclass(frozen=True)
-class AttackData:
-    """The model and samples an attack check works on.
-
-    Attributes:
-        model: what the attacks call: an eval-mode copy of the module with frozen parameters,
-            or, for an ONNX model, :func:`~edgeproof.runtime.ort.session_forward` over its
-            session (forward only).
-        x: inputs ``(N, *shape)`` (float32), a seeded subset when the data is larger than
-            ``max_samples``.
-        y: labels ``(N,)``.
-        index: positions of the samples in the dataset.
-        num_classes: K, the number of logits the model returns.
-        norm: threat norm.
-        domain: input domain.
-        diameter: the largest useful ε in this norm.
-        module: the frozen module (the same object as ``model``) when the model has gradients;
-            ``None`` for a forward-only model.
-        count: how the sample count was chosen (:mod:`edgeproof.checks.budget`).
-    """
-
-    model: Forward
-    x: torch.Tensor
-    y: torch.Tensor
-    index: np.ndarray
-    num_classes: int
-    norm: Norm
-    domain: tuple[float, float]
-    diameter: float
-    module: nn.Module | None = None
-    count: SampleCount | None = None
-
-    @property
-    def has_gradients(self) -> bool:
-        return self.module is not None
-
-    def gradient_model(self) -> nn.Module:
-        """The frozen module; :class:`SpecError` for a forward-only model."""
-        if self.module is None:  # the runner skips gradient checks for such models
-            raise SpecError("this check differentiates the model: it needs a PyTorch model")
-        return self.module
-
-
-def attack_data(
-    ctx: AuditContext, max_samples: SampleSetting, *, passes: float | None = None
-) -> AttackData:
-    """Validate model, data and threat for an attack check and pick the samples.
-
-    ``max_samples``: a number, ``None`` (all) or ``"auto"`` (the work budget of
-    :mod:`edgeproof.checks.budget` at ``passes`` forward-pass equivalents per sample; default:
-    those of the default ``adversarial`` check, so checks sharing the minimal-ε bisection pick
-    the same samples).
-
-    A PyTorch model is attacked through a frozen eval-mode copy, an ONNX model through its
-    session (forward only, batches of ``ctx.batch_size``).
-
-    Raises :class:`SpecError` when the data leave the declared domain or the model's output is
-    not ``(batch, K)`` logits of the declared classes.
-    """
-    data = ctx.require_data()
-    module = ctx.model.module
-    session = ctx.model.session
-    if module is None and session is None:  # the runner skips such models (no forward pass)
-        raise SpecError(f"{ctx.model.name}: attacks need a model with a forward pass")
-    spec = ctx.threat.input
-    k = spec.num_classes if spec.num_classes is not None else data.num_classes
-    check_logits(ctx.clean_logits(), k, ctx.model.name)
-    if data.num_classes > k:
-        raise SpecError(
-            f"{data.name}: the data has {data.num_classes} classes but the model outputs {k} "
-            "logits; use data labelled for this model"
-        )
-    check_domain(data.x, spec, data.name)
-    n = len(data)
-    if max_samples is not None and not isinstance(max_samples, str) and max_samples < 1:
-        raise OptionError("max_samples", f"{max_samples} is too few", "use >= 1 or None for all")
-    if passes is None:
-        passes = default_attack_passes(len(ctx.threat.eps) + 1)
-    count = resolve_samples(ctx, max_samples, n, passes=passes)
-    if count.n < n:
-        rng = np.random.default_rng(ctx.seed)
-        index = np.sort(rng.choice(n, size=count.n, replace=False))
-    else:
-        index = np.arange(n)
-    frozen = frozen_copy(module) if module is not None else None
-    if frozen is not None:
-        forward: Forward = frozen
-    else:
-        run = session_forward(session, batch_size=ctx.batch_size)
-        # the session takes the network's units: the audit's input transform first
-        # (outside normalisation, per-feature ranges), as LoadedModel.predict_logits does
-        preprocess = ctx.model.preprocess
-        forward = run if ctx.model.input_affine is None else (lambda x: run(preprocess(x)))
-    return AttackData(
-        model=forward,
-        x=torch.from_numpy(np.ascontiguousarray(data.x[index])),
-        y=torch.from_numpy(np.ascontiguousarray(data.y[index])),
-        index=index,
-        num_classes=int(k),
-        norm=ctx.threat.norm,
-        domain=spec.domain,
-        diameter=diameter(ctx.threat.norm, spec.domain, spec.numel),
-        module=frozen,
-        count=count,
-    )
-
-
-def attack_passes(
-    attacks: Sequence[Attack], sweep: int, *, pgd: PGD | None, bisection_steps: int
-) -> float:
-    """Forward-pass equivalents per sample of ``attacks`` at ``sweep`` values of ε plus a
-    ``bisection_steps`` minimal-ε bisection with ``pgd`` (a backward pass counts as two)."""
-
-    def cost(a: Attack) -> float:
-        if isinstance(a, Square):
-            return float(a.n_queries * a.n_restarts)
-        steps = getattr(a, "steps", 1)
-        restarts = getattr(a, "restarts", 1)
-        return 3.0 * steps * restarts + 1.0
-
-    total = sweep * sum(cost(a) for a in attacks)
-    if pgd is not None:
-        total += bisection_steps * cost(pgd)
-    return total
-
-
-def default_attack_passes(sweep: int) -> float:
-    """:func:`attack_passes` of the default ``adversarial`` check (FGSM, PGD-10, APGD-10 and an
-    8-step PGD bisection) at ``sweep`` values of ε."""
-    pgd = PGD(steps=10)
-    return attack_passes([FGSM(), pgd, APGD(steps=10)], sweep, pgd=pgd, bisection_steps=8)
-
-
-def shared_minimal_eps(
-    ctx: AuditContext,
-    ad: AttackData,
-    *,
-    attack: Attack,
-    iterations: int,
-    upper: float | None,
-    batch_size: int,
-) -> MinimalEps:
-    """Minimal ε per sample of ``attack`` (PGD; Square on forward-only models), computed once
-    per audit for the same settings (``ctx.cache``).
-
-    ``upper`` defaults to the domain's diameter for L∞ and to ``min(diameter, 10·max ε)`` for
-    L2 (whose diameter grows with √d and would waste the bisection's resolution).
-    """
-    if upper is None:
-        upper = ad.diameter if ad.norm == "linf" else min(ad.diameter, 10 * max(ctx.threat.eps))
-    samples = hashlib.sha256(ad.index.astype(np.int64).tobytes()).hexdigest()[:16]
-    key = (
-        f"minimal_eps:{attack!r}:{iterations}:{upper!r}:{ad.norm}:{ad.domain}:{samples}:{ctx.seed}"
-    )
-    if key not in ctx.cache:
-        ctx.cache[key] = minimal_eps(
-            ad.model,
-            ad.x,
-            ad.y,
-            norm=ad.norm,
-            domain=ad.domain,
-            attack=attack,
-            upper=upper,
-            iterations=iterations,
-            seed=ctx.seed,
-            batch_size=batch_size,
-            progress=stage_progress(ctx, "minimal ε"),
-        )
-    out: MinimalEps = ctx.cache[key]
-    return out
-
-
-def _g(v: float) -> str:
-    return f"{v:.4g}"
+__all__ = [
+    "AdversarialCheck",
+    "AttackData",
+    "attack_data",
+    "attack_passes",
+    "default_attack_passes",
+    "shared_minimal_eps",
+]
 
 
 _SQUARE_OPTIONS = {"n_queries": "square_queries", "p_init": "square_p_init"}
@@ -394,6 +219,47 @@ class AdversarialCheck(Check):
             progress=stage_progress(ctx, "attacks × ε"),
         )
         res = self.new_result()
+        self._record(res, ctx, ad, eps, attacks, left_out)
+        clean = int(curve.clean_correct.sum())
+        res.metrics += self._accuracy_metrics(curve, ad, eps)
+        if "square" in curve.attacks and curve.counts_queries("square"):
+            res.metrics.append(self._square_metric(curve, eps, ctx.seed))
+        res.tables.append(self._table(curve))
+        res.findings.extend(self._sanity(curve, ad, sweep))
+        mins: MinimalEps | None = None
+        bisector: Attack = self.pgd if ad.has_gradients else self.square
+        if self.bisection_steps > 0 and clean > 0:
+            mins = shared_minimal_eps(
+                ctx,
+                ad,
+                attack=bisector,
+                iterations=self.bisection_steps,
+                upper=None,
+                batch_size=ctx.batch_size,
+            )
+            res.metrics.append(self._minimal_eps_metric(mins, ad, bisector, ctx.seed))
+        res.figures.append(self._figure(curve, ad, mins, _display(bisector)))
+        n = curve.n
+        worst = float(curve.robust_accuracy()[len(eps) - 1])
+        res.summary = (
+            f"{ad.norm} ε={eps[-1]:g}: robust accuracy {worst:.1%} "
+            f"(clean {clean / n:.1%}, {n} samples, worst case over {', '.join(curve.attacks)}"
+            + ("" if ad.has_gradients else "; no gradients: score-based attack only")
+            + ")"
+        )
+        return res
+
+    def _record(
+        self,
+        res: CheckResult,
+        ctx: AuditContext,
+        ad: AttackData,
+        eps: tuple[float, ...],
+        attacks: list[Attack],
+        left_out: list[str],
+    ) -> None:
+        """The settings of this run, the sample-count note, and on a forward-only model the
+        attacks that ran and those that could not."""
         res.settings.update(
             norm=ad.norm,
             eps=list(eps),
@@ -413,9 +279,15 @@ class AdversarialCheck(Check):
                 attacks_not_run={name: why for name in left_out},
             )
             res.findings.append(self._forward_only_finding(ctx, attacks, left_out))
+
+    def _accuracy_metrics(
+        self, curve: RobustnessCurve, ad: AttackData, eps: tuple[float, ...]
+    ) -> list[Metric]:
+        """Clean accuracy, the robust accuracy at every ε of the threat model, and at the
+        largest (``robust_accuracy``)."""
         n = curve.n
         clean = int(curve.clean_correct.sum())
-        res.metrics.append(
+        out = [
             Metric(
                 "clean_accuracy",
                 clean / n,
@@ -425,10 +297,10 @@ class AdversarialCheck(Check):
                 higher_is_better=True,
                 settings={"samples": n},
             )
-        )
+        ]
         robust_acc = curve.robust_accuracy()
         for e_i, e in enumerate(eps):
-            res.metrics.append(
+            out.append(
                 Metric(
                     f"robust_accuracy@{e:g}",
                     float(robust_acc[e_i]),
@@ -441,7 +313,7 @@ class AdversarialCheck(Check):
                 )
             )
         last = len(eps) - 1
-        res.metrics.append(
+        out.append(
             Metric(
                 "robust_accuracy",
                 float(robust_acc[last]),
@@ -452,88 +324,74 @@ class AdversarialCheck(Check):
                 settings={"norm": ad.norm, "eps": eps[-1]},
             )
         )
-        if "square" in curve.attacks and curve.counts_queries("square"):
-            a_sq = curve.attacks.index("square")
-            rows = curve.clean_correct & curve.fooled[a_sq, last]
-            spent = curve.queries[a_sq, last][rows] if curve.queries is not None else []
-            q_ci = (
-                bootstrap_interval(
-                    lambda idx: np.mean(np.asarray(spent, dtype=np.float64)[idx], axis=1),
-                    len(spent),
-                    level=self.level,
-                    seed=ctx.seed,
-                    resamples=500,
-                )
-                if len(spent)
-                else None
-            )
-            res.metrics.append(
-                Metric(
-                    "square_mean_queries",
-                    curve.mean_queries("square", last),
-                    unit="queries",
-                    ci=q_ci,
-                    description=f"Square at ε={eps[-1]:g}: mean model queries per sample it "
-                    f"fooled ({len(spent)} of {clean}; budget {self.square.n_queries} per "
-                    f"sample and restart, {self.square.n_restarts} restart(s))",
-                    higher_is_better=True,
-                    settings={
-                        "eps": eps[-1],
-                        "n_queries": self.square.n_queries,
-                        "n_restarts": self.square.n_restarts,
-                        "p_init": self.square.p_init,
-                    },
-                )
-            )
-        res.tables.append(self._table(curve))
-        res.findings.extend(self._sanity(curve, ad, sweep))
-        mins: MinimalEps | None = None
-        bisector: Attack = self.pgd if ad.has_gradients else self.square
-        if self.bisection_steps > 0 and clean > 0:
-            mins = shared_minimal_eps(
-                ctx,
-                ad,
-                attack=bisector,
-                iterations=self.bisection_steps,
-                upper=None,
-                batch_size=ctx.batch_size,
-            )
-            vals = mins.values[mins.clean_correct]
-            ci = bootstrap_interval(
-                lambda idx: np.median(vals[idx], axis=1),
-                vals.size,
+        return out
+
+    def _square_metric(self, curve: RobustnessCurve, eps: tuple[float, ...], seed: int) -> Metric:
+        """``square_mean_queries``: Square's mean queries per sample it fooled at the largest
+        ε, with a bootstrap interval."""
+        last = len(eps) - 1
+        clean = int(curve.clean_correct.sum())
+        a_sq = curve.attacks.index("square")
+        rows = curve.clean_correct & curve.fooled[a_sq, last]
+        spent = curve.queries[a_sq, last][rows] if curve.queries is not None else []
+        q_ci = (
+            bootstrap_interval(
+                lambda idx: np.mean(np.asarray(spent, dtype=np.float64)[idx], axis=1),
+                len(spent),
                 level=self.level,
-                seed=ctx.seed,
+                seed=seed,
                 resamples=500,
             )
-            res.metrics.append(
-                Metric(
-                    "median_minimal_eps",
-                    mins.median(),
-                    unit=f"{ad.norm} ε",
-                    ci=ci,
-                    description="median over correctly classified samples of the smallest ε at "
-                    "which "
-                    f"{_display(bisector)} succeeded (bisection, resolution "
-                    f"{mins.resolution:.3g}; "
-                    f"{int(mins.censored.sum())} sample(s) not fooled up to {mins.upper:g})",
-                    higher_is_better=True,
-                    settings={
-                        "bisection_steps": self.bisection_steps,
-                        "upper": mins.upper,
-                        "attack": repr(bisector),
-                    },
-                )
-            )
-        res.figures.append(self._figure(curve, ad, mins, _display(bisector)))
-        worst = float(robust_acc[last])
-        res.summary = (
-            f"{ad.norm} ε={eps[-1]:g}: robust accuracy {worst:.1%} "
-            f"(clean {clean / n:.1%}, {n} samples, worst case over {', '.join(curve.attacks)}"
-            + ("" if ad.has_gradients else "; no gradients: score-based attack only")
-            + ")"
+            if len(spent)
+            else None
         )
-        return res
+        return Metric(
+            "square_mean_queries",
+            curve.mean_queries("square", last),
+            unit="queries",
+            ci=q_ci,
+            description=f"Square at ε={eps[-1]:g}: mean model queries per sample it "
+            f"fooled ({len(spent)} of {clean}; budget {self.square.n_queries} per "
+            f"sample and restart, {self.square.n_restarts} restart(s))",
+            higher_is_better=True,
+            settings={
+                "eps": eps[-1],
+                "n_queries": self.square.n_queries,
+                "n_restarts": self.square.n_restarts,
+                "p_init": self.square.p_init,
+            },
+        )
+
+    def _minimal_eps_metric(
+        self, mins: MinimalEps, ad: AttackData, bisector: Attack, seed: int
+    ) -> Metric:
+        """``median_minimal_eps`` over the correctly classified samples, with a bootstrap
+        interval."""
+        vals = mins.values[mins.clean_correct]
+        ci = bootstrap_interval(
+            lambda idx: np.median(vals[idx], axis=1),
+            vals.size,
+            level=self.level,
+            seed=seed,
+            resamples=500,
+        )
+        return Metric(
+            "median_minimal_eps",
+            mins.median(),
+            unit=f"{ad.norm} ε",
+            ci=ci,
+            description="median over correctly classified samples of the smallest ε at "
+            "which "
+            f"{_display(bisector)} succeeded (bisection, resolution "
+            f"{mins.resolution:.3g}; "
+            f"{int(mins.censored.sum())} sample(s) not fooled up to {mins.upper:g})",
+            higher_is_better=True,
+            settings={
+                "bisection_steps": self.bisection_steps,
+                "upper": mins.upper,
+                "attack": repr(bisector),
+            },
+        )
 
     def _forward_only_finding(
         self, ctx: AuditContext, attacks: list[Attack], left_out: list[str]
@@ -595,156 +453,10 @@ class AdversarialCheck(Check):
     def _sanity(
         self, curve: RobustnessCurve, ad: AttackData, sweep: tuple[float, ...]
     ) -> list[Finding]:
-        out: list[Finding] = []
-        counts = curve.robust_count()
-        robust = curve.robust
-        free = self._gradient_free_names()
-        forward_only = all(a in free for a in curve.attacks)
-        rises = [
-            (sweep[i], sweep[i + 1], int(counts[i]), int(counts[i + 1]))
-            for i in range(len(sweep) - 1)
-            if counts[i + 1] > counts[i]
-        ]
-        flips = [int((robust[i + 1] & ~robust[i]).sum()) for i in range(len(sweep) - 1)]
-        if rises:
-            a, b, ca, cb = rises[0]
-            cause = (
-                "the attack is not converging; raise square_queries/square_restarts before "
-                "trusting these numbers"
-                if forward_only
-                else "the attacks are not converging, which is a sign of gradient masking; raise "
-                "pgd_steps/pgd_restarts before trusting these numbers"
-            )
-            out.append(
-                Finding(
-                    "warning",
-                    f"robust accuracy increases with ε ({ca}/{curve.n} robust at ε={_g(a)}, "
-                    f"{cb} at "
-                    f"ε={_g(b)}): {cause}",
-                    {"increases": rises, "samples_robust_only_at_larger_eps": flips},
-                )
-            )
-        if "fgsm" in curve.attacks and "pgd" in curve.attacks:
-            f_acc = curve.robust_accuracy("fgsm")
-            p_acc = curve.robust_accuracy("pgd")
-            only_fgsm = curve.only_fooled_by("fgsm", "pgd")
-            weaker = [i for i in range(len(sweep)) if p_acc[i] > f_acc[i]]
-            evidence = {
-                "eps": list(sweep),
-                "fgsm_robust_accuracy": f_acc.tolist(),
-                "pgd_robust_accuracy": p_acc.tolist(),
-                "fooled_by_fgsm_not_pgd": only_fgsm.tolist(),
-            }
-            if weaker:
-                i = weaker[0]
-                out.append(
-                    Finding(
-                        "warning",
-                        f"PGD is weaker than FGSM at ε={_g(sweep[i])} (robust accuracy "
-                        f"{p_acc[i]:.1%} vs {f_acc[i]:.1%}; {int(only_fgsm[i])} samples fooled "
-                        "by FGSM but not PGD): a one-step attack beating an iterative one "
-                        "indicates gradient "
-                        "masking or a too-small PGD step",
-                        evidence,
-                    )
-                )
-            elif only_fgsm.sum() > 0:
-                out.append(
-                    Finding(
-                        "info",
-                        f"PGD is at least as strong as FGSM at every ε, but {int(only_fgsm.sum())} "
-                        "(sample, ε) pairs were fooled by FGSM only; they count in the worst case",
-                        evidence,
-                    )
-                )
-        out.extend(self._gradient_free_vs_gradient(curve, sweep, free))
-        if sweep[-1] == ad.diameter:
-            k_big = int(counts[-1])
-            iv = wilson_interval(k_big, curve.n, self.level)
-            chance = 1.0 / ad.num_classes
-            if iv.low > chance:
-                cause = (
-                    "the attack cannot find adversarial inputs the threat model allows: raise "
-                    "square_queries/square_restarts, or the model ignores its input"
-                    if forward_only
-                    else "the attacks cannot find adversarial inputs the threat model "
-                    "allows, a sign of gradient masking or of a model that ignores its input"
-                )
-                out.append(
-                    Finding(
-                        "warning",
-                        f"at ε={_g(ad.diameter)} (any input in the domain is reachable) robust "
-                        f"accuracy is still {k_big / curve.n:.1%} (CI low {iv.low:.1%}) > chance "
-                        f"1/K = {chance:.1%}: {cause}",
-                        {"eps": ad.diameter, "robust": k_big, "n": curve.n, "chance": chance},
-                    )
-                )
-        if not any(f.severity == "warning" for f in out):
-            message = (
-                "no sign of a failing attack: robust accuracy falls with ε and reaches chance "
-                "at the domain's diameter"
-                if forward_only
-                else "no sign of gradient masking: robust accuracy falls with ε, PGD is at "
-                "least as strong as FGSM, and accuracy reaches chance at the domain's diameter"
-            )
-            out.append(
-                Finding("info", message, {"eps": list(sweep), "robust_count": counts.tolist()})
-            )
-        return out
-
-    def _gradient_free_vs_gradient(
-        self, curve: RobustnessCurve, sweep: tuple[float, ...], free: set[str]
-    ) -> list[Finding]:
-        """Sanity check 4: a gradient-free attack stronger than every gradient attack."""
-        grad = [i for i, a in enumerate(curve.attacks) if a not in free]
-        score = [i for i, a in enumerate(curve.attacks) if a in free]
-        if not grad or not score:
-            return []
-        by_grad = curve.fooled[grad].any(axis=0)  # (E, N)
-        by_free = curve.fooled[score].any(axis=0)
-        only_free = (by_free & ~by_grad).sum(axis=1)
-        only_grad = (by_grad & ~by_free).sum(axis=1)
-        p = [
-            float(binomtest(int(b), int(b + c), 0.5, alternative="greater").pvalue)
-            if b > 0
-            else 1.0
-            for b, c in zip(only_free, only_grad, strict=True)
-        ]
-        alpha = (1.0 - self.level) / len(sweep)
-        names = ", ".join(curve.attacks[i] for i in score)
-        grads = ", ".join(curve.attacks[i] for i in grad)
-        evidence = {
-            "eps": list(sweep),
-            "fooled_only_by_gradient_free": only_free.tolist(),
-            "fooled_only_by_gradient": only_grad.tolist(),
-            "sign_test_p": p,
-            "alpha_bonferroni": alpha,
-        }
-        worst = int(np.argmin(p))
-        if p[worst] < alpha:
-            return [
-                Finding(
-                    "warning",
-                    f"{names} (gradient-free) fooled {int(only_free[worst])} samples at "
-                    f"ε={_g(sweep[worst])} that none of {grads} fooled, against "
-                    f"{int(only_grad[worst])} the other way (sign test p={p[worst]:.2g} < "
-                    f"{alpha:.2g}): the gradient attacks miss inputs a score-based attack finds, "
-                    "a sign of gradient masking; rely on the worst case (it includes "
-                    f"{names}) and raise pgd_steps/apgd_steps",
-                    evidence,
-                )
-            ]
-        if only_free.sum() > 0:
-            return [
-                Finding(
-                    "info",
-                    f"{names} is not significantly stronger than {grads} at any ε, but "
-                    f"{int(only_free.sum())} (sample, ε) pairs were fooled by {names} only; "
-                    "they count in the worst case",
-                    evidence,
-                )
-            ]
-        return []
+        """The gradient-masking sanity findings (:func:`~.adversarial_sanity.masking_findings`)."""
+        return masking_findings(
+            curve, ad, sweep, level=self.level, free=self._gradient_free_names()
+        )
 
     def _figure(
         self, curve: RobustnessCurve, ad: AttackData, mins: MinimalEps | None, bisector: str

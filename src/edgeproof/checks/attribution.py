@@ -32,6 +32,11 @@ weights and its maps are not shown as an explanation. The sanity tests re-explai
 ``sanity_samples`` samples under every degraded model with the same targets, baselines and random
 draws; IG is re-run there at a fixed ``ig_steps`` (non-adaptive) for the trained and the degraded
 models alike, which keeps the comparison equal and the cost bounded.
+
+The check's pieces: settings and their validation in :mod:`~edgeproof.checks.attribution_settings`,
+the samples, targets and baselines in :mod:`~edgeproof.checks.attribution_inputs`, metrics,
+findings and tables in :mod:`~edgeproof.checks.attribution_metrics`, the drawings in
+:mod:`~edgeproof.checks.attribution_figures`.
 """
 
 from __future__ import annotations
@@ -39,78 +44,58 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from edgeproof.checks.attribution_figures import (
+    _bands_figure,
+    _image_classes_figure,
+    _image_samples_figure,
+    _series_classes_figure,
+    _tabular_figure,
+)
+from edgeproof.checks.attribution_inputs import (
+    ExplainedInputs,
+    baseline_for,
+    explained_inputs,
+    forward_model,
+    given_baseline,
+)
+from edgeproof.checks.attribution_metrics import (
+    _TITLES,
+    MethodRun,
+    delta_metrics,
+    flagged_metric,
+    methods_table,
+    rank_correlation_metrics,
+    sanity_findings,
+    sanity_table,
+    skipped_findings,
+    summary,
+)
+from edgeproof.checks.attribution_settings import _GRADIENT, AttributionSettings, methods_for_kind
 from edgeproof.checks.base import AuditContext, Check
 from edgeproof.checks.budget import AUTO, SampleCount, SampleSetting, resolve_samples
-from edgeproof.errors import OptionError
-from edgeproof.methods.attacks.base import check_domain, check_logits, frozen_copy
+from edgeproof.data.dataset import Dataset
+from edgeproof.methods.attacks.base import check_domain, check_logits
 from edgeproof.methods.attribution import (
     Attribution,
     AttributionMethod,
     FeatureAblation,
     FrequencyOcclusion,
-    GradientShap,
     IntegratedGradients,
     KernelShap,
     Occlusion,
     SmoothGrad,
 )
 from edgeproof.methods.attribution.base import Forward
-from edgeproof.methods.attribution.sanity import SanityVerdict, sanity_checks
-from edgeproof.methods.stats import bootstrap_interval, wilson_interval
-from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
+from edgeproof.methods.attribution.sanity import sanity_checks
+from edgeproof.results import CheckResult, Figure, Finding
 
 __all__ = ["AttributionCheck", "given_baseline", "methods_for_kind"]
-
-_KIND_METHODS: dict[str, tuple[str, ...]] = {
-    "image": ("integrated_gradients", "smoothgrad", "gradient_shap", "occlusion"),
-    "timeseries": (
-        "integrated_gradients",
-        "smoothgrad",
-        "gradient_shap",
-        "occlusion",
-        "frequency_occlusion",
-    ),
-    "tabular": (
-        "integrated_gradients",
-        "smoothgrad",
-        "gradient_shap",
-        "feature_ablation",
-        "kernel_shap",
-    ),
-}
-_GRADIENT = {"integrated_gradients", "smoothgrad", "gradient_shap"}
-_TITLES = {
-    "integrated_gradients": "Integrated Gradients",
-    "smoothgrad": "SmoothGrad",
-    "gradient_shap": "GradientSHAP",
-    "occlusion": "Occlusion",
-    "feature_ablation": "Feature ablation",
-    "kernel_shap": "KernelSHAP",
-    "frequency_occlusion": "Frequency-band occlusion",
-}
-
-
-def methods_for_kind(kind: str) -> tuple[str, ...]:
-    """The methods the check runs by default on data of ``kind``."""
-    return _KIND_METHODS.get(kind, _KIND_METHODS["image"])
-
-
-@dataclass
-class _Run:
-    """One method's outcome in this check."""
-
-    name: str
-    attribution: Attribution | None = None
-    skipped: str | None = None
-    seconds: float = 0.0
-    verdict: SanityVerdict | None = None
 
 
 class AttributionCheck(Check):
@@ -199,8 +184,8 @@ class AttributionCheck(Check):
         target: int | None = None,
         baseline: float | np.ndarray | None = None,
     ) -> None:
-        super().__init__(
-            methods=None if methods is None else list(methods),
+        settings = AttributionSettings(
+            methods=methods,
             max_samples=max_samples,
             sanity_samples=sanity_samples,
             ig_steps=ig_steps,
@@ -228,70 +213,39 @@ class AttributionCheck(Check):
             internal_batch_size=internal_batch_size,
             forward_batch_size=forward_batch_size,
             target=target,
-            baseline=None if baseline is None else _baseline_setting(baseline),
+            baseline=baseline,
         )
-        known = {n for names in _KIND_METHODS.values() for n in names}
-        for m in methods or ():
-            if m not in known:
-                raise OptionError(
-                    "methods", f"unknown method {m!r}", f"choose from {', '.join(sorted(known))}"
-                )
-        for name, value in (
-            ("max_samples", 64 if max_samples in (AUTO, None) else max_samples),
-            ("sanity_samples", 16 if sanity_samples == AUTO else sanity_samples),
-            ("background_size", background_size),
-            ("sanity_stages", sanity_stages),
-            ("label_samples", 128 if label_samples == AUTO else label_samples),
-            ("kernel_shap_max_samples", kernel_shap_max_samples),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OptionError(name, f"{value!r} is too few", "use an integer >= 1")
-        if not smoothgrad_sigma > 0:
-            raise OptionError(
-                "smoothgrad_sigma", f"{smoothgrad_sigma} must be > 0", "use e.g. 0.15"
-            )
-        self.methods = None if methods is None else tuple(methods)
-        self.max_samples: SampleSetting = max_samples
-        self.sanity_samples: int | Literal["auto"] = sanity_samples
-        self.ig = IntegratedGradients(
-            n_steps=ig_steps,
-            rule=ig_rule,  # type: ignore[arg-type]
-            tolerance=ig_tolerance,
-            max_steps=max(ig_max_steps, ig_steps),
-            internal_batch_size=internal_batch_size,
-        )
-        self.smoothgrad_samples = int(smoothgrad_samples)
-        self.smoothgrad_sigma = float(smoothgrad_sigma)
-        self.gradient_shap = GradientShap(
-            n_samples=gradient_shap_samples, internal_batch_size=internal_batch_size
-        )
-        self.background_size = int(background_size)
-        self.occlusion_window = occlusion_window
-        self.occlusion_stride = occlusion_stride
-        self.kernel_shap_samples = kernel_shap_samples
-        self.kernel_shap_max_samples = int(kernel_shap_max_samples)
-        self.bands = bands
-        self.sample_rate = sample_rate
-        self.sanity = bool(sanity)
-        self.sanity_stages = int(sanity_stages)
-        self.label_randomization = bool(label_randomization)
-        self.label_epochs = int(label_epochs)
-        self.label_samples: int | Literal["auto"] = label_samples
-        self.threshold = float(threshold)
-        self.level = float(level)
-        self.figure_samples = int(figure_samples)
-        self.internal_batch_size = int(internal_batch_size)
-        if forward_batch_size is not None and forward_batch_size < 1:
-            raise OptionError(
-                "forward_batch_size", f"{forward_batch_size} is too few", "use >= 1 or None"
-            )
-        self.forward_batch_size = forward_batch_size
-        if target is not None and (
-            isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0
-        ):
-            raise OptionError("target", f"{target!r} is not a class index", "use e.g. 0")
-        self.target = None if target is None else int(target)
-        self.baseline = baseline
+        super().__init__(**settings.recorded)
+        self._apply(settings)
+
+    def _apply(self, s: AttributionSettings) -> None:
+        """Keep the validated settings as the check's attributes (counts as ints, ...)."""
+        self.methods = None if s.methods is None else tuple(s.methods)
+        self.max_samples: SampleSetting = s.max_samples
+        self.sanity_samples: int | Literal["auto"] = s.sanity_samples
+        self.ig = s.ig
+        self.smoothgrad_samples = int(s.smoothgrad_samples)
+        self.smoothgrad_sigma = float(s.smoothgrad_sigma)
+        self.gradient_shap = s.gradient_shap
+        self.background_size = int(s.background_size)
+        self.occlusion_window = s.occlusion_window
+        self.occlusion_stride = s.occlusion_stride
+        self.kernel_shap_samples = s.kernel_shap_samples
+        self.kernel_shap_max_samples = int(s.kernel_shap_max_samples)
+        self.bands = s.bands
+        self.sample_rate = s.sample_rate
+        self.sanity = bool(s.sanity)
+        self.sanity_stages = int(s.sanity_stages)
+        self.label_randomization = bool(s.label_randomization)
+        self.label_epochs = int(s.label_epochs)
+        self.label_samples: int | Literal["auto"] = s.label_samples
+        self.threshold = float(s.threshold)
+        self.level = float(s.level)
+        self.figure_samples = int(s.figure_samples)
+        self.internal_batch_size = int(s.internal_batch_size)
+        self.forward_batch_size = s.forward_batch_size
+        self.target = None if s.target is None else int(s.target)
+        self.baseline = s.baseline
 
     # --- planning -------------------------------------------------------------------------
 
@@ -378,77 +332,29 @@ class AttributionCheck(Check):
     def run(self, ctx: AuditContext) -> CheckResult:
         data = ctx.require_data()
         spec = ctx.threat.input
-        kind = spec.kind
         res = self.new_result()
         k = spec.num_classes if spec.num_classes is not None else data.num_classes
         check_logits(ctx.clean_logits(), k, ctx.model.name)
         check_domain(data.x, spec, data.name)
-        module = ctx.model.module
-        model: Forward
-        torch_model: nn.Module | None = None
-        if module is not None:
-            torch_model = frozen_copy(module)
-            model = torch_model
-        else:
-            loaded, ibs = ctx.model, self.internal_batch_size
-
-            def model(t: torch.Tensor) -> torch.Tensor:
-                return torch.from_numpy(loaded.predict_logits(t.detach().numpy(), ibs))
-
-        rng = np.random.default_rng(ctx.seed)
-        n = len(data)
-        names = self.methods or methods_for_kind(kind)
-        count, n_sanity = self._counts(ctx, names, tuple(data.x.shape[1:]), n)
+        model, torch_model = forward_model(ctx, self.internal_batch_size)
+        names = self.methods or methods_for_kind(spec.kind)
+        count, n_sanity = self._counts(ctx, names, tuple(data.x.shape[1:]), len(data))
         res.settings.update(samples_rule=count.rule, sanity_samples_used=n_sanity)
         note = count.finding(self.name, "max_samples", "records")
         if note is not None:
             res.findings.append(note)
-        index = np.sort(rng.choice(n, size=count.n, replace=False))
-        x = torch.from_numpy(np.ascontiguousarray(data.x[index]))
-        logits = torch.from_numpy(ctx.clean_logits()[index])
-        target = logits.argmax(dim=1)
-        if self.target is not None:
-            if self.target >= k:
-                raise OptionError(
-                    "target",
-                    f"class {self.target} is outside the model's {k} classes",
-                    f"use a class index in 0..{k - 1}, or leave it unset (the predicted class)",
-                )
-            target = torch.full_like(target, self.target)
-        shape = tuple(x.shape[1:])
-        lo, hi = spec.domain
-        baseline = (
-            self._baseline(kind, data.x, shape, spec.domain)
-            if self.baseline is None
-            else given_baseline(self.baseline, shape)
+        inputs = explained_inputs(
+            ctx,
+            data,
+            count.n,
+            k,
+            target=self.target,
+            baseline=self.baseline,
+            background_size=self.background_size,
+            sample_rate=self.sample_rate,
         )
-        bg_index = rng.choice(n, size=min(n, self.background_size), replace=False)
-        background = torch.from_numpy(np.ascontiguousarray(data.x[bg_index]))
-        rate = self.sample_rate
-        if rate is None and isinstance(data.metadata.get("sample_rate_hz"), (int, float)):
-            rate = float(data.metadata["sample_rate_hz"])
         ctx.progress.start(len(names), "attribution")
-
-        runs: list[_Run] = []
-        for name in names:
-            run = _Run(name)
-            runs.append(run)
-            if name in _GRADIENT and torch_model is None:
-                run.skipped = f"needs gradients, which {ctx.model.described} does not provide"
-                continue
-            if name == "frequency_occlusion" and kind != "timeseries":
-                run.skipped = "frequency occlusion explains time series (time on the last axis)"
-                continue
-            method = self._method(name, shape, hi - lo, rate)
-            base = _baseline_for(method, baseline, background)
-            cap = self.kernel_shap_max_samples if name == "kernel_shap" else x.shape[0]
-            t0 = time.perf_counter()
-            run.attribution = method.attribute(
-                model, x[:cap], target=target[:cap], baseline=base, generator=ctx.generator(17)
-            )
-            run.seconds = time.perf_counter() - t0
-            ctx.progress.advance()
-
+        runs = [self._attribute(ctx, name, model, torch_model, inputs) for name in names]
         label_n = (
             self.label_samples
             if self.label_samples != AUTO
@@ -456,45 +362,76 @@ class AttributionCheck(Check):
         )
         can_test, labels = self._sanity_plan(ctx, torch_model, data.x, data.y, res, label_n)
         if can_test and torch_model is not None and any(r.attribution for r in runs):
-            ns = min(n_sanity, x.shape[0])
-            xs, ts = x[:ns], target[:ns]
-            explainers = {}
-            for run in runs:
-                if run.attribution is None:
-                    continue
-                method = self._sanity_method(run.name, shape, hi - lo, rate)
-                base = _baseline_for(method, baseline, background)
-                explainers[run.name] = _explainer(method, xs, ts, base, ctx, salt=23)
-            t0 = time.perf_counter()
-            verdicts = sanity_checks(
-                explainers,
-                torch_model,
-                stages=self.sanity_stages,
-                labels=labels,
-                label_epochs=self.label_epochs,
-                threshold=self.threshold,
-                level=self.level,
-                seed=ctx.seed,
-            )
-            res.settings["sanity_seconds"] = round(time.perf_counter() - t0, 3)
-            for run in runs:
-                run.verdict = verdicts.get(run.name)
-
-        self._report(res, ctx, runs, x, target, index, kind, spec.class_names, data)
+            self._run_sanity(ctx, runs, torch_model, inputs, n_sanity, labels, res)
+        self._report(res, ctx, runs, inputs, spec.kind, spec.class_names, data)
         return res
 
     # --- pieces -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _baseline(
-        kind: str, xs: np.ndarray, shape: tuple[int, ...], domain: tuple[float, float]
-    ) -> torch.Tensor:
-        lo, hi = domain
-        if kind == "tabular":
-            return torch.from_numpy(xs.mean(axis=0).astype(np.float32))
-        if kind == "timeseries":
-            return torch.full(shape, float(min(max(0.0, lo), hi)))
-        return torch.full(shape, float(lo))
+    def _attribute(
+        self,
+        ctx: AuditContext,
+        name: str,
+        model: Forward,
+        torch_model: nn.Module | None,
+        inputs: ExplainedInputs,
+    ) -> MethodRun:
+        """Method ``name`` on the samples (KernelSHAP on the first ``kernel_shap_max_samples``),
+        or why it cannot run on this model or data."""
+        run = MethodRun(name)
+        if name in _GRADIENT and torch_model is None:
+            run.skipped = f"needs gradients, which {ctx.model.described} does not provide"
+            return run
+        if name == "frequency_occlusion" and ctx.threat.input.kind != "timeseries":
+            run.skipped = "frequency occlusion explains time series (time on the last axis)"
+            return run
+        x, target = inputs.x, inputs.target
+        method = self._method(name, inputs.shape, inputs.width, inputs.rate)
+        base = baseline_for(method, inputs.baseline, inputs.background)
+        cap = self.kernel_shap_max_samples if name == "kernel_shap" else x.shape[0]
+        t0 = time.perf_counter()
+        run.attribution = method.attribute(
+            model, x[:cap], target=target[:cap], baseline=base, generator=ctx.generator(17)
+        )
+        run.seconds = time.perf_counter() - t0
+        ctx.progress.advance()
+        return run
+
+    def _run_sanity(
+        self,
+        ctx: AuditContext,
+        runs: list[MethodRun],
+        torch_model: nn.Module,
+        inputs: ExplainedInputs,
+        n_sanity: int,
+        labels: tuple[torch.Tensor, torch.Tensor] | None,
+        res: CheckResult,
+    ) -> None:
+        """The randomisation tests of every method that ran, on the first ``n_sanity``
+        samples; each run gets its verdict."""
+        ns = min(n_sanity, inputs.x.shape[0])
+        xs, ts = inputs.x[:ns], inputs.target[:ns]
+        explainers = {}
+        for run in runs:
+            if run.attribution is None:
+                continue
+            method = self._sanity_method(run.name, inputs.shape, inputs.width, inputs.rate)
+            base = baseline_for(method, inputs.baseline, inputs.background)
+            explainers[run.name] = _explainer(method, xs, ts, base, ctx, salt=23)
+        t0 = time.perf_counter()
+        verdicts = sanity_checks(
+            explainers,
+            torch_model,
+            stages=self.sanity_stages,
+            labels=labels,
+            label_epochs=self.label_epochs,
+            threshold=self.threshold,
+            level=self.level,
+            seed=ctx.seed,
+        )
+        res.settings["sanity_seconds"] = round(time.perf_counter() - t0, 3)
+        for run in runs:
+            run.verdict = verdicts.get(run.name)
 
     def _sanity_plan(
         self,
@@ -536,20 +473,20 @@ class AttributionCheck(Check):
         self,
         res: CheckResult,
         ctx: AuditContext,
-        runs: list[_Run],
-        x: torch.Tensor,
-        target: torch.Tensor,
-        index: np.ndarray,
+        runs: list[MethodRun],
+        inputs: ExplainedInputs,
         kind: str,
         class_names: tuple[str, ...] | None,
-        data: Any,
+        data: Dataset,
     ) -> None:
+        """Settings, metrics, findings, tables, figures and summary of the runs."""
+        x, target = inputs.x, inputs.target
         ran = [r for r in runs if r.attribution is not None]
         tested = [r for r in ran if r.verdict is not None]
         flagged = [r for r in tested if r.verdict is not None and not r.verdict.depends_on_weights]
         res.settings.update(
             samples=int(x.shape[0]),
-            sample_index=index.tolist(),
+            sample_index=inputs.index.tolist(),
             explained_classes=sorted(set(target.tolist())),
         )
         if tested:
@@ -560,192 +497,25 @@ class AttributionCheck(Check):
                 label_train_accuracy=v0.label_train_accuracy,
                 label_epochs_run=v0.label_epochs,
             )
-        res.metrics.append(
-            Metric(
-                "methods_flagged",
-                float(len(flagged)) if tested else float("nan"),  # not tested: unknown, not 0
-                unit="methods",
-                higher_is_better=False,
-                description="attribution methods whose maps barely change when the weights are "
-                "destroyed (Adebayo et al. 2018); their maps are not shown",
-                settings={"tested": [r.name for r in tested], "threshold": self.threshold},
-            )
-        )
-        for r in runs:
-            if r.skipped is not None:
-                res.findings.append(Finding("info", f"{_TITLES[r.name]} skipped: {r.skipped}"))
-        self._delta_metrics(res, ran, ctx.seed)
-        for r in tested:
-            v = r.verdict
-            assert v is not None
-            final = v.cascade[-1]
-            for form, corr in (("abs", final.abs_corr), ("signed", final.signed_corr)):
-                res.metrics.append(
-                    Metric(
-                        f"rank_correlation_{form}@{r.name}",
-                        corr.mean,
-                        unit="Spearman ρ",
-                        ci=corr.ci,
-                        higher_is_better=False,
-                        description=f"mean over samples of Spearman's ρ between the {form} "
-                        f"{_TITLES[r.name]} maps of the trained model and of the model with "
-                        "every layer re-initialised",
-                        settings={"n": corr.n, "undefined": corr.undefined},
-                    )
-                )
-            if v.depends_on_weights:
-                res.findings.append(
-                    Finding("info", f"{_TITLES[r.name]} passes the sanity tests: {v.reason}")
-                )
-            else:
-                res.findings.append(
-                    Finding(
-                        "warning",
-                        f"{_TITLES[r.name]} is not shown as an explanation: {v.reason}",
-                        {
-                            "method": r.name,
-                            "rho_abs": final.abs_corr.mean,
-                            "rho_signed": final.signed_corr.mean,
-                            "threshold": v.threshold,
-                        },
-                    )
-                )
-        res.tables.append(self._methods_table(runs))
+        res.metrics.append(flagged_metric(tested, flagged, self.threshold))
+        res.findings += skipped_findings(runs)
+        metrics, findings = delta_metrics(ran, level=self.level, seed=ctx.seed, ig=self.ig)
+        res.metrics += metrics + rank_correlation_metrics(tested)
+        res.findings += findings + sanity_findings(tested)
+        res.tables.append(methods_table(runs))
         if tested:
-            res.tables.append(_sanity_table(tested))
+            res.tables.append(sanity_table(tested))
         shown = [r for r in ran if r not in flagged]
         res.figures.extend(
             self._figures(shown, x, target, kind, class_names, data.metadata.get("features"))
         )
-        passing = [r for r in tested if r not in flagged]
-        if not ran:
-            res.summary = "no attribution method could run on this model"
-        else:
-            res.summary = (
-                f"{len(ran)} method(s) on {x.shape[0]} samples; "
-                + (
-                    f"{len(flagged)} of {len(tested)} flagged by the sanity tests"
-                    + (f" ({', '.join(_TITLES[r.name] for r in flagged)})" if flagged else "")
-                    if tested
-                    else "sanity tests not run"
-                )
-                + (f"; shown: {', '.join(_TITLES[r.name] for r in passing)}" if passing else "")
-            )
-
-    def _delta_metrics(self, res: CheckResult, ran: list[_Run], seed: int) -> None:
-        for r in ran:
-            a = r.attribution
-            assert a is not None
-            rel = a.relative_delta
-            if a.delta is None or rel is None:
-                continue
-            relv = rel.numpy()
-            finite = relv[np.isfinite(relv)]
-            short = {"integrated_gradients": "ig", "gradient_shap": "gradient_shap"}.get(
-                r.name, r.name
-            )
-            if finite.size:
-
-                def median(idx: np.ndarray, f: np.ndarray = finite) -> np.ndarray:
-                    out: np.ndarray = np.median(f[idx], axis=1)
-                    return out
-
-                ci = bootstrap_interval(
-                    median,
-                    finite.size,
-                    level=self.level,
-                    seed=seed,
-                    resamples=500,
-                )
-                res.metrics.append(
-                    Metric(
-                        f"{short}_relative_delta_median",
-                        float(np.median(finite)),
-                        unit="fraction of |f(x) − f(ref)|",
-                        ci=ci,
-                        higher_is_better=False,
-                        description=f"median over samples of the {_TITLES[r.name]} "
-                        "completeness gap |Σ attr − (f(x) − f(ref))| relative to the score change",
-                        settings={"undefined": int(relv.size - finite.size)},
-                    )
-                )
-            res.metrics.append(
-                Metric(
-                    f"{short}_abs_delta_max",
-                    float(a.delta.abs().max()),
-                    unit=a.output,
-                    higher_is_better=False,
-                    description=f"largest {_TITLES[r.name]} completeness gap |δ| over samples",
-                )
-            )
-            if a.converged is not None and r.name == "integrated_gradients":
-                k = int(a.converged.sum())
-                res.metrics.append(
-                    Metric(
-                        "ig_converged_fraction",
-                        k / a.num_samples,
-                        unit="fraction",
-                        ci=wilson_interval(k, a.num_samples, self.level),
-                        higher_is_better=True,
-                        description="samples whose IG |δ| met the tolerance within the step cap",
-                        settings={
-                            "tolerance": self.ig.tolerance,
-                            "max_steps": self.ig.max_steps,
-                        },
-                    )
-                )
-                assert a.n_steps is not None
-                res.metrics.append(
-                    Metric(
-                        "ig_mean_steps",
-                        float(a.n_steps.double().mean()),
-                        unit="steps",
-                        higher_is_better=False,
-                        description="mean integration steps per sample in adaptive IG",
-                    )
-                )
-                if k < a.num_samples:
-                    res.findings.append(
-                        Finding(
-                            "warning",
-                            f"Integrated Gradients missed the completeness tolerance "
-                            f"{self.ig.tolerance:g} on {a.num_samples - k} of {a.num_samples} "
-                            f"samples at {self.ig.max_steps} steps; their maps are approximate "
-                            "(raise ig_max_steps, or try another ig_rule)",
-                            {"unconverged": a.num_samples - k},
-                        )
-                    )
-
-    def _methods_table(self, runs: list[_Run]) -> Table:
-        rows: list[list[Any]] = []
-        for r in runs:
-            a = r.attribution
-            v = r.verdict
-            rows.append(
-                [
-                    r.name,
-                    "skipped" if a is None else "ran",
-                    r.skipped or "",
-                    None if a is None else a.evaluations,
-                    round(r.seconds, 3),
-                    None if v is None else ("passes" if v.depends_on_weights else "flagged"),
-                    None if a is None else repr(dict(a.settings)),
-                ]
-            )
-        return Table(
-            "methods",
-            "Attribution methods",
-            ["method", "status", "reason", "model rows", "seconds", "sanity", "settings"],
-            rows,
-            description="model rows and seconds: the attribution itself (the sanity tests' "
-            "re-explanations excluded; their total time is in the settings as sanity_seconds)",
-        )
+        res.summary = summary(ran, tested, flagged, int(x.shape[0]))
 
     # --- figures ----------------------------------------------------------------------------
 
     def _figures(
         self,
-        shown: list[_Run],
+        shown: list[MethodRun],
         x: torch.Tensor,
         target: torch.Tensor,
         kind: str,
@@ -785,50 +555,6 @@ class AttributionCheck(Check):
         return figs
 
 
-def given_baseline(baseline: float | np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
-    """A caller's baseline as one sample of ``shape`` (a number fills it); an
-    :class:`OptionError` naming ``baseline`` for any other shape, or a non-finite value."""
-    if isinstance(baseline, (int, float, np.integer, np.floating)) and not isinstance(
-        baseline, bool
-    ):
-        b = np.full(shape, float(baseline), dtype=np.float32)
-    else:
-        b = np.asarray(baseline, dtype=np.float32)
-        if b.shape == (1, *shape):
-            b = b[0]
-        if b.shape != shape:
-            raise OptionError(
-                "baseline",
-                f"shape {list(b.shape)} does not fit inputs of shape {list(shape)}",
-                f"give a number or one sample of shape {list(shape)}",
-            )
-    if not np.all(np.isfinite(b)):
-        raise OptionError("baseline", "contains NaN or Inf", "give a finite baseline")
-    return torch.from_numpy(np.ascontiguousarray(b))
-
-
-def _baseline_setting(baseline: float | np.ndarray) -> Any:
-    """How a caller's baseline is recorded in the settings: the number, or its shape and range."""
-    if isinstance(baseline, (int, float, np.integer, np.floating)):
-        return float(baseline)
-    b = np.asarray(baseline, dtype=np.float64)
-    return {
-        "shape": list(b.shape),
-        "min": float(np.nanmin(b)) if b.size else None,
-        "max": float(np.nanmax(b)) if b.size else None,
-    }
-
-
-def _baseline_for(
-    method: AttributionMethod, point: torch.Tensor, distribution: torch.Tensor
-) -> torch.Tensor | None:
-    if method.baseline_kind == "distribution":
-        return distribution
-    if method.baseline_kind == "point":
-        return point
-    return None
-
-
 def _explainer(
     method: AttributionMethod,
     x: torch.Tensor,
@@ -845,267 +571,3 @@ def _explainer(
         )
 
     return explain
-
-
-def _sanity_table(tested: list[_Run]) -> Table:
-    rows: list[list[Any]] = []
-    for r in tested:
-        v = r.verdict
-        assert v is not None
-        steps = list(v.cascade) + ([v.label] if v.label is not None else [])
-        for st in steps:
-            rows.append(
-                [
-                    r.name,
-                    st.label,
-                    st.abs_corr.mean,
-                    st.abs_corr.ci.low,
-                    st.abs_corr.ci.high,
-                    st.signed_corr.mean,
-                    st.signed_corr.ci.low,
-                    st.signed_corr.ci.high,
-                    st.abs_corr.n,
-                ]
-            )
-    return Table(
-        "sanity",
-        "Sanity tests: rank correlation with the trained model's maps",
-        [
-            "method",
-            "degraded model",
-            "rho_abs",
-            "rho_abs_low",
-            "rho_abs_high",
-            "rho_signed",
-            "rho_signed_low",
-            "rho_signed_high",
-            "samples",
-        ],
-        rows,
-        description="mean over samples of Spearman's ρ per sample, percentile-bootstrap "
-        "interval; cascade stages re-initialise the layers from the top down, cumulatively",
-    )
-
-
-def _sym(v: np.ndarray) -> float:
-    m = float(np.nanmax(np.abs(v))) if v.size else 0.0
-    return m if np.isfinite(m) and m > 0 else 1.0
-
-
-def _cell(h: int, w: int, target: float = 72.0) -> float:
-    """A cell of about ``target`` px holding whole screen pixels per image pixel (≤ 128 px)."""
-    m = max(h, w)
-    return float(min(128, m * max(1, math.ceil(target / m))))
-
-
-def _decimals(v: float) -> int:
-    """Decimals that write numbers up to ``v`` in magnitude with two significant digits."""
-    return max(0, 1 - math.floor(math.log10(v))) if v > 0 and math.isfinite(v) else 2
-
-
-def _image_classes_figure(name: str, title: str, means: np.ndarray, names: list[str]) -> Figure:
-    """Per-class mean maps (channels summed) as small multiples on one diverging colour scale."""
-
-    def draw() -> str:
-        from edgeproof.report.charts import ImageGrid
-
-        maps = means.reshape(means.shape[0], -1, *means.shape[-2:]).sum(axis=1)
-        k, h, w = maps.shape
-        vmax = _sym(maps)
-        grid = ImageGrid(cols=min(k, 5 if k <= 10 else 10), cell=_cell(h, w))
-        grid.scale("attr", color_ramp="rdbu_r", vmin=-vmax, vmax=vmax,
-                   colorbar="mean attribution")  # fmt: skip
-        for j in range(k):
-            grid.add(maps[j], scale="attr", caption=names[j],
-                     tooltip=f"predicted class {names[j]}")  # fmt: skip
-        return grid.svg()
-
-    return Figure(
-        f"class_means_{name}",
-        f"{title}: mean attribution per predicted class",
-        draw,
-        description="red raises the class score, blue lowers it (white: no effect); channels "
-        "summed; one colour scale for all classes",
-    )
-
-
-def _image_samples_figure(
-    xs: np.ndarray,
-    maps: dict[str, np.ndarray],
-    target: np.ndarray,
-    class_names: tuple[str, ...] | None,
-) -> Figure:
-    """Inputs beside each shown method's map, every map on its own symmetric scale."""
-
-    def draw() -> str:
-        from edgeproof.report.charts import ImageGrid
-
-        s = xs.shape[0]
-        h, w = xs.shape[-2:]
-        chans = xs.reshape(s, -1, h, w)
-        finite = chans[np.isfinite(chans)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        hi = hi if hi > lo else lo + 1.0
-        rgb = chans.shape[1] == 3
-        grid = ImageGrid(cols=len(maps) + 1, cell=_cell(h, w))
-        grid.scale("input", color_ramp="gray", vmin=lo, vmax=hi)
-        grid.scale("map", color_ramp="rdbu_r", vmin=-1.0, vmax=1.0,
-                   colorbar="relative attribution")  # fmt: skip
-        rows = []
-        for i in range(s):
-            label = class_names[target[i]] if class_names else str(target[i])
-            rows.append(f"class {label}")
-            if rgb:
-                grid.add(np.transpose((chans[i] - lo) / (hi - lo), (1, 2, 0)),
-                         tooltip=f"sample {i}, explained for class {label}")  # fmt: skip
-            else:
-                grid.add(chans[i].mean(axis=0), scale="input",
-                         tooltip=f"sample {i}, explained for class {label}")  # fmt: skip
-            for title, m in maps.items():
-                mm = m[i].reshape(-1, h, w).sum(axis=0)
-                peak = _sym(mm)
-                grid.add(mm / peak, scale="map",
-                         tooltip=f"{title}, sample {i}: max |attribution| {peak:.3g}")  # fmt: skip
-        grid.labels(rows=rows, cols=("input", *maps))
-        return grid.svg()
-
-    return Figure(
-        "samples",
-        "Attribution maps of a few samples",
-        draw,
-        description="one sample per row, labelled with the class explained (the model's "
-        "prediction): the input (grey, or RGB), then each method's map divided by its largest "
-        "|attribution|, on one symmetric colour scale (red raises that class's score, blue "
-        "lowers it)",
-    )
-
-
-def _series_classes_figure(
-    name: str, title: str, x_means: np.ndarray, means: np.ndarray, names: list[str]
-) -> Figure:
-    """Per class: the mean signal (first channel) as a line over the mean attribution as shading."""
-
-    def draw() -> str:
-        from edgeproof.report.charts import Axis, Chart, Panels
-        from edgeproof.report.charts.colors import BLACK
-
-        k = means.shape[0]
-        attr = means.reshape(k, -1, means.shape[-1]).sum(axis=1)
-        sig = x_means.reshape(k, -1, x_means.shape[-1])[:, 0]
-        steps = attr.shape[1]
-        vmax = _sym(attr)
-        charts = []
-        for j in range(k):
-            lo, hi = float(sig[j].min()), float(sig[j].max())
-            pad = 0.05 * (hi - lo or 1.0)
-            last = j == k - 1
-            chart = Chart(
-                680,
-                130 + (36 if last else 0),
-                x=Axis("time step", limits=(0.0, float(steps)), grid=False),
-                y=Axis("mean input", limits=(lo - pad, hi + pad), grid=False),
-                title=names[j],
-            )
-            chart.image(attr[j][None, :], extent=(0.0, float(steps), lo - pad, hi + pad),
-                        vmin=-vmax, vmax=vmax, color_ramp="rdbu_r", mode="png", opacity=0.75,
-                        colorbar="attribution" if j == 0 else None)  # fmt: skip
-            chart.line(np.arange(steps) + 0.5, sig[j], color=BLACK, width=1.0)
-            charts.append(chart)
-        return Panels(charts, gap=2.0).svg()
-
-    return Figure(
-        f"class_means_{name}",
-        f"{title}: mean signal and mean attribution per predicted class",
-        draw,
-        description="one panel per predicted class; line: mean input (first channel); shading: "
-        "mean attribution over time, channels summed, one colour scale for all classes (red "
-        "raises the class score, blue lowers it)",
-    )
-
-
-def _bands_figure(title: str, labels: list[str], means: np.ndarray, names: list[str]) -> Figure:
-    def draw() -> str:
-        from edgeproof.report.charts import Axis, Chart
-
-        vals = means.reshape(means.shape[0], -1, means.shape[-1]).sum(axis=1)
-        v = _sym(vals)
-        k, nb = vals.shape
-        cell = 44.0 if max(k, nb) <= 12 else max(8.0, 520.0 / max(k, nb))
-        dec = _decimals(v)
-        chart = Chart(
-            min(1000.0, cell * nb + 330),
-            cell * k + 150,
-            x=Axis("frequency band"),
-            y=Axis("predicted class"),
-        )
-        chart.heatmap(
-            vals,
-            rows=names,
-            cols=labels,
-            vmin=-v,
-            vmax=v,
-            color_ramp="rdbu_r",
-            annotations=[[f"{round(x, dec) + 0.0:.{dec}f}" for x in row] for row in vals],
-            colorbar="score drop",
-            tooltips=[
-                [f"class {names[i]}, band {labels[b]}: drop {vals[i, b]:.3g}" for b in range(nb)]
-                for i in range(k)
-            ],
-        )
-        return chart.svg()
-
-    return Figure(
-        "class_means_frequency_occlusion",
-        f"{title}: mean score drop per band and predicted class",
-        draw,
-        description="how much the class score falls when the band is removed (red: the class "
-        "relies on the band; blue: removing it raises the score)",
-    )
-
-
-def _tabular_figure(
-    name: str, title: str, means: np.ndarray, names: list[str], features: list[str]
-) -> Figure:
-    """Per class: horizontal bars of the mean attribution of the most important features."""
-
-    def draw() -> str:
-        from edgeproof.report.charts import Axis, Chart, Panels
-        from edgeproof.report.charts.colors import BLUE, GREY, VERMILLION
-
-        flat = means.reshape(means.shape[0], -1)
-        top = np.argsort(-np.abs(flat).mean(axis=0), kind="stable")[: min(12, flat.shape[1])]
-        labels = [features[i] if i < len(features) else str(i) for i in top]
-        labels = [n if labels.count(n) == 1 else f"{n} #{i}" for n, i in zip(labels, top)]
-        k = flat.shape[0]
-        charts = []
-        for j in range(k):
-            v = flat[j, top]
-            last = j == k - 1
-            chart = Chart(
-                640,
-                40 + 20 * top.size + (36 if last else 0),
-                x=Axis("mean attribution"),
-                y=Axis(scale="category", categories=tuple(labels)),
-                title=names[j],
-            )
-            chart.vline(0.0, color=GREY, width=1.0, dash=None)
-            chart.barh(
-                labels,
-                v,
-                thickness=0.66,
-                color=[VERMILLION if x >= 0 else BLUE for x in v],
-                tooltips=[f"class {names[j]}, {f}: {x:.3g}" for f, x in zip(labels, v)],
-            )
-            if j == 0:
-                chart.key("raises the class score", VERMILLION)
-                chart.key("lowers it", BLUE)
-            charts.append(chart)
-        return Panels(charts, gap=2.0).svg()
-
-    return Figure(
-        f"class_means_{name}",
-        f"{title}: mean attribution of the top features per predicted class",
-        draw,
-        description="one panel per predicted class; features ranked by mean |attribution| over "
-        "classes, most important at the top; vermillion raises the class score, blue lowers it",
-    )

@@ -27,17 +27,32 @@ Budget: every Lanczos run and every CG solve takes at most ``iterations`` Hessia
 the trace at most ``probes`` probes, TIC at most ``tic_probes`` probes (each a CG solve).
 ``parts`` chooses which diagnostics run at all (the top eigenvalues always do): the compression
 ledger re-audits every candidate with ``parts=("collapse",)`` (λ₁ and NC1 only).
+
+The metrics and tables are assembled in :mod:`~edgeproof.checks.generalization_metrics`, the
+findings in :mod:`~edgeproof.checks.generalization_findings`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from edgeproof.checks.base import AuditContext, Check
 from edgeproof.checks.budget import AUTO, SampleSetting, resolve_samples
+from edgeproof.checks.generalization_findings import generalization_findings
+from edgeproof.checks.generalization_metrics import (
+    collapse_metrics,
+    collapse_table,
+    conflict_metrics,
+    conflict_table,
+    curvature_metrics,
+    eigen_table,
+    tic_metrics,
+)
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.methods.attacks.base import check_logits
 from edgeproof.methods.collapse import Collapse, neural_collapse, penultimate
@@ -52,20 +67,26 @@ from edgeproof.methods.hessian import (
     top_eigenvalues,
 )
 from edgeproof.methods.tic import GradientConflict, TICEstimate, gradient_conflict, tic
-from edgeproof.results import CheckResult, Figure, Finding, Metric, Table
+from edgeproof.results import CheckResult, Figure
 
 __all__ = ["PARTS", "GeneralizationCheck"]
 
 #: the diagnostics beside the top Hessian eigenvalues (which always run)
 PARTS: tuple[str, ...] = ("trace", "density", "tic", "collapse", "conflict")
 
-#: relative weight change used to express λ₁ as a loss increase
-_PERTURBATION = 0.01
-#: ½·λ₁·(0.01‖θ‖)² at or above this many nats → "sharp minimum" warning
-_SHARP_NATS = 0.1
-_NEGATIVE_CURVATURE = 0.05
-_CONFLICT_COSINE = -0.5
-_CURVATURE_UNIT = "nats per unit² of weight"
+
+@dataclass(frozen=True)
+class _Curvature:
+    """What one Hessian operator gave: the top eigenpairs, the trace and the SLQ density (if
+    asked for), the weight norm ‖θ‖, the loss, the parameter count and the products used."""
+
+    top: Eigenpairs
+    trace: MeanEstimate | None
+    density: SpectralDensity | None
+    theta_norm: float
+    loss: float
+    parameters: int
+    products: int
 
 
 def _positive(name: str, value: int) -> None:
@@ -206,32 +227,9 @@ class GeneralizationCheck(Check):
         if note is not None:
             res.findings.append(note)
 
-        with HessianOperator(module, x, y, batch_size=self.batch_size) as op:
-            top = top_eigenvalues(
-                op, self.top_k, tol=self.eig_tol, max_iter=self.iterations, seed=ctx.seed
-            )
-            trace = (
-                hutchinson_trace(
-                    op,
-                    tol=self.tol,
-                    min_probes=min(10, self.probes),
-                    max_probes=self.probes,
-                    level=self.level,
-                    seed=ctx.seed + 1,
-                    deflate=top.vectors,
-                )
-                if "trace" in self.parts
-                else None
-            )
-            need_density = "density" in self.parts or ("tic" in self.parts and self.damping is None)
-            density = (
-                slq_density(op, iterations=self.iterations, runs=1, seed=ctx.seed + 2)
-                if need_density
-                else None
-            )
-            theta_norm = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in op.params))
-            loss, n_params, products = op.loss, op.size, op.products
-        lam1 = float(top.values[0])
+        curv = self._curvature(module, x, y, ctx.seed)
+        lam1 = float(curv.top.values[0])
+        density = curv.density
         theta_min, r_min = _bottom_ritz(density) if density is not None else (math.nan, math.nan)
         damping = (
             self.damping
@@ -240,76 +238,141 @@ class GeneralizationCheck(Check):
             if density is not None
             else None
         )
-        tic_est = None
-        if "tic" in self.parts and damping is not None:
-            tic_est = tic(
-                module,
-                x,
-                y,
-                damping=damping,
-                batch_size=self.batch_size,
-                tol=self.tol,
-                min_probes=min(5, self.tic_probes),
-                max_probes=self.tic_probes,
-                cg_max_iter=self.iterations,
-                level=self.level,
-                seed=ctx.seed + 3,
-            )
+        tic_est = self._tic(module, x, y, damping, ctx.seed)
         conflict = (
             gradient_conflict(module, x, y, batch_size=self.batch_size)
             if "conflict" in self.parts
             else None
         )
-        collapse: Collapse | None = None
-        collapse_error = ""
+        collapse, collapse_error = self._collapse(module, x, y)
+
+        self._record(res, int(index.size), curv, damping)
+        classes = conflict.classes if conflict is not None else list(range(k))
+        names = [data.classes[c] if c < len(data.classes) else str(c) for c in classes]
+        res.metrics += curvature_metrics(curv.top, curv.trace, theta_min, curv.loss)
+        res.metrics += collapse_metrics(collapse)
+        if tic_est is not None:
+            res.metrics += tic_metrics(tic_est)
+        if conflict is not None:
+            res.metrics += conflict_metrics(conflict)
+        res.tables.append(eigen_table(curv.top))
         if "collapse" in self.parts:
-            try:
-                feats = penultimate(module, x, batch_size=self.batch_size)
-                collapse = neural_collapse(
+            res.tables.append(collapse_table(collapse))
+        if conflict is not None:
+            res.tables.append(conflict_table(conflict, names))
+        res.findings += generalization_findings(
+            curv.top, theta_min, curv.theta_norm, collapse, collapse_error, tic_est, conflict, names
+        )
+        if density is not None:
+            res.figures.append(density_figure(density, curv.top))
+        if conflict is not None:
+            res.figures.append(conflict_figure(conflict, names))
+        res.summary = self._summary(lam1, curv.trace, collapse, tic_est, int(index.size))
+        return res
+
+    # --------------------------------------------------------------------------------------------
+
+    def _curvature(
+        self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int
+    ) -> _Curvature:
+        """The top eigenpairs, and the trace and the SLQ density where the parts ask for them
+        (the density also for TIC's automatic damping), with one Hessian operator."""
+        with HessianOperator(module, x, y, batch_size=self.batch_size) as op:
+            top = top_eigenvalues(
+                op, self.top_k, tol=self.eig_tol, max_iter=self.iterations, seed=seed
+            )
+            trace = (
+                hutchinson_trace(
+                    op,
+                    tol=self.tol,
+                    min_probes=min(10, self.probes),
+                    max_probes=self.probes,
+                    level=self.level,
+                    seed=seed + 1,
+                    deflate=top.vectors,
+                )
+                if "trace" in self.parts
+                else None
+            )
+            need_density = "density" in self.parts or ("tic" in self.parts and self.damping is None)
+            density = (
+                slq_density(op, iterations=self.iterations, runs=1, seed=seed + 2)
+                if need_density
+                else None
+            )
+            theta_norm = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in op.params))
+            return _Curvature(top, trace, density, theta_norm, op.loss, op.size, op.products)
+
+    def _tic(
+        self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, damping: float | None, seed: int
+    ) -> TICEstimate | None:
+        """TIC at ``damping``, when asked for and a damping is known."""
+        if "tic" not in self.parts or damping is None:
+            return None
+        return tic(
+            module,
+            x,
+            y,
+            damping=damping,
+            batch_size=self.batch_size,
+            tol=self.tol,
+            min_probes=min(5, self.tic_probes),
+            max_probes=self.tic_probes,
+            cg_max_iter=self.iterations,
+            level=self.level,
+            seed=seed + 3,
+        )
+
+    def _collapse(
+        self, module: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[Collapse | None, str]:
+        """Neural collapse of the penultimate features, or why it could not be measured."""
+        if "collapse" not in self.parts:
+            return None, ""
+        try:
+            feats = penultimate(module, x, batch_size=self.batch_size)
+            return (
+                neural_collapse(
                     feats.features,
                     y.numpy(),
                     weight=feats.weight,
                     predictions=feats.logits.argmax(1),
-                )
-            except SpecError as e:
-                collapse_error = str(e)
+                ),
+                "",
+            )
+        except SpecError as e:
+            return None, str(e)
 
+    def _record(
+        self, res: CheckResult, samples: int, curv: _Curvature, damping: float | None
+    ) -> None:
+        """The settings of this run: samples, parameters, damping and estimators used."""
         res.settings.update(
-            samples=int(index.size),
-            parameters=n_params,
+            samples=samples,
+            parameters=curv.parameters,
             loss="mean cross-entropy over the samples, eval mode",
             parts=["top_eigenvalues", *self.parts],
             damping_used=damping,
             damping_rule="given" if self.damping is not None else "max(0, r - θ_min) + 0.01·λ1",
-            hessian_vector_products=products,
+            hessian_vector_products=curv.products,
             trace_estimator=None
-            if trace is None
-            else f"Hutchinson (Rademacher), deflated by the top {top.values.size} "
+            if curv.trace is None
+            else f"Hutchinson (Rademacher), deflated by the top {curv.top.values.size} "
             "Ritz vectors, Student-t interval",
             density=None
-            if density is None
+            if curv.density is None
             else "SLQ, 1 run, σ² = 1e-5·max(1, λmax − λmin) (PyHessian density_plot)",
         )
-        classes = conflict.classes if conflict is not None else list(range(k))
-        names = [data.classes[c] if c < len(data.classes) else str(c) for c in classes]
-        res.metrics += self._curvature_metrics(top, trace, theta_min, loss)
-        res.metrics += self._collapse_metrics(collapse)
-        if tic_est is not None:
-            res.metrics += self._tic_metrics(tic_est)
-        if conflict is not None:
-            res.metrics += self._conflict_metrics(conflict)
-        res.tables.append(_eigen_table(top))
-        if "collapse" in self.parts:
-            res.tables.append(_collapse_table(collapse))
-        if conflict is not None:
-            res.tables.append(_conflict_table(conflict, names))
-        res.findings += self._findings(
-            top, theta_min, theta_norm, collapse, collapse_error, tic_est, conflict, names
-        )
-        if density is not None:
-            res.figures.append(density_figure(density, top))
-        if conflict is not None:
-            res.figures.append(conflict_figure(conflict, names))
+
+    def _summary(
+        self,
+        lam1: float,
+        trace: MeanEstimate | None,
+        collapse: Collapse | None,
+        tic_est: TICEstimate | None,
+        samples: int,
+    ) -> str:
+        """λ₁, and the trace, NC1 and TIC where they were measured."""
         text = [f"λ₁ {lam1:.4g}"]
         if trace is not None:
             text.append(f"trace {trace.value:.4g} [{trace.ci.low:.4g}, {trace.ci.high:.4g}]")
@@ -317,329 +380,13 @@ class GeneralizationCheck(Check):
             text.append(f"NC1 {collapse.nc1:.3g}" if collapse is not None else "NC1 n/a")
         if tic_est is not None:
             text.append(f"TIC {tic_est.tic:.3g} nats")
-        res.summary = ", ".join(text) + f" ({index.size} samples)"
-        return res
-
-    # --------------------------------------------------------------------------------------------
-
-    def _curvature_metrics(
-        self, top: Eigenpairs, trace: MeanEstimate | None, theta_min: float, loss: float
-    ) -> list[Metric]:
-        lanczos = {"tol": top.tol, "iterations": top.iterations, "converged": top.converged}
-        out = [
-            Metric(
-                "top_eigenvalue",
-                float(top.values[0]),
-                _CURVATURE_UNIT,
-                description="largest eigenvalue of the loss Hessian (sharpness): how fast the "
-                "loss rises along the worst weight direction; larger means quantisation, pruning "
-                "and bit flips cost more loss",
-                higher_is_better=False,
-                settings={**lanczos, "residual": float(top.residuals[0])},
-            ),
-            None
-            if trace is None
-            else Metric(
-                "hessian_trace",
-                trace.value,
-                _CURVATURE_UNIT,
-                ci=trace.ci,
-                description="sum of all Hessian eigenvalues: the average curvature over every "
-                "weight direction, i.e. how much random weight noise raises the loss",
-                higher_is_better=False,
-                settings={
-                    "probes": trace.probes,
-                    "tol": trace.tol,
-                    "converged": trace.converged,
-                },
-            ),
-            None
-            if math.isnan(theta_min)
-            else Metric(
-                "min_ritz_value",
-                theta_min,
-                _CURVATURE_UNIT,
-                description="smallest eigenvalue found by the SLQ run (an upper bound on the "
-                "smallest eigenvalue): negative means directions in which the loss still falls",
-            ),
-            Metric(
-                "loss",
-                loss,
-                "nats",
-                description="mean cross-entropy on the samples the curvature was measured on",
-                higher_is_better=False,
-            ),
-        ]
-        return [m for m in out if m is not None]
-
-    def _collapse_metrics(self, c: Collapse | None) -> list[Metric]:
-        if c is None:
-            return []
-        return [
-            Metric(
-                "nc1",
-                c.nc1,
-                "",
-                description="NC1 = tr(Σ_W Σ_B⁺)/K: within-class spread of the penultimate "
-                "features relative to the spread between classes (→ 0 when each class collapses "
-                "to its mean)",
-                higher_is_better=False,
-            ),
-            Metric(
-                "nc2_equinorm",
-                c.nc2_equinorm_means,
-                "",
-                description="coefficient of variation of the centred class-mean norms (→ 0: "
-                "every class equally far from the global mean)",
-                higher_is_better=False,
-            ),
-            Metric(
-                "nc2_equiangularity",
-                c.nc2_equiangular_means,
-                "",
-                description="std of the cosines between centred class means (→ 0: every pair "
-                "of classes equally separated)",
-                higher_is_better=False,
-            ),
-            Metric(
-                "nc2_max_angle",
-                c.nc2_maxangle_means,
-                "",
-                description="mean |cos + 1/(K−1)| of the centred class means (→ 0: a simplex, "
-                "the classes as far apart as possible)",
-                higher_is_better=False,
-            ),
-            Metric(
-                "nc3_self_duality",
-                c.nc3,
-                "",
-                description="‖W/‖W‖ − M/‖M‖‖²: how far the classifier's rows are from the "
-                "centred class means (→ 0: the classifier is a template matcher)",
-                higher_is_better=False,
-            ),
-            Metric(
-                "nc4_ncc_mismatch",
-                c.nc4_mismatch,
-                "fraction",
-                description="share of samples where the nearest class mean disagrees with the "
-                "model (→ 0: the model decides by distance to class means)",
-                higher_is_better=False,
-            ),
-        ]
-
-    def _tic_metrics(self, t: TICEstimate) -> list[Metric]:
-        settings = {
-            "damping": t.damping,
-            "method": t.method,
-            "probes": t.probes,
-            "cg_iterations": t.cg_iterations,
-            "cg_unconverged": t.cg_unconverged,
-            "positive_definite": t.positive_definite,
-        }
-        return [
-            Metric(
-                "tic",
-                t.tic,
-                "nats",
-                ci=t.tic_ci,
-                description="Takeuchi's information criterion tr((H+λI)⁻¹C)/n: the expected "
-                "excess of the loss on new data over the loss on these samples, had the model "
-                "been fitted to them",
-                higher_is_better=False,
-                settings=settings,
-            ),
-            Metric(
-                "tic_effective_parameters",
-                t.complexity,
-                "parameters",
-                ci=t.ci,
-                description="tr((H+λI)⁻¹C): how many parameters the data effectively determine",
-                settings=settings,
-            ),
-        ]
-
-    def _conflict_metrics(self, g: GradientConflict) -> list[Metric]:
-        off = g.off_diagonal()
-        off = off[np.isfinite(off)]
-        if off.size == 0:
-            return []
-        return [
-            Metric(
-                "gradient_conflict_min_cosine",
-                float(off.min()),
-                "",
-                description="most negative cosine between two classes' mean loss gradients: "
-                "near −1, improving one class directly worsens the other",
-                higher_is_better=True,
-            ),
-            Metric(
-                "gradient_conflict_mean_cosine",
-                float(off.mean()),
-                "",
-                description="mean cosine between classes' loss gradients (about −1/(K−1) at "
-                f"a minimum of the training loss, here {-1.0 / max(len(g.classes) - 1, 1):.3f})",
-            ),
-        ]
-
-    def _findings(
-        self,
-        top: Eigenpairs,
-        theta_min: float,
-        theta_norm: float,
-        collapse: Collapse | None,
-        collapse_error: str,
-        t: TICEstimate | None,
-        g: GradientConflict | None,
-        names: list[str],
-    ) -> list[Finding]:
-        out: list[Finding] = []
-        lam1 = float(top.values[0])
-        rise = 0.5 * lam1 * (_PERTURBATION * theta_norm) ** 2
-        evidence = {"top_eigenvalue": lam1, "weight_norm": theta_norm, "loss_rise_nats": rise}
-        if rise >= _SHARP_NATS:
-            out.append(
-                Finding(
-                    "warning",
-                    f"sharp minimum: changing the weights by 1% of their norm along the sharpest "
-                    f"direction raises the loss by ≈{rise:.2g} nats (λ₁ = {lam1:.3g}); expect "
-                    "quantisation, pruning and bit flips to cost accuracy — compare λ₁ across "
-                    "compression candidates, or train with a flatness-seeking optimiser (SAM)",
-                    evidence,
-                )
-            )
-        else:
-            out.append(
-                Finding(
-                    "info",
-                    f"flat minimum: a 1% weight change along the sharpest direction raises the "
-                    f"loss by only ≈{rise:.2g} nats (λ₁ = {lam1:.3g})",
-                    evidence,
-                )
-            )
-        if lam1 > 0 and theta_min < -_NEGATIVE_CURVATURE * lam1:
-            out.append(
-                Finding(
-                    "info",
-                    f"negative curvature (smallest Ritz value {theta_min:.3g}): the model is not "
-                    "at a minimum of the loss on these samples, as is usual on held-out data",
-                    {"min_ritz_value": theta_min, "top_eigenvalue": lam1},
-                )
-            )
-        if collapse is None and collapse_error:
-            out.append(Finding("info", f"neural collapse not measured: {collapse_error}"))
-        elif collapse is None:
-            pass
-        elif math.isfinite(collapse.nc1) and collapse.nc1 >= 1.0:
-            out.append(
-                Finding(
-                    "warning",
-                    f"no neural collapse (NC1 = {collapse.nc1:.3g} ≥ 1): the penultimate "
-                    "features of a class spread as widely as the classes lie apart, so the "
-                    "classes are not cleanly separated; the model may be under-trained or the "
-                    "data may not be what it was trained on",
-                    {"nc1": collapse.nc1},
-                )
-            )
-        elif math.isfinite(collapse.nc1):
-            strength = "strong" if collapse.nc1 < 0.1 else "partial"
-            out.append(
-                Finding(
-                    "info",
-                    f"{strength} neural collapse (NC1 = {collapse.nc1:.3g}); the nearest class "
-                    f"mean disagrees with the model on {100 * collapse.nc4_mismatch:.1f}% of "
-                    "samples",
-                    {"nc1": collapse.nc1, "nc4_ncc_mismatch": collapse.nc4_mismatch},
-                )
-            )
-        if t is None:
-            pass
-        elif not t.positive_definite:
-            out.append(
-                Finding(
-                    "warning",
-                    f"TIC undefined: the damped Hessian H + {t.damping:.3g}·I is not positive "
-                    "definite (the model is not at a minimum of the loss on these samples); "
-                    "pass a larger damping",
-                    {"damping": t.damping, "min_ritz_value": theta_min},
-                )
-            )
-        else:
-            unconverged = (
-                f"; {t.cg_unconverged} of {t.probes} CG solves hit the iteration budget, so this "
-                "underestimates"
-                if t.cg_unconverged
-                else ""
-            )
-            out.append(
-                Finding(
-                    "info",
-                    f"TIC: had the model been fitted to these {t.samples} samples, its loss on "
-                    f"new data would exceed theirs by ≈{t.tic:.3g} nats "
-                    f"(≈{t.complexity:.3g} effective parameters, damping {t.damping:.3g})"
-                    + unconverged,
-                    {"tic": t.tic, "damping": t.damping, "method": t.method},
-                )
-            )
-        if g is not None and len(g.classes) >= 3:
-            worst = [p for p in g.most_conflicting(3) if p[2] < _CONFLICT_COSINE]
-            if worst:
-                pos = {c: i for i, c in enumerate(g.classes)}
-                pairs = ", ".join(f"{names[pos[a]]}/{names[pos[b]]} ({c:.2f})" for a, b, c in worst)
-                out.append(
-                    Finding(
-                        "warning",
-                        f"conflicting classes: their mean loss gradients point in opposite "
-                        f"directions (cosine < {_CONFLICT_COSINE}): {pairs}; improving one costs "
-                        "the other — more capacity or data for these classes helps",
-                        {"pairs": [[a, b, c] for a, b, c in worst]},
-                    )
-                )
-        return out
+        return ", ".join(text) + f" ({samples} samples)"
 
 
 def _bottom_ritz(d: SpectralDensity) -> tuple[float, float]:
     """Smallest node of the SLQ run and its Ritz residual."""
     j = int(np.argmin(d.nodes[0]))
     return float(d.nodes[0, j]), float(d.residuals[0, j])
-
-
-def _eigen_table(top: Eigenpairs) -> Table:
-    return Table(
-        "top_eigenvalues",
-        "Top Hessian eigenvalues (Lanczos)",
-        ["rank", "eigenvalue", "residual"],
-        [[i + 1, float(v), float(r)] for i, (v, r) in enumerate(zip(top.values, top.residuals))],
-        description="residual ‖Hy − θy‖: an eigenvalue of H lies within it of each value",
-    )
-
-
-def _collapse_table(c: Collapse | None) -> Table:
-    rows: list[list[str | float | int | None]] = []
-    if c is not None:
-        rows = [
-            ["NC1 tr(Σ_W Σ_B⁺)/K", c.nc1, None],
-            ["NC2 equinorm (CV of norms)", c.nc2_equinorm_means, c.nc2_equinorm_classifier],
-            ["NC2 equiangularity (std cos)", c.nc2_equiangular_means, c.nc2_equiangular_classifier],
-            ["NC2 max angle (mean |cos+1/(K−1)|)", c.nc2_maxangle_means, c.nc2_maxangle_classifier],
-            ["NC3 self-duality", c.nc3, None],
-            ["NC4 NCC mismatch", c.nc4_mismatch, None],
-        ]
-    return Table(
-        "neural_collapse",
-        "Neural collapse (Papyan, Han & Donoho 2020)",
-        ["quantity", "class means", "classifier"],
-        rows,
-        description="all → 0 under neural collapse",
-    )
-
-
-def _conflict_table(g: GradientConflict, names: list[str]) -> Table:
-    return Table(
-        "gradient_conflict",
-        "Cosine of per-class mean loss gradients",
-        ["class", *names],
-        [[names[i], *[float(v) for v in g.cosine[i]]] for i in range(len(names))],
-    )
 
 
 def density_figure(d: SpectralDensity, top: Eigenpairs) -> Figure:
