@@ -124,7 +124,7 @@ def _ks_rows(
     c = cols if cols.ndim == 2 else np.broadcast_to(cols[None, :], (rows.size, cols.size))
     f = -np.expm1((1.0 - alphas[rows])[:, None] * (logs[c] - logs[r]))
     e = (c - r) / (n_data - r).astype(np.float64)
-    out = np.abs(f - e)
+    out: np.ndarray = np.abs(f - e)
     out[c < r] = 0.0
     return out
 
@@ -144,7 +144,7 @@ def _ks_distances(data: np.ndarray, alphas: np.ndarray, rows: np.ndarray) -> np.
     tails = n_data - rows
     grid = np.arange(_KS_GRID + 1)
     points = rows[:, None] + (grid[None, :] * (tails[:, None] - 1)) // _KS_GRID
-    out = _ks_rows(logs, alphas, rows, points).max(axis=1)
+    out: np.ndarray = _ks_rows(logs, alphas, rows, points).max(axis=1)
     order = np.argsort(out, kind="stable")
     best = math.inf
     for s0 in range(0, order.size, _KS_BLOCK):

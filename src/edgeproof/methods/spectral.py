@@ -43,8 +43,10 @@ Modes:
   by ``√0.5`` (``conv2d_norm``, i.e. eigenvalues × 0.5); ``min_evals = 8`` on ``M · rf``;
   ``max_evals = 15000``; ``max_N = 50000``; its per-slice N/M bookkeeping; Conv1d as WeightWatcher
   does it (``scipy.linalg.svd`` batched over output channels of ``C_in × k`` matrices, largest
-  ``min(shape)`` singular values kept); only Linear/Conv1d/Conv2d/Embedding modules analysed;
-  float64 ``svdvals``. α, D, xmin, log_norm and stable_rank agree with it to 1e-6.
+  ``min(shape)`` singular values kept); only Linear/Conv1d/Conv2d/Embedding modules analysed.
+  The eigenvalues come from the same float64 Gram route as ``default`` (WeightWatcher takes the
+  singular values, about twice the work); α, D, xmin, log_norm and stable_rank agree with it to
+  1e-6 (tests).
   α is scale-invariant, so the two modes give the same α wherever they analyse the same matrix.
 
 The settings are in :mod:`~edgeproof.methods.spectral_config`, the power-law fit in
@@ -384,7 +386,8 @@ def _blas_threads(n: int) -> AbstractContextManager[object]:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - scikit-learn always brings it
         return nullcontext()
-    return threadpool_limits(limits=n, user_api="blas")
+    result: AbstractContextManager[object] = threadpool_limits(limits=n, user_api="blas")
+    return result
 
 
 def _default_limits(layer: WeightLayer, config: SpectralConfig) -> str | None:
