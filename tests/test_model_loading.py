@@ -388,3 +388,26 @@ def test_sidecar_from_a_newer_version_is_refused(files: dict[str, Path], tmp_pat
     path.with_suffix(".json").write_text(json.dumps(side))
     with pytest.raises(ModelFileError, match=r"version 99 is not supported.*upgrade edgeproof"):
         load_model(path)
+
+
+def test_loading_zoo_weights_does_not_import_torch_dynamo(tmp_path: Path) -> None:
+    """The loader's meta-device size check must not pull in torch._dynamo (~2 s of imports:
+    ``normal_`` on meta tensors runs torch's Python refs); the whole-process audit pays it."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = build_model("resnet8", (3, 16, 16), 10)
+    path = tmp_path / "r8.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    probe = (
+        "import sys\n"
+        "from edgeproof.models import load_model\n"
+        f"load_model({str(path)!r}, arch='zoo:resnet8')\n"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"

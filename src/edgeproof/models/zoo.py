@@ -238,7 +238,10 @@ class ResNet(nn.Module):
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(in_planes, num_classes)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            # a meta-device skeleton (the loader's size check) has no values to initialise, and
+            # normal_ on meta tensors goes through torch's Python refs, which import
+            # torch._dynamo (~2 s on the first call)
+            if isinstance(m, nn.Conv2d) and m.weight.device.type != "meta":
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
