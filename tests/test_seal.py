@@ -330,3 +330,35 @@ def test_the_record_leaf_is_the_generic_leaf_encoding(record_id: str, label: str
     assert record_leaf(record_id, digest, label) == encode_leaf(
         "edgeproof/record/1", record_id, digest, label
     )
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 3 * 4096 + 5, 5 * 1024 * 1024 + 7])
+def test_chunk_sha256s_are_the_digest_blob_sha256s_with_and_without_a_pool(size: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgeproof.integrity.chunks import chunk_sha256s
+
+    blob = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    want = [d.sha256 for d in digest_blob(blob, CHUNK)]
+    assert chunk_sha256s(blob, CHUNK) == want
+    with ThreadPoolExecutor(2) as pool:
+        assert chunk_sha256s(blob, CHUNK, pool) == want
+
+
+def test_an_unchanged_release_verifies_from_file_and_chunk_digests_alone(
+    release: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing changed: the npz is checked by its file digest (its records are not read again)
+    and the model by its chunks' SHA-256 (no syndromes); a change still takes the full path."""
+    import edgeproof.integrity.verify as verify_mod
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the detailed path ran for an unchanged item")
+
+    with monkeypatch.context() as m:
+        m.setattr(verify_mod, "npz_item", must_not_run)
+        m.setattr(verify_mod, "model_item", must_not_run)
+        assert _verify(release).ok  # type: ignore[attr-defined]
+    _flip_bit(release / "val.npz", (release / "val.npz").stat().st_size // 2, 3)
+    result = _verify(release)
+    assert not result.ok  # type: ignore[attr-defined]

@@ -37,6 +37,7 @@ __all__ = [
     "MIN_CHUNK_SIZE",
     "BitChange",
     "ChunkDigest",
+    "chunk_sha256s",
     "default_threads",
     "digest_blob",
     "digest_chunk",
@@ -163,6 +164,35 @@ def digest_blob(
         parts = [_digest_block(mv, a, b, chunk_size) for a, b in bounds]
     else:
         parts = list(pool.map(lambda ab: _digest_block(mv, ab[0], ab[1], chunk_size), bounds))
+    return [d for part in parts for d in part]
+
+
+def chunk_sha256s(
+    data: bytes | bytearray | memoryview | np.ndarray,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    pool: Executor | None = None,
+) -> list[bytes]:
+    """The SHA-256 of each chunk of ``data``, as :func:`digest_blob` cuts it, without the
+    syndromes: what a seal's leaves commit, and all a verification needs while nothing changed
+    (the syndromes only locate a change)."""
+    if isinstance(data, np.ndarray):
+        mv = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
+    else:
+        mv = memoryview(data).cast("B")
+    n = len(mv)
+    if n == 0:
+        return [hashlib.sha256(b"").digest()]
+    sha = hashlib.sha256
+
+    def block(a: int) -> list[bytes]:
+        stop = min(n, a + per_block)
+        return [sha(mv[i : min(stop, i + chunk_size)]).digest() for i in range(a, stop, chunk_size)]
+
+    per_block = max(1, _BLOCK_BYTES // chunk_size) * chunk_size
+    starts = range(0, n, per_block)
+    if pool is None or len(starts) == 1:
+        return [d for a in starts for d in block(a)]
+    parts = pool.map(block, starts)
     return [d for part in parts for d in part]
 
 

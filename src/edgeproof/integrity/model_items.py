@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from edgeproof import limits
-from edgeproof.integrity.chunks import digest_blob
+from edgeproof.integrity.chunks import chunk_sha256s, digest_blob
 from edgeproof.integrity.items import ModelItem, TensorEntry
 from edgeproof.integrity.seal_errors import SealedPathError
 from edgeproof.integrity.sources import TensorSet, read_onnx, read_safetensors
 
-__all__ = ["model_item", "open_model", "sidecar_meta"]
+__all__ = ["model_item", "model_unchanged", "open_model", "sidecar_meta"]
 
 
 def _tensor_entries(ts: TensorSet, chunk_size: int, pool: Any) -> tuple[TensorEntry, ...]:
@@ -33,6 +33,29 @@ def model_item(
     meta = [(k, hashlib.sha256(v).digest()) for k, v in sorted(ts.metadata.items())]
     meta += [(k, hashlib.sha256(v).digest()) for k, v in extra]
     return ModelItem(path, ts.format, _tensor_entries(ts, chunk_size, pool), tuple(sorted(meta)))
+
+
+def model_unchanged(
+    item: ModelItem, ts: TensorSet, chunk_size: int, pool: Any, extra: Sequence[tuple[str, bytes]]
+) -> bool:
+    """Whether ``ts`` (+ sidecar ``extra``) still has every leaf of the sealed ``item``: the same
+    metadata digests, tensor names, dtypes, shapes, sizes and chunk SHA-256s. Only the chunks'
+    SHA-256 are computed (no syndromes: they locate a change, and there is none), and the
+    comparison stops at the first difference."""
+    meta = [(k, hashlib.sha256(v).digest()) for k, v in sorted(ts.metadata.items())]
+    meta += [(k, hashlib.sha256(v).digest()) for k, v in extra]
+    if tuple(sorted(meta)) != item.metadata or ts.format != item.format:
+        return False
+    if [b.name for b in ts.tensors] != [t.name for t in item.tensors]:
+        return False
+    for b, t in zip(ts.tensors, item.tensors, strict=True):
+        if (b.dtype, tuple(b.shape), len(b.data)) != (t.dtype, tuple(t.shape), t.nbytes):
+            return False
+        same = chunk_sha256s(b.data, chunk_size, pool) == [c.sha256 for c in t.chunks]
+        ts.done(b)
+        if not same:
+            return False
+    return True
 
 
 def sidecar_meta(model: Path) -> list[tuple[str, bytes]]:

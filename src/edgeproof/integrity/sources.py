@@ -14,6 +14,7 @@ seal of the file it was loaded from.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import mmap
 import struct
@@ -36,6 +37,7 @@ __all__ = [
     "NUMPY_DTYPES",
     "TensorBlob",
     "TensorSet",
+    "file_sha256",
     "read_onnx",
     "read_safetensors",
     "tensors_of_weights",
@@ -264,6 +266,22 @@ def read_onnx(path: str | Path) -> TensorSet:
     del model.graph.initializer[:]
     graph = model.SerializeToString(deterministic=True)
     return TensorSet("onnx", tuple(sorted(blobs, key=lambda b: b.name)), {"onnx-graph": graph})
+
+
+def file_sha256(path: str | Path) -> bytes:
+    """SHA-256 of a file's bytes, read through a memory map in 16 MiB ranges, each dropped from
+    the resident set once hashed (``MADV_DONTNEED``), so peak RSS stays small."""
+    sha = hashlib.sha256()
+    with _mapped(Path(path)) as mv:
+        mm = mv.obj
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        step = 16 << 20
+        for a in range(0, len(mv), step):
+            sha.update(mv[a : a + step])
+            if isinstance(mm, mmap.mmap) and advice is not None and a + step < len(mv):
+                with suppress(OSError, ValueError):
+                    mm.madvise(advice, a, step)
+    return sha.digest()
 
 
 @contextmanager

@@ -21,11 +21,11 @@ from edgeproof.integrity.items import (
     SourceEntry,
     item_root,
 )
-from edgeproof.integrity.model_items import model_item, open_model, sidecar_meta
+from edgeproof.integrity.model_items import model_item, model_unchanged, open_model, sidecar_meta
 from edgeproof.integrity.seal_errors import SealedPathError, SealFileError
 from edgeproof.integrity.sealfile import Seal
 from edgeproof.integrity.sealing import is_inside
-from edgeproof.integrity.sources import read_file
+from edgeproof.integrity.sources import file_sha256, read_file
 from edgeproof.integrity.verify_result import ItemVerification, SignatureCheck, VerifyResult
 from edgeproof.options import threads_or_default
 
@@ -73,7 +73,10 @@ def _verify_model(
     p = _resolve(item, base, opts.allow_outside, opts.source)
     try:
         with open_model(p, item.format) as ts:
-            current = model_item(item.path, ts, chunk_size, pool, sidecar_meta(p))
+            extra = sidecar_meta(p)
+            if model_unchanged(item, ts, chunk_size, pool, extra):  # SHA-256s only
+                return ItemVerification(item.path, item.kind, item.format, root, root)
+            current = model_item(item.path, ts, chunk_size, pool, extra)
             if current == item:  # every leaf as sealed
                 return ItemVerification(item.path, item.kind, item.format, root, root)
             blobs = {b.name: b.data for b in ts.tensors}
@@ -120,6 +123,8 @@ def _verify_file(
 def _verify_dataset(item: DatasetItem, root: bytes, base: Path, opts: _Where) -> ItemVerification:
     builtin = item.path.startswith("builtin:")
     source = item.path if builtin else str(_resolve(item, base, opts.allow_outside, opts.source))
+    if not builtin and _files_unchanged(item, Path(source)):
+        return ItemVerification(item.path, item.kind, item.format, root, root)
     try:
         sealed_file = next((s.sha256 for s in item.sources if s.name == Path(source).name), None)
         current = npz_item(item.path, source, item.loader, sealed_file)
@@ -169,6 +174,33 @@ def _verify_dataset(item: DatasetItem, root: bytes, base: Path, opts: _Where) ->
         tuple(records),
         tuple(notes),
     )
+
+
+#: dataset formats read from exactly one file, the one a seal lists as its source (an ``.npz``
+#: also lists its members, which the file's digest covers)
+_WHOLE_FILE_FORMATS = frozenset({"npz", "csv", "tsv"})
+
+
+def _files_unchanged(item: DatasetItem, source: Path) -> bool:
+    """Whether every file the dataset was read from still has its sealed size and SHA-256.
+
+    Then its bytes are the sealed ones, and so are its records, labels and every other committed
+    field (the loader options are the seal's own): one hashing pass per file instead of reading
+    and re-hashing every record. Any difference (or a format read from a folder) returns
+    ``False`` and the dataset is read again to say what changed.
+    """
+    files = [s for s in item.sources if ":" not in s.name]
+    if item.format not in _WHOLE_FILE_FORMATS or [s.name for s in files] != [source.name]:
+        return False
+    try:
+        sealed = files[0]
+        return (
+            source.is_file()
+            and source.stat().st_size == sealed.nbytes
+            and file_sha256(source) == sealed.sha256
+        )
+    except OSError:
+        return False
 
 
 def _sources_if_readable(source: str, fmt: str) -> tuple[SourceEntry, ...]:
