@@ -33,7 +33,7 @@ class _Inner:
 class _Plain(JsonFields):
     name: str
     value: float
-    count: int
+    count: int | np.int64
     flags: np.ndarray
     inner: _Inner
     blob: bytes = b"\x01\xff"
