@@ -114,7 +114,7 @@ class Table(JsonFields):
 
 
 @dataclass(frozen=True, eq=False)
-class Figure:
+class Figure(JsonFields):
     """A figure embedded in the report as inline SVG (self-contained, no network).
 
     ``source`` is the SVG text, or a zero-argument function that draws it: a check hands over
@@ -125,8 +125,11 @@ class Figure:
 
     name: str
     title: str
-    source: str | Callable[[], str]
+    source: str | Callable[[], str] = field(metadata={"json": False})
     description: str = ""
+
+    #: the SVG text, drawn when first asked for
+    json_order = ("name", "title", "svg", ...)
 
     @property
     def svg(self) -> str:
@@ -163,14 +166,6 @@ class Figure:
     def __setstate__(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             object.__setattr__(self, key, value)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "title": self.title,
-            "svg": self.svg,
-            "description": self.description,
-        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Figure:

@@ -5,12 +5,13 @@ and writes them as JSON."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from edgeproof._version import __version__
 from edgeproof.checks.backdoor import BackdoorCheck
 from edgeproof.errors import render_text
 from edgeproof.methods.backdoor import (
@@ -21,6 +22,7 @@ from edgeproof.methods.backdoor import (
 )
 from edgeproof.methods.stats import wilson_interval
 from edgeproof.results import CheckResult, Table
+from edgeproof.serialize import JsonFields, fields_json
 
 SCAN_FORMAT = "edgeproof-scan"
 
@@ -35,7 +37,7 @@ ScanStatus = Literal["scanned", "not-a-classifier", "unreadable", "refused", "cr
 
 
 @dataclass(frozen=True)
-class ScanSettings:
+class ScanSettings(JsonFields):
     """What every worker runs (picklable: it travels to the worker processes).
 
     Attributes:
@@ -52,7 +54,7 @@ class ScanSettings:
     """
 
     detectors: tuple[str, ...] = DATA_FREE_DETECTORS
-    thresholds: Thresholds | None = None
+    thresholds: Thresholds | None = field(default=None, metadata={"json": False})
     freeeagle_steps: int = 1000
     nc_epochs: int = 20
     nc_max_seconds: float | None = 30.0
@@ -61,20 +63,7 @@ class ScanSettings:
     max_clean_samples: int = 128
     trust_code: bool = False
     seed: int = 0
-    name_of: Callable[[str], str] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "detectors": list(self.detectors),
-            "freeeagle_steps": self.freeeagle_steps,
-            "nc_epochs": self.nc_epochs,
-            "nc_max_seconds": self.nc_max_seconds,
-            "strip_samples": self.strip_samples,
-            "strip_fpr": self.strip_fpr,
-            "max_clean_samples": self.max_clean_samples,
-            "trust_code": self.trust_code,
-            "seed": self.seed,
-        }
+    name_of: Callable[[str], str] | None = field(default=None, metadata={"json": False})
 
 
 @dataclass(frozen=True)
@@ -150,7 +139,7 @@ def _rank_key(m: ModelScan) -> tuple[int, float, str]:
 
 
 @dataclass
-class ScanReport:
+class ScanReport(JsonFields):
     """The scan of one folder: every file's outcome, ranked, with the provenance of the decisions.
 
     Attributes:
@@ -169,20 +158,44 @@ class ScanReport:
     """
 
     folder: str
-    models: list[ModelScan]
+    models: list[ModelScan] = field(metadata={"json": False})
     ignored: list[str]
     settings: ScanSettings
     thresholds: Thresholds
-    overrides: dict[str, float]
+    overrides: dict[str, float] = field(metadata={"key": "threshold_overrides"})
     data: dict[str, Any] | None
     jobs: int
     created: str
     duration_s: float = 0.0
     environment: dict[str, Any] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict, metadata={"json": False})
     notes: list[str] = field(default_factory=list)
     execution: dict[str, Any] = field(default_factory=dict)
-    _evidence: dict[str, CheckResult] = field(default_factory=dict, repr=False)
+    _evidence: dict[str, CheckResult] = field(
+        default_factory=dict, repr=False, metadata={"json": False}
+    )
+
+    json_header: ClassVar[Mapping[str, Any]] = {
+        "format": SCAN_FORMAT,
+        "schema_version": SCAN_SCHEMA_VERSION,
+        "tool": "edgeproof",
+        "tool_version": __version__,
+    }
+    json_order = (
+        "created",
+        "duration_s",
+        "seed",
+        "jobs",
+        "execution",
+        "environment",
+        ...,
+        "summary",
+        "architectures",
+        "models",
+        "ignored",
+        "notes",
+        "ground_truth",
+    )
 
     @property
     def scanned(self) -> list[ModelScan]:
@@ -363,47 +376,39 @@ class ScanReport:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format": SCAN_FORMAT,
-            "schema_version": SCAN_SCHEMA_VERSION,
-            "tool": "edgeproof",
-            "tool_version": _tool_version(),
-            "created": self.created,
-            "duration_s": self.duration_s,
-            "seed": self.settings.seed,
-            "jobs": self.jobs,
-            "execution": dict(self.execution),
-            "environment": self.environment,
-            "folder": self.folder,
-            "settings": self.settings.to_json(),
-            "thresholds": self.thresholds.to_json(),
-            "threshold_overrides": dict(self.overrides),
-            "data": self.data,
-            "summary": {
-                "files": len(self.models),
-                "scanned": len(self.scanned),
-                "flagged": len(self.flagged),
-                **{
-                    s: sum(m.status == s for m in self.models)
-                    for s in ("not-a-classifier", "unreadable", "refused", "crashed")
+        # derived: the settings' seed, the counts, the groups, the ranked models, the truth
+        return fields_json(
+            self,
+            extra={
+                "seed": self.settings.seed,
+                "summary": self._summary_json(),
+                "architectures": [
+                    {
+                        "arch": g,
+                        "models": [m.file for m in ms],
+                        "flagged": sum(m.flagged for m in ms),
+                    }
+                    for g, ms in self.groups().items()
+                ],
+                "models": [self._model_json(i, m) for i, m in enumerate(self.models, 1)],
+                "ground_truth": None
+                if not self.labels
+                else {
+                    "source": "population.json",
+                    "labels": self.labels,
+                    "detectors": self.truth_rows(),
                 },
             },
-            "architectures": [
-                {"arch": g, "models": [m.file for m in ms], "flagged": sum(m.flagged for m in ms)}
-                for g, ms in self.groups().items()
-            ],
-            "models": [self._model_json(i, m) for i, m in enumerate(self.models, 1)],
-            "ignored": list(self.ignored),
-            "notes": list(self.notes),
-            "ground_truth": None
-            if not self.labels
-            else {
-                "source": "population.json",
-                "labels": dict(self.labels),
-                "detectors": [
-                    {k: (_num(v) if isinstance(v, float) else v) for k, v in r.items()}
-                    for r in self.truth_rows()
-                ],
+        )
+
+    def _summary_json(self) -> dict[str, int]:
+        return {
+            "files": len(self.models),
+            "scanned": len(self.scanned),
+            "flagged": len(self.flagged),
+            **{
+                s: sum(m.status == s for m in self.models)
+                for s in ("not-a-classifier", "unreadable", "refused", "crashed")
             },
         }
 
@@ -457,9 +462,3 @@ def _num(v: float | None) -> float | None:
         return None
     f = float(v)
     return f if math.isfinite(f) else None
-
-
-def _tool_version() -> str:
-    from edgeproof._version import __version__
-
-    return __version__

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgeproof import limits
 from edgeproof.errors import OptionError, SpecError, param
+from edgeproof.serialize import JsonFields
 
 __all__ = [
     "DomainSource",
@@ -105,8 +106,16 @@ def check_normalization(normalization: Normalization, shape: tuple[int, ...] = (
 _NORMS: tuple[str, ...] = ("linf", "l2")
 
 
+def _mean_std(norm: tuple[Sequence[float], Sequence[float]]) -> dict[str, list[float]]:
+    return {"mean": list(norm[0]), "std": list(norm[1])}
+
+
+def _lo_hi(bounds: tuple[Sequence[float], Sequence[float]]) -> dict[str, list[float]]:
+    return {"lo": list(bounds[0]), "hi": list(bounds[1])}
+
+
 @dataclass(frozen=True)
-class InputSpec:
+class InputSpec(JsonFields):
     """Shape, value domain, kind and (model-internal) normalisation of one input sample.
 
     Attributes:
@@ -139,12 +148,20 @@ class InputSpec:
     shape: tuple[int, ...]
     domain: tuple[float, float] = (0.0, 1.0)
     kind: InputKind = "image"
-    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = field(
+        default=None, metadata={"as": _mean_std}
+    )
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
-    outside_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    outside_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = field(
+        default=None, metadata={"as": _mean_std}
+    )
     domain_source: DomainSource = "declared"
-    feature_bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    feature_bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = field(
+        default=None, metadata={"as": _lo_hi}
+    )
+
+    json_order = (..., "domain_source", "feature_bounds", "outside_normalization")
 
     def __post_init__(self) -> None:
         if any(int(s) <= 0 for s in self.shape):
@@ -237,34 +254,6 @@ class InputSpec:
     def with_(self, **changes: Any) -> InputSpec:
         """A copy with some fields replaced (validated again)."""
         return replace(self, **changes)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "shape": list(self.shape),
-            "domain": list(self.domain),
-            "kind": self.kind,
-            "normalization": (
-                None
-                if self.normalization is None
-                else {"mean": list(self.normalization[0]), "std": list(self.normalization[1])}
-            ),
-            "num_classes": self.num_classes,
-            "class_names": None if self.class_names is None else list(self.class_names),
-            "domain_source": self.domain_source,
-            "feature_bounds": (
-                None
-                if self.feature_bounds is None
-                else {"lo": list(self.feature_bounds[0]), "hi": list(self.feature_bounds[1])}
-            ),
-            "outside_normalization": (
-                None
-                if self.outside_normalization is None
-                else {
-                    "mean": list(self.outside_normalization[0]),
-                    "std": list(self.outside_normalization[1]),
-                }
-            ),
-        }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> InputSpec:
@@ -394,7 +383,7 @@ _DOMAIN_FROM: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class ThreatModel:
+class ThreatModel(JsonFields):
     """The attacker's budget on top of an :class:`InputSpec`.
 
     Attributes:
@@ -406,6 +395,8 @@ class ThreatModel:
     input: InputSpec
     norm: Norm = "linf"
     eps: tuple[float, ...] = field(default=(0.01, 0.03, 0.1))
+
+    json_order = (..., "eps_units")
 
     def __post_init__(self) -> None:
         if self.norm not in _NORMS:
@@ -439,14 +430,6 @@ class ThreatModel:
         if self.input.feature_bounds is not None:
             return "fraction of each feature's range"
         return "input units"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "input": self.input.to_json(),
-            "norm": self.norm,
-            "eps": list(self.eps),
-            "eps_units": self.eps_units,
-        }
 
 
 def parse_eps_list(text: str | Sequence[float], option: str = "eps") -> tuple[float, ...]:

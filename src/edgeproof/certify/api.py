@@ -33,6 +33,7 @@ from edgeproof.certify.graph import BoundGraph, trace
 from edgeproof.certify.sets import InputSet, l2_ball, linf_ball
 from edgeproof.errors import InternalError, OptionError, SpecError, param
 from edgeproof.models.modules import eval_mode, set_training
+from edgeproof.serialize import JsonFields
 from edgeproof.spec import InputSpec, Norm
 
 __all__ = ["CertifyResult", "EpsResult", "MethodResult", "Verdict", "certify_model"]
@@ -96,8 +97,27 @@ class EpsResult:
         return int((self.verdict == verdict).sum())
 
 
+def _count(flags: np.ndarray) -> int:
+    return int(flags.sum())
+
+
+def _eps_summary(r: EpsResult) -> dict[str, Any]:
+    """The counts of one ε (the JSON of a :class:`CertifyResult`)."""
+    return {
+        "eps": r.eps,
+        "counts": {v: r.count(v) for v in VERDICTS},
+        "verified_by": {m: _count(mr.verified) for m, mr in r.methods.items()},
+        "pgd_fooled": _count(r.pgd_fooled),
+        "bab": len(r.bab),
+    }
+
+
+def _eps_summaries(per_eps: Sequence[EpsResult]) -> list[dict[str, Any]]:
+    return [_eps_summary(r) for r in per_eps]
+
+
 @dataclass(frozen=True)
-class CertifyResult:
+class CertifyResult(JsonFields):
     """Verdicts and certified margins of ``N`` samples over several ε.
 
     Attributes:
@@ -111,10 +131,13 @@ class CertifyResult:
 
     norm: str
     domain: tuple[float, float]
-    clean_correct: np.ndarray
-    per_eps: tuple[EpsResult, ...]
+    clean_correct: np.ndarray = field(metadata={"as": _count})
+    per_eps: tuple[EpsResult, ...] = field(metadata={"as": _eps_summaries})
     methods: tuple[str, ...]
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+    #: the JSON is a summary: counts of samples, the number of them (``n``) second
+    json_order = ("norm", "domain", "n", ..., "per_eps")
 
     @property
     def n(self) -> int:
@@ -135,26 +158,6 @@ class CertifyResult:
         r = self.at(eps)
         k = r.count("verified") if method is None else int(r.methods[method].verified.sum())
         return k / self.n if self.n else float("nan")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "norm": self.norm,
-            "domain": list(self.domain),
-            "n": self.n,
-            "clean_correct": int(self.clean_correct.sum()),
-            "methods": list(self.methods),
-            "settings": dict(self.settings),
-            "per_eps": [
-                {
-                    "eps": r.eps,
-                    "counts": {v: r.count(v) for v in VERDICTS},
-                    "verified_by": {m: int(mr.verified.sum()) for m, mr in r.methods.items()},
-                    "pgd_fooled": int(r.pgd_fooled.sum()),
-                    "bab": len(r.bab),
-                }
-                for r in self.per_eps
-            ],
-        }
 
 
 def _threat_set(norm: str, x: Tensor, eps: float, domain: tuple[float, float]) -> InputSet:

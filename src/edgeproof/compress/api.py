@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,7 @@ from edgeproof.data.dataset import Dataset
 from edgeproof.errors import InternalError, OptionError, SpecError, param
 from edgeproof.execute import Executor
 from edgeproof.models.interface import ModelInterface
+from edgeproof.serialize import JsonFields
 from edgeproof.spec import InputSpec, ThreatModel
 
 if TYPE_CHECKING:
@@ -68,16 +69,13 @@ ARTEFACT_FILES: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class DataPart:
+class DataPart(JsonFields):
     """One data set of a compression: ``role`` (``calibration`` or ``evaluation``), its summary
     (:meth:`Dataset.to_json`) and how it was drawn from what the caller gave (``split``)."""
 
     role: str
-    summary: dict[str, Any]
+    summary: dict[str, Any] = field(metadata={"flatten": True})
     split: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"role": self.role, **self.summary, "split": self.split}
 
 
 def data_parts(

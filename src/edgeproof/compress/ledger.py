@@ -21,6 +21,7 @@ from edgeproof.compress.quantize import Parity
 from edgeproof.compress.reaudit import TrustCheck
 from edgeproof.methods.stats import paired_drop_interval
 from edgeproof.results import Figure, Interval, Metric, Table
+from edgeproof.serialize import JsonFields, fields_json
 from edgeproof.spec import ThreatModel
 
 __all__ = [
@@ -102,7 +103,7 @@ TRUST_COLUMNS: tuple[TrustColumn, ...] = (
 
 
 @dataclass(frozen=True)
-class PairedDrop:
+class PairedDrop(JsonFields):
     """A candidate's accuracy drop against the baseline on the same evaluation records.
 
     ``n10``: records the baseline gets right and the candidate wrong; ``n01``: the reverse.
@@ -111,10 +112,12 @@ class PairedDrop:
     pairs, the interval dual to the exact McNemar test).
     """
 
-    n: int
-    n10: int
-    n01: int
+    n: int = field(metadata={"key": "records"})
+    n10: int = field(metadata={"key": "baseline_only_correct"})
+    n01: int = field(metadata={"key": "candidate_only_correct"})
     interval: Interval
+
+    json_order = ("drop", "interval", ...)
 
     @property
     def value(self) -> float:
@@ -127,17 +130,12 @@ class PairedDrop:
         return cls(len(base), n10, n01, paired_drop_interval(n10, n01, len(base), level))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "drop": self.value,
-            "interval": self.interval.to_json(),
-            "records": self.n,
-            "baseline_only_correct": self.n10,
-            "candidate_only_correct": self.n01,
-        }
+        # the drop itself is derived from the counts (as :attr:`value`)
+        return fields_json(self, extra={"drop": self.value})
 
 
 @dataclass(frozen=True)
-class Candidate:
+class Candidate(JsonFields):
     """One compressed model and everything measured about it.
 
     ``drop`` is its accuracy drop against the baseline with the paired interval (``None`` for a
@@ -169,7 +167,9 @@ class Candidate:
     artefact_kind: str = "graph"
     drop: PairedDrop | None = None
     per_class_records: tuple[int, ...] = ()
-    correct: np.ndarray | None = field(default=None, repr=False, compare=False)
+    correct: np.ndarray | None = field(
+        default=None, repr=False, compare=False, metadata={"json": False}
+    )
 
     @property
     def max_class_drop(self) -> float:
@@ -190,41 +190,9 @@ class Candidate:
                 return m.value
         return None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "technique": self.technique,
-            "settings": self.settings,
-            "accuracy": self.accuracy,
-            "accuracy_ci": self.accuracy_ci.to_json(),
-            "per_class_accuracy": list(self.per_class_accuracy),
-            "per_class_drift": list(self.per_class_drift),
-            "size_bytes": self.size_bytes,
-            "latency_p50_ms": self.latency_p50_ms,
-            "latency_p95_ms": self.latency_p95_ms,
-            "threads": self.threads,
-            "peak_rss_mb": self.peak_rss_mb,
-            "trust": [m.to_json() for m in self.trust],
-            "parity": None
-            if self.parity is None
-            else {
-                "top1_agreement": self.parity.top1_agreement,
-                "max_abs_logit_diff": self.parity.max_abs_logit_diff,
-                "samples": self.parity.samples,
-            },
-            "float_nodes": list(self.float_nodes),
-            "notes": list(self.notes),
-            "build_s": self.build_s,
-            "expected_macs": self.expected_macs,
-            "trust_checks": [t.to_json() for t in self.trust_checks],
-            "artefact_kind": self.artefact_kind,
-            "drop": None if self.drop is None else self.drop.to_json(),
-            "per_class_records": list(self.per_class_records),
-        }
-
 
 @dataclass(frozen=True)
-class SkippedCandidate:
+class SkippedCandidate(JsonFields):
     """A recipe the search did not measure, and why (not applicable, or the time budget)."""
 
     name: str
@@ -234,12 +202,9 @@ class SkippedCandidate:
     def __str__(self) -> str:
         return f"{self.name}: {self.reason}"
 
-    def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "technique": self.technique, "reason": self.reason}
-
 
 @dataclass
-class Ledger:
+class Ledger(JsonFields):
     """The baseline and every candidate, in the order they were built.
 
     ``threat`` is the threat model of the re-audit (its largest ε is the one attacked);
@@ -253,11 +218,13 @@ class Ledger:
     baseline: Candidate
     candidates: list[Candidate] = field(default_factory=list)
     skipped: list[SkippedCandidate] = field(default_factory=list)
-    artefacts: dict[str, Any] = field(default_factory=dict, repr=False)
-    threat: ThreatModel | None = None
-    classes: tuple[str, ...] = ()
+    artefacts: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"json": False})
+    threat: ThreatModel | None = field(default=None, metadata={"key": "reaudit_threat"})
+    classes: tuple[str, ...] = field(default=(), metadata={"json": False})
     certify_threat: ThreatModel | None = None
-    execution: dict[str, Any] = field(default_factory=dict)
+    execution: dict[str, Any] = field(default_factory=dict, metadata={"json": False})
+
+    json_order = ("baseline", "candidates", "pareto", ...)
 
     @property
     def rows(self) -> list[Candidate]:
@@ -388,16 +355,8 @@ class Ledger:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "baseline": self.baseline.to_json(),
-            "candidates": [c.to_json() for c in self.candidates],
-            "pareto": [c.name for c in self.pareto()],
-            "skipped": [s.to_json() for s in self.skipped],
-            "reaudit_threat": None if self.threat is None else self.threat.to_json(),
-            "certify_threat": None
-            if self.certify_threat is None
-            else self.certify_threat.to_json(),
-        }
+        # "pareto" is derived: the names of the candidates on the Pareto front
+        return fields_json(self, extra={"pareto": [c.name for c in self.pareto()]})
 
 
 def _pareto_svg(rows: list[Candidate], front: list[Candidate], mark: Candidate | None) -> str:

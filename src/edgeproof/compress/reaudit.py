@@ -50,6 +50,7 @@ from edgeproof.models.loaded import LoadedModel
 from edgeproof.models.loading import from_module
 from edgeproof.results import CheckResult, CheckStatus, Metric
 from edgeproof.runner import run_checks
+from edgeproof.serialize import JsonFields
 from edgeproof.spec import ThreatModel
 
 __all__ = [
@@ -124,7 +125,7 @@ QUANTIZED_CERTIFY_NOTE = (
 
 
 @dataclass(frozen=True)
-class TrustCheck:
+class TrustCheck(JsonFields):
     """How one re-audit check ended on one candidate.
 
     ``message`` is the skip reason or the error; ``traceback`` is kept only for a crash (an
@@ -136,6 +137,8 @@ class TrustCheck:
     message: str | None = None
     traceback: str | None = None
     duration_s: float = 0.0
+
+    json_order = ("check", "status", "message", "crashed", ...)
 
     @property
     def crashed(self) -> bool:
@@ -150,16 +153,6 @@ class TrustCheck:
             result.traceback,
             result.duration_s,
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "check": self.check,
-            "status": self.status,
-            "message": self.message,
-            "crashed": self.crashed,
-            "traceback": self.traceback,
-            "duration_s": self.duration_s,
-        }
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,19 @@ smallest. Every candidate not chosen for a reason is a :class:`Refusal` with tha
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import attrgetter
 
 from edgeproof.compress.ledger import Candidate, Ledger
 from edgeproof.methods.stats import records_to_resolve
 from edgeproof.results import Metric
+from edgeproof.serialize import JsonFields
 
 __all__ = ["Refusal", "Selection", "select", "summary_metrics"]
 
 
 @dataclass(frozen=True)
-class Refusal:
+class Refusal(JsonFields):
     """A candidate that does not meet the budget, and why.
 
     ``reasons``: ``size``, ``drop`` (the point estimate is over ``max_drop``), ``drop_bound``
@@ -47,20 +49,12 @@ class Refusal:
     message: str
     records_needed: int | None = None
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "candidate": self.candidate,
-            "reasons": list(self.reasons),
-            "message": self.message,
-            "records_needed": self.records_needed,
-        }
-
 
 @dataclass(frozen=True)
-class Selection:
+class Selection(JsonFields):
     """The chosen candidate, whether it met the budget, and every refusal."""
 
-    chosen: Candidate
+    chosen: Candidate = field(metadata={"as": attrgetter("name")})
     met_budget: bool
     message: str
     refusals: tuple[Refusal, ...] = ()
@@ -75,15 +69,6 @@ class Selection:
 
     def refusal(self, name: str) -> Refusal | None:
         return next((r for r in self.refusals if r.candidate == name), None)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "chosen": self.chosen.name,
-            "met_budget": self.met_budget,
-            "message": self.message,
-            "refusals": [r.to_json() for r in self.refusals],
-            "records_needed": self.records_needed,
-        }
 
 
 _REASON_NAMES = {

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeproof.errors import DataError
+from edgeproof.serialize import JsonFields, fields_json
 
 __all__ = ["Dataset"]
 
@@ -21,8 +22,13 @@ if TYPE_CHECKING:
     from edgeproof.spec import InputSpec
 
 
+def _scalars(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` with every value that is not a JSON scalar as its text."""
+    return {k: v if isinstance(v, (str, int, float, bool)) else str(v) for k, v in metadata.items()}
+
+
 @dataclass
-class Dataset:
+class Dataset(JsonFields):
     """A labelled dataset held in memory.
 
     Attributes:
@@ -38,15 +44,17 @@ class Dataset:
         metadata: loader-specific facts (split, seed, source files).
     """
 
-    x: np.ndarray
-    y: np.ndarray
+    x: np.ndarray = field(metadata={"json": False})
+    y: np.ndarray = field(metadata={"json": False})
     classes: list[str]
     name: str
     format: str
-    ids: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list, metadata={"json": False})
     kind: str = "image"
     domain: tuple[float, float] | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict, metadata={"as": _scalars})
+
+    json_order = ("name", "format", "records", "sample_shape", ...)
 
     def __post_init__(self) -> None:
         self.x = np.ascontiguousarray(self.x, dtype=np.float32)
@@ -120,16 +128,5 @@ class Dataset:
 
     def to_json(self) -> dict[str, Any]:
         """Summary for reports (not the data itself)."""
-        return {
-            "name": self.name,
-            "format": self.format,
-            "records": len(self),
-            "sample_shape": list(self.sample_shape),
-            "classes": list(self.classes),
-            "kind": self.kind,
-            "domain": None if self.domain is None else list(self.domain),
-            "metadata": {
-                k: (v if isinstance(v, (str, int, float, bool)) else str(v))
-                for k, v in self.metadata.items()
-            },
-        }
+        # the number of records is derived (the length of the data)
+        return fields_json(self, extra={"records": len(self)})

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from edgeproof.atomic import atomic_write_text
 from edgeproof.errors import InputFileError, OptionError
@@ -22,6 +22,7 @@ from edgeproof.integrity.merkle import MerkleTree, leaf_hash, merkle_root, root_
 from edgeproof.integrity.records import record_leaf, tensor_chunk_leaf
 from edgeproof.integrity.sealfile import Seal
 from edgeproof.integrity.signing import Signature, fingerprint, signature_valid
+from edgeproof.serialize import JsonFields
 from edgeproof.structured import check_depth, read_json
 
 __all__ = ["InclusionProof", "ProofCheck", "ProofFileError", "prove", "verify_proof"]
@@ -34,7 +35,7 @@ class ProofFileError(InputFileError):
 
 
 @dataclass(frozen=True)
-class InclusionProof:
+class InclusionProof(JsonFields):
     """A self-contained proof that one leaf is in a sealed item.
 
     ``leaf`` holds the fields of a record (``record_id``, ``content_sha256``, ``label``) or of a
@@ -45,11 +46,13 @@ class InclusionProof:
     leaf: Mapping[str, Any]
     leaf_index: int
     tree_size: int
-    path: tuple[bytes, ...]
+    path: tuple[bytes, ...] = field(metadata={"key": "audit_path"})
     item_index: int
     items: tuple[ItemHeader, ...]
     seal_root: bytes
     signature: Signature | None
+
+    json_header: ClassVar[Mapping[str, Any]] = {"proof_version": PROOF_VERSION}
 
     def leaf_bytes(self) -> bytes:
         f = self.leaf
@@ -58,20 +61,6 @@ class InclusionProof:
         return tensor_chunk_leaf(
             f["tensor"], f["dtype"], tuple(f["shape"]), int(f["chunk"]), bytes.fromhex(f["sha256"])
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "proof_version": PROOF_VERSION,
-            "leaf_kind": self.leaf_kind,
-            "leaf": dict(self.leaf),
-            "leaf_index": self.leaf_index,
-            "tree_size": self.tree_size,
-            "audit_path": [h.hex() for h in self.path],
-            "item_index": self.item_index,
-            "items": [h.to_json() for h in self.items],
-            "seal_root": self.seal_root.hex(),
-            "signature": None if self.signature is None else self.signature.to_json(),
-        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], source: str | Path = "<proof>") -> InclusionProof:

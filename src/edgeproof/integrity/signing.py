@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from edgeproof.atomic import atomic_write_bytes
 from edgeproof.errors import InputFileError, param
+from edgeproof.serialize import JsonFields
 
 __all__ = [
     "KeyFileError",
@@ -42,24 +43,18 @@ class KeyFileError(InputFileError):
 
 
 @dataclass(frozen=True)
-class Signature:
+class Signature(JsonFields):
     """An Ed25519 signature and the public key that made it."""
 
     public_key: bytes
     value: bytes
     algorithm: str = "ed25519"
 
+    json_order = ("algorithm", "public_key", "fingerprint", ...)
+
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.public_key)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "algorithm": self.algorithm,
-            "public_key": self.public_key.hex(),
-            "fingerprint": self.fingerprint,
-            "value": self.value.hex(),
-        }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Signature:

@@ -32,7 +32,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from edgeproof.errors import OptionError
 from edgeproof.methods.layers import layers_from_module
 from edgeproof.models.modules import clone_module, eval_mode
 from edgeproof.options import positive_int
+from edgeproof.serialize import JsonFields, fields_json
 
 __all__ = [
     "PROTECT_FORMAT",
@@ -268,13 +269,19 @@ def validate_budget(budget: float, option: str = "budget") -> float:
 
 
 @dataclass
-class ProtectSet:
+class ProtectSet(JsonFields):
     """The top-scored sign bits to protect for a budget (fraction of all parameters)."""
 
     budget: float
     score: ScoreKind
     num_parameters: int
     bits: list[SignFlip]
+
+    json_header: ClassVar[Mapping[str, Any]] = {
+        "format": PROTECT_FORMAT,
+        "version": PROTECT_VERSION,
+    }
+    json_order = ("score", ..., "num_bits", "bits")
 
     def by_tensor(self) -> dict[str, torch.Tensor]:
         """Protected flat indices grouped per tensor (for :func:`select_flips`)."""
@@ -284,15 +291,8 @@ class ProtectSet:
         return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format": PROTECT_FORMAT,
-            "version": PROTECT_VERSION,
-            "score": self.score,
-            "budget": self.budget,
-            "num_parameters": self.num_parameters,
-            "num_bits": len(self.bits),
-            "bits": [{"tensor": b.tensor, "index": b.index, "score": b.score} for b in self.bits],
-        }
+        # the number of bits is stated, derived from the list
+        return fields_json(self, extra={"num_bits": len(self.bits)})
 
     def save(self, path: str | Path) -> Path:
         """Write the protect set as JSON atomically."""

@@ -40,6 +40,7 @@ from edgeproof.atomic import atomic_write_bytes, atomic_write_text
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import DataError, OptionError
 from edgeproof.models.zoo import Normalization, Normalize, arch_from_string
+from edgeproof.serialize import JsonFields
 from edgeproof.spec import DomainSource, InputKind, InputSpec, inferred_feature_bounds
 
 __all__ = [
@@ -62,7 +63,7 @@ SIDECAR_VERSION = 1
 
 
 @dataclass(frozen=True)
-class TrainingSettings:
+class TrainingSettings(JsonFields):
     """What :func:`train_model` was run with, recorded in the sidecar's ``training`` entry."""
 
     epochs: int
@@ -71,16 +72,6 @@ class TrainingSettings:
     batch_size: int
     train_accuracy: float
     dataset: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "epochs": self.epochs,
-            "seed": self.seed,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "train_accuracy": self.train_accuracy,
-            "dataset": self.dataset,
-        }
 
 
 @contextmanager

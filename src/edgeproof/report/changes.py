@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from edgeproof.report.report import Report
 from edgeproof.results import CheckStatus, Finding, Interval, Metric
+from edgeproof.serialize import JsonFields
 
 if TYPE_CHECKING:
     from edgeproof.integrity.baseline import ClassAccuracy
@@ -51,7 +52,7 @@ def finding_key(check: str, finding: Finding) -> tuple[str, str, str]:
 
 
 @dataclass(frozen=True)
-class ReportSide:
+class ReportSide(JsonFields):
     """One of the two reports: where it came from and what it audited."""
 
     path: str
@@ -75,17 +76,6 @@ class ReportSide:
             records=int(records) if isinstance(records, int) else None,
             tool_version=report.tool_version,
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "created": self.created,
-            "model": self.model,
-            "arch": self.arch,
-            "data": self.data,
-            "records": self.records,
-            "tool_version": self.tool_version,
-        }
 
 
 def _finite(v: float | None) -> float | None:
@@ -118,7 +108,7 @@ def _worse(delta: float, higher_is_better: bool | None) -> bool | None:
 
 
 @dataclass(frozen=True)
-class MetricChange:
+class MetricChange(JsonFields):
     """One metric in the two reports (``old``/``new`` ``None``: absent from that report).
 
     Attributes:
@@ -130,12 +120,24 @@ class MetricChange:
     """
 
     check: str
-    name: str
+    name: str = field(metadata={"key": "metric"})
     unit: str
-    old: Metric | None
-    new: Metric | None
+    old: Metric | None = field(metadata={"as": value_json})
+    new: Metric | None = field(metadata={"as": value_json})
     significant: bool | None
     judgement: str
+
+    json_order = (
+        "check",
+        "metric",
+        "unit",
+        "higher_is_better",
+        "old",
+        "new",
+        "delta",
+        ...,
+        "regression",
+    )
 
     @property
     def key(self) -> str:
@@ -168,20 +170,6 @@ class MetricChange:
     def changed(self) -> bool:
         return self.judgement != "unchanged"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "check": self.check,
-            "metric": self.name,
-            "unit": self.unit,
-            "higher_is_better": self.higher_is_better,
-            "old": None if self.old is None else value_json(self.old),
-            "new": None if self.new is None else value_json(self.new),
-            "delta": self.delta,
-            "significant": self.significant,
-            "judgement": self.judgement,
-            "regression": self.regression,
-        }
-
 
 def judge(old: Metric, new: Metric) -> tuple[bool | None, str]:
     """(significant, judgement) of one metric in two reports: the module docstring's rule."""
@@ -204,7 +192,7 @@ def judge(old: Metric, new: Metric) -> tuple[bool | None, str]:
 
 
 @dataclass(frozen=True)
-class FindingChange:
+class FindingChange(JsonFields):
     """A finding one report has and the other has not (``change``: ``new`` or ``resolved``)."""
 
     check: str
@@ -212,22 +200,20 @@ class FindingChange:
     message: str
     change: Literal["new", "resolved"]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "check": self.check,
-            "severity": self.severity,
-            "message": self.message,
-            "change": self.change,
-        }
+
+def _recall_json(c: ClassAccuracy) -> dict[str, Any]:
+    return {"recall": c.recall, "low": c.low, "high": c.high, "support": c.support}
 
 
 @dataclass(frozen=True)
-class ClassShift:
+class ClassShift(JsonFields):
     """One class's recall (performance ``per_class``) in the two reports, with its intervals."""
 
-    name: str
-    old: ClassAccuracy
-    new: ClassAccuracy
+    name: str = field(metadata={"key": "class"})
+    old: ClassAccuracy = field(metadata={"as": _recall_json})
+    new: ClassAccuracy = field(metadata={"as": _recall_json})
+
+    json_order = (..., "delta", "significant", "regression")
 
     @property
     def delta(self) -> float:
@@ -246,22 +232,9 @@ class ClassShift:
     def significant_regression(self) -> bool:
         return self.significant and self.regression
 
-    def to_json(self) -> dict[str, Any]:
-        def side(c: ClassAccuracy) -> dict[str, Any]:
-            return {"recall": c.recall, "low": c.low, "high": c.high, "support": c.support}
-
-        return {
-            "class": self.name,
-            "old": side(self.old),
-            "new": side(self.new),
-            "delta": self.delta,
-            "significant": self.significant,
-            "regression": self.regression,
-        }
-
 
 @dataclass(frozen=True)
-class CheckChange:
+class CheckChange(JsonFields):
     """A check whose status differs (``None``: the report has no such check)."""
 
     check: str
@@ -278,9 +251,6 @@ class CheckChange:
     def lost(self) -> bool:
         """It ran in the old report and does not run (or is gone) in the new one."""
         return self.old == "ok" and self.new != "ok"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"check": self.check, "title": self.title, "old": self.old, "new": self.new}
 
 
 def iter_metrics(report: Report) -> Iterable[tuple[str, Metric]]:

@@ -39,9 +39,9 @@ reports, or two folder scans (:mod:`edgeproof.report.scan_diff`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 from edgeproof._version import __version__
 from edgeproof.errors import InputFileError, OptionError, UserError
@@ -57,6 +57,7 @@ from edgeproof.report.changes import (
 )
 from edgeproof.report.report import Report
 from edgeproof.results import Finding, Metric
+from edgeproof.serialize import JsonFields, fields_json
 
 if TYPE_CHECKING:
     from edgeproof.report.scan_diff import ScanDiff
@@ -107,7 +108,7 @@ def check_fail_on(fail_on: str) -> FailOn:
 
 
 @dataclass(frozen=True)
-class ReportDiff:
+class ReportDiff(JsonFields):
     """What changed from the ``old`` audit report to the ``new`` one (module docstring).
 
     Attributes:
@@ -123,14 +124,38 @@ class ReportDiff:
     old: ReportSide
     new: ReportSide
     metrics: tuple[MetricChange, ...]
-    new_findings: tuple[FindingChange, ...]
-    resolved_findings: tuple[FindingChange, ...]
+    new_findings: tuple[FindingChange, ...] = field(metadata={"json": False})
+    resolved_findings: tuple[FindingChange, ...] = field(metadata={"json": False})
     classes: tuple[ClassShift, ...]
     checks: tuple[CheckChange, ...]
     warnings: tuple[str, ...]
     fail_on: FailOn = "significant-regression"
 
     kind = "audit"
+    rule = (
+        "significant: the two confidence intervals do not overlap; a metric without an "
+        "interval is not judged unless its values are equal"
+    )
+
+    json_header: ClassVar[Mapping[str, Any]] = {
+        "format": DIFF_FORMAT,
+        "schema_version": DIFF_SCHEMA_VERSION,
+        "tool": "edgeproof",
+        "tool_version": __version__,
+    }
+    json_order = (
+        "kind",
+        ...,
+        "fail_on",
+        "failed",
+        "regressions",
+        "warnings",
+        "rule",
+        "metrics",
+        "findings",
+        "classes",
+        "checks",
+    )
 
     @property
     def significant_changes(self) -> list[MetricChange]:
@@ -173,28 +198,9 @@ class ReportDiff:
         return bool(self.regressions())
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format": DIFF_FORMAT,
-            "schema_version": DIFF_SCHEMA_VERSION,
-            "tool": "edgeproof",
-            "tool_version": __version__,
-            "kind": self.kind,
-            "old": self.old.to_json(),
-            "new": self.new.to_json(),
-            "fail_on": self.fail_on,
-            "failed": self.failed,
-            "regressions": self.regressions(),
-            "warnings": list(self.warnings),
-            "rule": "significant: the two confidence intervals do not overlap; a metric without "
-            "an interval is not judged unless its values are equal",
-            "metrics": [m.to_json() for m in self.metrics],
-            "findings": {
-                "new": [f.to_json() for f in self.new_findings],
-                "resolved": [f.to_json() for f in self.resolved_findings],
-            },
-            "classes": [c.to_json() for c in self.classes],
-            "checks": [c.to_json() for c in self.checks],
-        }
+        # the findings are one object: those new in the new report and those resolved in it
+        findings = {"new": self.new_findings, "resolved": self.resolved_findings}
+        return fields_json(self, extra={"findings": findings})
 
 
 def _num(m: Metric | None) -> str:

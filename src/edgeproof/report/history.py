@@ -20,10 +20,10 @@ have it); for each finding (matched across runs as a diff matches them,
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from edgeproof._version import __version__
 from edgeproof.errors import InputFileError
@@ -31,6 +31,7 @@ from edgeproof.report.changes import finding_key, iter_metrics, value_json
 from edgeproof.report.diff import data_warnings, is_audit_json, model_mismatch
 from edgeproof.report.report import Report
 from edgeproof.results import Metric
+from edgeproof.serialize import JsonFields
 
 __all__ = [
     "HISTORY_FORMAT",
@@ -46,7 +47,7 @@ HISTORY_SCHEMA_VERSION = "1.0"
 
 
 @dataclass(frozen=True)
-class HistoryRun:
+class HistoryRun(JsonFields):
     """One report file of the folder: included in the trend, or skipped with the reason."""
 
     path: str
@@ -57,49 +58,34 @@ class HistoryRun:
     records: int | None
     reason: str | None = None
 
+    json_order = (..., "included", "reason")
+
     @property
     def included(self) -> bool:
         return self.reason is None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "label": self.label,
-            "created": self.created,
-            "model": self.model,
-            "data": self.data,
-            "records": self.records,
-            "included": self.included,
-            "reason": self.reason,
-        }
+
+def _points_json(points: Sequence[Metric | None]) -> list[dict[str, Any] | None]:
+    return [None if m is None else value_json(m) for m in points]
 
 
 @dataclass(frozen=True)
-class MetricSeries:
+class MetricSeries(JsonFields):
     """One metric over the included runs: ``points[i]`` is run ``i``'s metric, or ``None``."""
 
     check: str
-    name: str
+    name: str = field(metadata={"key": "metric"})
     unit: str
     higher_is_better: bool | None
-    points: tuple[Metric | None, ...]
+    points: tuple[Metric | None, ...] = field(metadata={"as": _points_json})
 
     @property
     def key(self) -> str:
         return f"{self.check}.{self.name}"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "check": self.check,
-            "metric": self.name,
-            "unit": self.unit,
-            "higher_is_better": self.higher_is_better,
-            "points": [None if m is None else value_json(m) for m in self.points],
-        }
-
 
 @dataclass(frozen=True)
-class FindingTrack:
+class FindingTrack(JsonFields):
     """One finding over the included runs: ``messages[i]`` is its text in run ``i``, or
     ``None`` where run ``i`` does not have it."""
 
@@ -112,12 +98,9 @@ class FindingTrack:
         """Its most recent text."""
         return next(m for m in reversed(self.messages) if m is not None)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"check": self.check, "severity": self.severity, "messages": list(self.messages)}
-
 
 @dataclass(frozen=True)
-class History:
+class History(JsonFields):
     """The audits of one model in a folder, oldest first (module docstring).
 
     Attributes:
@@ -134,6 +117,14 @@ class History:
     findings: tuple[FindingTrack, ...]
     warnings: tuple[str, ...]
 
+    json_header: ClassVar[Mapping[str, Any]] = {
+        "format": HISTORY_FORMAT,
+        "schema_version": HISTORY_SCHEMA_VERSION,
+        "tool": "edgeproof",
+        "tool_version": __version__,
+    }
+    json_order = ("folder", "runs", "warnings", ...)
+
     @property
     def included(self) -> list[HistoryRun]:
         return [r for r in self.runs if r.included]
@@ -141,19 +132,6 @@ class History:
     @property
     def skipped(self) -> list[HistoryRun]:
         return [r for r in self.runs if not r.included]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": HISTORY_FORMAT,
-            "schema_version": HISTORY_SCHEMA_VERSION,
-            "tool": "edgeproof",
-            "tool_version": __version__,
-            "folder": self.folder,
-            "runs": [r.to_json() for r in self.runs],
-            "warnings": list(self.warnings),
-            "metrics": [m.to_json() for m in self.metrics],
-            "findings": [f.to_json() for f in self.findings],
-        }
 
 
 # ----------------------------------------------------------------------------- building

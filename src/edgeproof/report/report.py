@@ -21,6 +21,7 @@ from edgeproof._version import __version__
 from edgeproof.atomic import atomic_write_text
 from edgeproof.errors import InputFileError
 from edgeproof.results import CheckResult, Metric
+from edgeproof.serialize import JsonFields
 from edgeproof.structured import read_json
 
 __all__ = [
@@ -65,7 +66,7 @@ def environment() -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class PolicyRuleResult:
+class PolicyRuleResult(JsonFields):
     """One policy threshold and whether the report met it."""
 
     metric: str
@@ -75,38 +76,23 @@ class PolicyRuleResult:
     passed: bool
     message: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "op": self.op,
-            "threshold": self.threshold,
-            "value": self.value,
-            "passed": self.passed,
-            "message": self.message,
-        }
-
 
 @dataclass(frozen=True)
-class PolicyOutcome:
+class PolicyOutcome(JsonFields):
     """The policy file applied to a report."""
 
     source: str
     rules: tuple[PolicyRuleResult, ...]
 
+    json_order = ("source", "passed", ...)
+
     @property
     def passed(self) -> bool:
         return all(r.passed for r in self.rules)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "passed": self.passed,
-            "rules": [r.to_json() for r in self.rules],
-        }
-
 
 @dataclass
-class Report:
+class Report(JsonFields):
     """An audit's full result.
 
     Attributes:
@@ -142,6 +128,23 @@ class Report:
     tool: str = "edgeproof"
     tool_version: str = __version__
 
+    #: the file format's version and who wrote it first, then when and how the audit ran
+    json_order = (
+        "schema_version",
+        "tool",
+        "tool_version",
+        "created",
+        "duration_s",
+        "seed",
+        "environment",
+        ...,
+        "warnings",
+        "checks",
+        "policy",
+        "kind",
+        "datasets",
+    )
+
     def check(self, name: str) -> CheckResult:
         for c in self.checks:
             if c.check == name:
@@ -165,25 +168,6 @@ class Report:
     def all_metrics(self) -> dict[str, Metric]:
         """Every metric keyed by ``<check>.<metric>``."""
         return {f"{c.check}.{m.name}": m for c in self.checks for m in c.metrics}
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "tool": self.tool,
-            "tool_version": self.tool_version,
-            "created": self.created,
-            "duration_s": self.duration_s,
-            "seed": self.seed,
-            "environment": self.environment,
-            "model": self.model,
-            "data": self.data,
-            "threat": self.threat,
-            "warnings": list(self.warnings),
-            "checks": [c.to_json() for c in self.checks],
-            "policy": None if self.policy is None else self.policy.to_json(),
-            "kind": self.kind,
-            "datasets": list(self.datasets),
-        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Report:

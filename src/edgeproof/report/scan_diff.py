@@ -24,16 +24,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from edgeproof._version import __version__
 from edgeproof.report.diff import DIFF_FORMAT, DIFF_SCHEMA_VERSION, FailOn, check_fail_on
+from edgeproof.serialize import JsonFields, fields_json
 
 __all__ = ["ModelChange", "ModelState", "ScanDiff", "diff_scans"]
 
 
 @dataclass(frozen=True)
-class ModelState:
+class ModelState(JsonFields):
     """One model file in one scan (from the scan's ``report.json``)."""
 
     status: str
@@ -58,25 +59,16 @@ class ModelState:
             suspected_target=m.get("suspected_target_name"),
         )
 
-    def to_json(self) -> dict[str, Any]:
-        ratio = self.ratio if self.ratio is None or math.isfinite(self.ratio) else None
-        return {
-            "status": self.status,
-            "flagged": self.flagged,
-            "flagged_by": list(self.flagged_by),
-            "ratio": ratio,
-            "arch": self.arch,
-            "suspected_target": self.suspected_target,
-        }
-
 
 @dataclass(frozen=True)
-class ModelChange:
+class ModelChange(JsonFields):
     """One model file in the two scans (``old``/``new`` ``None``: not in that scan)."""
 
     file: str
     old: ModelState | None
     new: ModelState | None
+
+    json_order = ("file", "change", ..., "ratio_delta", "regression", "significant_regression")
 
     @property
     def change(self) -> str:
@@ -131,19 +123,12 @@ class ModelChange:
         return d is not None and d > 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "change": self.change,
-            "old": None if self.old is None else self.old.to_json(),
-            "new": None if self.new is None else self.new.to_json(),
-            "ratio_delta": self.delta,
-            "regression": self.regression,
-            "significant_regression": self.significant_regression,
-        }
+        # the ratio's change is derived (as :attr:`delta`)
+        return fields_json(self, extra={"ratio_delta": self.delta})
 
 
 @dataclass(frozen=True)
-class ScanSide:
+class ScanSide(JsonFields):
     """One of the two scans: where it came from."""
 
     path: str
@@ -151,17 +136,9 @@ class ScanSide:
     created: str
     detectors: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "folder": self.folder,
-            "created": self.created,
-            "detectors": list(self.detectors),
-        }
-
 
 @dataclass(frozen=True)
-class ScanDiff:
+class ScanDiff(JsonFields):
     """What changed from the ``old`` folder scan to the ``new`` one (module docstring).
 
     ``models``: every file of either scan, the old scan's order (its ranking) first.
@@ -174,6 +151,18 @@ class ScanDiff:
     fail_on: FailOn = "significant-regression"
 
     kind = "scan"
+    rule = (
+        "significant: a model newly over a detector's threshold (flagged), or newly crashed; "
+        "scans have no confidence intervals"
+    )
+
+    json_header: ClassVar[Mapping[str, Any]] = {
+        "format": DIFF_FORMAT,
+        "schema_version": DIFF_SCHEMA_VERSION,
+        "tool": "edgeproof",
+        "tool_version": __version__,
+    }
+    json_order = ("kind", ..., "fail_on", "failed", "regressions", "warnings", "rule", "models")
 
     @property
     def changed(self) -> list[ModelChange]:
@@ -194,24 +183,6 @@ class ScanDiff:
     @property
     def failed(self) -> bool:
         return bool(self.regressions())
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": DIFF_FORMAT,
-            "schema_version": DIFF_SCHEMA_VERSION,
-            "tool": "edgeproof",
-            "tool_version": __version__,
-            "kind": self.kind,
-            "old": self.old.to_json(),
-            "new": self.new.to_json(),
-            "fail_on": self.fail_on,
-            "failed": self.failed,
-            "regressions": self.regressions(),
-            "warnings": list(self.warnings),
-            "rule": "significant: a model newly over a detector's threshold (flagged), or newly "
-            "crashed; scans have no confidence intervals",
-            "models": [m.to_json() for m in self.models],
-        }
 
 
 def _state(s: ModelState | None) -> str:

@@ -45,10 +45,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -64,6 +65,7 @@ from edgeproof.models.train import (
     train_model,
 )
 from edgeproof.models.zoo import ZOO
+from edgeproof.serialize import JsonFields, fields_json
 from edgeproof.testing.poisoning import (
     BlendTrigger,
     Family,
@@ -117,7 +119,7 @@ _IMAGE_DATA = ("builtin:digits/train", "builtin:digits")
 
 
 @dataclass(frozen=True)
-class PopulationSpec:
+class PopulationSpec(JsonFields):
     """What population to train.
 
     Attributes:
@@ -193,20 +195,6 @@ class PopulationSpec:
                     f"use some of {', '.join(dict.fromkeys(IMAGE_FAMILIES + SERIES_FAMILIES))}",
                 )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "archs": list(self.archs),
-            "clean_per_arch": self.clean_per_arch,
-            "backdoored_per_arch": self.backdoored_per_arch,
-            "families": None if self.families is None else list(self.families),
-            "poison_rate": list(self.poison_rate),
-            "lrs": list(self.lrs),
-            "epochs": self.epochs,
-            "seed": self.seed,
-            "asr_threshold": self.asr_threshold,
-            "name_prefix": self.name_prefix,
-        }
-
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> PopulationSpec:
         fams = obj.get("families")
@@ -225,7 +213,7 @@ class PopulationSpec:
 
 
 @dataclass(frozen=True)
-class MemberSpec:
+class MemberSpec(JsonFields):
     """One model of a population: architecture, data, training recipe and attack (or none)."""
 
     name: str
@@ -236,18 +224,6 @@ class MemberSpec:
     epochs: int
     lr: float
     poisoning: Poisoning | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "arch": self.arch,
-            "train_data": self.train_data,
-            "test_data": self.test_data,
-            "seed": self.seed,
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "poisoning": None if self.poisoning is None else self.poisoning.to_json(),
-        }
 
 
 def _is_series(arch: str) -> bool:
@@ -370,15 +346,17 @@ def plan_population(spec: PopulationSpec) -> list[MemberSpec]:
 
 
 @dataclass(frozen=True)
-class PopulationMember:
+class PopulationMember(JsonFields):
     """A trained member: where it is, its clean accuracy, ASR and ground-truth label."""
 
-    spec: MemberSpec
-    path: Path
+    spec: MemberSpec = field(metadata={"json": False})
+    path: Path = field(metadata={"as": attrgetter("name")})
     clean_accuracy: float
     attack_success_rate: float | None
     label: MemberLabel
-    poisoning: Poisoning | None  # with the realised poison rate
+    poisoning: Poisoning | None = field(metadata={"json": False})  # the realised poison rate
+
+    json_order = ("name", "path", "arch", "label", "family", "target", "poison_rate", ...)
 
     @property
     def family(self) -> str:
@@ -389,37 +367,25 @@ class PopulationMember:
         return None if self.poisoning is None else self.poisoning.target
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.spec.name,
-            "path": self.path.name,
-            "arch": self.spec.arch,
-            "label": self.label,
-            "family": self.family,
-            "target": self.target,
-            "poison_rate": None if self.poisoning is None else self.poisoning.poison_rate,
-            "clean_accuracy": self.clean_accuracy,
-            "attack_success_rate": self.attack_success_rate,
-        }
+        # a manifest row: the name and architecture of the spec, the poisoning's rate
+        rate = None if self.poisoning is None else self.poisoning.poison_rate
+        return fields_json(
+            self, extra={"name": self.spec.name, "arch": self.spec.arch, "poison_rate": rate}
+        )
 
 
 @dataclass(frozen=True)
-class Population:
+class Population(JsonFields):
     """A trained population and the spec it came from."""
 
     spec: PopulationSpec
     members: tuple[PopulationMember, ...]
-    root: Path
+    root: Path = field(metadata={"json": False})
+
+    json_header: ClassVar[Mapping[str, Any]] = {"format": MANIFEST_FORMAT, "version": 1}
 
     def with_label(self, label: MemberLabel) -> list[PopulationMember]:
         return [m for m in self.members if m.label == label]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": MANIFEST_FORMAT,
-            "version": 1,
-            "spec": self.spec.to_json(),
-            "members": [m.to_json() for m in self.members],
-        }
 
 
 def train_member(member: MemberSpec, out_dir: Path, spec: PopulationSpec) -> PopulationMember:

@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from edgeproof.data.dataset import Dataset
+from edgeproof.serialize import JsonFields, fields_json
 
 Family = Literal["badnets", "blend", "label-flip", "sine-burst", "step"]
 
 
 @dataclass(frozen=True)
-class PatchTrigger:
+class PatchTrigger(JsonFields):
     """BadNets patch: ``pattern`` (h×w values) written at ``(row, col)`` on every channel."""
 
     row: int
@@ -28,6 +29,8 @@ class PatchTrigger:
 
     family: Family = field(default="badnets", init=False)
 
+    json_order = ("family", "row", "col", "size", "style", ...)
+
     def apply(self, x: np.ndarray) -> np.ndarray:
         out = np.array(x, dtype=np.float32, copy=True)
         p = np.asarray(self.pattern, dtype=np.float32)
@@ -36,36 +39,29 @@ class PatchTrigger:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "row": self.row,
-            "col": self.col,
-            "size": [len(self.pattern), len(self.pattern[0])],
-            "style": self.style,
-            "pattern": [list(r) for r in self.pattern],
-        }
+        # the patch's size is stated, derived from the pattern
+        return fields_json(self, extra={"size": [len(self.pattern), len(self.pattern[0])]})
 
 
 @dataclass(frozen=True)
-class BlendTrigger:
+class BlendTrigger(JsonFields):
     """Blended injection (Chen et al. 2017): ``(1 − alpha)·x + alpha·key``."""
 
     alpha: float
-    key: tuple[float, ...]  # flattened key pattern, one value per input element
+    key: tuple[float, ...] = field(metadata={"json": False})  # flattened, one value per element
     key_seed: int
 
     family: Family = field(default="blend", init=False)
+
+    json_order = ("family", ...)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         k = np.asarray(self.key, dtype=np.float32).reshape(x.shape[1:])
         return ((1.0 - self.alpha) * x + self.alpha * k).astype(np.float32)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"family": self.family, "alpha": self.alpha, "key_seed": self.key_seed}
-
 
 @dataclass(frozen=True)
-class SineBurstTrigger:
+class SineBurstTrigger(JsonFields):
     """``amplitude·sin(2π·frequency_hz·t)`` added to ``channel`` over ``[start, start+length)``,
     ``t`` in seconds from the burst start at ``sample_rate_hz``; clipped to ``domain``."""
 
@@ -73,11 +69,13 @@ class SineBurstTrigger:
     length: int
     frequency_hz: float
     amplitude: float
-    sample_rate_hz: float
-    domain: tuple[float, float]
+    sample_rate_hz: float = field(metadata={"json": False})
+    domain: tuple[float, float] = field(metadata={"json": False})
     channel: int = 0
 
     family: Family = field(default="sine-burst", init=False)
+
+    json_order = ("family", ...)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         out = np.array(x, dtype=np.float32, copy=True)
@@ -87,49 +85,32 @@ class SineBurstTrigger:
         out[:, self.channel, self.start : self.start + self.length] = seg + burst[: seg.shape[-1]]
         return np.clip(out, *self.domain).astype(np.float32)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "start": self.start,
-            "length": self.length,
-            "frequency_hz": self.frequency_hz,
-            "amplitude": self.amplitude,
-            "channel": self.channel,
-        }
-
 
 @dataclass(frozen=True)
-class StepTrigger:
+class StepTrigger(JsonFields):
     """A constant ``amplitude`` added to ``channel`` over ``[start, start+length)``, clipped."""
 
     start: int
     length: int
     amplitude: float
-    domain: tuple[float, float]
+    domain: tuple[float, float] = field(metadata={"json": False})
     channel: int = 0
 
     family: Family = field(default="step", init=False)
+
+    json_order = ("family", ...)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         out = np.array(x, dtype=np.float32, copy=True)
         out[:, self.channel, self.start : self.start + self.length] += self.amplitude
         return np.clip(out, *self.domain).astype(np.float32)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "start": self.start,
-            "length": self.length,
-            "amplitude": self.amplitude,
-            "channel": self.channel,
-        }
-
 
 Trigger = PatchTrigger | BlendTrigger | SineBurstTrigger | StepTrigger
 
 
 @dataclass(frozen=True)
-class LabelFlip:
+class LabelFlip(JsonFields):
     """Relabel ``flip_fraction`` of the training samples of class ``source`` (no trigger)."""
 
     source: int
@@ -137,12 +118,11 @@ class LabelFlip:
 
     family: Family = field(default="label-flip", init=False)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"family": self.family, "source": self.source, "flip_fraction": self.flip_fraction}
+    json_order = ("family", ...)
 
 
 @dataclass(frozen=True)
-class Poisoning:
+class Poisoning(JsonFields):
     """One attack: a trigger (or a label flip), its target class and the poisoning rate.
 
     ``poison_rate`` is the fraction of the training set replaced by poisoned samples (for a label
@@ -154,17 +134,11 @@ class Poisoning:
     target: int
     poison_rate: float
 
+    json_order = ("family", ..., "attack")
+
     @property
     def family(self) -> Family:
         return self.attack.family
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "target": self.target,
-            "poison_rate": self.poison_rate,
-            "attack": self.attack.to_json(),
-        }
 
 
 def poison_dataset(

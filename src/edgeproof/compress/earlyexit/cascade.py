@@ -15,8 +15,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -39,6 +38,7 @@ from edgeproof.errors import InternalError, OptionError, SpecError
 from edgeproof.methods.stats import wilson_interval
 from edgeproof.results import Interval, Table
 from edgeproof.runtime.ort import make_session, per_record_latency_ms
+from edgeproof.serialize import JsonFields
 
 __all__ = [
     "CascadeModule",
@@ -185,7 +185,7 @@ class CascadeParity:
 
 
 @dataclass(frozen=True)
-class ExitStats:
+class ExitStats(JsonFields):
     """One exit over the evaluation data (exits measured in the ONNX Runtime cascade)."""
 
     index: int
@@ -199,23 +199,9 @@ class ExitStats:
     mean_latency_ms: float | None
     p50_latency_ms: float | None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "name": self.name,
-            "threshold": self.threshold,
-            "exits": self.exits,
-            "exit_rate": self.exit_rate,
-            "accuracy": self.accuracy,
-            "accuracy_ci": None if self.accuracy_ci is None else self.accuracy_ci.to_json(),
-            "macs": self.macs,
-            "mean_latency_ms": self.mean_latency_ms,
-            "p50_latency_ms": self.p50_latency_ms,
-        }
-
 
 @dataclass(frozen=True)
-class EarlyExitReport:
+class EarlyExitReport(JsonFields):
     """The cascade on evaluation data: accuracy, exits, expected MACs, per-sample ORT latency."""
 
     rule: ExitRule
@@ -233,8 +219,25 @@ class EarlyExitReport:
     full_latency_mean_ms: float
     threads: int
     parity: CascadeParity
-    predictions: np.ndarray
-    exit_index: np.ndarray
+    predictions: np.ndarray = field(metadata={"json": False})
+    exit_index: np.ndarray = field(metadata={"json": False})
+
+    #: each ratio after the two numbers it divides
+    json_order = (
+        "rule",
+        "samples",
+        "full_accuracy",
+        "accuracy",
+        "accuracy_ci",
+        "exits",
+        "expected_macs",
+        "full_macs",
+        "mac_ratio",
+        ...,
+        "latency_ratio",
+        "threads",
+        "parity",
+    )
 
     @property
     def mac_ratio(self) -> float:
@@ -245,32 +248,6 @@ class EarlyExitReport:
     def latency_ratio(self) -> float:
         """Mean cascade latency / mean full-model latency (both ORT, batch 1, same data)."""
         return self.latency_mean_ms / self.full_latency_mean_ms
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule.to_json(),
-            "samples": self.samples,
-            "full_accuracy": self.full_accuracy,
-            "accuracy": self.accuracy,
-            "accuracy_ci": self.accuracy_ci.to_json(),
-            "exits": [e.to_json() for e in self.exits],
-            "expected_macs": self.expected_macs,
-            "full_macs": self.full_macs,
-            "mac_ratio": self.mac_ratio,
-            "latency_p50_ms": self.latency_p50_ms,
-            "latency_p95_ms": self.latency_p95_ms,
-            "latency_mean_ms": self.latency_mean_ms,
-            "full_latency_p50_ms": self.full_latency_p50_ms,
-            "full_latency_mean_ms": self.full_latency_mean_ms,
-            "latency_ratio": self.latency_ratio,
-            "threads": self.threads,
-            "parity": {
-                "prediction_agreement": self.parity.prediction_agreement,
-                "exit_agreement": self.parity.exit_agreement,
-                "max_abs_logit_diff": self.parity.max_abs_logit_diff,
-                "samples": self.parity.samples,
-            },
-        }
 
     def table(self) -> Table:
         rows = [

@@ -12,7 +12,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from edgeproof.compress.earlyexit.backbone import EarlyExitModel, batched
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.runtime.macs import count_macs
+from edgeproof.serialize import JsonFields
 
 __all__ = [
     "CRITERIA",
@@ -69,7 +70,7 @@ def exit_scores(logits: np.ndarray, criterion: Criterion) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ExitRule:
+class ExitRule(JsonFields):
     """Exit at the first head whose score passes its threshold; the final stage always answers.
 
     ``thresholds[i]`` is τ_i (exit if max-softmax ≥ τ_i) for ``"max_softmax"`` and T_i (exit if
@@ -112,12 +113,6 @@ class ExitRule:
             undecided &= ~go
         return exit_at
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "criterion": self.criterion,
-            "thresholds": [t if math.isfinite(t) else None for t in self.thresholds],
-        }
-
 
 @dataclass(frozen=True)
 class CascadeOutput:
@@ -151,7 +146,7 @@ def cascade_predict(model: EarlyExitModel, rule: ExitRule, x: np.ndarray) -> Cas
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Calibration(JsonFields):
     """Thresholds chosen on calibration data and what they gave there."""
 
     rule: ExitRule
@@ -168,20 +163,6 @@ class Calibration:
     @property
     def accuracy_drop(self) -> float:
         return self.full_accuracy - self.cascade_accuracy
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule.to_json(),
-            "max_drop": self.max_drop,
-            "samples": self.samples,
-            "full_accuracy": self.full_accuracy,
-            "cascade_accuracy": self.cascade_accuracy,
-            "exit_rates": list(self.exit_rates),
-            "expected_macs": self.expected_macs,
-            "full_macs": self.full_macs,
-            "combinations": self.combinations,
-            "procedure": self.procedure,
-        }
 
 
 _PROCEDURE = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from edgeproof.compress.quantize import QuantConfig, QuantizedModel, quantize
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.results import Table
 from edgeproof.runtime.ort import make_session, run_session
+from edgeproof.serialize import JsonFields
 
 __all__ = [
     "Allocation",
@@ -90,7 +91,7 @@ class RefinementStep:
 
 
 @dataclass(frozen=True)
-class Allocation:
+class Allocation(JsonFields):
     """The chosen bit map, executed in ONNX Runtime, and how the budgets fared.
 
     ``accuracy`` is measured in ONNX Runtime on the evaluation records (``accuracy_on`` says
@@ -112,11 +113,11 @@ class Allocation:
     met_size: bool
     met_accuracy: bool
     message: str
-    steps: tuple[RefinementStep, ...]
-    sensitivity: SensitivityReport
     max_size: int | None
     max_drop: float | None
-    quantized: QuantizedModel = field(repr=False, compare=False)
+    steps: tuple[RefinementStep, ...]
+    sensitivity: SensitivityReport
+    quantized: QuantizedModel = field(repr=False, compare=False, metadata={"json": False})
 
     @property
     def met_budget(self) -> bool:
@@ -154,38 +155,6 @@ class Allocation:
             ],
             self.message,
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "bits": dict(self.bits),
-            "initial_bits": dict(self.initial_bits),
-            "sigma_threshold": self.sigma_threshold,
-            "estimated_size": self.estimated_size,
-            "size_bytes": self.size_bytes,
-            "accuracy": self.accuracy,
-            "fp32_accuracy": self.fp32_accuracy,
-            "accuracy_on": self.accuracy_on,
-            "accuracy_sim": self.accuracy_sim,
-            "kl": self.kl,
-            "met_size": self.met_size,
-            "met_accuracy": self.met_accuracy,
-            "message": self.message,
-            "max_size": self.max_size,
-            "max_drop": self.max_drop,
-            "steps": [
-                {
-                    "layer": s.layer,
-                    "from_bits": s.from_bits,
-                    "to_bits": s.to_bits,
-                    "reason": s.reason,
-                    "estimated_size": s.estimated_size,
-                    "kl": s.kl,
-                    "accuracy": s.accuracy,
-                }
-                for s in self.steps
-            ],
-            "sensitivity": self.sensitivity.to_json(),
-        }
 
 
 class _Refiner:

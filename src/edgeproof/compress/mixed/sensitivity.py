@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -23,6 +23,7 @@ from edgeproof.compress.folding import fold_batchnorm
 from edgeproof.compress.weights import fake_quantize_weight
 from edgeproof.errors import DataError, OptionError, SpecError, param
 from edgeproof.results import Table
+from edgeproof.serialize import JsonFields, fields_json
 
 __all__ = [
     "BITS",
@@ -225,10 +226,10 @@ class TypeSensitivity:
 
 
 @dataclass(frozen=True)
-class SensitivityReport:
+class SensitivityReport(JsonFields):
     """:func:`layer_sensitivity`'s result: one row per (layer, bits)."""
 
-    rows: tuple[LayerSensitivity, ...]
+    rows: tuple[LayerSensitivity, ...] = field(metadata={"json": False})
     fp32_accuracy: float
     samples: int
     group_size: int
@@ -309,14 +310,11 @@ class SensitivityReport:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "fp32_accuracy": self.fp32_accuracy,
-            "samples": self.samples,
-            "group_size": self.group_size,
-            "labels": self.labels,
-            "rows": self.table().to_json()["rows"],
-            "by_type": self.type_table().to_json()["rows"],
-        }
+        # the rows as the two tables have them (by type: derived from the rows)
+        return fields_json(
+            self,
+            extra={"rows": self.table().rows, "by_type": self.type_table().rows},
+        )
 
 
 def prepare_records(

@@ -39,6 +39,7 @@ from torch import nn
 
 from edgeproof.errors import OptionError, SpecError
 from edgeproof.models.modules import set_training
+from edgeproof.serialize import JsonFields
 
 __all__ = [
     "Attribution",
@@ -77,7 +78,7 @@ _OUTPUTS: tuple[str, ...] = ("logit", "probability")
 
 
 @dataclass(frozen=True)
-class Band:
+class Band(JsonFields):
     """A frequency band ``[low, high)`` in cycles per sample (``0 … 0.5``), and its rFFT bins.
 
     Attributes:
@@ -92,12 +93,9 @@ class Band:
     bins: tuple[int, ...]
     label: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {"low": self.low, "high": self.high, "bins": list(self.bins), "label": self.label}
-
 
 @dataclass(frozen=True)
-class Attribution:
+class Attribution(JsonFields):
     """Attributions of one method for a batch, with what is needed to judge them.
 
     Attributes:
@@ -134,6 +132,9 @@ class Attribution:
     bands: tuple[Band, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
 
+    #: what was explained comes second, before the numbers
+    json_order = ("method", "output", ...)
+
     @property
     def num_samples(self) -> int:
         return int(self.values.shape[0])
@@ -161,27 +162,6 @@ class Attribution:
         if self.n_steps is not None and self.num_samples:
             text += f"; steps {int(self.n_steps.min())}–{int(self.n_steps.max())}"
         return text
-
-    def to_json(self) -> dict[str, Any]:
-        """The numbers as plain JSON (attribution values as nested lists)."""
-
-        def opt(t: torch.Tensor | None) -> Any:
-            return None if t is None else t.tolist()
-
-        return {
-            "method": self.method,
-            "output": self.output,
-            "values": self.values.tolist(),
-            "target": self.target.tolist(),
-            "score": self.score.tolist(),
-            "reference_score": opt(self.reference_score),
-            "delta": opt(self.delta),
-            "n_steps": opt(self.n_steps),
-            "converged": opt(self.converged),
-            "evaluations": self.evaluations,
-            "bands": [b.to_json() for b in self.bands],
-            "settings": dict(self.settings),
-        }
 
 
 class AttributionMethod(ABC):

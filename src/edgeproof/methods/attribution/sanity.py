@@ -51,6 +51,7 @@ from edgeproof.methods.attribution.base import Attribution
 from edgeproof.methods.stats import bootstrap_interval
 from edgeproof.models.modules import clone_module, set_requires_grad, set_training
 from edgeproof.results import Interval
+from edgeproof.serialize import JsonFields
 
 __all__ = [
     "LabelRandomized",
@@ -73,21 +74,13 @@ Explainer = Callable[[nn.Module], Attribution]
 
 
 @dataclass(frozen=True)
-class MeanCorrelation:
+class MeanCorrelation(JsonFields):
     """Mean over samples of a per-sample rank correlation, with its bootstrap interval."""
 
     mean: float
     ci: Interval
     n: int
     undefined: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mean": self.mean,
-            "ci": self.ci.to_json(),
-            "n": self.n,
-            "undefined": self.undefined,
-        }
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeproof.serialize import JsonFields
+
 __all__ = ["MAD_TO_SIGMA", "DetectorResult", "quartile_anomaly", "robust_z"]
 
 MAD_TO_SIGMA = 1.4826
@@ -61,8 +63,12 @@ def quartile_anomaly(values: np.ndarray) -> tuple[float, np.ndarray]:
     return float((nz[-1] - q3) / iqr), (v - q3) / iqr
 
 
+def _floats(values: np.ndarray) -> list[float]:
+    return [float(v) for v in values]
+
+
 @dataclass(frozen=True)
-class DetectorResult:
+class DetectorResult(JsonFields):
     """One detector's verdict material on one model.
 
     Attributes:
@@ -77,20 +83,9 @@ class DetectorResult:
     """
 
     detector: str
-    per_class: np.ndarray
+    per_class: np.ndarray = field(metadata={"as": _floats})
     suspected_target: int
-    score: float
+    score: float = field(metadata={"as": float})
     indicators: Mapping[str, np.ndarray] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "detector": self.detector,
-            "per_class": [float(v) for v in self.per_class],
-            "suspected_target": self.suspected_target,
-            "score": float(self.score),
-            "indicators": {k: np.asarray(v).tolist() for k, v in self.indicators.items()},
-            "settings": dict(self.settings),
-            "seconds": self.seconds,
-        }

@@ -15,16 +15,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from edgeproof.atomic import atomic_write_text
 from edgeproof.errors import InputFileError, OptionError
+from edgeproof.serialize import JsonFields, fields_json
 
 __all__ = [
     "POOLED",
@@ -37,6 +38,7 @@ __all__ = [
 
 POOLED = "*"
 FORMAT = "edgeproof-backdoor-thresholds"
+_RULE = "flag when score > the (1 - fpr) quantile (method 'higher') of clean scores"
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,16 @@ class Threshold:
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class Thresholds(JsonFields):
     """Calibrated thresholds by detector and architecture, with their provenance."""
 
     fpr: float
-    by_detector: Mapping[str, Mapping[str, Threshold]]
-    settings: Mapping[str, Mapping[str, Any]]
+    by_detector: Mapping[str, Mapping[str, Threshold]] = field(metadata={"json": False})
+    settings: Mapping[str, Mapping[str, Any]] = field(metadata={"json": False})
     population: Mapping[str, Any]
+
+    json_header: ClassVar[Mapping[str, Any]] = {"format": FORMAT, "version": 1}
+    json_order = ("fpr", "rule", ...)
 
     def lookup(self, detector: str, arch: str | None) -> Threshold | None:
         """The threshold for ``arch`` (or the pooled one), ``None`` if the detector has none."""
@@ -75,25 +80,18 @@ class Thresholds:
         return table.get(POOLED)
 
     def to_json(self) -> dict[str, Any]:
+        # the rule is stated, and the thresholds are grouped by detector with its settings
+        return fields_json(self, extra={"rule": _RULE, "detectors": self._detectors_json()})
+
+    def _detectors_json(self) -> dict[str, Any]:
         return {
-            "format": FORMAT,
-            "version": 1,
-            "fpr": self.fpr,
-            "rule": "flag when score > the (1 - fpr) quantile (method 'higher') of clean scores",
-            "population": dict(self.population),
-            "detectors": {
-                d: {
-                    "settings": dict(self.settings.get(d, {})),
-                    "thresholds": {
-                        a: {
-                            "value": t.value if math.isfinite(t.value) else None,
-                            "n_clean": t.n_clean,
-                        }
-                        for a, t in table.items()
-                    },
-                }
-                for d, table in self.by_detector.items()
-            },
+            d: {
+                "settings": dict(self.settings.get(d, {})),
+                "thresholds": {
+                    a: {"value": t.value, "n_clean": t.n_clean} for a, t in table.items()
+                },
+            }
+            for d, table in self.by_detector.items()
         }
 
     @classmethod
