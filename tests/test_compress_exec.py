@@ -155,7 +155,7 @@ def test_every_backend_gives_the_same_ledger_bit_for_bit_timings_aside(
         for a, b in zip(ref.rows, got.rows):
             assert a.correct is not None and b.correct is not None
             assert np.array_equal(a.correct, b.correct), (kind, a.name)
-            art_a, art_b = ref.artefacts[a.name].artefact, got.artefacts[b.name].artefact
+            art_a, art_b = ref.artefact(a.name), got.artefact(b.name)
             assert art_a.onnx_bytes == art_b.onnx_bytes, (kind, a.name)
         assert ledgers[kind].selection.chosen.name == ledgers["inprocess"].selection.chosen.name
 
@@ -214,7 +214,7 @@ def test_a_third_party_graph_gives_the_same_ledger_in_process_and_on_ray(
     assert there.execution["executor"] == "ray"
     assert _numbers(there.to_json()) == _numbers(here.to_json())
     for c in here.candidates:
-        assert there.artefacts[c.name].onnx_bytes == here.artefacts[c.name].onnx_bytes
+        assert there.artefact(c.name).onnx_bytes == here.artefact(c.name).onnx_bytes
 
 
 def test_a_spent_time_budget_skips_the_candidates_not_started_on_ray_and_says_so(

@@ -316,7 +316,7 @@ def test_early_exit_is_a_recipe_measured_and_reaudited_like_the_others(
     assert seen == [("fp32", "graph"), ("early-exit-max-softmax", "cascade")]
     [row] = res.ledger.candidates
     assert row.artefact_kind == "cascade"
-    assert isinstance(res.ledger.artefacts[row.name].artefact, CascadeArtefact)
+    assert isinstance(res.ledger.artefact(row.name), CascadeArtefact)
     assert row.trust_value("calibration.ece") is not None  # the PyTorch cascade is re-audited
     assert row.latency_p95_ms >= row.latency_p50_ms > 0 and row.peak_rss_mb is not None
 

@@ -137,8 +137,7 @@ class CompressionResult:
             raise OptionError(
                 "name", f"no candidate {name!r} in the ledger", f"use one of {', '.join(rows)}"
             )
-        art = self.ledger.artefacts[name]
-        art = getattr(art, "artefact", art)  # a built chain, or a graph artefact
+        art = self.ledger.artefact(name)
         cand = rows[name]
         base = self.ledger.baseline.accuracy
         msg = (
@@ -248,9 +247,7 @@ def compress(
         ray_address=ray_address,
     )
     sel = select(ledger, budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
-    built = ledger.artefacts[sel.chosen.name]
-    assert built.artefact is not None
-    art = built.artefact
+    art = ledger.artefact(sel.chosen.name)
     return CompressionResult(
         ledger, sel, art.module, art.onnx_bytes, budget, spec, threat, arch, parts
     )
@@ -325,10 +322,11 @@ def compress_graph(
         ray_address=ray_address,
     )
     if bound.is_bound:  # what is written keeps the source graph's inputs and outputs
-        for art in ledger.artefacts.values():
+        for name in ledger.artefacts:
+            art = ledger.artefact(name)
             art.onnx_bytes = bound.unbind(onnx.load_from_string(art.onnx_bytes)).SerializeToString()
     sel = select(ledger, budget.max_drop, budget.max_size, max_class_drop=budget.class_drop_limit)
-    onnx_bytes = ledger.artefacts[sel.chosen.name].onnx_bytes
+    onnx_bytes = ledger.artefact(sel.chosen.name).onnx_bytes
     described = bound.described if bound.is_bound else None
     return CompressionResult(
         ledger, sel, None, onnx_bytes, budget, spec, threat, None, parts, interface=described

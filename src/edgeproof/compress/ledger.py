@@ -13,16 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeproof.compress.quantize import Parity
 from edgeproof.compress.reaudit import TrustCheck
+from edgeproof.errors import InternalError
 from edgeproof.methods.stats import paired_drop_interval
 from edgeproof.results import Figure, Interval, Metric, Table
 from edgeproof.serialize import JsonFields, fields_json
 from edgeproof.spec import ThreatModel
+
+if TYPE_CHECKING:
+    from edgeproof.compress.artefacts import Artefact
+    from edgeproof.compress.steps import Built
 
 __all__ = [
     "TRUST_COLUMNS",
@@ -218,7 +223,9 @@ class Ledger(JsonFields):
     baseline: Candidate
     candidates: list[Candidate] = field(default_factory=list)
     skipped: list[SkippedCandidate] = field(default_factory=list)
-    artefacts: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"json": False})
+    artefacts: dict[str, Built | Artefact] = field(
+        default_factory=dict, repr=False, metadata={"json": False}
+    )
     threat: ThreatModel | None = field(default=None, metadata={"key": "reaudit_threat"})
     classes: tuple[str, ...] = field(default=(), metadata={"json": False})
     certify_threat: ThreatModel | None = None
@@ -229,6 +236,18 @@ class Ledger(JsonFields):
     @property
     def rows(self) -> list[Candidate]:
         return [self.baseline, *self.candidates]
+
+    def artefact(self, name: str) -> Artefact:
+        """What candidate ``name`` ships: a built chain's artefact, or the graph artefact a graph
+        candidate is."""
+        from edgeproof.compress.steps import Built
+
+        entry = self.artefacts[name]
+        if isinstance(entry, Built):
+            if entry.artefact is None:
+                raise InternalError(f"{name}: the built chain has no artefact")
+            return entry.artefact
+        return entry
 
     def pareto(self) -> list[Candidate]:
         """Candidates not dominated in (smaller size, higher accuracy), sorted by size."""

@@ -193,7 +193,7 @@ class StraightThrough(nn.Module):
         self.hi = (255 - fq.zero_point) * fq.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fq(x)
+        y: torch.Tensor = self.fq(x)
         if not (torch.is_grad_enabled() and x.requires_grad):
             return y
         inside = ((x >= self.lo) & (x <= self.hi)).to(x.dtype)

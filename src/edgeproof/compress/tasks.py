@@ -37,7 +37,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edgeproof.checks import register_factories, registered_factories
 from edgeproof.checks.base import seed_everything
@@ -45,6 +45,10 @@ from edgeproof.compress.ledger import Candidate, Ledger, SkippedCandidate
 from edgeproof.errors import InternalError
 from edgeproof.execute import Executor, TaskOutcome, executor_for
 from edgeproof.runtime.threads import compute_threads
+
+if TYPE_CHECKING:
+    from edgeproof.compress.artefacts import Artefact
+    from edgeproof.compress.steps import Built
 
 __all__ = [
     "Measured",
@@ -80,7 +84,7 @@ class Measured:
     recipe does not apply to the model), or the ``error`` it raised with its ``traceback``."""
 
     candidate: Candidate | None = None
-    built: Any = None
+    built: Built | Artefact | None = None
     skipped: str | None = None
     error: BaseException | None = None
     traceback: str = ""
@@ -208,7 +212,7 @@ def run_candidates(
         return None
 
     done: dict[int, Candidate | SkippedCandidate] = {}
-    built: dict[int, Any] = {}
+    built: dict[int, Built | Artefact] = {}
     items = list(enumerate(recipes, start=1))
     for o in executor.run(fn, items, shared, admit=admit):
         p = plans[o.index]
@@ -219,7 +223,7 @@ def run_candidates(
                 say(f"{p.name}: skipped, not applicable: {m.skipped}")
                 tell(p.name, o.index + 1, "skipped")
             continue
-        assert m.candidate is not None
+        assert m.candidate is not None and m.built is not None
         done[o.index], built[o.index] = m.candidate, m.built
         tell(p.name, o.index + 1, "done")
         say(candidate_line(m.candidate))

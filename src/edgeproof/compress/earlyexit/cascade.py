@@ -119,7 +119,8 @@ def export_all_exits(model: EarlyExitModel) -> bytes:
     graph = onnx.load_from_string(_export(_AllExits(model), model.input_shape, names))
     # which output an audit reads (the final exit: the full network), for edgeproof audit
     onnx.helper.set_model_props(graph, {SCORES_OUTPUT_KEY: "0"})
-    return graph.SerializeToString()
+    result: bytes = graph.SerializeToString()
+    return result
 
 
 class OrtCascade:

@@ -172,7 +172,8 @@ class PlanSimulator:
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    result: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return result
 
 
 def kl_to(p: np.ndarray, z_q: np.ndarray) -> float:
