@@ -208,7 +208,6 @@ def test_certify_model_refuses_bad_input(digits_model: LoadedModel, digits_test:
 def test_certify_model_bounds_a_fake_quant_simulation(
     digits_model: LoadedModel, digits_test: Dataset
 ) -> None:
-    from edgeproof.checks.certify import _register_compress_quantizers
     from edgeproof.compress.reaudit import straight_through
     from edgeproof.compress.simulate import ActFakeQuant
 
@@ -222,7 +221,6 @@ def test_certify_model_bounds_a_fake_quant_simulation(
     fq.freeze()
     wrapped, n = straight_through(model)
     assert n == 1
-    _register_compress_quantizers(wrapped)
     x, y = digits_test.x[:8], digits_test.y[:8]
     res = certify_model(wrapped, x, y, digits_model.spec, (0.0, 0.005), methods=("ibp", "crown"))
     assert res.verified_accuracy(0.0) == pytest.approx(res.clean_correct.mean())

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from edgeproof.certify import certify_model
-from edgeproof.checks.certify import _register_compress_quantizers
 from edgeproof.compress.quantize import QuantConfig, quantize
 from edgeproof.compress.reaudit import (
     QUANTIZED_CERTIFY_NOTE,
@@ -58,7 +57,6 @@ def test_certify_reaudits_at_the_smallest_eps_with_crown_and_notes_what_a_quanti
     assert QUANTIZED_CERTIFY_NOTE in result.notes
     # the number is what certify_model proves on the same straight-through fake-quant module
     wrapped, _ = straight_through(int8_sim)
-    _register_compress_quantizers(wrapped)
     rng = np.random.default_rng(0)
     index = np.sort(rng.choice(len(audit), size=50, replace=False))
     direct = certify_model(

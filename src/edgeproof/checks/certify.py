@@ -18,8 +18,7 @@ import numpy as np
 from torch import nn
 
 from edgeproof.certify import METHODS, CertifyResult, EpsResult, MethodResult, certify_model, trace
-from edgeproof.certify.graph import BoundGraph, Builder, register_module
-from edgeproof.certify.ops import UniformQuantizer
+from edgeproof.certify.graph import BoundGraph
 from edgeproof.checks.adversarial import attack_data
 from edgeproof.checks.base import AuditContext, Check
 from edgeproof.checks.budget import AUTO, WORK_BUDGET_MACS
@@ -82,31 +81,6 @@ def crown_macs(module: nn.Module, shape: tuple[int, ...], graph: BoundGraph | No
     acts = [n for n in graph.nonlinear()][1:]
     rows = sum(graph.nodes[n.inputs[0]].numel for n in acts) + graph.nodes[graph.output].numel
     return rows * forward
-
-
-def _register_compress_quantizers(module: nn.Module) -> None:
-    """Bound edgeproof's own activation fake-quantizers (``compress.simulate.ActFakeQuant`` and
-    the ledger's ``StraightThrough`` wrapper) as uniform quantizers, imported only when the
-    model contains them."""
-    names = {
-        type(m).__name__
-        for m in module.modules()
-        if type(m).__module__.startswith("edgeproof.compress")
-    }
-    if not names & {"ActFakeQuant", "StraightThrough"}:
-        return
-    from edgeproof.compress.reaudit import StraightThrough
-    from edgeproof.compress.simulate import ActFakeQuant
-
-    def fake_quant(b: Builder, m: nn.Module, args: list[Any]) -> Any:
-        fq = m.fq if isinstance(m, StraightThrough) else m
-        assert isinstance(fq, ActFakeQuant)
-        if fq.observer is not None:  # still calibrating: the identity
-            return args[0]
-        return b.add(UniformQuantizer(fq.scale, fq.zero_point, 0, 255), [args[0]])
-
-    register_module(ActFakeQuant, fake_quant)
-    register_module(StraightThrough, fake_quant)
 
 
 def _g(v: float) -> str:
@@ -200,7 +174,6 @@ class CertifyCheck(Check):
         if _GRAPH_KEY not in ctx.cache:
             module = ctx.model.module
             assert module is not None
-            _register_compress_quantizers(module)
             ctx.cache[_GRAPH_KEY] = trace(module, ctx.threat.input.shape)
         graph: BoundGraph = ctx.cache[_GRAPH_KEY]
         return graph

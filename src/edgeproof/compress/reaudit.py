@@ -40,10 +40,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from edgeproof.certify.bound_graph import Builder, register_module
 from edgeproof.checks import available_checks, check_info, get_check
 from edgeproof.checks.base import AuditContext, Check
 from edgeproof.compress.folding import fold_batchnorm, has_batchnorm
-from edgeproof.compress.simulate import ActFakeQuant
+from edgeproof.compress.simulate import ActFakeQuant, _bound_fake_quant
 from edgeproof.data.dataset import Dataset
 from edgeproof.errors import SpecError
 from edgeproof.models.loaded import LoadedModel
@@ -367,3 +368,13 @@ def _audit(
         for m in r.metrics
     ]
     return TrustAudit(tuple(metrics), tuple(TrustCheck.of(r) for r in results), tuple(notes))
+
+
+def _bound_straight_through(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    """The bound engine sees through the estimator to its fake-quantizer (the forward pass is
+    exactly the quantizer's)."""
+    assert isinstance(m, StraightThrough)
+    return _bound_fake_quant(b, m.fq, args)
+
+
+register_module(StraightThrough, _bound_straight_through)

@@ -18,11 +18,14 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import fx, nn
 
+from edgeproof.certify.bound_graph import Builder, register_module
+from edgeproof.certify.ops import UniformQuantizer
 from edgeproof.compress.calibrate import ActivationRange, ActivationStats, activation_qparams
 from edgeproof.compress.weights import fake_quantize_weight, quantize_per_channel
 
@@ -375,3 +378,16 @@ def _weight_tensors(mod: nn.Module) -> list[tuple[str, torch.Tensor]]:
     w = mod.weight
     assert isinstance(w, torch.Tensor)
     return [("weight", w)]
+
+
+def _bound_fake_quant(b: Builder, m: nn.Module, args: list[Any]) -> Any:
+    """How the bound engine (:mod:`edgeproof.certify`) treats an :class:`ActFakeQuant`: a
+    uniform quantizer to uint8 with its scale and zero point (the identity while it is still
+    calibrating)."""
+    assert isinstance(m, ActFakeQuant)
+    if m.observer is not None:
+        return args[0]
+    return b.add(UniformQuantizer(m.scale, m.zero_point, 0, 255), [args[0]])
+
+
+register_module(ActFakeQuant, _bound_fake_quant)

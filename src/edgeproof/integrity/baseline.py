@@ -15,9 +15,12 @@ Reads the performance check's ``per_class`` table (columns ``class``, ``support`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from edgeproof.report.report import Report
 from edgeproof.results import CheckResult, Finding, Metric
+
+if TYPE_CHECKING:
+    from edgeproof.report.report import Report
 
 __all__ = ["ClassAccuracy", "compare_per_class", "per_class_accuracy"]
 
