@@ -200,6 +200,31 @@ def test_vectorised_mse_threshold_is_the_reference_loops(kind: str) -> None:
     assert _mse_threshold(v64, mn, mx) == _reference_mse_threshold(v64, mn, mx)
 
 
+@pytest.mark.parametrize("kind", ["relu", "normal", "few-values", "tiny", "constant"])
+@pytest.mark.parametrize("percentile", [99.99, 99.0, 100.0])
+def test_percentiles_read_from_the_histogram_are_numpys(kind: str, percentile: float) -> None:
+    from edgeproof.compress.calibrate import _Histograms, _percentiles
+
+    rng = np.random.default_rng(9)
+    v = (
+        {
+            "relu": np.maximum(rng.standard_normal(40_000), 0),
+            "normal": rng.laplace(size=40_000),
+            "few-values": rng.integers(-3, 5, 5_000).astype(np.float64),
+            "tiny": rng.standard_normal(3),
+            "constant": np.full(100, -0.5),
+        }[kind]
+        .astype(np.float32)
+        .astype(np.float64)
+    )
+    mn, mx = float(v.min()), float(v.max())
+    hists = _Histograms(v, mn, mx)
+    hists.signed()  # mse's histogram is there: the order statistics come from its bins
+    lo = float(np.percentile(v, 100 - percentile)) if mn < 0 else mn
+    hi = float(np.percentile(v, percentile)) if mx > 0 else mx
+    assert _percentiles(v, percentile, hists) == (lo, hi)
+
+
 def test_one_set_of_statistics_serves_every_method_like_its_own_observer(
     heavy_tailed: np.ndarray,
 ) -> None:

@@ -128,8 +128,9 @@ class ActivationStats:
             return
         if v.size > room:
             # seeded Bernoulli subsample of the batch (each value kept with probability
-            # room / size, distinct values, capped at room): ~8x faster than choice(replace=False)
-            v = v[self._rng.random(v.size) < room / v.size][:room]
+            # room / size, distinct values, capped at room): ~8x faster than choice(replace=False);
+            # np.compress is the boolean index without its branches (~4x faster at p = 1/2)
+            v = np.compress(self._rng.random(v.size) < room / v.size, v)[:room]
         self._chunks.append(v)
         self._kept += v.size
 
@@ -155,13 +156,9 @@ class ActivationStats:
         if clipping and self._values is None:
             self._values = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
         wide = np.asarray(self._values, np.float64) if clipping else np.zeros(0)
-        for method in todo:
-            lo, hi = estimate_range(
-                wide if method != "minmax" else np.zeros(0),
-                method,
-                percentile=percentile,
-                observed=(self._min, self._max),
-            )
+        hists = _Histograms(wide, self._min, self._max)
+        for method in sorted(todo, key=lambda m: m == "percentile"):  # it reads mse's histogram
+            lo, hi = _estimate(wide, method, percentile, hists)
             self._ranges[(method, key)] = ActivationRange(lo, hi, method, self._min, self._max)
         return {m: self._ranges[(m, key)] for m in methods}
 
@@ -213,12 +210,23 @@ def estimate_range(
     """The range ``(lo, hi)`` chosen by ``method`` for ``values`` (always containing 0)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     mn, mx = observed if observed is not None else (float(v.min()), float(v.max()))
+    return _estimate(v, method, percentile, _Histograms(v, mn, mx))
+
+
+def _estimate(
+    v: np.ndarray, method: str, percentile: float, hists: _Histograms
+) -> tuple[float, float]:
+    """:func:`estimate_range` of the float64 values ``v``, reading the histograms of ``hists``."""
+    mn, mx = hists.mn, hists.mx
     if method == "minmax" or v.size == 0:
         lo, hi = mn, mx
     elif method == "percentile":
-        lo, hi = _percentiles(v, percentile, mn, mx)
-    elif method in ("entropy", "mse"):
-        t = _entropy_threshold(v, mn) if method == "entropy" else _mse_threshold(v, mn, mx)
+        lo, hi = _percentiles(v, percentile, hists)
+    elif method == "entropy":
+        t = _entropy_threshold(v, mn, hists.absolute())
+        lo, hi = max(mn, -t), min(mx, t)
+    elif method == "mse":
+        t = _mse_threshold(v, mn, mx, hists.signed())
         lo, hi = max(mn, -t), min(mx, t)
     else:
         raise OptionError(
@@ -229,22 +237,96 @@ def estimate_range(
     return min(lo, 0.0), max(hi, 0.0)
 
 
-def _percentiles(v: np.ndarray, percentile: float, mn: float, mx: float) -> tuple[float, float]:
-    """The ``(100 − p)``-th percentile where some values are negative (else ``mn``) and the
-    ``p``-th where some are positive (else ``mx``), both from one partition of ``v``."""
+class _Histograms:
+    """The 2048-bin histograms of one tensor's values, each computed once for every method that
+    reads it: the signed one on ``[min, max]`` (``mse``; ``percentile`` finds its order
+    statistics in it when it is already there) and the |x| one of ``entropy``, which is the
+    signed one when the values are non-negative, their minimum is 0 and their maximum is the
+    observed one (``min``/``max`` are the observed extremes, the values maybe a subsample)."""
+
+    def __init__(self, v: np.ndarray, mn: float, mx: float) -> None:
+        self.v, self.mn, self.mx = v, mn, mx
+        self._signed: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def has_signed(self) -> bool:
+        return self._signed is not None
+
+    def signed(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._signed is None:
+            mn, mx = self.mn, self.mx
+            self._signed = np.histogram(
+                self.v, bins=_BINS, range=(mn, mx) if mx > mn else (mn, mn + 1.0)
+            )
+        return self._signed
+
+    def absolute(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The |x| histogram where it is the signed one (``None``: it is not)."""
+        v = self.v
+        same = self.mn == 0.0 and v.size > 0 and self.mx > 0.0 and float(v.max()) == self.mx
+        return self.signed() if same else None
+
+
+def _percentiles(v: np.ndarray, percentile: float, hists: _Histograms) -> tuple[float, float]:
+    """The ``(100 − p)``-th percentile where some values are negative (else the minimum) and the
+    ``p``-th where some are positive (else the maximum): ``np.percentile``'s, from one partition
+    of ``v`` — or, when the signed histogram is already there, from partitions of the one or two
+    bins that hold the order statistics (:func:`_percentile_from_histogram`)."""
+    mn, mx = hists.mn, hists.mx
     qs = [q for q, needed in ((100.0 - percentile, mn < 0), (percentile, mx > 0)) if needed]
-    got = iter([float(x) for x in np.percentile(v, qs)] if qs else [])
+    found = _percentile_from_histogram(v, qs, *hists.signed()) if hists.has_signed else None
+    if found is None and qs:
+        found = [float(x) for x in np.percentile(v, qs)]
+    got = iter(found or [])
     return (next(got) if mn < 0 else mn), (next(got) if mx > 0 else mx)
 
 
-def _mse_threshold(v: np.ndarray, mn: float, mx: float) -> float:
+def _percentile_from_histogram(
+    v: np.ndarray, qs: Sequence[float], counts: np.ndarray, edges: np.ndarray
+) -> list[float] | None:
+    """``np.percentile(v, qs)`` (method ``linear``) from the histogram ``counts``/``edges`` of
+    all of ``v``: numpy's virtual index ``(n − 1) q / 100``, its two neighbouring order
+    statistics found in their bins (the values in ``[edges[b], edges[b + 1])``, the last bin
+    closed, partitioned) and numpy's interpolation (``_lerp``); ``None`` where the histogram does
+    not hold every value exactly as the bin edges say (the caller then partitions ``v``)."""
+    n = v.size
+    cum = np.cumsum(counts)
+    if not qs or n == 0 or int(cum[-1]) != n:
+        return None
+    virtual = (n - 1) * np.true_divide(np.asarray(qs, np.float64), 100)
+    prev = np.where(virtual >= n - 1, n - 1, np.floor(virtual)).astype(np.intp)
+    nxt = np.where(virtual >= n - 1, n - 1, prev + 1)
+    gamma = np.where(virtual >= n - 1, 0.0, virtual - prev)
+    stats: dict[int, float] = {}
+    wanted = [int(k) for k in np.r_[prev, nxt]]
+    where = [int(b) for b in np.asarray(np.searchsorted(cum, wanted, side="right")).ravel()]
+    for b in sorted(set(where)):
+        ranks = sorted({k for k, kb in zip(wanted, where) if kb == b})
+        upper = v <= edges[b + 1] if b == counts.size - 1 else v < edges[b + 1]
+        inside = np.compress((v >= edges[b]) & upper, v)
+        if inside.size != int(counts[b]):
+            return None
+        below = int(cum[b]) - inside.size
+        part = np.partition(inside, [k - below for k in ranks])
+        stats.update({k: float(part[k - below]) for k in ranks})
+    out = []
+    for k0, k1, t in zip(prev.tolist(), nxt.tolist(), gamma.tolist()):
+        left, right = stats[k0], stats[k1]
+        diff = right - left
+        out.append(right - diff * (1 - t) if t >= 0.5 else left + diff * t)
+    return out
+
+
+def _mse_threshold(
+    v: np.ndarray, mn: float, mx: float, hist: tuple[np.ndarray, np.ndarray] | None = None
+) -> float:
     """Grid search of the clipping threshold minimising the 8-bit quantizer's expected MSE.
 
     The 100 thresholds are evaluated at once (a 100 × 2048 array): per threshold the range, the
     parameters of :func:`activation_qparams` (the same float operations) and the squared error of
     the histogram's bin centres; the first smallest error wins, as a loop keeping a strictly
     smaller error would choose."""
-    counts, edges = np.histogram(v, bins=_BINS, range=(mn, mx) if mx > mn else (mn, mn + 1.0))
+    counts, edges = hist if hist is not None else _Histograms(v, mn, mx).signed()
     centres = 0.5 * (edges[:-1] + edges[1:])
     w = counts.astype(np.float64)
     amax = max(abs(mn), abs(mx), 1e-12)

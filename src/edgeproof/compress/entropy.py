@@ -63,7 +63,9 @@ def _smooth(p: np.ndarray) -> np.ndarray | None:
     return result
 
 
-def _entropy_threshold(v: np.ndarray, mn: float) -> float:
+def _entropy_threshold(
+    v: np.ndarray, mn: float, given: tuple[np.ndarray, np.ndarray] | None = None
+) -> float:
     """Migacz (TensorRT) KL-divergence threshold on the 2048-bin |x| histogram.
 
     The reference algorithm (the same loop as ONNX Runtime's
@@ -87,9 +89,9 @@ def _entropy_threshold(v: np.ndarray, mn: float) -> float:
     regrouped on 2-D arrays, with an upper bound on what the screen can miss); the thresholds
     within :data:`_KL_SCREEN` of the smallest screened KL are then re-evaluated one by one
     exactly as the loop above (:func:`_kl_at`), so the threshold is the reference loop's, ties
-    included.
+    included. ``given``: the |x| histogram ``(counts, edges)`` of ``v`` if it is already there.
     """
-    hist, edges = _abs_hist(v)
+    hist, edges = _abs_hist(v) if given is None else (given[0].astype(np.float64), given[1])
     if hist.size > 1:
         hist[0] = hist[1]
     levels = 256 if mn >= 0 else 128
