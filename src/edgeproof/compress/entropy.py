@@ -18,6 +18,7 @@ threshold is the loop's, ties included.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,8 +103,9 @@ def _entropy_threshold(
     start = min(_KL_START_BIN, _BINS)
     widths = np.arange(start, _BINS + 1)
     tables = _PTables.of(hist, tails, widths, total)
+    geometry = _levels(start, levels)
     blocks = [
-        _kl_block(hist, tails, widths[b : b + _KL_BLOCK], levels, total, tables)
+        _kl_block(hist, tails, geometry.rows(b, b + _KL_BLOCK), total, tables)
         for b in range(0, widths.size, _KL_BLOCK)
     ]
     kl = np.concatenate([k for k, _ in blocks])
@@ -143,16 +145,43 @@ def _kl_at(hist: np.ndarray, tails: np.ndarray, i: int, levels: int, total: floa
     return float(np.sum(ps_[mask] * np.log(ps_[mask] / np.maximum(qs_[mask], 1e-300))))
 
 
+@dataclass(frozen=True)
+class _Levels:
+    """Where the ``levels`` quantization levels of every threshold start: row r is the threshold
+    of ``widths[r]`` bins, ``bounds[r, l]`` the first bin of level ``l`` (``bounds[r, levels]``
+    the width), ``cut`` the same cut at the row's last bin, ``last_level`` the level of its
+    last bin. The same for every histogram (computed once per level count)."""
+
+    widths: np.ndarray
+    levels: int
+    bounds: np.ndarray
+    cut: np.ndarray
+    last_level: np.ndarray
+
+    def rows(self, start: int, stop: int) -> _Levels:
+        s = slice(start, stop)
+        return _Levels(self.widths[s], self.levels, self.bounds[s], self.cut[s], self.last_level[s])
+
+
+@functools.lru_cache(maxsize=4)
+def _levels(start: int, levels: int) -> _Levels:
+    widths = np.arange(start, _BINS + 1)
+    lv = np.arange(levels + 1)
+    bounds = np.minimum((lv[None, :] * widths[:, None] + levels - 1) // levels, widths[:, None])
+    last = widths - 1
+    cut = np.minimum(bounds, last[:, None])
+    return _Levels(widths, levels, bounds, cut, (last * levels) // widths)
+
+
 def _kl_block(
     hist: np.ndarray,
     tails: np.ndarray,
-    widths: np.ndarray,
-    levels: int,
+    geometry: _Levels,
     total: float,
     tables: _PTables,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_kl_at` for every threshold in ``widths`` at once (``inf`` where it skips), and a
-    bound on how much larger than the screened value the exact one can be.
+    """:func:`_kl_at` for every threshold of ``geometry`` at once (``inf`` where it skips), and
+    a bound on how much larger than the screened value the exact one can be.
 
     The same sums, regrouped: Q is constant over the non-empty bins of a level, so
     ``KL = Σ_j ps_j (log ps_j − log qs_level(j))`` needs per level only its sum and count of
@@ -161,9 +190,10 @@ def _kl_block(
     contributes ``ε log(ε/ε) = 0`` exactly. Row r is the threshold of ``widths[r]`` bins; the
     last bin (which holds the clipped tail) is added per row. Only the rounding of the float sums
     differs from the loop (and the bounded truncation of :class:`_PTables`' series)."""
+    widths, bounds, last_level = geometry.widths, geometry.bounds, geometry.last_level
     n = widths.size
     eps = _KL_SMOOTHING
-    nonzero = hist > 0
+    nonzero = tables.nonzero
     csum = np.concatenate([[0.0], np.cumsum(hist)])  # csum[k] = hist[:k].sum(), exact
     ccnt = tables.ccnt
     last = widths - 1
@@ -172,12 +202,9 @@ def _kl_block(
     nnz = ccnt[last] + (x_last > 0)
     a = eps * (widths - nnz) / np.maximum(nnz, 1)
     # levels: bins [start_l, start_{l+1}) of each row; their hist sums and non-empty counts
-    lv = np.arange(levels + 1)
-    bounds = np.minimum((lv[None, :] * widths[:, None] + levels - 1) // levels, widths[:, None])
-    s_lv = csum[bounds[:, 1:]] - csum[bounds[:, :-1]]
-    c_lv = (ccnt[bounds[:, 1:]] - ccnt[bounds[:, :-1]]).astype(np.float64)
+    s_lv = np.diff(np.take(csum, bounds), axis=1)
+    c_lv = np.diff(np.take(ccnt, bounds), axis=1).astype(np.float64)
     rows = np.arange(n)
-    last_level = (last * levels) // widths
     add_last = (~nonzero[last]) & (x_last > 0)  # an empty last bin made non-empty by the tail
     c_lv[rows, last_level] += add_last
     mean = s_lv / np.maximum(c_lv, 1.0)
@@ -188,7 +215,7 @@ def _kl_block(
     safe_qsum = np.where(qsum > 0, qsum, 1.0)
     qs_lv = np.where(mean > 0, mean / safe_qsum[:, None] - b[:, None], eps)
     log_qs = np.log(np.maximum(qs_lv, 1e-300))
-    first, seg, missed = _p_terms(tables, a, last, bounds)
+    first, seg, missed = _p_terms(tables, a, last, geometry)
     kl = first - np.sum(seg * log_qs, axis=1)
     # the last bin
     ps_last = np.where(x_last > 0, x_last - a, eps)
@@ -292,27 +319,25 @@ class _PTables:
 
 
 def _p_terms(
-    t: _PTables, a: np.ndarray, last: np.ndarray, bounds: np.ndarray
+    t: _PTables, a: np.ndarray, last: np.ndarray, geometry: _Levels
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row, over the non-empty bins before its last one with ``ps = x − a > 0``:
     ``Σ ps log ps``, per level ``Σ ps``, and how much the first may fall short of the exact sum
     (the series' remainder; 0 where it is not used). Rows whose P has no empty bin (``a = 0``)
     read prefix sums of ``x log x``; the others :class:`_PTables`' small-value groups and series
     (or :func:`_p_terms_dense`)."""
-    n, levels = last.size, bounds.shape[1] - 1
+    n, levels = last.size, geometry.levels
     first = np.zeros(n)
     seg = np.zeros((n, levels))
     missed = np.zeros(n)
-    bz = np.minimum(bounds, last[:, None])
+    bz = geometry.cut
     flat = a == 0
     if flat.any():
-        lz = last[flat]
-        first[flat] = t.c_xlogx[lz]
-        bf = bz[flat]
-        seg[flat] = t.cx[bf[:, 1:]] - t.cx[bf[:, :-1]]
+        first[flat] = t.c_xlogx[last[flat]]
+        seg[flat] = np.diff(np.take(t.cx, bz[flat]), axis=1)
     rest = np.flatnonzero(~flat)
     if rest.size and t.dense:
-        first[rest], seg[rest] = _p_terms_dense(t, a[rest], last[rest], bounds[rest])
+        first[rest], seg[rest] = _p_terms_dense(t, a[rest], last[rest], geometry.bounds[rest])
     elif rest.size:
         first[rest], seg[rest], missed[rest] = _p_terms_grouped(t, a[rest], last[rest], bz[rest])
     return first, seg, missed
@@ -341,11 +366,10 @@ def _p_terms_grouped(
         0.0,
     )
     # per level: every non-empty bin's x − a, less the bins the row drops (x <= a)
-    dropped = np.searchsorted(t.values, a, side="right")[:, None]
-    total = t.cx[bz] - a[:, None] * t.ccnt[bz]
-    drop = t.drop_sum[dropped, bz] - a[:, None] * t.drop_cnt[dropped, bz]
-    run = total - drop
-    return first, run[:, 1:] - run[:, :-1], missed
+    dropped = np.searchsorted(t.values, a, side="right")[:, None] * t.cx.size + bz
+    run = np.take(t.cx, bz) - a[:, None] * np.take(t.ccnt, bz)
+    run -= np.take(t.drop_sum, dropped) - a[:, None] * np.take(t.drop_cnt, dropped)
+    return first, np.diff(run, axis=1), missed
 
 
 def _p_terms_dense(
