@@ -42,8 +42,9 @@ series in ``u = a / x <= 2/3`` then leaves at most ``a u^49 / (49·50·(1 − u)
 _MAX_SMALL_VALUES = 512
 
 
-def _abs_hist(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a = np.abs(v)
+def _abs_hist(v: np.ndarray, nonnegative: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The 2048-bin histogram of |v| on ``[0, max |v|]`` (``nonnegative``: v is |v| already)."""
+    a = v if nonnegative else np.abs(v)
     top = float(a.max()) if a.size else 0.0
     if top <= 0.0:
         top = 1.0
@@ -92,7 +93,10 @@ def _entropy_threshold(
     exactly as the loop above (:func:`_kl_at`), so the threshold is the reference loop's, ties
     included. ``given``: the |x| histogram ``(counts, edges)`` of ``v`` if it is already there.
     """
-    hist, edges = _abs_hist(v) if given is None else (given[0].astype(np.float64), given[1])
+    if given is None:
+        hist, edges = _abs_hist(v, nonnegative=mn >= 0)
+    else:
+        hist, edges = given[0].astype(np.float64), given[1]
     if hist.size > 1:
         hist[0] = hist[1]
     levels = 256 if mn >= 0 else 128
