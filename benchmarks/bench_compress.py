@@ -32,6 +32,7 @@ its own block); no argument runs all three.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import resource
@@ -332,9 +333,11 @@ def _time_quantizers(makers: dict[str, Quantizer], rows: list[Row]) -> None:
     for _ in range(QUANT_REPEATS):
         for label, q in makers.items():
             timed = q.from_graph()
+            gc.collect()
             c0, t0 = time.process_time(), time.perf_counter()
             graph = timed()
             secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+            del timed  # frees its activation statistics before the next timing
             row = next((r for r in rows if r.method == label), None)
             if row is None:
                 row = Row(label, graph, peer=q.peer)
@@ -343,6 +346,7 @@ def _time_quantizers(makers: dict[str, Quantizer], rows: list[Row]) -> None:
             row.graph_s.append(secs)
             row.graph_cpu_s.append(cpu)
             if q.from_model is not None:
+                gc.collect()
                 t0 = time.perf_counter()
                 assert q.from_model() == graph, f"{label}: the two paths built other graphs"
                 row.model_s.append(time.perf_counter() - t0)
