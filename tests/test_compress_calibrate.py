@@ -7,7 +7,12 @@ import pytest
 from onnx import TensorProto
 from onnxruntime.quantization.quant_utils import compute_scale_zp
 
-from edgeproof.compress.calibrate import RangeObserver, activation_qparams, estimate_range
+from edgeproof.compress.calibrate import (
+    CALIBRATION_METHODS,
+    RangeObserver,
+    activation_qparams,
+    estimate_range,
+)
 from edgeproof.compress.weights import fake_quantize_weight, quantize_groups, quantize_per_channel
 from edgeproof.errors import OptionError
 
@@ -142,6 +147,84 @@ def test_vectorised_entropy_threshold_is_the_reference_loops(kind: str) -> None:
     assert _entropy_threshold(v, mn) == _reference_entropy_threshold(v, mn)
 
 
+@pytest.mark.parametrize("kind", ["relu", "normal", "heavy"])
+def test_entropy_threshold_on_the_dense_fallback_is_the_reference_loops(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # histograms with many distinct small counts screen the P terms on a 2-D array instead of
+    # the grouped prefix tables; forced here on ordinary data
+    from edgeproof.compress import entropy
+
+    monkeypatch.setattr(entropy, "_MAX_SMALL_VALUES", 0)
+    rng = np.random.default_rng(11)
+    v = {
+        "relu": np.maximum(rng.standard_normal(50_000), 0),
+        "normal": rng.standard_normal(50_000),
+        "heavy": rng.laplace(size=20_000) ** 3,
+    }[kind]
+    mn = float(v.min())
+    assert entropy._entropy_threshold(v, mn) == _reference_entropy_threshold(v, mn)
+
+
+def _reference_mse_threshold(v: np.ndarray, mn: float, mx: float) -> float:
+    """The grid search as a loop: 100 thresholds, the first strictly smallest error wins."""
+    counts, edges = np.histogram(v, bins=2048, range=(mn, mx) if mx > mn else (mn, mn + 1.0))
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    w = counts.astype(np.float64)
+    amax = max(abs(mn), abs(mx), 1e-12)
+    best_t, best_err = amax, np.inf
+    for t in np.linspace(amax / 100.0, amax, 100):
+        lo, hi = min(max(mn, -t), 0.0), max(min(mx, t), 0.0)
+        scale, zp = activation_qparams(lo, hi)
+        q = np.clip(np.round(centres / scale) + zp, 0, 255)
+        err = float(np.sum(w * ((q - zp) * scale - centres) ** 2))
+        if err < best_err:
+            best_err, best_t = err, float(t)
+    return best_t
+
+
+@pytest.mark.parametrize("kind", ["relu", "normal", "negative", "few-values", "constant"])
+def test_vectorised_mse_threshold_is_the_reference_loops(kind: str) -> None:
+    from edgeproof.compress.calibrate import _mse_threshold
+
+    rng = np.random.default_rng(5)
+    v = {
+        "relu": np.maximum(rng.standard_normal(50_000), 0),
+        "normal": rng.laplace(size=50_000),
+        "negative": -np.abs(rng.standard_normal(20_000)) * 7,
+        "few-values": rng.integers(-3, 5, 5_000).astype(np.float64),
+        "constant": np.full(1_000, 0.25),
+    }[kind].astype(np.float32)
+    v64 = v.astype(np.float64)
+    mn, mx = float(v.min()), float(v.max())
+    assert _mse_threshold(v64, mn, mx) == _reference_mse_threshold(v64, mn, mx)
+
+
+@pytest.mark.parametrize("kind", ["relu", "normal", "few-values", "tiny", "constant"])
+@pytest.mark.parametrize("percentile", [99.99, 99.0, 100.0])
+def test_percentiles_read_from_the_histogram_are_numpys(kind: str, percentile: float) -> None:
+    from edgeproof.compress.calibrate import _Histograms, _percentiles
+
+    rng = np.random.default_rng(9)
+    v = (
+        {
+            "relu": np.maximum(rng.standard_normal(40_000), 0),
+            "normal": rng.laplace(size=40_000),
+            "few-values": rng.integers(-3, 5, 5_000).astype(np.float64),
+            "tiny": rng.standard_normal(3),
+            "constant": np.full(100, -0.5),
+        }[kind]
+        .astype(np.float32)
+        .astype(np.float64)
+    )
+    mn, mx = float(v.min()), float(v.max())
+    hists = _Histograms(v, mn, mx)
+    hists.signed()  # mse's histogram is there: the order statistics come from its bins
+    lo = float(np.percentile(v, 100 - percentile)) if mn < 0 else mn
+    hi = float(np.percentile(v, percentile)) if mx > 0 else mx
+    assert _percentiles(v, percentile, hists) == (lo, hi)
+
+
 def test_one_set_of_statistics_serves_every_method_like_its_own_observer(
     heavy_tailed: np.ndarray,
 ) -> None:
@@ -156,3 +239,7 @@ def test_one_set_of_statistics_serves_every_method_like_its_own_observer(
             own.observe(chunk)
         assert stats.range(method) == own.range()
     assert stats.range("entropy") is stats.range("entropy")  # computed once
+    together = ActivationStats()
+    for chunk in np.array_split(heavy_tailed, 5):
+        together.observe(chunk)
+    assert together.ranges(CALIBRATION_METHODS) == {m: stats.range(m) for m in CALIBRATION_METHODS}

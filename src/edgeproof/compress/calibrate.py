@@ -13,7 +13,7 @@ methods:
   the clipped tail added to its last bin, Q = hist[:i] merged into L levels (128 for signed
   tensors, 256 for non-negative ones: the levels the uint8 quantizer has on [0, t]) and expanded
   back over the non-empty bins, both smoothed (eps 1e-4, ONNX Runtime's
-  ``smooth_distribution``); the threshold minimises KL(P‖Q) (see :func:`_entropy_threshold`).
+  ``smooth_distribution``); the threshold minimises KL(P‖Q) (see :mod:`edgeproof.compress.entropy`).
 * ``mse`` — the clipping threshold that minimises the expected squared quantization error (the
   objective of ACIQ, Banner et al. 2019, and OCTAV, Sakr et al. 2022), found by a grid search of
   100 thresholds in (0, max|x|] evaluated **for the actual asymmetric 8-bit quantizer** on the
@@ -27,11 +27,16 @@ room/size) and later batches are not kept (min/max stay exact).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from edgeproof.compress.entropy import _BINS as _BINS
+from edgeproof.compress.entropy import _abs_hist as _abs_hist
+from edgeproof.compress.entropy import _entropy_threshold as _entropy_threshold
+from edgeproof.compress.entropy import _kl_at as _kl_at
 from edgeproof.errors import OptionError
 
 __all__ = [
@@ -47,7 +52,6 @@ __all__ = [
 CalibrationMethod = Literal["minmax", "percentile", "entropy", "mse"]
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy", "mse")
 _MAX_KEEP = 1 << 20
-_BINS = 2048
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,8 @@ class ActivationStats:
         self._max = -np.inf
         self._ranges: dict[tuple[str, float], ActivationRange] = {}
         self._values: np.ndarray | None = None
+        self.count = 0
+        """How many values were observed (kept or not)."""
 
     @property
     def observed(self) -> bool:
@@ -112,6 +118,7 @@ class ActivationStats:
             return
         self._ranges.clear()
         self._values = None
+        self.count += v.size
         self._min = min(self._min, float(v.min()))
         self._max = max(self._max, float(v.max()))
         if not self.keep_values:
@@ -121,33 +128,39 @@ class ActivationStats:
             return
         if v.size > room:
             # seeded Bernoulli subsample of the batch (each value kept with probability
-            # room / size, distinct values, capped at room): ~8x faster than choice(replace=False)
-            v = v[self._rng.random(v.size) < room / v.size][:room]
+            # room / size, distinct values, capped at room): ~8x faster than choice(replace=False);
+            # np.compress is the boolean index without its branches (~4x faster at p = 1/2)
+            v = np.compress(self._rng.random(v.size) < room / v.size, v)[:room]
         self._chunks.append(v)
         self._kept += v.size
 
     def range(self, method: str, percentile: float = 99.99) -> ActivationRange:
         """The range ``method`` chooses for the observed values (computed once, then cached)."""
-        _check_method(method)
+        return self.ranges((method,), percentile)[method]
+
+    def ranges(
+        self, methods: Sequence[str], percentile: float = 99.99
+    ) -> dict[str, ActivationRange]:
+        """The range of every method in ``methods`` (each computed once, then cached): the kept
+        values are widened to float64 once for all the methods not computed yet."""
+        for method in methods:
+            _check_method(method)
         _check_percentile(percentile)
         if not self.observed:
             raise ValueError("ActivationStats.range(): no values were observed")
-        key = (method, float(percentile))
-        if key not in self._ranges:
-            if method != "minmax" and not self.keep_values:
-                raise ValueError(f"ActivationStats.range({method!r}): only min/max were kept")
-            if self._values is None:
-                self._values = (
-                    np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
-                )
-            lo, hi = estimate_range(
-                self._values if method != "minmax" else np.zeros(0, np.float32),
-                method,
-                percentile=percentile,
-                observed=(self._min, self._max),
-            )
-            self._ranges[key] = ActivationRange(lo, hi, method, self._min, self._max)
-        return self._ranges[key]
+        key = float(percentile)
+        todo = [m for m in dict.fromkeys(methods) if (m, key) not in self._ranges]
+        clipping = [m for m in todo if m != "minmax"]
+        if clipping and not self.keep_values:
+            raise ValueError(f"ActivationStats.range({clipping[0]!r}): only min/max were kept")
+        if clipping and self._values is None:
+            self._values = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+        wide = np.asarray(self._values, np.float64) if clipping else np.zeros(0)
+        hists = _Histograms(wide, self._min, self._max)
+        for method in sorted(todo, key=lambda m: m == "percentile"):  # it reads mse's histogram
+            lo, hi = _estimate(wide, method, percentile, hists)
+            self._ranges[(method, key)] = ActivationRange(lo, hi, method, self._min, self._max)
+        return {m: self._ranges[(m, key)] for m in methods}
 
 
 class RangeObserver:
@@ -197,13 +210,23 @@ def estimate_range(
     """The range ``(lo, hi)`` chosen by ``method`` for ``values`` (always containing 0)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     mn, mx = observed if observed is not None else (float(v.min()), float(v.max()))
+    return _estimate(v, method, percentile, _Histograms(v, mn, mx))
+
+
+def _estimate(
+    v: np.ndarray, method: str, percentile: float, hists: _Histograms
+) -> tuple[float, float]:
+    """:func:`estimate_range` of the float64 values ``v``, reading the histograms of ``hists``."""
+    mn, mx = hists.mn, hists.mx
     if method == "minmax" or v.size == 0:
         lo, hi = mn, mx
     elif method == "percentile":
-        lo = float(np.percentile(v, 100.0 - percentile)) if mn < 0 else mn
-        hi = float(np.percentile(v, percentile)) if mx > 0 else mx
-    elif method in ("entropy", "mse"):
-        t = _entropy_threshold(v, mn) if method == "entropy" else _mse_threshold(v, mn, mx)
+        lo, hi = _percentiles(v, percentile, hists)
+    elif method == "entropy":
+        t = _entropy_threshold(v, mn, hists.absolute())
+        lo, hi = max(mn, -t), min(mx, t)
+    elif method == "mse":
+        t = _mse_threshold(v, mn, mx, hists.signed())
         lo, hi = max(mn, -t), min(mx, t)
     else:
         raise OptionError(
@@ -214,218 +237,119 @@ def estimate_range(
     return min(lo, 0.0), max(hi, 0.0)
 
 
-def _abs_hist(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a = np.abs(v)
-    top = float(a.max()) if a.size else 0.0
-    if top <= 0.0:
-        top = 1.0
-    hist, edges = np.histogram(a, bins=_BINS, range=(0.0, top))
-    return hist.astype(np.float64), edges
+class _Histograms:
+    """The 2048-bin histograms of one tensor's values, each computed once for every method that
+    reads it: the signed one on ``[min, max]`` (``mse``; ``percentile`` finds its order
+    statistics in it when it is already there) and the |x| one of ``entropy``, which is the
+    signed one when the values are non-negative, their minimum is 0 and their maximum is the
+    observed one (``min``/``max`` are the observed extremes, the values maybe a subsample)."""
+
+    def __init__(self, v: np.ndarray, mn: float, mx: float) -> None:
+        self.v, self.mn, self.mx = v, mn, mx
+        self._signed: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def has_signed(self) -> bool:
+        return self._signed is not None
+
+    def signed(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._signed is None:
+            mn, mx = self.mn, self.mx
+            self._signed = np.histogram(
+                self.v, bins=_BINS, range=(mn, mx) if mx > mn else (mn, mn + 1.0)
+            )
+        return self._signed
+
+    def absolute(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The |x| histogram where it is the signed one (``None``: it is not)."""
+        v = self.v
+        same = self.mn == 0.0 and v.size > 0 and self.mx > 0.0 and float(v.max()) == self.mx
+        return self.signed() if same else None
 
 
-_KL_START_BIN = 128
-_KL_SMOOTHING = 1e-4
+def _percentiles(v: np.ndarray, percentile: float, hists: _Histograms) -> tuple[float, float]:
+    """The ``(100 − p)``-th percentile where some values are negative (else the minimum) and the
+    ``p``-th where some are positive (else the maximum): ``np.percentile``'s, from one partition
+    of ``v`` — or, when the signed histogram is already there, from partitions of the one or two
+    bins that hold the order statistics (:func:`_percentile_from_histogram`)."""
+    mn, mx = hists.mn, hists.mx
+    qs = [q for q, needed in ((100.0 - percentile, mn < 0), (percentile, mx > 0)) if needed]
+    found = _percentile_from_histogram(v, qs, *hists.signed()) if hists.has_signed else None
+    if found is None and qs:
+        found = [float(x) for x in np.percentile(v, qs)]
+    got = iter(found or [])
+    return (next(got) if mn < 0 else mn), (next(got) if mx > 0 else mx)
 
 
-def _smooth(p: np.ndarray) -> np.ndarray | None:
-    """ONNX Runtime's ``smooth_distribution``: move ``eps`` of mass onto every empty bin, taken
-    evenly from the non-empty ones (``None`` if nothing is non-empty)."""
-    zeros = p == 0
-    n_zeros = int(zeros.sum())
-    n_nonzeros = p.size - n_zeros
-    if n_nonzeros == 0:
+def _percentile_from_histogram(
+    v: np.ndarray, qs: Sequence[float], counts: np.ndarray, edges: np.ndarray
+) -> list[float] | None:
+    """``np.percentile(v, qs)`` (method ``linear``) from the histogram ``counts``/``edges`` of
+    all of ``v``: numpy's virtual index ``(n − 1) q / 100``, its two neighbouring order
+    statistics found in their bins (the values in ``[edges[b], edges[b + 1])``, the last bin
+    closed, partitioned) and numpy's interpolation (``_lerp``); ``None`` where the histogram does
+    not hold every value exactly as the bin edges say (the caller then partitions ``v``)."""
+    n = v.size
+    cum = np.cumsum(counts)
+    if not qs or n == 0 or int(cum[-1]) != n:
         return None
-    eps1 = _KL_SMOOTHING * n_zeros / n_nonzeros
-    result: np.ndarray = p + _KL_SMOOTHING * zeros - eps1 * ~zeros
-    return result
+    virtual = (n - 1) * np.true_divide(np.asarray(qs, np.float64), 100)
+    prev = np.where(virtual >= n - 1, n - 1, np.floor(virtual)).astype(np.intp)
+    nxt = np.where(virtual >= n - 1, n - 1, prev + 1)
+    gamma = np.where(virtual >= n - 1, 0.0, virtual - prev)
+    stats: dict[int, float] = {}
+    wanted = [int(k) for k in np.r_[prev, nxt]]
+    where = [int(b) for b in np.asarray(np.searchsorted(cum, wanted, side="right")).ravel()]
+    for b in sorted(set(where)):
+        ranks = sorted({k for k, kb in zip(wanted, where) if kb == b})
+        upper = v <= edges[b + 1] if b == counts.size - 1 else v < edges[b + 1]
+        inside = np.compress((v >= edges[b]) & upper, v)
+        if inside.size != int(counts[b]):
+            return None
+        below = int(cum[b]) - inside.size
+        part = np.partition(inside, [k - below for k in ranks])
+        stats.update({k: float(part[k - below]) for k in ranks})
+    out = []
+    for k0, k1, t in zip(prev.tolist(), nxt.tolist(), gamma.tolist()):
+        left, right = stats[k0], stats[k1]
+        diff = right - left
+        out.append(right - diff * (1 - t) if t >= 0.5 else left + diff * t)
+    return out
 
 
-def _entropy_threshold(v: np.ndarray, mn: float) -> float:
-    """Migacz (TensorRT) KL-divergence threshold on the 2048-bin |x| histogram.
+def _mse_threshold(
+    v: np.ndarray, mn: float, mx: float, hist: tuple[np.ndarray, np.ndarray] | None = None
+) -> float:
+    """Grid search of the clipping threshold minimising the 8-bit quantizer's expected MSE.
 
-    The reference algorithm ("8-bit Inference with TensorRT", GTC 2017; the same loop as ONNX
-    Runtime's ``HistogramCalibrater(method="entropy")`` and NVIDIA pytorch-quantization's
-    ``_compute_amax_entropy``): for every candidate threshold of ``i >= 128`` bins (step 1),
-    P = hist[:i] with the clipped tail added to its last bin; Q = hist[:i] merged into ``L``
-    quantization levels and expanded back evenly over the bins where P is non-empty; both
-    normalised and smoothed (ONNX Runtime's ``smooth_distribution``, eps = 1e-4); the threshold
-    is the bin edge minimising KL(P‖Q) (the largest one on ties, as pytorch-quantization).
-
-    ``L`` is what the executed quantizer really has on ``[0, t]``: 128 for a signed tensor (the
-    uint8 range spans ``[-t, t]``) and 256 for a non-negative one (pytorch-quantization's
-    ``unsigned``). Bin 0 is replaced by bin 1's count before the search, as pytorch-quantization
-    does: after a ReLU about half the values are exact zeros, which the quantizer represents
-    exactly, and left in the histogram that spike makes every threshold that merges bin 0 with
-    its neighbours look costly — the search then picks the smallest threshold allowed (``i = L``
-    bins, where no bins merge), clipping the bulk of the activation (the CNN-LSTM collapsed from
-    0.962 to 0.374 accuracy that way).
-
-    Speed: KL(P‖Q) is screened for blocks of thresholds at once (:func:`_kl_block`, the same sums
-    regrouped on a 2-D array, logs of P in float32); the few thresholds within
-    :data:`_KL_SCREEN` of the smallest screened KL are then re-evaluated one by one exactly as
-    the loop above (:func:`_kl_at`), so the threshold is the reference loop's, ties included.
-    """
-    hist, edges = _abs_hist(v)
-    if hist.size > 1:
-        hist[0] = hist[1]
-    levels = 256 if mn >= 0 else 128
-    total = float(hist.sum())
-    if total <= 0:
-        return float(edges[-1])
-    tails = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])  # tails[i] = hist[i:].sum()
-    start = min(_KL_START_BIN, _BINS)
-    widths = np.arange(start, _BINS + 1)
-    kl = np.concatenate(
-        [
-            _kl_block(hist, tails, widths[b : b + _KL_BLOCK], levels, total)
-            for b in range(0, widths.size, _KL_BLOCK)
-        ]
-    )
-    finite = np.isfinite(kl)
-    if not finite.any():
-        return float(edges[_BINS])
-    best = float(kl[finite].min())
-    near = widths[finite & (kl <= best + _KL_SCREEN * (1.0 + abs(best)))]
-    best_kl, best_i = np.inf, _BINS
-    for i in near.tolist():  # ascending: ``<=`` keeps the largest i on an exact tie
-        k = _kl_at(hist, tails, i, levels, total)
-        if k is not None and k <= best_kl:
-            best_kl, best_i = k, i
-    return float(edges[best_i])
-
-
-_KL_BLOCK = 128
-_KL_SCREEN = 5e-5
-"""How close to the smallest screened KL a threshold must be to be re-evaluated exactly. The screen
-takes ``log ps`` in float32 (≤ 4 ulp ≈ 8e-6 absolute for |log ps| ≤ 32, plus 6e-8 from rounding
-ps), weighted by ps (Σ ps ≈ 1): its KL is within ~1e-5 of the exact one, well inside 5e-5."""
-
-
-def _kl_at(hist: np.ndarray, tails: np.ndarray, i: int, levels: int, total: float) -> float | None:
-    """KL(P‖Q) of the threshold at ``i`` bins: one iteration of the reference loop (``None``
-    where the loop skips the threshold)."""
-    sliced = hist[:i]
-    p = sliced.copy()
-    p[-1] += tails[i]
-    nonzero = p > 0
-    idx = (np.arange(i) * levels) // i
-    q_sum = np.bincount(idx, weights=sliced, minlength=levels)
-    q_cnt = np.bincount(idx, weights=nonzero.astype(np.float64), minlength=levels)
-    q = np.where(nonzero, q_sum[idx] / np.maximum(q_cnt[idx], 1.0), 0.0)
-    qs = q.sum()
-    if qs <= 0:
-        return None
-    ps_, qs_ = _smooth(p / total), _smooth(q / qs)
-    if ps_ is None or qs_ is None:
-        return None
-    mask = ps_ > 0
-    return float(np.sum(ps_[mask] * np.log(ps_[mask] / np.maximum(qs_[mask], 1e-300))))
-
-
-def _kl_block(
-    hist: np.ndarray, tails: np.ndarray, widths: np.ndarray, levels: int, total: float
-) -> np.ndarray:
-    """:func:`_kl_at` for every threshold in ``widths`` at once (``inf`` where it skips).
-
-    The same sums, regrouped: Q is constant over the non-empty bins of a level, so
-    ``KL = Σ_j ps_j (log ps_j − log qs_level(j))`` needs per level only its sum and count of
-    non-empty bins (prefix sums of the integer histogram: exact) and per bin one ``log ps_j``;
-    an empty bin contributes ``ε log(ε/ε) = 0`` exactly. Row r is the threshold of
-    ``widths[r]`` bins; the last bin (which holds the clipped tail) is added per row. Only the
-    rounding of the float sums differs from the loop."""
-    n = widths.size
-    eps = _KL_SMOOTHING
-    x = hist / total
-    nonzero = hist > 0
-    csum = np.concatenate([[0.0], np.cumsum(hist)])  # csum[k] = hist[:k].sum(), exact
-    ccnt = np.concatenate([[0], np.cumsum(nonzero)])
-    last = widths - 1
-    x_last = (hist[last] + tails[widths]) / total
-    # P's non-empty bins, smoothing constant of P
-    nnz = ccnt[last] + (x_last > 0)
-    a = eps * (widths - nnz) / np.maximum(nnz, 1)
-    # levels: bins [start_l, start_{l+1}) of each row; their hist sums and non-empty counts
-    lv = np.arange(levels + 1)
-    bounds = np.minimum((lv[None, :] * widths[:, None] + levels - 1) // levels, widths[:, None])
-    s_lv = csum[bounds[:, 1:]] - csum[bounds[:, :-1]]
-    c_lv = (ccnt[bounds[:, 1:]] - ccnt[bounds[:, :-1]]).astype(np.float64)
-    rows = np.arange(n)
-    last_level = (last * levels) // widths
-    add_last = (~nonzero[last]) & (x_last > 0)  # an empty last bin made non-empty by the tail
-    c_lv[rows, last_level] += add_last
-    mean = s_lv / np.maximum(c_lv, 1.0)
-    qsum = np.sum(mean * c_lv, axis=1)
-    q_pos = (mean > 0) & (c_lv > 0)
-    n_qpos = np.sum(np.where(q_pos, c_lv, 0.0), axis=1)
-    b = eps * (widths - n_qpos) / np.maximum(n_qpos, 1.0)
-    safe_qsum = np.where(qsum > 0, qsum, 1.0)
-    qs_lv = np.where(mean > 0, mean / safe_qsum[:, None] - b[:, None], eps)
-    log_qs = np.log(np.maximum(qs_lv, 1e-300))
-    first, seg = _p_terms(x, nonzero, ccnt, a, last, bounds)
-    kl = first - np.sum(seg * log_qs, axis=1)
-    # the last bin
-    ps_last = np.where(x_last > 0, x_last - a, eps)
-    lq_last = log_qs[rows, last_level]
-    has_q = (mean[rows, last_level] > 0) & (x_last > 0)
-    lq_last = np.where(has_q, lq_last, np.log(eps))
-    kl += np.where(ps_last > 0, ps_last * (np.log(np.maximum(ps_last, 1e-300)) - lq_last), 0.0)
-    return np.where(qsum > 0, kl, np.inf)
-
-
-def _p_terms(
-    x: np.ndarray,
-    nonzero: np.ndarray,
-    ccnt: np.ndarray,
-    a: np.ndarray,
-    last: np.ndarray,
-    bounds: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, over the non-empty bins before its last one: ``Σ ps log ps`` and, per level,
-    ``Σ ps`` (ps = x − a where positive). Rows whose P has no empty bin (``a = 0``) read prefix
-    sums of ``x log x`` (float64); the others take one float32 ``log`` per bin on a 2-D array
-    masked beyond each row's width (``ccnt`` maps a bin bound to its position among the
-    non-empty bins)."""
-    n, levels = last.size, bounds.shape[1] - 1
-    first = np.zeros(n)
-    seg = np.zeros((n, levels))
-    flat = a == 0
-    if flat.any():
-        xlogx = np.where(nonzero, x * np.log(np.where(nonzero, x, 1.0)), 0.0)
-        c1 = np.concatenate([[0.0], np.cumsum(xlogx)])
-        cx = np.concatenate([[0.0], np.cumsum(x)])
-        lz = last[flat]
-        first[flat] = c1[lz]
-        bz = np.minimum(bounds[flat], lz[:, None])
-        seg[flat] = cx[bz[:, 1:]] - cx[bz[:, :-1]]
-    rest = np.flatnonzero(~flat)
-    if rest.size:
-        lr = last[rest]
-        nz_cols = np.flatnonzero(nonzero[: int(lr.max())])
-        ps = x[nz_cols][None, :] - a[rest][:, None]
-        mask = (ps > 0) & (nz_cols[None, :] < lr[:, None])
-        ps = np.where(mask, ps, 0.0)
-        logs = np.zeros(ps.shape, np.float32)  # float32 logs: see _KL_SCREEN
-        np.log(ps.astype(np.float32), out=logs, where=mask)
-        first[rest] = np.sum(ps * logs, axis=1)
-        run = np.zeros((rest.size, nz_cols.size + 1))
-        np.cumsum(ps, axis=1, out=run[:, 1:])
-        sb = ccnt[np.minimum(bounds[rest], lr[:, None])]
-        seg[rest] = np.take_along_axis(run, sb[:, 1:], 1) - np.take_along_axis(run, sb[:, :-1], 1)
-    return first, seg
-
-
-def _mse_threshold(v: np.ndarray, mn: float, mx: float) -> float:
-    """Grid search of the clipping threshold minimising the 8-bit quantizer's expected MSE."""
-    counts, edges = np.histogram(v, bins=_BINS, range=(mn, mx) if mx > mn else (mn, mn + 1.0))
+    The 100 thresholds are evaluated at once (a 100 × 2048 array): per threshold the range, the
+    parameters of :func:`activation_qparams` (the same float operations) and the squared error of
+    the histogram's bin centres; the first smallest error wins, as a loop keeping a strictly
+    smaller error would choose."""
+    counts, edges = hist if hist is not None else _Histograms(v, mn, mx).signed()
     centres = 0.5 * (edges[:-1] + edges[1:])
     w = counts.astype(np.float64)
     amax = max(abs(mn), abs(mx), 1e-12)
-    best_t, best_err = amax, np.inf
-    for t in np.linspace(amax / 100.0, amax, 100):
-        lo, hi = min(max(mn, -t), 0.0), max(min(mx, t), 0.0)
-        scale, zp = activation_qparams(lo, hi)
-        q = np.clip(np.round(centres / scale) + zp, 0, 255)
-        err = float(np.sum(w * ((q - zp) * scale - centres) ** 2))
-        if err < best_err:
-            best_err, best_t = err, float(t)
-    return best_t
+    ts = np.linspace(amax / 100.0, amax, 100)
+    lo = np.minimum(np.maximum(mn, -ts), 0.0)
+    hi = np.maximum(np.minimum(mx, ts), 0.0)
+    scale, zp = _qparams(lo, hi)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        q = np.clip(np.round(centres[None, :] / scale[:, None]) + zp[:, None], 0, 255)
+        err = np.sum(w * ((q - zp[:, None]) * scale[:, None] - centres) ** 2, axis=1)
+    valid = err < np.inf  # a loop from best = inf never takes an inf or nan error
+    if not valid.any():
+        return amax
+    return float(ts[int(np.argmin(np.where(valid, err, np.inf)))])
+
+
+def _qparams(lo: np.ndarray, hi: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`activation_qparams` of every ``(lo[k], hi[k])`` (``lo <= 0 <= hi``), elementwise:
+    the scale rounded to float32 as there, the zero point as a float."""
+    qmax = (1 << bits) - 1
+    width = hi - lo
+    empty = width <= 0.0
+    scale = np.where(empty, 1.0, (width / qmax).astype(np.float32).astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zp = np.where(empty, 0.0, np.clip(np.round(-lo / scale), 0, qmax))
+    return scale, zp

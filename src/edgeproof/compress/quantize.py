@@ -391,14 +391,16 @@ def choose_calibration(
     ``x_calib`` and its PyTorch simulation run on the same records; the method with the smallest
     mean ``KL(p_fp32 ‖ p_q)`` of the softmax outputs wins (ties: percentile, mse, entropy,
     minmax). No labels and no evaluation data are used, so the choice cannot leak the test set.
-    The records run through the module once (``prepared``'s simulator); each method's
-    simulation is the same template with that method's ranges.
+    The records run through the module once (``prepared``'s simulator: its calibration pass,
+    whose outputs are the fp32 reference); each point's values are read once for the four
+    ranges; each method's simulation is the same template with that method's ranges, run once
+    over the records in cache-sized chunks (:attr:`Simulator.chunk
+    <edgeproof.compress.simulate.Simulator.chunk>`).
     """
     prep = _prepared_for(prepared, module, x_calib, config)
     sim = prep.simulator
-    xt = torch.from_numpy(prep.x_calib)
-    with torch.no_grad():
-        p = _softmax(prep.folded(xt).numpy())
+    p = _softmax(sim.fp32_outputs)
+    sim.estimate(_AUTO_PREFERENCE, config.percentile)
     template = sim.template()
     kl: dict[str, float] = {}
     for method in _AUTO_PREFERENCE:
@@ -410,11 +412,10 @@ def choose_calibration(
             config.group_size,
             config.int8_weight_bits,
         )
-        with torch.no_grad():
-            q = _softmax(template(xt).numpy())
+        q = _softmax(sim.outputs(template))
         kl[method] = float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
     chosen = min(_AUTO_PREFERENCE, key=lambda m: (kl[m], _AUTO_PREFERENCE.index(m)))
-    return CalibrationChoice(chosen, kl, int(xt.shape[0]))
+    return CalibrationChoice(chosen, kl, int(prep.x_calib.shape[0]))
 
 
 def _prepared_for(

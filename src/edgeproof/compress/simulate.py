@@ -10,14 +10,15 @@ int32 grid ``s_x · s_w[c]``). A point after MaxPool/Flatten/… reuses its sour
 :class:`Simulator` runs the calibration records through the module **once** and keeps each
 point's values (:class:`~edgeproof.compress.calibrate.ActivationStats`); every range method and
 every configuration built on the same module reads them (``calibration="auto"`` compares all
-four methods on one calibration pass).
+four methods on one calibration pass, whose outputs — the fake quantizers only observe — are the
+fp32 reference it compares them with).
 """
 
 from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -250,12 +251,46 @@ class Simulator:
             if isinstance(b := getattr(mod, "bias", None), torch.Tensor)
         }
         self._wq: dict[tuple[str, str, int, int | None], torch.Tensor] = {}
+        self._fp32_out: np.ndarray | None = None
+        self._chunk = _CALIB_BATCH
 
     @property
     def stats(self) -> dict[str, ActivationStats]:
         """Point name → the values observed there (calibrating on first use)."""
         self.template()
         return self._stats
+
+    @property
+    def fp32_outputs(self) -> np.ndarray:
+        """The folded module's outputs on the calibration records: those of the calibration
+        pass, whose fake quantizers only observe (calibrating on first use)."""
+        self.template()
+        assert self._fp32_out is not None
+        return self._fp32_out
+
+    def outputs(self, gm: fx.GraphModule) -> np.ndarray:
+        """``gm``'s outputs on the calibration records, in chunks of :attr:`chunk` records."""
+        assert self._x is not None
+        xt = torch.from_numpy(np.ascontiguousarray(self._x, np.float32))
+        with torch.no_grad():
+            parts = [gm(xt[i : i + self.chunk]) for i in range(0, xt.shape[0], self.chunk)]
+        return torch.cat(parts).numpy()
+
+    @property
+    def chunk(self) -> int:
+        """Records per forward pass of :meth:`outputs`: the power of two (at most 256) whose
+        largest activation fits in :data:`_CHUNK_BYTES` (about an L2 cache), so the passes run
+        from cache — ResNet-20 on 3×32×32 runs 256 records ~1.7× faster in chunks of 32 than at
+        once on one thread. Known after the calibration pass (which runs batches of 128)."""
+        self.template()
+        return self._chunk
+
+    def estimate(self, methods: Sequence[str], percentile: float = 99.99) -> None:
+        """Every point's range by each of ``methods`` (shared points excepted: they take their
+        source's), computed now, each point's values read once for all the methods."""
+        for pt, stats in self.stats.items():
+            if pt not in self._shared:
+                stats.ranges(methods, percentile)
 
     def build(
         self,
@@ -346,19 +381,36 @@ class Simulator:
         gm.recompile()
         with torch.no_grad():
             xt = torch.from_numpy(np.ascontiguousarray(self._x, np.float32))
-            for i in range(0, xt.shape[0], 128):
-                gm(xt[i : i + 128])
+            out = [gm(xt[i : i + _CALIB_BATCH]) for i in range(0, xt.shape[0], _CALIB_BATCH)]
+        if all(isinstance(o, torch.Tensor) for o in out):
+            self._fp32_out = torch.cat(out).numpy()
         for point, fq_name in self._fq_of_point.items():
             fq = _fq(gm, fq_name)
             assert fq.observer is not None
             self._stats[point] = fq.observer
             fq.observer = None
+        self._chunk = _chunk_for(self._stats.values(), xt.shape[0])
         for n in qnodes:  # the fake quantizer inserted after `act` now feeds this node
             act = n.args[0]
             if isinstance(act, fx.Node) and str(act.target).startswith("actq_"):
                 self._input_fq[str(n.target)] = str(act.target)
         self._template = gm
         return gm
+
+
+_CALIB_BATCH = 128
+"""Records per batch of the calibration pass (each point observes one batch at a time)."""
+_CHUNK_BYTES = 2 << 20
+"""The largest activation of a chunk of :meth:`Simulator.outputs` stays under this size."""
+
+
+def _chunk_for(stats: Iterable[ActivationStats], records: int) -> int:
+    """The chunk of :attr:`Simulator.chunk` for points that observed ``stats`` on ``records``."""
+    per_record = max((s.count for s in stats), default=0) * 4 / max(records, 1)
+    chunk = 256
+    while chunk > 1 and chunk * per_record > _CHUNK_BYTES:
+        chunk //= 2
+    return chunk
 
 
 def _fq(gm: fx.GraphModule, name: str) -> ActFakeQuant:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
@@ -23,8 +24,10 @@ def cpu_name() -> str:
     return f"{name} ({os.cpu_count()} logical cores)"
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags of ``/proc/cpuinfo`` (empty where it cannot be read)."""
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where it cannot be read), read once per
+    process (static int8 asks for every layer whether weights need the reduced range)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
