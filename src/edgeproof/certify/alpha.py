@@ -115,15 +115,16 @@ def init_alpha(
             if form[0] == "patch":
                 assert plan is not None and start is not None
                 _, stride, pad, kernel = form
-                _c, _h, w_ = graph.nodes[start].shape
+                _c, h_, w_ = graph.nodes[start].shape
                 pos = plan.index
-                pi, pj = (pos // w_) % _h, pos % w_
+                pi, pj = (pos // w_) % h_, pos % w_
                 probe = Patches(
                     torch.zeros(b, 2 * plan.rows, 1, *kernel, dtype=rel.lower_slope.dtype),  # type: ignore[misc]
                     torch.cat([pi, pi], 1),
                     torch.cat([pj, pj], 1),
                     stride,  # type: ignore[arg-type]
                     pad,  # type: ignore[arg-type]
+                    (h_, w_),
                 )
                 alphas[n.index] = probe.window(rel.lower_slope).clone()
             else:

@@ -154,16 +154,15 @@ def conv_transpose2d_fast(
     dilation: Sequence[int],
     out_hw: Sequence[int],
 ) -> Tensor:
-    """``conv_transpose2d`` of many rows, by the fastest of three equal computations on one CPU
-    thread (measured for the shapes bound propagation produces): for 1–3 output channels a
-    matrix product followed by ``fold`` (oneDNN's kernel is slow there); for maps of 100+
-    positions the channels-last kernel, whose output stays channels-last (the elementwise steps
-    that follow keep that layout, so the next transposed convolution needs no conversion;
-    converting back and forth would cost more than the kernel saves); otherwise the default
-    one."""
+    """``conv_transpose2d`` of many rows, by the faster of two equal computations on one CPU
+    thread (measured for the shapes bound propagation produces): for one output channel a
+    matrix product followed by ``fold``; otherwise the channels-last kernel (2–5× oneDNN's
+    default layout from 3 output channels up), whose output stays channels-last: the
+    elementwise steps that follow keep that layout, so the next transposed convolution needs no
+    conversion."""
     cout, cin = weight.shape[0], weight.shape[1] * groups
     h, w = int(out_hw[0]), int(out_hw[1])
-    if groups == 1 and cin <= 3:
+    if groups == 1 and cin == 1:
         n = a.shape[0]
         k1, k2 = weight.shape[2], weight.shape[3]
         cols = torch.matmul(weight.reshape(cout, cin * k1 * k2).t(), a.reshape(n, cout, -1))
@@ -175,18 +174,7 @@ def conv_transpose2d_fast(
             padding=tuple(padding),
             stride=tuple(stride),
         )
-    if h * w >= 100:
-        a = a.contiguous(memory_format=torch.channels_last)
-        return F.conv_transpose2d(
-            a,
-            weight,
-            None,
-            tuple(stride),
-            tuple(padding),
-            tuple(output_padding),
-            groups,
-            tuple(dilation),
-        )
+    a = a.contiguous(memory_format=torch.channels_last)
     return F.conv_transpose2d(
         a,
         weight,

@@ -93,7 +93,7 @@ def _rowdot(x: Tensor, w: Tensor, feature_dims: int) -> Tensor:
     broadcasts against it. A per-problem map ``(B|1, 1, ...)`` becomes one batched matrix
     product (no temporary); channels-last coefficients are read in their own order."""
     b, r = x.shape[0], x.shape[1]
-    if w.dim() == x.dim() and w.shape[1] == 1:
+    if w.dim() == x.dim() == feature_dims + 2 and w.shape[1] == 1:
         if _channels_inner(x):
             xv = x.permute(0, 1, 3, 4, 2)
             wv = w.expand(b, 1, *x.shape[2:]).permute(0, 1, 3, 4, 2)

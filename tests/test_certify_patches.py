@@ -1,0 +1,145 @@
+"""Patches (sparse backward coefficients of convolutional layers) give the bounds of dense
+coefficients: periodic and gathered rows, lazy masking, channels-inner layouts, chunking."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeproof.certify import crown
+from edgeproof.certify.bounds import AlphaSettings, compute_bounds, margin_spec
+from edgeproof.certify.graph import BoundGraph, trace
+from edgeproof.certify.patches import Patches
+from edgeproof.certify.sets import linf_ball
+from edgeproof.models.zoo import build_model
+
+
+def _resnet() -> tuple[nn.Module, BoundGraph, torch.Tensor]:
+    """The zoo ResNet-8 (normalisation with a shift, strided convolutions, residual sums,
+    BatchNorm with random statistics) on 3×8×8, random weights."""
+    torch.manual_seed(0)
+    model = build_model("resnet8", (3, 8, 8), 10, ((0.4, 0.5, 0.3), (0.2, 0.3, 0.25)))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.rand(2, 3, 8, 8)
+    return model, trace(model, (3, 8, 8)), x
+
+
+def _crown(
+    g: BoundGraph, x: torch.Tensor, spec: torch.Tensor, method: str = "crown"
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    r = compute_bounds(
+        g,
+        linf_ball(x, 0.004),
+        spec,
+        method,  # type: ignore[arg-type]
+        upper=method == "crown",
+        alpha=AlphaSettings(iterations=2, intermediate=True),
+    )
+    inter = [t for b in r.state.bounds if b is not None for t in b]
+    out = r.lower if r.upper is None else torch.stack([r.lower, r.upper])
+    return out, inter
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    scale = 1 + float(torch.maximum(a.abs(), b.abs()).max())
+    assert float((a - b).abs().max()) <= 1e-5 * scale
+
+
+def test_patch_rows_give_the_bounds_of_dense_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, g, x = _resnet()
+    with torch.no_grad():
+        spec = margin_spec(model(x).argmax(1), 10)
+    runs = {}
+    for name, patches, share in (
+        ("periodic", True, 0.0),
+        ("gathered", True, 2.0),
+        ("default", True, crown._FULL_SHARE),
+        ("dense", False, crown._FULL_SHARE),
+    ):
+        with monkeypatch.context() as mp:
+            mp.setattr(crown, "_FULL_SHARE", share)
+            if not patches:
+                mp.setattr(crown, "_patch_start", lambda graph, idx: False)
+            runs[name] = _crown(g, x, spec)
+    ref, ref_inter = runs["dense"]
+    unstable = sum(
+        int(((lo < 0) & (hi > 0)).sum()) for lo, hi in zip(ref_inter[::2], ref_inter[1::2])
+    )
+    assert unstable > 100  # the patches paths are exercised on unstable neurons
+    for out, inter in runs.values():
+        _close(out, ref)
+        for a, b in zip(inter, ref_inter):
+            _close(a, b)
+
+
+def test_small_chunks_and_joint_alpha_agree_across_row_forms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunks of a few rows (whole channels for periodic rows), and α-CROWN's joint
+    intermediate slopes (more α rows for a full plan; the extra rows get no gradient)."""
+    model, g, x = _resnet()
+    with torch.no_grad():
+        spec = margin_spec(model(x).argmax(1), 10)
+    runs = {}
+    for name, share in (("periodic", 0.0), ("gathered", 2.0)):
+        with monkeypatch.context() as mp:
+            mp.setattr(crown, "_FULL_SHARE", share)
+            alpha = _crown(g, x, spec, "alpha-crown")[0]
+            mp.setattr(crown, "_CHUNK_ELEMENTS", 1 << 14)
+            runs[name] = (_crown(g, x, spec)[0], alpha)
+    _close(runs["periodic"][0], runs["gathered"][0])
+    _close(runs["periodic"][1], runs["gathered"][1])
+    assert bool((runs["periodic"][1] >= runs["periodic"][0][0] - 1e-5).all())
+
+
+@pytest.mark.parametrize(("stride", "pad", "size"), [(1, 1, 8), (2, 3, 16), (2, 1, 15)])
+def test_periodic_and_gathered_patches_hold_the_same_coefficients(
+    stride: int, pad: int, size: int
+) -> None:
+    torch.manual_seed(1)
+    b, c, k, grid = 2, 3, 5, (8, 8)
+    p = grid[0] * grid[1]
+    data = torch.randn(b, 2 * p, c, k, k)
+    pos = torch.arange(2 * p) % p
+    pi, pj = (pos // grid[1]).expand(b, -1), (pos % grid[1]).expand(b, -1)
+    periodic = Patches(data, pi, pj, (stride, stride), (pad, pad), grid, periodic=True, clean=False)
+    gathered = Patches(data, pi, pj, (stride, stride), (pad, pad), grid, clean=False)
+    m = torch.randn(b, c, size, size)
+    assert torch.equal(periodic.window(m), gathered.window(m))
+    wp = (periodic.blocks() * periodic.windows(m)).reshape(data.shape)
+    wg = (gathered.blocks() * gathered.windows(m)).reshape(data.shape)
+    assert torch.equal(wp, wg)
+    dense = gathered.dense((c, size, size))
+    assert torch.equal(periodic.dense((c, size, size)), dense)
+    assert torch.equal(periodic.masked(size, size).data, gathered.masked(size, size).data)
+    # the dense rows against a direct reconstruction (entries outside the map dropped)
+    full = torch.zeros(b, 2 * p, c, size + 2 * (k + pad), size + 2 * (k + pad))
+    for r in range(2 * p):
+        top, left = int(pi[0, r]) * stride + k, int(pj[0, r]) * stride + k
+        full[:, r, :, top : top + k, left : left + k] = data[:, r]
+    cut = full[..., k + pad : k + pad + size, k + pad : k + pad + size]
+    assert torch.allclose(dense, cut)
+
+
+def test_patch_convolution_matches_the_dense_transposed_convolution() -> None:
+    torch.manual_seed(2)
+    b, c, grid = 1, 4, (6, 6)
+    p = grid[0] * grid[1]
+    pos = torch.arange(p)
+    pi, pj = (pos // grid[1]).unsqueeze(0), (pos % grid[1]).unsqueeze(0)
+    a = Patches(
+        torch.randn(b, p, c, 3, 3), pi, pj, (1, 1), (1, 1), grid, periodic=True, clean=False
+    )
+    a = a.masked(6, 6)
+    weight = torch.randn(c, 2, 3, 3)  # a conv 2 -> 4, stride 2, padding 1, on 12x12 -> 6x6
+    new = a.conv_backward(weight, (2, 2), (1, 1), (1, 1), 1)
+    dense_out = a.dense((c, 6, 6)).reshape(b * p, c, 6, 6)
+    ref = F.conv_transpose2d(dense_out, weight, None, 2, 1, 1)
+    assert torch.allclose(new.dense((2, 12, 12)).reshape(b * p, 2, 12, 12), ref, atol=1e-5)
