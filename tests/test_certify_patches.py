@@ -143,3 +143,45 @@ def test_patch_convolution_matches_the_dense_transposed_convolution() -> None:
     dense_out = a.dense((c, 6, 6)).reshape(b * p, c, 6, 6)
     ref = F.conv_transpose2d(dense_out, weight, None, 2, 1, 1)
     assert torch.allclose(new.dense((2, 12, 12)).reshape(b * p, 2, 12, 12), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_alpha", [False, True])
+def test_sparse_lines_step_equals_the_full_step_and_its_gradient(with_alpha: bool) -> None:
+    """Lines applied only where they differ give the full step's values and gradients (the
+    same subgradient at a = 0), with α on the free entries."""
+    from edgeproof.certify.relaxations import ReLU, apply_lines
+    from edgeproof.certify.sparse_lines import apply_sparse, sparse_lines
+
+    torch.manual_seed(3)
+    b, g, p, f = 2, 3, 4, 40
+    lo = torch.randn(b, p, f)
+    hi = lo + torch.rand(b, p, f) * torch.where(torch.rand(b, p, f) < 0.1, 3.0, 0.01)
+    rel = ReLU().relax(lo, hi)
+    assert rel.unstable is not None and rel.upper_bias is not None
+    a = torch.randn(b, g, p, f)
+    a[:, :, :, :5] = 0.0  # ties at 0: the subgradient must agree
+    a.requires_grad_(True)
+    alpha = torch.rand(b, g, p, f, requires_grad=True) if with_alpha else None
+    s = sparse_lines(
+        rel.lower_slope,
+        rel.upper_slope,
+        None,
+        rel.upper_bias,
+        rel.unstable if alpha is not None else None,
+    )
+    assert s is not None
+    new_s, c_s = apply_sparse(a, s, alpha)
+    dl = rel.lower_slope.unsqueeze(1)
+    if alpha is not None:
+        dl = torch.where(rel.unstable.unsqueeze(1), alpha, dl)
+    new_f, c_f = apply_lines(
+        a, dl, None, rel.upper_slope.unsqueeze(1), rel.upper_bias.unsqueeze(1), feature_dims=1
+    )
+    assert c_s is not None and c_f is not None
+    assert torch.allclose(new_s, new_f, atol=1e-6) and torch.allclose(c_s, c_f, atol=1e-5)
+    w = torch.randn_like(new_f)
+    params = [a] + ([alpha] if alpha is not None else [])
+    g_s = torch.autograd.grad((new_s * w).sum() + c_s.sum(), params)
+    g_f = torch.autograd.grad((new_f * w).sum() + c_f.sum(), params)
+    for x, y in zip(g_s, g_f):
+        assert torch.allclose(x, y, atol=1e-5)

@@ -26,6 +26,7 @@ from edgeproof.certify.ibp import (
 )
 from edgeproof.certify.patches import Patches
 from edgeproof.certify.sets import Box, InputSet
+from edgeproof.certify.sparse_lines import SparseLines, apply_sparse, sparse_lines
 
 Coef = Tensor | Patches
 
@@ -70,10 +71,10 @@ def _patch_step(
             a = a.masked(node.shape[1], node.shape[2])
         data = a.data
         if op.scale is not None:
-            data = a.unblock(a.blocks() * a.windows(op.scale))
+            data = a.unblock(a.blocks() * a.windows(op.scale, state.tables))
         c = None
         if op.shift is not None:
-            c = (a.blocks() * a.windows(op.shift)).sum((3, 4, 5)).reshape(b, r)
+            c = (a.blocks() * a.windows(op.shift, state.tables)).sum((3, 4, 5)).reshape(b, r)
         return [a.with_data(data)], c
     if isinstance(op, O.Add):
         return [a, a], None
@@ -82,17 +83,70 @@ def _patch_step(
     if isinstance(op, O.Activation):
         rel = state.relaxation(idx)
         assert isinstance(rel, O.Relaxation)
-        dl = a.windows(rel.lower_slope)
-        du = a.windows(rel.upper_slope)
         al = None if alpha is None else alpha.get(idx)
+        sparse = _patch_sparse_lines(state, idx, rel, a, al is not None)
+        if sparse is not None:
+            if not a.periodic:
+                sparse = sparse.rows(a.flat_positions())
+            out, c = apply_sparse(a.flat(), sparse, None if al is None else a.flat(al))
+            return [a.with_data(a.unflat(out), clean=True)], None if c is None else c.reshape(b, r)
+        t = state.tables
+        dl = a.windows(rel.lower_slope, t)
+        du = a.windows(rel.upper_slope, t)
         if al is not None and rel.unstable is not None:
-            dl = torch.where(a.windows(rel.unstable.to(a.data.dtype)) > 0, a.blocks(al), dl)
-        lb_w = None if rel.lower_bias is None else a.windows(rel.lower_bias)
-        ub_w = None if rel.upper_bias is None else a.windows(rel.upper_bias)
+            dl = torch.where(a.windows(rel.unstable, t), a.blocks(al), dl)
+        lb_w = None if rel.lower_bias is None else a.windows(rel.lower_bias, t)
+        ub_w = None if rel.upper_bias is None else a.windows(rel.upper_bias, t)
         lines, c = O.apply_lines(a.blocks(), dl, lb_w, du, ub_w, feature_dims=3)
         # the slope windows are zero outside the map: the lines are clean
         return [a.with_data(a.unblock(lines), clean=True)], None if c is None else c.reshape(b, r)
     return None
+
+
+def _patch_sparse_lines(
+    state: BoundState, idx: int, rel: O.Relaxation, a: Patches, free: bool
+) -> SparseLines | None:
+    """The sparse lines of node ``idx`` in the window geometry of ``a`` (cached per state;
+    ``free``: with the entries α may move)."""
+    key = ("lines", idx, free, a.kernel, a.stride, a.pad, a.grid)
+    hit = state.tables.get(key)
+    if hit is not None and hit[0] is rel:
+        return hit[1]  # type: ignore[return-value]
+    t = state.tables
+
+    def table(m: Tensor | None) -> Tensor | None:
+        return None if m is None else a.flat_table(m, t)
+
+    dl, du = table(rel.lower_slope), table(rel.upper_slope)
+    assert dl is not None and du is not None
+    unstable = table(rel.unstable) if free else None
+    lines = sparse_lines(dl, du, table(rel.lower_bias), table(rel.upper_bias), unstable)
+    state.tables[key] = (rel, lines)
+    return lines
+
+
+def _dense_sparse_lines(
+    state: BoundState, idx: int, rel: O.Relaxation, inner: bool, free: bool
+) -> SparseLines | None:
+    """The sparse lines of node ``idx`` for dense coefficients (``inner``: channels-inner)."""
+    key = ("dense-lines", idx, free, inner)
+    hit = state.tables.get(key)
+    if hit is not None and hit[0] is rel:
+        return hit[1]  # type: ignore[return-value]
+
+    def flat(m: Tensor | None) -> Tensor | None:
+        if m is None:
+            return None
+        if inner:
+            m = m.permute(0, 2, 3, 1)
+        return m.reshape(m.shape[0], 1, -1)
+
+    dl, du = flat(rel.lower_slope), flat(rel.upper_slope)
+    assert dl is not None and du is not None
+    unstable = flat(rel.unstable) if free else None
+    lines = sparse_lines(dl, du, flat(rel.lower_bias), flat(rel.upper_bias), unstable)
+    state.tables[key] = (rel, lines)
+    return lines
 
 
 def backward(
@@ -207,7 +261,22 @@ def _relaxed_backward(
     rel = state.relaxation(idx)
     if isinstance(op, O.Activation):
         assert isinstance(rel, O.Relaxation)
-        return O.backward_elementwise(a, rel, None if alpha is None else alpha.get(idx))
+        al = None if alpha is None else alpha.get(idx)
+        inner = a.dim() == 5 and a.stride(2) == 1 and not a.is_contiguous()
+        sparse = _dense_sparse_lines(state, idx, rel, inner, al is not None)
+        if sparse is None:
+            return O.backward_elementwise(a, rel, al)
+        b, r = a.shape[0], a.shape[1]
+
+        def flat(x: Tensor) -> Tensor:
+            x = x.permute(0, 1, 3, 4, 2) if inner else x.contiguous()
+            return x.reshape(b, r, 1, -1)
+
+        new, c = apply_sparse(flat(a), sparse, None if al is None else flat(al))
+        if inner:
+            h, w = a.shape[3], a.shape[4]
+            new = new.view(b, r, h, w, a.shape[2]).permute(0, 1, 4, 2, 3)
+        return new.view(a.shape) if not inner else new, None if c is None else c.view(b, r)
     assert isinstance(op, O.MaxPool)
     assert isinstance(rel, O.PoolRelaxation)
     lower = alpha[idx] if alpha is not None and idx in alpha else rel.lower.unsqueeze(1)

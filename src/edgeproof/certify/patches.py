@@ -32,10 +32,15 @@ from torch import Tensor
 
 from edgeproof.certify.ops import conv_transpose2d_fast
 
-__all__ = ["Patches"]
+__all__ = ["Patches", "TableCache"]
 
-#: largest transfer matrix (values) used for the transposed convolution of windows
-_TRANSFER_LIMIT = 1 << 21
+#: window tables of maps (see :meth:`Patches.windows`), keyed by map and geometry; the map is
+#: kept beside its table so that its ``id`` cannot be reused while the entry lives
+TableCache = dict[tuple[object, ...], tuple[object, object]]
+
+#: largest transfer matrix (values) used for the transposed convolution of windows (a matrix
+#: product then beats the channels-last kernel: small windows, few channels)
+_TRANSFER_LIMIT = 1 << 17
 _TRANSFERS: dict[tuple[object, ...], Tensor] = {}
 
 
@@ -156,9 +161,52 @@ class Patches:
         """The inverse of :meth:`blocks` for a result of the data's shape: ``(B, R, ...)``."""
         return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
 
-    def _table(self, m: Tensor) -> Tensor:
+    def flat(self, x: Tensor | None = None) -> Tensor:
+        """``x`` (default: the data) ``(B, R, C, Kh, Kw)`` in memory order with the window
+        flattened, ``(B, G, P, Kh·Kw·C)`` (blocks as :meth:`blocks`, but ``(B, 1, R, ·)`` when
+        not periodic: each row its own position); channels-inner (copied unless it is)."""
+        x = channels_inner(self.data if x is None else x)
+        b, r = x.shape[0], x.shape[1]
+        phys = x.permute(0, 1, 3, 4, 2).reshape(b, r, -1)
+        if self.periodic:
+            p = self.positions
+            return phys.view(b, r // p, p, -1)
+        return phys.unsqueeze(1)
+
+    def unflat(self, x: Tensor) -> Tensor:
+        """The inverse of :meth:`flat`: ``(B, R, C, Kh, Kw)``, channels-inner."""
+        b = x.shape[0]
+        kh, kw = self.kernel
+        r = x.shape[1] * x.shape[2]
+        return x.reshape(b, r, kh, kw, -1).permute(0, 1, 4, 2, 3)
+
+    def flat_table(self, m: Tensor, cache: TableCache | None = None) -> Tensor:
+        """The window of map ``m`` at every grid position in the order of :meth:`flat`,
+        ``(B or 1, Hs·Ws, Kh·Kw·C)``."""
+        t = self._table(m, cache)
+        return t.permute(0, 1, 3, 4, 2).reshape(t.shape[0], t.shape[1], -1)
+
+    def flat_positions(self) -> Tensor:
+        """``(B, R)`` each row's grid position as an index into :meth:`flat_table`."""
+        return self.pos_i * self.grid[1] + self.pos_j
+
+    def _table(self, m: Tensor, cache: TableCache | None = None) -> Tensor:
         """The window of map ``m`` ``(B or 1, C, H, W)`` at every grid position,
-        ``(B or 1, Hs·Ws, C, Kh, Kw)`` (zero outside the map)."""
+        ``(B or 1, Hs·Ws, C, Kh, Kw)`` (zero outside the map); kept in ``cache`` if given (per
+        map and geometry: the chunks of a node's rows, and the rows of every node that reach
+        the map in the same geometry, share it)."""
+        key = (id(m), self.kernel, self.stride, self.pad, self.grid)
+        if cache is not None:
+            hit = cache.get(key)
+            if hit is not None and hit[0] is m:
+                assert isinstance(hit[1], Tensor)
+                return hit[1]
+        table = self._build_table(m)
+        if cache is not None:
+            cache[key] = (m, table)
+        return table
+
+    def _build_table(self, m: Tensor) -> Tensor:
         h, w = int(m.shape[-2]), int(m.shape[-1])
         kh, kw = self.kernel
         (sh, sw), (ph, pw), (gh, gw) = self.stride, self.pad, self.grid
@@ -169,7 +217,7 @@ class Patches:
         t = t.permute(0, 2, 3, 4, 5, 1).reshape(m.shape[0], gh * gw, kh, kw, m.shape[1])
         return t.permute(0, 1, 4, 2, 3)  # channels innermost in memory
 
-    def windows(self, m: Tensor) -> Tensor:
+    def windows(self, m: Tensor, cache: TableCache | None = None) -> Tensor:
         """The values of the per-problem map ``m`` ``(B or 1, C, H, W)`` under each row's
         window, shaped to broadcast against :meth:`blocks` (zero outside the map): one window
         per grid position ``(B or 1, 1, P, C, Kh, Kw)`` when periodic, gathered per row
@@ -177,7 +225,7 @@ class Patches:
         broadcast as ``(B or 1, 1, 1, C, 1, 1)``."""
         if m.shape[-1] == 1 and m.shape[-2] == 1:
             return m.view(m.shape[0], 1, 1, m.shape[1], 1, 1)
-        table = self._table(m)
+        table = self._table(m, cache)
         if self.periodic:
             return table.unsqueeze(1)
         return self._gather(table).unsqueeze(2)
@@ -272,6 +320,15 @@ class Patches:
         kh = max(ph - self.pad[0] + self.kernel[0], ph - other.pad[0] + other.kernel[0])
         kw = max(pw - self.pad[1] + self.kernel[1], pw - other.pad[1] + other.kernel[1])
 
+        for big, small in ((self, other), (other, self)):
+            if big.pad == (ph, pw) and big.kernel == (kh, kw):
+                # one window holds the other: add it into a copy of the larger one
+                top, left = ph - small.pad[0], pw - small.pad[1]
+                out = big.data.clone()
+                sk = small.kernel
+                out[..., top : top + sk[0], left : left + sk[1]] += small.data
+                return self.with_data(out, pad=(ph, pw), clean=self.clean and other.clean)
+
         def placed(p: Patches) -> Tensor:
             top, left = ph - p.pad[0], pw - p.pad[1]
             bottom, right = kh - top - p.kernel[0], kw - left - p.kernel[1]
@@ -307,12 +364,9 @@ class Patches:
             w_inner = weight.permute(0, 2, 3, 1).reshape(c, k1 * k2 * cin)
             new = torch.matmul(d.reshape(b * r, c), w_inner)
             new = new.view(b * r, k1, k2, cin).permute(0, 3, 1, 2)
-        elif (
-            c * kh * kw * cin * out[0] * out[1] <= _TRANSFER_LIMIT
-            and out[0] * out[1] <= 4 * k1 * k2
-        ):
+        elif c * kh * kw * cin * out[0] * out[1] <= _TRANSFER_LIMIT:
             # no cropping, so every row's window maps through the same matrix: one product
-            # (dense, so at most ~4x the flops of the convolution; no per-row overhead)
+            # (dense, so more flops than the convolution, but no per-row overhead)
             t = _transfer(weight, stride, dilation, groups, (kh, kw))
             new = torch.matmul(d.permute(0, 2, 3, 1).reshape(b * r, -1), t)
             new = new.view(b * r, *out, cin).permute(0, 3, 1, 2)
@@ -324,7 +378,8 @@ class Patches:
         return self.with_data(new, stride=st, pad=pd, clean=False)
 
     def covers(self, h: int, w: int) -> bool:
-        """True if a window has at least as many positions as the map (half as many unless
-        periodic: gathered windows cost more): dense is then as cheap."""
+        """True if a window has at least as many positions as the map (dense is then as
+        cheap). Depends on the geometry alone, so the form in which rows reach a node does not
+        depend on which rows they are (α-CROWN's slopes are shaped by it)."""
         kh, kw = self.kernel
-        return (1 if self.periodic else 2) * kh * kw >= h * w
+        return kh * kw >= h * w

@@ -114,21 +114,23 @@ def apply_lines(
     feature_dims: int,
 ) -> tuple[Tensor, Tensor | None]:
     """``a⁺·dl + a⁻·du`` and the constant ``Σ a⁺·bl + a⁻·bu`` over the last
-    ``feature_dims`` dimensions. Written as ``a·du + a⁺·(dl − du)`` and
-    ``Σ a·bu − Σ a⁺·bu (+ Σ a⁺·bl)`` — one clamp, one product, one in-place fused multiply-add
-    and batched dot products: these steps are memory-bound, and boolean masks are several times
-    slower on CPU. Maps broadcast like the slopes."""
+    ``feature_dims`` dimensions. Written as ``a·dl + a⁻·(du − dl)`` and ``Σ a⁻·bu`` (``+ Σ a·bl
+    − Σ a⁻·bl``) — one clamp, one product, one in-place fused multiply-add and batched dot
+    products: these steps are memory-bound, and boolean masks are several times slower on CPU.
+    Maps broadcast like the slopes."""
     dl, du = _match_layout(dl, a), _match_layout(du, a)
-    pos = a.clamp(min=0)
-    new = a * du
-    new.addcmul_(pos, dl - du)
+    # a⁻ by a clamp whose gradient at a = 0 is that of a⁺ (the clamp passes it): the
+    # subgradient of the step there is dl, as for a·du + a⁺·(dl − du)
+    neg = a - a.clamp(min=0) if a.requires_grad else a.clamp(max=0)
+    new = a * dl
+    new.addcmul_(neg, du - dl)
     bias: Tensor | None = None
     if bu is not None:
         bub = _match_layout(bu.unsqueeze(1) if bu.dim() == a.dim() - 1 else bu, a)
-        bias = _rowdot(a, bub, feature_dims) - _rowdot(pos, bub, feature_dims)
+        bias = _rowdot(neg, bub, feature_dims)
     if bl is not None:
         blb = _match_layout(bl.unsqueeze(1) if bl.dim() == a.dim() - 1 else bl, a)
-        lb = _rowdot(pos, blb, feature_dims)
+        lb = _rowdot(a, blb, feature_dims) - _rowdot(neg, blb, feature_dims)
         bias = lb if bias is None else bias + lb
     return new, bias
 
