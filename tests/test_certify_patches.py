@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeproof.certify import crown
+from edgeproof.certify import intermediate
 from edgeproof.certify.bounds import AlphaSettings, compute_bounds, margin_spec
 from edgeproof.certify.graph import BoundGraph, trace
 from edgeproof.certify.patches import Patches
@@ -60,13 +60,13 @@ def test_patch_rows_give_the_bounds_of_dense_rows(monkeypatch: pytest.MonkeyPatc
     for name, patches, share in (
         ("periodic", True, 0.0),
         ("gathered", True, 2.0),
-        ("default", True, crown._FULL_SHARE),
-        ("dense", False, crown._FULL_SHARE),
+        ("default", True, intermediate._FULL_SHARE),
+        ("dense", False, intermediate._FULL_SHARE),
     ):
         with monkeypatch.context() as mp:
-            mp.setattr(crown, "_FULL_SHARE", share)
+            mp.setattr(intermediate, "_FULL_SHARE", share)
             if not patches:
-                mp.setattr(crown, "_patch_start", lambda graph, idx: False)
+                mp.setattr(intermediate, "_patch_start", lambda graph, idx: False)
             runs[name] = _crown(g, x, spec)
     ref, ref_inter = runs["dense"]
     unstable = sum(
@@ -90,9 +90,9 @@ def test_small_chunks_and_joint_alpha_agree_across_row_forms(
     runs = {}
     for name, share in (("periodic", 0.0), ("gathered", 2.0)):
         with monkeypatch.context() as mp:
-            mp.setattr(crown, "_FULL_SHARE", share)
+            mp.setattr(intermediate, "_FULL_SHARE", share)
             alpha = _crown(g, x, spec, "alpha-crown")[0]
-            mp.setattr(crown, "_CHUNK_ELEMENTS", 1 << 14)
+            mp.setattr(intermediate, "_CHUNK_ELEMENTS", 1 << 14)
             runs[name] = (_crown(g, x, spec)[0], alpha)
     _close(runs["periodic"][0], runs["gathered"][0])
     _close(runs["periodic"][1], runs["gathered"][1])

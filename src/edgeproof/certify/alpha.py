@@ -10,20 +10,20 @@ import torch
 from torch import Tensor
 
 from edgeproof.certify import ops as O
+from edgeproof.certify.backward import backward
 from edgeproof.certify.bound_state import (
     AlphaSettings,
     BoundState,
 )
-from edgeproof.certify.crown import (
+from edgeproof.certify.graph import BoundGraph
+from edgeproof.certify.intermediate import (
     RowPlan,
     _crown_node,
     _joint_intermediate,
     _sparse_safe,
-    backward,
     crown_nodes,
     row_plan,
 )
-from edgeproof.certify.graph import BoundGraph
 from edgeproof.certify.patches import Patches
 
 
