@@ -6,19 +6,10 @@ home."""
 from __future__ import annotations
 
 from edgeproof.certify.backward import (
-    _accumulate as _accumulate,
-)
-from edgeproof.certify.backward import (
     _dense as _dense,
 )
 from edgeproof.certify.backward import (
-    _initial_coefficients as _initial_coefficients,
-)
-from edgeproof.certify.backward import (
     _input_lower as _input_lower,
-)
-from edgeproof.certify.backward import (
-    _linear_backward as _linear_backward,
 )
 from edgeproof.certify.backward import (
     backward as backward,

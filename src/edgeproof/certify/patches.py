@@ -311,20 +311,21 @@ class Patches:
                     ]
         return out.view(b, r, c, h, w)
 
-    def add(self, other: Patches) -> Patches | None:
+    def add(self, other: Patches, *, own: tuple[bool, bool] = (False, False)) -> Patches | None:
         """The sum of two patch sets of the same rows and stride (``None`` if the strides
-        differ): both windows are placed in their union."""
+        differ): both windows are placed in their union. ``own``: whether the data of ``self``
+        and of ``other`` may be overwritten (a window holding the other is then added into)."""
         if self.stride != other.stride:
             return None
         ph, pw = max(self.pad[0], other.pad[0]), max(self.pad[1], other.pad[1])
         kh = max(ph - self.pad[0] + self.kernel[0], ph - other.pad[0] + other.kernel[0])
         kw = max(pw - self.pad[1] + self.kernel[1], pw - other.pad[1] + other.kernel[1])
 
-        for big, small in ((self, other), (other, self)):
+        for big, small, mine in ((self, other, own[0]), (other, self, own[1])):
             if big.pad == (ph, pw) and big.kernel == (kh, kw):
-                # one window holds the other: add it into a copy of the larger one
+                # one window holds the other: add it into (a copy of) the larger one
                 top, left = ph - small.pad[0], pw - small.pad[1]
-                out = big.data.clone()
+                out = big.data if mine else big.data.clone()
                 sk = small.kernel
                 out[..., top : top + sk[0], left : left + sk[1]] += small.data
                 return self.with_data(out, pad=(ph, pw), clean=self.clean and other.clean)

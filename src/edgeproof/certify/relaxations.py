@@ -60,19 +60,21 @@ class Activation(BoundOp):
 
 
 def backward_elementwise(
-    a: Tensor, rel: Relaxation, alpha: Tensor | None = None
+    a: Tensor, rel: Relaxation, alpha: Tensor | None = None, *, inplace: bool = False
 ) -> tuple[Tensor, Tensor | None]:
     """One lower-bound backward step through an elementwise relaxation.
 
     ``a`` is ``(B, R, *shape)``; the relaxation tensors are ``(B, *shape)`` and broadcast over
     rows. With ``alpha`` (``(B, R, *shape)``) the lower slope of unstable neurons is ``alpha``.
-    Returns the new coefficients and the constant ``(B, R)``.
+    Returns the new coefficients (written into ``a`` if ``inplace``) and the constant
+    ``(B, R)``.
     """
     dl = rel.lower_slope.unsqueeze(1)
     du = rel.upper_slope.unsqueeze(1)
     if alpha is not None and rel.unstable is not None:
         dl = torch.where(rel.unstable.unsqueeze(1), alpha, dl)
-    return apply_lines(a, dl, rel.lower_bias, du, rel.upper_bias, feature_dims=a.dim() - 2)
+    fd = a.dim() - 2
+    return apply_lines(a, dl, rel.lower_bias, du, rel.upper_bias, feature_dims=fd, inplace=inplace)
 
 
 def _channels_inner(x: Tensor) -> bool:
@@ -112,18 +114,17 @@ def apply_lines(
     bu: Tensor | None,
     *,
     feature_dims: int,
+    inplace: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """``a⁺·dl + a⁻·du`` and the constant ``Σ a⁺·bl + a⁻·bu`` over the last
     ``feature_dims`` dimensions. Written as ``a·dl + a⁻·(du − dl)`` and ``Σ a⁻·bu`` (``+ Σ a·bl
     − Σ a⁻·bl``) — one clamp, one product, one in-place fused multiply-add and batched dot
     products: these steps are memory-bound, and boolean masks are several times slower on CPU.
-    Maps broadcast like the slopes."""
+    Maps broadcast like the slopes; ``inplace``: the coefficients are written into ``a``."""
     dl, du = _match_layout(dl, a), _match_layout(du, a)
     # a⁻ by a clamp whose gradient at a = 0 is that of a⁺ (the clamp passes it): the
     # subgradient of the step there is dl, as for a·du + a⁺·(dl − du)
     neg = a - a.clamp(min=0) if a.requires_grad else a.clamp(max=0)
-    new = a * dl
-    new.addcmul_(neg, du - dl)
     bias: Tensor | None = None
     if bu is not None:
         bub = _match_layout(bu.unsqueeze(1) if bu.dim() == a.dim() - 1 else bu, a)
@@ -132,6 +133,8 @@ def apply_lines(
         blb = _match_layout(bl.unsqueeze(1) if bl.dim() == a.dim() - 1 else bl, a)
         lb = _rowdot(a, blb, feature_dims) - _rowdot(neg, blb, feature_dims)
         bias = lb if bias is None else bias + lb
+    new = a.mul_(dl) if inplace else a * dl
+    new.addcmul_(neg, du - dl)
     return new, bias
 
 

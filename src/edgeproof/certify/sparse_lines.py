@@ -112,16 +112,16 @@ def sparse_lines(
 
 
 def apply_sparse(
-    a: Tensor, s: SparseLines, alpha: Tensor | None = None
+    a: Tensor, s: SparseLines, alpha: Tensor | None = None, *, inplace: bool = False
 ) -> tuple[Tensor, Tensor | None]:
     """``a⁺·dl + a⁻·du`` ``(B, G, P, F)`` and the constant ``(B, G, P)`` (``None`` when the
     lines have no intercepts), with the lower slope ``alpha`` ``(B, G, P, F)`` on the free
-    entries if given."""
+    entries if given; ``inplace``: written into ``a``."""
     b, g, p, _ = a.shape
     u = int(s.index.shape[-1])
-    new = a * s.base.unsqueeze(1)
     index = s.index.unsqueeze(1).expand(b, g, p, u)
     a_u = a.gather(3, index)
+    new = a.mul_(s.base.unsqueeze(1)) if inplace else a * s.base.unsqueeze(1)
     dl = s.dl.unsqueeze(1)
     if alpha is not None and s.free is not None:
         dl = torch.where(s.free.unsqueeze(1), alpha.gather(3, index), dl)

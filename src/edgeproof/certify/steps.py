@@ -22,8 +22,10 @@ def patch_step(
     idx: int,
     a: Patches,
     alpha: dict[int, Tensor] | None,
+    inplace: bool = False,
 ) -> tuple[list[Coef | None], Tensor | None] | None:
-    """One backward step of patches through node ``idx`` (``None``: no patch form)."""
+    """One backward step of patches through node ``idx`` (``None``: no patch form);
+    ``inplace``: ``a``'s data may be overwritten."""
     graph = state.graph
     node = graph.nodes[idx]
     op = node.op
@@ -38,12 +40,13 @@ def patch_step(
     if isinstance(op, O.Elementwise):
         if op.shift is not None:  # a map constant over space would read entries outside
             a = a.masked(node.shape[1], node.shape[2])
+        c = None
+        if op.shift is not None:  # before the scale may overwrite the data
+            c = (a.blocks() * a.windows(op.shift, state.tables)).sum((3, 4, 5)).reshape(b, r)
         data = a.data
         if op.scale is not None:
-            data = a.unblock(a.blocks() * a.windows(op.scale, state.tables))
-        c = None
-        if op.shift is not None:
-            c = (a.blocks() * a.windows(op.shift, state.tables)).sum((3, 4, 5)).reshape(b, r)
+            scale = a.windows(op.scale, state.tables)
+            data = a.unblock(a.blocks().mul_(scale) if inplace else a.blocks() * scale)
         return [a.with_data(data)], c
     if isinstance(op, O.Add):
         return [a, a], None
@@ -57,7 +60,8 @@ def patch_step(
         if sparse is not None:
             if not a.periodic:
                 sparse = sparse.rows(a.flat_positions())
-            out, c = apply_sparse(a.flat(), sparse, None if al is None else a.flat(al))
+            al_flat = None if al is None else a.flat(al)
+            out, c = apply_sparse(a.flat(), sparse, al_flat, inplace=inplace)
             return [a.with_data(a.unflat(out), clean=True)], None if c is None else c.reshape(b, r)
         t = state.tables
         dl = a.windows(rel.lower_slope, t)
@@ -66,7 +70,7 @@ def patch_step(
             dl = torch.where(a.windows(rel.unstable, t), a.blocks(al), dl)
         lb_w = None if rel.lower_bias is None else a.windows(rel.lower_bias, t)
         ub_w = None if rel.upper_bias is None else a.windows(rel.upper_bias, t)
-        lines, c = O.apply_lines(a.blocks(), dl, lb_w, du, ub_w, feature_dims=3)
+        lines, c = O.apply_lines(a.blocks(), dl, lb_w, du, ub_w, feature_dims=3, inplace=inplace)
         # the slope windows are zero outside the map: the lines are clean
         return [a.with_data(a.unblock(lines), clean=True)], None if c is None else c.reshape(b, r)
     return None
@@ -124,9 +128,11 @@ def relaxation_step(
     op: O.BoundOp,
     a: Tensor,
     alpha: dict[int, Tensor] | None,
+    inplace: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Pass dense coefficients back through an activation or a max pool by its relaxation
-    (the α slopes where given); returns the input's coefficients and the constant term."""
+    (the α slopes where given); returns the input's coefficients (written into ``a`` if
+    ``inplace`` allows) and the constant term."""
     rel = state.relaxation(idx)
     if isinstance(op, O.Activation):
         assert isinstance(rel, O.Relaxation)
@@ -134,14 +140,14 @@ def relaxation_step(
         inner = a.dim() == 5 and a.stride(2) == 1 and not a.is_contiguous()
         sparse = _dense_sparse_lines(state, idx, rel, inner, al is not None)
         if sparse is None:
-            return O.backward_elementwise(a, rel, al)
+            return O.backward_elementwise(a, rel, al, inplace=inplace)
         b, r = a.shape[0], a.shape[1]
 
         def flat(x: Tensor) -> Tensor:
             x = x.permute(0, 1, 3, 4, 2) if inner else x.contiguous()
             return x.reshape(b, r, 1, -1)
 
-        new, c = apply_sparse(flat(a), sparse, None if al is None else flat(al))
+        new, c = apply_sparse(flat(a), sparse, None if al is None else flat(al), inplace=inplace)
         if inner:
             h, w = a.shape[3], a.shape[4]
             new = new.view(b, r, h, w, a.shape[2]).permute(0, 1, 4, 2, 3)
