@@ -1,5 +1,6 @@
-"""Patches (sparse backward coefficients of convolutional layers) give the bounds of dense
-coefficients: periodic and gathered rows, lazy masking, channels-inner layouts, chunking."""
+"""The fast paths of the CROWN backward pass give the bounds of the plain one: patches
+(periodic and gathered rows, lazy masking, channels-inner layouts, chunks) against dense rows,
+lines applied only where they differ, transposed convolutions by kernel taps."""
 
 from __future__ import annotations
 
@@ -185,3 +186,31 @@ def test_sparse_lines_step_equals_the_full_step_and_its_gradient(with_alpha: boo
     g_f = torch.autograd.grad((new_f * w).sum() + c_f.sum(), params)
     for x, y in zip(g_s, g_f):
         assert torch.allclose(x, y, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("cin", "stride", "padding", "out_pad", "dilation", "size"),
+    [(1, 2, 1, 0, 1, 14), (3, 1, 1, 0, 1, 8), (2, 2, 1, 1, 1, 5), (3, 1, 0, 0, 2, 6)],
+)
+def test_transposed_convolution_by_taps_equals_the_kernel(
+    cin: int, stride: int, padding: int, out_pad: int, dilation: int, size: int
+) -> None:
+    from edgeproof.certify.linear_ops import conv_transpose2d_fast
+
+    torch.manual_seed(4)
+    a = torch.randn(7, 5, size, size)
+    weight = torch.randn(5, cin, 3, 3)
+    ref = F.conv_transpose2d(a, weight, None, stride, padding, out_pad, 1, dilation)
+    with torch.no_grad():
+        got = conv_transpose2d_fast(
+            a,
+            weight,
+            (stride,) * 2,
+            (padding,) * 2,
+            (out_pad,) * 2,
+            1,
+            (dilation,) * 2,
+            ref.shape[2:],
+        )
+    assert got.shape == ref.shape
+    assert torch.allclose(got, ref, atol=1e-5)

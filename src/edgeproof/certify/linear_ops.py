@@ -155,25 +155,31 @@ def conv_transpose2d_fast(
     out_hw: Sequence[int],
 ) -> Tensor:
     """``conv_transpose2d`` of many rows, by the faster of two equal computations on one CPU
-    thread (measured for the shapes bound propagation produces): for one output channel a
-    matrix product followed by ``fold``; otherwise the channels-last kernel (2–5× oneDNN's
-    default layout from 3 output channels up), whose output stays channels-last: the
-    elementwise steps that follow keep that layout, so the next transposed convolution needs no
-    conversion."""
-    cout, cin = weight.shape[0], weight.shape[1] * groups
-    h, w = int(out_hw[0]), int(out_hw[1])
-    if groups == 1 and cin == 1:
-        n = a.shape[0]
-        k1, k2 = weight.shape[2], weight.shape[3]
-        cols = torch.matmul(weight.reshape(cout, cin * k1 * k2).t(), a.reshape(n, cout, -1))
-        return F.fold(
-            cols,
-            (h, w),
-            (k1, k2),
-            dilation=tuple(dilation),
-            padding=tuple(padding),
-            stride=tuple(stride),
-        )
+    thread (measured for the shapes bound propagation produces): for 1–3 output channels (a
+    model's first layer) one matrix product over all rows and positions followed by one shifted
+    sum per kernel tap (:func:`_conv_transpose_by_taps`; oneDNN's kernel is several times slower
+    there), or, where a gradient is recorded (its in-place sums would each copy the gradient),
+    for one output channel a matrix product and ``fold``; otherwise the channels-last kernel
+    (2–5× oneDNN's default layout), whose output stays channels-last: the elementwise steps
+    that follow keep that layout, so the next transposed convolution needs no conversion."""
+    cin = weight.shape[1] * groups
+    if groups == 1 and cin <= 3:
+        if not (torch.is_grad_enabled() and (a.requires_grad or weight.requires_grad)):
+            return _conv_transpose_by_taps(a, weight, stride, padding, dilation, out_hw)
+        if cin == 1:
+            n = a.shape[0]
+            k1, k2 = weight.shape[2], weight.shape[3]
+            cols = torch.matmul(
+                weight.reshape(weight.shape[0], k1 * k2).t(), a.reshape(n, weight.shape[0], -1)
+            )
+            return F.fold(
+                cols,
+                (int(out_hw[0]), int(out_hw[1])),
+                (k1, k2),
+                dilation=tuple(dilation),
+                padding=tuple(padding),
+                stride=tuple(stride),
+            )
     a = a.contiguous(memory_format=torch.channels_last)
     return F.conv_transpose2d(
         a,
@@ -185,6 +191,39 @@ def conv_transpose2d_fast(
         groups,
         tuple(dilation),
     )
+
+
+def _conv_transpose_by_taps(
+    a: Tensor,
+    weight: Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    out_hw: Sequence[int],
+) -> Tensor:
+    """``conv_transpose2d`` (no groups) as ``(taps·C_in, C_out) @ (C_out, N·H·W)`` and a sum of
+    each tap's shifted plane into an uncropped canvas, then cut to ``out_hw``; the result is a
+    view ``(N, C_in, H_out, W_out)`` of a channels-first ``(C_in, N, ·, ·)`` canvas."""
+    n, cout, h, w = a.shape
+    cin, k1, k2 = weight.shape[1], weight.shape[2], weight.shape[3]
+    rows = a.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+    taps = weight.permute(2, 3, 1, 0).reshape(k1 * k2 * cin, cout)
+    cols = torch.mm(taps, rows.reshape(n * h * w, cout).t()).view(k1, k2, cin, n, h, w)
+    (sh, sw), (dh, dw), (ph, pw) = tuple(stride), tuple(dilation), tuple(padding)
+    out_h, out_w = int(out_hw[0]), int(out_hw[1])
+    span_h, span_w = sh * (h - 1) + 1, sw * (w - 1) + 1
+    canvas = torch.zeros(
+        cin,
+        n,
+        max(span_h + dh * (k1 - 1), ph + out_h),
+        max(span_w + dw * (k2 - 1), pw + out_w),
+        dtype=a.dtype,
+    )
+    for i in range(k1):
+        for j in range(k2):
+            top, left = i * dh, j * dw
+            canvas[:, :, top : top + span_h : sh, left : left + span_w : sw] += cols[i, j]
+    return canvas[:, :, ph : ph + out_h, pw : pw + out_w].permute(1, 0, 2, 3)
 
 
 class Elementwise(LinearOp):
