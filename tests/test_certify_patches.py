@@ -214,3 +214,34 @@ def test_transposed_convolution_by_taps_equals_the_kernel(
         )
     assert got.shape == ref.shape
     assert torch.allclose(got, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "shape"),
+    [
+        ((2, 2), (2, 2), (0, 0), (3, 8, 8)),
+        ((3, 3), (1, 1), (1, 1), (2, 5, 5)),
+        ((3,), (2,), (1,), (2, 9)),
+    ],
+)
+def test_max_pool_step_by_argmax_equals_the_window_step(
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    shape: tuple[int, ...],
+) -> None:
+    from edgeproof.certify.relaxations import MaxPool
+
+    torch.manual_seed(5)
+    dim = len(kernel)
+    pool = (F.max_pool2d if dim == 2 else F.max_pool1d)(
+        torch.zeros(1, *shape), kernel, stride, padding
+    )
+    op = MaxPool(kernel, stride, padding, shape, tuple(pool.shape[1:]))
+    lo = torch.randn(2, *shape)
+    hi = lo + torch.rand(2, *shape) * 2
+    rel = op.relax_windows(lo, hi)
+    a = torch.randn(2, 4, *pool.shape[1:])
+    ref = op.backward_windows(a, rel.lower.unsqueeze(1), rel.upper, rel.upper_const)
+    got = op.backward_argmax(a, rel)
+    assert torch.allclose(got[0], ref[0], atol=1e-6) and torch.allclose(got[1], ref[1], atol=1e-6)

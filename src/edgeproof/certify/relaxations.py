@@ -37,12 +37,16 @@ class Relaxation:
 class PoolRelaxation:
     """A max pool's lines per window: one-hot lower coefficients ``lower`` and upper
     coefficients ``upper`` ``(B, C, window, L)``, the upper constant ``upper_const``
-    ``(B, C, L)``, and ``valid`` ``(B, C, window, L)`` (False on padding)."""
+    ``(B, C, L)``, and ``valid`` ``(B, C, window, L)`` (False on padding); ``argmax`` ``(B, C,
+    L)`` is the input (flat over the map) where ``lower`` is 1, ``dominant`` ``(B, C, L)``
+    where the upper line is that input too."""
 
     lower: Tensor
     upper: Tensor
     upper_const: Tensor
     valid: Tensor
+    argmax: Tensor | None = None
+    dominant: Tensor | None = None
 
 
 class Activation(BoundOp):
@@ -424,7 +428,17 @@ class MaxPool(BoundOp):
             dominant, torch.zeros_like(max_l), uw.max(dim=2, keepdim=True).values
         )
         valid = torch.isfinite(self._unfold(torch.zeros_like(lo), -math.inf))
-        return PoolRelaxation(onehot, upper, upper_const.squeeze(2), valid)
+        # the input of each window's lower maximum, flat over the (2-D) input map
+        w = self.in_shape[-1]
+        wo = self.out_shape[-1]
+        pos = torch.arange(lw.shape[-1])
+        k = idx.squeeze(2)
+        rows = (pos // wo) * self.stride[0] - self.padding[0] + k // self.kernel[1]
+        cols = (pos % wo) * self.stride[1] - self.padding[1] + k % self.kernel[1]
+        argmax = rows * w + cols
+        return PoolRelaxation(
+            onehot, upper, upper_const.squeeze(2), valid, argmax, dominant.squeeze(2)
+        )
 
     @property
     def tiles(self) -> bool:
@@ -469,6 +483,22 @@ class MaxPool(BoundOp):
         new = self.fold(coef.reshape(b * r, c, self.window, -1)).view(b, r, *self.in_shape)
         bias = (aw.clamp(max=0).squeeze(3) * upper_const.unsqueeze(1)).flatten(2).sum(2)
         return new, bias
+
+    def backward_argmax(self, a: Tensor, rel: PoolRelaxation) -> tuple[Tensor, Tensor]:
+        """:meth:`backward_windows` with the relaxation's own (one-hot) lower coefficients:
+        each output's coefficient ``a⁺ + a⁻·[dominant]`` goes to its window's lower maximum
+        (summed where windows share it), without window-sized temporaries."""
+        assert rel.argmax is not None and rel.dominant is not None
+        b, r, c = a.shape[0], a.shape[1], a.shape[2]
+        av = a.reshape(b, r, c, -1)
+        neg = av.clamp(max=0)
+        coef = av - neg * (~rel.dominant).unsqueeze(1).to(a.dtype)
+        h = self.in_shape[1] if self.dim == 2 else 1
+        new = torch.zeros(b, r, c, h * self.in_shape[-1], dtype=a.dtype)
+        index = rel.argmax.unsqueeze(1).expand(b, r, *rel.argmax.shape[1:])
+        new.scatter_add_(3, index, coef)
+        bias = (neg * rel.upper_const.unsqueeze(1)).flatten(2).sum(2)
+        return new.view(b, r, *self.in_shape), bias
 
     def describe(self) -> str:
         return f"maxpool{self.dim}d(kernel={self.kernel}, stride={self.stride})"

@@ -154,5 +154,8 @@ def relaxation_step(
         return new.view(a.shape) if not inner else new, None if c is None else c.view(b, r)
     assert isinstance(op, O.MaxPool)
     assert isinstance(rel, O.PoolRelaxation)
-    lower = alpha[idx] if alpha is not None and idx in alpha else rel.lower.unsqueeze(1)
-    return op.backward_windows(a, lower, rel.upper, rel.upper_const)
+    if alpha is not None and idx in alpha:
+        return op.backward_windows(a, alpha[idx], rel.upper, rel.upper_const)
+    if rel.argmax is not None:
+        return op.backward_argmax(a, rel)
+    return op.backward_windows(a, rel.lower.unsqueeze(1), rel.upper, rel.upper_const)
