@@ -31,9 +31,16 @@ def _project_simplex(v: Tensor, valid: Tensor, dim: int) -> Tensor:
     """Euclidean projection of ``v`` onto the probability simplex along ``dim`` (positions where
     ``valid`` is False are held at 0); the sort-based algorithm of Held et al. 1974 /
     Duchi et al. 2008. The condition ``s_k > (Σ_{i≤k} s_i − 1)/k`` holds for a prefix of the
-    sorted values, so its count gives the support size without a search."""
+    sorted values, so its count gives the support size without a search. Windows of up to
+    :data:`_NETWORK_SORT` entries are sorted by a sorting network along ``dim`` (the values
+    and prefix sums of ``torch.sort``/``cumsum``, without moving ``dim`` last)."""
     big = torch.finfo(v.dtype).max / 4
-    w = torch.where(valid, v, torch.full_like(v, -big)).movedim(dim, -1)
+    w = torch.where(valid, v, torch.full_like(v, -big))
+    n = int(w.shape[dim])
+    if n <= _NETWORK_SORT:
+        out = (w - _simplex_theta(w, dim)).clamp(min=0)
+        return torch.where(valid, out, torch.zeros_like(out))
+    w = w.movedim(dim, -1)
     srt = torch.sort(w, dim=-1, descending=True).values
     css = srt.cumsum(-1) - 1
     k = torch.arange(1, w.shape[-1] + 1, dtype=v.dtype)
@@ -41,6 +48,32 @@ def _project_simplex(v: Tensor, valid: Tensor, dim: int) -> Tensor:
     theta = css.gather(-1, rho - 1) / rho.to(v.dtype)
     out = (w - theta).clamp(min=0).movedim(-1, dim)
     return torch.where(valid, out, torch.zeros_like(out))
+
+
+#: windows up to this size are sorted by an odd-even transposition network in the projection
+_NETWORK_SORT = 4
+
+
+def _simplex_theta(w: Tensor, dim: int) -> Tensor:
+    """The projection's threshold along ``dim`` (size ≤ :data:`_NETWORK_SORT`), kept as a size-1
+    ``dim``: the sorted values by compare-exchanges, the prefix sums accumulated in double as
+    ``cumsum`` does."""
+    s = list(w.unbind(dim))
+    n = len(s)
+    for rnd in range(n):
+        for i in range(rnd % 2, n - 1, 2):
+            s[i], s[i + 1] = torch.maximum(s[i], s[i + 1]), torch.minimum(s[i], s[i + 1])
+    acc = s[0].double()
+    css = [acc.to(w.dtype) - 1]
+    for i in range(1, n):
+        acc = acc + s[i]
+        css.append(acc.to(w.dtype) - 1)
+    rho = sum(((s[i] - css[i] / (i + 1)) > 0).to(torch.int64) for i in range(n))
+    rho = rho.clamp(min=1)  # type: ignore[union-attr]
+    theta = css[0]
+    for i in range(1, n):
+        theta = torch.where(rho == i + 1, css[i] / (i + 1), theta)
+    return theta.unsqueeze(dim)
 
 
 class _Adam:
@@ -55,6 +88,7 @@ class _Adam:
         self.t = 0
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
+        self.scratch = [torch.empty_like(p) for p in self.params]  # the step's denominators
 
     def add(self, params: Sequence[Tensor]) -> None:
         """Optimise more parameters from now on (their moments start at zero)."""
@@ -62,6 +96,7 @@ class _Adam:
             self.params.append(p)
             self.m.append(torch.zeros_like(p))
             self.v.append(torch.zeros_like(p))
+            self.scratch.append(torch.empty_like(p))
 
     def step(self, sign: float = 1.0) -> None:
         """One step *descending* the gradient (``sign=-1`` ascends)."""
@@ -70,13 +105,13 @@ class _Adam:
         c1 = 1 - b1**self.t
         c2 = 1 - b2**self.t
         with torch.no_grad():
-            for p, m, v in zip(self.params, self.m, self.v):
+            for p, m, v, denom in zip(self.params, self.m, self.v, self.scratch):
                 g = p.grad
                 if g is None:
                     continue
                 m.mul_(b1).add_(g, alpha=1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (v / c2).sqrt_().add_(1e-8)
+                torch.div(v, c2, out=denom).sqrt_().add_(1e-8)
                 p.addcdiv_(m, denom, value=-sign * self.lr / c1)
                 p.grad = None
         self.lr *= self.decay

@@ -474,14 +474,25 @@ class MaxPool(BoundOp):
         lower: Tensor,
         upper: Tensor,
         upper_const: Tensor,
+        rel: PoolRelaxation | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """``a`` ``(B, R, C, *out)``; ``lower`` ``(B, 1 or R, C, win, L)``."""
+        """``a`` ``(B, R, C, *out)``; ``lower`` ``(B, 1 or R, C, win, L)``. With the
+        relaxation ``rel`` and tiling windows, the upper line (one input of a window, or none)
+        is scattered to its input instead of multiplied over the window (the same values)."""
         b, r = a.shape[0], a.shape[1]
         c = a.shape[2]
         aw = a.reshape(b, r, c, 1, -1)
-        coef = aw.clamp(min=0) * lower + aw.clamp(max=0) * upper.unsqueeze(1)
-        new = self.fold(coef.reshape(b * r, c, self.window, -1)).view(b, r, *self.in_shape)
-        bias = (aw.clamp(max=0).squeeze(3) * upper_const.unsqueeze(1)).flatten(2).sum(2)
+        neg = aw.clamp(max=0)
+        if rel is not None and rel.argmax is not None and rel.dominant is not None and self.tiles:
+            coef = aw.clamp(min=0) * lower
+            new = self.fold(coef.reshape(b * r, c, self.window, -1)).view(b, r, c, -1)
+            up = neg.squeeze(3) * rel.dominant.unsqueeze(1).to(a.dtype)
+            index = rel.argmax.unsqueeze(1).expand(b, r, *rel.argmax.shape[1:])
+            new = new.scatter_add(3, index, up).view(b, r, *self.in_shape)
+        else:
+            coef = aw.clamp(min=0) * lower + neg * upper.unsqueeze(1)
+            new = self.fold(coef.reshape(b * r, c, self.window, -1)).view(b, r, *self.in_shape)
+        bias = (neg.squeeze(3) * upper_const.unsqueeze(1)).flatten(2).sum(2)
         return new, bias
 
     def backward_argmax(self, a: Tensor, rel: PoolRelaxation) -> tuple[Tensor, Tensor]:

@@ -155,7 +155,7 @@ def relaxation_step(
     assert isinstance(op, O.MaxPool)
     assert isinstance(rel, O.PoolRelaxation)
     if alpha is not None and idx in alpha:
-        return op.backward_windows(a, alpha[idx], rel.upper, rel.upper_const)
+        return op.backward_windows(a, alpha[idx], rel.upper, rel.upper_const, rel)
     if rel.argmax is not None:
         return op.backward_argmax(a, rel)
     return op.backward_windows(a, rel.lower.unsqueeze(1), rel.upper, rel.upper_const)
