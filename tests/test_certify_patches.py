@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeproof.certify import intermediate
+from edgeproof.certify import ops as O
 from edgeproof.certify.bounds import AlphaSettings, compute_bounds, margin_spec
 from edgeproof.certify.graph import BoundGraph, trace
 from edgeproof.certify.patches import Patches
@@ -245,3 +246,48 @@ def test_max_pool_step_by_argmax_equals_the_window_step(
     ref = op.backward_windows(a, rel.lower.unsqueeze(1), rel.upper, rel.upper_const)
     got = op.backward_argmax(a, rel)
     assert torch.allclose(got[0], ref[0], atol=1e-6) and torch.allclose(got[1], ref[1], atol=1e-6)
+
+
+def test_backward_overwrites_only_its_own_coefficients() -> None:
+    """In-place steps never touch the caller's tensors (the start rows, the extra terms) nor a
+    tensor handed to both inputs of a residual sum."""
+    from edgeproof.certify.backward import backward
+    from edgeproof.certify.bounds import prepare
+
+    _, g, x = _resnet()
+    state = prepare(g, linf_ball(x, 0.004), "crown")
+    out = g.nodes[g.output]
+    a0 = torch.randn(2, 3, *out.shape)
+    k = next(n.index for n in g.nodes if isinstance(n.op, O.ReLU))
+    extra = {k: torch.randn(2, 3, *g.nodes[k].shape)}
+    copies = (a0.clone(), extra[k].clone())
+    with torch.no_grad():
+        lb, _ = backward(state, g.output, a0, extra=extra)
+        lb2, _ = backward(state, g.output, a0.clone(), extra={k: extra[k].clone()})
+    assert torch.equal(a0, copies[0]) and torch.equal(extra[k], copies[1])
+    assert torch.equal(lb, lb2)
+    with torch.enable_grad():
+        lb3, _ = backward(state, g.output, a0, extra=extra)
+    assert torch.allclose(lb, lb3, atol=1e-5)
+
+
+def test_one_channel_transposed_convolution_under_a_gradient_is_bitwise_mmfold() -> None:
+    """Under a gradient the taps carry the gradient of ``fold(Wᵀ @ a)`` (α-CROWN's steps depend
+    on these values bit for bit): the same outputs and input gradients as that form."""
+    from edgeproof.certify.linear_ops import conv_transpose2d_fast
+
+    torch.manual_seed(6)
+    for n, cout, h, k, s, p in [(64, 6, 8, 5, 1, 2), (40, 16, 14, 4, 2, 1)]:
+        w = torch.randn(cout, 1, k, k)
+        base = torch.randn(n, cout, h, h)
+        out_h = (h - 1) * s - 2 * p + k
+        g = torch.randn(n, 1, out_h, out_h)
+        a1 = base.clone().requires_grad_(True)
+        cols = torch.matmul(w.reshape(cout, k * k).t(), a1.reshape(n, cout, -1))
+        ref = F.fold(cols, (out_h, out_h), (k, k), padding=p, stride=s)
+        ref.backward(g)
+        a2 = base.clone().requires_grad_(True)
+        got = conv_transpose2d_fast(a2, w, (s, s), (p, p), (0, 0), 1, (1, 1), (out_h, out_h))
+        got.backward(g)
+        assert torch.equal(got, ref) and a1.grad is not None and a2.grad is not None
+        assert torch.equal(a2.grad, a1.grad)

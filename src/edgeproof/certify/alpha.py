@@ -76,6 +76,11 @@ def _simplex_theta(w: Tensor, dim: int) -> Tensor:
     return theta.unsqueeze(dim)
 
 
+#: Adam's second moments below this give the denominator ``1e-8`` exactly (float32: ``√v`` is
+#: under half an ulp of ``1e-8``), so they are raised to it before the square root
+_TINY = 1e-34
+
+
 class _Adam:
     """Adam (Kingma & Ba 2015) with torch.optim.Adam's defaults (β = (0.9, 0.999), eps 1e-8, no
     weight decay) and an exponentially decayed learning rate; written out because the first use
@@ -111,7 +116,9 @@ class _Adam:
                     continue
                 m.mul_(b1).add_(g, alpha=1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                torch.div(v, c2, out=denom).sqrt_().add_(1e-8)
+                # (clamped from below: the square root of 0 and of subnormals takes a slow path,
+                # and any value under ~1e-31 gives the same denominator, 1e-8, after the add)
+                torch.div(v, c2, out=denom).clamp_(min=_TINY).sqrt_().add_(1e-8)
                 p.addcdiv_(m, denom, value=-sign * self.lr / c1)
                 p.grad = None
         self.lr *= self.decay
