@@ -10,20 +10,20 @@ import torch
 from torch import Tensor
 
 from edgeproof.certify import ops as O
+from edgeproof.certify.backward import backward
 from edgeproof.certify.bound_state import (
     AlphaSettings,
     BoundState,
 )
-from edgeproof.certify.crown import (
+from edgeproof.certify.graph import BoundGraph
+from edgeproof.certify.intermediate import (
     RowPlan,
     _crown_node,
     _joint_intermediate,
     _sparse_safe,
-    backward,
     crown_nodes,
     row_plan,
 )
-from edgeproof.certify.graph import BoundGraph
 from edgeproof.certify.patches import Patches
 
 
@@ -31,9 +31,16 @@ def _project_simplex(v: Tensor, valid: Tensor, dim: int) -> Tensor:
     """Euclidean projection of ``v`` onto the probability simplex along ``dim`` (positions where
     ``valid`` is False are held at 0); the sort-based algorithm of Held et al. 1974 /
     Duchi et al. 2008. The condition ``s_k > (Σ_{i≤k} s_i − 1)/k`` holds for a prefix of the
-    sorted values, so its count gives the support size without a search."""
+    sorted values, so its count gives the support size without a search. Windows of up to
+    :data:`_NETWORK_SORT` entries are sorted by a sorting network along ``dim`` (the values
+    and prefix sums of ``torch.sort``/``cumsum``, without moving ``dim`` last)."""
     big = torch.finfo(v.dtype).max / 4
-    w = torch.where(valid, v, torch.full_like(v, -big)).movedim(dim, -1)
+    w = torch.where(valid, v, torch.full_like(v, -big))
+    n = int(w.shape[dim])
+    if n <= _NETWORK_SORT:
+        out = (w - _simplex_theta(w, dim)).clamp(min=0)
+        return torch.where(valid, out, torch.zeros_like(out))
+    w = w.movedim(dim, -1)
     srt = torch.sort(w, dim=-1, descending=True).values
     css = srt.cumsum(-1) - 1
     k = torch.arange(1, w.shape[-1] + 1, dtype=v.dtype)
@@ -41,6 +48,37 @@ def _project_simplex(v: Tensor, valid: Tensor, dim: int) -> Tensor:
     theta = css.gather(-1, rho - 1) / rho.to(v.dtype)
     out = (w - theta).clamp(min=0).movedim(-1, dim)
     return torch.where(valid, out, torch.zeros_like(out))
+
+
+#: windows up to this size are sorted by an odd-even transposition network in the projection
+_NETWORK_SORT = 4
+
+
+def _simplex_theta(w: Tensor, dim: int) -> Tensor:
+    """The projection's threshold along ``dim`` (size ≤ :data:`_NETWORK_SORT`), kept as a size-1
+    ``dim``: the sorted values by compare-exchanges, the prefix sums accumulated in double as
+    ``cumsum`` does."""
+    s = list(w.unbind(dim))
+    n = len(s)
+    for rnd in range(n):
+        for i in range(rnd % 2, n - 1, 2):
+            s[i], s[i + 1] = torch.maximum(s[i], s[i + 1]), torch.minimum(s[i], s[i + 1])
+    acc = s[0].double()
+    css = [acc.to(w.dtype) - 1]
+    for i in range(1, n):
+        acc = acc + s[i]
+        css.append(acc.to(w.dtype) - 1)
+    rho = sum(((s[i] - css[i] / (i + 1)) > 0).to(torch.int64) for i in range(n))
+    rho = rho.clamp(min=1)  # type: ignore[union-attr]
+    theta = css[0]
+    for i in range(1, n):
+        theta = torch.where(rho == i + 1, css[i] / (i + 1), theta)
+    return theta.unsqueeze(dim)
+
+
+#: Adam's second moments below this give the denominator ``1e-8`` exactly (float32: ``√v`` is
+#: under half an ulp of ``1e-8``), so they are raised to it before the square root
+_TINY = 1e-34
 
 
 class _Adam:
@@ -55,6 +93,7 @@ class _Adam:
         self.t = 0
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
+        self.scratch = [torch.empty_like(p) for p in self.params]  # the step's denominators
 
     def add(self, params: Sequence[Tensor]) -> None:
         """Optimise more parameters from now on (their moments start at zero)."""
@@ -62,6 +101,7 @@ class _Adam:
             self.params.append(p)
             self.m.append(torch.zeros_like(p))
             self.v.append(torch.zeros_like(p))
+            self.scratch.append(torch.empty_like(p))
 
     def step(self, sign: float = 1.0) -> None:
         """One step *descending* the gradient (``sign=-1`` ascends)."""
@@ -70,13 +110,15 @@ class _Adam:
         c1 = 1 - b1**self.t
         c2 = 1 - b2**self.t
         with torch.no_grad():
-            for p, m, v in zip(self.params, self.m, self.v):
+            for p, m, v, denom in zip(self.params, self.m, self.v, self.scratch):
                 g = p.grad
                 if g is None:
                     continue
                 m.mul_(b1).add_(g, alpha=1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (v / c2).sqrt_().add_(1e-8)
+                # (clamped from below: the square root of 0 and of subnormals takes a slow path,
+                # and any value under ~1e-31 gives the same denominator, 1e-8, after the add)
+                torch.div(v, c2, out=denom).clamp_(min=_TINY).sqrt_().add_(1e-8)
                 p.addcdiv_(m, denom, value=-sign * self.lr / c1)
                 p.grad = None
         self.lr *= self.decay
@@ -115,15 +157,16 @@ def init_alpha(
             if form[0] == "patch":
                 assert plan is not None and start is not None
                 _, stride, pad, kernel = form
-                _c, _h, w_ = graph.nodes[start].shape
+                _c, h_, w_ = graph.nodes[start].shape
                 pos = plan.index
-                pi, pj = (pos // w_) % _h, pos % w_
+                pi, pj = (pos // w_) % h_, pos % w_
                 probe = Patches(
                     torch.zeros(b, 2 * plan.rows, 1, *kernel, dtype=rel.lower_slope.dtype),  # type: ignore[misc]
                     torch.cat([pi, pi], 1),
                     torch.cat([pj, pj], 1),
                     stride,  # type: ignore[arg-type]
                     pad,  # type: ignore[arg-type]
+                    (h_, w_),
                 )
                 alphas[n.index] = probe.window(rel.lower_slope).clone()
             else:

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from edgeproof.certify import ops as O
 from edgeproof.certify.graph import BoundGraph
+from edgeproof.certify.patches import TableCache
 from edgeproof.certify.sets import InputSet
 from edgeproof.errors import OptionError
 
@@ -73,6 +74,9 @@ class BoundState:
     #: per CROWN-bounded node, the form coefficients reach each nonlinear node in (see backward)
     forms: dict[int, dict[int, tuple[object, ...]]] = field(default_factory=dict)
     _relax: dict[int, O.Relaxation | O.PoolRelaxation] = field(default_factory=dict)
+    #: windows of the relaxation maps in the patch geometries that read them (see
+    #: :meth:`~edgeproof.certify.patches.Patches.windows`)
+    tables: TableCache = field(default_factory=dict)
 
     @property
     def batch(self) -> int:

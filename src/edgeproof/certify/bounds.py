@@ -55,6 +55,7 @@ from edgeproof.certify.alpha import _Adam as _Adam
 from edgeproof.certify.alpha import clip_alpha as clip_alpha
 from edgeproof.certify.alpha import init_alpha as init_alpha
 from edgeproof.certify.alpha import optimise_alpha
+from edgeproof.certify.backward import backward
 from edgeproof.certify.bound_state import (
     METHODS,
     AlphaSettings,
@@ -64,11 +65,8 @@ from edgeproof.certify.bound_state import (
     Method,
     margin_spec,
 )
-from edgeproof.certify.crown import (
-    backward,
-    intermediate_bounds,
-)
 from edgeproof.certify.graph import BoundGraph
+from edgeproof.certify.intermediate import intermediate_bounds
 from edgeproof.certify.sets import InputSet
 from edgeproof.errors import OptionError
 

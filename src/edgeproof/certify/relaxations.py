@@ -37,12 +37,16 @@ class Relaxation:
 class PoolRelaxation:
     """A max pool's lines per window: one-hot lower coefficients ``lower`` and upper
     coefficients ``upper`` ``(B, C, window, L)``, the upper constant ``upper_const``
-    ``(B, C, L)``, and ``valid`` ``(B, C, window, L)`` (False on padding)."""
+    ``(B, C, L)``, and ``valid`` ``(B, C, window, L)`` (False on padding); ``argmax`` ``(B, C,
+    L)`` is the input (flat over the map) where ``lower`` is 1, ``dominant`` ``(B, C, L)``
+    where the upper line is that input too."""
 
     lower: Tensor
     upper: Tensor
     upper_const: Tensor
     valid: Tensor
+    argmax: Tensor | None = None
+    dominant: Tensor | None = None
 
 
 class Activation(BoundOp):
@@ -60,19 +64,21 @@ class Activation(BoundOp):
 
 
 def backward_elementwise(
-    a: Tensor, rel: Relaxation, alpha: Tensor | None = None
+    a: Tensor, rel: Relaxation, alpha: Tensor | None = None, *, inplace: bool = False
 ) -> tuple[Tensor, Tensor | None]:
     """One lower-bound backward step through an elementwise relaxation.
 
     ``a`` is ``(B, R, *shape)``; the relaxation tensors are ``(B, *shape)`` and broadcast over
     rows. With ``alpha`` (``(B, R, *shape)``) the lower slope of unstable neurons is ``alpha``.
-    Returns the new coefficients and the constant ``(B, R)``.
+    Returns the new coefficients (written into ``a`` if ``inplace``) and the constant
+    ``(B, R)``.
     """
     dl = rel.lower_slope.unsqueeze(1)
     du = rel.upper_slope.unsqueeze(1)
     if alpha is not None and rel.unstable is not None:
         dl = torch.where(rel.unstable.unsqueeze(1), alpha, dl)
-    return apply_lines(a, dl, rel.lower_bias, du, rel.upper_bias, feature_dims=a.dim() - 2)
+    fd = a.dim() - 2
+    return apply_lines(a, dl, rel.lower_bias, du, rel.upper_bias, feature_dims=fd, inplace=inplace)
 
 
 def _channels_inner(x: Tensor) -> bool:
@@ -93,7 +99,7 @@ def _rowdot(x: Tensor, w: Tensor, feature_dims: int) -> Tensor:
     broadcasts against it. A per-problem map ``(B|1, 1, ...)`` becomes one batched matrix
     product (no temporary); channels-last coefficients are read in their own order."""
     b, r = x.shape[0], x.shape[1]
-    if w.dim() == x.dim() and w.shape[1] == 1:
+    if w.dim() == x.dim() == feature_dims + 2 and w.shape[1] == 1:
         if _channels_inner(x):
             xv = x.permute(0, 1, 3, 4, 2)
             wv = w.expand(b, 1, *x.shape[2:]).permute(0, 1, 3, 4, 2)
@@ -112,24 +118,27 @@ def apply_lines(
     bu: Tensor | None,
     *,
     feature_dims: int,
+    inplace: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """``a⁺·dl + a⁻·du`` and the constant ``Σ a⁺·bl + a⁻·bu`` over the last
-    ``feature_dims`` dimensions. Written as ``a·du + a⁺·(dl − du)`` and
-    ``Σ a·bu − Σ a⁺·bu (+ Σ a⁺·bl)`` — one clamp, one product, one in-place fused multiply-add
-    and batched dot products: these steps are memory-bound, and boolean masks are several times
-    slower on CPU. Maps broadcast like the slopes."""
+    ``feature_dims`` dimensions. Written as ``a·dl + a⁻·(du − dl)`` and ``Σ a⁻·bu`` (``+ Σ a·bl
+    − Σ a⁻·bl``) — one clamp, one product, one in-place fused multiply-add and batched dot
+    products: these steps are memory-bound, and boolean masks are several times slower on CPU.
+    Maps broadcast like the slopes; ``inplace``: the coefficients are written into ``a``."""
     dl, du = _match_layout(dl, a), _match_layout(du, a)
-    pos = a.clamp(min=0)
-    new = a * du
-    new.addcmul_(pos, dl - du)
+    # a⁻ by a clamp whose gradient at a = 0 is that of a⁺ (the clamp passes it): the
+    # subgradient of the step there is dl, as for a·du + a⁺·(dl − du)
+    neg = a - a.clamp(min=0) if a.requires_grad else a.clamp(max=0)
     bias: Tensor | None = None
     if bu is not None:
         bub = _match_layout(bu.unsqueeze(1) if bu.dim() == a.dim() - 1 else bu, a)
-        bias = _rowdot(a, bub, feature_dims) - _rowdot(pos, bub, feature_dims)
+        bias = _rowdot(neg, bub, feature_dims)
     if bl is not None:
         blb = _match_layout(bl.unsqueeze(1) if bl.dim() == a.dim() - 1 else bl, a)
-        lb = _rowdot(pos, blb, feature_dims)
+        lb = _rowdot(a, blb, feature_dims) - _rowdot(neg, blb, feature_dims)
         bias = lb if bias is None else bias + lb
+    new = a.mul_(dl) if inplace else a * dl
+    new.addcmul_(neg, du - dl)
     return new, bias
 
 
@@ -419,7 +428,17 @@ class MaxPool(BoundOp):
             dominant, torch.zeros_like(max_l), uw.max(dim=2, keepdim=True).values
         )
         valid = torch.isfinite(self._unfold(torch.zeros_like(lo), -math.inf))
-        return PoolRelaxation(onehot, upper, upper_const.squeeze(2), valid)
+        # the input of each window's lower maximum, flat over the (2-D) input map
+        w = self.in_shape[-1]
+        wo = self.out_shape[-1]
+        pos = torch.arange(lw.shape[-1])
+        k = idx.squeeze(2)
+        rows = (pos // wo) * self.stride[0] - self.padding[0] + k // self.kernel[1]
+        cols = (pos % wo) * self.stride[1] - self.padding[1] + k % self.kernel[1]
+        argmax = rows * w + cols
+        return PoolRelaxation(
+            onehot, upper, upper_const.squeeze(2), valid, argmax, dominant.squeeze(2)
+        )
 
     @property
     def tiles(self) -> bool:
@@ -455,15 +474,42 @@ class MaxPool(BoundOp):
         lower: Tensor,
         upper: Tensor,
         upper_const: Tensor,
+        rel: PoolRelaxation | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """``a`` ``(B, R, C, *out)``; ``lower`` ``(B, 1 or R, C, win, L)``."""
+        """``a`` ``(B, R, C, *out)``; ``lower`` ``(B, 1 or R, C, win, L)``. With the
+        relaxation ``rel`` and tiling windows, the upper line (one input of a window, or none)
+        is scattered to its input instead of multiplied over the window (the same values)."""
         b, r = a.shape[0], a.shape[1]
         c = a.shape[2]
         aw = a.reshape(b, r, c, 1, -1)
-        coef = aw.clamp(min=0) * lower + aw.clamp(max=0) * upper.unsqueeze(1)
-        new = self.fold(coef.reshape(b * r, c, self.window, -1)).view(b, r, *self.in_shape)
-        bias = (aw.clamp(max=0).squeeze(3) * upper_const.unsqueeze(1)).flatten(2).sum(2)
+        neg = aw.clamp(max=0)
+        if rel is not None and rel.argmax is not None and rel.dominant is not None and self.tiles:
+            coef = aw.clamp(min=0) * lower
+            new = self.fold(coef.reshape(b * r, c, self.window, -1)).view(b, r, c, -1)
+            up = neg.squeeze(3) * rel.dominant.unsqueeze(1).to(a.dtype)
+            index = rel.argmax.unsqueeze(1).expand(b, r, *rel.argmax.shape[1:])
+            new = new.scatter_add(3, index, up).view(b, r, *self.in_shape)
+        else:
+            coef = aw.clamp(min=0) * lower + neg * upper.unsqueeze(1)
+            new = self.fold(coef.reshape(b * r, c, self.window, -1)).view(b, r, *self.in_shape)
+        bias = (neg.squeeze(3) * upper_const.unsqueeze(1)).flatten(2).sum(2)
         return new, bias
+
+    def backward_argmax(self, a: Tensor, rel: PoolRelaxation) -> tuple[Tensor, Tensor]:
+        """:meth:`backward_windows` with the relaxation's own (one-hot) lower coefficients:
+        each output's coefficient ``a⁺ + a⁻·[dominant]`` goes to its window's lower maximum
+        (summed where windows share it), without window-sized temporaries."""
+        assert rel.argmax is not None and rel.dominant is not None
+        b, r, c = a.shape[0], a.shape[1], a.shape[2]
+        av = a.reshape(b, r, c, -1)
+        neg = av.clamp(max=0)
+        coef = av - neg * (~rel.dominant).unsqueeze(1).to(a.dtype)
+        h = self.in_shape[1] if self.dim == 2 else 1
+        new = torch.zeros(b, r, c, h * self.in_shape[-1], dtype=a.dtype)
+        index = rel.argmax.unsqueeze(1).expand(b, r, *rel.argmax.shape[1:])
+        new.scatter_add_(3, index, coef)
+        bias = (neg * rel.upper_const.unsqueeze(1)).flatten(2).sum(2)
+        return new.view(b, r, *self.in_shape), bias
 
     def describe(self) -> str:
         return f"maxpool{self.dim}d(kernel={self.kernel}, stride={self.stride})"
