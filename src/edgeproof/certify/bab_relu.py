@@ -20,9 +20,9 @@ from edgeproof.certify.bab_settings import (
     Verdict,
     _margins,
 )
+from edgeproof.certify.bound_state import Interval
 from edgeproof.certify.bounds import (
     BoundState,
-    Interval,
     _Adam,
     backward,
     clip_alpha,

@@ -9,6 +9,8 @@ instead of a fresh allocation (the pass is memory-bound, and fresh memory costs 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -69,7 +71,9 @@ class _Pending:
         if mine:
             self.owned.add(i)
 
-    def spread(self, graph: BoundGraph, node: Node, a: Coef, mine: bool, news: list) -> None:
+    def spread(
+        self, graph: BoundGraph, node: Node, a: Coef, mine: bool, news: Sequence[Coef | None]
+    ) -> None:
         """Hand a step's per-input coefficients ``news`` to the inputs of ``node``; an output
         sharing memory with the step's input ``a`` stays the pass's own only if it is the one
         such output and ``a`` was."""

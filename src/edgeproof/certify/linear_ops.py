@@ -175,7 +175,7 @@ def conv_transpose2d_fast(
         if not (torch.is_grad_enabled() and (a.requires_grad or weight.requires_grad)):
             return _conv_transpose_by_taps(a, weight, *geometry)
         if cin == 1 and not weight.requires_grad:
-            out: Tensor = _TapsConvTranspose.apply(a, weight, geometry)
+            out: Tensor = _TapsConvTranspose.apply(a, weight, geometry)  # type: ignore[no-untyped-call]
             return out
     a = a.contiguous(memory_format=torch.channels_last)
     return F.conv_transpose2d(

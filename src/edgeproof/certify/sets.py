@@ -202,7 +202,8 @@ class L2Ball(InputSet):
         step = (rows / norm).view_as(a) * self.eps.view(-1, 1, *([1] * (a.dim() - 2)))
         x = self.x0.unsqueeze(1) - step
         # clipping to the domain keeps the point in the ball (x0 is inside the domain)
-        return x.clamp(self.domain[0], self.domain[1])
+        clipped: Tensor = x.clamp(self.domain[0], self.domain[1])
+        return clipped
 
     def anchor(self) -> Tensor:
         return self.x0
