@@ -345,6 +345,15 @@ def test_chunk_sha256s_are_the_digest_blob_sha256s_with_and_without_a_pool(size:
         assert chunk_sha256s(blob, CHUNK, pool) == want
 
 
+@pytest.mark.parametrize("chunk_size", [4094, 2048, 512 * 1024])
+def test_chunk_sha256s_refuses_the_chunk_sizes_digest_blob_refuses(chunk_size: int) -> None:
+    from edgeproof.integrity.chunks import chunk_sha256s
+
+    for digest in (digest_blob, chunk_sha256s):
+        with pytest.raises(ValueError, match=f"chunk size {chunk_size} must be a multiple of 4"):
+            digest(b"x" * 10_000, chunk_size)
+
+
 def test_an_unchanged_release_verifies_from_file_and_chunk_digests_alone(
     release: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -136,6 +137,41 @@ def _digest_block(mv: memoryview, start: int, stop: int, chunk_size: int) -> lis
     return out
 
 
+def _check_chunk_size(chunk_size: int) -> None:
+    if chunk_size % 4 or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(
+            f"chunk size {chunk_size} must be a multiple of 4 in [{MIN_CHUNK_SIZE}, "
+            f"{MAX_CHUNK_SIZE}] bytes"
+        )
+
+
+def _byte_view(data: bytes | bytearray | memoryview | np.ndarray) -> memoryview:
+    """``data``'s bytes, without a copy where it is contiguous."""
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
+    return memoryview(data).cast("B")
+
+
+_T = TypeVar("_T")
+
+
+def _per_block(
+    n: int,
+    chunk_size: int,
+    pool: Executor | None,
+    digest: Callable[[int, int], list[_T]],
+) -> list[_T]:
+    """``digest(start, stop)`` over blocks of about 4 MiB of ``n`` bytes (whole chunks each),
+    in parallel on ``pool`` when there is one and more than one block; the results in order."""
+    per_block = max(1, _BLOCK_BYTES // chunk_size) * chunk_size
+    bounds = [(a, min(n, a + per_block)) for a in range(0, n, per_block)]
+    if pool is None or len(bounds) == 1:
+        parts = [digest(a, b) for a, b in bounds]
+    else:
+        parts = list(pool.map(lambda ab: digest(ab[0], ab[1]), bounds))
+    return [d for part in parts for d in part]
+
+
 def digest_blob(
     data: bytes | bytearray | memoryview | np.ndarray,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -146,25 +182,11 @@ def digest_blob(
     ``chunk_size`` must be a multiple of 4 between 4 KiB and 256 KiB. With a ``pool``, blocks of
     about 4 MiB are digested in parallel.
     """
-    if chunk_size % 4 or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
-        raise ValueError(
-            f"chunk size {chunk_size} must be a multiple of 4 in [{MIN_CHUNK_SIZE}, "
-            f"{MAX_CHUNK_SIZE}] bytes"
-        )
-    if isinstance(data, np.ndarray):
-        mv = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
-    else:
-        mv = memoryview(data).cast("B")
-    n = len(mv)
-    if n == 0:
+    _check_chunk_size(chunk_size)
+    mv = _byte_view(data)
+    if len(mv) == 0:
         return [digest_chunk(b"")]
-    per_block = max(1, _BLOCK_BYTES // chunk_size) * chunk_size
-    bounds = [(a, min(n, a + per_block)) for a in range(0, n, per_block)]
-    if pool is None or len(bounds) == 1:
-        parts = [_digest_block(mv, a, b, chunk_size) for a, b in bounds]
-    else:
-        parts = list(pool.map(lambda ab: _digest_block(mv, ab[0], ab[1], chunk_size), bounds))
-    return [d for part in parts for d in part]
+    return _per_block(len(mv), chunk_size, pool, lambda a, b: _digest_block(mv, a, b, chunk_size))
 
 
 def chunk_sha256s(
@@ -174,26 +196,18 @@ def chunk_sha256s(
 ) -> list[bytes]:
     """The SHA-256 of each chunk of ``data``, as :func:`digest_blob` cuts it, without the
     syndromes: what a seal's leaves commit, and all a verification needs while nothing changed
-    (the syndromes only locate a change)."""
-    if isinstance(data, np.ndarray):
-        mv = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
-    else:
-        mv = memoryview(data).cast("B")
-    n = len(mv)
-    if n == 0:
+    (the syndromes only locate a change). ``chunk_size`` and ``pool`` as for
+    :func:`digest_blob`."""
+    _check_chunk_size(chunk_size)
+    mv = _byte_view(data)
+    if len(mv) == 0:
         return [hashlib.sha256(b"").digest()]
     sha = hashlib.sha256
 
-    def block(a: int) -> list[bytes]:
-        stop = min(n, a + per_block)
+    def block(a: int, stop: int) -> list[bytes]:
         return [sha(mv[i : min(stop, i + chunk_size)]).digest() for i in range(a, stop, chunk_size)]
 
-    per_block = max(1, _BLOCK_BYTES // chunk_size) * chunk_size
-    starts = range(0, n, per_block)
-    if pool is None or len(starts) == 1:
-        return [d for a in starts for d in block(a)]
-    parts = pool.map(block, starts)
-    return [d for part in parts for d in part]
+    return _per_block(len(mv), chunk_size, pool, block)
 
 
 def locate_single_word_change(
